@@ -1,0 +1,158 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Severity ranks a Finding.
+type Severity string
+
+// Finding severities: danger means the global would run code or touch the system if Python
+// unpickled the file; warning means an unknown global that Python would import.
+const (
+	SeverityDanger  Severity = "danger"
+	SeverityWarning Severity = "warning"
+)
+
+// Finding is something in the file that would run code, or import code we do not know,
+// if Python unpickled it.
+type Finding struct {
+	Severity Severity
+	// Global is "module.name" as the pickle names it.
+	Global string
+	// Path is the JSON Pointer of the node where the global sits in the tree, or "" when the
+	// value is not part of the returned tree (left on the stack, in a later pickle...).
+	Path string
+	// Detail says what would happen in a reviewer's words, with the call and its arguments
+	// when the pickle calls it: "posix.system('ls -la')".
+	Detail string
+	// Where names the pickle inside the file ("data.pkl", "pickle 2 after the first STOP")
+	// and Offset is the byte offset of the opcode in that pickle.
+	Where  string
+	Offset int64
+}
+
+// Checkpoint is an opened file: its format, tree and findings.
+type Checkpoint struct {
+	// Format names the container: "pickle", "torch-zip", "torch-legacy", "torch-legacy-tar",
+	// "torchscript", "zip".
+	Format   string
+	Root     *Node
+	Findings []Finding
+	// Notes are facts about the file worth telling a reader (trailing bytes, a second
+	// pickle, values left on the pickle stack, the torch version records...).
+	Notes []string
+
+	Tensors      int   // tensor and array nodes (refs not counted)
+	Parameters   int64 // total elements of those tensors
+	BytesByDType map[string]int64
+	Storages     []*Storage
+
+	index map[string]*Node
+}
+
+// ErrNotFound is returned by Checkpoint.Node for a pointer that names no node.
+var ErrNotFound = errors.New("loader: no node at that path")
+
+// Error says what is wrong with a file that cannot be opened. Findings made before the
+// problem was found are kept, so a broken but malicious file is still reported.
+type Error struct {
+	Msg      string
+	Offset   int64 // byte offset of the problem, -1 if none applies
+	Findings []Finding
+}
+
+func (e *Error) Error() string {
+	if e.Offset >= 0 {
+		return fmt.Sprintf("loader: %s (at byte %d)", e.Msg, e.Offset)
+	}
+	return "loader: " + e.Msg
+}
+
+// Node returns the node at a JSON Pointer ("" or "/" is the root).
+func (c *Checkpoint) Node(pointer string) (*Node, error) {
+	if pointer == "/" {
+		pointer = ""
+	}
+	if n, ok := c.index[pointer]; ok {
+		return n, nil
+	}
+	// Walk segment by segment so that equivalent spellings (an int key written "01") fail
+	// the same way and unindexed nodes (deep object-array items) are still found.
+	n := c.Root
+	if pointer == "" {
+		return n, nil
+	}
+	if !strings.HasPrefix(pointer, "/") {
+		return nil, ErrNotFound
+	}
+	for _, raw := range strings.Split(pointer[1:], "/") {
+		seg := UnescapeSegment(raw)
+		next := childBySeg(n, seg)
+		if next == nil {
+			return nil, ErrNotFound
+		}
+		n = next
+	}
+	return n, nil
+}
+
+func childBySeg(n *Node, seg string) *Node {
+	kids := n.Children
+	if n.Tensor != nil && n.Tensor.Objects != nil {
+		kids = n.Tensor.Objects
+	}
+	if n.Kind == KindList || n.Kind == KindTuple || n.Kind == KindSet || n.Kind == KindFrozenSet {
+		if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < len(kids) {
+			return kids[i]
+		}
+	}
+	for _, k := range kids {
+		if k.Seg == seg {
+			return k
+		}
+	}
+	return nil
+}
+
+// Options bounds the work Open does on one file. The zero value means the defaults.
+type Options struct {
+	MaxOps      int   // pickle opcodes per file
+	MaxDepth    int   // nesting of the tree and of MARKs
+	MaxMemo     int   // memo entries per pickle
+	MaxIntChars int   // digits of a decimal integer in a text opcode
+	MaxNodes    int   // nodes in the tree
+	MaxPickle   int64 // bytes of one pickle stream held in memory after large values are left in place
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxOps <= 0 {
+		o.MaxOps = 20_000_000
+	}
+	if o.MaxDepth <= 0 {
+		o.MaxDepth = 2000
+	}
+	if o.MaxMemo <= 0 {
+		o.MaxMemo = 2_000_000
+	}
+	if o.MaxIntChars <= 0 {
+		o.MaxIntChars = 4300 // Python's own int_max_str_digits default
+	}
+	if o.MaxNodes <= 0 {
+		o.MaxNodes = 5_000_000
+	}
+	if o.MaxPickle <= 0 {
+		o.MaxPickle = 256 << 20
+	}
+	return o
+}
+
+// Open reads the file behind r (size bytes) and returns its tree. It reads only metadata:
+// tensor data stays in r. Any *Error says what is wrong with the file.
+func Open(r io.ReaderAt, size int64, opts Options) (*Checkpoint, error) {
+	return open(r, size, opts.withDefaults())
+}

@@ -1,0 +1,162 @@
+// Package loader opens pickles and PyTorch checkpoints without running anything in them.
+//
+// It sniffs the container format, scans every pickle opcode before unpickling, resolves
+// globals through an allowlist of pure-Go stand-ins, and turns the result into a neutral
+// tree of Nodes whose tensors are lazy byte ranges of the original file. gopickle types never
+// leave this package.
+package loader
+
+import (
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Kind is what a Node is, in Python's terms. The set is fixed by the JSON contract.
+type Kind string
+
+// The kinds a Node can have.
+const (
+	KindNone      Kind = "none"
+	KindBool      Kind = "bool"
+	KindInt       Kind = "int"
+	KindFloat     Kind = "float"
+	KindComplex   Kind = "complex"
+	KindStr       Kind = "str"
+	KindBytes     Kind = "bytes"
+	KindList      Kind = "list"
+	KindTuple     Kind = "tuple"
+	KindDict      Kind = "dict"
+	KindSet       Kind = "set"
+	KindFrozenSet Kind = "frozenset"
+	KindObject    Kind = "object"
+	KindGlobal    Kind = "global"
+	KindTensor    Kind = "tensor"
+	KindNDArray   Kind = "ndarray"
+	KindRef       Kind = "ref"
+)
+
+// Node is one value of the unpickled tree. Containers, objects and arrays hold their
+// children in order; scalars hold their value. Nothing in a Node ever runs code.
+type Node struct {
+	Kind Kind
+	// Type is the Python type the value would have: "dict", "collections.OrderedDict",
+	// "torch.nn.parameter.Parameter", "sklearn.svm._classes.SVC", "numpy.ndarray".
+	Type string
+	// Key is how the parent names this child for a reader: a dict key's repr (a str key is
+	// shown as is), a list index, an attribute name.
+	Key string
+	// Seg is this child's JSON Pointer segment, unescaped (the server escapes it).
+	Seg string
+	// Path is the JSON Pointer of this node from the root ("" for the root).
+	Path string
+
+	Bool    bool
+	Int     string // decimal, any size
+	Float   float64
+	Complex complex128
+	// Str holds a str's text, or a preview of it when Truncated is set.
+	Str string
+	// Bytes holds bytes/bytearray content, or a preview of it when Truncated is set.
+	Bytes     []byte
+	Truncated bool
+	// Len is the length of a str (in characters), bytes, or container.
+	Len int64
+
+	// Children are list/tuple/set items, dict entries (Key/Seg say which), or an object's
+	// attributes and arguments.
+	Children []*Node
+	// DictKey holds a dict entry's key when it is not a str (an int, a tuple...); nil otherwise.
+	DictKey *Node
+
+	// Global is "module.name" for global and object nodes.
+	Global string
+	// Target is the Path of the node a ref points at.
+	Target string
+
+	// Tensor is set for tensor and ndarray nodes.
+	Tensor *Tensor
+
+	// Danger is set on global/object nodes whose global would run code or touch the system.
+	Danger bool
+}
+
+// Tensor is a strided view on a Storage: the metadata of a torch.Tensor or numpy.ndarray.
+// Its values are never read by the loader.
+type Tensor struct {
+	DType         string // numpy name where numpy has one: float32, int64, bool, bfloat16...
+	Shape         []int64
+	Strides       []int64 // in elements, like torch (numpy byte strides are converted)
+	StorageOffset int64   // in elements
+	Storage       *Storage
+	RequiresGrad  bool
+	// Objects holds the items of a numpy object array (dtype "object"); Storage is nil then.
+	Objects []*Node
+}
+
+// Numel is the number of elements of the view.
+func (t *Tensor) Numel() int64 {
+	n := int64(1)
+	for _, d := range t.Shape {
+		n *= d
+	}
+	return n
+}
+
+// NBytes is the size of the view's elements in bytes.
+func (t *Tensor) NBytes() int64 { return t.Numel() * int64(DTypeSize(t.DType)) }
+
+// Storage is a flat run of bytes in the file that one or more tensors view.
+type Storage struct {
+	Key      string // the storage key in the archive ("0", "data/0"), or a synthetic one
+	DType    string
+	Location string // "cpu", "cuda:0": metadata only
+	// Offset and Size locate the bytes in Data. Size is in bytes.
+	Offset int64
+	Size   int64
+	// Data reads the bytes: the blob itself, or memory for values inlined in a pickle.
+	Data io.ReaderAt
+	// ByteOrder is "little" or "big".
+	ByteOrder string
+	// Users are the Paths of the tensors that view this storage, in tree order.
+	Users []string
+}
+
+// Section returns a reader over the storage's bytes.
+func (s *Storage) Section() *io.SectionReader { return io.NewSectionReader(s.Data, s.Offset, s.Size) }
+
+// DTypeSize is the size in bytes of one element of the named dtype, or 0 if unknown.
+func DTypeSize(dtype string) int {
+	switch dtype {
+	case "bool", "int8", "uint8", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "qint8", "quint8", "quint4x2", "quint2x4":
+		return 1
+	case "int16", "uint16", "float16", "bfloat16":
+		return 2
+	case "int32", "uint32", "float32", "qint32", "complex32":
+		return 4
+	case "int64", "uint64", "float64", "complex64":
+		return 8
+	case "complex128":
+		return 16
+	}
+	if strings.HasPrefix(dtype, "bytes") || strings.HasPrefix(dtype, "str") || strings.HasPrefix(dtype, "void") {
+		// numpy names fixed-size types by their size in bits: bytes40, str160, void128
+		i := strings.IndexAny(dtype, "0123456789")
+		if i > 0 {
+			if n, err := strconv.Atoi(dtype[i:]); err == nil {
+				return n / 8
+			}
+		}
+	}
+	return 0
+}
+
+// EscapeSegment escapes a key for use in a JSON Pointer (RFC 6901).
+func EscapeSegment(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
+
+// UnescapeSegment undoes EscapeSegment.
+func UnescapeSegment(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~1", "/"), "~0", "~")
+}
