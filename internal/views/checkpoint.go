@@ -1,0 +1,271 @@
+package views
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/ckptview/ckptview/internal/loader"
+)
+
+// The two ways a checkpoint page shows its tree.
+const (
+	// ViewModules groups a state dict on the dots of its keys.
+	ViewModules = "modules"
+	// ViewRaw lists the unpickled objects as they are.
+	ViewRaw = "raw"
+)
+
+// CheckpointPage is the page of one opened file: what it is, what it would run, and its tree.
+type CheckpointPage struct {
+	Meta FileMeta
+	// URL is the page's share link; RawURL and ModulesURL the same page in either view.
+	URL, RawURL, ModulesURL string
+	// Format is the container the loader found ("torch-zip"); Meta.Format is what the store
+	// recorded, used when the loader says nothing.
+	Format   string
+	SizeText string
+	// Tensors, Parameters and TensorBytes count every tensor and array in the file.
+	Tensors                   int
+	Parameters, TensorBytes   int64
+	ParametersText, BytesText string
+	DTypes                    []DTypeRow
+	// Storages is the number of distinct storages; SharedStorages those viewed by more than
+	// one tensor (tied weights).
+	Storages, SharedStorages int
+	// Findings come first on the page: dangers, then warnings.
+	Findings []FindingRow
+	Dangers  int
+	Warnings int
+	Notes    []string
+	// View is ViewModules or ViewRaw; Modules is nil when the file holds no state dict.
+	View    string
+	Modules *ModuleTree
+	// Root describes the top object; Tree is the first page of its children.
+	Root Row
+	Tree Children
+}
+
+// DTypeRow is one line of the bytes-per-dtype table.
+type DTypeRow struct {
+	DType   string
+	Tensors int
+	Params  int64
+	Bytes   int64
+	// ParamsText, BytesText and Share (of all tensor bytes) are their human forms.
+	ParamsText, BytesText, Share string
+}
+
+// FindingRow is one finding in a reviewer's words.
+type FindingRow struct {
+	// Severity is "danger" or "warning"; Label its title-case form for the badge.
+	Severity, Label string
+	// Global is the module.name the pickle imports.
+	Global string
+	// Verb and Call make the sentence: "calls" + "posix.system('touch x')" + " when
+	// unpickled", or "imports" + "sklearn.svm._classes.SVC" + Tail.
+	Verb, Call, Tail string
+	// Detail is the loader's own words when they add to the sentence.
+	Detail string
+	// Path is where the global sits in the tree; URL links to it (empty when the value is
+	// not part of the tree).
+	Path, URL string
+	// Where names the pickle in the file, with Offset the opcode's byte offset.
+	Where  string
+	Offset int64
+}
+
+// NewCheckpointPage describes an opened checkpoint, in the default view (modules when the
+// file holds a state dict).
+func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
+	p := CheckpointPage{
+		Meta:       meta,
+		URL:        CheckpointURL(meta.ID),
+		RawURL:     CheckpointURL(meta.ID) + "?view=" + ViewRaw,
+		ModulesURL: CheckpointURL(meta.ID) + "?view=" + ViewModules,
+		Format:     meta.Format,
+		SizeText:   HumanBytes(meta.Size),
+	}
+	if ck == nil {
+		p.View = ViewRaw
+		return p
+	}
+	if ck.Format != "" {
+		p.Format = ck.Format
+	}
+	p.Tensors, p.Parameters = ck.Tensors, ck.Parameters
+	p.ParametersText = HumanCount(ck.Parameters)
+	p.DTypes = dtypeRows(ck)
+	for _, d := range p.DTypes {
+		p.TensorBytes += d.Bytes
+	}
+	p.BytesText = HumanBytes(p.TensorBytes)
+	for i := range p.DTypes {
+		p.DTypes[i].Share = Percent(p.DTypes[i].Bytes, p.TensorBytes)
+	}
+	p.Storages = len(ck.Storages)
+	for _, s := range ck.Storages {
+		if len(s.Users) > 1 {
+			p.SharedStorages++
+		}
+	}
+	p.Findings = FindingRows(meta.ID, ck.Findings)
+	for _, f := range p.Findings {
+		if f.Severity == string(loader.SeverityDanger) {
+			p.Dangers++
+		} else {
+			p.Warnings++
+		}
+	}
+	p.Notes = ck.Notes
+	if ck.Root != nil {
+		p.Root = NewRow(meta.ID, ck, ck.Root)
+		p.Root.Key = meta.Name
+		p.Tree = NewChildren(meta, ck, ck.Root, 0, DefaultLimit)
+		if sd := FindStateDict(ck.Root); sd != nil {
+			p.Modules = NewModuleTree(meta.ID, ck, sd)
+		}
+	}
+	p.View = ViewRaw
+	if p.Modules != nil {
+		p.View = ViewModules
+	}
+	return p
+}
+
+// WithView returns the page in the named view ("modules" or "raw", from ?view=). An unknown
+// name, or "modules" for a file without a state dict, keeps the default.
+func (p CheckpointPage) WithView(view string) CheckpointPage {
+	switch {
+	case view == ViewRaw:
+		p.View = ViewRaw
+	case view == ViewModules && p.Modules != nil:
+		p.View = ViewModules
+	}
+	return p
+}
+
+// HasRootChildren reports whether the root is a container with something in it.
+func (p CheckpointPage) HasRootChildren() bool { return p.Tree.Total > 0 }
+
+// dtypeRows counts tensors and elements per dtype by walking the tree, and takes the bytes
+// from the loader's totals. Rows are ordered by bytes, largest first.
+func dtypeRows(ck *loader.Checkpoint) []DTypeRow {
+	byName := map[string]*DTypeRow{}
+	get := func(name string) *DTypeRow {
+		r := byName[name]
+		if r == nil {
+			r = &DTypeRow{DType: name}
+			byName[name] = r
+		}
+		return r
+	}
+	walk(ck.Root, func(n *loader.Node) {
+		if (n.Kind == loader.KindTensor || n.Kind == loader.KindNDArray) && n.Tensor != nil {
+			r := get(n.Tensor.DType)
+			r.Tensors++
+			r.Params += n.Tensor.Numel()
+			if ck.BytesByDType == nil {
+				r.Bytes += n.Tensor.NBytes()
+			}
+		}
+	})
+	for name, b := range ck.BytesByDType {
+		get(name).Bytes = b
+	}
+	rows := make([]DTypeRow, 0, len(byName))
+	for _, r := range byName {
+		r.ParamsText, r.BytesText = HumanCount(r.Params), HumanBytes(r.Bytes)
+		rows = append(rows, *r)
+	}
+	slices.SortFunc(rows, func(a, b DTypeRow) int {
+		if a.Bytes != b.Bytes {
+			if a.Bytes > b.Bytes {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.DType, b.DType)
+	})
+	return rows
+}
+
+// walk visits every node of the tree once, depth first, without recursion.
+func walk(root *loader.Node, visit func(*loader.Node)) {
+	if root == nil {
+		return
+	}
+	stack := []*loader.Node{root}
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		visit(n)
+		kids := n.Children
+		if n.Tensor != nil && n.Tensor.Objects != nil {
+			kids = append(slices.Clip(kids), n.Tensor.Objects...)
+		}
+		for i := len(kids) - 1; i >= 0; i-- {
+			stack = append(stack, kids[i])
+		}
+		if n.DictKey != nil {
+			stack = append(stack, n.DictKey)
+		}
+	}
+}
+
+// FindingRows puts findings in a reviewer's words, dangers first, each linked to its node
+// when it has one (id may be empty when the file could not be opened: no links then).
+func FindingRows(id string, fs []loader.Finding) []FindingRow {
+	rows := make([]FindingRow, 0, len(fs))
+	for _, f := range fs {
+		rows = append(rows, findingRow(id, f))
+	}
+	slices.SortStableFunc(rows, func(a, b FindingRow) int {
+		return severityRank(a.Severity) - severityRank(b.Severity)
+	})
+	return rows
+}
+
+func severityRank(s string) int {
+	if s == string(loader.SeverityDanger) {
+		return 0
+	}
+	return 1
+}
+
+func findingRow(id string, f loader.Finding) FindingRow {
+	r := FindingRow{
+		Severity: string(f.Severity),
+		Global:   f.Global,
+		Path:     f.Path,
+		Where:    f.Where,
+		Offset:   f.Offset,
+	}
+	if id != "" && f.Path != "" {
+		r.URL = NodeURL(id, f.Path)
+	}
+	detail := strings.TrimSpace(f.Detail)
+	isCall := detail != "" && f.Global != "" && strings.HasPrefix(detail, f.Global+"(")
+	switch {
+	case f.Severity == loader.SeverityDanger:
+		r.Label = "Danger"
+		if isCall {
+			r.Verb, r.Call, r.Tail = "calls", detail, " when unpickled"
+			detail = ""
+		} else {
+			r.Verb, r.Call, r.Tail = "imports", f.Global, ", which can run code or touch the system, when unpickled"
+		}
+	default:
+		r.Label = "Warning"
+		r.Verb, r.Call, r.Tail = "imports", f.Global, " (not on the allowlist; shown as an opaque object, never called)"
+		if isCall {
+			r.Verb, r.Call = "calls", detail
+			r.Tail = " when unpickled (not on the allowlist; shown here as an opaque object, never called)"
+			detail = ""
+		}
+	}
+	if r.Call == "" {
+		r.Call = "an unnamed global"
+	}
+	r.Detail = detail
+	return r
+}

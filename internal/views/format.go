@@ -1,0 +1,346 @@
+// Package views turns an opened checkpoint into view models for the HTML pages: rows,
+// breadcrumbs, module trees, sizes and one-line summaries. Everything here is a pure function
+// of a loader.Checkpoint, so the templates stay markup-only and the formatting is unit-tested.
+package views
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/ckptview/ckptview/internal/loader"
+)
+
+// summaryStrChars is how many characters of a str a one-line summary shows.
+const summaryStrChars = 80
+
+// summaryBytes is how many bytes of a bytes value a one-line summary shows in hex.
+const summaryBytes = 16
+
+// Summary says what a node is in one line: "float32[768, 3072]", "'hello'",
+// "OrderedDict (317 items)", "sklearn.svm._classes.SVC", "bytes (256): 00 01 02 …",
+// "ref → /a/b". Values from the file are returned as text; the templates escape them.
+func Summary(n *loader.Node) string {
+	if n == nil {
+		return ""
+	}
+	switch n.Kind {
+	case loader.KindNone:
+		return "None"
+	case loader.KindBool:
+		if n.Bool {
+			return "True"
+		}
+		return "False"
+	case loader.KindInt:
+		return n.Int
+	case loader.KindFloat:
+		return PyFloat(n.Float)
+	case loader.KindComplex:
+		return pyComplex(n.Complex)
+	case loader.KindStr:
+		s := n.Str
+		cut := n.Truncated
+		if utf8.RuneCountInString(s) > summaryStrChars {
+			s = string([]rune(s)[:summaryStrChars])
+			cut = true
+		}
+		r := PyRepr(s)
+		if cut {
+			r += " … (" + plural(strLen(n), "char") + ")"
+		}
+		return r
+	case loader.KindBytes:
+		return bytesSummary(n)
+	case loader.KindList, loader.KindTuple, loader.KindDict, loader.KindSet, loader.KindFrozenSet:
+		return ShortType(typeOr(n)) + " (" + plural(int64(len(childrenOf(n))), "item") + ")"
+	case loader.KindObject, loader.KindGlobal:
+		if n.Global != "" {
+			return n.Global
+		}
+		return n.Type
+	case loader.KindTensor, loader.KindNDArray:
+		if n.Tensor == nil {
+			return typeOr(n)
+		}
+		return n.Tensor.DType + FormatShape(n.Tensor.Shape)
+	case loader.KindRef:
+		return "ref → " + displayPointer(n.Target)
+	}
+	return typeOr(n)
+}
+
+// displayPointer shows a JSON Pointer to a reader: the root is "/".
+func displayPointer(p string) string {
+	if p == "" {
+		return "/"
+	}
+	return p
+}
+
+func strLen(n *loader.Node) int64 {
+	if n.Len > 0 {
+		return n.Len
+	}
+	return int64(utf8.RuneCountInString(n.Str))
+}
+
+func bytesLen(n *loader.Node) int64 {
+	if n.Len > 0 {
+		return n.Len
+	}
+	return int64(len(n.Bytes))
+}
+
+func bytesSummary(n *loader.Node) string {
+	name := ShortType(n.Type)
+	if name == "" {
+		name = "bytes"
+	}
+	size := bytesLen(n)
+	s := name + " (" + strconv.FormatInt(size, 10) + ")"
+	if len(n.Bytes) == 0 {
+		return s
+	}
+	b := n.Bytes
+	if len(b) > summaryBytes {
+		b = b[:summaryBytes]
+	}
+	var sb strings.Builder
+	sb.WriteString(s)
+	sb.WriteString(":")
+	for _, c := range b {
+		fmt.Fprintf(&sb, " %02x", c)
+	}
+	if int64(len(b)) < size {
+		sb.WriteString(" …")
+	}
+	return sb.String()
+}
+
+func typeOr(n *loader.Node) string {
+	if n.Type != "" {
+		return n.Type
+	}
+	return string(n.Kind)
+}
+
+// ShortType drops the module from a container's type name: "collections.OrderedDict"
+// becomes "OrderedDict". Builtin names are unchanged.
+func ShortType(t string) string {
+	if i := strings.LastIndexByte(t, '.'); i >= 0 && i < len(t)-1 {
+		return t[i+1:]
+	}
+	return t
+}
+
+// childrenOf is what a reader sees inside a node: a numpy object array's items, or the
+// node's children.
+func childrenOf(n *loader.Node) []*loader.Node {
+	if n.Tensor != nil && n.Tensor.Objects != nil {
+		return n.Tensor.Objects
+	}
+	return n.Children
+}
+
+// isContainer reports whether a node has children a reader can open.
+func isContainer(n *loader.Node) bool {
+	switch n.Kind {
+	case loader.KindList, loader.KindTuple, loader.KindDict, loader.KindSet, loader.KindFrozenSet,
+		loader.KindObject, loader.KindGlobal:
+		return true
+	case loader.KindTensor, loader.KindNDArray:
+		return n.Tensor != nil && n.Tensor.Objects != nil
+	}
+	return false
+}
+
+func plural(n int64, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return Thousands(n) + " " + word + "s"
+}
+
+// PyRepr quotes a string the way Python's repr does, so a reader sees exactly which
+// characters a key or value holds: 'hello', "it's", 'tab\there'.
+func PyRepr(s string) string {
+	quote := byte('\'')
+	if strings.IndexByte(s, '\'') >= 0 && strings.IndexByte(s, '"') < 0 {
+		quote = '"'
+	}
+	var b strings.Builder
+	b.WriteByte(quote)
+	for _, r := range s {
+		switch {
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == rune(quote):
+			b.WriteByte('\\')
+			b.WriteByte(quote)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == utf8.RuneError:
+			b.WriteString(`\ufffd`)
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case !unicode.IsPrint(r) && r != ' ':
+			if r <= 0xffff {
+				fmt.Fprintf(&b, `\u%04x`, r)
+			} else {
+				fmt.Fprintf(&b, `\U%08x`, r)
+			}
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte(quote)
+	return b.String()
+}
+
+// PyFloat formats a float like Python's repr: 1.0, 0.1, 1e-05, 1e+16, inf, nan.
+func PyFloat(f float64) string {
+	switch {
+	case math.IsNaN(f):
+		return "nan"
+	case math.IsInf(f, 1):
+		return "inf"
+	case math.IsInf(f, -1):
+		return "-inf"
+	}
+	e := strconv.FormatFloat(f, 'e', -1, 64)
+	i := strings.IndexByte(e, 'e')
+	exp, _ := strconv.Atoi(e[i+1:])
+	if exp < -4 || exp >= 16 {
+		return e
+	}
+	s := strconv.FormatFloat(f, 'f', -1, 64)
+	if !strings.ContainsAny(s, ".") {
+		s += ".0"
+	}
+	return s
+}
+
+// pyComplex formats a complex number like Python's repr: (1+2j), 2j, (-0-1j).
+func pyComplex(c complex128) string {
+	part := func(f float64) string {
+		s := PyFloat(f)
+		return strings.TrimSuffix(s, ".0")
+	}
+	re, im := real(c), imag(c)
+	if re == 0 && !math.Signbit(re) {
+		return part(im) + "j"
+	}
+	sign := "+"
+	if math.Signbit(im) {
+		sign = ""
+	}
+	return "(" + part(re) + sign + part(im) + "j)"
+}
+
+// FormatShape writes a shape or strides list the way torch prints sizes: [768, 3072]; a
+// scalar is [].
+func FormatShape(dims []int64) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, d := range dims {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.FormatInt(d, 10))
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+// HumanBytes formats a size in bytes with SI units and three significant digits, the way
+// model hubs show file sizes: 512 B, 1.23 kB, 548 MB, 13.5 GB.
+func HumanBytes(n int64) string {
+	if n < 0 {
+		return "-" + HumanBytes(-n)
+	}
+	if n < 1000 {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	units := []string{"kB", "MB", "GB", "TB", "PB", "EB"}
+	f := float64(n)
+	u := -1
+	for f >= 999.5 && u < len(units)-1 {
+		f /= 1000
+		u++
+	}
+	return sig3(f) + " " + units[u]
+}
+
+// sig3 formats a value in [1, 1000) with three significant digits.
+func sig3(f float64) string {
+	switch {
+	case f >= 99.95:
+		return strconv.FormatFloat(f, 'f', 0, 64)
+	case f >= 9.995:
+		return strconv.FormatFloat(f, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(f, 'f', 2, 64)
+	}
+}
+
+// HumanCount formats a parameter count the way papers and model cards do: 768, 7.2K,
+// 124.4M, 6.7B.
+func HumanCount(n int64) string {
+	if n < 0 {
+		return "-" + HumanCount(-n)
+	}
+	if n < 1000 {
+		return strconv.FormatInt(n, 10)
+	}
+	units := []string{"K", "M", "B", "T", "P", "E"}
+	f := float64(n)
+	u := -1
+	for f >= 999.95 && u < len(units)-1 {
+		f /= 1000
+		u++
+	}
+	return strconv.FormatFloat(f, 'f', 1, 64) + units[u]
+}
+
+// Thousands writes an integer with comma separators: 124,439,808.
+func Thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	var b strings.Builder
+	if neg {
+		b.WriteByte('-')
+	}
+	lead := len(s) % 3
+	if lead == 0 {
+		lead = 3
+	}
+	b.WriteString(s[:lead])
+	for i := lead; i < len(s); i += 3 {
+		b.WriteByte(',')
+		b.WriteString(s[i : i+3])
+	}
+	return b.String()
+}
+
+// Percent formats part/total as a percentage with one decimal, "" when total is 0.
+func Percent(part, total int64) string {
+	if total <= 0 {
+		return ""
+	}
+	p := float64(part) * 100 / float64(total)
+	if p > 0 && p < 0.1 {
+		return "<0.1%"
+	}
+	return strconv.FormatFloat(p, 'f', 1, 64) + "%"
+}

@@ -1,0 +1,250 @@
+package views
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/ckptview/ckptview/internal/loader"
+)
+
+// stateDictKeys are the root entries that usually hold a model's state dict, tried when the
+// root itself is not one. Any other dict child of the root qualifies too; these win ties.
+var stateDictKeys = []string{"state_dict", "model_state_dict", "model", "module", "net", "network", "params", "weights"}
+
+// openTopLevel is how many top-level modules may exist for all of them to start expanded.
+const openTopLevel = 3
+
+// Module is one level of a state dict grouped on the dots of its keys: "blocks.0.attn.q.weight"
+// sits under blocks → 0 → attn → q. Counts are summed over every tensor below.
+type Module struct {
+	// Name is this level's part of the key ("attn"), or several parts joined by dots when a
+	// chain of modules with one child each is shown as one ("encoder.layer").
+	Name string
+	// Prefix is the full dotted name ("blocks.0.attn").
+	Prefix string
+	// Tensors, Params and Bytes are the number of tensors, their elements and their bytes
+	// below this module, the leaf included.
+	Tensors int
+	Params  int64
+	Bytes   int64
+	// ParamsText, BytesText and Share (of the tree's parameters) are their human forms.
+	ParamsText, BytesText, Share string
+	// Numbered is the number of children when all of them are indices (blocks.0, blocks.1...),
+	// shown in numeric order.
+	Numbered int
+	// Open says whether the module starts expanded.
+	Open     bool
+	Children []*Module
+	// Leaf is the state dict entry whose key is exactly Prefix, if any.
+	Leaf *Row
+}
+
+// IsLeaf reports whether the module is a single entry with nothing below it.
+func (m *Module) IsLeaf() bool { return m.Leaf != nil && len(m.Children) == 0 }
+
+// ModuleTree is a state dict shown as nested modules.
+type ModuleTree struct {
+	// Path is the JSON Pointer of the dict the tree is built from; URL its node page.
+	Path, URL string
+	// Modules are the top-level modules and entries, in the dict's order.
+	Modules []*Module
+	// Entries is the number of keys; Tensors, Params and Bytes sum over all tensors.
+	Entries int
+	Tensors int
+	Params  int64
+	Bytes   int64
+	// ParamsText and BytesText are their human forms.
+	ParamsText, BytesText string
+}
+
+// Source names where the state dict sits for a reader: "the root" or "/state_dict".
+func (t *ModuleTree) Source() string {
+	if t.Path == "" {
+		return "the root"
+	}
+	return t.Path
+}
+
+// FindStateDict returns the dict that holds the model's weights: the root when it is a dict
+// of mostly tensors with dotted keys, else the dict child of the root that is one (the one
+// with most tensors). It returns nil when there is none.
+func FindStateDict(root *loader.Node) *loader.Node {
+	if root == nil {
+		return nil
+	}
+	if isStateDict(root) {
+		return root
+	}
+	if root.Kind != loader.KindDict && root.Kind != loader.KindObject {
+		return nil
+	}
+	var best *loader.Node
+	bestTensors, bestRank := 0, len(stateDictKeys)
+	for _, k := range root.Children {
+		if !isStateDict(k) {
+			continue
+		}
+		t := countTensors(k)
+		rank := slices.Index(stateDictKeys, k.Key)
+		if rank < 0 {
+			rank = len(stateDictKeys)
+		}
+		if t > bestTensors || t == bestTensors && rank < bestRank {
+			best, bestTensors, bestRank = k, t, rank
+		}
+	}
+	return best
+}
+
+func countTensors(n *loader.Node) int {
+	t := 0
+	for _, k := range n.Children {
+		if k.Kind == loader.KindTensor || k.Kind == loader.KindNDArray {
+			t++
+		}
+	}
+	return t
+}
+
+// isStateDict reports whether n is a dict whose values are mostly tensors and whose keys
+// are dotted module names.
+func isStateDict(n *loader.Node) bool {
+	if n.Kind != loader.KindDict || len(n.Children) == 0 {
+		return false
+	}
+	tensors, dotted := 0, false
+	for _, k := range n.Children {
+		if k.Kind == loader.KindTensor || k.Kind == loader.KindNDArray || k.Kind == loader.KindRef {
+			tensors++
+		}
+		if k.DictKey == nil && strings.Contains(k.Key, ".") {
+			dotted = true
+		}
+	}
+	return dotted && tensors*2 >= len(n.Children) && countTensors(n) > 0
+}
+
+// NewModuleTree groups the entries of a state dict on the dots of their keys.
+func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleTree {
+	if dict == nil {
+		return nil
+	}
+	t := &ModuleTree{Path: dict.Path, URL: NodeURL(id, dict.Path), Entries: len(dict.Children)}
+	root := &Module{}
+	for _, k := range dict.Children {
+		parts := strings.Split(k.Key, ".")
+		if k.DictKey != nil {
+			parts = []string{k.Key} // a non-str key is one name, dots and all
+		}
+		m := root
+		for i, p := range parts {
+			child := findModule(m, p)
+			if child == nil {
+				child = &Module{Name: p, Prefix: strings.Join(parts[:i+1], ".")}
+				m.Children = append(m.Children, child)
+			}
+			m = child
+		}
+		row := NewRow(id, ck, k)
+		if m.Leaf == nil {
+			m.Leaf = &row
+		} else {
+			// The same dotted name twice (keys "a.b" and a non-str key): keep both as leaves.
+			m.Children = append(m.Children, &Module{Name: k.Key, Prefix: k.Key, Leaf: &row})
+		}
+	}
+	finishModule(root)
+	for _, m := range root.Children {
+		collapseChains(m)
+	}
+	t.Modules = root.Children
+	t.Tensors, t.Params, t.Bytes = root.Tensors, root.Params, root.Bytes
+	t.ParamsText, t.BytesText = HumanCount(t.Params), HumanBytes(t.Bytes)
+	setShares(root, t.Params, t.Bytes)
+	if len(t.Modules) <= openTopLevel {
+		for _, m := range t.Modules {
+			m.Open = !m.IsLeaf()
+		}
+	}
+	return t
+}
+
+func findModule(m *Module, name string) *Module {
+	// The last child is the usual match: state dicts list a module's entries together.
+	for i := len(m.Children) - 1; i >= 0; i-- {
+		if m.Children[i].Name == name {
+			return m.Children[i]
+		}
+	}
+	return nil
+}
+
+// finishModule sums counts bottom-up and orders numbered children numerically.
+func finishModule(m *Module) {
+	if m.Leaf != nil && m.Leaf.Tensor != nil && (m.Leaf.Kind == string(loader.KindTensor) || m.Leaf.Kind == string(loader.KindNDArray)) {
+		m.Tensors = 1
+		m.Params = m.Leaf.Tensor.Numel
+		m.Bytes = m.Leaf.Tensor.NBytes
+	}
+	numbered := len(m.Children) > 0
+	for _, c := range m.Children {
+		finishModule(c)
+		m.Tensors += c.Tensors
+		m.Params += c.Params
+		m.Bytes += c.Bytes
+		if _, ok := index(c.Name); !ok {
+			numbered = false
+		}
+	}
+	if numbered {
+		slices.SortStableFunc(m.Children, func(a, b *Module) int {
+			x, _ := index(a.Name)
+			y, _ := index(b.Name)
+			return x - y
+		})
+		m.Numbered = len(m.Children)
+	}
+}
+
+// index parses a decimal list index (no sign, no leading zeros except "0").
+func index(s string) (int, bool) {
+	if s == "" || len(s) > 9 || (len(s) > 1 && s[0] == '0') {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || s[0] == '+' {
+		return 0, false
+	}
+	return n, true
+}
+
+// collapseChains shows a chain of modules that each hold one module and no entry of their own
+// as one level: "encoder" → "layer" becomes "encoder.layer". Numbered levels stay apart.
+func collapseChains(m *Module) {
+	_, numbered := index(m.Name)
+	for !numbered && m.Leaf == nil && len(m.Children) == 1 && !m.Children[0].IsLeaf() && m.Numbered == 0 {
+		if _, ok := index(m.Children[0].Name); ok {
+			break
+		}
+		c := m.Children[0]
+		m.Name += "." + c.Name
+		m.Prefix = c.Prefix
+		m.Leaf, m.Children, m.Numbered = c.Leaf, c.Children, c.Numbered
+	}
+	for _, c := range m.Children {
+		collapseChains(c)
+	}
+}
+
+func setShares(m *Module, params, bytes int64) {
+	m.ParamsText, m.BytesText = HumanCount(m.Params), HumanBytes(m.Bytes)
+	if params > 0 {
+		m.Share = Percent(m.Params, params)
+	} else {
+		m.Share = Percent(m.Bytes, bytes)
+	}
+	for _, c := range m.Children {
+		setShares(c, params, bytes)
+	}
+}

@@ -1,0 +1,290 @@
+package views
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/ckptview/ckptview/internal/loader"
+)
+
+// hexDumpBytes is how many bytes of a bytes value a node page dumps.
+const hexDumpBytes = 4096
+
+// NodePage is the share page of one node: where it sits, what it is, and its children or
+// its value.
+type NodePage struct {
+	Meta FileMeta
+	// CheckpointURL links back to the file's page.
+	CheckpointURL string
+	// Crumbs lead from the file to this node; the last one is the node itself (no URL).
+	Crumbs []Link
+	// Node describes the node as its parent's listing does.
+	Node Row
+	// Path is the node's JSON Pointer ("/" for the root); JSONURL its JSON API address.
+	Path, JSONURL string
+	// DictKey is the Python repr of a dict entry's key when it is not a str.
+	DictKey string
+	// Findings are those at this node or below it.
+	Findings []FindingRow
+	// Global is the module.name of a global or object node.
+	Global string
+	// Children is set for containers, objects and object arrays.
+	Children *Children
+	// Tensor is set for tensors and arrays.
+	Tensor *TensorMeta
+	// Text is a str's full value (or its preview when TextTruncated).
+	Text          *string
+	TextTruncated bool
+	// Hex is a hex dump of a bytes value; HexTruncated says more bytes exist than are shown.
+	Hex          []HexLine
+	HexTruncated bool
+	// Length is a str's length in characters or a bytes value's in bytes.
+	Length int64
+	// Value is a scalar's full value as Python would print it.
+	Value string
+}
+
+// TensorMeta is everything known about a tensor or array without reading its data.
+type TensorMeta struct {
+	DType, Shape, Strides string
+	Dims                  int
+	StorageOffset         int64
+	Numel, NBytes         int64
+	// NumelText and NBytesText have thousands separators; NBytesHuman is the short form.
+	NumelText, NBytesText, NBytesHuman string
+	// Layout says how the elements sit in memory: C-contiguous, Fortran-contiguous or not.
+	Layout     string
+	Contiguous bool
+	// Storage describes the bytes the tensor views; HasStorage is false for object arrays.
+	HasStorage                         bool
+	StorageKey, StorageDType, Location string
+	ByteOrder                          string
+	StorageSize, FileOffset            int64
+	StorageSizeText                    string
+	RequiresGrad                       bool
+	// OutOfBounds is set when the view reaches past the end of its storage: a broken or
+	// hostile file.
+	OutOfBounds bool
+	// SharedWith lists every other tensor that views the same storage.
+	SharedWith []Link
+}
+
+// HexLine is one line of a hex dump: offset, 16 bytes in hex, and their printable ASCII.
+type HexLine struct {
+	Offset, Hex, ASCII string
+}
+
+// NewNodePage describes node n of checkpoint ck; offset and limit page its children.
+func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, limit int) NodePage {
+	p := NodePage{Meta: meta, CheckpointURL: CheckpointURL(meta.ID)}
+	if n == nil {
+		return p
+	}
+	p.Node = NewRow(meta.ID, ck, n)
+	p.Path = displayPointer(n.Path)
+	p.JSONURL = NodeJSONURL(meta.ID, n.Path)
+	p.Crumbs = crumbs(meta, ck, n)
+	if n.Path == "" {
+		p.Node.Key = meta.Name
+	}
+	if n.DictKey != nil {
+		p.DictKey = Summary(n.DictKey)
+	}
+	if ck != nil {
+		var mine []loader.Finding
+		for _, f := range ck.Findings {
+			if under(f.Path, n.Path) {
+				mine = append(mine, f)
+			}
+		}
+		p.Findings = FindingRows(meta.ID, mine)
+	}
+	switch n.Kind {
+	case loader.KindObject, loader.KindGlobal:
+		p.Global = n.Global
+		if p.Global == "" {
+			p.Global = n.Type
+		}
+	case loader.KindStr:
+		s := n.Str
+		p.Text, p.TextTruncated, p.Length = &s, n.Truncated, strLen(n)
+	case loader.KindBytes:
+		b := n.Bytes
+		p.HexTruncated = n.Truncated
+		if len(b) > hexDumpBytes {
+			b, p.HexTruncated = b[:hexDumpBytes], true
+		}
+		p.Hex, p.Length = HexDump(b), bytesLen(n)
+	case loader.KindNone, loader.KindBool, loader.KindInt, loader.KindFloat, loader.KindComplex:
+		p.Value = Summary(n)
+	}
+	if n.Tensor != nil {
+		p.Tensor = NewTensorMeta(meta.ID, n)
+	}
+	if isContainer(n) {
+		c := NewChildren(meta, ck, n, offset, limit)
+		p.Children = &c
+	}
+	return p
+}
+
+// under reports whether pointer p is at or below pointer parent.
+func under(p, parent string) bool {
+	return p == parent || parent == "" && p != "" || strings.HasPrefix(p, parent+"/")
+}
+
+// crumbs links the file and every ancestor of n, ending with n itself.
+func crumbs(meta FileMeta, ck *loader.Checkpoint, n *loader.Node) []Link {
+	out := []Link{{Label: meta.Name, URL: CheckpointURL(meta.ID)}}
+	if out[0].Label == "" {
+		out[0].Label = "checkpoint"
+	}
+	if n.Path == "" {
+		out[0].URL = ""
+		return out
+	}
+	segs := strings.Split(strings.TrimPrefix(n.Path, "/"), "/")
+	prefix := ""
+	for i, seg := range segs {
+		prefix += "/" + seg
+		label := loader.UnescapeSegment(seg)
+		if ck != nil {
+			if a, err := ck.Node(prefix); err == nil && a.Key != "" {
+				label = a.Key
+			}
+		}
+		if i == len(segs)-1 {
+			if n.Key != "" {
+				label = n.Key
+			}
+			out = append(out, Link{Label: label})
+			break
+		}
+		out = append(out, Link{Label: label, URL: NodeURL(meta.ID, prefix)})
+	}
+	return out
+}
+
+// NewTensorMeta describes a tensor's layout and storage.
+func NewTensorMeta(id string, n *loader.Node) *TensorMeta {
+	t := n.Tensor
+	m := &TensorMeta{
+		DType:         t.DType,
+		Shape:         FormatShape(t.Shape),
+		Strides:       FormatShape(t.Strides),
+		Dims:          len(t.Shape),
+		StorageOffset: t.StorageOffset,
+		Numel:         t.Numel(),
+		NBytes:        t.NBytes(),
+		RequiresGrad:  t.RequiresGrad,
+	}
+	m.NumelText, m.NBytesText, m.NBytesHuman = Thousands(m.Numel), Thousands(m.NBytes), HumanBytes(m.NBytes)
+	m.Layout, m.Contiguous = Contiguity(t.Shape, t.Strides)
+	if s := t.Storage; s != nil {
+		m.HasStorage = true
+		m.StorageKey, m.StorageDType, m.Location, m.ByteOrder = s.Key, s.DType, s.Location, s.ByteOrder
+		m.StorageSize, m.FileOffset, m.StorageSizeText = s.Size, s.Offset, HumanBytes(s.Size)
+		m.OutOfBounds = outOfBounds(t)
+		m.SharedWith, _ = sharedWith(id, n, -1)
+	}
+	return m
+}
+
+// outOfBounds reports whether the view's last element lies past the end of its storage.
+func outOfBounds(t *loader.Tensor) bool {
+	size := int64(loader.DTypeSize(t.DType))
+	if size == 0 || t.Numel() == 0 || len(t.Strides) != len(t.Shape) {
+		return false
+	}
+	last := t.StorageOffset
+	for i, d := range t.Shape {
+		if t.Strides[i] < 0 {
+			return true
+		}
+		last += (d - 1) * t.Strides[i]
+	}
+	return t.StorageOffset < 0 || (last+1)*size > t.Storage.Size
+}
+
+// Contiguity names the memory layout of a view with the given shape and strides (in
+// elements), and whether the elements are dense in some order: "C-contiguous (row-major)",
+// "Fortran-contiguous (column-major)", "contiguous (C and Fortran order)" for views where both
+// hold (vectors, scalars, size-1 dims), or "non-contiguous".
+func Contiguity(shape, strides []int64) (string, bool) {
+	if len(strides) != len(shape) {
+		return "unknown (no strides)", false
+	}
+	c := denseIn(shape, strides, false)
+	f := denseIn(shape, strides, true)
+	switch {
+	case c && f:
+		return "contiguous (C and Fortran order)", true
+	case c:
+		return "C-contiguous (row-major)", true
+	case f:
+		return "Fortran-contiguous (column-major)", true
+	}
+	for i, s := range strides {
+		if s == 0 && shape[i] > 1 {
+			return "non-contiguous (stride 0: an expanded view)", false
+		}
+	}
+	return "non-contiguous", false
+}
+
+// denseIn reports whether strides are those of a dense array in C order (last dimension
+// fastest) or Fortran order (first dimension fastest). Dimensions of size 1 may have any
+// stride, and an empty view is dense, as in numpy's flags.
+func denseIn(shape, strides []int64, fortran bool) bool {
+	for _, d := range shape {
+		if d == 0 {
+			return true
+		}
+	}
+	want := int64(1)
+	for k := range shape {
+		i := len(shape) - 1 - k
+		if fortran {
+			i = k
+		}
+		if shape[i] == 1 {
+			continue
+		}
+		if strides[i] != want {
+			return false
+		}
+		want *= shape[i]
+	}
+	return true
+}
+
+// HexDump formats bytes 16 to a line with offsets and printable ASCII, like `xxd`.
+func HexDump(b []byte) []HexLine {
+	lines := make([]HexLine, 0, (len(b)+15)/16)
+	for off := 0; off < len(b); off += 16 {
+		chunk := b[off:min(off+16, len(b))]
+		var hx, asc strings.Builder
+		for i := range 16 {
+			if i == 8 {
+				hx.WriteByte(' ')
+			}
+			if i < len(chunk) {
+				fmt.Fprintf(&hx, "%02x ", chunk[i])
+				c := chunk[i]
+				if c >= 0x20 && c < 0x7f {
+					asc.WriteByte(c)
+				} else {
+					asc.WriteByte('.')
+				}
+			} else {
+				hx.WriteString("   ")
+			}
+		}
+		lines = append(lines, HexLine{
+			Offset: fmt.Sprintf("%08x", off),
+			Hex:    strings.TrimRight(hx.String(), " "),
+			ASCII:  asc.String(),
+		})
+	}
+	return lines
+}

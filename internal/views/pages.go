@@ -1,0 +1,44 @@
+package views
+
+import "github.com/ckptview/ckptview/internal/loader"
+
+// Example is a bundled checkpoint the home page offers one click away.
+type Example struct {
+	ID, Name, Description string
+	Size                  int64
+}
+
+// URL is the example's checkpoint page.
+func (e Example) URL() string { return CheckpointURL(e.ID) }
+
+// SizeText is the example's size for a reader.
+func (e Example) SizeText() string { return HumanBytes(e.Size) }
+
+// Home is the upload page.
+type Home struct {
+	Examples []Example
+	// MaxUpload is the largest file the server accepts, in bytes (0: no limit shown).
+	MaxUpload int64
+	// Error says why the last upload failed (the no-JavaScript form posts back here).
+	Error string
+}
+
+// MaxUploadText is the upload limit for a reader, "" when there is none.
+func (h Home) MaxUploadText() string {
+	if h.MaxUpload <= 0 {
+		return ""
+	}
+	return HumanBytes(h.MaxUpload)
+}
+
+// ErrorPage tells a reader what went wrong, and for a file that could not be opened, what
+// it would have run.
+type ErrorPage struct {
+	Status         int
+	Title, Message string
+	Findings       []loader.Finding
+}
+
+// FindingRows puts the page's findings in a reviewer's words (no links: the file has no
+// pages).
+func (e ErrorPage) FindingRows() []FindingRow { return FindingRows("", e.Findings) }

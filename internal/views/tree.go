@@ -1,0 +1,175 @@
+package views
+
+import (
+	"github.com/ckptview/ckptview/internal/loader"
+)
+
+// DefaultLimit is how many children one page of a tree shows.
+const DefaultLimit = 200
+
+// MaxLimit caps the page size a request may ask for.
+const MaxLimit = 2000
+
+// maxSharedLinks is how many other users of a storage a row names before "and N more".
+const maxSharedLinks = 3
+
+// FileMeta is what the store knows about an uploaded or bundled file.
+type FileMeta struct {
+	ID, Name, Format string
+	Size             int64
+}
+
+// Link is a labelled address.
+type Link struct {
+	Label, URL string
+}
+
+// Row is one node in a tree listing or a children table.
+type Row struct {
+	// Key is how the parent names the node: a dict key, list index or attribute name.
+	Key string
+	// Path is the node's JSON Pointer; URL its share link.
+	Path, URL string
+	Kind      string
+	// Type is the short Python type ("OrderedDict"); FullType the dotted one.
+	Type, FullType string
+	Summary        string
+	// Danger marks a global that would run code or touch the system.
+	Danger bool
+	// Count is the number of children of a container; ChildrenURL loads them (htmx).
+	Count       int
+	ChildrenURL string
+	// Tensor is set for tensors and arrays.
+	Tensor *TensorBrief
+	// Ref is the target of a ref node.
+	Ref *Link
+}
+
+// Expandable reports whether the row has children to load.
+func (r Row) Expandable() bool { return r.ChildrenURL != "" && r.Count > 0 }
+
+// TensorBrief is the part of a tensor's metadata a tree row shows.
+type TensorBrief struct {
+	DType, Shape string
+	Numel        int64
+	NBytes       int64
+	// NumelText and BytesText are the human forms ("2.4M", "9.44 MB").
+	NumelText, BytesText string
+	// SharedWith names other tensors that view the same storage (tied weights); SharedMore
+	// counts those left out.
+	SharedWith []Link
+	SharedMore int
+}
+
+// Children is one page of a node's children: the htmx fragment a tree row expands into,
+// and the table of a node page.
+type Children struct {
+	Meta FileMeta
+	// Path is the parent's JSON Pointer.
+	Path string
+	Rows []Row
+	// Offset is the index of the first row; Total the number of children.
+	Offset, Limit, Total int
+	// Remaining is how many children follow this page; MoreURL loads the next page as a
+	// fragment and MorePageURL is the same page for browsers without JavaScript.
+	Remaining            int
+	MoreURL, MorePageURL string
+}
+
+// NewChildren builds the page of n's children that starts at offset. A limit of 0 or less
+// means DefaultLimit.
+func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, limit int) Children {
+	c := Children{Meta: meta}
+	if n == nil {
+		return c
+	}
+	c.Path = n.Path
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	limit = min(limit, MaxLimit)
+	kids := childrenOf(n)
+	c.Total = len(kids)
+	offset = max(0, min(offset, len(kids)))
+	end := min(len(kids), offset+limit)
+	c.Offset, c.Limit = offset, limit
+	c.Rows = make([]Row, 0, end-offset)
+	for _, k := range kids[offset:end] {
+		c.Rows = append(c.Rows, NewRow(meta.ID, ck, k))
+	}
+	c.Remaining = len(kids) - end
+	if c.Remaining > 0 {
+		c.MoreURL = ChildrenURL(meta.ID, n.Path, end)
+		c.MorePageURL = withOffset(NodeURL(meta.ID, n.Path), end)
+	}
+	return c
+}
+
+// NewRow describes one node for a tree listing.
+func NewRow(id string, ck *loader.Checkpoint, n *loader.Node) Row {
+	r := Row{
+		Key:      n.Key,
+		Path:     n.Path,
+		URL:      NodeURL(id, n.Path),
+		Kind:     string(n.Kind),
+		Type:     ShortType(n.Type),
+		FullType: n.Type,
+		Summary:  Summary(n),
+		Danger:   n.Danger,
+	}
+	if r.Type == "" {
+		r.Type = string(n.Kind)
+	}
+	if isContainer(n) {
+		r.Count = len(childrenOf(n))
+		if r.Count > 0 {
+			r.ChildrenURL = ChildrenURL(id, n.Path, 0)
+		}
+	}
+	if n.Tensor != nil {
+		r.Tensor = newTensorBrief(id, n)
+	}
+	if n.Kind == loader.KindRef {
+		r.Ref = &Link{Label: displayPointer(n.Target), URL: NodeURL(id, n.Target)}
+		if ck != nil {
+			if t, err := ck.Node(n.Target); err == nil && t != n && t.Kind != loader.KindRef {
+				r.Summary = "ref → " + displayPointer(n.Target) + " (" + Summary(t) + ")"
+			}
+		}
+	}
+	return r
+}
+
+func newTensorBrief(id string, n *loader.Node) *TensorBrief {
+	t := n.Tensor
+	b := &TensorBrief{
+		DType:     t.DType,
+		Shape:     FormatShape(t.Shape),
+		Numel:     t.Numel(),
+		NBytes:    t.NBytes(),
+		NumelText: HumanCount(t.Numel()),
+		BytesText: HumanBytes(t.NBytes()),
+	}
+	b.SharedWith, b.SharedMore = sharedWith(id, n, maxSharedLinks)
+	return b
+}
+
+// sharedWith lists up to max other tensors that view n's storage, and how many more do.
+func sharedWith(id string, n *loader.Node, max int) ([]Link, int) {
+	if n.Tensor == nil || n.Tensor.Storage == nil {
+		return nil, 0
+	}
+	var links []Link
+	more := 0
+	for _, p := range n.Tensor.Storage.Users {
+		if p == n.Path {
+			continue
+		}
+		if max >= 0 && len(links) >= max {
+			more++
+			continue
+		}
+		links = append(links, Link{Label: displayPointer(p), URL: NodeURL(id, p)})
+	}
+	return links, more
+}

@@ -1,0 +1,54 @@
+package views
+
+import (
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// CheckpointURL is the share link of a checkpoint page: /c/<id>.
+func CheckpointURL(id string) string { return "/c/" + url.PathEscape(id) }
+
+// NodeURL is the share link of one node: "/c/<id>/n/" followed by the JSON Pointer, each
+// segment path-escaped. Pointer segments are already RFC 6901 escaped (a "/" in a key is
+// "~1"), so splitting on "/" finds the segments.
+func NodeURL(id, pointer string) string {
+	var b strings.Builder
+	b.WriteString("/c/")
+	b.WriteString(url.PathEscape(id))
+	b.WriteString("/n/")
+	p := strings.TrimPrefix(pointer, "/")
+	if pointer == "" {
+		return b.String()
+	}
+	for i, seg := range strings.Split(p, "/") {
+		if i > 0 {
+			b.WriteByte('/')
+		}
+		b.WriteString(url.PathEscape(seg))
+	}
+	return b.String()
+}
+
+// ChildrenURL is the htmx fragment with a page of a node's children, starting at offset.
+func ChildrenURL(id, pointer string, offset int) string {
+	q := url.Values{}
+	q.Set("path", pointer)
+	if offset > 0 {
+		q.Set("offset", strconv.Itoa(offset))
+	}
+	return "/c/" + url.PathEscape(id) + "/fragment/children?" + q.Encode()
+}
+
+// NodeJSONURL is the JSON API address of one node.
+func NodeJSONURL(id, pointer string) string {
+	return "/api/checkpoints/" + url.PathEscape(id) + "/node?" + url.Values{"path": {pointer}}.Encode()
+}
+
+// withOffset adds ?offset=N to a page URL (no-JS paging); offset 0 leaves it unchanged.
+func withOffset(u string, offset int) string {
+	if offset <= 0 {
+		return u
+	}
+	return u + "?offset=" + strconv.Itoa(offset)
+}

@@ -1,0 +1,503 @@
+package views
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/google/go-cmp/cmp"
+)
+
+// tensor builds a contiguous tensor node over its own storage.
+func tensor(key, dtype string, shape ...int64) *loader.Node {
+	strides := make([]int64, len(shape))
+	s := int64(1)
+	for i := len(shape) - 1; i >= 0; i-- {
+		strides[i] = s
+		s *= shape[i]
+	}
+	st := &loader.Storage{Key: key, DType: dtype, Location: "cpu", ByteOrder: "little", Size: s * int64(loader.DTypeSize(dtype))}
+	return &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: key, Seg: key,
+		Tensor: &loader.Tensor{DType: dtype, Shape: shape, Strides: strides, Storage: st}}
+}
+
+func str(key, s string) *loader.Node {
+	return &loader.Node{Kind: loader.KindStr, Type: "str", Key: key, Seg: key, Str: s, Len: int64(len([]rune(s)))}
+}
+
+func dict(key string, kids ...*loader.Node) *loader.Node {
+	return &loader.Node{Kind: loader.KindDict, Type: "dict", Key: key, Seg: key, Children: kids}
+}
+
+func list(key string, kids ...*loader.Node) *loader.Node {
+	for i, k := range kids {
+		k.Key, k.Seg = strconv.Itoa(i), strconv.Itoa(i)
+	}
+	return &loader.Node{Kind: loader.KindList, Type: "list", Key: key, Seg: key, Children: kids}
+}
+
+// checkpoint sets every node's Path from its Seg and the storages' users, as the loader does.
+func checkpoint(root *loader.Node) *loader.Checkpoint {
+	ck := &loader.Checkpoint{Format: "torch-zip", Root: root, BytesByDType: map[string]int64{}}
+	var set func(n *loader.Node, path string)
+	set = func(n *loader.Node, path string) {
+		n.Path = path
+		if t := n.Tensor; t != nil && t.Storage != nil && n.Kind != loader.KindRef {
+			ck.Tensors++
+			ck.Parameters += t.Numel()
+			ck.BytesByDType[t.DType] += t.NBytes()
+			if len(t.Storage.Users) == 0 {
+				ck.Storages = append(ck.Storages, t.Storage)
+			}
+			t.Storage.Users = append(t.Storage.Users, path)
+		}
+		for _, k := range n.Children {
+			set(k, path+"/"+loader.EscapeSegment(k.Seg))
+		}
+	}
+	set(root, "")
+	return ck
+}
+
+func TestSummary(t *testing.T) {
+	big := str("s", strings.Repeat("a", 100))
+	tests := []struct {
+		name string
+		n    *loader.Node
+		want string
+	}{
+		{"none", &loader.Node{Kind: loader.KindNone}, "None"},
+		{"true", &loader.Node{Kind: loader.KindBool, Bool: true}, "True"},
+		{"false", &loader.Node{Kind: loader.KindBool}, "False"},
+		{"int", &loader.Node{Kind: loader.KindInt, Int: "-123456789012345678901234567890"}, "-123456789012345678901234567890"},
+		{"float integral", &loader.Node{Kind: loader.KindFloat, Float: 1}, "1.0"},
+		{"float small", &loader.Node{Kind: loader.KindFloat, Float: 1e-5}, "1e-05"},
+		{"float large", &loader.Node{Kind: loader.KindFloat, Float: 1e16}, "1e+16"},
+		{"float", &loader.Node{Kind: loader.KindFloat, Float: 0.1}, "0.1"},
+		{"complex", &loader.Node{Kind: loader.KindComplex, Complex: complex(1, 2)}, "(1+2j)"},
+		{"complex imag", &loader.Node{Kind: loader.KindComplex, Complex: complex(0, 2.5)}, "2.5j"},
+		{"complex negative", &loader.Node{Kind: loader.KindComplex, Complex: complex(1.5, -2)}, "(1.5-2j)"},
+		{"str", str("k", "hello"), "'hello'"},
+		{"str quote", str("k", "it's"), `"it's"`},
+		{"str control", str("k", "a\nb\x00"), `'a\nb\x00'`},
+		{"str long", big, "'" + strings.Repeat("a", 80) + "' … (100 chars)"},
+		{"str truncated by loader", &loader.Node{Kind: loader.KindStr, Str: "abc", Truncated: true, Len: 5000}, "'abc' … (5,000 chars)"},
+		{"bytes", &loader.Node{Kind: loader.KindBytes, Type: "bytes", Bytes: []byte{0, 1, 2}, Len: 3}, "bytes (3): 00 01 02"},
+		{"bytes long", &loader.Node{Kind: loader.KindBytes, Type: "bytes", Bytes: make([]byte, 256), Len: 256},
+			"bytes (256):" + strings.Repeat(" 00", 16) + " …"},
+		{"bytearray", &loader.Node{Kind: loader.KindBytes, Type: "bytearray", Bytes: []byte("A"), Len: 1}, "bytearray (1): 41"},
+		{"dict", &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict", Children: make([]*loader.Node, 317)}, "OrderedDict (317 items)"},
+		{"list one", list("l", str("", "x")), "list (1 item)"},
+		{"empty tuple", &loader.Node{Kind: loader.KindTuple, Type: "tuple"}, "tuple (0 items)"},
+		{"set", &loader.Node{Kind: loader.KindSet, Type: "set", Children: make([]*loader.Node, 2)}, "set (2 items)"},
+		{"object", &loader.Node{Kind: loader.KindObject, Type: "sklearn.svm._classes.SVC", Global: "sklearn.svm._classes.SVC"}, "sklearn.svm._classes.SVC"},
+		{"global", &loader.Node{Kind: loader.KindGlobal, Global: "posix.system"}, "posix.system"},
+		{"tensor", tensor("w", "float32", 768, 3072), "float32[768, 3072]"},
+		{"scalar tensor", tensor("w", "int64"), "int64[]"},
+		{"ref", &loader.Node{Kind: loader.KindRef, Target: "/a/b"}, "ref → /a/b"},
+		{"ref root", &loader.Node{Kind: loader.KindRef, Target: ""}, "ref → /"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Summary(tc.n); got != tc.want {
+				t.Errorf("Summary(%+v) = %q, want %q", tc.n, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestNodeURL(t *testing.T) {
+	tests := []struct {
+		name, id, pointer, want string
+	}{
+		{"root", "abc", "", "/c/abc/n/"},
+		{"plain", "abc", "/model/blocks.0.attn.weight", "/c/abc/n/model/blocks.0.attn.weight"},
+		{"slash in key", "abc", "/" + loader.EscapeSegment("a/b"), "/c/abc/n/a~1b"},
+		{"tilde in key", "abc", "/" + loader.EscapeSegment("a~b"), "/c/abc/n/a~0b"},
+		{"space", "abc", "/my key/x", "/c/abc/n/my%20key/x"},
+		{"unicode", "abc", "/gewicht/größe", "/c/abc/n/gewicht/gr%C3%B6%C3%9Fe"},
+		{"query and hash", "abc", "/a?b#c%", "/c/abc/n/a%3Fb%23c%25"},
+		{"empty segment", "abc", "/a//b", "/c/abc/n/a//b"},
+		{"repr key", "abc", "/('a', 1)", "/c/abc/n/%28%27a%27%2C%201%29"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := NodeURL(tc.id, tc.pointer); got != tc.want {
+				t.Errorf("NodeURL(%q, %q) = %q, want %q", tc.id, tc.pointer, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestChildrenAndJSONURL(t *testing.T) {
+	if got, want := ChildrenURL("abc", "/a b/c&d", 200), "/c/abc/fragment/children?offset=200&path=%2Fa+b%2Fc%26d"; got != want {
+		t.Errorf("ChildrenURL = %q, want %q", got, want)
+	}
+	if got, want := NodeJSONURL("abc", "/x~1y"), "/api/checkpoints/abc/node?path=%2Fx~1y"; got != want {
+		t.Errorf("NodeJSONURL = %q, want %q", got, want)
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	tests := []struct {
+		n    int64
+		want string
+	}{
+		{0, "0 B"}, {999, "999 B"}, {1000, "1.00 kB"}, {1234, "1.23 kB"}, {99_949, "99.9 kB"},
+		{548_105_171, "548 MB"}, {999_999, "1.00 MB"}, {13_476_839_424, "13.5 GB"}, {20 << 30, "21.5 GB"},
+		{-2048, "-2.05 kB"},
+	}
+	for _, tc := range tests {
+		if got := HumanBytes(tc.n); got != tc.want {
+			t.Errorf("HumanBytes(%d) = %q, want %q", tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestHumanCount(t *testing.T) {
+	tests := []struct {
+		n    int64
+		want string
+	}{
+		{0, "0"}, {768, "768"}, {7200, "7.2K"}, {124_439_808, "124.4M"}, {6_738_415_616, "6.7B"},
+		{999_999, "1.0M"}, {1_000_000_000_000, "1.0T"},
+	}
+	for _, tc := range tests {
+		if got := HumanCount(tc.n); got != tc.want {
+			t.Errorf("HumanCount(%d) = %q, want %q", tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestThousandsAndPercent(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 124439808: "124,439,808", -1234567: "-1,234,567"} {
+		if got := Thousands(n); got != want {
+			t.Errorf("Thousands(%d) = %q, want %q", n, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		part, total int64
+		want        string
+	}{{1, 3, "33.3%"}, {0, 0, ""}, {1, 10000, "<0.1%"}, {5, 5, "100.0%"}} {
+		if got := Percent(tc.part, tc.total); got != tc.want {
+			t.Errorf("Percent(%d, %d) = %q, want %q", tc.part, tc.total, got, tc.want)
+		}
+	}
+}
+
+func TestContiguity(t *testing.T) {
+	tests := []struct {
+		name           string
+		shape, strides []int64
+		want           string
+		wantContiguous bool
+	}{
+		{"scalar", nil, nil, "contiguous (C and Fortran order)", true},
+		{"vector", []int64{5}, []int64{1}, "contiguous (C and Fortran order)", true},
+		{"row major", []int64{2, 3}, []int64{3, 1}, "C-contiguous (row-major)", true},
+		{"column major", []int64{2, 3}, []int64{1, 2}, "Fortran-contiguous (column-major)", true},
+		{"transposed 3d", []int64{2, 3, 4}, []int64{1, 2, 6}, "Fortran-contiguous (column-major)", true},
+		{"size one dims", []int64{1, 3, 1}, []int64{99, 1, 7}, "contiguous (C and Fortran order)", true},
+		{"sliced", []int64{2, 3}, []int64{6, 1}, "non-contiguous", false},
+		{"strided vector", []int64{4}, []int64{2}, "non-contiguous", false},
+		{"expanded", []int64{4, 3}, []int64{0, 1}, "non-contiguous (stride 0: an expanded view)", false},
+		{"empty", []int64{0, 3}, []int64{7, 9}, "contiguous (C and Fortran order)", true},
+		{"no strides", []int64{2, 3}, nil, "unknown (no strides)", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := Contiguity(tc.shape, tc.strides)
+			if got != tc.want || ok != tc.wantContiguous {
+				t.Errorf("Contiguity(%v, %v) = %q, %v, want %q, %v", tc.shape, tc.strides, got, ok, tc.want, tc.wantContiguous)
+			}
+		})
+	}
+}
+
+func TestHexDump(t *testing.T) {
+	got := HexDump([]byte("hello, world!\x00\x01\xffABC"))
+	want := []HexLine{
+		{Offset: "00000000", Hex: "68 65 6c 6c 6f 2c 20 77  6f 72 6c 64 21 00 01 ff", ASCII: "hello, world!..."},
+		{Offset: "00000010", Hex: "41 42 43", ASCII: "ABC"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("HexDump mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// modulePaths flattens a module tree into "prefix name tensors params bytes" lines.
+func modulePaths(ms []*Module, depth int, out *[]string) {
+	for _, m := range ms {
+		line := strings.Repeat("  ", depth) + m.Name + " " + strconv.Itoa(m.Tensors) + " " + strconv.FormatInt(m.Params, 10) + " " + strconv.FormatInt(m.Bytes, 10)
+		if m.Leaf != nil {
+			line += " leaf=" + m.Leaf.Path
+		}
+		if m.Numbered > 0 {
+			line += " numbered=" + strconv.Itoa(m.Numbered)
+		}
+		*out = append(*out, line)
+		modulePaths(m.Children, depth+1, out)
+	}
+}
+
+func TestModuleTree(t *testing.T) {
+	var entries []*loader.Node
+	// Keys in string order, as some savers write them: 0, 1, 10, 11, 2, ...
+	for _, i := range []string{"0", "1", "10", "2"} {
+		entries = append(entries, tensor("blocks."+i+".attn.q.weight", "float32", 4, 4))
+		entries = append(entries, tensor("blocks."+i+".attn.q.bias", "float32", 4))
+	}
+	entries = append(entries,
+		tensor("encoder.layer.norm.weight", "float16", 8),
+		tensor("head", "float32", 2, 4),
+		tensor("head.bias", "float32", 2),
+		&loader.Node{Kind: loader.KindRef, Key: "tied.weight", Seg: "tied.weight", Target: "/head"},
+	)
+	root := &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict", Children: entries}
+	ck := checkpoint(root)
+	tree := NewModuleTree("id", ck, FindStateDict(root))
+	if tree == nil {
+		t.Fatal("NewModuleTree(FindStateDict(root)) = nil, want a tree")
+	}
+	var got []string
+	modulePaths(tree.Modules, 0, &got)
+	want := []string{
+		"blocks 8 80 320 numbered=4",
+		"  0 2 20 80",
+		"    attn.q 2 20 80",
+		"      weight 1 16 64 leaf=/blocks.0.attn.q.weight",
+		"      bias 1 4 16 leaf=/blocks.0.attn.q.bias",
+		"  1 2 20 80",
+		"    attn.q 2 20 80",
+		"      weight 1 16 64 leaf=/blocks.1.attn.q.weight",
+		"      bias 1 4 16 leaf=/blocks.1.attn.q.bias",
+		"  2 2 20 80",
+		"    attn.q 2 20 80",
+		"      weight 1 16 64 leaf=/blocks.2.attn.q.weight",
+		"      bias 1 4 16 leaf=/blocks.2.attn.q.bias",
+		"  10 2 20 80",
+		"    attn.q 2 20 80",
+		"      weight 1 16 64 leaf=/blocks.10.attn.q.weight",
+		"      bias 1 4 16 leaf=/blocks.10.attn.q.bias",
+		"encoder.layer.norm 1 8 16",
+		"  weight 1 8 16 leaf=/encoder.layer.norm.weight",
+		"head 2 10 40 leaf=/head",
+		"  bias 1 2 8 leaf=/head.bias",
+		"tied 0 0 0",
+		"  weight 0 0 0 leaf=/tied.weight",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("module tree mismatch (-want +got):\n%s", diff)
+	}
+	if tree.Tensors != 11 || tree.Params != 98 || tree.Bytes != 376 {
+		t.Errorf("tree totals = %d tensors, %d params, %d bytes, want 11, 98, 376", tree.Tensors, tree.Params, tree.Bytes)
+	}
+	if got := tree.Modules[0].ParamsText; got != "80" {
+		t.Errorf("blocks.ParamsText = %q, want %q", got, "80")
+	}
+	if got := tree.Modules[0].Share; got != "81.6%" {
+		t.Errorf("blocks.Share = %q, want %q", got, "81.6%")
+	}
+}
+
+func TestFindStateDict(t *testing.T) {
+	sd := func(key string) *loader.Node {
+		return dict(key, tensor("a.weight", "float32", 2), tensor("a.bias", "float32", 2))
+	}
+	tests := []struct {
+		name string
+		root *loader.Node
+		want string // the Key of the dict found, "-" for none, "" for the root
+	}{
+		{"root", sd(""), ""},
+		{"lightning", dict("", &loader.Node{Kind: loader.KindInt, Key: "epoch", Int: "3"}, sd("state_dict"), dict("optimizer_states")), "state_dict"},
+		{"prefers named key on ties", dict("", sd("ema"), sd("model")), "model"},
+		{"more tensors wins", dict("", sd("model"), dict("ema", tensor("a.b", "float32", 1), tensor("a.c", "float32", 1), tensor("a.d", "float32", 1))), "ema"},
+		{"flat keys", dict("", tensor("weight", "float32", 2), tensor("bias", "float32", 2)), "-"},
+		{"mostly not tensors", dict("", str("a.b", "x"), str("a.c", "y"), tensor("a.d", "float32", 1)), "-"},
+		{"a list", list("", tensor("x", "float32", 1)), "-"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			checkpoint(tc.root)
+			got := FindStateDict(tc.root)
+			switch {
+			case tc.want == "-" && got != nil:
+				t.Errorf("FindStateDict = %q, want none", got.Path)
+			case tc.want != "-" && got == nil:
+				t.Errorf("FindStateDict = nil, want %q", tc.want)
+			case got != nil && got.Key != tc.want:
+				t.Errorf("FindStateDict = %q, want %q", got.Key, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewChildrenPaging(t *testing.T) {
+	var kids []*loader.Node
+	for i := range 450 {
+		kids = append(kids, &loader.Node{Kind: loader.KindInt, Int: strconv.Itoa(i)})
+	}
+	root := list("", kids...)
+	ck := checkpoint(root)
+	meta := FileMeta{ID: "id", Name: "x.pkl"}
+	tests := []struct {
+		offset, limit       int
+		wantFirst, wantRows int
+		wantRemaining       int
+		wantMore            string
+	}{
+		{0, 0, 0, 200, 250, "/c/id/fragment/children?offset=200&path="},
+		{200, 0, 200, 200, 50, "/c/id/fragment/children?offset=400&path="},
+		{400, 0, 400, 50, 0, ""},
+		{-5, 10, 0, 10, 440, "/c/id/fragment/children?offset=10&path="},
+		{9999, 0, 450, 0, 0, ""},
+	}
+	for _, tc := range tests {
+		c := NewChildren(meta, ck, root, tc.offset, tc.limit)
+		if len(c.Rows) != tc.wantRows || c.Remaining != tc.wantRemaining || c.MoreURL != tc.wantMore || c.Offset != tc.wantFirst {
+			t.Errorf("NewChildren(offset %d, limit %d) = %d rows from %d, %d remaining, more %q; want %d rows from %d, %d remaining, more %q",
+				tc.offset, tc.limit, len(c.Rows), c.Offset, c.Remaining, c.MoreURL, tc.wantRows, tc.wantFirst, tc.wantRemaining, tc.wantMore)
+		}
+		if len(c.Rows) > 0 && c.Rows[0].Key != strconv.Itoa(tc.wantFirst) {
+			t.Errorf("NewChildren(offset %d).Rows[0].Key = %q, want %q", tc.offset, c.Rows[0].Key, strconv.Itoa(tc.wantFirst))
+		}
+	}
+	if got, want := NewChildren(meta, ck, root, 0, 0).MorePageURL, "/c/id/n/?offset=200"; got != want {
+		t.Errorf("MorePageURL = %q, want %q", got, want)
+	}
+}
+
+func TestRowTiedWeights(t *testing.T) {
+	wte := tensor("wte.weight", "float32", 10, 4)
+	head := tensor("lm_head.weight", "float32", 10, 4)
+	head.Tensor.Storage = wte.Tensor.Storage
+	root := dict("", wte, head)
+	ck := checkpoint(root)
+	r := NewRow("id", ck, head)
+	want := &TensorBrief{DType: "float32", Shape: "[10, 4]", Numel: 40, NBytes: 160, NumelText: "40", BytesText: "160 B",
+		SharedWith: []Link{{Label: "/wte.weight", URL: "/c/id/n/wte.weight"}}}
+	if diff := cmp.Diff(want, r.Tensor); diff != "" {
+		t.Errorf("NewRow(lm_head.weight).Tensor mismatch (-want +got):\n%s", diff)
+	}
+	if r.URL != "/c/id/n/lm_head.weight" {
+		t.Errorf("NewRow(lm_head.weight).URL = %q", r.URL)
+	}
+}
+
+func TestFindingRows(t *testing.T) {
+	fs := []loader.Finding{
+		{Severity: loader.SeverityWarning, Global: "sklearn.svm._classes.SVC", Path: "/model"},
+		{Severity: loader.SeverityDanger, Global: "posix.system", Path: "/payload", Detail: "posix.system('touch x')"},
+		{Severity: loader.SeverityDanger, Global: "builtins.eval", Detail: "left on the pickle stack"},
+	}
+	got := FindingRows("id", fs)
+	want := []FindingRow{
+		{Severity: "danger", Label: "Danger", Global: "posix.system", Verb: "calls", Call: "posix.system('touch x')", Tail: " when unpickled", Path: "/payload", URL: "/c/id/n/payload"},
+		{Severity: "danger", Label: "Danger", Global: "builtins.eval", Verb: "imports", Call: "builtins.eval", Tail: ", which can run code or touch the system, when unpickled", Detail: "left on the pickle stack"},
+		{Severity: "warning", Label: "Warning", Global: "sklearn.svm._classes.SVC", Verb: "imports", Call: "sklearn.svm._classes.SVC", Tail: " (not on the allowlist; shown as an opaque object, never called)", Path: "/model", URL: "/c/id/n/model"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("FindingRows mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestNodePage(t *testing.T) {
+	w := tensor("w", "float32", 3, 2)
+	w.Tensor.Strides = []int64{1, 3} // a transposed view
+	w.Tensor.StorageOffset = 0
+	payload := &loader.Node{Kind: loader.KindObject, Type: "posix.system", Global: "posix.system", Key: "payload", Seg: "payload", Danger: true}
+	inner := dict("a/b", w, payload)
+	root := dict("", inner, &loader.Node{Kind: loader.KindBytes, Type: "bytes", Key: "raw", Seg: "raw", Bytes: []byte("xyz"), Len: 3})
+	ck := checkpoint(root)
+	ck.Findings = []loader.Finding{
+		{Severity: loader.SeverityDanger, Global: "posix.system", Path: "/a~1b/payload", Detail: "posix.system('id')"},
+		{Severity: loader.SeverityWarning, Global: "x.Y", Path: "/other"},
+	}
+	meta := FileMeta{ID: "id", Name: "model.pt"}
+
+	p := NewNodePage(meta, ck, w, 0, 0)
+	wantCrumbs := []Link{{Label: "model.pt", URL: "/c/id"}, {Label: "a/b", URL: "/c/id/n/a~1b"}, {Label: "w"}}
+	if diff := cmp.Diff(wantCrumbs, p.Crumbs); diff != "" {
+		t.Errorf("NodePage(/a~1b/w).Crumbs mismatch (-want +got):\n%s", diff)
+	}
+	if p.Tensor == nil || p.Tensor.Layout != "Fortran-contiguous (column-major)" || p.Tensor.Strides != "[1, 3]" || p.Tensor.OutOfBounds {
+		t.Errorf("NodePage(/a~1b/w).Tensor = %+v, want a Fortran-contiguous [1, 3] view in bounds", p.Tensor)
+	}
+	if p.JSONURL != "/api/checkpoints/id/node?path=%2Fa~1b%2Fw" {
+		t.Errorf("NodePage(/a~1b/w).JSONURL = %q", p.JSONURL)
+	}
+	if p.Children != nil || len(p.Findings) != 0 {
+		t.Errorf("NodePage(/a~1b/w) has children %v, findings %v; want none", p.Children, p.Findings)
+	}
+
+	p = NewNodePage(meta, ck, inner, 0, 0)
+	if p.Children == nil || len(p.Children.Rows) != 2 || len(p.Findings) != 1 || p.Findings[0].Call != "posix.system('id')" {
+		t.Errorf("NodePage(/a~1b) = children %v, findings %+v; want 2 children and the posix.system finding", p.Children, p.Findings)
+	}
+
+	p = NewNodePage(meta, ck, root, 0, 0)
+	if len(p.Findings) != 2 || p.Path != "/" || len(p.Crumbs) != 1 || p.Crumbs[0].URL != "" {
+		t.Errorf("NodePage(root) = path %q, %d findings, crumbs %v; want /, 2, one unlinked crumb", p.Path, len(p.Findings), p.Crumbs)
+	}
+
+	p = NewNodePage(meta, ck, root.Children[1], 0, 0)
+	if len(p.Hex) != 1 || p.Hex[0].ASCII != "xyz" || p.Length != 3 {
+		t.Errorf("NodePage(/raw).Hex = %v, length %d, want one line 'xyz', 3", p.Hex, p.Length)
+	}
+
+	w.Tensor.Strides = []int64{2, 3}
+	if p := NewNodePage(meta, ck, w, 0, 0); !p.Tensor.OutOfBounds {
+		t.Errorf("NodePage(/a~1b/w) with strides [2, 3] over 6 elements: OutOfBounds = false, want true")
+	}
+}
+
+func TestCheckpointPage(t *testing.T) {
+	root := dict("",
+		tensor("enc.weight", "float32", 4, 4),
+		tensor("enc.bias", "float32", 4),
+		tensor("emb.weight", "float16", 10, 4),
+	)
+	ck := checkpoint(root)
+	ck.Notes = []string{"torch version 2.4"}
+	p := NewCheckpointPage(FileMeta{ID: "id", Name: "m.pt", Size: 2048, Format: "torch-zip"}, ck)
+	if p.View != ViewModules || p.Modules == nil {
+		t.Fatalf("NewCheckpointPage(state dict).View = %q, modules %v; want modules", p.View, p.Modules)
+	}
+	if p.WithView(ViewRaw).View != ViewRaw || p.WithView("bogus").View != ViewModules {
+		t.Errorf("WithView does not switch views")
+	}
+	want := []DTypeRow{
+		{DType: "float16", Tensors: 1, Params: 40, Bytes: 80, ParamsText: "40", BytesText: "80 B", Share: "50.0%"},
+		{DType: "float32", Tensors: 2, Params: 20, Bytes: 80, ParamsText: "20", BytesText: "80 B", Share: "50.0%"},
+	}
+	if diff := cmp.Diff(want, p.DTypes); diff != "" {
+		t.Errorf("DTypes mismatch (-want +got):\n%s", diff)
+	}
+	if p.ParametersText != "60" || p.SizeText != "2.05 kB" || p.Tensors != 3 || p.Tree.Total != 3 {
+		t.Errorf("page = params %q size %q tensors %d tree %d; want 60, 2.05 kB, 3, 3", p.ParametersText, p.SizeText, p.Tensors, p.Tree.Total)
+	}
+
+	plain := NewCheckpointPage(FileMeta{ID: "id"}, checkpoint(list("", str("", "a"))))
+	if plain.View != ViewRaw || plain.WithView(ViewModules).View != ViewRaw {
+		t.Errorf("NewCheckpointPage(list).View = %q, want raw in both views", plain.View)
+	}
+}
+
+func TestPyRepr(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                   "''",
+		`back\slash`:         `'back\\slash'`,
+		`both ' and "`:       `'both \' and "'`,
+		"<script>":           "'<script>'",
+		"größe":              "'größe'",
+		"\u200b":             `'\u200b'`,
+		"\x7f\u0085":         `'\x7f\x85'`,
+		string([]byte{0xff}): `'\ufffd'`,
+	} {
+		if got := PyRepr(in); got != want {
+			t.Errorf("PyRepr(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
