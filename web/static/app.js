@@ -1,0 +1,209 @@
+// ckptview: upload with progress, copy-link buttons, module tree expand/collapse, and
+// messages when an htmx request fails. No inline scripts anywhere (the CSP forbids them).
+(function () {
+  "use strict";
+
+  function humanBytes(n) {
+    if (n < 1000) return n + " B";
+    const units = ["kB", "MB", "GB", "TB"];
+    let u = -1;
+    while (n >= 999.5 && u < units.length - 1) {
+      n /= 1000;
+      u++;
+    }
+    return (n >= 99.95 ? n.toFixed(0) : n >= 9.995 ? n.toFixed(1) : n.toFixed(2)) + " " + units[u];
+  }
+
+  function el(tag, className, text) {
+    const e = document.createElement(tag);
+    if (className) e.className = className;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  // findingList builds the same markup as the server's finding list, from API JSON.
+  function findingList(findings) {
+    const ul = el("ul", "finding-list");
+    for (const f of findings) {
+      const sev = f.severity === "danger" ? "danger" : "warning";
+      const li = el("li", "finding finding-" + sev);
+      li.dataset.testid = "finding";
+      li.appendChild(el("span", "badge badge-" + sev, sev === "danger" ? "Danger" : "Warning"));
+      const text = el("span", "finding-text");
+      text.appendChild(document.createTextNode(sev === "danger" ? "this file would run " : "this file imports "));
+      text.appendChild(el("code", "finding-call", f.detail || f.global || "an unnamed global"));
+      if (f.path) {
+        text.appendChild(document.createTextNode(" — at "));
+        text.appendChild(el("code", "", f.path));
+      }
+      li.appendChild(text);
+      if (f.detail && f.global && !f.detail.startsWith(f.global + "(")) {
+        li.appendChild(el("span", "finding-detail muted", f.global));
+      }
+      ul.appendChild(li);
+    }
+    return ul;
+  }
+
+  function setupUpload(form) {
+    const input = form.querySelector("input[type=file]");
+    const zone = form.querySelector(".dropzone");
+    const bar = form.querySelector(".progress");
+    const progress = bar.querySelector("progress");
+    const text = bar.querySelector(".progress-text");
+    const errorBox = form.querySelector(".upload-error");
+    const submit = form.querySelector("button[type=submit]");
+    const max = Number(form.dataset.maxUpload || 0);
+    let busy = false;
+
+    function showError(message, findings) {
+      busy = false;
+      submit.disabled = false;
+      bar.hidden = true;
+      errorBox.replaceChildren(el("strong", "", message));
+      if (Array.isArray(findings) && findings.length > 0) {
+        errorBox.appendChild(el("p", "", "The file could not be opened, but this is what it would have run:"));
+        errorBox.appendChild(findingList(findings));
+      }
+      errorBox.hidden = false;
+    }
+
+    function upload(file) {
+      if (busy || !file) return;
+      if (max > 0 && file.size > max) {
+        showError(file.name + " is " + humanBytes(file.size) + "; the limit is " + humanBytes(max) + ".");
+        return;
+      }
+      busy = true;
+      submit.disabled = true;
+      errorBox.hidden = true;
+      bar.hidden = false;
+      progress.value = 0;
+      text.textContent = "Uploading " + file.name + "…";
+      const started = performance.now();
+
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", form.dataset.api);
+      xhr.responseType = "json";
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.addEventListener("progress", function (e) {
+        if (!e.lengthComputable) return;
+        progress.value = (e.loaded / e.total) * 100;
+        const secs = (performance.now() - started) / 1000;
+        let line = humanBytes(e.loaded) + " / " + humanBytes(e.total);
+        if (secs > 0.5) line += " · " + humanBytes(e.loaded / secs) + "/s";
+        text.textContent = line;
+      });
+      xhr.upload.addEventListener("load", function () {
+        progress.removeAttribute("value"); // indeterminate while the server reads the file
+        text.textContent = "Reading the file…";
+      });
+      xhr.addEventListener("load", function () {
+        const r = xhr.response;
+        if (xhr.status >= 200 && xhr.status < 300 && r && r.url) {
+          text.textContent = "Opening…";
+          window.location.assign(r.url);
+          return;
+        }
+        showError((r && r.error) || "Upload failed (HTTP " + xhr.status + ").", r && r.findings);
+      });
+      xhr.addEventListener("error", function () {
+        showError("Upload failed: the connection to the server was lost.");
+      });
+      const data = new FormData();
+      data.append("file", file, file.name);
+      xhr.send(data);
+    }
+
+    input.addEventListener("change", function () {
+      if (input.files && input.files.length > 0) upload(input.files[0]);
+    });
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      if (input.files && input.files.length > 0) upload(input.files[0]);
+    });
+
+    // The whole page takes drops, so a file dropped beside the zone is not opened by the
+    // browser instead.
+    let depth = 0;
+    document.addEventListener("dragenter", function (e) {
+      if (!e.dataTransfer || !Array.from(e.dataTransfer.types).includes("Files")) return;
+      depth++;
+      zone.classList.add("dragover");
+    });
+    document.addEventListener("dragleave", function () {
+      depth = Math.max(0, depth - 1);
+      if (depth === 0) zone.classList.remove("dragover");
+    });
+    document.addEventListener("dragover", function (e) {
+      e.preventDefault();
+    });
+    document.addEventListener("drop", function (e) {
+      e.preventDefault();
+      depth = 0;
+      zone.classList.remove("dragover");
+      const files = e.dataTransfer && e.dataTransfer.files;
+      if (files && files.length > 0) upload(files[0]);
+    });
+  }
+
+  function copyText(s) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(s);
+    return new Promise(function (resolve, reject) {
+      const ta = el("textarea");
+      ta.value = s;
+      ta.setAttribute("readonly", "");
+      ta.className = "offscreen";
+      document.body.appendChild(ta);
+      ta.select();
+      const ok = document.execCommand("copy");
+      ta.remove();
+      ok ? resolve() : reject(new Error("copy failed"));
+    });
+  }
+
+  document.addEventListener("click", function (e) {
+    const copy = e.target.closest("[data-copy]");
+    if (copy) {
+      const url = new URL(copy.dataset.copy, window.location.href).href;
+      const label = copy.textContent;
+      copyText(url).then(
+        function () {
+          copy.textContent = "Copied";
+          copy.classList.add("copied");
+        },
+        function () {
+          window.prompt("Copy this link:", url);
+        }
+      );
+      setTimeout(function () {
+        copy.textContent = label;
+        copy.classList.remove("copied");
+      }, 1500);
+      return;
+    }
+    const action = e.target.closest("[data-action]");
+    if (action) {
+      const tree = action.closest(".module-tree");
+      const open = action.dataset.action === "expand-all";
+      if (tree) tree.querySelectorAll("details").forEach(function (d) { d.open = open; });
+    }
+  });
+
+  function fragmentError(e, message) {
+    const target = e.detail && e.detail.target;
+    if (!target) return;
+    const li = el("li", "row fragment-error", message);
+    if (target.tagName === "LI") target.replaceWith(li);
+    else target.replaceChildren(li);
+  }
+  document.addEventListener("htmx:responseError", function (e) {
+    fragmentError(e, "Could not load this part (HTTP " + e.detail.xhr.status + "). Open the row's link instead.");
+  });
+  document.addEventListener("htmx:sendError", function (e) {
+    fragmentError(e, "Could not reach the server. Open the row's link instead.");
+  });
+
+  const form = document.getElementById("upload");
+  if (form) setupUpload(form);
+})();
