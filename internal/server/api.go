@@ -1,0 +1,242 @@
+package server
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/views"
+)
+
+// uploadJSON answers POST /api/checkpoints.
+type uploadJSON struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	Format string `json:"format"`
+	URL    string `json:"url"`
+}
+
+// checkpointJSON answers GET /api/checkpoints/:id.
+type checkpointJSON struct {
+	ID           string           `json:"id"`
+	Name         string           `json:"name"`
+	Size         int64            `json:"size"`
+	Format       string           `json:"format"`
+	Tensors      int              `json:"tensors"`
+	Parameters   int64            `json:"parameters"`
+	BytesByDType map[string]int64 `json:"bytes_by_dtype"`
+	Findings     []findingJSON    `json:"findings"`
+	Notes        []string         `json:"notes"`
+}
+
+// findingJSON is a loader.Finding in the API.
+type findingJSON struct {
+	Severity string `json:"severity"`
+	Global   string `json:"global"`
+	Path     string `json:"path"`
+	Detail   string `json:"detail"`
+}
+
+// nodeJSON answers GET /api/checkpoints/:id/node. The embedded parts appear only for the
+// kinds they describe.
+type nodeJSON struct {
+	childJSON
+	Len      int64       `json:"len"`
+	Children []childJSON `json:"children"`
+	// Next is the URL of the next page of children, null on the last page.
+	Next *string `json:"next"`
+	*tensorJSON
+	*globalJSON
+	*refJSON
+}
+
+// childJSON is one child in a node's page of children.
+type childJSON struct {
+	Key     string      `json:"key"`
+	Path    string      `json:"path"`
+	Kind    loader.Kind `json:"kind"`
+	Type    string      `json:"type"`
+	Summary string      `json:"summary"`
+}
+
+// tensorJSON is the layout of a tensor or ndarray.
+type tensorJSON struct {
+	DType         string       `json:"dtype"`
+	Shape         []int64      `json:"shape"`
+	Strides       []int64      `json:"strides"`
+	StorageOffset int64        `json:"storage_offset"`
+	Numel         int64        `json:"numel"`
+	NBytes        int64        `json:"nbytes"`
+	Storage       *storageJSON `json:"storage,omitempty"`
+}
+
+// storageJSON names a tensor's storage and the other tensors that view it (tied weights).
+type storageJSON struct {
+	Key        string   `json:"key"`
+	Location   string   `json:"location"`
+	SharedWith []string `json:"shared_with"`
+}
+
+type globalJSON struct {
+	Global string `json:"global"`
+	Danger bool   `json:"danger"`
+}
+
+type refJSON struct {
+	Target string `json:"target"`
+}
+
+// handleAPIUpload serves POST /api/checkpoints: store the file (multipart field "file" or
+// the raw body with ?name=), open it, and answer 201 with its id and page URL.
+func (s *Server) handleAPIUpload(c echo.Context) error {
+	meta, err := s.receive(c)
+	if err != nil {
+		return err
+	}
+	o, release, err := s.cache.get(c.Request().Context(), meta.ID)
+	if err != nil {
+		return err
+	}
+	defer release()
+	c.Response().Header().Set("Location", "/api/checkpoints/"+meta.ID)
+	return c.JSON(http.StatusCreated, uploadJSON{
+		ID:     meta.ID,
+		Name:   o.meta.Name,
+		Size:   o.meta.Size,
+		Format: o.ck.Format,
+		URL:    views.CheckpointURL(meta.ID),
+	})
+}
+
+// handleAPICheckpoint serves GET /api/checkpoints/:id: the summary of a checkpoint.
+func (s *Server) handleAPICheckpoint(c echo.Context) error {
+	o, release, err := s.checkpoint(c)
+	if err != nil {
+		return err
+	}
+	defer release()
+	ck := o.ck
+	byDType := ck.BytesByDType
+	if byDType == nil {
+		byDType = map[string]int64{}
+	}
+	notes := ck.Notes
+	if notes == nil {
+		notes = []string{}
+	}
+	return c.JSON(http.StatusOK, checkpointJSON{
+		ID:           o.id,
+		Name:         o.meta.Name,
+		Size:         o.meta.Size,
+		Format:       ck.Format,
+		Tensors:      ck.Tensors,
+		Parameters:   ck.Parameters,
+		BytesByDType: byDType,
+		Findings:     findingsJSON(ck.Findings),
+		Notes:        notes,
+	})
+}
+
+// handleAPINode serves GET /api/checkpoints/:id/node?path=P&offset=N&limit=M: one node
+// and a page of its children.
+func (s *Server) handleAPINode(c echo.Context) error {
+	offset, err := intParam(c, "offset", 0)
+	if err != nil {
+		return err
+	}
+	limit, err := intParam(c, "limit", views.DefaultLimit)
+	if err != nil {
+		return err
+	}
+	if limit == 0 {
+		return badRequestf("limit must be at least 1")
+	}
+	limit = min(limit, views.MaxLimit)
+	o, release, err := s.checkpoint(c)
+	if err != nil {
+		return err
+	}
+	defer release()
+	pointer := c.QueryParam("path")
+	n, err := node(o.ck, pointer)
+	if err != nil {
+		return err
+	}
+
+	kids := n.Children
+	if n.Tensor != nil && n.Tensor.Objects != nil {
+		kids = n.Tensor.Objects
+	}
+	out := nodeJSON{
+		childJSON: child(n),
+		Len:       n.Len,
+		Children:  []childJSON{},
+	}
+	if out.Len == 0 {
+		out.Len = int64(len(kids))
+	}
+	start := min(offset, len(kids))
+	end := min(start+limit, len(kids))
+	for _, k := range kids[start:end] {
+		out.Children = append(out.Children, child(k))
+	}
+	if end < len(kids) {
+		q := url.Values{"path": {pointer}, "offset": {strconv.Itoa(end)}, "limit": {strconv.Itoa(limit)}}
+		next := "/api/checkpoints/" + o.id + "/node?" + q.Encode()
+		out.Next = &next
+	}
+	switch {
+	case n.Tensor != nil:
+		out.tensorJSON = tensor(n)
+	case n.Kind == loader.KindObject || n.Kind == loader.KindGlobal:
+		out.globalJSON = &globalJSON{Global: n.Global, Danger: n.Danger}
+	case n.Kind == loader.KindRef:
+		out.refJSON = &refJSON{Target: n.Target}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func child(n *loader.Node) childJSON {
+	return childJSON{Key: n.Key, Path: n.Path, Kind: n.Kind, Type: n.Type, Summary: views.Summary(n)}
+}
+
+func tensor(n *loader.Node) *tensorJSON {
+	t := n.Tensor
+	out := &tensorJSON{
+		DType:         t.DType,
+		Shape:         nonNil(t.Shape),
+		Strides:       nonNil(t.Strides),
+		StorageOffset: t.StorageOffset,
+		Numel:         t.Numel(),
+		NBytes:        t.NBytes(),
+	}
+	if st := t.Storage; st != nil {
+		shared := []string{}
+		for _, p := range st.Users {
+			if p != n.Path {
+				shared = append(shared, p)
+			}
+		}
+		out.Storage = &storageJSON{Key: st.Key, Location: st.Location, SharedWith: shared}
+	}
+	return out
+}
+
+func findingsJSON(fs []loader.Finding) []findingJSON {
+	out := make([]findingJSON, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, findingJSON{Severity: string(f.Severity), Global: f.Global, Path: f.Path, Detail: f.Detail})
+	}
+	return out
+}
+
+func nonNil(s []int64) []int64 {
+	if s == nil {
+		return []int64{}
+	}
+	return s
+}

@@ -1,0 +1,199 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/a-h/templ"
+	"github.com/labstack/echo/v4"
+
+	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/store"
+	"github.com/ckptview/ckptview/internal/views"
+	"github.com/ckptview/ckptview/web/templates"
+)
+
+// handleHome serves GET /: the upload form and the bundled examples.
+func (s *Server) handleHome(c echo.Context) error {
+	return s.render(c, http.StatusOK, templates.HomePage(s.home("")))
+}
+
+// home is the home page's view model, with an error message from a failed form upload.
+func (s *Server) home(errMsg string) views.Home {
+	var examples []views.Example
+	for _, e := range s.examples {
+		if e.Listed {
+			examples = append(examples, views.Example{ID: e.ID, Name: e.Name, Description: e.Description, Size: e.Size})
+		}
+	}
+	return views.Home{Examples: examples, MaxUpload: s.cfg.MaxUpload, Error: errMsg}
+}
+
+// handleStatic serves GET /static/*: the embedded CSS and JS. Requests that name a version
+// (?v=...) are cached for a year, others for a day.
+func (s *Server) handleStatic() echo.HandlerFunc {
+	files := echo.StaticDirectoryHandler(s.static, false)
+	return func(c echo.Context) error {
+		cache := "public, max-age=86400"
+		if c.QueryParam("v") != "" {
+			cache = "public, max-age=31536000, immutable"
+		}
+		c.Response().Header().Set("Cache-Control", cache)
+		return files(c)
+	}
+}
+
+// handleUploadForm serves POST /upload, the upload form for browsers without JavaScript:
+// it stores the file and redirects to its page. A request the server cannot take back (no
+// file, too large) shows the form again with the reason.
+func (s *Server) handleUploadForm(c echo.Context) error {
+	if !isMultipart(c.Request()) {
+		return badRequestf("the upload form must be sent as multipart/form-data")
+	}
+	meta, err := s.receive(c)
+	if err != nil {
+		if status, msg := classify(err); status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge {
+			return s.render(c, status, templates.HomePage(s.home(msg)))
+		}
+		return err
+	}
+	_, release, err := s.cache.get(c.Request().Context(), meta.ID)
+	if err != nil {
+		return err
+	}
+	release()
+	return c.Redirect(http.StatusSeeOther, views.CheckpointURL(meta.ID))
+}
+
+// handleCheckpoint serves GET /c/:id: the summary, findings and tree of a checkpoint,
+// its state dict grouped by module or, with ?view=raw, the objects as unpickled.
+func (s *Server) handleCheckpoint(c echo.Context) error {
+	o, release, err := s.checkpoint(c)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return s.render(c, http.StatusOK, templates.CheckpointPage(views.NewCheckpointPage(fileMeta(o), o.ck).WithView(c.QueryParam("view"))))
+}
+
+// handleNodeRoot serves GET /c/:id/n by redirecting to the root node's page.
+func (s *Server) handleNodeRoot(c echo.Context) error {
+	id := c.Param("id")
+	if !store.ValidID(id) {
+		return store.ErrInvalidID
+	}
+	return c.Redirect(http.StatusMovedPermanently, views.NodeURL(id, ""))
+}
+
+// handleNode serves GET /c/:id/n/*: one node, its children paged by ?offset=N.
+func (s *Server) handleNode(c echo.Context) error {
+	pointer, err := nodePointer(c)
+	if err != nil {
+		return err
+	}
+	offset, err := intParam(c, "offset", 0)
+	if err != nil {
+		return err
+	}
+	o, release, err := s.checkpoint(c)
+	if err != nil {
+		return err
+	}
+	defer release()
+	n, err := node(o.ck, pointer)
+	if err != nil {
+		return err
+	}
+	return s.render(c, http.StatusOK, templates.NodePage(views.NewNodePage(fileMeta(o), o.ck, n, offset, views.DefaultLimit)))
+}
+
+// handleChildren serves GET /c/:id/fragment/children?path=P&offset=N: the htmx fragment
+// with one page of a node's children.
+func (s *Server) handleChildren(c echo.Context) error {
+	offset, err := intParam(c, "offset", 0)
+	if err != nil {
+		return err
+	}
+	o, release, err := s.checkpoint(c)
+	if err != nil {
+		return err
+	}
+	defer release()
+	n, err := node(o.ck, c.QueryParam("path"))
+	if err != nil {
+		return err
+	}
+	return s.render(c, http.StatusOK, templates.ChildrenFragment(views.NewChildren(fileMeta(o), o.ck, n, offset, views.DefaultLimit)))
+}
+
+// render writes a component as the response. It renders into a buffer first, so a failure
+// half-way still becomes a proper error page.
+func (s *Server) render(c echo.Context, status int, comp templ.Component) error {
+	var buf bytes.Buffer
+	if err := comp.Render(c.Request().Context(), &buf); err != nil {
+		return fmt.Errorf("render %s: %w", c.Path(), err)
+	}
+	return c.Blob(status, "text/html; charset=utf-8", buf.Bytes())
+}
+
+// checkpoint opens the checkpoint named by the :id parameter; call release when done.
+func (s *Server) checkpoint(c echo.Context) (*opened, func(), error) {
+	id := c.Param("id")
+	if !store.ValidID(id) {
+		return nil, nil, store.ErrInvalidID
+	}
+	return s.cache.get(c.Request().Context(), id)
+}
+
+// node finds the node at a JSON Pointer, saying which pointer when there is none.
+func node(ck *loader.Checkpoint, pointer string) (*loader.Node, error) {
+	n, err := ck.Node(pointer)
+	if err != nil {
+		return nil, fmt.Errorf("no node at %q: %w", pointer, err)
+	}
+	return n, nil
+}
+
+func fileMeta(o *opened) views.FileMeta {
+	return views.FileMeta{ID: o.id, Name: o.meta.Name, Format: o.ck.Format, Size: o.meta.Size}
+}
+
+// nodePointer is the JSON Pointer a /c/:id/n/* URL names: the rest of the path after /n/,
+// each segment path-unescaped. An empty rest is the root.
+func nodePointer(c echo.Context) (string, error) {
+	raw := c.Request().URL.EscapedPath()
+	i := strings.Index(raw, "/n/")
+	if i < 0 {
+		return "", nil
+	}
+	rest := raw[i+len("/n/"):]
+	if rest == "" {
+		return "", nil
+	}
+	segs := strings.Split(rest, "/")
+	for i, seg := range segs {
+		u, err := url.PathUnescape(seg)
+		if err != nil {
+			return "", badRequestf("bad escape in node path segment %q", seg)
+		}
+		segs[i] = u
+	}
+	return "/" + strings.Join(segs, "/"), nil
+}
+
+// intParam reads a non-negative integer query parameter, def when absent.
+func intParam(c echo.Context, name string, def int) (int, error) {
+	v := c.QueryParam(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, badRequestf("%s must be a non-negative integer, got %q", name, v)
+	}
+	return n, nil
+}

@@ -1,0 +1,86 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// routes registers every route the server answers.
+func (s *Server) routes() {
+	e := s.echo
+	e.Pre(securityHeaders)
+	e.Use(s.logRequests, s.recoverPanics)
+
+	// HTML pages; each URL is the share link of what it shows.
+	e.GET("/", s.handleHome)
+	e.GET("/static/*", s.handleStatic())
+	e.POST("/upload", s.handleUploadForm)
+	e.GET("/c/:id", s.handleCheckpoint)
+	e.GET("/c/:id/n", s.handleNodeRoot)
+	e.GET("/c/:id/n/*", s.handleNode)
+	e.GET("/c/:id/fragment/children", s.handleChildren)
+
+	// JSON API (README.md documents it).
+	e.POST("/api/checkpoints", s.handleAPIUpload)
+	e.GET("/api/checkpoints/:id", s.handleAPICheckpoint)
+	e.GET("/api/checkpoints/:id/node", s.handleAPINode)
+}
+
+// contentSecurityPolicy allows only the app's own scripts, styles and images (plus data:
+// images): no inline script or style, no framing, no plugins.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
+// securityHeaders sets the headers every response carries, errors included.
+func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		return next(c)
+	}
+}
+
+// logRequests logs each request once it is answered, errors included.
+func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		req, res := c.Request(), c.Response()
+		s.log.LogAttrs(req.Context(), slog.LevelInfo, "request",
+			slog.String("method", req.Method),
+			slog.String("path", req.URL.Path),
+			slog.Int("status", res.Status),
+			slog.Int64("bytes", res.Size),
+			slog.Duration("duration", time.Since(start)))
+		return nil
+	}
+}
+
+// recoverPanics turns a panic in a handler into a 500 with the stack in the log, so one
+// bad request never takes the server down.
+func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			r := recover()
+			if r == nil {
+				return
+			}
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			s.log.Error("panic", "method", c.Request().Method, "path", c.Request().URL.Path,
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = fmt.Errorf("panic: %v", r)
+		}()
+		return next(c)
+	}
+}
