@@ -90,6 +90,8 @@ type Tensor struct {
 	StorageOffset int64   // in elements
 	Storage       *Storage
 	RequiresGrad  bool
+	// Descr is numpy's description of the dtype ("<f4", ">i4", structured fields).
+	Descr string
 	// Objects holds the items of a numpy object array (dtype "object"); Storage is nil then.
 	Objects []*Node
 }

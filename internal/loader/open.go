@@ -1,7 +1,616 @@
 package loader
 
-import "io"
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
 
-func open(r io.ReaderAt, size int64, o Options) (*Checkpoint, error) {
-	return nil, &Error{Msg: "not implemented yet", Offset: -1}
+	"github.com/nlpodyssey/gopickle/pickle"
+	"github.com/nlpodyssey/gopickle/types"
+)
+
+// legacyMagic is torch's legacy-format magic number, pickled as the file's first value.
+const legacyMagic = "119547037146038801333356"
+
+// opener holds the state of one Open call.
+type opener struct {
+	r     io.ReaderAt
+	size  int64
+	o     Options
+	fs    findingSet
+	ops   int
+	nonce string
+	ck    *Checkpoint
 }
+
+func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
+	op := &opener{r: r, size: size, o: o, ck: &Checkpoint{BytesByDType: map[string]int64{}}}
+	var nb [8]byte
+	_, _ = rand.Read(nb[:])
+	op.nonce = hex.EncodeToString(nb[:])
+	defer func() {
+		if p := recover(); p != nil {
+			err = &Error{Msg: fmt.Sprintf("the file could not be read (%v)", p), Offset: -1}
+		}
+		var le *Error
+		if errors.As(err, &le) {
+			le.Findings = append(le.Findings, op.fs.list...)
+			ck = nil
+		}
+	}()
+	if size == 0 {
+		return nil, &Error{Msg: "the file is empty", Offset: -1}
+	}
+	head := make([]byte, min(size, 512))
+	if _, err := r.ReadAt(head, 0); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("loader: read header: %w", err)
+	}
+	if kind := sniffForeign(head, size); kind != "" {
+		return nil, &Error{Msg: kind, Offset: -1}
+	}
+	switch {
+	case bytes.HasPrefix(head, []byte("PK\x03\x04")) || bytes.HasPrefix(head, []byte("PK\x05\x06")):
+		err = op.openZip()
+	case len(head) >= 262 && string(head[257:262]) == "ustar":
+		err = op.openTar()
+	default:
+		err = op.openPickleFile()
+	}
+	if err != nil {
+		return nil, err
+	}
+	op.finish()
+	return op.ck, nil
+}
+
+// sniffForeign names formats we recognise but do not open (yet), so the user hears what the
+// file is rather than a pickle error.
+func sniffForeign(h []byte, size int64) string {
+	has := func(p string) bool { return bytes.HasPrefix(h, []byte(p)) }
+	switch {
+	case has("\x93NUMPY"):
+		return "this is a numpy .npy file; .npy files are not supported yet"
+	case has("\x89PNG\r\n\x1a\n"):
+		return "this is a PNG image, not a checkpoint"
+	case has("\xff\xd8\xff"):
+		return "this is a JPEG image, not a checkpoint"
+	case has("GIF8"):
+		return "this is a GIF image, not a checkpoint"
+	case has("%PDF"):
+		return "this is a PDF document, not a checkpoint"
+	case has("\x7fELF"):
+		return "this is an executable (ELF), not a checkpoint"
+	case has("7z\xbc\xaf\x27\x1c"):
+		return "this is a 7-Zip archive; 7z containers are not supported (unpack it and upload the checkpoint inside)"
+	case has("Rar!"):
+		return "this is a RAR archive; RAR containers are not supported"
+	case has("\x1f\x8b"):
+		return "this is a gzip-compressed file; compressed pickles and .tar.gz archives are not supported yet (decompress it and upload what is inside)"
+	case has("BZh"):
+		return "this is a bzip2-compressed file; compressed pickles are not supported yet"
+	case has("\xfd7zXZ\x00"):
+		return "this is an xz-compressed file; compressed pickles are not supported yet"
+	case has("\x04\x22\x4d\x18"):
+		return "this is an lz4-compressed file; compressed pickles are not supported yet"
+	case has("\x28\xb5\x2f\xfd"):
+		return "this is a zstd-compressed file; compressed pickles are not supported yet"
+	case has("ZF0x"):
+		return "this is an old joblib (< 0.10) zlib-compressed pickle; not supported yet"
+	case len(h) >= 2 && h[0] == 0x78 && (h[1] == 0x01 || h[1] == 0x5e || h[1] == 0x9c || h[1] == 0xda):
+		return "this is a zlib-compressed file (joblib compression); compressed pickles are not supported yet"
+	case len(h) >= 3 && h[0] == 0x5d && h[1] == 0 && h[2] == 0:
+		return "this is an lzma-compressed file; compressed pickles are not supported yet"
+	}
+	if len(h) >= 9 && h[8] == '{' {
+		n := binary.LittleEndian.Uint64(h)
+		if n > 0 && int64(n) <= size-8 {
+			return "this is a safetensors file; safetensors are not supported yet"
+		}
+	}
+	return ""
+}
+
+// scanOne scans the pickle at [start, end) of src and returns its rewritten stream.
+func (op *opener) scanOne(src io.ReaderAt, start, end int64, where string) (*scanner, *sv, error) {
+	s := &scanner{r: newSeqReader(src, start, end), o: op.o, where: where, start: start, fs: &op.fs,
+		nonce: op.nonce, ops: &op.ops, lazyMin: 4096}
+	v, err := s.run()
+	if err != nil {
+		var se *scanError
+		if errors.As(err, &se) {
+			return s, nil, &Error{Msg: fmt.Sprintf("malformed pickle in %s: %s", where, se.msg), Offset: se.off}
+		}
+		return s, nil, err
+	}
+	op.ck.Notes = append(op.ck.Notes, s.notes...)
+	return s, v, nil
+}
+
+// unpickle runs gopickle over a rewritten stream with our stand-ins.
+func (op *opener) unpickle(s *scanner, ctx *unpickleCtx, where string) (any, error) {
+	return op.unpickleWith(s, ctx, where, ctx.persistentLoad)
+}
+
+func (op *opener) unpickleWith(s *scanner, ctx *unpickleCtx, where string, pload func(any) (any, error)) (v any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &Error{Msg: fmt.Sprintf("malformed pickle in %s: %v", where, p), Offset: -1}
+		}
+	}()
+	u := pickle.NewUnpickler(bytes.NewReader(s.out))
+	u.FindClass = ctx.findClass
+	u.PersistentLoad = pload
+	v, err = u.Load()
+	if err != nil {
+		return nil, &Error{Msg: fmt.Sprintf("malformed pickle in %s: %v", where, err), Offset: -1}
+	}
+	return v, nil
+}
+
+func (op *opener) newCtx(src io.ReaderAt) *unpickleCtx {
+	return &unpickleCtx{src: src, nonce: op.nonce, storages: map[string]*pyStorage{}}
+}
+
+// openPickleFile opens a raw pickle or a legacy torch file (a sequence of pickles).
+func (op *opener) openPickleFile() error {
+	first, fv, err := op.scanOne(op.r, 0, op.size, "the pickle")
+	if err != nil {
+		if first != nil && first.r.pos-0 <= 1 {
+			return &Error{Msg: "not a checkpoint: the file is neither a pickle, a torch archive nor another known format", Offset: -1}
+		}
+		return err
+	}
+	if fv.kind == svInt && fv.s == legacyMagic {
+		return op.openLegacy(first.r.pos)
+	}
+	op.ck.Format = "pickle"
+	ctx := op.newCtx(op.r)
+	v, err := op.unpickle(first, ctx, "the pickle")
+	if err != nil {
+		return err
+	}
+	op.trailing(first.r.pos)
+	op.ck.Notes = append(op.ck.Notes, ctx.legacyNotes...)
+	return op.build(v)
+}
+
+// trailing scans whatever follows the first pickle: a second pickle is a classic way to
+// hide a payload from tools that stop at the first STOP.
+func (op *opener) trailing(pos int64) {
+	for i := 2; pos < op.size && i <= 64; i++ {
+		where := fmt.Sprintf("pickle %d (after the first STOP, at byte %d)", i, pos)
+		s, _, err := op.scanOne(op.r, pos, op.size, where)
+		if err != nil {
+			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("%d bytes of data follow the pickle's STOP at byte %d; Python's pickle.load ignores them", op.size-pos, pos))
+			return
+		}
+		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("a further pickle follows the first one at byte %d; it is scanned for findings but not shown", pos))
+		pos = s.r.pos
+	}
+}
+
+// build converts the root value and indexes the tree.
+func (op *opener) build(v any) error {
+	c := newConverter(op.o, op.ck)
+	op.ck.Root = c.node(v, "", 0)
+	if c.err != nil {
+		return c.err
+	}
+	return nil
+}
+
+// finish attaches tree paths to findings and builds the pointer index.
+func (op *opener) finish() {
+	ck := op.ck
+	ck.index = map[string]*Node{}
+	firstPath := map[string]string{}
+	var walk func(n *Node)
+	walk = func(n *Node) {
+		ck.index[n.Path] = n
+		if n.Global != "" {
+			if _, ok := firstPath[n.Global]; !ok {
+				firstPath[n.Global] = n.Path
+			}
+		}
+		for _, k := range n.Children {
+			walk(k)
+		}
+		if n.Tensor != nil {
+			for _, k := range n.Tensor.Objects {
+				walk(k)
+			}
+		}
+	}
+	if ck.Root != nil {
+		walk(ck.Root)
+	}
+	for i := range op.fs.list {
+		f := &op.fs.list[i]
+		if p, ok := firstPath[f.Global]; ok && f.Path == "" && !strings.HasPrefix(f.Where, "pickle ") {
+			f.Path = p
+		}
+	}
+	ck.Findings = append(ck.Findings, op.fs.list...)
+	sort.SliceStable(ck.Findings, func(i, j int) bool {
+		return ck.Findings[i].Severity == SeverityDanger && ck.Findings[j].Severity != SeverityDanger
+	})
+	seen := map[*Storage]bool{}
+	for _, n := range ck.index {
+		if n.Tensor != nil && n.Tensor.Storage != nil && !seen[n.Tensor.Storage] {
+			seen[n.Tensor.Storage] = true
+			sort.Strings(n.Tensor.Storage.Users)
+		}
+	}
+}
+
+// openLegacy reads torch's legacy format: magic, protocol version, sys_info, the main
+// pickle, the storage keys, then each storage as an 8-byte element count and raw data.
+func (op *opener) openLegacy(pos int64) error {
+	op.ck.Format = "torch-legacy"
+	ctx := op.newCtx(op.r)
+	next := func(where string) (any, error) {
+		s, _, err := op.scanOne(op.r, pos, op.size, where)
+		if err != nil {
+			return nil, err
+		}
+		v, err := op.unpickle(s, ctx, where)
+		if err != nil {
+			return nil, err
+		}
+		pos = s.r.pos
+		return v, nil
+	}
+	proto, err := next("the protocol-version pickle")
+	if err != nil {
+		return err
+	}
+	if n, _ := toInt64(proto); n != 1001 {
+		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("legacy protocol version is %v (torch writes 1001)", reprValue(proto)))
+	}
+	sysInfo, err := next("the sys_info pickle")
+	if err != nil {
+		return err
+	}
+	order := "little"
+	if d, ok := sysInfo.(*types.Dict); ok {
+		if le, ok := d.Get("little_endian"); ok && le == false {
+			order = "big"
+		}
+	}
+	ctx.storageFor = func(key, dtype, location string, numel int64) (*Storage, error) {
+		st := &Storage{Key: key, DType: dtype, Location: location, ByteOrder: order, Data: op.r, Offset: -1}
+		op.ck.Storages = append(op.ck.Storages, st)
+		return st, nil
+	}
+	main, err := next("the main pickle")
+	if err != nil {
+		return err
+	}
+	keysV, err := next("the storage-keys pickle")
+	if err != nil {
+		return err
+	}
+	keys := iterItems(keysV)
+	var bo binary.ByteOrder = binary.LittleEndian
+	if order == "big" {
+		bo = binary.BigEndian
+	}
+	for _, k := range keys {
+		key := fmt.Sprint(k)
+		ps, ok := ctx.storages[key]
+		if !ok {
+			return &Error{Msg: fmt.Sprintf("storage %q is listed after the pickle but no tensor uses it", key), Offset: pos}
+		}
+		var nb [8]byte
+		if _, err := op.r.ReadAt(nb[:], pos); err != nil {
+			return &Error{Msg: fmt.Sprintf("the file ends before the data of storage %q", key), Offset: pos}
+		}
+		numel := int64(bo.Uint64(nb[:]))
+		es := int64(DTypeSize(ps.st.DType))
+		if numel < 0 || es == 0 || numel > (op.size-pos-8)/max(es, 1) {
+			return &Error{Msg: fmt.Sprintf("storage %q declares %d elements, more than the file holds", key, numel), Offset: pos}
+		}
+		ps.st.Offset, ps.st.Size = pos+8, numel*es
+		if numel != ps.numel {
+			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("storage %q holds %d elements; the pickle said %d", key, numel, ps.numel))
+			ps.numel = numel
+		}
+		pos += 8 + numel*es
+	}
+	for _, v := range ctx.viewsOf {
+		es := int64(DTypeSize(v.root.st.DType))
+		v.view.st.Offset = v.root.st.Offset + v.elemOff*es
+	}
+	for key, ps := range ctx.storages {
+		if ps.st.Offset < 0 {
+			return &Error{Msg: fmt.Sprintf("storage %q has no data in the file", key), Offset: -1}
+		}
+	}
+	if pos < op.size {
+		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("%d bytes follow the last storage", op.size-pos))
+	}
+	op.ck.Notes = append(op.ck.Notes, ctx.legacyNotes...)
+	if err := op.build(main); err != nil {
+		return err
+	}
+	return op.checkViews()
+}
+
+// checkViews rejects tensors whose view runs past their storage.
+func (op *opener) checkViews() error {
+	var bad error
+	var walk func(n *Node)
+	walk = func(n *Node) {
+		if bad != nil {
+			return
+		}
+		if n.Kind == KindTensor && n.Tensor != nil && n.Tensor.Storage != nil {
+			if err := checkView(n.Tensor); err != nil {
+				bad = &Error{Msg: fmt.Sprintf("tensor %s: %v", displayPath(n.Path), err), Offset: -1}
+				return
+			}
+		}
+		for _, k := range n.Children {
+			walk(k)
+		}
+	}
+	walk(op.ck.Root)
+	return bad
+}
+
+// checkView verifies that every element of a strided view lies inside its storage.
+func checkView(t *Tensor) error {
+	es := int64(DTypeSize(t.DType))
+	if es == 0 {
+		return nil
+	}
+	if t.StorageOffset < 0 {
+		return fmt.Errorf("negative storage offset %d", t.StorageOffset)
+	}
+	lo, hi := t.StorageOffset, t.StorageOffset
+	for i, d := range t.Shape {
+		if d < 0 {
+			return fmt.Errorf("negative dimension %d", d)
+		}
+		if d == 0 {
+			return nil
+		}
+		s := t.Strides[i]
+		span, ok := mulOK(d-1, s)
+		if !ok {
+			return fmt.Errorf("shape and strides overflow")
+		}
+		if span < 0 {
+			lo += span
+		} else {
+			hi += span
+		}
+	}
+	if lo < 0 {
+		return fmt.Errorf("the view starts before its storage")
+	}
+	elems := t.Storage.Size / es
+	if hi >= elems {
+		return fmt.Errorf("the view needs %d elements but its storage holds %d", hi+1, elems)
+	}
+	return nil
+}
+
+func mulOK(a, b int64) (int64, bool) {
+	if a == 0 || b == 0 {
+		return 0, true
+	}
+	c := a * b
+	if c/b != a {
+		return 0, false
+	}
+	return c, true
+}
+
+// openZip opens a torch zip archive (torch.save since 1.6, TorchScript) or a plain zip of
+// pickles.
+func (op *opener) openZip() error {
+	zr, err := zip.NewReader(op.r, op.size)
+	if err != nil {
+		return &Error{Msg: "not a valid zip archive: " + strings.TrimPrefix(err.Error(), "zip: "), Offset: -1}
+	}
+	byName := map[string]*zip.File{}
+	var dataPkl *zip.File
+	for _, f := range zr.File {
+		if _, dup := byName[f.Name]; dup {
+			op.ck.Notes = append(op.ck.Notes, "the archive holds two members named "+f.Name+"; the first is used")
+			continue
+		}
+		byName[f.Name] = f
+		if (f.Name == "data.pkl" || strings.HasSuffix(f.Name, "/data.pkl")) && strings.Count(f.Name, "/") <= 1 {
+			if dataPkl == nil || len(f.Name) < len(dataPkl.Name) {
+				dataPkl = f
+			}
+		}
+	}
+	if dataPkl == nil {
+		return op.openPlainZip(zr)
+	}
+	prefix := strings.TrimSuffix(dataPkl.Name, "data.pkl")
+	op.ck.Format = "torch-zip"
+	order := "little"
+	if f, ok := byName[prefix+"byteorder"]; ok {
+		if b, err := op.readMember(f, 16); err == nil && strings.TrimSpace(string(b)) == "big" {
+			order = "big"
+		}
+	}
+	if _, ok := byName[prefix+"constants.pkl"]; ok {
+		op.ck.Format = "torchscript"
+		code := 0
+		for name := range byName {
+			if strings.HasPrefix(name, prefix+"code/") && strings.HasSuffix(name, ".py") {
+				code++
+			}
+		}
+		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("TorchScript archive: %d TorchScript code file(s) under code/ would be compiled and run by torch.jit.load; the objects are shown from data.pkl", code))
+	}
+	raw, err := op.readMember(dataPkl, op.o.MaxPickle)
+	if err != nil {
+		return err
+	}
+	src := bytes.NewReader(raw)
+	ctx := op.newCtx(src)
+	ctx.storageFor = func(key, dtype, location string, numel int64) (*Storage, error) {
+		f, ok := byName[prefix+"data/"+key]
+		if !ok {
+			return nil, fmt.Errorf("tensor storage %q has no data/%s member in the archive", key, key)
+		}
+		es := int64(DTypeSize(dtype))
+		if es == 0 {
+			return nil, fmt.Errorf("storage %q has unknown dtype %s", key, dtype)
+		}
+		if numel > int64(f.UncompressedSize64)/es {
+			return nil, fmt.Errorf("storage %q needs %d elements of %s but its member holds %d bytes", key, numel, dtype, f.UncompressedSize64)
+		}
+		st := &Storage{Key: key, DType: dtype, Location: location, ByteOrder: order, Size: numel * es}
+		if f.Method == zip.Store {
+			off, err := f.DataOffset()
+			if err != nil || off+st.Size > op.size {
+				return nil, fmt.Errorf("storage %q lies outside the file", key)
+			}
+			st.Data, st.Offset = op.r, off
+		} else {
+			st.Data = &zipMemberReaderAt{f: f}
+		}
+		op.ck.Storages = append(op.ck.Storages, st)
+		return st, nil
+	}
+	s, _, err := op.scanOne(src, 0, int64(len(raw)), dataPkl.Name)
+	if err != nil {
+		return err
+	}
+	// every other pickle in the archive is scanned for findings too
+	for _, f := range zr.File {
+		if f == dataPkl || !(strings.HasSuffix(f.Name, ".pkl") || strings.HasSuffix(f.Name, "debug_pkl")) {
+			continue
+		}
+		if b, err := op.readMember(f, op.o.MaxPickle); err == nil {
+			_, _, _ = op.scanOne(bytes.NewReader(b), 0, int64(len(b)), f.Name)
+		}
+	}
+	v, err := op.unpickle(s, ctx, dataPkl.Name)
+	if err != nil {
+		return err
+	}
+	op.ck.Notes = append(op.ck.Notes, ctx.legacyNotes...)
+	if err := op.build(v); err != nil {
+		return err
+	}
+	return op.checkViews()
+}
+
+// readMember reads a whole (small) archive member, at most limit bytes.
+func (op *opener) readMember(f *zip.File, limit int64) ([]byte, error) {
+	if f.Flags&1 != 0 {
+		op.ck.Notes = append(op.ck.Notes, f.Name+" is flagged as encrypted, yet its bytes are read as stored (Python's zipfile would refuse it)")
+	}
+	rc, err := f.Open()
+	if err != nil {
+		return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", f.Name, strings.TrimPrefix(err.Error(), "zip: ")), Offset: -1}
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if int64(len(b)) > limit {
+		return nil, &Error{Msg: fmt.Sprintf("archive member %s unpacks to more than %d MB", f.Name, limit>>20), Offset: -1}
+	}
+	if errors.Is(err, zip.ErrChecksum) {
+		op.ck.Notes = append(op.ck.Notes, f.Name+": CRC-32 checksum mismatch (the member was altered after the archive was written)")
+		err = nil
+	}
+	if err != nil {
+		return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", f.Name, err), Offset: -1}
+	}
+	return b, nil
+}
+
+// openPlainZip opens a zip that is not a torch archive: each member that is a pickle is
+// scanned and shown under its name.
+func (op *opener) openPlainZip(zr *zip.Reader) error {
+	op.ck.Format = "zip"
+	root := &pyDict{typeName: "zip archive"}
+	var names, encrypted []string
+	npy := 0
+	for _, f := range zr.File {
+		names = append(names, f.Name)
+		if strings.HasSuffix(f.Name, ".npy") {
+			npy++
+		}
+		if f.FileInfo().IsDir() {
+			continue
+		}
+		b, err := op.readMember(f, op.o.MaxPickle)
+		if err != nil {
+			continue
+		}
+		if !looksLikePickle(b) {
+			if f.Flags&1 != 0 {
+				encrypted = append(encrypted, f.Name)
+			}
+			continue
+		}
+		src := bytes.NewReader(b)
+		s, _, err := op.scanOne(src, 0, int64(len(b)), f.Name)
+		if err != nil {
+			return err
+		}
+		v, err := op.unpickle(s, op.newCtx(src), f.Name)
+		if err != nil {
+			return err
+		}
+		root.Set(f.Name, v)
+	}
+	if len(root.entries) == 0 {
+		switch {
+		case len(encrypted) > 0:
+			return &Error{Msg: "zip archive with encrypted members (" + strings.Join(encrypted, ", ") + "); encrypted archives cannot be read", Offset: -1}
+		case npy > 0 && npy == len(names):
+			return &Error{Msg: "this is a numpy .npz archive; .npz files are not supported yet", Offset: -1}
+		}
+		sort.Strings(names)
+		if len(names) > 8 {
+			names = append(names[:8], "…")
+		}
+		return &Error{Msg: "zip archive with no checkpoint or pickle inside (members: " + strings.Join(names, ", ") + ")", Offset: -1}
+	}
+	return op.build(root)
+}
+
+func looksLikePickle(b []byte) bool {
+	if len(b) < 2 {
+		return false
+	}
+	if b[0] == 0x80 && b[1] <= 5 {
+		return true
+	}
+	return strings.IndexByte("(c]}lN", b[0]) >= 0 && bytes.HasSuffix(bytes.TrimRight(b, "\n\t "), []byte("."))
+}
+
+// zipMemberReaderAt reads a compressed member by decompressing from its start.
+type zipMemberReaderAt struct {
+	f *zip.File
+}
+
+func (z *zipMemberReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	rc, err := z.f.Open()
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	if _, err := io.CopyN(io.Discard, rc, off); err != nil {
+		return 0, err
+	}
+	return io.ReadFull(rc, p)
+}
+

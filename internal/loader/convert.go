@@ -1,0 +1,422 @@
+package loader
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/big"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/nlpodyssey/gopickle/types"
+)
+
+// converter turns gopickle values into Nodes. Values seen before (shared references,
+// cycles) become ref nodes pointing at their first occurrence.
+type converter struct {
+	o       Options
+	seen    map[any]string
+	nodes   int
+	ck      *Checkpoint
+	counted map[tensorKey]bool
+	err     error
+}
+
+type tensorKey struct {
+	st     *Storage
+	off    int64
+	shape  string
+	stride string
+}
+
+const previewBytes = 256
+
+func newConverter(o Options, ck *Checkpoint) *converter {
+	return &converter{o: o, seen: map[any]string{}, ck: ck, counted: map[tensorKey]bool{}}
+}
+
+func identity(v any) (any, bool) {
+	switch v.(type) {
+	case *types.List, *types.Tuple, *types.Dict, *types.Set, *types.FrozenSet, *types.ByteArray,
+		*pyDict, *pySet, *pyObject, *pyTensor, *pyArray, *pyStorage:
+		return v, true
+	}
+	return nil, false
+}
+
+func (c *converter) node(v any, path string, depth int) *Node {
+	if c.err != nil {
+		return &Node{Kind: KindNone, Type: "NoneType", Path: path}
+	}
+	c.nodes++
+	if c.nodes > c.o.MaxNodes {
+		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %d values", c.o.MaxNodes), Offset: -1}
+		return &Node{Kind: KindNone, Path: path}
+	}
+	if depth > c.o.MaxDepth {
+		c.err = &Error{Msg: fmt.Sprintf("values nested deeper than %d levels", c.o.MaxDepth), Offset: -1}
+		return &Node{Kind: KindNone, Path: path}
+	}
+	if id, ok := identity(v); ok {
+		if target, ok := c.seen[id]; ok {
+			return &Node{Kind: KindRef, Type: "ref", Path: path, Target: target}
+		}
+		c.seen[id] = path
+	}
+	n := &Node{Path: path}
+	switch x := v.(type) {
+	case nil:
+		n.Kind, n.Type = KindNone, "NoneType"
+	case bool:
+		n.Kind, n.Type, n.Bool = KindBool, "bool", x
+	case int:
+		n.Kind, n.Type, n.Int = KindInt, "int", strconv.Itoa(x)
+	case *big.Int:
+		n.Kind, n.Type = KindInt, "int"
+		if x.BitLen() > 20000 {
+			n.Int = fmt.Sprintf("<int of %d bits>", x.BitLen())
+		} else {
+			n.Int = x.String()
+		}
+	case float64:
+		n.Kind, n.Type, n.Float = KindFloat, "float", x
+	case complex128:
+		n.Kind, n.Type, n.Complex = KindComplex, "complex", x
+	case string:
+		n.Kind, n.Type = KindStr, "str"
+		n.Str = strings.ToValidUTF8(x, "\ufffd")
+		n.Len = int64(utf8.RuneCountInString(x))
+	case []byte:
+		n.Kind, n.Type = KindBytes, "bytes"
+		n.Bytes, n.Len = x, int64(len(x))
+	case *types.ByteArray:
+		n.Kind, n.Type = KindBytes, "bytearray"
+		n.Bytes, n.Len = []byte(*x), int64(len(*x))
+	case *lazyBytes:
+		n.Kind, n.Type = KindBytes, "bytes"
+		if x.kind == 'a' {
+			n.Type = "bytearray"
+		}
+		k := x.n
+		if k > previewBytes {
+			k = previewBytes
+		}
+		buf := make([]byte, k)
+		m, _ := x.src.ReadAt(buf, x.off)
+		n.Bytes, n.Len, n.Truncated = buf[:m], x.n, true
+		if x.kind == 's' { // a large Python 2 str
+			n.Kind, n.Type = KindStr, "str"
+			n.Str = strings.ToValidUTF8(string(buf[:m]), "\ufffd")
+			n.Bytes = nil
+		}
+	case *types.List:
+		n.Kind, n.Type = KindList, "list"
+		c.items(n, *x, depth)
+	case *types.Tuple:
+		n.Kind, n.Type = KindTuple, "tuple"
+		c.items(n, *x, depth)
+	case *pySet:
+		n.Kind, n.Type = KindSet, "set"
+		if x.frozen {
+			n.Kind, n.Type = KindFrozenSet, "frozenset"
+		}
+		c.items(n, x.items, depth)
+	case *types.Set:
+		n.Kind, n.Type = KindSet, "set"
+		c.items(n, sortedByRepr(iterItems(x)), depth)
+	case *types.FrozenSet:
+		n.Kind, n.Type = KindFrozenSet, "frozenset"
+		c.items(n, sortedByRepr(iterItems(x)), depth)
+	case *types.Dict:
+		n.Kind, n.Type = KindDict, "dict"
+		c.entries(n, *x, depth)
+	case *pyDict:
+		n.Kind, n.Type = KindDict, x.typeName
+		if n.Type == "builtins.dict" {
+			n.Type = "dict"
+		}
+		c.entries(n, x.entries, depth)
+		c.attrs(n, x.attrs, depth)
+	case *numpyScalar:
+		inner := c.node(x.value, path, depth)
+		c.nodes--
+		inner.Type = x.typeName
+		return inner
+	case *pyGlobal:
+		n.Kind, n.Type, n.Global = KindGlobal, "global", x.full
+		n.Danger = x.class == globalDanger
+		if x.state != nil {
+			n.Children = append(n.Children, c.child(x.state, n, "__state__", "__state__", depth))
+		}
+	case *pyObject:
+		c.object(n, x, depth)
+	case *pyTensor:
+		c.tensor(n, x)
+	case *pyStorage:
+		// a bare storage: a 1-D view of all of it
+		c.tensor(n, &pyTensor{storage: x, shape: []int64{x.numel}, stride: []int64{1}, typeName: "torch.storage.TypedStorage"})
+	case *pyArray:
+		c.array(n, x, depth)
+	case *pyDType:
+		name, _, _ := x.resolve()
+		n.Kind, n.Type, n.Global = KindObject, "numpy.dtype", "numpy.dtype"
+		n.Str = "dtype(" + pyQuote(x.descr()) + ") " + name
+	default:
+		n.Kind, n.Type = KindObject, fmt.Sprintf("%T", v)
+	}
+	n.Len = max(n.Len, int64(len(n.Children)))
+	return n
+}
+
+func (c *converter) child(v any, parent *Node, key, seg string, depth int) *Node {
+	k := c.node(v, parent.Path+"/"+EscapeSegment(seg), depth+1)
+	k.Key, k.Seg = key, seg
+	return k
+}
+
+func (c *converter) items(n *Node, items []any, depth int) {
+	n.Children = make([]*Node, 0, len(items))
+	for i, it := range items {
+		s := strconv.Itoa(i)
+		n.Children = append(n.Children, c.child(it, n, s, s, depth))
+		if c.err != nil {
+			return
+		}
+	}
+}
+
+// keySeg is how a dict key appears in a pointer and to a reader.
+func keySeg(k any) (key, seg string, isStr bool) {
+	switch x := k.(type) {
+	case string:
+		return x, x, true
+	case int:
+		s := strconv.Itoa(x)
+		return s, s, false
+	case *big.Int:
+		return x.String(), x.String(), false
+	case *numpyScalar:
+		return keySeg(x.value)
+	}
+	r := reprValue(k)
+	return r, r, false
+}
+
+func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
+	pos := map[string]int{}
+	for _, e := range entries {
+		key, seg, isStr := keySeg(e.Key)
+		if i, ok := pos[seg]; ok && (n.Children[i].DictKey == nil) == isStr {
+			// Python keeps one entry per key, the last value at the first position
+			repl := c.child(e.Value, n, key, seg, depth)
+			repl.DictKey = n.Children[i].DictKey
+			n.Children[i] = repl
+			continue
+		}
+		k := c.child(e.Value, n, key, seg, depth)
+		if !isStr {
+			k.DictKey = c.node(e.Key, k.Path+"/__key__", depth+2)
+			c.nodes--
+		}
+		pos[seg] = len(n.Children)
+		n.Children = append(n.Children, k)
+		if c.err != nil {
+			return
+		}
+	}
+}
+
+// attrs adds an object's attributes (its BUILD state dict) as children.
+func (c *converter) attrs(n *Node, entries []types.DictEntry, depth int) {
+	for _, e := range entries {
+		key, seg, _ := keySeg(e.Key)
+		n.Children = append(n.Children, c.child(e.Value, n, key, seg, depth))
+		if c.err != nil {
+			return
+		}
+	}
+}
+
+func (c *converter) object(n *Node, x *pyObject, depth int) {
+	n.Kind, n.Type = KindObject, objectType(x)
+	if g, ok := x.cls.(*pyGlobal); ok {
+		n.Global = g.full
+		n.Danger = g.class == globalDanger
+	} else if inner, ok := x.cls.(*pyObject); ok {
+		// a call on the result of a call: attrgetter('system')(os)('ls')
+		n.Global = objectType(inner)
+		n.Danger = dangerChain(inner)
+	}
+	if x.display != "" {
+		n.Str = x.display
+	}
+	if x.hasState {
+		switch st := x.state.(type) {
+		case *types.Dict:
+			c.attrs(n, *st, depth)
+		case *pyDict:
+			c.attrs(n, st.entries, depth)
+		case *types.Tuple:
+			// (dict, slots) from objects with __slots__
+			if st.Len() == 2 {
+				d1, ok1 := st.Get(0).(*types.Dict)
+				d2, ok2 := st.Get(1).(*types.Dict)
+				if (ok1 || st.Get(0) == nil) && (ok2 || st.Get(1) == nil) {
+					if ok1 {
+						c.attrs(n, *d1, depth)
+					}
+					if ok2 {
+						c.attrs(n, *d2, depth)
+					}
+					break
+				}
+			}
+			n.Children = append(n.Children, c.child(x.state, n, "__state__", "__state__", depth))
+		default:
+			n.Children = append(n.Children, c.child(x.state, n, "__state__", "__state__", depth))
+		}
+	}
+	if len(x.dict) > 0 {
+		c.entries(n, x.dict, depth)
+	}
+	if len(x.items) > 0 {
+		n.Children = append(n.Children, c.child(types.NewListFromSlice(x.items), n, "__items__", "__items__", depth))
+	}
+	if len(x.args) > 0 && x.display == "" || (n.Danger && len(x.args) > 0) {
+		n.Children = append(n.Children, c.child(types.NewTupleFromSlice(x.args), n, "__args__", "__args__", depth))
+	}
+}
+
+func dangerChain(o *pyObject) bool {
+	for {
+		switch c := o.cls.(type) {
+		case *pyGlobal:
+			return c.class == globalDanger
+		case *pyObject:
+			o = c
+		default:
+			return false
+		}
+	}
+}
+
+func (c *converter) tensor(n *Node, t *pyTensor) {
+	n.Kind, n.Type = KindTensor, t.typeName
+	st := t.storage.st
+	tt := &Tensor{DType: st.DType, Shape: t.shape, Strides: t.stride, StorageOffset: t.offset, Storage: st, RequiresGrad: t.requiresGrad}
+	n.Tensor = tt
+	st.Users = append(st.Users, n.Path)
+	c.count(tt)
+}
+
+func (c *converter) count(t *Tensor) {
+	k := tensorKey{st: t.Storage, off: t.StorageOffset, shape: fmt.Sprint(t.Shape), stride: fmt.Sprint(t.Strides)}
+	c.ck.Tensors++
+	if t.Storage != nil && c.counted[k] {
+		return
+	}
+	c.counted[k] = true
+	if t.DType == "object" {
+		return
+	}
+	c.ck.Parameters += t.Numel()
+	if c.ck.BytesByDType == nil {
+		c.ck.BytesByDType = map[string]int64{}
+	}
+	c.ck.BytesByDType[t.DType] += t.NBytes()
+}
+
+func (c *converter) array(n *Node, a *pyArray, depth int) {
+	n.Kind, n.Type = KindNDArray, a.cls
+	if a.dtype == nil {
+		n.Kind, n.Global = KindObject, a.cls
+		n.Str = "ndarray without state"
+		return
+	}
+	name, size, order := a.dtype.resolve()
+	t := &Tensor{DType: name, Shape: a.shape, Descr: a.dtype.descr()}
+	numel := t.Numel()
+	t.Strides = contiguousStrides(a.shape, a.fortran)
+	n.Tensor = t
+	if name == "object" {
+		var items []any
+		if l, ok := a.raw.(*types.List); ok {
+			items = *l
+		}
+		t.Objects = make([]*Node, 0, len(items))
+		for i, it := range items {
+			s := strconv.Itoa(i)
+			k := c.node(it, n.Path+"/"+s, depth+1)
+			k.Key, k.Seg = s, s
+			t.Objects = append(t.Objects, k)
+			if c.err != nil {
+				break
+			}
+		}
+		n.Len = int64(len(t.Objects))
+		c.count(t)
+		return
+	}
+	bo := "little"
+	if order == '>' {
+		bo = "big"
+	}
+	st := &Storage{Key: n.Path, DType: name, Location: "inline", ByteOrder: bo}
+	switch raw := a.raw.(type) {
+	case []byte:
+		st.Data, st.Size = bytes.NewReader(raw), int64(len(raw))
+	case string:
+		b := []byte(raw)
+		st.Data, st.Size = bytes.NewReader(b), int64(len(b))
+	case *types.ByteArray:
+		st.Data, st.Size = bytes.NewReader(*raw), int64(len(*raw))
+	case *lazyBytes:
+		st.Data, st.Offset, st.Size = raw.src, raw.off, raw.n
+		st.Location = "file"
+	default:
+		st.Data, st.Size = bytes.NewReader(nil), 0
+	}
+	if numel*int64(size) != st.Size {
+		c.ck.Notes = append(c.ck.Notes, fmt.Sprintf("%s: array data is %d bytes, but %v %s needs %d", displayPath(n.Path), st.Size, a.shape, name, numel*int64(size)))
+	}
+	t.Storage = st
+	st.Users = append(st.Users, n.Path)
+	c.ck.Storages = append(c.ck.Storages, st)
+	c.count(t)
+}
+
+func displayPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	return p
+}
+
+func contiguousStrides(shape []int64, fortran bool) []int64 {
+	st := make([]int64, len(shape))
+	acc := int64(1)
+	if fortran {
+		for i := range shape {
+			st[i] = acc
+			acc *= max(shape[i], 1)
+		}
+		return st
+	}
+	for i := len(shape) - 1; i >= 0; i-- {
+		st[i] = acc
+		acc *= max(shape[i], 1)
+	}
+	return st
+}
+
+func sortedByRepr(items []any) []any {
+	sort.SliceStable(items, func(i, j int) bool { return reprValue(items[i]) < reprValue(items[j]) })
+	return items
+}
+
+// readerAtBytes is an in-memory ReaderAt (a decompressed zip member).
+type readerAtBytes = bytes.Reader
+
+var _ io.ReaderAt = (*readerAtBytes)(nil)

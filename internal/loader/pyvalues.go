@@ -1,0 +1,1055 @@
+package loader
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"math/big"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nlpodyssey/gopickle/types"
+)
+
+// The values gopickle builds through our FindClass. None of them runs anything: a global is
+// a name, a call is a record of the callee and its arguments, a tensor is a view on a lazy
+// storage.
+
+// pyGlobal is a global the pickle names (a class or a function).
+type pyGlobal struct {
+	module, name string
+	full         string // canonical module.name
+	class        globalClass
+	state        any // set if the file BUILDs onto the global itself
+	ctx          *unpickleCtx
+}
+
+// pyObject is an instance or the result of a call we did not model.
+type pyObject struct {
+	cls      any // *pyGlobal, or any callable value
+	args     []any
+	state    any
+	hasState bool
+	items    []any         // APPEND/APPENDS on a list subclass
+	dict     []types.DictEntry // SETITEM(S) on a dict subclass
+	display  string        // a readable value for known scalars (datetime, Decimal, slice)
+	typeName string        // overrides the class name
+}
+
+// pyDict is a dict-like value with a type name (OrderedDict, defaultdict, Counter).
+type pyDict struct {
+	typeName string
+	entries  []types.DictEntry
+	attrs    []types.DictEntry
+}
+
+// pySet keeps insertion order (pickle order), unlike gopickle's map-based set.
+type pySet struct {
+	frozen bool
+	items  []any
+}
+
+// lazyBytes is a bytes payload left in the file.
+type lazyBytes struct {
+	src  io.ReaderAt
+	off  int64
+	n    int64
+	kind byte // 'b' bytes, 'a' bytearray, 's' py2 str
+}
+
+// pyStorage is a torch storage named by a persistent id.
+type pyStorage struct {
+	st    *Storage
+	numel int64
+}
+
+// pyTensor is a torch tensor: a strided view on a storage.
+type pyTensor struct {
+	storage      *pyStorage
+	offset       int64
+	shape        []int64
+	stride       []int64
+	requiresGrad bool
+	typeName     string
+	extra        any // state of tensor subclasses and parameters
+}
+
+// pyDType is a numpy dtype.
+type pyDType struct {
+	code   string // constructor argument: "f8", "i4", "U", "S3", "O8", "V16"
+	order  byte   // '<', '>', '|', '='
+	elsize int
+	names  []string
+	fields any
+}
+
+// pyArray is a numpy ndarray being rebuilt.
+type pyArray struct {
+	cls     string
+	shape   []int64
+	dtype   *pyDType
+	fortran bool
+	raw     any
+	src     io.ReaderAt
+}
+
+// Interfaces gopickle drives.
+func (g *pyGlobal) Call(args ...any) (any, error)  { return g.ctx.call(g, args) }
+func (g *pyGlobal) PyNew(args ...any) (any, error) { return g.ctx.newObj(g, args) }
+func (g *pyGlobal) PySetState(state any) error    { g.state = state; return nil }
+
+func (o *pyObject) Call(args ...any) (any, error)  { return &pyObject{cls: o, args: args}, nil }
+func (o *pyObject) PyNew(args ...any) (any, error) { return &pyObject{cls: o, args: args}, nil }
+func (o *pyObject) PySetState(state any) error {
+	o.state, o.hasState = state, true
+	return nil
+}
+func (o *pyObject) Append(v any)   { o.items = append(o.items, v) }
+func (o *pyObject) Set(k, v any)   { o.dict = append(o.dict, types.DictEntry{Key: k, Value: v}) }
+func (o *pyObject) Add(v any)      { o.items = append(o.items, v) }
+func (d *pyDict) Set(k, v any)     { d.entries = append(d.entries, types.DictEntry{Key: k, Value: v}) }
+func (d *pyDict) PySetState(state any) error {
+	if sd, ok := state.(*types.Dict); ok {
+		d.attrs = append(d.attrs, (*sd)...)
+	}
+	return nil
+}
+func (s *pySet) Add(v any)    { s.items = append(s.items, v) }
+func (s *pySet) Append(v any) { s.items = append(s.items, v) }
+func (t *pyTensor) PySetState(state any) error {
+	t.extra = state
+	return nil
+}
+func (a *pyArray) PySetState(state any) error { return a.setState(state) }
+func (d *pyDType) PySetState(state any) error { return d.setState(state) }
+
+// unpickleCtx carries what the stand-ins need while one file is unpickled.
+type unpickleCtx struct {
+	src      io.ReaderAt // where lazy payloads live
+	nonce    string
+	storages map[string]*pyStorage
+	// storageFor makes the Storage of a persistent id ('storage', type, key, location, numel).
+	storageFor func(key, dtype, location string, numel int64) (*Storage, error)
+	legacyNotes []string
+	viewsOf     []storageView
+}
+
+func (c *unpickleCtx) findClass(module, name string) (any, error) {
+	module = strings.TrimPrefix(module, globalPrefix)
+	full := canonicalGlobal(module, name)
+	return &pyGlobal{module: module, name: name, full: full, class: classifyGlobal(module, name), ctx: c}, nil
+}
+
+func (c *unpickleCtx) persistentLoad(pid any) (any, error) {
+	if s, ok := pid.(string); ok {
+		prefix := "\x00ckptview:" + c.nonce + ":"
+		if strings.HasPrefix(s, prefix) {
+			parts := strings.Split(s[len(prefix):], ":")
+			if len(parts) == 3 && len(parts[0]) == 1 {
+				off, e1 := strconv.ParseInt(parts[1], 10, 64)
+				n, e2 := strconv.ParseInt(parts[2], 10, 64)
+				if e1 == nil && e2 == nil {
+					return &lazyBytes{src: c.src, off: off, n: n, kind: parts[0][0]}, nil
+				}
+			}
+		}
+		return nil, fmt.Errorf("persistent id %q names nothing in this file", clip(s))
+	}
+	t, ok := pid.(*types.Tuple)
+	if !ok || t.Len() == 0 {
+		return nil, fmt.Errorf("persistent id of unexpected type %T", pid)
+	}
+	tag, _ := t.Get(0).(string)
+	switch tag {
+	case "storage":
+		if t.Len() < 5 {
+			return nil, fmt.Errorf("storage persistent id has %d fields, want 5", t.Len())
+		}
+		dtype := "uint8"
+		if g, ok := t.Get(1).(*pyGlobal); ok {
+			if d, ok := storageDType(g.full); ok {
+				dtype = d
+			} else {
+				return nil, fmt.Errorf("storage type %s is not a torch storage class", g.full)
+			}
+		} else if name, ok := t.Get(1).(string); ok { // TorchScript writes the dtype name
+			dtype = name
+		}
+		key := fmt.Sprint(t.Get(2))
+		location, _ := t.Get(3).(string)
+		numel, ok := toInt64(t.Get(4))
+		if !ok || numel < 0 {
+			return nil, fmt.Errorf("storage %q has an invalid size", key)
+		}
+		if ps, ok := c.storages[key]; ok {
+			return c.view(ps, t)
+		}
+		if c.storageFor == nil {
+			return nil, fmt.Errorf("the pickle refers to a tensor storage, but this file has no storages")
+		}
+		st, err := c.storageFor(key, dtype, location, numel)
+		if err != nil {
+			return nil, err
+		}
+		ps := &pyStorage{st: st, numel: numel}
+		c.storages[key] = ps
+		return c.view(ps, t)
+	case "module":
+		// legacy torch.save(model): ('module', class, source file, source)
+		if t.Len() >= 2 {
+			if t.Len() >= 3 {
+				if f, ok := t.Get(2).(string); ok {
+					c.legacyNotes = append(c.legacyNotes, "the file carries the source code of "+globalName(t.Get(1))+" (from "+f+"); it is shown, never run")
+				}
+			}
+			return t.Get(1), nil
+		}
+	}
+	return nil, fmt.Errorf("unknown persistent id %q", clip(fmt.Sprint(tag)))
+}
+
+// view applies a legacy storage view (view_key, offset, size) if the id has one.
+func (c *unpickleCtx) view(ps *pyStorage, t *types.Tuple) (any, error) {
+	if t.Len() < 6 || t.Get(5) == nil {
+		return ps, nil
+	}
+	vm, ok := t.Get(5).(*types.Tuple)
+	if !ok || vm.Len() != 3 {
+		return ps, nil
+	}
+	vkey := fmt.Sprint(vm.Get(0))
+	if v, ok := c.storages[vkey]; ok {
+		return v, nil
+	}
+	off, ok1 := toInt64(vm.Get(1))
+	size, ok2 := toInt64(vm.Get(2))
+	if !ok1 || !ok2 || off < 0 || size < 0 || off+size > ps.numel {
+		return nil, fmt.Errorf("storage view %q runs past its storage", vkey)
+	}
+	es := int64(DTypeSize(ps.st.DType))
+	v := &pyStorage{numel: size, st: &Storage{Key: vkey, DType: ps.st.DType, Location: ps.st.Location,
+		ByteOrder: ps.st.ByteOrder, Data: ps.st.Data, Size: size * es}}
+	v.st.Offset = -1 // resolved with the root storage's offset
+	c.storages[vkey] = v
+	c.viewsOf = append(c.viewsOf, storageView{view: v, root: ps, elemOff: off})
+	return v, nil
+}
+
+type storageView struct {
+	view, root *pyStorage
+	elemOff    int64
+}
+
+func globalName(v any) string {
+	if g, ok := v.(*pyGlobal); ok {
+		return g.full
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// storageDType maps torch storage classes to dtype names.
+func storageDType(full string) (string, bool) {
+	name := strings.TrimPrefix(strings.TrimPrefix(full, "torch.cuda."), "torch.")
+	if !strings.HasSuffix(name, "Storage") {
+		return "", false
+	}
+	switch strings.TrimSuffix(name, "Storage") {
+	case "Float":
+		return "float32", true
+	case "Double":
+		return "float64", true
+	case "Half":
+		return "float16", true
+	case "BFloat16":
+		return "bfloat16", true
+	case "Long":
+		return "int64", true
+	case "Int":
+		return "int32", true
+	case "Short":
+		return "int16", true
+	case "Char":
+		return "int8", true
+	case "Byte", "storage.Untyped", "Untyped":
+		return "uint8", true
+	case "Bool":
+		return "bool", true
+	case "ComplexFloat":
+		return "complex64", true
+	case "ComplexDouble":
+		return "complex128", true
+	case "QInt8":
+		return "qint8", true
+	case "QUInt8":
+		return "quint8", true
+	case "QInt32":
+		return "qint32", true
+	case "QUInt4x2":
+		return "quint4x2", true
+	case "QUInt2x4":
+		return "quint2x4", true
+	case "Float8_e4m3fn":
+		return "float8_e4m3fn", true
+	case "Float8_e5m2":
+		return "float8_e5m2", true
+	case "Float8_e4m3fnuz":
+		return "float8_e4m3fnuz", true
+	case "Float8_e5m2fnuz":
+		return "float8_e5m2fnuz", true
+	case "UInt16":
+		return "uint16", true
+	case "UInt32":
+		return "uint32", true
+	case "UInt64":
+		return "uint64", true
+	}
+	return "", false
+}
+
+func toInt64(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int:
+		return int64(x), true
+	case int64:
+		return x, true
+	case bool:
+		if x {
+			return 1, true
+		}
+		return 0, true
+	case *big.Int:
+		if x.IsInt64() {
+			return x.Int64(), true
+		}
+	}
+	return 0, false
+}
+
+func toInts(v any) ([]int64, bool) {
+	var items []any
+	switch x := v.(type) {
+	case *types.Tuple:
+		items = *x
+	case *types.List:
+		items = *x
+	case *pyObject: // torch.Size(...)
+		if len(x.args) == 1 {
+			return toInts(x.args[0])
+		}
+		return nil, false
+	default:
+		if n, ok := toInt64(v); ok {
+			return []int64{n}, true
+		}
+		return nil, false
+	}
+	out := make([]int64, 0, len(items))
+	for _, it := range items {
+		n, ok := toInt64(it)
+		if !ok {
+			return nil, false
+		}
+		out = append(out, n)
+	}
+	return out, true
+}
+
+func arg(args []any, i int) any {
+	if i < len(args) {
+		return args[i]
+	}
+	return nil
+}
+
+// call is what REDUCE does with a global: a stand-in for allowlisted names, a record otherwise.
+func (c *unpickleCtx) call(g *pyGlobal, args []any) (any, error) {
+	if g.class == globalSafe {
+		if v, handled, err := c.standIn(g, args); handled {
+			return v, err
+		}
+	}
+	return &pyObject{cls: g, args: args}, nil
+}
+
+func (c *unpickleCtx) newObj(g *pyGlobal, args []any) (any, error) {
+	if g.class == globalSafe {
+		switch g.full {
+		case "collections.OrderedDict", "collections.defaultdict", "collections.Counter", "builtins.dict":
+			return &pyDict{typeName: g.full}, nil
+		case "builtins.set", "builtins.frozenset":
+			return &pySet{frozen: g.full == "builtins.frozenset"}, nil
+		}
+	}
+	return &pyObject{cls: g, args: args}, nil
+}
+
+func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
+	switch g.full {
+	case "collections.OrderedDict", "builtins.dict", "collections.defaultdict", "collections.Counter":
+		d := &pyDict{typeName: g.full}
+		var src any
+		if g.full == "collections.defaultdict" {
+			if f := arg(args, 0); f != nil {
+				d.typeName = "collections.defaultdict(" + globalName(f) + ")"
+			}
+			src = arg(args, 1)
+		} else {
+			src = arg(args, 0)
+		}
+		switch s := src.(type) {
+		case *types.Dict:
+			d.entries = append(d.entries, (*s)...)
+		case *pyDict:
+			d.entries = append(d.entries, s.entries...)
+		case *types.List: // Python 2 OrderedDict: [[k, v], ...]
+			for _, it := range *s {
+				if kv, ok := pairOf(it); ok {
+					d.entries = append(d.entries, types.DictEntry{Key: kv[0], Value: kv[1]})
+				}
+			}
+		}
+		return d, true, nil
+	case "builtins.set", "builtins.frozenset":
+		s := &pySet{frozen: g.full == "builtins.frozenset"}
+		s.items = append(s.items, iterItems(arg(args, 0))...)
+		return s, true, nil
+	case "builtins.list", "collections.deque":
+		l := types.NewListFromSlice(append([]any(nil), iterItems(arg(args, 0))...))
+		return l, true, nil
+	case "builtins.tuple":
+		return types.NewTupleFromSlice(append([]any(nil), iterItems(arg(args, 0))...)), true, nil
+	case "builtins.complex":
+		re, _ := toFloat(arg(args, 0))
+		im, _ := toFloat(arg(args, 1))
+		return complex(re, im), true, nil
+	case "builtins.bytearray", "builtins.bytes":
+		var b []byte
+		switch x := arg(args, 0).(type) {
+		case []byte:
+			b = x
+		case string: // (str, 'latin-1') in protocol 2
+			b = latin1(x)
+		case *lazyBytes:
+			return &lazyBytes{src: x.src, off: x.off, n: x.n, kind: 'a'}, true, nil
+		case nil:
+		default:
+			return nil, false, nil
+		}
+		if g.full == "builtins.bytes" {
+			return b, true, nil
+		}
+		ba := types.ByteArray(b)
+		return &ba, true, nil
+	case "builtins.slice", "builtins.range":
+		parts := make([]string, len(args))
+		for i, a := range args {
+			parts[i] = reprValue(a)
+		}
+		return &pyObject{cls: g, args: args, display: g.name + "(" + strings.Join(parts, ", ") + ")", typeName: g.name}, true, nil
+	case "builtins.int", "builtins.float", "builtins.str", "builtins.bool", "torch.Size":
+		if len(args) == 1 {
+			return args[0], true, nil
+		}
+	case "copyreg._reconstructor":
+		cls := arg(args, 0)
+		base := arg(args, 1)
+		if bg, ok := base.(*pyGlobal); ok && bg.full == "builtins.object" {
+			return c.instantiate(cls, nil)
+		}
+		if st := arg(args, 2); st != nil {
+			return c.instantiate(cls, []any{st})
+		}
+		return c.instantiate(cls, nil)
+	case "copyreg.__newobj__", "copyreg.__newobj_ex__":
+		if len(args) == 0 {
+			return nil, true, fmt.Errorf("__newobj__ without a class")
+		}
+		return c.instantiate(args[0], args[1:])
+	case "_codecs.encode":
+		s, ok := arg(args, 0).(string)
+		if !ok {
+			return nil, false, nil
+		}
+		enc, _ := arg(args, 1).(string)
+		switch strings.ToLower(strings.ReplaceAll(enc, "_", "-")) {
+		case "latin1", "latin-1", "iso-8859-1", "l1":
+			return latin1(s), true, nil
+		case "", "utf-8", "utf8", "ascii":
+			return []byte(s), true, nil
+		}
+		return nil, false, nil
+	case "datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta":
+		return &pyObject{cls: g, args: args, display: datetimeText(g.name, args), typeName: g.full}, true, nil
+	case "decimal.Decimal", "fractions.Fraction", "torch.torch_version.TorchVersion", "uuid.UUID":
+		if s, ok := arg(args, 0).(string); ok {
+			return &pyObject{cls: g, args: args, display: s, typeName: g.full}, true, nil
+		}
+	case "torch.device":
+		parts := []string{"type=" + reprValue(arg(args, 0))}
+		if len(args) > 1 {
+			parts = append(parts, "index="+reprValue(args[1]))
+		}
+		return &pyObject{cls: g, args: args, display: "device(" + strings.Join(parts, ", ") + ")", typeName: g.full}, true, nil
+	case "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3":
+		return c.rebuildTensor(args)
+	case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state":
+		t, ok := arg(args, 0).(*pyTensor)
+		if !ok {
+			return nil, false, nil
+		}
+		p := *t
+		p.typeName = "torch.nn.parameter.Parameter"
+		if rg, ok := arg(args, 1).(bool); ok {
+			p.requiresGrad = rg
+		}
+		if len(args) > 3 {
+			p.extra = args[3]
+		}
+		return &p, true, nil
+	case "torch._tensor._rebuild_from_type_v2", "torch._tensor._rebuild_from_type":
+		fn, ok := arg(args, 0).(*pyGlobal)
+		if !ok || fn.class != globalSafe {
+			return nil, false, nil
+		}
+		var inner []any
+		if t, ok := arg(args, 2).(*types.Tuple); ok {
+			inner = *t
+		}
+		v, err := c.call(fn, inner)
+		if err != nil {
+			return nil, true, err
+		}
+		if t, ok := v.(*pyTensor); ok {
+			if nt, ok := arg(args, 1).(*pyGlobal); ok && nt.full != "torch.Tensor" {
+				t.typeName = nt.full
+			}
+			if len(args) > 3 {
+				t.extra = args[3]
+			}
+		}
+		return v, true, nil
+	case "torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist", "torch.jit._pickle.build_boollist",
+		"torch.jit._pickle.build_tensorlist", "torch.jit._pickle.restore_type_tag":
+		return arg(args, 0), true, nil
+	case "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.core._internal._reconstruct":
+		cls := "numpy.ndarray"
+		if g, ok := arg(args, 0).(*pyGlobal); ok {
+			cls = g.full
+		}
+		return &pyArray{cls: cls, src: c.src}, true, nil
+	case "numpy.dtype", "numpy.core.numeric.dtype":
+		code, _ := arg(args, 0).(string)
+		return &pyDType{code: code, order: '=', elsize: -1}, true, nil
+	case "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar":
+		return c.numpyScalar(args)
+	case "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer":
+		dt, _ := arg(args, 1).(*pyDType)
+		shape, _ := toInts(arg(args, 2))
+		order, _ := arg(args, 3).(string)
+		a := &pyArray{cls: "numpy.ndarray", shape: shape, dtype: dt, fortran: order == "F", raw: arg(args, 0), src: c.src}
+		return a, true, nil
+	}
+	return nil, false, nil
+}
+
+func (c *unpickleCtx) instantiate(cls any, args []any) (any, bool, error) {
+	if g, ok := cls.(*pyGlobal); ok {
+		v, err := c.newObj(g, args)
+		return v, true, err
+	}
+	return &pyObject{cls: cls, args: args}, true, nil
+}
+
+func pairOf(v any) ([2]any, bool) {
+	var items []any
+	switch x := v.(type) {
+	case *types.List:
+		items = *x
+	case *types.Tuple:
+		items = *x
+	}
+	if len(items) != 2 {
+		return [2]any{}, false
+	}
+	return [2]any{items[0], items[1]}, true
+}
+
+func iterItems(v any) []any {
+	switch x := v.(type) {
+	case *types.List:
+		return *x
+	case *types.Tuple:
+		return *x
+	case *pySet:
+		return x.items
+	case *types.Set:
+		out := make([]any, 0, len(*x))
+		for k := range *x {
+			out = append(out, k)
+		}
+		return out
+	case *types.FrozenSet:
+		out := make([]any, 0, len(*x))
+		for k := range *x {
+			out = append(out, k)
+		}
+		return out
+	case *types.Dict:
+		out := make([]any, 0, len(*x))
+		for _, e := range *x {
+			out = append(out, e.Key)
+		}
+		return out
+	}
+	return nil
+}
+
+func toFloat(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case int:
+		return float64(x), true
+	case *big.Int:
+		f, _ := new(big.Float).SetInt(x).Float64()
+		return f, true
+	case bool:
+		if x {
+			return 1, true
+		}
+		return 0, true
+	}
+	return 0, false
+}
+
+func latin1(s string) []byte {
+	b := make([]byte, 0, len(s))
+	for _, r := range s {
+		if r > 0xff {
+			r = '?'
+		}
+		b = append(b, byte(r))
+	}
+	return b
+}
+
+func datetimeText(kind string, args []any) string {
+	var b []byte
+	switch x := arg(args, 0).(type) {
+	case []byte:
+		b = x
+	case string:
+		b = latin1(x)
+	}
+	switch kind {
+	case "datetime":
+		if len(b) == 10 {
+			us := int(b[7])<<16 | int(b[8])<<8 | int(b[9])
+			t := time.Date(int(b[0])<<8|int(b[1]), time.Month(b[2]), int(b[3]), int(b[4]), int(b[5]), int(b[6]), us*1000, time.UTC)
+			s := t.Format("2006-01-02T15:04:05.999999")
+			if len(args) > 1 {
+				s += " (tz " + reprValue(args[1]) + ")"
+			}
+			return s
+		}
+	case "date":
+		if len(b) == 4 {
+			return fmt.Sprintf("%04d-%02d-%02d", int(b[0])<<8|int(b[1]), b[2], b[3])
+		}
+	case "time":
+		if len(b) == 6 {
+			us := int(b[3])<<16 | int(b[4])<<8 | int(b[5])
+			s := fmt.Sprintf("%02d:%02d:%02d", b[0], b[1], b[2])
+			if us != 0 {
+				s += fmt.Sprintf(".%06d", us)
+			}
+			return s
+		}
+	case "timedelta":
+		d, _ := toInt64(arg(args, 0))
+		sec, _ := toInt64(arg(args, 1))
+		us, _ := toInt64(arg(args, 2))
+		return fmt.Sprintf("timedelta(days=%d, seconds=%d, microseconds=%d)", d, sec, us)
+	}
+	parts := make([]string, len(args))
+	for i, a := range args {
+		parts[i] = reprValue(a)
+	}
+	return kind + "(" + strings.Join(parts, ", ") + ")"
+}
+
+func (c *unpickleCtx) rebuildTensor(args []any) (any, bool, error) {
+	ps, ok := arg(args, 0).(*pyStorage)
+	if !ok {
+		return nil, true, fmt.Errorf("tensor rebuilt from %T, not a storage", arg(args, 0))
+	}
+	off, ok1 := toInt64(arg(args, 1))
+	shape, ok2 := toInts(arg(args, 2))
+	stride, ok3 := toInts(arg(args, 3))
+	if !ok1 || !ok2 || !ok3 || len(shape) != len(stride) {
+		return nil, true, fmt.Errorf("tensor has malformed size/stride/offset")
+	}
+	t := &pyTensor{storage: ps, offset: off, shape: shape, stride: stride, typeName: "torch.Tensor"}
+	if rg, ok := arg(args, 4).(bool); ok {
+		t.requiresGrad = rg
+	}
+	return t, true, nil
+}
+
+func (c *unpickleCtx) numpyScalar(args []any) (any, bool, error) {
+	dt, ok := arg(args, 0).(*pyDType)
+	if !ok {
+		return nil, false, nil
+	}
+	var b []byte
+	switch x := arg(args, 1).(type) {
+	case []byte:
+		b = x
+	case string:
+		b = latin1(x)
+	default:
+		return nil, false, nil
+	}
+	name, size, order := dt.resolve()
+	typ := "numpy." + name
+	var bo binary.ByteOrder = binary.LittleEndian
+	if order == '>' {
+		bo = binary.BigEndian
+	}
+	val := func() any {
+		if size > 0 && len(b) < size {
+			return nil
+		}
+		switch name {
+		case "float64":
+			return math.Float64frombits(bo.Uint64(b))
+		case "float32":
+			return float64(math.Float32frombits(bo.Uint32(b)))
+		case "float16":
+			return float64(halfToFloat(bo.Uint16(b)))
+		case "int64":
+			return int(int64(bo.Uint64(b)))
+		case "int32":
+			return int(int32(bo.Uint32(b)))
+		case "int16":
+			return int(int16(bo.Uint16(b)))
+		case "int8":
+			return int(int8(b[0]))
+		case "uint64":
+			return new(big.Int).SetUint64(bo.Uint64(b))
+		case "uint32":
+			return int(bo.Uint32(b))
+		case "uint16":
+			return int(bo.Uint16(b))
+		case "uint8":
+			return int(b[0])
+		case "bool":
+			return b[0] != 0
+		case "complex128":
+			return complex(math.Float64frombits(bo.Uint64(b)), math.Float64frombits(bo.Uint64(b[8:])))
+		case "complex64":
+			return complex(float64(math.Float32frombits(bo.Uint32(b))), float64(math.Float32frombits(bo.Uint32(b[4:]))))
+		}
+		return nil
+	}()
+	if val == nil {
+		return &pyObject{typeName: typ, display: typ + "(0x" + fmt.Sprintf("%x", b) + ")"}, true, nil
+	}
+	return &numpyScalar{typeName: typ, value: val}, true, nil
+}
+
+// numpyScalar is a numpy scalar (np.float32(1.5)): a plain value with a numpy type.
+type numpyScalar struct {
+	typeName string
+	value    any
+}
+
+func halfToFloat(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	frac := uint32(h & 0x3ff)
+	switch {
+	case exp == 0 && frac == 0:
+		return math.Float32frombits(sign)
+	case exp == 0:
+		// subnormal
+		f := float32(frac) / 1024 * float32(math.Pow(2, -14))
+		if sign != 0 {
+			return -f
+		}
+		return f
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | frac<<13)
+	}
+	return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
+}
+
+// setState applies a numpy dtype's BUILD state: (version, byteorder, subarray, names,
+// fields, elsize, alignment, flags).
+func (d *pyDType) setState(state any) error {
+	t, ok := state.(*types.Tuple)
+	if !ok || t.Len() < 2 {
+		return nil
+	}
+	items := *t
+	if s, ok := items[1].(string); ok && len(s) == 1 {
+		d.order = s[0]
+	}
+	if len(items) >= 8 {
+		if names, ok := items[3].(*types.Tuple); ok {
+			for _, n := range *names {
+				if s, ok := n.(string); ok {
+					d.names = append(d.names, s)
+				}
+			}
+			d.fields = items[4]
+		}
+		if n, ok := toInt64(items[5]); ok && n > 0 {
+			d.elsize = int(n)
+		}
+	}
+	return nil
+}
+
+// resolve returns the numpy dtype name, item size and byte order.
+func (d *pyDType) resolve() (string, int, byte) {
+	code := d.code
+	order := d.order
+	if code != "" && (code[0] == '<' || code[0] == '>' || code[0] == '|' || code[0] == '=') {
+		order = code[0]
+		code = code[1:]
+	}
+	if order == '=' {
+		order = '<'
+	}
+	if code == "" {
+		return "void", 0, order
+	}
+	kind := code[0]
+	n, _ := strconv.Atoi(code[1:])
+	if d.elsize > 0 {
+		n = d.elsize
+		if kind == 'U' && d.elsize > 0 {
+			n = d.elsize // bytes already
+		}
+	} else if kind == 'U' {
+		n *= 4
+	}
+	if len(d.names) > 0 {
+		return fmt.Sprintf("void%d", n*8), n, order
+	}
+	switch kind {
+	case 'f':
+		switch n {
+		case 2:
+			return "float16", 2, order
+		case 4:
+			return "float32", 4, order
+		case 8:
+			return "float64", 8, order
+		case 16:
+			return "float128", 16, order
+		}
+	case 'i':
+		return fmt.Sprintf("int%d", n*8), n, order
+	case 'u':
+		return fmt.Sprintf("uint%d", n*8), n, order
+	case 'b':
+		return "bool", 1, '|'
+	case 'c':
+		return fmt.Sprintf("complex%d", n*8), n, order
+	case 'O':
+		return "object", 8, '|'
+	case 'U':
+		return fmt.Sprintf("str%d", n*8), n, order
+	case 'S':
+		return fmt.Sprintf("bytes%d", n*8), n, '|'
+	case 'V':
+		return fmt.Sprintf("void%d", n*8), n, '|'
+	case 'M':
+		return "datetime64", 8, order
+	case 'm':
+		return "timedelta64", 8, order
+	}
+	return code, n, order
+}
+
+// descr is numpy's dtype.str-like description ("<f4", "[('a', '<i4'), ...]").
+func (d *pyDType) descr() string {
+	name, size, order := d.resolve()
+	if len(d.names) > 0 {
+		return fmt.Sprintf("structured %s: fields %s", name, strings.Join(d.names, ", "))
+	}
+	if name == "object" {
+		return "|O"
+	}
+	_ = name
+	code := d.code
+	if code != "" && strings.ContainsRune("<>|=", rune(code[0])) {
+		code = code[1:]
+	}
+	if code == "" {
+		return ""
+	}
+	return fmt.Sprintf("%c%c%d", order, code[0], size)
+}
+
+// setState applies an ndarray's BUILD state: (version, shape, dtype, is_fortran, rawdata).
+func (a *pyArray) setState(state any) error {
+	t, ok := state.(*types.Tuple)
+	if !ok {
+		return fmt.Errorf("ndarray state is %T, not a tuple", state)
+	}
+	items := *t
+	if len(items) == 5 {
+		items = items[1:]
+	}
+	if len(items) != 4 {
+		return fmt.Errorf("ndarray state has %d fields", len(*t))
+	}
+	shape, ok := toInts(items[0])
+	if !ok {
+		return fmt.Errorf("ndarray shape is not a tuple of ints")
+	}
+	dt, ok := items[1].(*pyDType)
+	if !ok {
+		return fmt.Errorf("ndarray dtype is %T", items[1])
+	}
+	a.shape, a.dtype = shape, dt
+	a.fortran, _ = items[2].(bool)
+	a.raw = items[3]
+	return nil
+}
+
+// reprValue renders a gopickle value the way Python's repr would, briefly.
+func reprValue(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "None"
+	case bool:
+		if x {
+			return "True"
+		}
+		return "False"
+	case int:
+		return strconv.Itoa(x)
+	case *big.Int:
+		if x.BitLen() > 20000 {
+			return fmt.Sprintf("<int of %d bits>", x.BitLen())
+		}
+		return x.String()
+	case float64:
+		return pyFloat(x)
+	case string:
+		return pyQuote(clip(x))
+	case []byte:
+		return pyBytes(x)
+	case complex128:
+		return pyComplex(x)
+	case *types.Tuple:
+		parts := make([]string, 0, len(*x))
+		for i, it := range *x {
+			if i >= 8 {
+				parts = append(parts, "…")
+				break
+			}
+			parts = append(parts, reprValue(it))
+		}
+		if len(parts) == 1 {
+			return "(" + parts[0] + ",)"
+		}
+		return "(" + strings.Join(parts, ", ") + ")"
+	case *pyGlobal:
+		return x.full
+	case *numpyScalar:
+		return reprValue(x.value)
+	case *pyObject:
+		if x.display != "" {
+			return x.display
+		}
+	}
+	return fmt.Sprintf("<%s>", typeOf(v))
+}
+
+func pyFloat(f float64) string {
+	switch {
+	case math.IsNaN(f):
+		return "nan"
+	case math.IsInf(f, 1):
+		return "inf"
+	case math.IsInf(f, -1):
+		return "-inf"
+	}
+	s := strconv.FormatFloat(f, 'g', -1, 64)
+	if !strings.ContainsAny(s, ".eIn") {
+		s += ".0"
+	}
+	return s
+}
+
+func pyComplex(c complex128) string {
+	im := imag(c)
+	sign := "+"
+	if im < 0 || (im == 0 && math.Signbit(im)) {
+		sign = "-"
+		im = -im
+	}
+	if real(c) == 0 && !math.Signbit(real(c)) {
+		return strings.TrimSuffix(pyFloat(imag(c)), ".0") + "j"
+	}
+	return "(" + strings.TrimSuffix(pyFloat(real(c)), ".0") + sign + strings.TrimSuffix(pyFloat(im), ".0") + "j)"
+}
+
+func pyBytes(b []byte) string {
+	var sb strings.Builder
+	sb.WriteString("b'")
+	for i, c := range b {
+		if i >= 64 {
+			sb.WriteString("…")
+			break
+		}
+		switch {
+		case c == '\\':
+			sb.WriteString(`\\`)
+		case c == '\'':
+			sb.WriteString(`\'`)
+		case c == '\n':
+			sb.WriteString(`\n`)
+		case c == '\t':
+			sb.WriteString(`\t`)
+		case c == '\r':
+			sb.WriteString(`\r`)
+		case c < 0x20 || c >= 0x7f:
+			fmt.Fprintf(&sb, `\x%02x`, c)
+		default:
+			sb.WriteByte(c)
+		}
+	}
+	sb.WriteString("'")
+	return sb.String()
+}
+
+func typeOf(v any) string {
+	switch x := v.(type) {
+	case *pyObject:
+		return objectType(x)
+	case *pyGlobal:
+		return x.full
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func objectType(o *pyObject) string {
+	if o.typeName != "" {
+		return o.typeName
+	}
+	switch c := o.cls.(type) {
+	case *pyGlobal:
+		return c.full
+	case *pyObject:
+		return objectType(c) + "(…)"
+	}
+	return "object"
+}

@@ -1,0 +1,1184 @@
+package loader
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/big"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// The scanner walks every opcode of a pickle before gopickle sees it. It
+//   - checks every declared length against the bytes that remain and caps depth, memo,
+//     op count and integer digits, so gopickle never allocates what the file claims;
+//   - runs a small symbolic stack machine that resolves every global (including names
+//     built from memo, STACK_GLOBAL and module attributes overwritten by BUILD) and every
+//     call made on one, which is where findings come from;
+//   - writes a rewritten pickle for gopickle: large byte payloads become references to
+//     their place in the file (tensors and arrays stay lazy), text opcodes become their
+//     binary forms with Python's decoding, and globals are routed to our FindClass.
+
+// symbolic value kinds
+type svKind uint8
+
+const (
+	svOther svKind = iota
+	svStr
+	svBytes
+	svInt
+	svFloat
+	svNone
+	svBool
+	svTuple
+	svList
+	svDict
+	svSet
+	svGlobal
+	svCall
+	svPersid
+)
+
+// sv is a symbolic value on the scanner's stack: enough to name globals and print calls.
+type sv struct {
+	kind   svKind
+	s      string // str text, int digits, float repr, global name, bytes preview
+	items  []*sv  // tuple items, call args (first few)
+	more   int    // items not kept
+	callee *sv
+	fidx   int // finding this call wrote its detail into, -1 if none
+}
+
+var (
+	svNoneVal  = &sv{kind: svNone, fidx: -1}
+	svTrueVal  = &sv{kind: svBool, s: "True", fidx: -1}
+	svFalseVal = &sv{kind: svBool, s: "False", fidx: -1}
+)
+
+const svKeepItems = 8
+
+func (v *sv) repr(budget int) string {
+	if v == nil {
+		return "?"
+	}
+	var b strings.Builder
+	v.write(&b, budget, 0)
+	s := b.String()
+	if len(s) > budget {
+		s = s[:budget] + "…"
+	}
+	return s
+}
+
+func (v *sv) write(b *strings.Builder, budget, depth int) {
+	if b.Len() > budget || depth > 8 {
+		b.WriteString("…")
+		return
+	}
+	switch v.kind {
+	case svStr:
+		b.WriteString(pyQuote(v.s))
+	case svBytes:
+		b.WriteString("b" + pyQuote(v.s))
+	case svInt, svFloat, svBool:
+		b.WriteString(v.s)
+	case svNone:
+		b.WriteString("None")
+	case svGlobal:
+		b.WriteString(v.s)
+	case svTuple, svList, svSet:
+		open, close := "(", ")"
+		if v.kind == svList {
+			open, close = "[", "]"
+		} else if v.kind == svSet {
+			open, close = "{", "}"
+		}
+		b.WriteString(open)
+		writeItems(b, v.items, v.more, budget, depth)
+		if v.kind == svTuple && len(v.items) == 1 && v.more == 0 {
+			b.WriteString(",")
+		}
+		b.WriteString(close)
+	case svDict:
+		b.WriteString("{")
+		for i := 0; i+1 < len(v.items); i += 2 {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			v.items[i].write(b, budget, depth+1)
+			b.WriteString(": ")
+			v.items[i+1].write(b, budget, depth+1)
+		}
+		if v.more > 0 {
+			b.WriteString(", …")
+		}
+		b.WriteString("}")
+	case svCall:
+		v.callee.write(b, budget, depth+1)
+		b.WriteString("(")
+		writeItems(b, v.items, v.more, budget, depth)
+		b.WriteString(")")
+	case svPersid:
+		b.WriteString("<persistent id>")
+	default:
+		if v.s != "" {
+			b.WriteString(v.s)
+		} else {
+			b.WriteString("<object>")
+		}
+	}
+}
+
+func writeItems(b *strings.Builder, items []*sv, more, budget, depth int) {
+	for i, it := range items {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		it.write(b, budget, depth+1)
+	}
+	if more > 0 {
+		b.WriteString(", …")
+	}
+}
+
+// pyQuote renders s like Python's repr of a str.
+func pyQuote(s string) string {
+	q := "'"
+	if strings.Contains(s, "'") && !strings.Contains(s, "\"") {
+		q = "\""
+	}
+	var b strings.Builder
+	b.WriteString(q)
+	for _, r := range s {
+		switch {
+		case r == '\\':
+			b.WriteString(`\\`)
+		case string(r) == q:
+			b.WriteString(`\` + q)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == utf8.RuneError:
+			b.WriteString(`\ufffd`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteString(q)
+	return b.String()
+}
+
+// findingSet collects findings once each.
+type findingSet struct {
+	list []Finding
+	seen map[string]int
+}
+
+const maxFindings = 500
+
+func (f *findingSet) add(fd Finding) int {
+	if f.seen == nil {
+		f.seen = map[string]int{}
+	}
+	key := string(fd.Severity) + "\x00" + fd.Global + "\x00" + fd.Detail
+	if i, ok := f.seen[key]; ok {
+		return i
+	}
+	if len(f.list) >= maxFindings {
+		return -1
+	}
+	f.list = append(f.list, fd)
+	f.seen[key] = len(f.list) - 1
+	return len(f.list) - 1
+}
+
+// scanner state for one pickle.
+type scanner struct {
+	r         *seqReader
+	o         Options
+	where     string
+	start     int64
+	stack     []*sv
+	meta      [][]*sv
+	memo      map[int64]*sv
+	out       []byte
+	fs        *findingSet
+	refFinds  map[string]int // global -> finding index of its "imports" finding
+	overrides map[string]*sv
+	nonce     string
+	ops       *int
+	lazyMin   int64
+	notes     []string
+	proto     int
+}
+
+type scanError struct {
+	msg string
+	off int64
+}
+
+func (e *scanError) Error() string { return e.msg }
+
+func (s *scanner) fail(off int64, format string, args ...any) error {
+	return &scanError{msg: fmt.Sprintf(format, args...), off: off}
+}
+
+func (s *scanner) push(v *sv) { s.stack = append(s.stack, v) }
+
+func (s *scanner) pop(off int64, op string) (*sv, error) {
+	if len(s.stack) == 0 {
+		return nil, s.fail(off, "%s needs a value but the pickle stack is empty (stack underflow)", op)
+	}
+	v := s.stack[len(s.stack)-1]
+	s.stack = s.stack[:len(s.stack)-1]
+	return v, nil
+}
+
+func (s *scanner) top(off int64, op string) (*sv, error) {
+	if len(s.stack) == 0 {
+		return nil, s.fail(off, "%s needs a value but the pickle stack is empty (stack underflow)", op)
+	}
+	return s.stack[len(s.stack)-1], nil
+}
+
+func (s *scanner) popMark(off int64, op string) ([]*sv, error) {
+	if len(s.meta) == 0 {
+		return nil, s.fail(off, "%s without a matching MARK", op)
+	}
+	items := s.stack
+	s.stack = s.meta[len(s.meta)-1]
+	s.meta = s.meta[:len(s.meta)-1]
+	return items, nil
+}
+
+func keep(items []*sv) ([]*sv, int) {
+	if len(items) > svKeepItems {
+		return append([]*sv(nil), items[:svKeepItems]...), len(items) - svKeepItems
+	}
+	return append([]*sv(nil), items...), 0
+}
+
+func (s *scanner) emit(b ...byte) error {
+	s.out = append(s.out, b...)
+	if int64(len(s.out)) > s.o.MaxPickle {
+		return s.fail(s.r.pos, "pickle holds more than %d MB of inline values", s.o.MaxPickle>>20)
+	}
+	return nil
+}
+
+func (s *scanner) emitStr(op byte, str string) error {
+	var hdr [5]byte
+	hdr[0] = op
+	binary.LittleEndian.PutUint32(hdr[1:], uint32(len(str)))
+	if err := s.emit(hdr[:]...); err != nil {
+		return err
+	}
+	return s.emit([]byte(str)...)
+}
+
+func (s *scanner) emitGlobal(op byte, module, name string) error {
+	if err := s.emit(op); err != nil {
+		return err
+	}
+	if err := s.emit([]byte(globalPrefix + module + "\n")...); err != nil {
+		return err
+	}
+	return s.emit([]byte(name + "\n")...)
+}
+
+// globalPrefix routes every global to our FindClass (gopickle answers a few names itself).
+const globalPrefix = "="
+
+// lazyMarker is the persistent id that stands for a payload left in the file.
+func (s *scanner) lazyMarker(kind byte, off, n int64) string {
+	return fmt.Sprintf("\x00ckptview:%s:%c:%d:%d", s.nonce, kind, off, n)
+}
+
+func (s *scanner) global(off int64, module, name string) *sv {
+	full := canonicalGlobal(module, name)
+	if o, ok := s.overrides[full]; ok {
+		return o
+	}
+	v := &sv{kind: svGlobal, s: module + "." + name, fidx: -1}
+	switch classifyGlobal(module, name) {
+	case globalDanger:
+		if _, ok := s.refFinds[v.s]; !ok {
+			s.refFinds[v.s] = s.fs.add(Finding{Severity: SeverityDanger, Global: v.s, Where: s.where, Offset: off - s.start,
+				Detail: dangerWhy(full)})
+		}
+	case globalUnknown:
+		if _, ok := s.refFinds[v.s]; !ok {
+			s.refFinds[v.s] = s.fs.add(Finding{Severity: SeverityWarning, Global: v.s, Where: s.where, Offset: off - s.start,
+				Detail: "imports " + v.s + ", which is not on the allowlist; shown as an opaque object and never called"})
+		}
+	}
+	return v
+}
+
+// dangerWhy describes a dangerous global that is referenced but not (yet) seen called.
+func dangerWhy(full string) string {
+	return "imports " + full + ", which can run code or reach the system"
+}
+
+// rootGlobal is the global at the start of a call chain.
+func rootGlobal(v *sv) *sv {
+	for v != nil && v.kind == svCall {
+		v = v.callee
+	}
+	return v
+}
+
+// call records callee(args) and, when the callee is dangerous, the call a reviewer must see.
+func (s *scanner) call(off int64, callee *sv, args []*sv) *sv {
+	items, more := keep(args)
+	c := &sv{kind: svCall, callee: callee, items: items, more: more, fidx: -1}
+	root := rootGlobal(callee)
+	if root == nil || root.kind != svGlobal {
+		return c
+	}
+	full := root.s
+	if i, ok := s.refFinds[full]; ok && i >= 0 && s.fs.list[i].Severity == SeverityDanger {
+		detail := "calls " + c.repr(400)
+		switch {
+		case callee.kind == svCall && callee.fidx >= 0:
+			// a chained call (attrgetter('system')(os)('ls')): extend the finding
+			s.fs.list[callee.fidx].Detail = detail
+			c.fidx = callee.fidx
+		case strings.HasPrefix(s.fs.list[i].Detail, "imports "):
+			s.fs.list[i].Detail = detail
+			s.fs.list[i].Offset = off - s.start
+			c.fidx = i
+		default:
+			c.fidx = s.fs.add(Finding{Severity: SeverityDanger, Global: full, Where: s.where, Offset: off - s.start, Detail: detail})
+		}
+	}
+	return c
+}
+
+// scanPickle scans one pickle starting at r.pos and returns the rewritten stream.
+func (s *scanner) run() (result *sv, err error) {
+	s.memo = map[int64]*sv{}
+	if s.refFinds == nil {
+		s.refFinds = map[string]int{}
+	}
+	if s.overrides == nil {
+		s.overrides = map[string]*sv{}
+	}
+	r := s.r
+	for {
+		off := r.pos
+		*s.ops++
+		if *s.ops > s.o.MaxOps {
+			return nil, s.fail(off, "more than %d pickle opcodes", s.o.MaxOps)
+		}
+		op, err := r.readByte()
+		if err != nil {
+			return nil, s.fail(off, "pickle ends before its STOP opcode")
+		}
+		if err := s.step(off, op); err != nil {
+			if err == errStop {
+				v, perr := s.pop(off, "STOP")
+				if perr != nil {
+					return nil, perr
+				}
+				if n := len(s.stack) + len(s.meta); n > 0 {
+					s.notes = append(s.notes, fmt.Sprintf("%s: %d value(s) left on the pickle stack after STOP; they are not part of the returned object, but whatever made them ran", s.where, n))
+				}
+				if err := s.emit('.'); err != nil {
+					return nil, err
+				}
+				return v, nil
+			}
+			if err == errShort {
+				return nil, s.fail(off, "opcode 0x%02x at the end of the data is cut short", op)
+			}
+			return nil, err
+		}
+	}
+}
+
+var errStop = fmt.Errorf("stop")
+
+func (s *scanner) readLine(off int64, what string, max int) (string, error) {
+	l, ok, err := s.r.line(max)
+	if err != nil {
+		return "", s.fail(off, "%s: pickle ends inside a text argument", what)
+	}
+	if !ok {
+		return "", s.fail(off, "%s: text argument longer than %d bytes", what, max)
+	}
+	return string(l), nil
+}
+
+func (s *scanner) u32(off int64, op string) (int64, error) {
+	b, err := s.r.read(4)
+	if err != nil {
+		return 0, s.fail(off, "%s: argument cut short", op)
+	}
+	return int64(binary.LittleEndian.Uint32(b)), nil
+}
+
+func (s *scanner) u64(off int64, op string) (int64, error) {
+	b, err := s.r.read(8)
+	if err != nil {
+		return 0, s.fail(off, "%s: argument cut short", op)
+	}
+	u := binary.LittleEndian.Uint64(b)
+	if u > math.MaxInt64 {
+		return 0, s.fail(off, "%s declares %d bytes but only %d remain", op, u, s.r.remaining())
+	}
+	return int64(u), nil
+}
+
+func (s *scanner) checkLen(off int64, op string, n int64) error {
+	if n < 0 {
+		return s.fail(off, "%s declares a negative length (%d)", op, n)
+	}
+	if n > s.r.remaining() {
+		return s.fail(off, "%s declares %d bytes but only %d remain", op, n, s.r.remaining())
+	}
+	return nil
+}
+
+// payload handles a counted bytes-like argument of n bytes: small ones are copied into the
+// rewritten stream, large ones left in the file behind a marker.
+func (s *scanner) payload(off int64, op string, n int64, kind byte) error {
+	if err := s.checkLen(off, op, n); err != nil {
+		return err
+	}
+	at := s.r.pos
+	if n >= s.lazyMin {
+		if err := s.r.skip(n); err != nil {
+			return s.fail(off, "%s cut short", op)
+		}
+		if err := s.emitStr('X', s.lazyMarker(kind, at, n)); err != nil {
+			return err
+		}
+		preview := ""
+		s.push(&sv{kind: svBytes, s: preview + "…", fidx: -1})
+		return s.emit('Q')
+	}
+	b, err := s.r.read(n)
+	if err != nil {
+		return s.fail(off, "%s cut short", op)
+	}
+	switch kind {
+	case 's': // py2 str: bytes in a str opcode
+		s.push(&sv{kind: svStr, s: clip(string(b)), fidx: -1})
+		return s.emitStr('T', string(b))
+	case 'a':
+		s.push(&sv{kind: svBytes, s: clip(string(b)), fidx: -1})
+		var hdr [9]byte
+		hdr[0] = 0x96
+		binary.LittleEndian.PutUint64(hdr[1:], uint64(n))
+		if err := s.emit(hdr[:]...); err != nil {
+			return err
+		}
+		return s.emit(b...)
+	default:
+		s.push(&sv{kind: svBytes, s: clip(string(b)), fidx: -1})
+		return s.emitStr('B', string(b))
+	}
+}
+
+func clip(s string) string {
+	if len(s) > 512 {
+		return s[:512]
+	}
+	return s
+}
+
+func (s *scanner) unicode(off int64, op string, n int64) error {
+	if err := s.checkLen(off, op, n); err != nil {
+		return err
+	}
+	if n > math.MaxUint32 {
+		return s.fail(off, "%s string of %d bytes is too large to show", op, n)
+	}
+	b, err := s.r.read(n)
+	if err != nil {
+		return s.fail(off, "%s cut short", op)
+	}
+	str := string(b)
+	s.push(&sv{kind: svStr, s: str, fidx: -1})
+	return s.emitStr('X', str)
+}
+
+func (s *scanner) step(off int64, op byte) error {
+	r := s.r
+	switch op {
+	case '(': // MARK
+		if len(s.meta) >= s.o.MaxDepth {
+			return s.fail(off, "MARKs nested deeper than %d", s.o.MaxDepth)
+		}
+		s.meta = append(s.meta, s.stack)
+		s.stack = nil
+		return s.emit(op)
+	case '.':
+		return errStop
+	case '0': // POP
+		if len(s.stack) == 0 {
+			if _, err := s.popMark(off, "POP"); err != nil {
+				return err
+			}
+		} else {
+			s.stack = s.stack[:len(s.stack)-1]
+		}
+		return s.emit(op)
+	case '1': // POP_MARK
+		if _, err := s.popMark(off, "POP_MARK"); err != nil {
+			return err
+		}
+		return s.emit(op)
+	case '2': // DUP
+		v, err := s.top(off, "DUP")
+		if err != nil {
+			return err
+		}
+		s.push(v)
+		return s.emit(op)
+	case 'F': // FLOAT
+		l, err := s.readLine(off, "FLOAT", 64)
+		if err != nil {
+			return err
+		}
+		f, perr := strconv.ParseFloat(strings.TrimSpace(l), 64)
+		if perr != nil {
+			return s.fail(off, "FLOAT argument %q is not a number", clip(l))
+		}
+		s.push(&sv{kind: svFloat, s: strconv.FormatFloat(f, 'g', -1, 64), fidx: -1})
+		var b [9]byte
+		b[0] = 'G'
+		binary.BigEndian.PutUint64(b[1:], math.Float64bits(f))
+		return s.emit(b[:]...)
+	case 'I', 'L': // INT, LONG (text)
+		l, err := s.readLine(off, "INT", s.o.MaxIntChars+3)
+		if err != nil {
+			return err
+		}
+		if op == 'I' && (l == "00" || l == "01") {
+			if l == "01" {
+				s.push(svTrueVal)
+				return s.emit(0x88)
+			}
+			s.push(svFalseVal)
+			return s.emit(0x89)
+		}
+		l = strings.TrimSuffix(strings.TrimSpace(l), "L")
+		if !isDecimal(l) {
+			return s.fail(off, "integer argument %q is not a decimal number", clip(l))
+		}
+		if len(l) > s.o.MaxIntChars {
+			return s.fail(off, "integer with more than %d digits", s.o.MaxIntChars)
+		}
+		s.push(&sv{kind: svInt, s: l, fidx: -1})
+		return s.emit([]byte("L" + l + "\n")...)
+	case 'J':
+		b, err := r.read(4)
+		if err != nil {
+			return errShort
+		}
+		s.push(&sv{kind: svInt, s: strconv.Itoa(int(int32(binary.LittleEndian.Uint32(b)))), fidx: -1})
+		return s.emit(append([]byte{op}, b...)...)
+	case 'K':
+		b, err := r.read(1)
+		if err != nil {
+			return errShort
+		}
+		s.push(&sv{kind: svInt, s: strconv.Itoa(int(b[0])), fidx: -1})
+		return s.emit(op, b[0])
+	case 'M':
+		b, err := r.read(2)
+		if err != nil {
+			return errShort
+		}
+		s.push(&sv{kind: svInt, s: strconv.Itoa(int(binary.LittleEndian.Uint16(b))), fidx: -1})
+		return s.emit(op, b[0], b[1])
+	case 0x8a, 0x8b: // LONG1, LONG4
+		var n int64
+		if op == 0x8a {
+			b, err := r.read(1)
+			if err != nil {
+				return errShort
+			}
+			n = int64(b[0])
+		} else {
+			b, err := r.read(4)
+			if err != nil {
+				return errShort
+			}
+			n = int64(int32(binary.LittleEndian.Uint32(b)))
+		}
+		if err := s.checkLen(off, "LONG", n); err != nil {
+			return err
+		}
+		if n > int64(s.o.MaxIntChars) {
+			return s.fail(off, "integer of %d bytes is larger than the %d-digit limit", n, s.o.MaxIntChars)
+		}
+		b, err := r.read(n)
+		if err != nil {
+			return errShort
+		}
+		s.push(&sv{kind: svInt, s: decodeLongBytes(b), fidx: -1})
+		if op == 0x8a {
+			return s.emit(append([]byte{op, byte(n)}, b...)...)
+		}
+		var h [5]byte
+		h[0] = op
+		binary.LittleEndian.PutUint32(h[1:], uint32(n))
+		return s.emit(append(h[:], b...)...)
+	case 'N':
+		s.push(svNoneVal)
+		return s.emit(op)
+	case 0x88:
+		s.push(svTrueVal)
+		return s.emit(op)
+	case 0x89:
+		s.push(svFalseVal)
+		return s.emit(op)
+	case 'G':
+		b, err := r.read(8)
+		if err != nil {
+			return errShort
+		}
+		f := math.Float64frombits(binary.BigEndian.Uint64(b))
+		s.push(&sv{kind: svFloat, s: strconv.FormatFloat(f, 'g', -1, 64), fidx: -1})
+		return s.emit(append([]byte{op}, b...)...)
+	case 'P': // PERSID
+		l, err := s.readLine(off, "PERSID", 4096)
+		if err != nil {
+			return err
+		}
+		s.push(&sv{kind: svPersid, fidx: -1})
+		if err := s.emitStr('X', l); err != nil {
+			return err
+		}
+		return s.emit('Q')
+	case 'Q': // BINPERSID
+		if _, err := s.pop(off, "BINPERSID"); err != nil {
+			return err
+		}
+		s.push(&sv{kind: svPersid, fidx: -1})
+		return s.emit(op)
+	case 'S': // STRING (quoted, escaped)
+		l, err := s.readLine(off, "STRING", int(s.o.MaxPickle))
+		if err != nil {
+			return err
+		}
+		str, ok := pyUnquote(l)
+		if !ok {
+			return s.fail(off, "STRING argument is not a quoted string")
+		}
+		s.push(&sv{kind: svStr, s: clip(str), fidx: -1})
+		return s.emitStr('T', str)
+	case 'V': // UNICODE (raw-unicode-escape)
+		l, err := s.readLine(off, "UNICODE", int(s.o.MaxPickle))
+		if err != nil {
+			return err
+		}
+		str := rawUnicodeUnescape(l)
+		s.push(&sv{kind: svStr, s: str, fidx: -1})
+		return s.emitStr('X', str)
+	case 'T': // BINSTRING
+		n, err := s.u32(off, "BINSTRING")
+		if err != nil {
+			return err
+		}
+		return s.payload(off, "BINSTRING", int64(int32(n)), 's')
+	case 'U': // SHORT_BINSTRING
+		b, err := r.read(1)
+		if err != nil {
+			return errShort
+		}
+		return s.payload(off, "SHORT_BINSTRING", int64(b[0]), 's')
+	case 'B': // BINBYTES
+		n, err := s.u32(off, "BINBYTES")
+		if err != nil {
+			return err
+		}
+		return s.payload(off, "BINBYTES", n, 'b')
+	case 'C': // SHORT_BINBYTES
+		b, err := r.read(1)
+		if err != nil {
+			return errShort
+		}
+		return s.payload(off, "SHORT_BINBYTES", int64(b[0]), 'b')
+	case 0x8e: // BINBYTES8
+		n, err := s.u64(off, "BINBYTES8")
+		if err != nil {
+			return err
+		}
+		return s.payload(off, "BINBYTES8", n, 'b')
+	case 0x96: // BYTEARRAY8
+		n, err := s.u64(off, "BYTEARRAY8")
+		if err != nil {
+			return err
+		}
+		return s.payload(off, "BYTEARRAY8", n, 'a')
+	case 'X':
+		n, err := s.u32(off, "BINUNICODE")
+		if err != nil {
+			return err
+		}
+		return s.unicode(off, "BINUNICODE", n)
+	case 0x8c:
+		b, err := r.read(1)
+		if err != nil {
+			return errShort
+		}
+		return s.unicode(off, "SHORT_BINUNICODE", int64(b[0]))
+	case 0x8d:
+		n, err := s.u64(off, "BINUNICODE8")
+		if err != nil {
+			return err
+		}
+		return s.unicode(off, "BINUNICODE8", n)
+	case 0x95: // FRAME: framing only; validate and drop
+		n, err := s.u64(off, "FRAME")
+		if err != nil {
+			return err
+		}
+		return s.checkLen(off, "FRAME", n)
+	case 0x80: // PROTO
+		b, err := r.read(1)
+		if err != nil {
+			return errShort
+		}
+		if b[0] > 5 {
+			return s.fail(off, "unsupported pickle protocol %d", b[0])
+		}
+		s.proto = int(b[0])
+		return s.emit(op, b[0])
+	case 'R': // REDUCE
+		args, err := s.pop(off, "REDUCE")
+		if err != nil {
+			return err
+		}
+		callee, err := s.pop(off, "REDUCE")
+		if err != nil {
+			return err
+		}
+		var items []*sv
+		if args.kind == svTuple {
+			items = args.items
+		} else {
+			items = []*sv{args}
+		}
+		s.push(s.call(off, callee, items))
+		return s.emit(op)
+	case 'b': // BUILD
+		state, err := s.pop(off, "BUILD")
+		if err != nil {
+			return err
+		}
+		inst, err := s.top(off, "BUILD")
+		if err != nil {
+			return err
+		}
+		if inst.kind == svGlobal {
+			// setstate on a module or class: overwrites what later globals resolve to
+			s.fs.add(Finding{Severity: SeverityDanger, Global: inst.s, Where: s.where, Offset: off - s.start,
+				Detail: "overwrites attributes of " + inst.s + " itself with " + state.repr(200) + " (later globals from it resolve to whatever the file chose)"})
+			if state.kind == svDict {
+				for i := 0; i+1 < len(state.items); i += 2 {
+					if state.items[i].kind == svStr {
+						s.overrides[inst.s+"."+state.items[i].s] = state.items[i+1]
+					}
+				}
+			}
+		}
+		return s.emit(op)
+	case 'c', 'i': // GLOBAL, INST
+		mod, err := s.readLine(off, "GLOBAL", 1024)
+		if err != nil {
+			return err
+		}
+		name, err := s.readLine(off, "GLOBAL", 1024)
+		if err != nil {
+			return err
+		}
+		if !utf8.ValidString(mod) || !utf8.ValidString(name) || mod == "" || name == "" {
+			return s.fail(off, "GLOBAL names a module or attribute that is not valid text")
+		}
+		g := s.global(off, mod, name)
+		if op == 'i' {
+			args, err := s.popMark(off, "INST")
+			if err != nil {
+				return err
+			}
+			s.push(s.call(off, g, args))
+		} else {
+			s.push(g)
+		}
+		if g.kind != svGlobal {
+			// resolved through an overwritten module attribute
+			return s.fail(off, "GLOBAL %s.%s resolves to a value the file planted with BUILD", mod, name)
+		}
+		return s.emitGlobal(op, mod, name)
+	case 0x93: // STACK_GLOBAL
+		name, err := s.pop(off, "STACK_GLOBAL")
+		if err != nil {
+			return err
+		}
+		mod, err := s.pop(off, "STACK_GLOBAL")
+		if err != nil {
+			return err
+		}
+		if mod.kind != svStr || name.kind != svStr {
+			return s.fail(off, "STACK_GLOBAL needs two strings, got %s and %s (a computed or confused global name)", mod.repr(60), name.repr(60))
+		}
+		if !utf8.ValidString(mod.s) || !utf8.ValidString(name.s) || mod.s == "" || name.s == "" || strings.ContainsAny(mod.s+name.s, "\n\x00") {
+			return s.fail(off, "STACK_GLOBAL names a module or attribute that is not valid text")
+		}
+		g := s.global(off, mod.s, name.s)
+		s.push(g)
+		if err := s.emit('0', '0'); err != nil {
+			return err
+		}
+		switch g.kind {
+		case svGlobal:
+			return s.emitGlobal('c', mod.s, name.s)
+		case svStr:
+			return s.emitStr('X', g.s)
+		default:
+			return s.fail(off, "STACK_GLOBAL %s.%s resolves to a value the file planted with BUILD", mod.s, name.s)
+		}
+	case 0x81, 0x92: // NEWOBJ, NEWOBJ_EX
+		var kw *sv
+		if op == 0x92 {
+			var err error
+			if kw, err = s.pop(off, "NEWOBJ_EX"); err != nil {
+				return err
+			}
+		}
+		args, err := s.pop(off, "NEWOBJ")
+		if err != nil {
+			return err
+		}
+		cls, err := s.pop(off, "NEWOBJ")
+		if err != nil {
+			return err
+		}
+		items := args.items
+		if kw != nil && kw.kind == svDict && len(kw.items) > 0 {
+			items = append(append([]*sv(nil), items...), kw)
+		}
+		s.push(s.call(off, cls, items))
+		return s.emit(op)
+	case 'o': // OBJ
+		items, err := s.popMark(off, "OBJ")
+		if err != nil {
+			return err
+		}
+		if len(items) == 0 {
+			return s.fail(off, "OBJ without a class")
+		}
+		s.push(s.call(off, items[0], items[1:]))
+		return s.emit(op)
+	case 'a': // APPEND
+		if _, err := s.pop(off, "APPEND"); err != nil {
+			return err
+		}
+		if _, err := s.top(off, "APPEND"); err != nil {
+			return err
+		}
+		return s.emit(op)
+	case 'e', 0x90: // APPENDS, ADDITEMS
+		if _, err := s.popMark(off, "APPENDS"); err != nil {
+			return err
+		}
+		if _, err := s.top(off, "APPENDS"); err != nil {
+			return err
+		}
+		return s.emit(op)
+	case 's': // SETITEM
+		v, err := s.pop(off, "SETITEM")
+		if err != nil {
+			return err
+		}
+		k, err := s.pop(off, "SETITEM")
+		if err != nil {
+			return err
+		}
+		d, err := s.top(off, "SETITEM")
+		if err != nil {
+			return err
+		}
+		if d.kind == svDict && len(d.items) < 2*svKeepItems {
+			d.items = append(d.items, k, v)
+		} else if d.kind == svDict {
+			d.more++
+		}
+		return s.emit(op)
+	case 'u': // SETITEMS
+		items, err := s.popMark(off, "SETITEMS")
+		if err != nil {
+			return err
+		}
+		if len(items)%2 != 0 {
+			return s.fail(off, "SETITEMS with an odd number of values")
+		}
+		d, err := s.top(off, "SETITEMS")
+		if err != nil {
+			return err
+		}
+		if d.kind == svDict {
+			for i := 0; i+1 < len(items); i += 2 {
+				if len(d.items) < 2*svKeepItems {
+					d.items = append(d.items, items[i], items[i+1])
+				} else {
+					d.more++
+				}
+			}
+		}
+		return s.emit(op)
+	case 'd': // DICT
+		items, err := s.popMark(off, "DICT")
+		if err != nil {
+			return err
+		}
+		if len(items)%2 != 0 {
+			return s.fail(off, "DICT with an odd number of values")
+		}
+		kept, more := keep(items)
+		if len(kept)%2 == 1 {
+			kept = kept[:len(kept)-1]
+		}
+		s.push(&sv{kind: svDict, items: kept, more: more / 2, fidx: -1})
+		return s.emit(op)
+	case '}':
+		s.push(&sv{kind: svDict, fidx: -1})
+		return s.emit(op)
+	case ']':
+		s.push(&sv{kind: svList, fidx: -1})
+		return s.emit(op)
+	case ')':
+		s.push(&sv{kind: svTuple, fidx: -1})
+		return s.emit(op)
+	case 0x8f: // EMPTY_SET: built as set() by our stand-in, which keeps insertion order
+		s.push(&sv{kind: svSet, fidx: -1})
+		if err := s.emitGlobal('c', "builtins", "set"); err != nil {
+			return err
+		}
+		return s.emit(')', 'R')
+	case 'l', 't', 0x91: // LIST, TUPLE, FROZENSET
+		items, err := s.popMark(off, "LIST/TUPLE")
+		if err != nil {
+			return err
+		}
+		kept, more := keep(items)
+		kind := svList
+		if op == 't' {
+			kind = svTuple
+		} else if op == 0x91 {
+			kind = svSet
+		}
+		s.push(&sv{kind: kind, items: kept, more: more, fidx: -1})
+		return s.emit(op)
+	case 0x85, 0x86, 0x87: // TUPLE1..3
+		n := int(op - 0x84)
+		if len(s.stack) < n {
+			return s.fail(off, "TUPLE%d needs %d values but the stack holds %d (stack underflow)", n, n, len(s.stack))
+		}
+		items := append([]*sv(nil), s.stack[len(s.stack)-n:]...)
+		s.stack = s.stack[:len(s.stack)-n]
+		s.push(&sv{kind: svTuple, items: items, fidx: -1})
+		return s.emit(op)
+	case 'g', 'h', 'j': // GET, BINGET, LONG_BINGET
+		idx, err := s.memoIndex(off, op)
+		if err != nil {
+			return err
+		}
+		v, ok := s.memo[idx]
+		if !ok {
+			return s.fail(off, "memo key %d is read before it is written", idx)
+		}
+		s.push(v)
+		return s.emitMemo('j', idx)
+	case 'p', 'q', 'r': // PUT, BINPUT, LONG_BINPUT
+		idx, err := s.memoIndex(off, op)
+		if err != nil {
+			return err
+		}
+		v, err := s.top(off, "PUT")
+		if err != nil {
+			return err
+		}
+		if err := s.memoPut(off, idx, v); err != nil {
+			return err
+		}
+		return s.emitMemo('r', idx)
+	case 0x94: // MEMOIZE
+		v, err := s.top(off, "MEMOIZE")
+		if err != nil {
+			return err
+		}
+		if err := s.memoPut(off, int64(len(s.memo)), v); err != nil {
+			return err
+		}
+		return s.emit(op)
+	case 0x82, 0x83, 0x84:
+		return s.fail(off, "the pickle uses the copyreg extension registry (EXT opcodes), which no checkpoint writer uses and which would import whatever the reading process registered")
+	case 0x97, 0x98:
+		return s.fail(off, "the pickle refers to out-of-band buffers (protocol 5) that are not in the file")
+	}
+	return s.fail(off, "unknown opcode 0x%02x", op)
+}
+
+func (s *scanner) memoIndex(off int64, op byte) (int64, error) {
+	switch op {
+	case 'g', 'p':
+		l, err := s.readLine(off, "GET/PUT", 24)
+		if err != nil {
+			return 0, err
+		}
+		n, perr := strconv.ParseInt(strings.TrimSpace(l), 10, 64)
+		if perr != nil || n < 0 || n > math.MaxUint32 {
+			return 0, s.fail(off, "memo index %q is not a valid number", clip(l))
+		}
+		return n, nil
+	case 'h', 'q':
+		b, err := s.r.read(1)
+		if err != nil {
+			return 0, errShort
+		}
+		return int64(b[0]), nil
+	default:
+		return s.u32(off, "LONG_BINGET/PUT")
+	}
+}
+
+func (s *scanner) memoPut(off, idx int64, v *sv) error {
+	if _, ok := s.memo[idx]; !ok && len(s.memo) >= s.o.MaxMemo {
+		return s.fail(off, "more than %d memo entries", s.o.MaxMemo)
+	}
+	s.memo[idx] = v
+	return nil
+}
+
+func (s *scanner) emitMemo(op byte, idx int64) error {
+	var b [5]byte
+	b[0] = op
+	binary.LittleEndian.PutUint32(b[1:], uint32(idx))
+	return s.emit(b[:]...)
+}
+
+func isDecimal(s string) bool {
+	if strings.HasPrefix(s, "-") || strings.HasPrefix(s, "+") {
+		s = s[1:]
+	}
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// pyUnquote decodes a protocol-0 STRING argument: a Python 2 str literal in quotes.
+func pyUnquote(l string) (string, bool) {
+	l = strings.TrimRight(l, "\r")
+	if len(l) < 2 || l[0] != l[len(l)-1] || (l[0] != '\'' && l[0] != '"') {
+		return "", false
+	}
+	body := l[1 : len(l)-1]
+	if !strings.Contains(body, `\`) {
+		return body, true
+	}
+	var b []byte
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if c != '\\' || i+1 >= len(body) {
+			b = append(b, c)
+			continue
+		}
+		i++
+		switch e := body[i]; e {
+		case 'n':
+			b = append(b, '\n')
+		case 't':
+			b = append(b, '\t')
+		case 'r':
+			b = append(b, '\r')
+		case '\\', '\'', '"':
+			b = append(b, e)
+		case 'a':
+			b = append(b, 7)
+		case 'b':
+			b = append(b, 8)
+		case 'f':
+			b = append(b, 12)
+		case 'v':
+			b = append(b, 11)
+		case 'x':
+			if i+3 <= len(body) {
+				if v, err := strconv.ParseUint(body[i+1:i+3], 16, 8); err == nil {
+					b = append(b, byte(v))
+					i += 2
+					continue
+				}
+			}
+			b = append(b, '\\', 'x')
+		case '0', '1', '2', '3', '4', '5', '6', '7':
+			j := i
+			for j < len(body) && j < i+3 && body[j] >= '0' && body[j] <= '7' {
+				j++
+			}
+			v, _ := strconv.ParseUint(body[i:j], 8, 16)
+			b = append(b, byte(v))
+			i = j - 1
+		default:
+			b = append(b, '\\', e)
+		}
+	}
+	return string(b), true
+}
+
+// rawUnicodeUnescape decodes a protocol-0 UNICODE argument (raw-unicode-escape): bytes are
+// Latin-1 code points, and \uXXXX / \UXXXXXXXX escapes stand for the others.
+func rawUnicodeUnescape(l string) string {
+	var b strings.Builder
+	for i := 0; i < len(l); i++ {
+		c := l[i]
+		if c == '\\' && i+1 < len(l) && (l[i+1] == 'u' || l[i+1] == 'U') {
+			n := 4
+			if l[i+1] == 'U' {
+				n = 8
+			}
+			if i+2+n <= len(l) {
+				if v, err := strconv.ParseUint(l[i+2:i+2+n], 16, 32); err == nil {
+					b.WriteRune(rune(v))
+					i += 1 + n
+					continue
+				}
+			}
+		}
+		b.WriteRune(rune(c))
+	}
+	return b.String()
+}
+
+// decodeLongBytes renders a LONG1/LONG4 payload (little-endian two's complement) in decimal.
+func decodeLongBytes(b []byte) string {
+	if len(b) == 0 {
+		return "0"
+	}
+	be := make([]byte, len(b))
+	for i := range b {
+		be[len(b)-1-i] = b[i]
+	}
+	v := new(big.Int).SetBytes(be)
+	if b[len(b)-1]&0x80 != 0 {
+		v.Sub(v, new(big.Int).Lsh(big.NewInt(1), uint(8*len(b))))
+	}
+	return v.String()
+}
