@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -101,6 +102,7 @@ func New(cfg Config, deps Deps) *Server {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.handleError
+	e.JSONSerializer = jsonSerializer{}
 	s.echo = e
 	s.routes()
 	return s
@@ -154,6 +156,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // Close releases the cached checkpoints' files.
 func (s *Server) Close() { s.cache.close() }
+
+// jsonSerializer writes JSON without escaping <, > and & as \u003c...: the API's next URLs
+// keep their "&", and the Content-Type plus nosniff already keep browsers from reading
+// JSON as HTML.
+type jsonSerializer struct{ echo.DefaultJSONSerializer }
+
+// Serialize writes i as JSON.
+func (jsonSerializer) Serialize(c echo.Context, i any, indent string) error {
+	enc := json.NewEncoder(c.Response())
+	enc.SetEscapeHTML(false)
+	if indent != "" {
+		enc.SetIndent("", indent)
+	}
+	return enc.Encode(i)
+}
 
 func displayAddr(a net.Addr) string {
 	tcp, ok := a.(*net.TCPAddr)

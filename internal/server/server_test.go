@@ -548,6 +548,11 @@ func TestAPINode(t *testing.T) {
 		}
 	}
 
+	// Next URLs are written as they are, not with \u0026 for "&".
+	if body := do(s, http.MethodGet, api+"?path=/items", nil).Body.String(); !strings.Contains(body, "&offset=200") {
+		t.Errorf("GET node?path=/items: next is not a plain URL: %.300s", body)
+	}
+
 	// Paging walks every child exactly once.
 	next, seen := api+"?path=/items&limit=100", 0
 	for next != "" {
