@@ -27,6 +27,9 @@ type Finding struct {
 	// Path is the JSON Pointer of the node where the global sits in the tree, or "" when the
 	// value is not part of the returned tree (left on the stack, in a later pickle...).
 	Path string
+	// Outside is set when the global is not part of the returned object: left on the pickle
+	// stack, in a later pickle or in another member of an archive. It still runs on load.
+	Outside bool
 	// Detail says what would happen in a reviewer's words, with the call and its arguments
 	// when the pickle calls it: "posix.system('ls -la')".
 	Detail string

@@ -145,7 +145,7 @@ func (c *converter) node(v any, path string, depth int) *Node {
 		inner.Type = x.typeName
 		return inner
 	case *pyGlobal:
-		n.Kind, n.Type, n.Global = KindGlobal, "global", x.full
+		n.Kind, n.Type, n.Global = KindGlobal, "global", x.raw
 		n.Danger = x.class == globalDanger
 		if x.state != nil {
 			n.Children = append(n.Children, c.child(x.state, n, "__state__", "__state__", depth))
@@ -242,12 +242,13 @@ func (c *converter) attrs(n *Node, entries []types.DictEntry, depth int) {
 func (c *converter) object(n *Node, x *pyObject, depth int) {
 	n.Kind, n.Type = KindObject, objectType(x)
 	if g, ok := x.cls.(*pyGlobal); ok {
-		n.Global = g.full
+		n.Global = g.raw
 		n.Danger = g.class == globalDanger
 	} else if inner, ok := x.cls.(*pyObject); ok {
 		// a call on the result of a call: attrgetter('system')(os)('ls')
 		n.Global = objectType(inner)
 		n.Danger = dangerChain(inner)
+		n.Children = append(n.Children, c.child(inner, n, "__callee__", "__callee__", depth))
 	}
 	if x.display != "" {
 		n.Str = x.display

@@ -162,7 +162,8 @@ func (op *opener) newCtx(src io.ReaderAt) *unpickleCtx {
 func (op *opener) openPickleFile() error {
 	first, fv, err := op.scanOne(op.r, 0, op.size, "the pickle")
 	if err != nil {
-		if first != nil && first.r.pos-0 <= 1 {
+		var le *Error
+		if errors.As(err, &le) && le.Offset == 0 && strings.Contains(le.Msg, "unknown opcode") {
 			return &Error{Msg: "not a checkpoint: the file is neither a pickle, a torch archive nor another known format", Offset: -1}
 		}
 		return err
@@ -233,8 +234,10 @@ func (op *opener) finish() {
 	}
 	for i := range op.fs.list {
 		f := &op.fs.list[i]
-		if p, ok := firstPath[f.Global]; ok && f.Path == "" && !strings.HasPrefix(f.Where, "pickle ") {
+		if p, ok := firstPath[f.Global]; ok && !strings.HasPrefix(f.Where, "pickle ") {
 			f.Path = p
+		} else {
+			f.Outside = true
 		}
 	}
 	ck.Findings = append(ck.Findings, op.fs.list...)
@@ -613,4 +616,3 @@ func (z *zipMemberReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return io.ReadFull(rc, p)
 }
-

@@ -20,6 +20,7 @@ import (
 // pyGlobal is a global the pickle names (a class or a function).
 type pyGlobal struct {
 	module, name string
+	raw          string // module.name as the file spells it
 	full         string // canonical module.name
 	class        globalClass
 	state        any // set if the file BUILDs onto the global itself
@@ -32,10 +33,10 @@ type pyObject struct {
 	args     []any
 	state    any
 	hasState bool
-	items    []any         // APPEND/APPENDS on a list subclass
+	items    []any             // APPEND/APPENDS on a list subclass
 	dict     []types.DictEntry // SETITEM(S) on a dict subclass
-	display  string        // a readable value for known scalars (datetime, Decimal, slice)
-	typeName string        // overrides the class name
+	display  string            // a readable value for known scalars (datetime, Decimal, slice)
+	typeName string            // overrides the class name
 }
 
 // pyDict is a dict-like value with a type name (OrderedDict, defaultdict, Counter).
@@ -98,7 +99,7 @@ type pyArray struct {
 // Interfaces gopickle drives.
 func (g *pyGlobal) Call(args ...any) (any, error)  { return g.ctx.call(g, args) }
 func (g *pyGlobal) PyNew(args ...any) (any, error) { return g.ctx.newObj(g, args) }
-func (g *pyGlobal) PySetState(state any) error    { g.state = state; return nil }
+func (g *pyGlobal) PySetState(state any) error     { g.state = state; return nil }
 
 func (o *pyObject) Call(args ...any) (any, error)  { return &pyObject{cls: o, args: args}, nil }
 func (o *pyObject) PyNew(args ...any) (any, error) { return &pyObject{cls: o, args: args}, nil }
@@ -106,10 +107,10 @@ func (o *pyObject) PySetState(state any) error {
 	o.state, o.hasState = state, true
 	return nil
 }
-func (o *pyObject) Append(v any)   { o.items = append(o.items, v) }
-func (o *pyObject) Set(k, v any)   { o.dict = append(o.dict, types.DictEntry{Key: k, Value: v}) }
-func (o *pyObject) Add(v any)      { o.items = append(o.items, v) }
-func (d *pyDict) Set(k, v any)     { d.entries = append(d.entries, types.DictEntry{Key: k, Value: v}) }
+func (o *pyObject) Append(v any) { o.items = append(o.items, v) }
+func (o *pyObject) Set(k, v any) { o.dict = append(o.dict, types.DictEntry{Key: k, Value: v}) }
+func (o *pyObject) Add(v any)    { o.items = append(o.items, v) }
+func (d *pyDict) Set(k, v any)   { d.entries = append(d.entries, types.DictEntry{Key: k, Value: v}) }
 func (d *pyDict) PySetState(state any) error {
 	if sd, ok := state.(*types.Dict); ok {
 		d.attrs = append(d.attrs, (*sd)...)
@@ -131,7 +132,7 @@ type unpickleCtx struct {
 	nonce    string
 	storages map[string]*pyStorage
 	// storageFor makes the Storage of a persistent id ('storage', type, key, location, numel).
-	storageFor func(key, dtype, location string, numel int64) (*Storage, error)
+	storageFor  func(key, dtype, location string, numel int64) (*Storage, error)
 	legacyNotes []string
 	viewsOf     []storageView
 }
@@ -139,7 +140,7 @@ type unpickleCtx struct {
 func (c *unpickleCtx) findClass(module, name string) (any, error) {
 	module = strings.TrimPrefix(module, globalPrefix)
 	full := canonicalGlobal(module, name)
-	return &pyGlobal{module: module, name: name, full: full, class: classifyGlobal(module, name), ctx: c}, nil
+	return &pyGlobal{module: module, name: name, full: full, raw: module + "." + name, class: classifyGlobal(module, name), ctx: c}, nil
 }
 
 func (c *unpickleCtx) persistentLoad(pid any) (any, error) {
@@ -536,7 +537,7 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 	case "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.core._internal._reconstruct":
 		cls := "numpy.ndarray"
 		if g, ok := arg(args, 0).(*pyGlobal); ok {
-			cls = g.full
+			cls = g.raw
 		}
 		return &pyArray{cls: cls, src: c.src}, true, nil
 	case "numpy.dtype", "numpy.core.numeric.dtype":
@@ -682,6 +683,12 @@ func datetimeText(kind string, args []any) string {
 
 func (c *unpickleCtx) rebuildTensor(args []any) (any, bool, error) {
 	ps, ok := arg(args, 0).(*pyStorage)
+	if t, isTuple := arg(args, 0).(*types.Tuple); isTuple && !ok {
+		// a storage id pickled inline rather than as a persistent id (hand-built archives)
+		if v, err := c.persistentLoad(t); err == nil {
+			ps, ok = v.(*pyStorage)
+		}
+	}
 	if !ok {
 		return nil, true, fmt.Errorf("tensor rebuilt from %T, not a storage", arg(args, 0))
 	}
@@ -1047,7 +1054,7 @@ func objectType(o *pyObject) string {
 	}
 	switch c := o.cls.(type) {
 	case *pyGlobal:
-		return c.full
+		return c.raw
 	case *pyObject:
 		return objectType(c) + "(…)"
 	}

@@ -174,6 +174,20 @@ func pyQuote(s string) string {
 	return b.String()
 }
 
+// addItems records appended items on a list or set, for printing calls.
+func (v *sv) addItems(items []*sv) {
+	if v.kind != svList && v.kind != svSet {
+		return
+	}
+	for _, it := range items {
+		if len(v.items) < svKeepItems {
+			v.items = append(v.items, it)
+		} else {
+			v.more++
+		}
+	}
+}
+
 // findingSet collects findings once each.
 type findingSet struct {
 	list []Finding
@@ -882,20 +896,26 @@ func (s *scanner) step(off int64, op byte) error {
 		s.push(s.call(off, items[0], items[1:]))
 		return s.emit(op)
 	case 'a': // APPEND
-		if _, err := s.pop(off, "APPEND"); err != nil {
+		v, err := s.pop(off, "APPEND")
+		if err != nil {
 			return err
 		}
-		if _, err := s.top(off, "APPEND"); err != nil {
+		l, err := s.top(off, "APPEND")
+		if err != nil {
 			return err
 		}
+		l.addItems([]*sv{v})
 		return s.emit(op)
 	case 'e', 0x90: // APPENDS, ADDITEMS
-		if _, err := s.popMark(off, "APPENDS"); err != nil {
+		items, err := s.popMark(off, "APPENDS")
+		if err != nil {
 			return err
 		}
-		if _, err := s.top(off, "APPENDS"); err != nil {
+		l, err := s.top(off, "APPENDS")
+		if err != nil {
 			return err
 		}
+		l.addItems(items)
 		return s.emit(op)
 	case 's': // SETITEM
 		v, err := s.pop(off, "SETITEM")

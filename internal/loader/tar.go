@@ -50,7 +50,7 @@ func (op *opener) openTar() error {
 	if err != nil {
 		return err
 	}
-	for _, need := range []string{"storages", "tensors", "pickle"} {
+	for _, need := range []string{"storages", "pickle"} {
 		if _, ok := members[need]; !ok {
 			var names []string
 			for n := range members {
@@ -138,10 +138,16 @@ func (op *opener) openTar() error {
 		}
 	}
 	// tensors: count, then per tensor (key, storage_id, type), ndim, sizes, strides, offset.
-	m = members["tensors"]
-	pos, end = m.off, m.off+m.size
 	tensors := map[string]*pyTensor{}
-	nv, err = next("tensors")
+	m, ok = members["tensors"]
+	if !ok { // hand-built archives (burn's) put storage ids inline in the pickle
+		m = tarMember{off: 0, size: 0}
+	}
+	pos, end = m.off, m.off+m.size
+	nv = 0
+	if m.size > 0 {
+		nv, err = next("tensors")
+	}
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,210 @@
+package loader
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func openBytes(b []byte) (*Checkpoint, error) {
+	return Open(bytes.NewReader(b), int64(len(b)), Options{})
+}
+
+// TestHostilePickles feeds hand-built pickles that target the unpickler rather than carry a
+// model. Each must be refused with an error that names the problem, or open with the
+// stated facts; none may allocate what a length field claims.
+func TestHostilePickles(t *testing.T) {
+	deepMarks := append(bytes.Repeat([]byte("("), 300000), '.')
+	deepLists := append([]byte("\x80\x02"), bytes.Repeat([]byte("]"), 100000)...)
+	deepLists = append(deepLists, bytes.Repeat([]byte("a"), 99999)...)
+	deepLists = append(deepLists, '.')
+	// 200k memo entries
+	var memo bytes.Buffer
+	memo.WriteString("\x80\x04]")
+	for i := 0; i < 200000; i++ {
+		memo.WriteString("K\x01\x94a")
+	}
+	memo.WriteString(".")
+	// billion laughs: each list holds ten references to the previous one
+	var laughs bytes.Buffer
+	laughs.WriteString("\x80\x02]q\x00K\x01a")
+	for i := 1; i < 30; i++ {
+		laughs.WriteString("]q" + string(rune(i)) + "(")
+		for j := 0; j < 10; j++ {
+			laughs.WriteString("h" + string(rune(i-1)))
+		}
+		laughs.WriteString("e")
+	}
+	laughs.WriteString(".")
+	tests := []struct {
+		name    string
+		data    []byte
+		wantErr string // substring; "" means it must open
+		check   func(t *testing.T, ck *Checkpoint)
+	}{
+		{name: "empty", data: nil, wantErr: "empty"},
+		{name: "BINBYTES8 claims an exabyte", data: []byte("\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\x0fabc."), wantErr: "declares"},
+		{name: "BINUNICODE8 past the end", data: []byte("\x80\x04\x8d\x00\x00\x00\x00\x01\x00\x00\x00abc."), wantErr: "declares"},
+		{name: "BYTEARRAY8 past the end", data: []byte("\x80\x05\x96\x00\x00\x00\x00\x00\x10\x00\x00x."), wantErr: "declares"},
+		{name: "FRAME past the end", data: []byte("\x80\x04\x95\x00\x00\x00\x00\x00\x00\x10\x00N."), wantErr: "declares"},
+		{name: "LONG4 past the end", data: []byte("\x80\x02\x8b\xff\xff\xff\x7f\x01."), wantErr: "declares"},
+		{name: "SHORT_BINSTRING past the end", data: []byte("\x80\x02U\xffab."), wantErr: "declares"},
+		{name: "BINUNICODE past the end (picklescan broken_model)", data: []byte("cbuiltins\nexec\nX\x3e\x3e\x66\x20abc"), wantErr: "declares"},
+		{name: "huge decimal integer", data: append(append([]byte("I"), bytes.Repeat([]byte("9"), 5_000_000)...), "\n."...), wantErr: "longer than"},
+		{name: "MARKs nested 300k deep", data: deepMarks, wantErr: "deeper"},
+		{name: "lists nested 100k deep", data: deepLists, wantErr: "deeper"},
+		{name: "stack underflow", data: []byte("\x80\x02a."), wantErr: "underflow"},
+		{name: "TUPLE without MARK", data: []byte("\x80\x02K\x01t."), wantErr: "MARK"},
+		{name: "unknown opcode", data: []byte("\x80\x02\xff."), wantErr: "unknown opcode"},
+		{name: "no STOP", data: []byte("\x80\x02K\x01"), wantErr: "STOP"},
+		{name: "memo read before write", data: []byte("\x80\x02h\x05."), wantErr: "memo key 5"},
+		{name: "protocol 6", data: []byte("\x80\x06N."), wantErr: "protocol 6"},
+		{name: "EXT1", data: []byte("\x80\x02\x82\x01."), wantErr: "extension registry"},
+		{name: "out-of-band buffer", data: []byte("\x80\x05\x97."), wantErr: "out-of-band"},
+		{name: "random bytes", data: []byte("\x13\x37\xca\xfe\xba\xbe"), wantErr: "not a checkpoint"},
+		{name: "200k memo entries", data: memo.Bytes(), check: func(t *testing.T, ck *Checkpoint) {
+			if ck.Root.Len != 200000 {
+				t.Errorf("root len = %d, want 200000", ck.Root.Len)
+			}
+		}},
+		{name: "billion laughs", data: laughs.Bytes(), check: func(t *testing.T, ck *Checkpoint) {
+			if len(ck.index) > 1000 {
+				t.Errorf("tree has %d nodes; shared lists must become refs", len(ck.index))
+			}
+		}},
+		{name: "self-referencing list", data: []byte("\x80\x02]q\x00(K\x01h\x00e."), check: func(t *testing.T, ck *Checkpoint) {
+			n, err := ck.Node("/1")
+			if err != nil || n.Kind != KindRef || n.Target != "" {
+				t.Errorf(`Node("/1") = %+v, %v; want a ref to the root`, n, err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ck, err := openBytes(tc.data)
+			if tc.wantErr != "" {
+				var le *Error
+				if err == nil || !errors.As(err, &le) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Open(%s) error = %v, want a *loader.Error containing %q", tc.name, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Open(%s) = %v", tc.name, err)
+			}
+			if tc.check != nil {
+				tc.check(t, ck)
+			}
+		})
+	}
+}
+
+// TestFindingsFromTheScan checks that calls are reported even where the returned tree does
+// not hold them, with the call and its arguments.
+func TestFindingsFromTheScan(t *testing.T) {
+	tests := []struct {
+		name        string
+		data        string
+		global      string
+		detail      string
+		wantErr     bool
+		wantOutside bool
+	}{
+		{name: "GLOBAL + REDUCE", data: "cposix\nsystem\n(S'touch x'\ntR.", global: "posix.system", detail: "calls posix.system('touch x')"},
+		{name: "INST", data: "(S'print(1)'\ni__builtin__\nexec\n.", global: "__builtin__.exec", detail: "calls __builtin__.exec('print(1)')"},
+		{name: "STACK_GLOBAL from memo", data: "\x80\x04\x8c\x02os\x94\x8c\x06system\x94h\x00h\x01\x93\x8c\x02id\x85R.", global: "os.system", detail: "calls os.system('id')"},
+		{name: "call left on the stack", data: "\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R}.", global: "os.system", detail: "calls os.system('id')", wantOutside: true},
+		{name: "second pickle", data: "\x80\x02N.\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R.", global: "os.system", detail: "calls os.system('id')", wantOutside: true},
+		{name: "call then broken", data: "\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R0h\x09.", global: "os.system", detail: "calls os.system('id')", wantErr: true},
+		{name: "NEWOBJ of subprocess.Popen", data: "\x80\x02csubprocess\nPopen\n]X\x02\x00\x00\x00ls\x94a\x85\x81.", global: "subprocess.Popen", detail: "calls subprocess.Popen(['ls'])"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ck, err := openBytes([]byte(tc.data))
+			var findings []Finding
+			if tc.wantErr {
+				var le *Error
+				if !errors.As(err, &le) {
+					t.Fatalf("Open = %v, want a *loader.Error", err)
+				}
+				findings = le.Findings
+			} else {
+				if err != nil {
+					t.Fatalf("Open = %v", err)
+				}
+				findings = ck.Findings
+			}
+			for _, f := range findings {
+				if f.Global == tc.global && f.Severity == SeverityDanger {
+					if !strings.Contains(f.Detail, tc.detail) {
+						t.Errorf("finding detail = %q, want it to contain %q", f.Detail, tc.detail)
+					}
+					if !tc.wantErr && f.Outside != tc.wantOutside {
+						t.Errorf("finding Outside = %v, want %v", f.Outside, tc.wantOutside)
+					}
+					return
+				}
+			}
+			t.Errorf("findings = %+v, want a danger finding for %s", findings, tc.global)
+		})
+	}
+}
+
+// TestTruncatedCheckpoints cuts real checkpoints at every length: each prefix must give an
+// error (or, for a few lucky cuts, a tree), never a panic.
+func TestTruncatedCheckpoints(t *testing.T) {
+	files, _ := filepath.Glob("../../testdata/models/*.p*")
+	if extra, _ := filepath.Glob(filepath.Join(corpusDir, "gopickle", "tensor_float32_proto*.pt")); len(extra) > 0 {
+		files = append(files, extra...)
+	}
+	if len(files) == 0 {
+		t.Skip("no fixtures")
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil || len(data) > 64<<10 {
+			continue
+		}
+		step := 1
+		if len(data) > 4096 {
+			step = len(data) / 4096
+		}
+		for n := 0; n < len(data); n += step {
+			_, _ = openBytes(data[:n])
+		}
+	}
+}
+
+// FuzzOpen drives every decoder (sniffing, the scanner, gopickle with our stand-ins, zip,
+// legacy and tar readers, view checks) with mutated fixtures.
+func FuzzOpen(f *testing.F) {
+	seeds, _ := filepath.Glob("../../testdata/models/*")
+	for _, dir := range []string{"gopickle", "picklescan", "burn"} {
+		more, _ := filepath.Glob(filepath.Join(corpusDir, dir, "*"))
+		seeds = append(seeds, more...)
+	}
+	for _, s := range seeds {
+		if b, err := os.ReadFile(s); err == nil && len(b) < 64<<10 {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("\x80\x02}q\x00X\x01\x00\x00\x00aq\x01K\x01s."))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{MaxOps: 200000, MaxNodes: 200000})
+		if err != nil {
+			var le *Error
+			if !errors.As(err, &le) {
+				t.Fatalf("Open returned %T %v, want *loader.Error", err, err)
+			}
+			return
+		}
+		for p, n := range ck.index {
+			if n.Path != p {
+				t.Fatalf("index %q holds node with path %q", p, n.Path)
+			}
+		}
+	})
+}
