@@ -243,25 +243,28 @@ func findingRow(id string, f loader.Finding) FindingRow {
 	if id != "" && f.Path != "" {
 		r.URL = NodeURL(id, f.Path)
 	}
+	// The loader writes "calls posix.system('ls')" for a call it saw, "imports x.y, which
+	// ..." for a global it only saw imported, or another sentence for anything else.
 	detail := strings.TrimSpace(f.Detail)
-	isCall := detail != "" && f.Global != "" && strings.HasPrefix(detail, f.Global+"(")
+	call := ""
 	switch {
+	case strings.HasPrefix(detail, "calls "):
+		call, detail = strings.TrimPrefix(detail, "calls "), ""
+	case f.Global != "" && strings.HasPrefix(detail, f.Global+"("):
+		call, detail = detail, ""
+	case strings.HasPrefix(detail, "imports "+f.Global+","), strings.HasPrefix(detail, "imports "+f.Global+" "), detail == "imports "+f.Global:
+		detail = "" // the sentence below says the same
+	}
+	switch {
+	case f.Severity == loader.SeverityDanger && call != "":
+		r.Label, r.Verb, r.Call, r.Tail = "Danger", "calls", call, " when unpickled"
 	case f.Severity == loader.SeverityDanger:
-		r.Label = "Danger"
-		if isCall {
-			r.Verb, r.Call, r.Tail = "calls", detail, " when unpickled"
-			detail = ""
-		} else {
-			r.Verb, r.Call, r.Tail = "imports", f.Global, ", which can run code or touch the system, when unpickled"
-		}
+		r.Label, r.Verb, r.Call, r.Tail = "Danger", "imports", f.Global, ", which can run code or touch the system, when unpickled"
+	case call != "":
+		r.Label, r.Verb, r.Call = "Warning", "calls", call
+		r.Tail = " when unpickled (not on the allowlist; shown here as an opaque object, never called)"
 	default:
-		r.Label = "Warning"
-		r.Verb, r.Call, r.Tail = "imports", f.Global, " (not on the allowlist; shown as an opaque object, never called)"
-		if isCall {
-			r.Verb, r.Call = "calls", detail
-			r.Tail = " when unpickled (not on the allowlist; shown here as an opaque object, never called)"
-			detail = ""
-		}
+		r.Label, r.Verb, r.Call, r.Tail = "Warning", "imports", f.Global, " (not on the allowlist; shown as an opaque object, never called)"
 	}
 	if r.Call == "" {
 		r.Call = "an unnamed global"

@@ -1,6 +1,9 @@
 package views
 
 import (
+	"strconv"
+	"unicode/utf8"
+
 	"github.com/ckptview/ckptview/internal/loader"
 )
 
@@ -39,6 +42,8 @@ type Row struct {
 	// Count is the number of children of a container; ChildrenURL loads them (htmx).
 	Count       int
 	ChildrenURL string
+	// KidsKeyWidth is the key column width of the children's rows, in characters.
+	KidsKeyWidth int
 	// Tensor is set for tensors and arrays.
 	Tensor *TensorBrief
 	// Ref is the target of a ref node.
@@ -74,6 +79,39 @@ type Children struct {
 	// fragment and MorePageURL is the same page for browsers without JavaScript.
 	Remaining            int
 	MoreURL, MorePageURL string
+	// KeyWidth is the key column width of the rows, in characters, so values line up.
+	KeyWidth int
+}
+
+// KeyClass is the CSS class that sets the key column width of the rows: "kw-24".
+func (c Children) KeyClass() string { return keyClass(c.KeyWidth) }
+
+// KidsKeyClass is the CSS class for the key column of the row's children.
+func (r Row) KidsKeyClass() string { return keyClass(r.KidsKeyWidth) }
+
+// Key column widths come in steps, one CSS class each (no inline styles under the CSP).
+const (
+	keyWidthStep = 4
+	keyWidthMin  = 4
+	keyWidthMax  = 48
+)
+
+func keyClass(w int) string {
+	if w <= 0 {
+		w = keyWidthMax
+	}
+	return "kw-" + strconv.Itoa(w)
+}
+
+// keyWidth is the width in characters that fits the longest key among the first page of
+// children, rounded up to a step and capped: longer keys are cut with an ellipsis.
+func keyWidth(kids []*loader.Node) int {
+	w := 0
+	for _, k := range kids[:min(len(kids), DefaultLimit)] {
+		w = max(w, utf8.RuneCountInString(k.Key))
+	}
+	w = (w + keyWidthStep - 1) / keyWidthStep * keyWidthStep
+	return max(keyWidthMin, min(w, keyWidthMax))
 }
 
 // NewChildren builds the page of n's children that starts at offset. A limit of 0 or less
@@ -93,6 +131,7 @@ func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 	offset = max(0, min(offset, len(kids)))
 	end := min(len(kids), offset+limit)
 	c.Offset, c.Limit = offset, limit
+	c.KeyWidth = keyWidth(kids)
 	c.Rows = make([]Row, 0, end-offset)
 	for _, k := range kids[offset:end] {
 		c.Rows = append(c.Rows, NewRow(meta.ID, ck, k))
@@ -124,6 +163,7 @@ func NewRow(id string, ck *loader.Checkpoint, n *loader.Node) Row {
 		r.Count = len(childrenOf(n))
 		if r.Count > 0 {
 			r.ChildrenURL = ChildrenURL(id, n.Path, 0)
+			r.KidsKeyWidth = keyWidth(childrenOf(n))
 		}
 	}
 	if n.Tensor != nil {

@@ -391,12 +391,18 @@ func TestFindingRows(t *testing.T) {
 		{Severity: loader.SeverityWarning, Global: "sklearn.svm._classes.SVC", Path: "/model"},
 		{Severity: loader.SeverityDanger, Global: "posix.system", Path: "/payload", Detail: "posix.system('touch x')"},
 		{Severity: loader.SeverityDanger, Global: "builtins.eval", Detail: "left on the pickle stack"},
+		{Severity: loader.SeverityDanger, Global: "operator.attrgetter", Detail: "calls operator.attrgetter('system')(builtins.__import__('os'))('ls')"},
+		{Severity: loader.SeverityDanger, Global: "builtins.exec", Detail: "imports builtins.exec, which can run code or reach the system"},
+		{Severity: loader.SeverityWarning, Global: "x.Y", Path: "/a", Detail: "imports x.Y, which is not on the allowlist; shown as an opaque object and never called"},
 	}
 	got := FindingRows("id", fs)
 	want := []FindingRow{
 		{Severity: "danger", Label: "Danger", Global: "posix.system", Verb: "calls", Call: "posix.system('touch x')", Tail: " when unpickled", Path: "/payload", URL: "/c/id/n/payload"},
 		{Severity: "danger", Label: "Danger", Global: "builtins.eval", Verb: "imports", Call: "builtins.eval", Tail: ", which can run code or touch the system, when unpickled", Detail: "left on the pickle stack"},
+		{Severity: "danger", Label: "Danger", Global: "operator.attrgetter", Verb: "calls", Call: "operator.attrgetter('system')(builtins.__import__('os'))('ls')", Tail: " when unpickled"},
+		{Severity: "danger", Label: "Danger", Global: "builtins.exec", Verb: "imports", Call: "builtins.exec", Tail: ", which can run code or touch the system, when unpickled"},
 		{Severity: "warning", Label: "Warning", Global: "sklearn.svm._classes.SVC", Verb: "imports", Call: "sklearn.svm._classes.SVC", Tail: " (not on the allowlist; shown as an opaque object, never called)", Path: "/model", URL: "/c/id/n/model"},
+		{Severity: "warning", Label: "Warning", Global: "x.Y", Verb: "imports", Call: "x.Y", Tail: " (not on the allowlist; shown as an opaque object, never called)", Path: "/a", URL: "/c/id/n/a"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("FindingRows mismatch (-want +got):\n%s", diff)
