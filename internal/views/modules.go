@@ -31,8 +31,9 @@ type Module struct {
 	// ParamsText, BytesText and Share (of the tree's parameters) are their human forms.
 	ParamsText, BytesText, Share string
 	// Numbered is the number of children when all of them are indices (blocks.0, blocks.1...),
-	// shown in numeric order.
-	Numbered int
+	// shown in numeric order; NumberedLabel says which: "[0–11]", "[0, 2]", "[0, 2, …, 46] (24)".
+	Numbered      int
+	NumberedLabel string
 	// Open says whether the module starts expanded.
 	Open     bool
 	Children []*Module
@@ -204,7 +205,27 @@ func finishModule(m *Module) {
 			return x - y
 		})
 		m.Numbered = len(m.Children)
+		m.NumberedLabel = indexLabel(m.Children)
 	}
+}
+
+// indexLabel names the indices of numbered children in numeric order.
+func indexLabel(ms []*Module) string {
+	first, last := ms[0].Name, ms[len(ms)-1].Name
+	if n, _ := index(last); first == "0" && n == len(ms)-1 {
+		if len(ms) == 1 {
+			return "[0]"
+		}
+		return "[0–" + last + "]"
+	}
+	if len(ms) <= 4 {
+		names := make([]string, len(ms))
+		for i, m := range ms {
+			names[i] = m.Name
+		}
+		return "[" + strings.Join(names, ", ") + "]"
+	}
+	return "[" + first + ", " + ms[1].Name + ", …, " + last + "] (" + strconv.Itoa(len(ms)) + ")"
 }
 
 // index parses a decimal list index (no sign, no leading zeros except "0").
@@ -230,7 +251,7 @@ func collapseChains(m *Module) {
 		c := m.Children[0]
 		m.Name += "." + c.Name
 		m.Prefix = c.Prefix
-		m.Leaf, m.Children, m.Numbered = c.Leaf, c.Children, c.Numbered
+		m.Leaf, m.Children, m.Numbered, m.NumberedLabel = c.Leaf, c.Children, c.Numbered, c.NumberedLabel
 	}
 	for _, c := range m.Children {
 		collapseChains(c)

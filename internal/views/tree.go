@@ -37,6 +37,9 @@ type Row struct {
 	// Type is the short Python type ("OrderedDict"); FullType the dotted one.
 	Type, FullType string
 	Summary        string
+	// Brief is what a listing shows beside the type when the summary would repeat it:
+	// "317 items" for an OrderedDict. Empty when the summary is shown.
+	Brief string
 	// Danger marks a global that would run code or touch the system.
 	Danger bool
 	// Count is the number of children of a container; ChildrenURL loads them (htmx).
@@ -158,6 +161,10 @@ func NewRow(id string, ck *loader.Checkpoint, n *loader.Node) Row {
 	}
 	if r.Type == "" {
 		r.Type = string(n.Kind)
+	}
+	switch n.Kind {
+	case loader.KindList, loader.KindTuple, loader.KindDict, loader.KindSet, loader.KindFrozenSet:
+		r.Brief = plural(int64(len(n.Children)), "item")
 	}
 	if isContainer(n) {
 		r.Count = len(childrenOf(n))

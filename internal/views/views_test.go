@@ -234,7 +234,7 @@ func modulePaths(ms []*Module, depth int, out *[]string) {
 			line += " leaf=" + m.Leaf.Path
 		}
 		if m.Numbered > 0 {
-			line += " numbered=" + strconv.Itoa(m.Numbered)
+			line += " numbered=" + m.NumberedLabel
 		}
 		*out = append(*out, line)
 		modulePaths(m.Children, depth+1, out)
@@ -263,7 +263,7 @@ func TestModuleTree(t *testing.T) {
 	var got []string
 	modulePaths(tree.Modules, 0, &got)
 	want := []string{
-		"blocks 8 80 320 numbered=4",
+		"blocks 8 80 320 numbered=[0, 1, 2, 10]",
 		"  0 2 20 80",
 		"    attn.q 2 20 80",
 		"      weight 1 16 64 leaf=/blocks.0.attn.q.weight",
@@ -298,6 +298,30 @@ func TestModuleTree(t *testing.T) {
 	}
 	if got := tree.Modules[0].Share; got != "81.6%" {
 		t.Errorf("blocks.Share = %q, want %q", got, "81.6%")
+	}
+}
+
+func TestIndexLabel(t *testing.T) {
+	mods := func(names ...string) []*Module {
+		var ms []*Module
+		for _, n := range names {
+			ms = append(ms, &Module{Name: n})
+		}
+		return ms
+	}
+	for _, tc := range []struct {
+		names []string
+		want  string
+	}{
+		{[]string{"0"}, "[0]"},
+		{[]string{"0", "1", "2"}, "[0–2]"},
+		{[]string{"0", "2"}, "[0, 2]"},
+		{[]string{"1", "2", "3", "4", "5"}, "[1, 2, …, 5] (5)"},
+		{[]string{"0", "2", "4", "6", "8", "10"}, "[0, 2, …, 10] (6)"},
+	} {
+		if got := indexLabel(mods(tc.names...)); got != tc.want {
+			t.Errorf("indexLabel(%v) = %q, want %q", tc.names, got, tc.want)
+		}
 	}
 }
 

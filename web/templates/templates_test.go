@@ -208,7 +208,7 @@ func TestCheckpointPageModules(t *testing.T) {
 	}
 	var prefixes []string
 	testid(doc, "module-row").Each(func(_ int, s *goquery.Selection) { prefixes = append(prefixes, s.AttrOr("data-prefix", "")) })
-	if got, want := strings.Join(prefixes, " "), "wte h h.0 h.0.attn.c_attn h.1 h.1.attn.c_attn h.2 h.2.attn.c_attn lm_head " + evil; got != want {
+	if got, want := strings.Join(prefixes, " "), "wte h h.0 h.0.attn.c_attn h.1 h.1.attn.c_attn h.2 h.2.attn.c_attn lm_head "+evil; got != want {
 		t.Errorf("module rows = %q, want %q", got, want)
 	}
 	h := doc.Find(`[data-testid="module-row"][data-prefix="h"]`)

@@ -1,0 +1,359 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/server"
+	"github.com/ckptview/ckptview/internal/store"
+	"github.com/ckptview/ckptview/internal/views"
+)
+
+// chromiumPath is where CI installs Chromium; the test is skipped when it is absent.
+const chromiumPath = "/usr/bin/chromium"
+
+// modelsDir holds the fixtures and the facts torch wrote about them.
+var modelsDir = filepath.Join("..", "..", "testdata", "models")
+
+// uploadFixture is the file the test uploads: a Lightning-style checkpoint whose root holds a
+// state dict, scalars and nested dicts.
+const uploadFixture = "lightning_style.ckpt"
+
+// expectedTensor is what testdata/models/expected.json says about one tensor.
+type expectedTensor struct {
+	Path          string  `json:"path"`
+	DType         string  `json:"dtype"`
+	Shape         []int64 `json:"shape"`
+	Strides       []int64 `json:"strides"`
+	StorageOffset int64   `json:"storage_offset"`
+	Numel         int64   `json:"numel"`
+}
+
+type expectedFile struct {
+	Format  string           `json:"format"`
+	Tensors []expectedTensor `json:"tensors"`
+}
+
+// readExpected returns the facts about one fixture, skipping the test when they are not
+// there yet.
+func readExpected(t *testing.T, name string) expectedFile {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(modelsDir, "expected.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		t.Skip("testdata/models/expected.json is not there yet")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		t.Fatalf("parse expected.json: %v", err)
+	}
+	raw, ok := all[name]
+	if !ok {
+		t.Skipf("expected.json has no entry for %s yet", name)
+	}
+	var f expectedFile
+	if err := json.Unmarshal(raw, &f); err != nil {
+		t.Fatalf("parse expected.json[%q]: %v", name, err)
+	}
+	return f
+}
+
+// startServer runs the real server on a loopback port with a fresh data directory and the
+// bundled examples, until the test ends.
+func startServer(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	examples, err := st.ImportExamples(ctx, modelsDir)
+	if err != nil {
+		t.Logf("no examples: %v", err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := server.New(server.Config{}, server.Deps{Store: st, Examples: examples, Logger: logger})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// browser starts headless Chromium with a fresh profile and no network beyond the test.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Skipf("no Chromium at %s", chromiumPath)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 1000),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cancelCtx()
+		cancelAlloc()
+	})
+	return ctx
+}
+
+// screenshots saves full-page PNGs to a temporary directory, and also to
+// $CKPTVIEW_SCREENSHOTS when it is set.
+type screenshots struct {
+	t    *testing.T
+	ctx  context.Context
+	dirs []string
+}
+
+func newScreenshots(t *testing.T, ctx context.Context) *screenshots {
+	dirs := []string{t.TempDir()}
+	if d := os.Getenv("CKPTVIEW_SCREENSHOTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, d)
+	}
+	return &screenshots{t: t, ctx: ctx, dirs: dirs}
+}
+
+func (s *screenshots) take(name string) {
+	s.t.Helper()
+	png, err := chromedp.Run(s.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		s.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	for _, d := range s.dirs {
+		p := filepath.Join(d, name+".png")
+		if err := os.WriteFile(p, png, 0o644); err != nil {
+			s.t.Fatal(err)
+		}
+		s.t.Logf("screenshot: %s", p)
+	}
+}
+
+// pageProblems collects what the page reports as going wrong: uncaught exceptions,
+// console errors and Content-Security-Policy violations.
+type pageProblems struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (p *pageProblems) listen(t *testing.T, ctx context.Context) {
+	t.Helper()
+	err := chromedp.Listen(ctx, func(ev any) {
+		var msg string
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			msg = "exception: " + ev.ExceptionDetails.Text
+			if ev.ExceptionDetails.Exception != nil {
+				msg += " " + ev.ExceptionDetails.Exception.Description
+			}
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError {
+				msg = "console.error"
+				for _, a := range ev.Args {
+					msg += " " + string(a.Value)
+				}
+			}
+		case *cdplog.EventEntryAdded:
+			if ev.Entry.Level == cdplog.EntryLevelError {
+				msg = "log: " + ev.Entry.Text
+			}
+		}
+		if msg != "" {
+			p.mu.Lock()
+			p.list = append(p.list, msg)
+			p.mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *pageProblems) check(t *testing.T, where string) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.list {
+		t.Errorf("%s: the page reported: %s", where, m)
+	}
+	p.list = nil
+}
+
+// step runs browser actions with a time limit, failing the test with what was being done.
+func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func text(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(sctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("read text of %s: %v", sel, err)
+	}
+	return strings.TrimSpace(s)
+}
+
+// TestUploadTreeTensor uploads a fixture through the file input, lands on its page, expands
+// the state dict in the raw tree (htmx), opens a tensor and checks what the page says against
+// what torch said about the file.
+func TestUploadTreeTensor(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test")
+	}
+	want := readExpected(t, uploadFixture)
+	fixture, err := filepath.Abs(filepath.Join(modelsDir, uploadFixture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := os.Open(fixture); err != nil {
+		t.Skipf("fixture %s: %v", uploadFixture, err)
+	} else {
+		fi, _ := f.Stat()
+		_, err := loader.Open(f, fi.Size(), loader.Options{})
+		f.Close()
+		if err != nil {
+			t.Skipf("the loader cannot open %s yet: %v", uploadFixture, err)
+		}
+	}
+	byPath := map[string]expectedTensor{}
+	for _, x := range want.Tensors {
+		byPath[x.Path] = x
+	}
+
+	base := startServer(t)
+	ctx := browser(t)
+	var problems pageProblems
+	problems.listen(t, ctx)
+	shots := newScreenshots(t, ctx)
+
+	// Home: the upload form and the examples.
+	step(t, ctx, "open the home page",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="dropzone"]`)),
+	)
+	shots.take("1-home")
+
+	// Upload through the file input: app.js sends it with XHR and follows the answer.
+	step(t, ctx, "upload "+uploadFixture,
+		chromedp.SetUploadFiles(chromedp.CSS(`#upload-file`), []string{fixture}),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="summary"]`)),
+	)
+	loc, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`/c/[0-9a-f]{64}$`).MatchString(loc) {
+		t.Errorf("after the upload the browser is at %s, want /c/<sha256>", loc)
+	}
+	if got := text(t, ctx, `[data-testid="file-name"]`); got != uploadFixture {
+		t.Errorf("file name on the checkpoint page = %q, want %q", got, uploadFixture)
+	}
+	if got := text(t, ctx, `[data-testid="format"]`); got != want.Format {
+		t.Errorf("format on the checkpoint page = %q, want %q", got, want.Format)
+	}
+	if got := text(t, ctx, `[data-testid="tensor-count"]`); got != views.Thousands(int64(len(want.Tensors))) {
+		t.Errorf("tensor count on the checkpoint page = %q, want %d", got, len(want.Tensors))
+	}
+	shots.take("2-checkpoint")
+	problems.check(t, "checkpoint page")
+
+	// The raw tree: expand /state_dict in place.
+	const sd = `li[data-path="/state_dict"]`
+	step(t, ctx, "switch to the raw tree",
+		chromedp.Click(chromedp.CSS(`[data-testid="tab-raw"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="raw-tree"] `+sd)),
+	)
+	step(t, ctx, "expand /state_dict",
+		chromedp.Click(chromedp.CSS(sd+` > details > summary > .type`)),
+		chromedp.WaitVisible(chromedp.CSS(sd+` .kids li[data-kind="tensor"]`)),
+	)
+	shots.take("3-expanded")
+	problems.check(t, "expanded tree")
+
+	tensorPath, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(sd+` .kids li[data-kind="tensor"]`), "data-path"))
+	if err != nil || !tensorPath.Exists {
+		t.Fatalf("read the path of the first tensor row: %v", err)
+	}
+	x, ok := byPath[tensorPath.Value]
+	if !ok {
+		t.Fatalf("the first tensor row is %q, which expected.json does not list as a tensor", tensorPath.Value)
+	}
+	if got := text(t, ctx, sd+` .kids li[data-kind="tensor"] [data-testid="row-shape"]`); got != views.FormatShape(x.Shape) {
+		t.Errorf("row shape of %s = %q, want %q", x.Path, got, views.FormatShape(x.Shape))
+	}
+
+	// The tensor's own page.
+	step(t, ctx, "open the tensor page of "+x.Path,
+		chromedp.Click(chromedp.CSS(sd+` .kids li[data-kind="tensor"] [data-testid="row-key"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="tensor-meta"]`)),
+	)
+	for id, want := range map[string]string{
+		"tensor-dtype":          x.DType,
+		"tensor-shape":          views.FormatShape(x.Shape),
+		"tensor-strides":        views.FormatShape(x.Strides),
+		"tensor-storage-offset": views.Thousands(x.StorageOffset),
+		"tensor-numel":          views.Thousands(x.Numel),
+		"node-path":             x.Path,
+	} {
+		if got := text(t, ctx, `[data-testid="`+id+`"]`); got != want {
+			t.Errorf("tensor page of %s: %s = %q, want %q", x.Path, id, got, want)
+		}
+	}
+	if got := text(t, ctx, `[data-testid="breadcrumbs"]`); !strings.Contains(got, uploadFixture) || !strings.Contains(got, "state_dict") {
+		t.Errorf("breadcrumbs = %q, want the file and state_dict", got)
+	}
+	shots.take("4-tensor")
+	problems.check(t, "tensor page")
+}
