@@ -285,7 +285,7 @@ func (c *converter) object(n *Node, x *pyObject, depth int) {
 	if len(x.items) > 0 {
 		n.Children = append(n.Children, c.child(types.NewListFromSlice(x.items), n, "__items__", "__items__", depth))
 	}
-	if len(x.args) > 0 && x.display == "" || (n.Danger && len(x.args) > 0) {
+	if len(x.args) > 0 {
 		n.Children = append(n.Children, c.child(types.NewTupleFromSlice(x.args), n, "__args__", "__args__", depth))
 	}
 }
@@ -304,12 +304,19 @@ func dangerChain(o *pyObject) bool {
 }
 
 func (c *converter) tensor(n *Node, t *pyTensor) {
+	if t.typeName == "" {
+		t.typeName = "torch.Tensor"
+	}
 	n.Kind, n.Type = KindTensor, t.typeName
 	st := t.storage.st
 	tt := &Tensor{DType: st.DType, Shape: t.shape, Strides: t.stride, StorageOffset: t.offset, Storage: st, RequiresGrad: t.requiresGrad}
 	n.Tensor = tt
+	tt.Quant = t.quant
 	st.Users = append(st.Users, n.Path)
 	c.count(tt)
+	if t.quantScales != nil {
+		n.Children = append(n.Children, c.child(t.quantScales, n, "scales", "scales", 0), c.child(t.quantZeros, n, "zero_points", "zero_points", 0))
+	}
 }
 
 func (c *converter) count(t *Tensor) {

@@ -92,8 +92,19 @@ type Tensor struct {
 	RequiresGrad  bool
 	// Descr is numpy's description of the dtype ("<f4", ">i4", structured fields).
 	Descr string
+	// Quant describes a quantized tensor's parameters (qint8, quint8, qint32 storages).
+	Quant *Quantization
 	// Objects holds the items of a numpy object array (dtype "object"); Storage is nil then.
 	Objects []*Node
+}
+
+// Quantization holds a quantized tensor's scheme. Per-channel scales and zero points are
+// tensors: the node's children "scales" and "zero_points".
+type Quantization struct {
+	Scheme    string // per_tensor_affine, per_channel_affine, per_channel_affine_float_qparams
+	Scale     float64
+	ZeroPoint int64
+	Axis      int64
 }
 
 // Numel is the number of elements of the view.

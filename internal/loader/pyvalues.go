@@ -75,6 +75,9 @@ type pyTensor struct {
 	requiresGrad bool
 	typeName     string
 	extra        any // state of tensor subclasses and parameters
+	quant        *Quantization
+	quantScales  any
+	quantZeros   any
 }
 
 // pyDType is a numpy dtype.
@@ -448,7 +451,8 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 		for i, a := range args {
 			parts[i] = reprValue(a)
 		}
-		return &pyObject{cls: g, args: args, display: g.name + "(" + strings.Join(parts, ", ") + ")", typeName: g.name}, true, nil
+		name := strings.TrimPrefix(g.full, "builtins.")
+		return &pyObject{cls: g, args: args, display: name + "(" + strings.Join(parts, ", ") + ")", typeName: name}, true, nil
 	case "builtins.int", "builtins.float", "builtins.str", "builtins.bool", "torch.Size":
 		if len(args) == 1 {
 			return args[0], true, nil
@@ -495,6 +499,26 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 		return &pyObject{cls: g, args: args, display: "device(" + strings.Join(parts, ", ") + ")", typeName: g.full}, true, nil
 	case "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3":
 		return c.rebuildTensor(args)
+	case "torch._utils._rebuild_qtensor":
+		v, handled, err := c.rebuildTensor([]any{arg(args, 0), arg(args, 1), arg(args, 2), arg(args, 3), arg(args, 5)})
+		if err != nil || !handled {
+			return v, handled, err
+		}
+		t := v.(*pyTensor)
+		q, ok := arg(args, 4).(*types.Tuple)
+		if !ok || q.Len() < 1 {
+			return nil, true, fmt.Errorf("quantized tensor without quantizer parameters")
+		}
+		t.quant = &Quantization{Scheme: strings.TrimPrefix(globalName(q.Get(0)), "torch.")}
+		switch {
+		case q.Len() == 3:
+			t.quant.Scale, _ = toFloat(q.Get(1))
+			t.quant.ZeroPoint, _ = toInt64(q.Get(2))
+		case q.Len() == 4:
+			t.quantScales, t.quantZeros = q.Get(1), q.Get(2)
+			t.quant.Axis, _ = toInt64(q.Get(3))
+		}
+		return t, true, nil
 	case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state":
 		t, ok := arg(args, 0).(*pyTensor)
 		if !ok {
@@ -753,6 +777,7 @@ func (c *unpickleCtx) numpyScalar(args []any) (any, bool, error) {
 		case "uint8":
 			return int(b[0])
 		case "bool":
+			typ = "numpy.bool_"
 			return b[0] != 0
 		case "complex128":
 			return complex(math.Float64frombits(bo.Uint64(b)), math.Float64frombits(bo.Uint64(b[8:])))
