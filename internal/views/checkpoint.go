@@ -147,31 +147,29 @@ func (p CheckpointPage) WithView(view string) CheckpointPage {
 // HasRootChildren reports whether the root is a container with something in it.
 func (p CheckpointPage) HasRootChildren() bool { return p.Tree.Total > 0 }
 
-// dtypeRows counts tensors and elements per dtype by walking the tree, and takes the bytes
-// from the loader's totals. Rows are ordered by bytes, largest first.
+// dtypeRows counts tensors, elements and bytes per dtype by walking the tree. Views that
+// are the same (one storage, offset, shape and strides: tied weights) count once in the
+// elements and bytes, as in the loader's totals; every tensor counts in Tensors. Rows are
+// ordered by bytes, largest first.
 func dtypeRows(ck *loader.Checkpoint) []DTypeRow {
 	byName := map[string]*DTypeRow{}
-	get := func(name string) *DTypeRow {
-		r := byName[name]
-		if r == nil {
-			r = &DTypeRow{DType: name}
-			byName[name] = r
-		}
-		return r
-	}
+	seen := viewSet{}
 	walk(ck.Root, func(n *loader.Node) {
-		if (n.Kind == loader.KindTensor || n.Kind == loader.KindNDArray) && n.Tensor != nil {
-			r := get(n.Tensor.DType)
-			r.Tensors++
-			r.Params += n.Tensor.Numel()
-			if ck.BytesByDType == nil {
-				r.Bytes += n.Tensor.NBytes()
-			}
+		if (n.Kind != loader.KindTensor && n.Kind != loader.KindNDArray) || n.Tensor == nil {
+			return
+		}
+		t := n.Tensor
+		r := byName[t.DType]
+		if r == nil {
+			r = &DTypeRow{DType: t.DType}
+			byName[t.DType] = r
+		}
+		r.Tensors++
+		if seen.add(t) && t.DType != "object" {
+			r.Params += t.Numel()
+			r.Bytes += t.NBytes()
 		}
 	})
-	for name, b := range ck.BytesByDType {
-		get(name).Bytes = b
-	}
 	rows := make([]DTypeRow, 0, len(byName))
 	for _, r := range byName {
 		r.ParamsText, r.BytesText = HumanCount(r.Params), HumanBytes(r.Bytes)
@@ -187,6 +185,31 @@ func dtypeRows(ck *loader.Checkpoint) []DTypeRow {
 		return strings.Compare(a.DType, b.DType)
 	})
 	return rows
+}
+
+// viewKey identifies a view on a storage: two tensors with the same key are the same
+// numbers (tied weights saved twice).
+type viewKey struct {
+	storage        *loader.Storage
+	offset         int64
+	shape, strides string
+}
+
+// viewSet remembers the views counted so far.
+type viewSet map[viewKey]bool
+
+// add reports whether t is a view not seen before, and remembers it. Tensors without a
+// storage (object arrays) are always new.
+func (s viewSet) add(t *loader.Tensor) bool {
+	if t.Storage == nil {
+		return true
+	}
+	k := viewKey{t.Storage, t.StorageOffset, FormatShape(t.Shape), FormatShape(t.Strides)}
+	if s[k] {
+		return false
+	}
+	s[k] = true
+	return true
 }
 
 // walk visits every node of the tree once, depth first, without recursion.

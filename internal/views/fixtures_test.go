@@ -102,8 +102,16 @@ func TestFixturePages(t *testing.T) {
 				t.Errorf("CheckpointPage.Format = %q, want %q", page.Format, want.Format)
 			}
 			counted := 0
+			var params int64
 			for _, d := range page.DTypes {
 				counted += d.Tensors
+				params += d.Params
+				if b := ck.BytesByDType[d.DType]; b != d.Bytes && d.DType != "object" {
+					t.Errorf("dtype table: %s has %d bytes, the loader counts %d", d.DType, d.Bytes, b)
+				}
+			}
+			if params != ck.Parameters {
+				t.Errorf("dtype table: %d elements in all, the loader counts %d parameters", params, ck.Parameters)
 			}
 			if counted != len(want.Tensors) {
 				t.Errorf("tensors in the dtype table = %d, want %d", counted, len(want.Tensors))

@@ -57,6 +57,10 @@ type ModuleTree struct {
 	Bytes   int64
 	// ParamsText and BytesText are their human forms.
 	ParamsText, BytesText string
+	// UniqueParams and UniqueBytes count tied weights (the same view saved under two keys)
+	// once; UniqueText is their human form, "" when nothing is tied.
+	UniqueParams, UniqueBytes int64
+	UniqueText                string
 }
 
 // Source names where the state dict sits for a reader: "the root" or "/state_dict".
@@ -163,6 +167,16 @@ func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleT
 	t.Tensors, t.Params, t.Bytes = root.Tensors, root.Params, root.Bytes
 	t.ParamsText, t.BytesText = HumanCount(t.Params), HumanBytes(t.Bytes)
 	setShares(root, t.Params, t.Bytes)
+	seen := viewSet{}
+	for _, k := range dict.Children {
+		if (k.Kind == loader.KindTensor || k.Kind == loader.KindNDArray) && k.Tensor != nil && seen.add(k.Tensor) {
+			t.UniqueParams += k.Tensor.Numel()
+			t.UniqueBytes += k.Tensor.NBytes()
+		}
+	}
+	if t.UniqueParams != t.Params || t.UniqueBytes != t.Bytes {
+		t.UniqueText = HumanCount(t.UniqueParams) + " parameters, " + HumanBytes(t.UniqueBytes) + " without tied weights"
+	}
 	if len(t.Modules) <= openTopLevel {
 		for _, m := range t.Modules {
 			m.Open = !m.IsLeaf()
