@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -156,9 +158,18 @@ func newScreenshots(t *testing.T, ctx context.Context) *screenshots {
 	return &screenshots{t: t, ctx: ctx, dirs: dirs}
 }
 
-func (s *screenshots) take(name string) {
+// take saves the whole page.
+func (s *screenshots) take(name string) { s.t.Helper(); s.save(name, chromedp.FullScreenshot(100)) }
+
+// takeViewport saves what the window shows.
+func (s *screenshots) takeViewport(name string) {
 	s.t.Helper()
-	png, err := chromedp.Run(s.ctx, chromedp.FullScreenshot(100))
+	s.save(name, chromedp.CaptureScreenshot())
+}
+
+func (s *screenshots) save(name string, shot chromedp.Action[[]byte]) {
+	s.t.Helper()
+	png, err := chromedp.Run(s.ctx, shot)
 	if err != nil {
 		s.t.Fatalf("screenshot %s: %v", name, err)
 	}
@@ -356,4 +367,96 @@ func TestUploadTreeTensor(t *testing.T) {
 	}
 	shots.take("4-tensor")
 	problems.check(t, "tensor page")
+}
+
+// writeTemp writes a file for the browser to upload and returns its absolute path.
+func writeTemp(t *testing.T, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestUploadErrorAndPaging uploads a broken pickle that would run a command (the page must
+// say so without leaving the home page), then a list of 450 items, whose rows come 200 at a
+// time through the "show more" row.
+func TestUploadErrorAndPaging(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test")
+	}
+	// Protocol 0: posix.system('touch x') called, then the stream ends without STOP.
+	broken := writeTemp(t, "broken.pkl", []byte("cposix\nsystem\n(S'touch x'\ntR"))
+	// Protocol 2: a list of 450 small ints.
+	list := []byte("\x80\x02](")
+	for i := range 450 {
+		list = append(list, 'K', byte(i%256))
+	}
+	list = append(list, "e."...)
+	items := writeTemp(t, "items.pkl", list)
+	if _, err := loader.Open(bytes.NewReader(list), int64(len(list)), loader.Options{}); err != nil {
+		t.Skipf("the loader cannot open a plain list yet: %v", err)
+	}
+
+	base := startServer(t)
+	ctx := browser(t)
+	var problems pageProblems
+	problems.listen(t, ctx)
+	shots := newScreenshots(t, ctx)
+
+	step(t, ctx, "upload a broken pickle",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="dropzone"]`)),
+		chromedp.SetUploadFiles(chromedp.CSS(`#upload-file`), []string{broken}),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="upload-error"] [data-testid="finding"]`)),
+	)
+	msg := text(t, ctx, `[data-testid="upload-error"]`)
+	if !strings.Contains(msg, "this file calls posix.system('touch x') when unpickled") {
+		t.Errorf("upload error = %q, want the posix.system call it would make, in words", msg)
+	}
+	shots.take("5-upload-error")
+	// The browser logs the 422 response as a failed resource; that is the expected answer.
+	problems.mu.Lock()
+	problems.list = slices.DeleteFunc(problems.list, func(m string) bool { return strings.Contains(m, "422") })
+	problems.mu.Unlock()
+	problems.check(t, "upload error")
+
+	step(t, ctx, "upload a list of 450 items",
+		chromedp.SetUploadFiles(chromedp.CSS(`#upload-file`), []string{items}),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="raw-tree"] [data-testid="show-more"]`)),
+	)
+	rows := func() int {
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('[data-testid="tree"] > [data-testid="tree-row"]').length`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := rows(); n != 200 {
+		t.Errorf("first page shows %d rows, want 200", n)
+	}
+	if got := text(t, ctx, `[data-testid="show-more"]`); got != "show more (250 left)" {
+		t.Errorf("show more row = %q, want %q", got, "show more (250 left)")
+	}
+	step(t, ctx, "show more",
+		chromedp.Click(chromedp.CSS(`[data-testid="show-more"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="tree"] > li[data-path="/399"]`)),
+	)
+	if got := text(t, ctx, `[data-testid="show-more"]`); got != "show more (50 left)" {
+		t.Errorf("show more row = %q, want %q", got, "show more (50 left)")
+	}
+	step(t, ctx, "show the rest",
+		chromedp.Click(chromedp.CSS(`[data-testid="show-more"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="tree"] > li[data-path="/449"]`)),
+	)
+	if n := rows(); n != 450 {
+		t.Errorf("after two pages the tree shows %d rows, want 450", n)
+	}
+	if n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('[data-testid="show-more"]').length`)); n != 0 {
+		t.Errorf("a show more row is left after the last page")
+	}
+	step(t, ctx, "narrow screen", chromedp.EmulateViewport(390, 844))
+	shots.takeViewport("6-paged-narrow")
+	problems.check(t, "paging")
 }

@@ -21,25 +21,52 @@
     return e;
   }
 
+  // findingWords puts an API finding in the words the server's pages use (views.FindingRow):
+  // the loader's detail is "calls x.y(...)", "imports x.y, which ..." or another sentence.
+  function findingWords(f) {
+    const danger = f.severity === "danger";
+    const global = f.global || "";
+    let detail = (f.detail || "").trim();
+    let call = "";
+    if (detail.startsWith("calls ")) {
+      call = detail.slice(6);
+      detail = "";
+    } else if (global && detail.startsWith(global + "(")) {
+      call = detail;
+      detail = "";
+    } else if (detail === "imports " + global || detail.startsWith("imports " + global + ",") || detail.startsWith("imports " + global + " ")) {
+      detail = "";
+    }
+    let w;
+    if (danger && call) w = { verb: "calls", call: call, tail: " when unpickled" };
+    else if (danger) w = { verb: "imports", call: global, tail: ", which can run code or touch the system, when unpickled" };
+    else if (call) w = { verb: "calls", call: call, tail: " when unpickled (not on the allowlist; shown here as an opaque object, never called)" };
+    else w = { verb: "imports", call: global, tail: " (not on the allowlist; shown as an opaque object, never called)" };
+    if (!w.call) w.call = "an unnamed global";
+    w.detail = detail;
+    return w;
+  }
+
   // findingList builds the same markup as the server's finding list, from API JSON.
   function findingList(findings) {
     const ul = el("ul", "finding-list");
     for (const f of findings) {
       const sev = f.severity === "danger" ? "danger" : "warning";
+      const w = findingWords(f);
       const li = el("li", "finding finding-" + sev);
       li.dataset.testid = "finding";
+      li.dataset.severity = sev;
       li.appendChild(el("span", "badge badge-" + sev, sev === "danger" ? "Danger" : "Warning"));
       const text = el("span", "finding-text");
-      text.appendChild(document.createTextNode(sev === "danger" ? "this file would run " : "this file imports "));
-      text.appendChild(el("code", "finding-call", f.detail || f.global || "an unnamed global"));
+      text.appendChild(document.createTextNode("this file " + w.verb + " "));
+      text.appendChild(el("code", "finding-call", w.call));
+      text.appendChild(document.createTextNode(w.tail));
       if (f.path) {
         text.appendChild(document.createTextNode(" — at "));
         text.appendChild(el("code", "", f.path));
       }
       li.appendChild(text);
-      if (f.detail && f.global && !f.detail.startsWith(f.global + "(")) {
-        li.appendChild(el("span", "finding-detail muted", f.global));
-      }
+      if (w.detail) li.appendChild(el("span", "finding-detail", w.detail));
       ul.appendChild(li);
     }
     return ul;
