@@ -320,6 +320,20 @@ func TestUploadTreeTensor(t *testing.T) {
 	shots.take("2-checkpoint")
 	problems.check(t, "checkpoint page")
 
+	// The module tree opens all the way with "expand all" (app.js).
+	step(t, ctx, "expand the module tree",
+		chromedp.Click(chromedp.CSS(`[data-action="expand-all"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="module-leaf"] a`)),
+	)
+	leaves, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('[data-testid="module-leaf"][data-prefix$=".weight"]').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaves != 2 {
+		t.Errorf("module tree shows %d .weight leaves, want 2 (model.0.weight, model.2.weight)", leaves)
+	}
+	shots.take("2b-modules-expanded")
+
 	// The raw tree: expand /state_dict in place.
 	const sd = `li[data-path="/state_dict"]`
 	step(t, ctx, "switch to the raw tree",
@@ -456,7 +470,10 @@ func TestUploadErrorAndPaging(t *testing.T) {
 	if n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('[data-testid="show-more"]').length`)); n != 0 {
 		t.Errorf("a show more row is left after the last page")
 	}
-	step(t, ctx, "narrow screen", chromedp.EmulateViewport(390, 844))
+	step(t, ctx, "narrow screen",
+		chromedp.EmulateViewport(390, 844),
+		chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`),
+	)
 	shots.takeViewport("6-paged-narrow")
 	problems.check(t, "paging")
 }

@@ -162,6 +162,9 @@ func plural(n int64, word string) string {
 	if n == 1 {
 		return "1 " + word
 	}
+	if strings.HasSuffix(word, "y") {
+		return Thousands(n) + " " + word[:len(word)-1] + "ies"
+	}
 	return Thousands(n) + " " + word + "s"
 }
 

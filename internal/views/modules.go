@@ -63,6 +63,17 @@ type ModuleTree struct {
 	UniqueText                string
 }
 
+// Totals sums the tree up in one line: "40 entries, 39 tensors, 8.4K parameters, 33.4 kB
+// (7.6K parameters, 30.2 kB without tied weights)".
+func (t *ModuleTree) Totals() string {
+	s := plural(int64(t.Entries), "entry") + ", " + plural(int64(t.Tensors), "tensor") + ", " +
+		t.ParamsText + " parameters, " + t.BytesText
+	if t.UniqueText != "" {
+		s += " (" + t.UniqueText + ")"
+	}
+	return s
+}
+
 // Source names where the state dict sits for a reader: "the root" or "/state_dict".
 func (t *ModuleTree) Source() string {
 	if t.Path == "" {

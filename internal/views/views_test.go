@@ -531,3 +531,20 @@ func TestPyRepr(t *testing.T) {
 		}
 	}
 }
+
+func TestModuleTreeTiedTotals(t *testing.T) {
+	wte := tensor("wte.weight", "float32", 10, 4)
+	head := tensor("lm_head.weight", "float32", 10, 4)
+	head.Tensor.Storage = wte.Tensor.Storage
+	root := dict("", wte, head, tensor("ln.bias", "float32", 4))
+	ck := checkpoint(root)
+	tree := NewModuleTree("id", ck, FindStateDict(root))
+	want := "3 entries, 3 tensors, 84 parameters, 336 B (44 parameters, 176 B without tied weights)"
+	if got := tree.Totals(); got != want {
+		t.Errorf("Totals() = %q, want %q", got, want)
+	}
+	p := NewCheckpointPage(FileMeta{ID: "id"}, ck)
+	if p.DTypes[0].Params != 44 || p.DTypes[0].Tensors != 3 || p.DTypes[0].Bytes != 176 {
+		t.Errorf("dtype row = %+v, want 3 tensors, 44 elements, 176 bytes (tied counted once)", p.DTypes[0])
+	}
+}
