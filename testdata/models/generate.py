@@ -831,6 +831,8 @@ def stats_of(values):
     if fin.size:
         s.update(min=float(fin.min()), max=float(fin.max()), mean=float(fin.mean()),
                  std=float(fin.std()), l2=float(math.sqrt(float(np.sum(fin * fin)))))
+        counts, edges = np.histogram(fin, bins=64, range=(float(fin.min()), float(fin.max())))
+        s["histogram"] = {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
     return s
 
 
@@ -854,6 +856,7 @@ def torch_facts(path, t):
         out["quantization"] = {"scheme": str(t.qscheme()).replace("torch.", ""),
                                "scale": t.q_scale(), "zero_point": t.q_zero_point()}
         out["first_dequantized"] = [jelem(v) for v in t.dequantize().reshape(-1)[:8].tolist()]
+        out["stats_dequantized"] = stats_of(t.dequantize().contiguous().numpy().astype(np.float64).reshape(-1))
         out["note"] = "first and stats are over the stored integers (int_repr)"
     return out
 

@@ -1,0 +1,408 @@
+package tensor
+
+import (
+	"context"
+	"math"
+	"runtime"
+	"sync"
+)
+
+// Bins is the number of histogram bins.
+const Bins = 64
+
+// Stats summarises a view's values. Min, Max, Mean, Std and the histogram are over the
+// finite values (Count of them); NaN and infinities are counted apart. Complex values are
+// taken by magnitude, quantized ones dequantized. Std is the population deviation (ddof=0),
+// like numpy's default.
+type Stats struct {
+	Numel     int64
+	Count     int64
+	Zeros     int64
+	NaN       int64
+	PosInf    int64
+	NegInf    int64
+	Min       float64
+	Max       float64
+	Mean      float64
+	Std       float64
+	L2        float64
+	Histogram Histogram
+}
+
+// Histogram has Bins counts over equal-width bins between Edges[0] and Edges[Bins], computed
+// the way numpy.histogram(values, bins=64, range=(min, max)) does.
+type Histogram struct {
+	Edges  []float64
+	Counts []int64
+}
+
+// job is a part of a view read by one worker: a linear range of storage elements (dense
+// views) or a range of runs.
+type job struct {
+	start, n         int64 // dense: storage elements [start, start+n)
+	runFrom, runTo   int64 // general: runs [runFrom, runTo)
+	dense            bool
+}
+
+const (
+	blockElems = 1 << 14 // decoded per step, fits in L2
+	jobElems   = 1 << 22 // elements per job
+)
+
+// plan splits a view into jobs.
+func plan(v *View) ([]job, layout, bool) {
+	numel := v.Numel()
+	l := v.layout()
+	var jobs []job
+	if start, ok := v.dense(); ok {
+		for s := int64(0); s < numel; s += jobElems {
+			jobs = append(jobs, job{dense: true, start: start + s, n: min(jobElems, numel-s)})
+		}
+		return jobs, l, true
+	}
+	per := max(1, jobElems/l.runLen)
+	for r := int64(0); r < l.outer; r += per {
+		jobs = append(jobs, job{runFrom: r, runTo: min(r+per, l.outer)})
+	}
+	return jobs, l, false
+}
+
+// reader walks one job, handing decoded blocks of float64 to fn.
+type reader struct {
+	v   *View
+	l   layout
+	dec decoder
+	es  int64
+	raw []byte
+	f   []float64
+	span []byte
+}
+
+func newReader(v *View, l layout) *reader {
+	es := int64(ElementSize(v.DType))
+	return &reader{v: v, l: l, dec: decoderFor(v.DType, v.BigEndian), es: es,
+		raw: make([]byte, blockElems*es), f: make([]float64, blockElems)}
+}
+
+func (r *reader) linear(start, n int64, fn func([]float64)) error {
+	for n > 0 {
+		k := min(n, blockElems)
+		b := r.raw[:k*r.es]
+		if _, err := r.v.Data.ReadAt(b, r.v.DataOffset+start*r.es); err != nil {
+			return err
+		}
+		r.decodeTo(b, int(k), fn)
+		start += k
+		n -= k
+	}
+	return nil
+}
+
+func (r *reader) decodeTo(b []byte, k int, fn func([]float64)) {
+	f := r.f[:k]
+	r.dec(b, f)
+	if r.v.Quantized {
+		zp, sc := float64(r.v.ZeroPoint), r.v.Scale
+		for i := range f {
+			f[i] = float64(float32((f[i] - zp) * sc)) // torch dequantizes to float32
+		}
+	}
+	fn(f)
+}
+
+func (r *reader) job(j job, fn func([]float64)) error {
+	if j.dense {
+		return r.linear(j.start, j.n, fn)
+	}
+	nRuns := j.runTo - j.runFrom
+	elems := nRuns * r.l.runLen
+	// a compact job (a strided slice) is read in one go and gathered from memory
+	lo, hi := int64(math.MaxInt64), int64(-1)
+	for _, i := range []int64{j.runFrom, j.runTo - 1} {
+		s := r.l.runAt(r.v.Offset, i)
+		lo, hi = min(lo, s), max(hi, s+r.l.runLen-1)
+	}
+	for d := range r.l.outerShape { // the span covers every run when strides are positive
+		if r.l.outerStrides[d] < 0 {
+			lo, hi = r.v.Offset, r.v.DataSize/r.es-1
+			break
+		}
+	}
+	span := hi - lo + 1
+	if span <= 8*elems && span*r.es <= 64<<20 && r.l.runLen < blockElems {
+		need := span * r.es
+		if int64(cap(r.span)) < need {
+			r.span = make([]byte, need)
+		}
+		buf := r.span[:need]
+		if _, err := r.v.Data.ReadAt(buf, r.v.DataOffset+lo*r.es); err != nil {
+			return err
+		}
+		gather := r.raw[:0]
+		flush := func() {
+			if len(gather) > 0 {
+				r.decodeTo(gather, len(gather)/int(r.es), fn)
+				gather = r.raw[:0]
+			}
+		}
+		for i := j.runFrom; i < j.runTo; i++ {
+			s := (r.l.runAt(r.v.Offset, i) - lo) * r.es
+			chunk := buf[s : s+r.l.runLen*r.es]
+			for len(chunk) > 0 {
+				room := int64(cap(r.raw)) - int64(len(gather))
+				take := min(room, int64(len(chunk)))
+				gather = append(gather, chunk[:take]...)
+				chunk = chunk[take:]
+				if int64(len(gather)) == int64(cap(r.raw)) {
+					flush()
+				}
+			}
+		}
+		flush()
+		return nil
+	}
+	return r.l.forRuns(r.v.Offset, j.runFrom, j.runTo, func(rn run) error {
+		return r.linear(rn.start, rn.n, fn)
+	})
+}
+
+// acc accumulates moments over finite values; merged with Chan's formula so that blocks
+// and workers combine exactly as one pass would.
+type acc struct {
+	count, zeros, nan, pinf, ninf int64
+	min, max, mean, m2, sumsq     float64
+}
+
+func newAcc() acc { return acc{min: math.Inf(1), max: math.Inf(-1)} }
+
+func (a *acc) block(f []float64) {
+	var n int64
+	var sum, sumsq float64
+	lo, hi := a.min, a.max
+	for _, x := range f {
+		if x-x != 0 { // NaN or ±Inf
+			switch {
+			case x != x:
+				a.nan++
+			case x > 0:
+				a.pinf++
+			default:
+				a.ninf++
+			}
+			continue
+		}
+		if x == 0 {
+			a.zeros++
+		}
+		n++
+		sum += x
+		sumsq += x * x
+		if x < lo {
+			lo = x
+		}
+		if x > hi {
+			hi = x
+		}
+	}
+	if n == 0 {
+		return
+	}
+	a.min, a.max = lo, hi
+	mean := sum / float64(n)
+	var m2 float64
+	for _, x := range f {
+		if x-x == 0 {
+			d := x - mean
+			m2 += d * d
+		}
+	}
+	a.merge(acc{count: n, mean: mean, m2: m2, sumsq: sumsq, min: lo, max: hi})
+}
+
+func (a *acc) merge(b acc) {
+	a.zeros += b.zeros
+	a.nan += b.nan
+	a.pinf += b.pinf
+	a.ninf += b.ninf
+	a.sumsq += b.sumsq
+	a.min = math.Min(a.min, b.min)
+	a.max = math.Max(a.max, b.max)
+	if b.count == 0 {
+		return
+	}
+	if a.count == 0 {
+		a.count, a.mean, a.m2 = b.count, b.mean, b.m2
+		return
+	}
+	n := a.count + b.count
+	d := b.mean - a.mean
+	a.mean += d * float64(b.count) / float64(n)
+	a.m2 += b.m2 + d*d*float64(a.count)*float64(b.count)/float64(n)
+	a.count = n
+}
+
+// Compute reads the view (in parallel over workers; 0 means all cores) and returns its
+// statistics: a first pass for the moments and the range, a second for the histogram.
+// progress, if set, is called with the number of elements done in each pass.
+func Compute(ctx context.Context, v *View, workers int, progress func(done int64)) (*Stats, error) {
+	if err := v.Check(); err != nil {
+		return nil, err
+	}
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	numel := v.Numel()
+	s := &Stats{Numel: numel}
+	if numel == 0 {
+		s.Min, s.Max, s.Mean, s.Std = math.NaN(), math.NaN(), math.NaN(), math.NaN()
+		return s, nil
+	}
+	jobs, l, _ := plan(v)
+	total := newAcc()
+	var mu sync.Mutex
+	err := runJobs(ctx, jobs, workers, func() func(job) error {
+		r := newReader(v, l)
+		return func(j job) error {
+			a := newAcc()
+			if err := r.job(j, a.block); err != nil {
+				return err
+			}
+			mu.Lock()
+			total.merge(a)
+			mu.Unlock()
+			if progress != nil {
+				progress(jobSize(j, l))
+			}
+			return nil
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.Count, s.Zeros, s.NaN, s.PosInf, s.NegInf = total.count, total.zeros, total.nan, total.pinf, total.ninf
+	s.L2 = math.Sqrt(total.sumsq)
+	if s.Count == 0 {
+		s.Min, s.Max, s.Mean, s.Std = math.NaN(), math.NaN(), math.NaN(), math.NaN()
+		return s, nil
+	}
+	s.Min, s.Max, s.Mean = total.min, total.max, total.mean
+	s.Std = math.Sqrt(total.m2 / float64(total.count))
+	h := newHistogram(s.Min, s.Max)
+	err = runJobs(ctx, jobs, workers, func() func(job) error {
+		r := newReader(v, l)
+		return func(j job) error {
+			counts := make([]int64, Bins)
+			if err := r.job(j, func(f []float64) { h.add(f, counts) }); err != nil {
+				return err
+			}
+			mu.Lock()
+			for i, c := range counts {
+				h.Counts[i] += c
+			}
+			mu.Unlock()
+			if progress != nil {
+				progress(jobSize(j, l))
+			}
+			return nil
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.Histogram = h.Histogram
+	return s, nil
+}
+
+func jobSize(j job, l layout) int64 {
+	if j.dense {
+		return j.n
+	}
+	return (j.runTo - j.runFrom) * l.runLen
+}
+
+// runJobs runs jobs on workers, each with its own state made by mk.
+func runJobs(ctx context.Context, jobs []job, workers int, mk func() func(job) error) error {
+	ch := make(chan job)
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < min(workers, len(jobs)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			do := mk()
+			for j := range ch {
+				if err := do(j); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	var err error
+loop:
+	for _, j := range jobs {
+		select {
+		case ch <- j:
+		case err = <-errs:
+			break loop
+		case <-ctx.Done():
+			err = ctx.Err()
+			break loop
+		}
+	}
+	close(ch)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return err
+}
+
+// hist bins values like numpy.histogram with range=(min, max).
+type hist struct {
+	Histogram
+	first, last, denom float64
+}
+
+func newHistogram(lo, hi float64) *hist {
+	if lo == hi {
+		lo, hi = lo-0.5, hi+0.5
+	}
+	h := &hist{first: lo, last: hi, denom: hi - lo}
+	h.Edges = make([]float64, Bins+1)
+	step := (hi - lo) / Bins
+	for i := range h.Edges {
+		if step == 0 {
+			h.Edges[i] = float64(i)/Bins*(hi-lo) + lo
+		} else {
+			h.Edges[i] = float64(i)*step + lo
+		}
+	}
+	h.Edges[Bins] = hi
+	h.Counts = make([]int64, Bins)
+	return h
+}
+
+func (h *hist) add(f []float64, counts []int64) {
+	for _, x := range f {
+		if x-x != 0 || x < h.first || x > h.last {
+			continue
+		}
+		i := int((x - h.first) / h.denom * Bins)
+		if i >= Bins {
+			i = Bins - 1
+		}
+		if i < 0 {
+			i = 0
+		}
+		if x < h.Edges[i] {
+			i--
+		} else if i != Bins-1 && x >= h.Edges[i+1] {
+			i++
+		}
+		counts[i]++
+	}
+}
