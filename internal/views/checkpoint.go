@@ -34,8 +34,6 @@ type CheckpointPage struct {
 	Storages, SharedStorages int
 	// Findings come first on the page: dangers, then warnings.
 	Findings []FindingRow
-	Dangers  int
-	Warnings int
 	Notes    []string
 	// View is ViewModules or ViewRaw; Modules is nil when the file holds no state dict.
 	View    string
@@ -109,13 +107,6 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 		}
 	}
 	p.Findings = FindingRows(meta.ID, ck.Findings)
-	for _, f := range p.Findings {
-		if f.Severity == string(loader.SeverityDanger) {
-			p.Dangers++
-		} else {
-			p.Warnings++
-		}
-	}
 	p.Notes = ck.Notes
 	if ck.Root != nil {
 		p.Root = NewRow(meta.ID, ck, ck.Root)
@@ -246,6 +237,30 @@ func FindingRows(id string, fs []loader.Finding) []FindingRow {
 		return severityRank(a.Severity) - severityRank(b.Severity)
 	})
 	return rows
+}
+
+// CountSeverity counts the rows of one severity.
+func CountSeverity(rows []FindingRow, severity loader.Severity) int {
+	n := 0
+	for _, r := range rows {
+		if r.Severity == string(severity) {
+			n++
+		}
+	}
+	return n
+}
+
+// FindingsTitle heads a list of findings: "2 dangers, 1 warning".
+func FindingsTitle(rows []FindingRow) string {
+	d := CountSeverity(rows, loader.SeverityDanger)
+	w := len(rows) - d
+	switch {
+	case d > 0 && w > 0:
+		return Plural(d, "danger") + ", " + Plural(w, "warning")
+	case d > 0:
+		return Plural(d, "danger")
+	}
+	return Plural(w, "warning")
 }
 
 func severityRank(s string) int {

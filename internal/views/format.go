@@ -158,6 +158,9 @@ func isContainer(n *loader.Node) bool {
 	return false
 }
 
+// Plural counts things in words: "1 tensor", "3 tensors", "2 entries", "1,000 items".
+func Plural(n int, word string) string { return plural(int64(n), word) }
+
 func plural(n int64, word string) string {
 	if n == 1 {
 		return "1 " + word

@@ -548,3 +548,23 @@ func TestModuleTreeTiedTotals(t *testing.T) {
 		t.Errorf("dtype row = %+v, want 3 tensors, 44 elements, 176 bytes (tied counted once)", p.DTypes[0])
 	}
 }
+
+func TestFindingsTitle(t *testing.T) {
+	d := FindingRow{Severity: "danger"}
+	w := FindingRow{Severity: "warning"}
+	for _, tc := range []struct {
+		rows []FindingRow
+		want string
+	}{
+		{[]FindingRow{d}, "1 danger"},
+		{[]FindingRow{d, d, w}, "2 dangers, 1 warning"},
+		{[]FindingRow{w, w}, "2 warnings"},
+	} {
+		if got := FindingsTitle(tc.rows); got != tc.want {
+			t.Errorf("FindingsTitle(%v) = %q, want %q", tc.rows, got, tc.want)
+		}
+	}
+	if got := Plural(2, "entry"); got != "2 entries" {
+		t.Errorf("Plural(2, entry) = %q", got)
+	}
+}

@@ -103,7 +103,7 @@ func ErrorPage(v views.ErrorPage) templ.Component {
 				return templ_7745c5c3_Err
 			}
 			if rows := v.FindingRows(); len(rows) > 0 {
-				templ_7745c5c3_Err = findingsSection(rows, countSeverity(rows, "danger"), countSeverity(rows, "warning")).Render(ctx, templ_7745c5c3_Buffer)
+				templ_7745c5c3_Err = findingsSection(rows).Render(ctx, templ_7745c5c3_Buffer)
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
@@ -120,16 +120,6 @@ func ErrorPage(v views.ErrorPage) templ.Component {
 		}
 		return nil
 	})
-}
-
-func countSeverity(rows []views.FindingRow, severity string) int {
-	n := 0
-	for _, r := range rows {
-		if r.Severity == severity {
-			n++
-		}
-	}
-	return n
 }
 
 var _ = templruntime.GeneratedTemplate

@@ -267,7 +267,7 @@ func NodePage(v views.NodePage) templ.Component {
 				return templ_7745c5c3_Err
 			}
 			if len(v.Findings) > 0 {
-				templ_7745c5c3_Err = findingsSection(v.Findings, countSeverity(v.Findings, "danger"), countSeverity(v.Findings, "warning")).Render(ctx, templ_7745c5c3_Buffer)
+				templ_7745c5c3_Err = findingsSection(v.Findings).Render(ctx, templ_7745c5c3_Buffer)
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
