@@ -39,6 +39,7 @@ import decimal  # noqa: E402
 import enum  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import hashlib
 import math  # noqa: E402
 import pickle  # noqa: E402
 import pickletools  # noqa: E402
@@ -851,7 +852,7 @@ def torch_facts(path, t):
            "dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape),
            "strides": list(t.stride()), "storage_offset": t.storage_offset(), "numel": t.numel(),
            "requires_grad": t.requires_grad, "first": first_values(flat, t.dtype in SINGLE_TORCH),
-           "stats": stats_of(flat)}
+           "stats": stats_of(flat), "sha256_le": le_digest(values)}
     if t.is_quantized:
         out["quantization"] = {"scheme": str(t.qscheme()).replace("torch.", ""),
                                "scale": t.q_scale(), "zero_point": t.q_zero_point()}
@@ -859,6 +860,14 @@ def torch_facts(path, t):
         out["stats_dequantized"] = stats_of(t.dequantize().contiguous().numpy().astype(np.float64).reshape(-1))
         out["note"] = "first and stats are over the stored integers (int_repr)"
     return out
+
+
+def le_digest(a):
+    """sha256 of the values as C-contiguous little-endian bytes: what a raw download holds."""
+    a = np.ascontiguousarray(a)
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return hashlib.sha256(a.tobytes()).hexdigest()
 
 
 def numpy_facts(path, a, file_dtype=None):
@@ -879,6 +888,7 @@ def numpy_facts(path, a, file_dtype=None):
     out["first"] = first_values(flat, dt.name in ("float32", "float16", "complex64"))
     if dt.kind in "biufc" and not dt.fields:
         out["stats"] = stats_of(flat)
+        out["sha256_le"] = le_digest(a)
     return out
 
 
