@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -231,6 +232,42 @@ func TestFixtureModuleTree(t *testing.T) {
 		}
 		if p.Modules.Tensors != tensors || p.Modules.Params != params {
 			t.Errorf("%s: module tree counts %d tensors, %d parameters; want %d, %d", tc.file, p.Modules.Tensors, p.Modules.Params, tensors, params)
+		}
+	}
+}
+
+// TestFixtureQuantized checks the quantization facts torch wrote for quantized.pt.
+func TestFixtureQuantized(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(modelsDir, "expected.json"))
+	if err != nil {
+		t.Skip("testdata/models/expected.json is not there yet")
+	}
+	var facts map[string]struct {
+		Tensors []struct {
+			Path  string `json:"path"`
+			Quant *struct {
+				Scheme    string  `json:"scheme"`
+				Scale     float64 `json:"scale"`
+				ZeroPoint int64   `json:"zero_point"`
+			} `json:"quantization"`
+		} `json:"tensors"`
+	}
+	if err := json.Unmarshal(b, &facts); err != nil {
+		t.Fatal(err)
+	}
+	ck, meta := open(t, "quantized.pt")
+	for _, x := range facts["quantized.pt"].Tensors {
+		if x.Quant == nil {
+			continue
+		}
+		n, err := ck.Node(x.Path)
+		if err != nil {
+			t.Fatalf("Node(%q): %v", x.Path, err)
+		}
+		q := NewNodePage(meta, ck, n, 0, 0).Tensor.Quant
+		want := QuantMeta{Scheme: x.Quant.Scheme, Scale: PyFloat(x.Quant.Scale), ZeroPoint: strconv.FormatInt(x.Quant.ZeroPoint, 10)}
+		if q == nil || *q != want {
+			t.Errorf("NodePage(%s).Tensor.Quant = %+v, want %+v", x.Path, q, want)
 		}
 	}
 }

@@ -153,7 +153,8 @@ func isContainer(n *loader.Node) bool {
 		loader.KindObject, loader.KindGlobal:
 		return true
 	case loader.KindTensor, loader.KindNDArray:
-		return n.Tensor != nil && n.Tensor.Objects != nil
+		// an object array's items, or a quantized tensor's per-channel scales
+		return n.Tensor != nil && n.Tensor.Objects != nil || len(n.Children) > 0
 	}
 	return false
 }

@@ -2,6 +2,7 @@ package views
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/ckptview/ckptview/internal/loader"
@@ -67,6 +68,16 @@ type TensorMeta struct {
 	OutOfBounds bool
 	// SharedWith lists every other tensor that views the same storage.
 	SharedWith []Link
+	// Quant is set for quantized tensors.
+	Quant *QuantMeta
+}
+
+// QuantMeta is a quantized tensor's scheme, for a reader.
+type QuantMeta struct {
+	Scheme string
+	// Scale and ZeroPoint are set for per-tensor schemes; Axis for per-channel ones, whose
+	// scales and zero points are the tensor's children.
+	Scale, ZeroPoint, Axis string
 }
 
 // HexLine is one line of a hex dump: offset, 16 bytes in hex, and their printable ASCII.
@@ -180,6 +191,14 @@ func NewTensorMeta(id string, n *loader.Node) *TensorMeta {
 	}
 	m.NumelText, m.NBytesText, m.NBytesHuman = Thousands(m.Numel), Thousands(m.NBytes), HumanBytes(m.NBytes)
 	m.Layout, m.Contiguous = Contiguity(t.Shape, t.Strides)
+	if q := t.Quant; q != nil {
+		m.Quant = &QuantMeta{Scheme: q.Scheme}
+		if strings.Contains(q.Scheme, "per_channel") {
+			m.Quant.Axis = strconv.FormatInt(q.Axis, 10)
+		} else {
+			m.Quant.Scale, m.Quant.ZeroPoint = PyFloat(q.Scale), strconv.FormatInt(q.ZeroPoint, 10)
+		}
+	}
 	if s := t.Storage; s != nil {
 		m.HasStorage = true
 		m.StorageKey, m.StorageDType, m.Location, m.ByteOrder = s.Key, s.DType, s.Location, s.ByteOrder
