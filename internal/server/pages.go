@@ -26,9 +26,7 @@ func (s *Server) handleHome(c echo.Context) error {
 func (s *Server) home(errMsg string) views.Home {
 	var examples []views.Example
 	for _, e := range s.examples {
-		if e.Listed {
-			examples = append(examples, views.Example{ID: e.ID, Name: e.Name, Description: e.Description, Size: e.Size})
-		}
+		examples = append(examples, views.Example{ID: e.ID, Name: e.Name, Description: e.Description, Size: e.Size})
 	}
 	return views.Home{Examples: examples, MaxUpload: s.cfg.MaxUpload, Error: errMsg}
 }

@@ -44,7 +44,7 @@ type Config struct {
 // Deps are what the server is built from.
 type Deps struct {
 	Store *store.Store
-	// Examples are the bundled files; the home page lists the ones marked Listed.
+	// Examples are the bundled files the home page offers, in order.
 	Examples []store.Example
 	// Static holds the CSS and JS served under /static/, rooted at the static directory;
 	// web/static if nil.

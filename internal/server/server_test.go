@@ -717,3 +717,22 @@ func TestErrorHandlerFormats(t *testing.T) {
 		t.Errorf("HEAD of an unknown checkpoint = %d, want 404 or 405", rec.Code)
 	}
 }
+
+func TestHomeListsExamples(t *testing.T) {
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sha(fakeCheckpoint)
+	examples := []store.Example{{Meta: store.Meta{ID: id, Name: "tiny.pt", Size: 15}, File: "tiny.pt", Description: "a tiny state dict"}}
+	s := New(Config{}, Deps{Store: st, Examples: examples, Static: testStatic, Logger: slog.New(slog.DiscardHandler)})
+	rec := do(s, http.MethodGet, "/", nil)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET / = %d", rec.Code)
+	}
+	for _, want := range []string{"tiny.pt", "a tiny state dict", `href="/c/` + id + `"`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("GET / does not contain %q", want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // Example is a bundled file imported into the store at startup.
@@ -18,16 +19,15 @@ type Example struct {
 	File string
 	// Description says what the file shows, from examples.json.
 	Description string
-	// Listed is set for the files examples.json names: the ones offered on the home page.
-	Listed bool
 }
 
 // examplesIndex names the file in the examples directory that describes the examples.
 const examplesIndex = "examples.json"
 
-// ImportExamples stores every regular file under dir and returns them, the ones described in
-// dir/examples.json ({"file": "description"}) first and in that file's order, then the rest
-// by name. A missing dir means no examples.
+// ImportExamples stores the bundled examples of dir and returns them in the order to show
+// them. When dir/examples.json ({"file": "description"}) exists, the examples are the files
+// it names, in its order (a named file that is missing is left out); otherwise they are
+// every regular file under dir, by path. A missing dir means no examples.
 func (s *Store) ImportExamples(ctx context.Context, dir string) ([]Example, error) {
 	if dir == "" {
 		return nil, nil
@@ -35,17 +35,57 @@ func (s *Store) ImportExamples(ctx context.Context, dir string) ([]Example, erro
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
-	descs, order, err := readExamplesIndex(filepath.Join(dir, examplesIndex))
+	descs, files, err := readExamplesIndex(filepath.Join(dir, examplesIndex))
 	if err != nil {
 		return nil, err
 	}
+	if files == nil {
+		if files, err = listFiles(dir); err != nil {
+			return nil, fmt.Errorf("store: examples: %w", err)
+		}
+	}
 	var out []Example
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	for _, rel := range files {
+		if !filepath.IsLocal(filepath.FromSlash(rel)) {
+			return nil, fmt.Errorf("store: %s names %q, which is outside %s", examplesIndex, rel, dir)
+		}
+		meta, err := s.importFile(ctx, filepath.Join(dir, filepath.FromSlash(rel)))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: example %s: %w", rel, err)
+		}
+		out = append(out, Example{Meta: meta, File: rel, Description: descs[rel]})
+	}
+	return out, nil
+}
+
+// importFile stores one file under its base name and returns its metadata with that name,
+// whatever an earlier upload of the same bytes was called.
+func (s *Store) importFile(ctx context.Context, path string) (Meta, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Meta{}, err
+	}
+	defer f.Close()
+	meta, err := s.Put(ctx, filepath.Base(path), f, 0)
+	if err != nil {
+		return Meta{}, err
+	}
+	meta.Name = filepath.Base(path)
+	return meta, nil
+}
+
+// listFiles returns the regular files under dir that are not hidden, as sorted slash paths
+// relative to dir.
+func listFiles(dir string) ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		name := d.Name()
-		if path != dir && len(name) > 0 && name[0] == '.' {
+		if path != dir && strings.HasPrefix(d.Name(), ".") {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
@@ -58,46 +98,15 @@ func (s *Store) ImportExamples(ctx context.Context, dir string) ([]Example, erro
 		if err != nil {
 			return err
 		}
-		rel = filepath.ToSlash(rel)
-		if rel == examplesIndex {
-			return nil
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		meta, err := s.Put(ctx, name, f, 0)
-		if err != nil {
-			return fmt.Errorf("import example %s: %w", rel, err)
-		}
-		meta.Name = name // the bundled name, whatever an earlier upload of these bytes was called
-		desc, listed := descs[rel]
-		out = append(out, Example{Meta: meta, File: rel, Description: desc, Listed: listed})
+		files = append(files, filepath.ToSlash(rel))
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("store: examples: %w", err)
-	}
-	rank := make(map[string]int, len(order))
-	for i, f := range order {
-		rank[f] = i
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Listed != b.Listed {
-			return a.Listed
-		}
-		if a.Listed {
-			return rank[a.File] < rank[b.File]
-		}
-		return a.File < b.File
-	})
-	return out, nil
+	sort.Strings(files)
+	return files, err
 }
 
 // readExamplesIndex reads {"file": "description"} keeping the order of the keys, which is
-// the order the home page shows them in. A missing file is no descriptions.
+// the order the home page shows them in. A missing index returns nil files.
 func readExamplesIndex(path string) (map[string]string, []string, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -115,7 +124,7 @@ func readExamplesIndex(path string) (map[string]string, []string, error) {
 		return nil, nil, bad(errors.New(`want an object {"file": "description"}`))
 	}
 	descs := map[string]string{}
-	var order []string
+	order := []string{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {

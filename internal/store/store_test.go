@@ -223,58 +223,82 @@ func TestCleanName(t *testing.T) {
 }
 
 func TestImportExamples(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, content string) {
-		p := filepath.Join(dir, name)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
+	type row struct{ File, Name, ID, Description string }
+	rows := func(ex []Example) []row {
+		var out []row
+		for _, e := range ex {
+			out = append(out, row{e.File, e.Name, e.ID, e.Description})
 		}
+		return out
 	}
-	write("b.pt", "bbb")
-	write("a.pkl", "aaa")
-	write("sub/c.ckpt", "ccc")
-	write("extra.bin", "xxx")
-	write(".hidden", "hhh")
-	write("examples.json", `{"sub/c.ckpt": "a training checkpoint", "b.pt": "a state dict", "missing.pt": "gone"}`)
-
+	for _, tc := range []struct {
+		name    string
+		index   string // examples.json, none if empty
+		want    []row
+		wantErr bool
+	}{
+		{
+			name:  "index names the examples in its order",
+			index: `{"sub/c.ckpt": "a training checkpoint", "b.pt": "a state dict", "missing.pt": "gone"}`,
+			want: []row{
+				{"sub/c.ckpt", "c.ckpt", sum([]byte("ccc")), "a training checkpoint"},
+				{"b.pt", "b.pt", sum([]byte("bbb")), "a state dict"},
+			},
+		},
+		{
+			name: "no index: every file by path",
+			want: []row{
+				{"a.pkl", "a.pkl", sum([]byte("aaa")), ""},
+				{"b.pt", "b.pt", sum([]byte("bbb")), ""},
+				{"sub/c.ckpt", "c.ckpt", sum([]byte("ccc")), ""},
+			},
+		},
+		{name: "index is not an object", index: `["a.pkl"]`, wantErr: true},
+		{name: "index names a file outside", index: `{"../secret": "no"}`, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			write := func(name, content string) {
+				p := filepath.Join(dir, name)
+				os.MkdirAll(filepath.Dir(p), 0o755)
+				if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write("b.pt", "bbb")
+			write("a.pkl", "aaa")
+			write("sub/c.ckpt", "ccc")
+			write(".hidden", "hhh")
+			if tc.index != "" {
+				write("examples.json", tc.index)
+			}
+			s := newStore(t)
+			got, err := s.ImportExamples(context.Background(), dir)
+			if tc.wantErr {
+				if err == nil {
+					t.Fatalf("ImportExamples = %v, want an error", rows(got))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ImportExamples: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, rows(got)); diff != "" {
+				t.Errorf("ImportExamples (-want +got):\n%s", diff)
+			}
+			for _, e := range got {
+				b, _, err := s.Open(e.ID)
+				if err != nil {
+					t.Errorf("Open(example %s): %v", e.File, err)
+					continue
+				}
+				b.Close()
+			}
+		})
+	}
 	s := newStore(t)
-	got, err := s.ImportExamples(context.Background(), dir)
-	if err != nil {
-		t.Fatalf("ImportExamples: %v", err)
-	}
-	type row struct {
-		File, Name, ID, Description string
-		Listed                      bool
-	}
-	var rows []row
-	for _, e := range got {
-		rows = append(rows, row{e.File, e.Name, e.ID, e.Description, e.Listed})
-	}
-	want := []row{
-		{"sub/c.ckpt", "c.ckpt", sum([]byte("ccc")), "a training checkpoint", true},
-		{"b.pt", "b.pt", sum([]byte("bbb")), "a state dict", true},
-		{"a.pkl", "a.pkl", sum([]byte("aaa")), "", false},
-		{"extra.bin", "extra.bin", sum([]byte("xxx")), "", false},
-	}
-	if diff := cmp.Diff(want, rows); diff != "" {
-		t.Errorf("ImportExamples (-want +got):\n%s", diff)
-	}
-	for _, e := range got {
-		b, _, err := s.Open(e.ID)
-		if err != nil {
-			t.Errorf("Open(example %s): %v", e.File, err)
-			continue
-		}
-		b.Close()
-	}
-
-	if ex, err := s.ImportExamples(context.Background(), filepath.Join(dir, "nope")); err != nil || ex != nil {
+	if ex, err := s.ImportExamples(context.Background(), filepath.Join(t.TempDir(), "nope")); err != nil || ex != nil {
 		t.Errorf("ImportExamples(missing dir) = %v, %v, want nothing", ex, err)
-	}
-	write("examples.json", `["not", "an", "object"]`)
-	if _, err := s.ImportExamples(context.Background(), dir); err == nil {
-		t.Errorf("ImportExamples with a malformed examples.json succeeded, want an error")
 	}
 }
 
