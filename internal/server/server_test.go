@@ -202,6 +202,22 @@ func TestUploadAPI(t *testing.T) {
 			wantStatus: http.StatusBadRequest, wantError: `multipart field "file"`,
 		},
 		{
+			name:   "too many fields before the file",
+			target: "/api/checkpoints",
+			body: func(t *testing.T) (io.Reader, string) {
+				var buf bytes.Buffer
+				w := multipart.NewWriter(&buf)
+				for i := range maxFormFields + 1 {
+					w.WriteField(fmt.Sprint("f", i), "x")
+				}
+				fw, _ := w.CreateFormFile("file", "model.pt")
+				fw.Write(fakeCheckpoint)
+				w.Close()
+				return &buf, w.FormDataContentType()
+			},
+			wantStatus: http.StatusBadRequest, wantError: "too many form fields",
+		},
+		{
 			name:   "broken multipart",
 			target: "/api/checkpoints",
 			body: func(*testing.T) (io.Reader, string) {

@@ -17,6 +17,10 @@ import (
 // part headers and small form fields.
 const multipartSlack = 1 << 20
 
+// maxFormFields bounds the other form fields a multipart upload may carry, so a client
+// cannot keep the request going forever without sending a file.
+const maxFormFields = 100
+
 // tooLargeError is an upload over the limit, saying what the limit is.
 type tooLargeError struct{ limit int64 }
 
@@ -45,7 +49,10 @@ func (s *Server) receive(c echo.Context) (store.Meta, error) {
 	if err != nil {
 		return store.Meta{}, badRequestf("reading the multipart body: %v", err)
 	}
-	for {
+	for skipped := 0; ; skipped++ {
+		if skipped > maxFormFields {
+			return store.Meta{}, badRequestf(`too many form fields before the file: send it in the multipart field "file"`)
+		}
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
 			return store.Meta{}, badRequestf(`no file in the upload: send it in the multipart field "file"`)
