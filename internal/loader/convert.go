@@ -106,6 +106,7 @@ func (c *converter) node(v any, path string, depth int) *Node {
 		buf := make([]byte, k)
 		m, _ := x.src.ReadAt(buf, x.off)
 		n.Bytes, n.Len, n.Truncated = buf[:m], x.n, true
+		n.Full = &Storage{Key: "inline", DType: "uint8", Location: "file", Data: x.src, Offset: x.off, Size: x.n, ByteOrder: "little"}
 		if x.kind == 's' { // a large Python 2 str
 			n.Kind, n.Type = KindStr, "str"
 			n.Str = strings.ToValidUTF8(string(buf[:m]), "\ufffd")
@@ -138,7 +139,11 @@ func (c *converter) node(v any, path string, depth int) *Node {
 			n.Type = "dict"
 		}
 		c.entries(n, x.entries, depth)
+		before := len(n.Children)
 		c.attrs(n, x.attrs, depth)
+		for _, k := range n.Children[before:] {
+			k.Attr = true
+		}
 	case *numpyScalar:
 		inner := c.node(x.value, path, depth)
 		c.nodes--

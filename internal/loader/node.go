@@ -60,6 +60,8 @@ type Node struct {
 	// Bytes holds bytes/bytearray content, or a preview of it when Truncated is set.
 	Bytes     []byte
 	Truncated bool
+	// Full locates the whole value of a truncated str or bytes in the file.
+	Full *Storage
 	// Len is the length of a str (in characters), bytes, or container.
 	Len int64
 
@@ -68,6 +70,9 @@ type Node struct {
 	Children []*Node
 	// DictKey holds a dict entry's key when it is not a str (an int, a tuple...); nil otherwise.
 	DictKey *Node
+	// Attr marks an attribute of a dict-like object (an OrderedDict's _metadata set by BUILD)
+	// rather than one of its entries.
+	Attr bool
 
 	// Global is "module.name" for global and object nodes.
 	Global string

@@ -1,0 +1,366 @@
+// Package export writes parts of an opened checkpoint as files people download: any subtree
+// as JSON, with tensors inline up to a limit, and the statistics of a whole checkpoint as
+// CSV or JSON. It reads tensor values through package tensor and never runs anything.
+package export
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/big"
+	"strconv"
+	"strings"
+
+	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/tensor"
+)
+
+// DefaultTensorLimit is how many elements a tensor may have to be written inline in a JSON
+// export; larger ones are written as metadata with "omitted": true.
+const DefaultTensorLimit = 1 << 20
+
+// MaxInlineBytes bounds the str/bytes values read back from the file for a JSON export.
+const MaxInlineBytes = 64 << 20
+
+// JSON is the lossless JSON encoding of a subtree. Values JSON has are written as they are;
+// the others are objects with one "$" key:
+//
+//	int beyond ±2^53     {"$int": "123456789012345678901"}
+//	nan, inf, -inf       {"$float": "nan"}
+//	complex              {"$complex": [re, im]}
+//	bytes, bytearray     {"$bytes": "<base64>"}, {"$bytearray": "<base64>"}
+//	tuple, set, frozenset {"$tuple": [...]}, {"$set": [...]}, {"$frozenset": [...]}
+//	dict with a non-str key, or a str key starting with "$"  {"$dict": [[key, value], ...]}
+//	object               {"$object": "module.Class", "attrs": {name: value, ...}}
+//	global               {"$global": "module.name"}
+//	shared reference     {"$ref": "/json/pointer"}
+//	tensor, ndarray      {"$tensor": {"dtype", "shape", "strides", "storage_offset", "data": nested lists}}
+//	                     (data omitted and "omitted": true above the element limit)
+//
+// A dict whose keys are all str is a JSON object.
+type JSON struct {
+	// TensorLimit is the largest tensor (in elements) written with its values.
+	TensorLimit int64
+}
+
+// Write encodes n to w.
+func (j JSON) Write(ctx context.Context, w io.Writer, n *loader.Node) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	if j.TensorLimit <= 0 {
+		j.TensorLimit = DefaultTensorLimit
+	}
+	e := &encoder{w: bw, limit: j.TensorLimit, ctx: ctx}
+	if err := e.node(n); err != nil {
+		return err
+	}
+	if err := bw.WriteByte('\n'); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+type encoder struct {
+	w     *bufio.Writer
+	limit int64
+	ctx   context.Context
+	count int
+}
+
+func (e *encoder) str(s string) {
+	b, _ := json.Marshal(s)
+	e.w.Write(b)
+}
+
+func (e *encoder) tagged(tag string, body func() error) error {
+	e.w.WriteString(`{"` + tag + `":`)
+	if err := body(); err != nil {
+		return err
+	}
+	e.w.WriteByte('}')
+	return nil
+}
+
+func (e *encoder) node(n *loader.Node) error {
+	e.count++
+	if e.count%4096 == 0 {
+		if err := e.ctx.Err(); err != nil {
+			return err
+		}
+	}
+	switch n.Kind {
+	case loader.KindNone:
+		e.w.WriteString("null")
+	case loader.KindBool:
+		e.w.WriteString(strconv.FormatBool(n.Bool))
+	case loader.KindInt:
+		e.intValue(n.Int)
+	case loader.KindFloat:
+		e.float(n.Float)
+	case loader.KindComplex:
+		e.w.WriteString(`{"$complex":[`)
+		e.float(real(n.Complex))
+		e.w.WriteByte(',')
+		e.float(imag(n.Complex))
+		e.w.WriteString("]}")
+	case loader.KindStr:
+		s := n.Str
+		if n.Truncated && n.Full != nil {
+			b, err := readFull(n.Full)
+			if err != nil {
+				return err
+			}
+			s = strings.ToValidUTF8(string(b), "\ufffd")
+		}
+		e.str(s)
+	case loader.KindBytes:
+		b := n.Bytes
+		if n.Truncated && n.Full != nil {
+			var err error
+			if b, err = readFull(n.Full); err != nil {
+				return err
+			}
+		}
+		tag := "$bytes"
+		if n.Type == "bytearray" {
+			tag = "$bytearray"
+		}
+		e.w.WriteString(`{"` + tag + `":"` + base64.StdEncoding.EncodeToString(b) + `"}`)
+	case loader.KindList:
+		return e.list(n.Children)
+	case loader.KindTuple, loader.KindSet, loader.KindFrozenSet:
+		return e.tagged("$"+string(n.Kind), func() error { return e.list(n.Children) })
+	case loader.KindDict:
+		return e.dict(n)
+	case loader.KindObject:
+		e.w.WriteString(`{"$object":`)
+		e.str(n.Type)
+		if n.Str != "" {
+			e.w.WriteString(`,"value":`)
+			e.str(n.Str)
+		}
+		e.w.WriteString(`,"attrs":`)
+		if err := e.object(n.Children); err != nil {
+			return err
+		}
+		e.w.WriteByte('}')
+	case loader.KindGlobal:
+		e.w.WriteString(`{"$global":`)
+		e.str(n.Global)
+		e.w.WriteByte('}')
+	case loader.KindRef:
+		e.w.WriteString(`{"$ref":`)
+		e.str(n.Target)
+		e.w.WriteByte('}')
+	case loader.KindTensor, loader.KindNDArray:
+		return e.tensor(n)
+	default:
+		e.w.WriteString("null")
+	}
+	return nil
+}
+
+func (e *encoder) intValue(s string) {
+	if v, err := strconv.ParseInt(s, 10, 64); err == nil && v <= 1<<53 && v >= -(1<<53) {
+		e.w.WriteString(s)
+		return
+	}
+	if _, ok := new(big.Int).SetString(s, 10); !ok { // "<int of N bits>": too large to print
+		e.w.WriteString(`{"$int":null,"note":`)
+		e.str(s)
+		e.w.WriteByte('}')
+		return
+	}
+	e.w.WriteString(`{"$int":"` + s + `"}`)
+}
+
+func (e *encoder) float(f float64) {
+	switch {
+	case math.IsNaN(f):
+		e.w.WriteString(`{"$float":"nan"}`)
+	case math.IsInf(f, 1):
+		e.w.WriteString(`{"$float":"inf"}`)
+	case math.IsInf(f, -1):
+		e.w.WriteString(`{"$float":"-inf"}`)
+	default:
+		s := strconv.FormatFloat(f, 'g', -1, 64)
+		if !strings.ContainsAny(s, ".eE") {
+			s += ".0" // keep floats floats
+		}
+		e.w.WriteString(s)
+	}
+}
+
+func (e *encoder) list(kids []*loader.Node) error {
+	e.w.WriteByte('[')
+	for i, k := range kids {
+		if i > 0 {
+			e.w.WriteByte(',')
+		}
+		if err := e.node(k); err != nil {
+			return err
+		}
+	}
+	e.w.WriteByte(']')
+	return nil
+}
+
+func (e *encoder) dict(n *loader.Node) error {
+	plain := true
+	for _, k := range n.Children {
+		if k.Attr {
+			continue
+		}
+		if k.DictKey != nil || strings.HasPrefix(k.Seg, "$") {
+			plain = false
+			break
+		}
+	}
+	var entries, attrs []*loader.Node
+	for _, k := range n.Children {
+		if k.Attr {
+			attrs = append(attrs, k)
+		} else {
+			entries = append(entries, k)
+		}
+	}
+	if plain && len(attrs) == 0 {
+		return e.object(entries)
+	}
+	e.w.WriteString(`{"$dict":[`)
+	for i, k := range entries {
+		if i > 0 {
+			e.w.WriteByte(',')
+		}
+		e.w.WriteByte('[')
+		if k.DictKey != nil {
+			if err := e.node(k.DictKey); err != nil {
+				return err
+			}
+		} else {
+			e.str(k.Seg)
+		}
+		e.w.WriteByte(',')
+		if err := e.node(k); err != nil {
+			return err
+		}
+		e.w.WriteByte(']')
+	}
+	e.w.WriteByte(']')
+	if len(attrs) > 0 {
+		e.w.WriteString(`,"attrs":`)
+		if err := e.object(attrs); err != nil {
+			return err
+		}
+	}
+	e.w.WriteByte('}')
+	return nil
+}
+
+// object writes children keyed by their segment.
+func (e *encoder) object(kids []*loader.Node) error {
+	e.w.WriteByte('{')
+	for i, k := range kids {
+		if i > 0 {
+			e.w.WriteByte(',')
+		}
+		e.str(k.Seg)
+		e.w.WriteByte(':')
+		if err := e.node(k); err != nil {
+			return err
+		}
+	}
+	e.w.WriteByte('}')
+	return nil
+}
+
+func (e *encoder) tensor(n *loader.Node) error {
+	t := n.Tensor
+	tag := "$tensor"
+	if n.Kind == loader.KindNDArray {
+		tag = "$ndarray"
+	}
+	e.w.WriteString(`{"` + tag + `":{"type":`)
+	e.str(n.Type)
+	e.w.WriteString(`,"dtype":`)
+	e.str(t.DType)
+	fmt.Fprintf(e.w, `,"shape":%s,"strides":%s,"storage_offset":%d,"numel":%d`, ints(t.Shape), ints(t.Strides), t.StorageOffset, t.Numel())
+	defer e.w.WriteString("}}")
+	if t.Objects != nil {
+		e.w.WriteString(`,"data":`)
+		return e.list(t.Objects)
+	}
+	if t.Numel() > e.limit {
+		fmt.Fprintf(e.w, `,"omitted":true,"note":"more than %d elements; raise limit= or download as npy"`, e.limit)
+		return nil
+	}
+	v := ViewOf(t)
+	if v == nil {
+		e.w.WriteString(`,"omitted":true,"note":"values of this dtype are not decoded"`)
+		return nil
+	}
+	vals, err := tensor.NewValues(v)
+	if err != nil {
+		fmt.Fprintf(e.w, `,"omitted":true,"note":%q`, err.Error())
+		return nil
+	}
+	els, err := vals.Read(0, t.Numel())
+	if err != nil {
+		return err
+	}
+	e.w.WriteString(`,"data":`)
+	var i int
+	var rec func(d int)
+	rec = func(d int) {
+		if d == len(t.Shape) {
+			e.w.WriteString(vals.JSON(els[i]))
+			i++
+			return
+		}
+		e.w.WriteByte('[')
+		for k := int64(0); k < t.Shape[d]; k++ {
+			if k > 0 {
+				e.w.WriteByte(',')
+			}
+			rec(d + 1)
+		}
+		e.w.WriteByte(']')
+	}
+	rec(0)
+	return nil
+}
+
+func ints(v []int64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = strconv.FormatInt(x, 10)
+	}
+	return "[" + strings.Join(parts, ",") + "]"
+}
+
+func readFull(s *loader.Storage) ([]byte, error) {
+	if s.Size > MaxInlineBytes {
+		return nil, fmt.Errorf("export: a value of %d bytes is too large for JSON; download it raw", s.Size)
+	}
+	b := make([]byte, s.Size)
+	if _, err := s.Data.ReadAt(b, s.Offset); err != nil && err != io.EOF {
+		return nil, err
+	}
+	return b, nil
+}
+
+// ViewOf is the tensor view of a loader tensor, or nil when it has no decodable storage.
+func ViewOf(t *loader.Tensor) *tensor.View {
+	if t == nil || t.Storage == nil || t.Storage.Data == nil || tensor.ElementSize(t.DType) == 0 {
+		return nil
+	}
+	v := &tensor.View{DType: t.DType, Shape: t.Shape, Strides: t.Strides, Offset: t.StorageOffset,
+		Data: t.Storage.Data, DataOffset: t.Storage.Offset, DataSize: t.Storage.Size, BigEndian: t.Storage.ByteOrder == "big"}
+	if q := t.Quant; q != nil && q.Scheme == "per_tensor_affine" {
+		v.Quantized, v.Scale, v.ZeroPoint = true, q.Scale, q.ZeroPoint
+	}
+	return v
+}

@@ -1,0 +1,131 @@
+package export
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/ckptview/ckptview/internal/tensor"
+)
+
+// StatsRow is one tensor's statistics in a whole-checkpoint export.
+type StatsRow struct {
+	Path  string
+	DType string
+	Shape []int64
+	Stats *tensor.Stats // nil when the values could not be read; Err says why
+	Err   string
+}
+
+var statsColumns = []string{"path", "dtype", "shape", "numel", "count", "min", "max", "mean", "std", "l2", "zeros", "nan", "posinf", "neginf", "error"}
+
+// WriteStatsCSV writes one line per tensor. Empty cells mean "no finite values".
+func WriteStatsCSV(w io.Writer, rows []StatsRow) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write(statsColumns); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		rec := []string{r.Path, r.DType, shapeText(r.Shape), "", "", "", "", "", "", "", "", "", "", "", r.Err}
+		if s := r.Stats; s != nil {
+			rec[3] = strconv.FormatInt(s.Numel, 10)
+			rec[4] = strconv.FormatInt(s.Count, 10)
+			for i, f := range []float64{s.Min, s.Max, s.Mean, s.Std, s.L2} {
+				rec[5+i] = csvFloat(f)
+			}
+			for i, n := range []int64{s.Zeros, s.NaN, s.PosInf, s.NegInf} {
+				rec[10+i] = strconv.FormatInt(n, 10)
+			}
+		}
+		if err := cw.Write(rec); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+func shapeText(s []int64) string {
+	parts := make([]string, len(s))
+	for i, d := range s {
+		parts[i] = strconv.FormatInt(d, 10)
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+func csvFloat(f float64) string {
+	if math.IsNaN(f) {
+		return ""
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
+}
+
+// StatsJSON is the JSON form of a tensor's statistics, shared by the API and exports.
+// Values that do not exist (min of an empty tensor) are null.
+type StatsJSON struct {
+	Numel     int64         `json:"numel"`
+	Count     int64         `json:"count"`
+	Min       *float64      `json:"min"`
+	Max       *float64      `json:"max"`
+	Mean      *float64      `json:"mean"`
+	Std       *float64      `json:"std"`
+	L2        float64       `json:"l2"`
+	Zeros     int64         `json:"zeros"`
+	NaN       int64         `json:"nan"`
+	PosInf    int64         `json:"posinf"`
+	NegInf    int64         `json:"neginf"`
+	Histogram HistogramJSON `json:"histogram"`
+}
+
+// HistogramJSON is a histogram's bin edges (Bins+1) and counts (Bins).
+type HistogramJSON struct {
+	Edges  []float64 `json:"edges"`
+	Counts []int64   `json:"counts"`
+}
+
+// NewStatsJSON converts statistics for JSON.
+func NewStatsJSON(s *tensor.Stats) StatsJSON {
+	opt := func(f float64) *float64 {
+		if math.IsNaN(f) {
+			return nil
+		}
+		return &f
+	}
+	out := StatsJSON{Numel: s.Numel, Count: s.Count, Min: opt(s.Min), Max: opt(s.Max), Mean: opt(s.Mean), Std: opt(s.Std),
+		L2: s.L2, Zeros: s.Zeros, NaN: s.NaN, PosInf: s.PosInf, NegInf: s.NegInf,
+		Histogram: HistogramJSON{Edges: s.Histogram.Edges, Counts: s.Histogram.Counts}}
+	if out.Histogram.Edges == nil {
+		out.Histogram.Edges, out.Histogram.Counts = []float64{}, []int64{}
+	}
+	return out
+}
+
+// WriteStatsJSON writes {"tensors": [{"path", "dtype", "shape", "stats" | "error"}]}.
+func WriteStatsJSON(w io.Writer, rows []StatsRow) error {
+	type row struct {
+		Path  string     `json:"path"`
+		DType string     `json:"dtype"`
+		Shape []int64    `json:"shape"`
+		Stats *StatsJSON `json:"stats,omitempty"`
+		Error string     `json:"error,omitempty"`
+	}
+	out := struct {
+		Tensors []row `json:"tensors"`
+	}{Tensors: make([]row, 0, len(rows))}
+	for _, r := range rows {
+		x := row{Path: r.Path, DType: r.DType, Shape: r.Shape, Error: r.Err}
+		if x.Shape == nil {
+			x.Shape = []int64{}
+		}
+		if r.Stats != nil {
+			s := NewStatsJSON(r.Stats)
+			x.Stats = &s
+		}
+		out.Tensors = append(out.Tensors, x)
+	}
+	enc := json.NewEncoder(w)
+	return enc.Encode(out)
+}
