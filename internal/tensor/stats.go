@@ -39,9 +39,9 @@ type Histogram struct {
 // job is a part of a view read by one worker: a linear range of storage elements (dense
 // views) or a range of runs.
 type job struct {
-	start, n         int64 // dense: storage elements [start, start+n)
-	runFrom, runTo   int64 // general: runs [runFrom, runTo)
-	dense            bool
+	start, n       int64 // dense: storage elements [start, start+n)
+	runFrom, runTo int64 // general: runs [runFrom, runTo)
+	dense          bool
 }
 
 const (
@@ -69,12 +69,12 @@ func plan(v *View) ([]job, layout, bool) {
 
 // reader walks one job, handing decoded blocks of float64 to fn.
 type reader struct {
-	v   *View
-	l   layout
-	dec decoder
-	es  int64
-	raw []byte
-	f   []float64
+	v    *View
+	l    layout
+	dec  decoder
+	es   int64
+	raw  []byte
+	f    []float64
 	span []byte
 }
 
