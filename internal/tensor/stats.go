@@ -81,36 +81,44 @@ type reader struct {
 func newReader(v *View, l layout) *reader {
 	es := int64(ElementSize(v.DType))
 	return &reader{v: v, l: l, dec: decoderFor(v.DType, v.BigEndian), es: es,
-		raw: make([]byte, blockElems*es), f: make([]float64, blockElems)}
+		raw: make([]byte, readElems*es), f: make([]float64, blockElems)}
 }
 
-func (r *reader) linear(start, n int64, fn func([]float64)) error {
+// readElems is how many elements one read fetches.
+const readElems = 1 << 16
+
+func (r *reader) linear(start, n int64, fn func([]byte)) error {
 	for n > 0 {
-		k := min(n, blockElems)
+		k := min(n, readElems)
 		b := r.raw[:k*r.es]
 		if _, err := r.v.Data.ReadAt(b, r.v.DataOffset+start*r.es); err != nil {
 			return err
 		}
-		r.decodeTo(b, int(k), fn)
+		fn(b)
 		start += k
 		n -= k
 	}
 	return nil
 }
 
-func (r *reader) decodeTo(b []byte, k int, fn func([]float64)) {
-	f := r.f[:k]
-	r.dec(b, f)
-	if r.v.Quantized {
-		zp, sc := float64(r.v.ZeroPoint), r.v.Scale
-		for i := range f {
-			f[i] = float64(float32((f[i] - zp) * sc)) // torch dequantizes to float32
+// decoded hands raw elements to fn as float64 blocks (dequantized when the view says so).
+func (r *reader) decoded(b []byte, fn func([]float64)) {
+	for len(b) > 0 {
+		k := min(int64(len(b))/r.es, blockElems)
+		f := r.f[:k]
+		r.dec(b[:k*r.es], f)
+		b = b[k*r.es:]
+		if r.v.Quantized {
+			zp, sc := float64(r.v.ZeroPoint), r.v.Scale
+			for i := range f {
+				f[i] = float64(float32((f[i] - zp) * sc)) // torch dequantizes to float32
+			}
 		}
+		fn(f)
 	}
-	fn(f)
 }
 
-func (r *reader) job(j job, fn func([]float64)) error {
+func (r *reader) job(j job, fn func([]byte)) error {
 	if j.dense {
 		return r.linear(j.start, j.n, fn)
 	}
@@ -141,7 +149,7 @@ func (r *reader) job(j job, fn func([]float64)) error {
 		gather := r.raw[:0]
 		flush := func() {
 			if len(gather) > 0 {
-				r.decodeTo(gather, len(gather)/int(r.es), fn)
+				fn(gather)
 				gather = r.raw[:0]
 			}
 		}
@@ -177,8 +185,9 @@ func newAcc() acc { return acc{min: math.Inf(1), max: math.Inf(-1)} }
 
 func (a *acc) block(f []float64) {
 	var n int64
-	var sum, sumsq float64
+	var s1, s2, sumsq, k float64
 	lo, hi := a.min, a.max
+	first := true
 	for _, x := range f {
 		if x-x != 0 { // NaN or ±Inf
 			switch {
@@ -191,32 +200,36 @@ func (a *acc) block(f []float64) {
 			}
 			continue
 		}
+		if first {
+			k, first = x, false // shift by the first value: stable sums of deviations
+		}
 		if x == 0 {
 			a.zeros++
 		}
 		n++
-		sum += x
+		d := x - k
+		s1 += d
+		s2 += d * d
 		sumsq += x * x
-		if x < lo {
-			lo = x
-		}
-		if x > hi {
-			hi = x
-		}
+		lo = math.Min(lo, x)
+		hi = math.Max(hi, x)
 	}
 	if n == 0 {
 		return
 	}
 	a.min, a.max = lo, hi
-	mean := sum / float64(n)
-	var m2 float64
-	for _, x := range f {
-		if x-x == 0 {
-			d := x - mean
-			m2 += d * d
-		}
+	a.addShifted(n, k, s1, s2, sumsq)
+}
+
+// addShifted merges a block summarised by shifted sums Σ(x-k), Σ(x-k)².
+func (a *acc) addShifted(n int64, k, s1, s2, sumsq float64) {
+	fn := float64(n)
+	mean := k + s1/fn
+	m2 := s2 - s1*s1/fn
+	if m2 < 0 {
+		m2 = 0
 	}
-	a.merge(acc{count: n, mean: mean, m2: m2, sumsq: sumsq, min: lo, max: hi})
+	a.merge(acc{count: n, mean: mean, m2: m2, sumsq: sumsq, min: a.min, max: a.max})
 }
 
 func (a *acc) merge(b acc) {
@@ -262,9 +275,10 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 	var mu sync.Mutex
 	err := runJobs(ctx, jobs, workers, func() func(job) error {
 		r := newReader(v, l)
+		k := kernelFor(v, r)
 		return func(j job) error {
 			a := newAcc()
-			if err := r.job(j, a.block); err != nil {
+			if err := r.job(j, func(b []byte) { k.moments(b, &a) }); err != nil {
 				return err
 			}
 			mu.Lock()
@@ -290,9 +304,10 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 	h := newHistogram(s.Min, s.Max)
 	err = runJobs(ctx, jobs, workers, func() func(job) error {
 		r := newReader(v, l)
+		k := kernelFor(v, r)
 		return func(j job) error {
 			counts := make([]int64, Bins)
-			if err := r.job(j, func(f []float64) { h.add(f, counts) }); err != nil {
+			if err := r.job(j, func(b []byte) { k.hist(b, h, counts) }); err != nil {
 				return err
 			}
 			mu.Lock()
@@ -364,14 +379,14 @@ loop:
 // hist bins values like numpy.histogram with range=(min, max).
 type hist struct {
 	Histogram
-	first, last, denom float64
+	first, last, denom, scale float64
 }
 
 func newHistogram(lo, hi float64) *hist {
 	if lo == hi {
 		lo, hi = lo-0.5, hi+0.5
 	}
-	h := &hist{first: lo, last: hi, denom: hi - lo}
+	h := &hist{first: lo, last: hi, denom: hi - lo, scale: Bins / (hi - lo)}
 	h.Edges = make([]float64, Bins+1)
 	step := (hi - lo) / Bins
 	for i := range h.Edges {
@@ -388,21 +403,27 @@ func newHistogram(lo, hi float64) *hist {
 
 func (h *hist) add(f []float64, counts []int64) {
 	for _, x := range f {
-		if x-x != 0 || x < h.first || x > h.last {
-			continue
-		}
-		i := int((x - h.first) / h.denom * Bins)
-		if i >= Bins {
-			i = Bins - 1
-		}
-		if i < 0 {
-			i = 0
-		}
-		if x < h.Edges[i] {
-			i--
-		} else if i != Bins-1 && x >= h.Edges[i+1] {
-			i++
-		}
-		counts[i]++
+		h.one(x, counts)
 	}
+}
+
+// one bins a value. The first estimate may be one bin off; the comparison with the edges
+// then gives the bin whose edges hold x, which is what numpy's correction step yields.
+func (h *hist) one(x float64, counts []int64) {
+	if !(x >= h.first && x <= h.last) { // also drops NaN; infinities fall outside
+		return
+	}
+	i := int((x - h.first) * h.scale)
+	if i >= Bins {
+		i = Bins - 1
+	}
+	if i < 0 {
+		i = 0
+	}
+	if x < h.Edges[i] {
+		i--
+	} else if i != Bins-1 && x >= h.Edges[i+1] {
+		i++
+	}
+	counts[i]++
 }

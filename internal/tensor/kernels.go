@@ -1,0 +1,226 @@
+package tensor
+
+import (
+	"encoding/binary"
+	"math"
+	"unsafe"
+)
+
+// kernel computes moments and histograms straight from raw element bytes.
+type kernel interface {
+	moments(raw []byte, a *acc)
+	hist(raw []byte, h *hist, counts []int64)
+}
+
+// littleEndianHost is true on the machines we run on; the fast kernels reinterpret bytes.
+var littleEndianHost = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
+
+func kernelFor(v *View, r *reader) kernel {
+	if !v.BigEndian && !v.Quantized && littleEndianHost {
+		switch v.DType {
+		case "float32":
+			return f32Kernel{}
+		case "bfloat16":
+			return bf16Kernel{}
+		}
+	}
+	return genericKernel{r: r}
+}
+
+// genericKernel decodes to float64 blocks first: every dtype, byte order and quantization.
+type genericKernel struct{ r *reader }
+
+func (g genericKernel) moments(raw []byte, a *acc) { g.r.decoded(raw, a.block) }
+func (g genericKernel) hist(raw []byte, h *hist, counts []int64) {
+	g.r.decoded(raw, func(f []float64) { h.add(f, counts) })
+}
+
+// words views little-endian raw bytes as 32-bit words (the tail that does not fill a word
+// is decoded separately by the caller: raw always holds whole elements).
+func words32(raw []byte) []uint32 {
+	if len(raw) < 4 {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(raw))), len(raw)/4)
+}
+
+func words16(raw []byte) []uint16 {
+	if len(raw) < 2 {
+		return nil
+	}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(raw))), len(raw)/2)
+}
+
+// f32Kernel works on IEEE binary32 bit patterns: finiteness and zeros from the bits.
+type f32Kernel struct{}
+
+func (f32Kernel) moments(raw []byte, a *acc) {
+	ws := words32(raw)
+	if uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%4 != 0 {
+		ws = make([]uint32, len(raw)/4)
+		for i := range ws {
+			ws[i] = binary.LittleEndian.Uint32(raw[4*i:])
+		}
+	}
+	momentsBits(ws, 0, a)
+}
+
+func (f32Kernel) hist(raw []byte, h *hist, counts []int64) {
+	histBits(words32(raw), h, counts)
+}
+
+// histBits bins binary32 bit patterns; see hist.one for the binning rule.
+func histBits(ws []uint32, h *hist, counts []int64) {
+	first, last, scale := h.first, h.last, h.scale
+	edges := h.Edges[:Bins+1]
+	c := counts[:Bins]
+	for _, u := range ws {
+		x := float64(math.Float32frombits(u))
+		if !(x >= first && x <= last) {
+			continue
+		}
+		i := int((x - first) * scale)
+		if i > Bins-1 {
+			i = Bins - 1
+		}
+		if x < edges[i] {
+			i--
+		} else if i != Bins-1 && x >= edges[i+1] {
+			i++
+		}
+		c[i]++
+	}
+}
+
+// bf16Kernel widens bfloat16 to binary32 bits (a shift) and proceeds as for float32.
+type bf16Kernel struct{}
+
+func (bf16Kernel) moments(raw []byte, a *acc) {
+	hs := words16(raw)
+	var buf [4096]uint32
+	for len(hs) > 0 {
+		n := min(len(hs), len(buf))
+		for i, h := range hs[:n] {
+			buf[i] = uint32(h) << 16
+		}
+		momentsBits(buf[:n], 0, a)
+		hs = hs[n:]
+	}
+}
+
+func (bf16Kernel) hist(raw []byte, h *hist, counts []int64) {
+	hs := words16(raw)
+	var buf [4096]uint32
+	for len(hs) > 0 {
+		n := min(len(hs), len(buf))
+		for i, b := range hs[:n] {
+			buf[i] = uint32(b) << 16
+		}
+		histBits(buf[:n], h, counts)
+		hs = hs[n:]
+	}
+}
+
+// momentsBits accumulates binary32 values given as bit patterns, in blocks, with the sums
+// shifted by each block's first finite value. Blocks with no NaN or infinity (the usual
+// case) take a four-lane loop without branches on the values.
+func momentsBits(ws []uint32, _ int, a *acc) {
+	const blk = 4096
+	const expMask = 0x7f800000
+	for len(ws) > 0 {
+		n := min(len(ws), blk)
+		block := ws[:n]
+		ws = ws[n:]
+		clean := true
+		var zeros int64
+		for _, u := range block {
+			if u&expMask == expMask {
+				clean = false
+				break
+			}
+		}
+		if !clean {
+			f := make([]float64, n)
+			for i, u := range block {
+				f[i] = float64(math.Float32frombits(u))
+			}
+			a.block(f)
+			continue
+		}
+		k := float64(math.Float32frombits(block[0]))
+		var s1a, s1b, s1c, s1d, s2a, s2b, s2c, s2d float64
+		loA, loB, hiA, hiB := k, k, k, k
+		i := 0
+		for ; i+4 <= n; i += 4 {
+			u0, u1, u2, u3 := block[i], block[i+1], block[i+2], block[i+3]
+			x0 := float64(math.Float32frombits(u0))
+			x1 := float64(math.Float32frombits(u1))
+			x2 := float64(math.Float32frombits(u2))
+			x3 := float64(math.Float32frombits(u3))
+			d0, d1, d2, d3 := x0-k, x1-k, x2-k, x3-k
+			s1a += d0
+			s1b += d1
+			s1c += d2
+			s1d += d3
+			s2a += d0 * d0
+			s2b += d1 * d1
+			s2c += d2 * d2
+			s2d += d3 * d3
+			if x0 < loA {
+				loA = x0
+			}
+			if x1 < loB {
+				loB = x1
+			}
+			if x2 < loA {
+				loA = x2
+			}
+			if x3 < loB {
+				loB = x3
+			}
+			if x0 > hiA {
+				hiA = x0
+			}
+			if x1 > hiB {
+				hiB = x1
+			}
+			if x2 > hiA {
+				hiA = x2
+			}
+			if x3 > hiB {
+				hiB = x3
+			}
+			if (u0|u1|u2|u3)&0x7fffffff == 0 || u0&0x7fffffff == 0 || u1&0x7fffffff == 0 || u2&0x7fffffff == 0 || u3&0x7fffffff == 0 {
+				zeros += zeroCount(u0) + zeroCount(u1) + zeroCount(u2) + zeroCount(u3)
+			}
+		}
+		for ; i < n; i++ {
+			x := float64(math.Float32frombits(block[i]))
+			d := x - k
+			s1a += d
+			s2a += d * d
+			loA, hiA = math.Min(loA, x), math.Max(hiA, x)
+			zeros += zeroCount(block[i])
+		}
+		a.zeros += zeros
+		a.min = math.Min(a.min, math.Min(loA, loB))
+		a.max = math.Max(a.max, math.Max(hiA, hiB))
+		s1 := (s1a + s1b) + (s1c + s1d)
+		s2 := (s2a + s2b) + (s2c + s2d)
+		fn := float64(n)
+		mean := k + s1/fn
+		m2 := max(s2-s1*s1/fn, 0)
+		// Σx² = M2 + n·mean² (both terms non-negative: no cancellation)
+		a.merge(acc{count: int64(n), mean: mean, m2: m2, sumsq: m2 + fn*mean*mean, min: a.min, max: a.max})
+	}
+}
+
+func zeroCount(u uint32) int64 {
+	if u&0x7fffffff == 0 {
+		return 1
+	}
+	return 0
+}
