@@ -72,15 +72,16 @@ func (f32Kernel) hist(raw []byte, h *hist, counts []int64) {
 	histBits(words32(raw), h, counts)
 }
 
-// histBits bins binary32 bit patterns; see hist.one for the binning rule.
+// histBits bins binary32 bit patterns; see hist.one for the binning rule. Four count arrays
+// keep runs of equal bins from waiting on each other's increments.
 func histBits(ws []uint32, h *hist, counts []int64) {
 	first, last, scale := h.first, h.last, h.scale
 	edges := h.Edges[:Bins+1]
-	c := counts[:Bins]
-	for _, u := range ws {
+	var c [4][Bins + 1]int64 // slot Bins takes values outside the range
+	bin := func(u uint32) int {
 		x := float64(math.Float32frombits(u))
 		if !(x >= first && x <= last) {
-			continue
+			return Bins
 		}
 		i := int((x - first) * scale)
 		if i > Bins-1 {
@@ -91,7 +92,20 @@ func histBits(ws []uint32, h *hist, counts []int64) {
 		} else if i != Bins-1 && x >= edges[i+1] {
 			i++
 		}
-		c[i]++
+		return i
+	}
+	i := 0
+	for ; i+4 <= len(ws); i += 4 {
+		c[0][bin(ws[i])]++
+		c[1][bin(ws[i+1])]++
+		c[2][bin(ws[i+2])]++
+		c[3][bin(ws[i+3])]++
+	}
+	for ; i < len(ws); i++ {
+		c[0][bin(ws[i])]++
+	}
+	for b := 0; b < Bins; b++ {
+		counts[b] += c[0][b] + c[1][b] + c[2][b] + c[3][b]
 	}
 }
 
@@ -193,9 +207,8 @@ func momentsBits(ws []uint32, _ int, a *acc) {
 			if x3 > hiB {
 				hiB = x3
 			}
-			if (u0|u1|u2|u3)&0x7fffffff == 0 || u0&0x7fffffff == 0 || u1&0x7fffffff == 0 || u2&0x7fffffff == 0 || u3&0x7fffffff == 0 {
-				zeros += zeroCount(u0) + zeroCount(u1) + zeroCount(u2) + zeroCount(u3)
-			}
+			// (v-1)>>31 is 1 exactly when v, a magnitude below 2^31, is 0: no branch
+			zeros += int64(((u0&0x7fffffff)-1)>>31 + ((u1&0x7fffffff)-1)>>31 + ((u2&0x7fffffff)-1)>>31 + ((u3&0x7fffffff)-1)>>31)
 		}
 		for ; i < n; i++ {
 			x := float64(math.Float32frombits(block[i]))
@@ -218,9 +231,4 @@ func momentsBits(ws []uint32, _ int, a *acc) {
 	}
 }
 
-func zeroCount(u uint32) int64 {
-	if u&0x7fffffff == 0 {
-		return 1
-	}
-	return 0
-}
+func zeroCount(u uint32) int64 { return int64(((u & 0x7fffffff) - 1) >> 31) }

@@ -256,7 +256,8 @@ func (a *acc) merge(b acc) {
 
 // Compute reads the view (in parallel over workers; 0 means all cores) and returns its
 // statistics: a first pass for the moments and the range, a second for the histogram.
-// progress, if set, is called with the number of elements done in each pass.
+// progress, if set, is called with increments that add up to twice the number of
+// elements (one share per pass; single-pass dtypes report both shares at once).
 func Compute(ctx context.Context, v *View, workers int, progress func(done int64)) (*Stats, error) {
 	if err := v.Check(); err != nil {
 		return nil, err
@@ -271,6 +272,9 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 		return s, nil
 	}
 	jobs, l, _ := plan(v)
+	if tableable(v) {
+		return computeByTable(ctx, v, jobs, l, workers, progress)
+	}
 	total := newAcc()
 	var mu sync.Mutex
 	err := runJobs(ctx, jobs, workers, func() func(job) error {

@@ -1,0 +1,154 @@
+package tensor
+
+import (
+	"context"
+	"math"
+	"sync"
+)
+
+// Views of 8- and 16-bit dtypes (bfloat16, float16, float8, int8/16, bool...) have at most
+// 65536 distinct bit patterns. Their statistics come from one pass that counts each pattern;
+// moments, range and the histogram are then computed over the distinct values with their
+// counts, which is exact and needs no second pass over the data.
+
+func tableable(v *View) bool {
+	es := ElementSize(v.DType)
+	return (es == 1 || es == 2) && !IsComplex(v.DType)
+}
+
+func computeByTable(ctx context.Context, v *View, jobs []job, l layout, workers int, progress func(int64)) (*Stats, error) {
+	es := ElementSize(v.DType)
+	size := 1 << (8 * es)
+	total := make([]uint64, size)
+	var mu sync.Mutex
+	err := runJobs(ctx, jobs, workers, func() func(job) error {
+		r := newReader(v, l)
+		local := make([]uint32, size)
+		return func(j job) error {
+			clear(local)
+			err := r.job(j, func(b []byte) {
+				if es == 1 {
+					for _, x := range b {
+						local[x]++
+					}
+					return
+				}
+				ws := words16(b)
+				i := 0
+				for ; i+4 <= len(ws); i += 4 {
+					w := ws[i : i+4 : i+4]
+					local[w[0]]++
+					local[w[1]]++
+					local[w[2]]++
+					local[w[3]]++
+				}
+				for ; i < len(ws); i++ {
+					local[ws[i]]++
+				}
+			})
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			for k, c := range local {
+				if c != 0 {
+					total[k] += uint64(c)
+				}
+			}
+			mu.Unlock()
+			if progress != nil {
+				progress(2 * jobSize(j, l)) // both passes' worth of work
+			}
+			return nil
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	// decode each pattern present, in the file's byte order (the table is indexed by the
+	// host's little-endian reading of the raw bytes)
+	dec := decoderFor(v.DType, v.BigEndian)
+	vals := make([]float64, 0, 1024)
+	counts := make([]uint64, 0, 1024)
+	var raw [2]byte
+	one := make([]float64, 1)
+	for k, c := range total {
+		if c == 0 {
+			continue
+		}
+		raw[0], raw[1] = byte(k), byte(k>>8)
+		dec(raw[:es], one)
+		x := one[0]
+		if v.Quantized {
+			x = float64(float32((x - float64(v.ZeroPoint)) * v.Scale))
+		}
+		vals = append(vals, x)
+		counts = append(counts, c)
+	}
+	s := &Stats{Numel: v.Numel()}
+	var n uint64
+	var sum float64
+	s.Min, s.Max = math.Inf(1), math.Inf(-1)
+	for i, x := range vals {
+		c := counts[i]
+		switch {
+		case x != x:
+			s.NaN += int64(c)
+			continue
+		case math.IsInf(x, 1):
+			s.PosInf += int64(c)
+			continue
+		case math.IsInf(x, -1):
+			s.NegInf += int64(c)
+			continue
+		}
+		if x == 0 {
+			s.Zeros += int64(c)
+		}
+		n += c
+		sum += float64(c) * x
+		s.Min, s.Max = math.Min(s.Min, x), math.Max(s.Max, x)
+	}
+	s.Count = int64(n)
+	if n == 0 {
+		s.Min, s.Max, s.Mean, s.Std = math.NaN(), math.NaN(), math.NaN(), math.NaN()
+		return s, nil
+	}
+	s.Mean = sum / float64(n)
+	var m2, sumsq float64
+	for i, x := range vals {
+		if x-x != 0 {
+			continue
+		}
+		d := x - s.Mean
+		m2 += float64(counts[i]) * d * d
+		sumsq += float64(counts[i]) * x * x
+	}
+	// one correction step for the mean (the residual of the first estimate)
+	var resid float64
+	for i, x := range vals {
+		if x-x == 0 {
+			resid += float64(counts[i]) * (x - s.Mean)
+		}
+	}
+	s.Mean += resid / float64(n)
+	s.Std = math.Sqrt(max(m2-resid*resid/float64(n), 0) / float64(n))
+	s.L2 = math.Sqrt(sumsq)
+	h := newHistogram(s.Min, s.Max)
+	c64 := make([]int64, Bins)
+	for i, x := range vals {
+		if x-x != 0 {
+			continue
+		}
+		var one [Bins]int64
+		h.one(x, one[:])
+		for b, k := range one {
+			if k != 0 {
+				c64[b] += int64(counts[i])
+			}
+		}
+	}
+	copy(h.Counts, c64)
+	s.Histogram = h.Histogram
+	return s, nil
+}
