@@ -352,6 +352,74 @@ func readFull(s *loader.Storage) ([]byte, error) {
 	return b, nil
 }
 
+// ViewOfNode is the view whose values a tensor node's statistics describe: the tensor
+// itself (dequantized per tensor or per channel), or for a sparse tensor its values. It is
+// nil when there is nothing decodable.
+func ViewOfNode(n *loader.Node) *tensor.View {
+	if n == nil || n.Tensor == nil {
+		return nil
+	}
+	if n.Tensor.Layout != "" {
+		for _, k := range n.Children {
+			if k.Seg == "values" {
+				return ViewOfNode(k)
+			}
+		}
+		return nil
+	}
+	v := ViewOf(n.Tensor)
+	if v == nil {
+		return nil
+	}
+	if q := n.Tensor.Quant; q != nil && strings.HasPrefix(q.Scheme, "per_channel") {
+		var scales, zeros *loader.Node
+		for _, k := range n.Children {
+			switch k.Seg {
+			case "scales":
+				scales = k
+			case "zero_points":
+				zeros = k
+			}
+		}
+		sc, ok1 := smallFloats(scales)
+		zp, ok2 := smallFloats(zeros)
+		if !ok1 || !ok2 {
+			return nil
+		}
+		v.ChannelAxis = int(q.Axis)
+		v.ChannelScales = sc
+		v.ChannelZeros = make([]int64, len(zp))
+		for i, z := range zp {
+			v.ChannelZeros[i] = int64(z)
+		}
+	}
+	return v
+}
+
+// smallFloats reads a small 1-D tensor's values (per-channel parameters).
+func smallFloats(n *loader.Node) ([]float64, bool) {
+	if n == nil || n.Tensor == nil || n.Tensor.Numel() > 1<<20 {
+		return nil, false
+	}
+	v := ViewOf(n.Tensor)
+	if v == nil {
+		return nil, false
+	}
+	vals, err := tensor.NewValues(v)
+	if err != nil {
+		return nil, false
+	}
+	els, err := vals.Read(0, v.Numel())
+	if err != nil {
+		return nil, false
+	}
+	out := make([]float64, len(els))
+	for i, e := range els {
+		out[i] = e.Real
+	}
+	return out, true
+}
+
 // ViewOf is the tensor view of a loader tensor, or nil when it has no decodable storage.
 func ViewOf(t *loader.Tensor) *tensor.View {
 	if t == nil || t.Storage == nil || t.Storage.Data == nil || tensor.ElementSize(t.DType) == 0 {

@@ -40,7 +40,7 @@ func newConverter(o Options, ck *Checkpoint) *converter {
 func identity(v any) (any, bool) {
 	switch v.(type) {
 	case *types.List, *types.Tuple, *types.Dict, *types.Set, *types.FrozenSet, *types.ByteArray,
-		*pyDict, *pySet, *pyObject, *pyTensor, *pyArray, *pyStorage:
+		*pyDict, *pySet, *pyObject, *pyTensor, *pyArray, *pyStorage, *pySparse:
 		return v, true
 	}
 	return nil, false
@@ -164,6 +164,16 @@ func (c *converter) node(v any, path string, depth int) *Node {
 		c.tensor(n, &pyTensor{storage: x, shape: []int64{x.numel}, stride: []int64{1}, typeName: "torch.storage.TypedStorage"})
 	case *pyArray:
 		c.array(n, x, depth)
+	case *pySparse:
+		n.Kind, n.Type = KindTensor, "torch.Tensor"
+		n.Tensor = &Tensor{Shape: x.shape, Layout: x.layout}
+		for i, name := range x.names {
+			k := c.child(x.parts[i], n, name, name, depth)
+			n.Children = append(n.Children, k)
+			if name == "values" && k.Tensor != nil {
+				n.Tensor.DType = k.Tensor.DType
+			}
+		}
 	case *pyDType:
 		name, _, _ := x.resolve()
 		n.Kind, n.Type, n.Global = KindObject, "numpy.dtype", "numpy.dtype"

@@ -97,6 +97,9 @@ type Tensor struct {
 	RequiresGrad  bool
 	// Descr is numpy's description of the dtype ("<f4", ">i4", structured fields).
 	Descr string
+	// Layout is "" for strided tensors, or "sparse_coo", "sparse_csr"... for sparse ones,
+	// whose index and value tensors are the node's children (Storage is nil then).
+	Layout string
 	// Quant describes a quantized tensor's parameters (qint8, quint8, qint32 storages).
 	Quant *Quantization
 	// Objects holds the items of a numpy object array (dtype "object"); Storage is nil then.

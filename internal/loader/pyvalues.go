@@ -80,6 +80,14 @@ type pyTensor struct {
 	quantZeros   any
 }
 
+// pySparse is a sparse tensor: its index and value tensors and its dense size.
+type pySparse struct {
+	layout string
+	shape  []int64
+	names  []string
+	parts  []any
+}
+
 // pyDType is a numpy dtype.
 type pyDType struct {
 	code   string // constructor argument: "f8", "i4", "U", "S3", "O8", "V16"
@@ -499,6 +507,40 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 		return &pyObject{cls: g, args: args, display: "device(" + strings.Join(parts, ", ") + ")", typeName: g.full}, true, nil
 	case "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3":
 		return c.rebuildTensor(args)
+	case "torch.serialization._get_layout":
+		if name, ok := arg(args, 0).(string); ok {
+			return name, true, nil
+		}
+	case "torch._utils._rebuild_sparse_tensor":
+		layout := ""
+		switch l := arg(args, 0).(type) {
+		case string:
+			layout = l
+		case *pyGlobal:
+			layout = l.full
+		}
+		layout = strings.TrimPrefix(layout, "torch.")
+		data, ok := arg(args, 1).(*types.Tuple)
+		if !ok {
+			return nil, false, nil
+		}
+		names := []string{"indices", "values"}
+		if layout != "sparse_coo" {
+			names = []string{"compressed_indices", "plain_indices", "values"}
+		}
+		if data.Len() < len(names)+1 {
+			return nil, true, fmt.Errorf("sparse tensor with %d parts", data.Len())
+		}
+		shape, ok := toInts(data.Get(len(names)))
+		if !ok {
+			return nil, true, fmt.Errorf("sparse tensor without a size")
+		}
+		sp := &pySparse{layout: layout, shape: shape}
+		for i, n := range names {
+			sp.names = append(sp.names, n)
+			sp.parts = append(sp.parts, data.Get(i))
+		}
+		return sp, true, nil
 	case "torch._utils._rebuild_qtensor":
 		v, handled, err := c.rebuildTensor([]any{arg(args, 0), arg(args, 1), arg(args, 2), arg(args, 3), arg(args, 5)})
 		if err != nil || !handled {

@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"runtime"
 	"sync"
@@ -270,6 +271,12 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 	if numel == 0 {
 		s.Min, s.Max, s.Mean, s.Std = math.NaN(), math.NaN(), math.NaN(), math.NaN()
 		return s, nil
+	}
+	if len(v.ChannelScales) > 0 {
+		if !tableable(v) {
+			return nil, fmt.Errorf("%w: per-channel %s", ErrUnsupported, v.DType)
+		}
+		return computePerChannel(ctx, v, workers, progress)
 	}
 	jobs, l, _ := plan(v)
 	if tableable(v) {

@@ -3,7 +3,6 @@ package tensor_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 
 	"github.com/ckptview/ckptview/internal/export"
 	"github.com/ckptview/ckptview/internal/loader"
@@ -118,9 +118,10 @@ type byteRange struct{ off, n int64 }
 // chunk is how many bytes one read fetches.
 const chunk = 1 << 20
 
-// sumRanges sums the ranges as little-endian uint64 words on all cores, 1 MB at a time;
-// get returns the chunk at an offset (read into buf, or a slice of memory) of at least the
-// asked length, at most chunk bytes.
+// sumRanges sums the ranges as uint64 words in host order, 1 MB at a time on all cores;
+// get returns the chunk of len(buf) bytes at an offset (read into buf, or a slice of
+// memory). Unaligned words are fine on the machines this runs on; torch aligns its
+// storages to 64 bytes anyway.
 func sumRanges(ranges []byteRange, get func(buf []byte, off int64) []byte) uint64 {
 	type piece struct{ off, n int64 }
 	var pieces []piece
@@ -145,15 +146,20 @@ func sumRanges(ranges []byteRange, get func(buf []byte, off int64) []byte) uint6
 				}
 				p := pieces[i]
 				c := get(buf[:p.n], p.off)[:p.n]
+				ws := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(c))), len(c)/8)
 				j := 0
-				for ; j+32 <= len(c); j += 32 {
-					s0 += binary.LittleEndian.Uint64(c[j:])
-					s1 += binary.LittleEndian.Uint64(c[j+8:])
-					s2 += binary.LittleEndian.Uint64(c[j+16:])
-					s3 += binary.LittleEndian.Uint64(c[j+24:])
+				for ; j+8 <= len(ws); j += 8 {
+					w := ws[j : j+8 : j+8]
+					s0 += w[0] + w[4]
+					s1 += w[1] + w[5]
+					s2 += w[2] + w[6]
+					s3 += w[3] + w[7]
 				}
-				for ; j < len(c); j++ {
-					s0 += uint64(c[j])
+				for ; j < len(ws); j++ {
+					s0 += ws[j]
+				}
+				for _, x := range c[len(ws)*8:] {
+					s0 += uint64(x)
 				}
 			}
 			total.Add(s0 + s1 + s2 + s3)

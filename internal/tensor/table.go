@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sync"
 )
@@ -17,6 +18,16 @@ func tableable(v *View) bool {
 }
 
 func computeByTable(ctx context.Context, v *View, jobs []job, l layout, workers int, progress func(int64)) (*Stats, error) {
+	total, err := countPatterns(ctx, v, jobs, l, workers, progress)
+	if err != nil {
+		return nil, err
+	}
+	vals, counts := decodePatterns(v, total, v.Quantized, v.Scale, v.ZeroPoint)
+	return statsFromCounts(vals, counts, v.Numel()), nil
+}
+
+// countPatterns counts each bit pattern of an 8- or 16-bit view.
+func countPatterns(ctx context.Context, v *View, jobs []job, l layout, workers int, progress func(int64)) ([]uint64, error) {
 	es := ElementSize(v.DType)
 	size := 1 << (8 * es)
 	total := make([]uint64, size)
@@ -62,11 +73,14 @@ func computeByTable(ctx context.Context, v *View, jobs []job, l layout, workers 
 			return nil
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
-	// decode each pattern present, in the file's byte order (the table is indexed by the
-	// host's little-endian reading of the raw bytes)
+	return total, err
+}
+
+// decodePatterns turns a pattern count table into values with counts. The table is
+// indexed by the host's little-endian reading of the raw bytes; values are decoded in the
+// file's byte order, and dequantized when asked.
+func decodePatterns(v *View, total []uint64, quantized bool, scale float64, zero int64) ([]float64, []uint64) {
+	es := ElementSize(v.DType)
 	dec := decoderFor(v.DType, v.BigEndian)
 	vals := make([]float64, 0, 1024)
 	counts := make([]uint64, 0, 1024)
@@ -79,13 +93,18 @@ func computeByTable(ctx context.Context, v *View, jobs []job, l layout, workers 
 		raw[0], raw[1] = byte(k), byte(k>>8)
 		dec(raw[:es], one)
 		x := one[0]
-		if v.Quantized {
-			x = float64(float32((x - float64(v.ZeroPoint)) * v.Scale))
+		if quantized {
+			x = float64(float32((x - float64(zero)) * scale))
 		}
 		vals = append(vals, x)
 		counts = append(counts, c)
 	}
-	s := &Stats{Numel: v.Numel()}
+	return vals, counts
+}
+
+// statsFromCounts computes statistics over distinct values with their counts.
+func statsFromCounts(vals []float64, counts []uint64, numel int64) *Stats {
+	s := &Stats{Numel: numel}
 	var n uint64
 	var sum float64
 	s.Min, s.Max = math.Inf(1), math.Inf(-1)
@@ -112,7 +131,7 @@ func computeByTable(ctx context.Context, v *View, jobs []job, l layout, workers 
 	s.Count = int64(n)
 	if n == 0 {
 		s.Min, s.Max, s.Mean, s.Std = math.NaN(), math.NaN(), math.NaN(), math.NaN()
-		return s, nil
+		return s
 	}
 	s.Mean = sum / float64(n)
 	var m2, sumsq float64
@@ -150,5 +169,34 @@ func computeByTable(ctx context.Context, v *View, jobs []job, l layout, workers 
 	}
 	copy(h.Counts, c64)
 	s.Histogram = h.Histogram
-	return s, nil
+	return s
+}
+
+// computePerChannel handles per-channel quantized views: each channel's patterns are
+// counted on its own and dequantized with that channel's scale and zero point.
+func computePerChannel(ctx context.Context, v *View, workers int, progress func(int64)) (*Stats, error) {
+	ax := v.ChannelAxis
+	if ax < 0 || ax >= len(v.Shape) || int64(len(v.ChannelScales)) != v.Shape[ax] || len(v.ChannelZeros) != len(v.ChannelScales) {
+		return nil, fmt.Errorf("tensor: per-channel parameters do not match axis %d of %v", ax, v.Shape)
+	}
+	var vals []float64
+	var counts []uint64
+	for c := int64(0); c < v.Shape[ax]; c++ {
+		sub := *v
+		sub.ChannelScales, sub.ChannelZeros = nil, nil
+		sub.Shape = append(append([]int64(nil), v.Shape[:ax]...), v.Shape[ax+1:]...)
+		sub.Strides = append(append([]int64(nil), v.Strides[:ax]...), v.Strides[ax+1:]...)
+		sub.Offset = v.Offset + c*v.Strides[ax]
+		if sub.Numel() == 0 {
+			continue
+		}
+		jobs, l, _ := plan(&sub)
+		table, err := countPatterns(ctx, &sub, jobs, l, workers, progress)
+		if err != nil {
+			return nil, err
+		}
+		cv, cc := decodePatterns(&sub, table, true, v.ChannelScales[c], v.ChannelZeros[c])
+		vals, counts = append(vals, cv...), append(counts, cc...)
+	}
+	return statsFromCounts(vals, counts, v.Numel()), nil
 }

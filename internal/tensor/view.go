@@ -23,6 +23,11 @@ type View struct {
 	Quantized bool
 	Scale     float64
 	ZeroPoint int64
+	// ChannelScales and ChannelZeros dequantize per-channel quantized integers along
+	// ChannelAxis (one entry per index of that axis).
+	ChannelAxis   int
+	ChannelScales []float64
+	ChannelZeros  []int64
 }
 
 // ErrUnsupported is returned for dtypes whose values this package does not decode

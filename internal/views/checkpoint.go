@@ -192,6 +192,9 @@ type viewSet map[viewKey]bool
 // add reports whether t is a view not seen before, and remembers it. Tensors without a
 // storage (object arrays) are always new.
 func (s viewSet) add(t *loader.Tensor) bool {
+	if t.Layout != "" {
+		return false // a sparse tensor: its index and value tensors are counted instead
+	}
 	if t.Storage == nil {
 		return true
 	}

@@ -1573,6 +1573,45 @@ def main():
               f"{len(expected[fx.name]['nodes']):5} nodes  {len(expected[fx.name]['tensors']):3} arrays")
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         f.write(dump_json(expected))
+    # sparse and per-channel quantized tensors, described in a file of their own
+    with open(os.path.join(HERE, "expected_layouts.json"), "w") as f:
+        f.write(dump_json({"layouts.pt": make_layouts()}))
+
+
+def make_layouts():
+    """layouts.pt: a sparse COO tensor and a per-channel quantized tensor, whose pickles are
+    torch._utils._rebuild_sparse_tensor and _rebuild_qtensor with per-channel parameters.
+    Their facts are written here directly (the generic walker covers strided tensors)."""
+    torch.manual_seed(11)
+    indices = torch.tensor([[0, 1, 2, 2], [1, 0, 3, 2]])
+    values = torch.tensor([1.5, -2.0, 3.25, 0.5])
+    sparse = torch.sparse_coo_tensor(indices, values, (3, 4))
+    qc = torch.quantize_per_channel(torch.randn(3, 4), torch.tensor([0.1, 0.05, 0.2]),
+                                    torch.tensor([0, 2, -1]), 0, torch.qint8)
+    path = os.path.join(HERE, "layouts.pt")
+    torch.save({"sparse": sparse, "qc": qc}, path)
+    back = torch.load(path)
+    assert torch.equal(back["sparse"].to_dense(), sparse.to_dense())
+    deq = back["qc"].dequantize().contiguous().numpy().astype(np.float64).reshape(-1)
+    return {
+        "format": "torch-zip",
+        "sparse": {"path": "/sparse", "layout": "sparse_coo", "shape": list(sparse.shape),
+                   "dtype": "float32", "nnz": int(sparse._nnz()),
+                   "indices": {"dtype": "int64", "shape": list(back["sparse"]._indices().shape),
+                               "values": back["sparse"]._indices().reshape(-1).tolist()},
+                   "values": {"dtype": "float32", "shape": list(back["sparse"]._values().shape),
+                              "values": back["sparse"]._values().tolist(),
+                              "stats": stats_of(back["sparse"]._values().numpy().reshape(-1))},
+                   "dense": back["sparse"].to_dense().reshape(-1).tolist()},
+        "per_channel": {"path": "/qc", "dtype": "qint8", "shape": list(qc.shape),
+                        "scheme": str(back["qc"].qscheme()).replace("torch.", ""),
+                        "axis": int(back["qc"].q_per_channel_axis()),
+                        "scales": back["qc"].q_per_channel_scales().tolist(),
+                        "zero_points": back["qc"].q_per_channel_zero_points().tolist(),
+                        "int_repr": back["qc"].int_repr().reshape(-1).tolist(),
+                        "stats_dequantized": stats_of(deq)},
+        "file_size": os.path.getsize(path),
+    }
 
 
 if __name__ == "__main__":
