@@ -130,6 +130,7 @@ type Options struct {
 	MaxIntChars int   // digits of a decimal integer in a text opcode
 	MaxNodes    int   // nodes in the tree
 	MaxPickle   int64 // bytes of one pickle stream held in memory after large values are left in place
+	MaxInflate  int64 // bytes a compressed archive member may inflate to
 }
 
 func (o Options) withDefaults() Options {
@@ -149,7 +150,10 @@ func (o Options) withDefaults() Options {
 		o.MaxNodes = 5_000_000
 	}
 	if o.MaxPickle <= 0 {
-		o.MaxPickle = 256 << 20
+		o.MaxPickle = 128 << 20
+	}
+	if o.MaxInflate <= 0 {
+		o.MaxInflate = 64 << 20
 	}
 	return o
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"sort"
 	"strconv"
@@ -344,11 +345,11 @@ func (c *converter) count(t *Tensor) {
 	if t.DType == "object" {
 		return
 	}
-	c.ck.Parameters += t.Numel()
+	c.ck.Parameters = addSat(c.ck.Parameters, t.Numel())
 	if c.ck.BytesByDType == nil {
 		c.ck.BytesByDType = map[string]int64{}
 	}
-	c.ck.BytesByDType[t.DType] += t.NBytes()
+	c.ck.BytesByDType[t.DType] = addSat(c.ck.BytesByDType[t.DType], t.NBytes())
 }
 
 func (c *converter) array(n *Node, a *pyArray, depth int) {
@@ -443,3 +444,11 @@ func sortedByRepr(items []any) []any {
 type readerAtBytes = bytes.Reader
 
 var _ io.ReaderAt = (*readerAtBytes)(nil)
+
+// addSat adds non-negative counts without wrapping around.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}

@@ -8,6 +8,7 @@ package loader
 
 import (
 	"io"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -115,17 +116,30 @@ type Quantization struct {
 	Axis      int64
 }
 
-// Numel is the number of elements of the view.
+// Numel is the number of elements of the view (saturating at the largest int64).
 func (t *Tensor) Numel() int64 {
 	n := int64(1)
 	for _, d := range t.Shape {
+		if d <= 0 {
+			return 0
+		}
+		if n > math.MaxInt64/d {
+			return math.MaxInt64
+		}
 		n *= d
 	}
 	return n
 }
 
-// NBytes is the size of the view's elements in bytes.
-func (t *Tensor) NBytes() int64 { return t.Numel() * int64(DTypeSize(t.DType)) }
+// NBytes is the size of the view's elements in bytes (saturating at the largest int64 for
+// broadcast views that describe more than that).
+func (t *Tensor) NBytes() int64 {
+	n, es := t.Numel(), int64(DTypeSize(t.DType))
+	if es > 0 && n > math.MaxInt64/es {
+		return math.MaxInt64
+	}
+	return n * es
+}
 
 // Storage is a flat run of bytes in the file that one or more tensors view.
 type Storage struct {

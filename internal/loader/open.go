@@ -8,7 +8,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"math"
 	"sort"
 	"strings"
 
@@ -378,6 +380,13 @@ func checkView(t *Tensor) error {
 		return fmt.Errorf("negative storage offset %d", t.StorageOffset)
 	}
 	lo, hi := t.StorageOffset, t.StorageOffset
+	numel := int64(1)
+	for _, d := range t.Shape {
+		if d > 0 && numel > math.MaxInt64/d {
+			return fmt.Errorf("shape %v has more than 2^63 elements", t.Shape)
+		}
+		numel *= max(d, 0)
+	}
 	for i, d := range t.Shape {
 		if d < 0 {
 			return fmt.Errorf("negative dimension %d", d)
@@ -391,8 +400,14 @@ func checkView(t *Tensor) error {
 			return fmt.Errorf("shape and strides overflow")
 		}
 		if span < 0 {
+			if lo < math.MinInt64/2 || span < math.MinInt64/2 {
+				return fmt.Errorf("shape and strides overflow")
+			}
 			lo += span
 		} else {
+			if hi > math.MaxInt64/2 || span > math.MaxInt64/2 {
+				return fmt.Errorf("shape and strides overflow")
+			}
 			hi += span
 		}
 	}
@@ -432,10 +447,14 @@ func (op *opener) openZip() error {
 			continue
 		}
 		byName[f.Name] = f
-		if (f.Name == "data.pkl" || strings.HasSuffix(f.Name, "/data.pkl")) && strings.Count(f.Name, "/") <= 1 {
-			if dataPkl == nil || len(f.Name) < len(dataPkl.Name) {
+		if f.Name == "data.pkl" || strings.HasSuffix(f.Name, "/data.pkl") {
+			if dataPkl == nil || strings.Count(f.Name, "/") < strings.Count(dataPkl.Name, "/") ||
+				strings.Count(f.Name, "/") == strings.Count(dataPkl.Name, "/") && len(f.Name) < len(dataPkl.Name) {
 				dataPkl = f
 			}
+		}
+		if strings.HasPrefix(f.Name, "/") || strings.Contains("/"+f.Name+"/", "/../") || strings.Contains(f.Name, "\\") {
+			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("the archive names a member %q outside its folder; nothing is ever extracted, so it is only read", f.Name))
 		}
 	}
 	if dataPkl == nil {
@@ -459,11 +478,10 @@ func (op *opener) openZip() error {
 		}
 		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("TorchScript archive: %d TorchScript code file(s) under code/ would be compiled and run by torch.jit.load; the objects are shown from data.pkl", code))
 	}
-	raw, err := op.readMember(dataPkl, op.o.MaxPickle)
+	src, srcSize, err := op.member(dataPkl, op.o.MaxPickle)
 	if err != nil {
 		return err
 	}
-	src := bytes.NewReader(raw)
 	ctx := op.newCtx(src)
 	ctx.storageFor = func(key, dtype, location string, numel int64) (*Storage, error) {
 		f, ok := byName[prefix+"data/"+key]
@@ -490,7 +508,7 @@ func (op *opener) openZip() error {
 		op.ck.Storages = append(op.ck.Storages, st)
 		return st, nil
 	}
-	s, _, err := op.scanOne(src, 0, int64(len(raw)), dataPkl.Name)
+	s, _, err := op.scanOne(src, 0, srcSize, dataPkl.Name)
 	if err != nil {
 		return err
 	}
@@ -499,8 +517,8 @@ func (op *opener) openZip() error {
 		if f == dataPkl || !(strings.HasSuffix(f.Name, ".pkl") || strings.HasSuffix(f.Name, "debug_pkl")) {
 			continue
 		}
-		if b, err := op.readMember(f, op.o.MaxPickle); err == nil {
-			_, _, _ = op.scanOne(bytes.NewReader(b), 0, int64(len(b)), f.Name)
+		if m, n, err := op.member(f, op.o.MaxPickle); err == nil {
+			_, _, _ = op.scanOne(m, 0, n, f.Name)
 		}
 	}
 	v, err := op.unpickle(s, ctx, dataPkl.Name)
@@ -516,26 +534,59 @@ func (op *opener) openZip() error {
 
 // readMember reads a whole (small) archive member, at most limit bytes.
 func (op *opener) readMember(f *zip.File, limit int64) ([]byte, error) {
+	src, size, err := op.member(f, limit)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, size)
+	if _, err := src.ReadAt(b, 0); err != nil && err != io.EOF {
+		return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", f.Name, err), Offset: -1}
+	}
+	return b, nil
+}
+
+// member gives access to an archive member's bytes: a stored member is read in place from
+// the file (its CRC is checked by streaming it); a compressed one is inflated into memory,
+// at most limit bytes, so a zip bomb is refused without being inflated.
+func (op *opener) member(f *zip.File, limit int64) (io.ReaderAt, int64, error) {
 	if f.Flags&1 != 0 {
 		op.ck.Notes = append(op.ck.Notes, f.Name+" is flagged as encrypted, yet its bytes are read as stored (Python's zipfile would refuse it)")
 	}
+	if f.Method == zip.Store {
+		off, err := f.DataOffset()
+		size := int64(f.CompressedSize64)
+		if err != nil || off < 0 || size < 0 || off > op.size || size > op.size-off {
+			return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s lies outside the file", f.Name), Offset: -1}
+		}
+		sec := io.NewSectionReader(op.r, off, size)
+		h := crc32.NewIEEE()
+		if _, err := io.Copy(h, io.NewSectionReader(op.r, off, size)); err == nil && h.Sum32() != f.CRC32 && f.CRC32 != 0 {
+			op.ck.Notes = append(op.ck.Notes, f.Name+": CRC-32 checksum mismatch (the member was altered after the archive was written)")
+		}
+		return sec, size, nil
+	}
+	if f.Method != zip.Deflate {
+		return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s uses compression method %d, which torch never writes", f.Name, f.Method), Offset: -1}
+	}
+	limit = min(limit, op.o.MaxInflate)
 	rc, err := f.Open()
 	if err != nil {
-		return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", f.Name, strings.TrimPrefix(err.Error(), "zip: ")), Offset: -1}
+		return nil, 0, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", f.Name, strings.TrimPrefix(err.Error(), "zip: ")), Offset: -1}
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
-	if int64(len(b)) > limit {
-		return nil, &Error{Msg: fmt.Sprintf("archive member %s unpacks to more than %d MB", f.Name, limit>>20), Offset: -1}
+	buf := bytes.NewBuffer(make([]byte, 0, min(int64(f.UncompressedSize64), limit)+1))
+	n, err := io.Copy(buf, io.LimitReader(rc, limit+1))
+	if n > limit {
+		return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s inflates to more than %d MB (a zip bomb?)", f.Name, limit>>20), Offset: -1}
 	}
 	if errors.Is(err, zip.ErrChecksum) {
 		op.ck.Notes = append(op.ck.Notes, f.Name+": CRC-32 checksum mismatch (the member was altered after the archive was written)")
 		err = nil
 	}
 	if err != nil {
-		return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", f.Name, err), Offset: -1}
+		return nil, 0, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", f.Name, err), Offset: -1}
 	}
-	return b, nil
+	return bytes.NewReader(buf.Bytes()), int64(buf.Len()), nil
 }
 
 // openPlainZip opens a zip that is not a torch archive: each member that is a pickle is
@@ -553,24 +604,27 @@ func (op *opener) openPlainZip(zr *zip.Reader) error {
 		if f.FileInfo().IsDir() {
 			continue
 		}
-		b, err := op.readMember(f, op.o.MaxPickle)
+		src, n, err := op.member(f, op.o.MaxPickle)
 		if err != nil {
 			continue
 		}
-		if !looksLikePickle(b) {
+		head := make([]byte, min(n, 16))
+		_, _ = src.ReadAt(head, 0)
+		if !looksLikePickle(head) {
 			if f.Flags&1 != 0 {
 				encrypted = append(encrypted, f.Name)
 			}
 			continue
 		}
-		src := bytes.NewReader(b)
-		s, _, err := op.scanOne(src, 0, int64(len(b)), f.Name)
+		s, _, err := op.scanOne(src, 0, n, f.Name)
 		if err != nil {
 			return err
 		}
 		v, err := op.unpickle(s, op.newCtx(src), f.Name)
 		if err != nil {
-			return err
+			// scanned for findings already; say why it cannot be shown
+			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("%s: %v", f.Name, strings.TrimPrefix(err.Error(), "loader: ")))
+			v = "<not shown: " + strings.TrimPrefix(err.Error(), "loader: ") + ">"
 		}
 		root.Set(f.Name, v)
 	}
@@ -597,7 +651,7 @@ func looksLikePickle(b []byte) bool {
 	if b[0] == 0x80 && b[1] <= 5 {
 		return true
 	}
-	return strings.IndexByte("(c]}lN", b[0]) >= 0 && bytes.HasSuffix(bytes.TrimRight(b, "\n\t "), []byte("."))
+	return strings.IndexByte("(c]}lNV", b[0]) >= 0
 }
 
 // zipMemberReaderAt reads a compressed member by decompressing from its start.

@@ -42,6 +42,8 @@ const (
 
 // sv is a symbolic value on the scanner's stack: enough to name globals and print calls.
 type sv struct {
+	mod    string // a global's module and name, as resolved
+	name   string
 	kind   svKind
 	s      string // str text, int digits, float repr, global name, bytes preview
 	items  []*sv  // tuple items, call args (first few)
@@ -319,7 +321,7 @@ func (s *scanner) global(off int64, module, name string) *sv {
 	if o, ok := s.overrides[full]; ok {
 		return o
 	}
-	v := &sv{kind: svGlobal, s: module + "." + name, fidx: -1}
+	v := &sv{kind: svGlobal, s: module + "." + name, mod: module, name: name, fidx: -1}
 	switch classifyGlobal(module, name) {
 	case globalDanger:
 		if _, ok := s.refFinds[v.s]; !ok {
@@ -834,7 +836,8 @@ func (s *scanner) step(off int64, op byte) error {
 			// resolved through an overwritten module attribute
 			return s.fail(off, "GLOBAL %s.%s resolves to a value the file planted with BUILD", mod, name)
 		}
-		return s.emitGlobal(op, mod, name)
+		// emit what the name resolves to, which a BUILD on its module may have replaced
+		return s.emitGlobal(op, g.mod, g.name)
 	case 0x93: // STACK_GLOBAL
 		name, err := s.pop(off, "STACK_GLOBAL")
 		if err != nil {
@@ -857,7 +860,7 @@ func (s *scanner) step(off int64, op byte) error {
 		}
 		switch g.kind {
 		case svGlobal:
-			return s.emitGlobal('c', mod.s, name.s)
+			return s.emitGlobal('c', g.mod, g.name)
 		case svStr:
 			return s.emitStr('X', g.s)
 		default:

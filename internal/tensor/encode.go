@@ -122,6 +122,9 @@ func NewStream(v *View, o StreamOptions) (*Stream, error) {
 	if o.NPY {
 		s.header = npyHeader(s.Descr, v.Shape)
 	}
+	if v.Numel() > (math.MaxInt64-int64(len(s.header)))/s.outES {
+		return nil, fmt.Errorf("tensor: a view of %d elements is too large to encode", v.Numel())
+	}
 	s.size = int64(len(s.header)) + v.Numel()*s.outES
 	s.direct = s.convert == nil && (s.l.outer == 1 || v.Numel() == 0)
 	return s, nil

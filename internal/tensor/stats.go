@@ -263,6 +263,27 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 	if err := v.Check(); err != nil {
 		return nil, err
 	}
+	// A broadcast dimension (stride 0) repeats the same values: compute over the view
+	// without it and scale the counts.
+	if factor, reduced := unbroadcast(v); factor > 1 {
+		s, err := Compute(ctx, reduced, workers, progress)
+		if err != nil {
+			return nil, err
+		}
+		s.Numel = v.Numel()
+		mul := func(n int64) int64 {
+			if n != 0 && factor > math.MaxInt64/n {
+				return math.MaxInt64
+			}
+			return n * factor
+		}
+		s.Count, s.Zeros, s.NaN, s.PosInf, s.NegInf = mul(s.Count), mul(s.Zeros), mul(s.NaN), mul(s.PosInf), mul(s.NegInf)
+		s.L2 *= math.Sqrt(float64(factor))
+		for i := range s.Histogram.Counts {
+			s.Histogram.Counts[i] = mul(s.Histogram.Counts[i])
+		}
+		return s, nil
+	}
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -437,4 +458,32 @@ func (h *hist) one(x float64, counts []int64) {
 		i++
 	}
 	counts[i]++
+}
+
+// unbroadcast removes stride-0 dimensions, returning how many times each remaining element
+// repeats (saturating) and the smaller view.
+func unbroadcast(v *View) (int64, *View) {
+	factor := int64(1)
+	var shape, strides []int64
+	for i, d := range v.Shape {
+		if v.Strides[i] == 0 && d > 1 {
+			if factor > math.MaxInt64/d {
+				factor = math.MaxInt64
+			} else {
+				factor *= d
+			}
+			continue
+		}
+		shape = append(shape, d)
+		strides = append(strides, v.Strides[i])
+	}
+	if factor == 1 {
+		return 1, v
+	}
+	r := *v
+	r.Shape, r.Strides = shape, strides
+	if len(r.ChannelScales) > 0 {
+		return 1, v // per-channel parameters are indexed by the original axes
+	}
+	return factor, &r
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 )
 
@@ -65,8 +66,8 @@ func (v *View) Check() error {
 		if d == 0 {
 			return nil
 		}
-		if n > (1<<62)/d {
-			return fmt.Errorf("tensor: shape overflows")
+		if n > math.MaxInt64/d {
+			return fmt.Errorf("tensor: shape has more than 2^63 elements")
 		}
 		n *= d
 		s := v.Strides[i]
