@@ -75,6 +75,12 @@ func (f32Kernel) hist(raw []byte, h *hist, counts []int64) {
 // histBits bins binary32 bit patterns; see hist.one for the binning rule. Four count arrays
 // keep runs of equal bins from waiting on each other's increments.
 func histBits(ws []uint32, h *hist, counts []int64) {
+	if h.degenerate {
+		for _, u := range ws {
+			h.one(float64(math.Float32frombits(u)), counts)
+		}
+		return
+	}
 	first, last, scale := h.first, h.last, h.scale
 	edges := h.Edges[:Bins+1]
 	var c [4][Bins + 1]int64 // slot Bins takes values outside the range
@@ -83,10 +89,7 @@ func histBits(ws []uint32, h *hist, counts []int64) {
 		if !(x >= first && x <= last) {
 			return Bins
 		}
-		i := int((x - first) * scale)
-		if i > Bins-1 {
-			i = Bins - 1
-		}
+		i := binEstimate((x - first) * scale)
 		if x < edges[i] {
 			i--
 		} else if i != Bins-1 && x >= edges[i+1] {

@@ -131,9 +131,9 @@ func (r *reader) job(j job, fn func([]byte)) error {
 		s := r.l.runAt(r.v.Offset, i)
 		lo, hi = min(lo, s), max(hi, s+r.l.runLen-1)
 	}
-	for d := range r.l.outerShape { // the span covers every run when strides are positive
+	for d := range r.l.outerShape { // with a negative stride, take the whole view's extent
 		if r.l.outerStrides[d] < 0 {
-			lo, hi = r.v.Offset, r.v.DataSize/r.es-1
+			lo, hi = r.v.extent()
 			break
 		}
 	}
@@ -412,13 +412,17 @@ loop:
 type hist struct {
 	Histogram
 	first, last, denom, scale float64
+	// degenerate is set when even the widened range [v-0.5, v+0.5] of a constant tensor
+	// has no width in float64 (|v| above 2^53): every value goes to the middle bin, where
+	// a constant lands in the ordinary case (numpy fails with an IndexError here).
+	degenerate bool
 }
 
 func newHistogram(lo, hi float64) *hist {
 	if lo == hi {
 		lo, hi = lo-0.5, hi+0.5
 	}
-	h := &hist{first: lo, last: hi, denom: hi - lo, scale: Bins / (hi - lo)}
+	h := &hist{first: lo, last: hi, denom: hi - lo, scale: Bins / (hi - lo), degenerate: hi == lo}
 	h.Edges = make([]float64, Bins+1)
 	step := (hi - lo) / Bins
 	for i := range h.Edges {
@@ -445,13 +449,11 @@ func (h *hist) one(x float64, counts []int64) {
 	if !(x >= h.first && x <= h.last) { // also drops NaN; infinities fall outside
 		return
 	}
-	i := int((x - h.first) * h.scale)
-	if i >= Bins {
-		i = Bins - 1
+	if h.degenerate {
+		counts[Bins/2]++
+		return
 	}
-	if i < 0 {
-		i = 0
-	}
+	i := binEstimate((x - h.first) * h.scale)
 	if x < h.Edges[i] {
 		i--
 	} else if i != Bins-1 && x >= h.Edges[i+1] {
@@ -486,4 +488,16 @@ func unbroadcast(v *View) (int64, *View) {
 		return 1, v // per-channel parameters are indexed by the original axes
 	}
 	return factor, &r
+}
+
+// binEstimate clamps a fractional bin position to a bin (NaN, from a range too wide or too
+// narrow for float64, goes to bin 0; the edge comparison then corrects it).
+func binEstimate(f float64) int {
+	switch {
+	case !(f >= 1):
+		return 0
+	case f >= Bins-1:
+		return Bins - 1
+	}
+	return int(f)
 }

@@ -86,6 +86,22 @@ func (v *View) Check() error {
 	return nil
 }
 
+// extent is the lowest and highest storage element the view reaches (Check has passed).
+func (v *View) extent() (lo, hi int64) {
+	lo, hi = v.Offset, v.Offset
+	for i, d := range v.Shape {
+		if d <= 0 {
+			return v.Offset, v.Offset
+		}
+		if s := v.Strides[i]; s < 0 {
+			lo += (d - 1) * s
+		} else {
+			hi += (d - 1) * s
+		}
+	}
+	return lo, hi
+}
+
 // run is a contiguous stretch of elements in storage order.
 type run struct{ start, n int64 }
 
