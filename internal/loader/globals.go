@@ -174,6 +174,12 @@ func classifyGlobal(module, name string) globalClass {
 			return globalDanger
 		}
 	}
+	// An attribute that is itself a module of the system (random._os is the os module).
+	switch name {
+	case "os", "_os", "sys", "_sys", "subprocess", "_subprocess", "posix", "nt", "builtins",
+		"__builtins__", "__builtin__", "_posixsubprocess", "shutil", "socket", "importlib":
+		return globalDanger
+	}
 	// A dotted qualname (bdb Bdb.run) or a name with odd characters is a method reached
 	// through attribute lookup: never data.
 	if strings.Contains(name, ".") && !strings.HasPrefix(module, "__torch__") {

@@ -569,15 +569,25 @@ func (op *opener) member(f *zip.File, limit int64) (io.ReaderAt, int64, error) {
 		return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s uses compression method %d, which torch never writes", f.Name, f.Method), Offset: -1}
 	}
 	limit = min(limit, op.o.MaxInflate)
+	if f.UncompressedSize64 > uint64(limit) {
+		// archive/zip never yields more than the declared size, so this is the whole check
+		return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s inflates to %d MB, more than the %d MB allowed (a zip bomb?)", f.Name, f.UncompressedSize64>>20, limit>>20), Offset: -1}
+	}
 	rc, err := f.Open()
 	if err != nil {
 		return nil, 0, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", f.Name, strings.TrimPrefix(err.Error(), "zip: ")), Offset: -1}
 	}
 	defer rc.Close()
-	buf := bytes.NewBuffer(make([]byte, 0, min(int64(f.UncompressedSize64), limit)+1))
-	n, err := io.Copy(buf, io.LimitReader(rc, limit+1))
-	if n > limit {
-		return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s inflates to more than %d MB (a zip bomb?)", f.Name, limit>>20), Offset: -1}
+	buf := make([]byte, f.UncompressedSize64)
+	n, err := io.ReadFull(rc, buf)
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		err = fmt.Errorf("member is shorter than its declared %d bytes", f.UncompressedSize64)
+	}
+	if err == nil { // read to the end, so the checksum is verified
+		_, err = rc.Read(make([]byte, 1))
+		if err == io.EOF {
+			err = nil
+		}
 	}
 	if errors.Is(err, zip.ErrChecksum) {
 		op.ck.Notes = append(op.ck.Notes, f.Name+": CRC-32 checksum mismatch (the member was altered after the archive was written)")
@@ -586,7 +596,7 @@ func (op *opener) member(f *zip.File, limit int64) (io.ReaderAt, int64, error) {
 	if err != nil {
 		return nil, 0, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", f.Name, err), Offset: -1}
 	}
-	return bytes.NewReader(buf.Bytes()), int64(buf.Len()), nil
+	return bytes.NewReader(buf[:n]), int64(n), nil
 }
 
 // openPlainZip opens a zip that is not a torch archive: each member that is a pickle is

@@ -1,12 +1,15 @@
 package loader
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -50,6 +53,25 @@ type sv struct {
 	more   int    // items not kept
 	callee *sv
 	fidx   int // finding this call wrote its detail into, -1 if none
+	// raw holds a bytes value's content when it is small, and dataOff/dataLen locate a
+	// large one in the source, so that a pickle passed to pickle.loads can be scanned too.
+	raw              []byte
+	dataOff, dataLen int64
+	setstate         *sv // a __setstate__ planted on this instance by an earlier BUILD
+}
+
+// setstateOf is the __setstate__ a BUILD on v would call, when the file planted one on the
+// instance or on its class.
+func (s *scanner) setstateOf(v *sv) *sv {
+	if v.setstate != nil {
+		return v.setstate
+	}
+	if v.kind == svCall && v.callee != nil && v.callee.kind == svGlobal {
+		if o, ok := s.overrides[v.callee.s+".__setstate__"]; ok {
+			return o
+		}
+	}
+	return nil
 }
 
 var (
@@ -166,8 +188,14 @@ func pyQuote(s string) string {
 			b.WriteString(`\t`)
 		case r == utf8.RuneError:
 			b.WriteString(`\ufffd`)
-		case r < 0x20 || r == 0x7f:
+		case r < 0x20 || (r >= 0x7f && r <= 0xa0) || r == 0xad:
 			fmt.Fprintf(&b, `\x%02x`, r)
+		case !unicode.IsPrint(r):
+			if r > 0xffff {
+				fmt.Fprintf(&b, `\U%08x`, r)
+			} else {
+				fmt.Fprintf(&b, `\u%04x`, r)
+			}
 		default:
 			b.WriteRune(r)
 		}
@@ -232,6 +260,7 @@ type scanner struct {
 	lazyMin   int64
 	notes     []string
 	proto     int
+	depth     int // pickles nested through pickle.loads
 }
 
 type scanError struct {
@@ -359,6 +388,20 @@ func (s *scanner) call(off int64, callee *sv, args []*sv) *sv {
 		return c
 	}
 	full := root.s
+	if callee == root {
+		switch canonicalGlobal(root.mod, root.name) {
+		case "_codecs.encode":
+			// protocol-2 bytes: keep the value, a nested pickle may be hiding in it
+			if len(args) > 0 && args[0].kind == svStr {
+				c.raw = latin1(args[0].s)
+			}
+		case "pickle.loads", "_pickle.loads", "cPickle.loads", "pickle._loads", "dill.loads",
+			"cloudpickle.loads", "joblib.load", "numpy.loads", "torch.load", "torch.serialization.load":
+			if len(args) > 0 {
+				s.nested(off, full, args[0])
+			}
+		}
+	}
 	if i, ok := s.refFinds[full]; ok && i >= 0 && s.fs.list[i].Severity == SeverityDanger {
 		detail := "calls " + c.repr(400)
 		switch {
@@ -375,6 +418,30 @@ func (s *scanner) call(off int64, callee *sv, args []*sv) *sv {
 		}
 	}
 	return c
+}
+
+// nested scans a pickle handed to pickle.loads and the like: its findings are the file's.
+func (s *scanner) nested(off int64, fn string, arg *sv) {
+	if s.depth >= 8 {
+		return
+	}
+	var src io.ReaderAt
+	var start, end int64
+	switch {
+	case arg.raw != nil:
+		src, start, end = bytes.NewReader(arg.raw), 0, int64(len(arg.raw))
+	case arg.dataLen > 0:
+		src, start, end = s.r.r, arg.dataOff, arg.dataOff+arg.dataLen
+	default:
+		return
+	}
+	sub := &scanner{r: newSeqReader(src, start, end), o: s.o, start: start, fs: s.fs, nonce: s.nonce,
+		ops: s.ops, lazyMin: s.lazyMin, depth: s.depth + 1,
+		where: fmt.Sprintf("the pickle passed to %s at byte %d of %s", fn, off-s.start, s.where)}
+	if _, err := sub.run(); err != nil {
+		s.notes = append(s.notes, sub.where+": "+err.Error())
+	}
+	s.notes = append(s.notes, sub.notes...)
 }
 
 // scanPickle scans one pickle starting at r.pos and returns the rewritten stream.
@@ -476,8 +543,7 @@ func (s *scanner) payload(off int64, op string, n int64, kind byte) error {
 		if err := s.emitStr('X', s.lazyMarker(kind, at, n)); err != nil {
 			return err
 		}
-		preview := ""
-		s.push(&sv{kind: svBytes, s: preview + "…", fidx: -1})
+		s.push(&sv{kind: svBytes, s: "…", fidx: -1, dataOff: at, dataLen: n})
 		return s.emit('Q')
 	}
 	b, err := s.r.read(n)
@@ -486,10 +552,10 @@ func (s *scanner) payload(off int64, op string, n int64, kind byte) error {
 	}
 	switch kind {
 	case 's': // py2 str: bytes in a str opcode
-		s.push(&sv{kind: svStr, s: clip(string(b)), fidx: -1})
+		s.push(&sv{kind: svStr, s: clip(string(b)), fidx: -1, raw: append([]byte(nil), b...)})
 		return s.emitStr('T', string(b))
 	case 'a':
-		s.push(&sv{kind: svBytes, s: clip(string(b)), fidx: -1})
+		s.push(&sv{kind: svBytes, s: clip(string(b)), fidx: -1, raw: append([]byte(nil), b...)})
 		var hdr [9]byte
 		hdr[0] = 0x96
 		binary.LittleEndian.PutUint64(hdr[1:], uint64(n))
@@ -498,7 +564,7 @@ func (s *scanner) payload(off int64, op string, n int64, kind byte) error {
 		}
 		return s.emit(b...)
 	default:
-		s.push(&sv{kind: svBytes, s: clip(string(b)), fidx: -1})
+		s.push(&sv{kind: svBytes, s: clip(string(b)), fidx: -1, raw: append([]byte(nil), b...)})
 		return s.emitStr('B', string(b))
 	}
 }
@@ -796,6 +862,18 @@ func (s *scanner) step(off int64, op byte) error {
 		inst, err := s.top(off, "BUILD")
 		if err != nil {
 			return err
+		}
+		if set := s.setstateOf(inst); set != nil {
+			// BUILD calls a __setstate__ the file planted: the state is its argument
+			s.push(s.call(off, set, []*sv{state}))
+			s.stack = s.stack[:len(s.stack)-1]
+		}
+		if state.kind == svDict {
+			for i := 0; i+1 < len(state.items); i += 2 {
+				if k := state.items[i]; k.kind == svStr && k.s == "__setstate__" && inst.kind != svGlobal {
+					inst.setstate = state.items[i+1]
+				}
+			}
 		}
 		if inst.kind == svGlobal {
 			// setstate on a module or class: overwrites what later globals resolve to
