@@ -56,7 +56,7 @@ func loadHostile(t *testing.T) map[string]hostileCase {
 
 // openBounded opens data in a goroutine and reports what Open returned, how many bytes it
 // allocated, and whether it returned before hostileDeadline.
-func openBounded(data []byte) (ck *Checkpoint, err error, alloc uint64, done bool) {
+func openBounded(data []byte) (ck *Checkpoint, alloc uint64, done bool, err error) {
 	type result struct {
 		ck    *Checkpoint
 		err   error
@@ -72,9 +72,9 @@ func openBounded(data []byte) (ck *Checkpoint, err error, alloc uint64, done boo
 	}()
 	select {
 	case r := <-ch:
-		return r.ck, r.err, r.alloc, true
+		return r.ck, r.alloc, true, r.err
 	case <-time.After(hostileDeadline):
-		return nil, nil, 0, false
+		return nil, 0, false, nil
 	}
 }
 
@@ -100,7 +100,7 @@ func TestHostileFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ck, err, alloc, done := openBounded(data)
+			ck, alloc, done, err := openBounded(data)
 			if !done {
 				t.Fatalf("Open(%s) did not return within %v (%s)", name, hostileDeadline, tc.Why)
 			}

@@ -43,12 +43,11 @@ func IsComplex(dtype string) bool { return dtype == "complex64" || dtype == "com
 type decoder func(src []byte, dst []float64)
 
 var (
-	f16Table     [1 << 16]float32
-	e4m3fnTable  [256]float64
-	e5m2Table    [256]float64
-	e4m3fnuzTab  [256]float64
-	e5m2fnuzTab  [256]float64
-	tablesFilled bool
+	f16Table    [1 << 16]float32
+	e4m3fnTable [256]float64
+	e5m2Table   [256]float64
+	e4m3fnuzTab [256]float64
+	e5m2fnuzTab [256]float64
 )
 
 func init() {
@@ -62,7 +61,6 @@ func init() {
 		e4m3fnuzTab[i] = float8(b, 4, 3, 8, false, true)
 		e5m2fnuzTab[i] = float8(b, 5, 2, 16, false, true)
 	}
-	tablesFilled = true
 }
 
 // halfToFloat converts an IEEE 754 binary16 value.
