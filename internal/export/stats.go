@@ -29,23 +29,67 @@ func WriteStatsCSV(w io.Writer, rows []StatsRow) error {
 		return err
 	}
 	for _, r := range rows {
-		rec := []string{r.Path, r.DType, shapeText(r.Shape), "", "", "", "", "", "", "", "", "", "", "", r.Err}
-		if s := r.Stats; s != nil {
-			rec[3] = strconv.FormatInt(s.Numel, 10)
-			rec[4] = strconv.FormatInt(s.Count, 10)
-			for i, f := range []float64{s.Min, s.Max, s.Mean, s.Std, s.L2} {
-				rec[5+i] = csvFloat(f)
-			}
-			for i, n := range []int64{s.Zeros, s.NaN, s.PosInf, s.NegInf} {
-				rec[10+i] = strconv.FormatInt(n, 10)
-			}
-		}
-		if err := cw.Write(rec); err != nil {
+		if err := cw.Write(statsRecord(r)); err != nil {
 			return err
 		}
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// statsRecord is one CSV line of WriteStatsCSV.
+func statsRecord(r StatsRow) []string {
+	rec := []string{r.Path, r.DType, shapeText(r.Shape), "", "", "", "", "", "", "", "", "", "", "", r.Err}
+	if s := r.Stats; s != nil {
+		rec[3] = strconv.FormatInt(s.Numel, 10)
+		rec[4] = strconv.FormatInt(s.Count, 10)
+		for i, f := range []float64{s.Min, s.Max, s.Mean, s.Std, s.L2} {
+			rec[5+i] = csvFloat(f)
+		}
+		for i, n := range []int64{s.Zeros, s.NaN, s.PosInf, s.NegInf} {
+			rec[10+i] = strconv.FormatInt(n, 10)
+		}
+	}
+	return rec
+}
+
+// StatsCSVWriter writes what WriteStatsCSV writes one row at a time, so an export can
+// stream rows as their statistics are computed. Close writes the header of an empty export.
+type StatsCSVWriter struct {
+	cw      *csv.Writer
+	started bool
+}
+
+// NewStatsCSVWriter writes CSV statistics rows to w.
+func NewStatsCSVWriter(w io.Writer) *StatsCSVWriter { return &StatsCSVWriter{cw: csv.NewWriter(w)} }
+
+// Write writes one row (the header first), and flushes it to the underlying writer.
+func (s *StatsCSVWriter) Write(r StatsRow) error {
+	if err := s.header(); err != nil {
+		return err
+	}
+	if err := s.cw.Write(statsRecord(r)); err != nil {
+		return err
+	}
+	s.cw.Flush()
+	return s.cw.Error()
+}
+
+func (s *StatsCSVWriter) header() error {
+	if s.started {
+		return nil
+	}
+	s.started = true
+	return s.cw.Write(statsColumns)
+}
+
+// Close ends the export (the header alone when there were no rows).
+func (s *StatsCSVWriter) Close() error {
+	if err := s.header(); err != nil {
+		return err
+	}
+	s.cw.Flush()
+	return s.cw.Error()
 }
 
 func shapeText(s []int64) string {
@@ -105,27 +149,68 @@ func NewStatsJSON(s *tensor.Stats) StatsJSON {
 
 // WriteStatsJSON writes {"tensors": [{"path", "dtype", "shape", "stats" | "error"}]}.
 func WriteStatsJSON(w io.Writer, rows []StatsRow) error {
-	type row struct {
-		Path  string     `json:"path"`
-		DType string     `json:"dtype"`
-		Shape []int64    `json:"shape"`
-		Stats *StatsJSON `json:"stats,omitempty"`
-		Error string     `json:"error,omitempty"`
-	}
 	out := struct {
-		Tensors []row `json:"tensors"`
-	}{Tensors: make([]row, 0, len(rows))}
+		Tensors []statsJSONRow `json:"tensors"`
+	}{Tensors: make([]statsJSONRow, 0, len(rows))}
 	for _, r := range rows {
-		x := row{Path: r.Path, DType: r.DType, Shape: r.Shape, Error: r.Err}
-		if x.Shape == nil {
-			x.Shape = []int64{}
-		}
-		if r.Stats != nil {
-			s := NewStatsJSON(r.Stats)
-			x.Stats = &s
-		}
-		out.Tensors = append(out.Tensors, x)
+		out.Tensors = append(out.Tensors, newStatsJSONRow(r))
 	}
 	enc := json.NewEncoder(w)
 	return enc.Encode(out)
+}
+
+// statsJSONRow is one element of WriteStatsJSON's "tensors".
+type statsJSONRow struct {
+	Path  string     `json:"path"`
+	DType string     `json:"dtype"`
+	Shape []int64    `json:"shape"`
+	Stats *StatsJSON `json:"stats,omitempty"`
+	Error string     `json:"error,omitempty"`
+}
+
+func newStatsJSONRow(r StatsRow) statsJSONRow {
+	x := statsJSONRow{Path: r.Path, DType: r.DType, Shape: r.Shape, Error: r.Err}
+	if x.Shape == nil {
+		x.Shape = []int64{}
+	}
+	if r.Stats != nil {
+		s := NewStatsJSON(r.Stats)
+		x.Stats = &s
+	}
+	return x
+}
+
+// StatsJSONWriter writes what WriteStatsJSON writes one row at a time, so an export can
+// stream rows as their statistics are computed. Close ends the document.
+type StatsJSONWriter struct {
+	w    io.Writer
+	rows int
+}
+
+// NewStatsJSONWriter writes JSON statistics rows to w.
+func NewStatsJSONWriter(w io.Writer) *StatsJSONWriter { return &StatsJSONWriter{w: w} }
+
+// Write writes one row.
+func (s *StatsJSONWriter) Write(r StatsRow) error {
+	b, err := json.Marshal(newStatsJSONRow(r))
+	if err != nil {
+		return err
+	}
+	prefix := ","
+	if s.rows == 0 {
+		prefix = `{"tensors":[`
+	}
+	s.rows++
+	_, err = io.WriteString(s.w, prefix+string(b))
+	return err
+}
+
+// Close ends the document.
+func (s *StatsJSONWriter) Close() error {
+	end := "]}\n"
+	if s.rows == 0 {
+		end = `{"tensors":[]}` + "\n"
+	}
+	_, err := io.WriteString(s.w, end)
+	return err
 }

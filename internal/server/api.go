@@ -191,7 +191,7 @@ func (s *Server) handleAPINode(c echo.Context) error {
 	}
 	switch {
 	case n.Tensor != nil:
-		out.tensorJSON = tensor(n)
+		out.tensorJSON = tensorLayout(n)
 	case n.Kind == loader.KindObject || n.Kind == loader.KindGlobal:
 		out.globalJSON = &globalJSON{Global: n.Global, Danger: n.Danger}
 	case n.Kind == loader.KindRef:
@@ -204,7 +204,7 @@ func child(n *loader.Node) childJSON {
 	return childJSON{Key: n.Key, Path: n.Path, Kind: n.Kind, Type: n.Type, Summary: views.Summary(n)}
 }
 
-func tensor(n *loader.Node) *tensorJSON {
+func tensorLayout(n *loader.Node) *tensorJSON {
 	t := n.Tensor
 	out := &tensorJSON{
 		DType:         t.DType,

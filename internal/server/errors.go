@@ -13,6 +13,7 @@ import (
 
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/store"
+	"github.com/ckptview/ckptview/internal/tensor"
 	"github.com/ckptview/ckptview/internal/views"
 	"github.com/ckptview/ckptview/web/templates"
 )
@@ -51,6 +52,10 @@ var errorKinds = []errorKind{
 	{is(store.ErrInvalidID), http.StatusBadRequest, "invalid checkpoint id: want 64 lowercase hex digits"},
 	{is(store.ErrTooLarge), http.StatusRequestEntityTooLarge, ""},
 	{as[*http.MaxBytesError], http.StatusRequestEntityTooLarge, ""},
+	{as[*notTensorError], http.StatusUnprocessableEntity, ""},
+	{as[*valueError], http.StatusUnprocessableEntity, ""},
+	{is(tensor.ErrUnsupported), http.StatusUnprocessableEntity, ""},
+	{as[*exportTooLargeError], http.StatusUnprocessableEntity, ""},
 	{as[*badRequest], http.StatusBadRequest, ""},
 	{as[*bodyError], http.StatusBadRequest, ""},
 	{is(context.Canceled), http.StatusBadRequest, "request cancelled"},

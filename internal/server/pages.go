@@ -13,6 +13,7 @@ import (
 
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/store"
+	"github.com/ckptview/ckptview/internal/tensor"
 	"github.com/ckptview/ckptview/internal/views"
 	"github.com/ckptview/ckptview/web/templates"
 )
@@ -75,7 +76,12 @@ func (s *Server) handleCheckpoint(c echo.Context) error {
 		return err
 	}
 	defer release()
-	return s.render(c, http.StatusOK, templates.CheckpointPage(views.NewCheckpointPage(fileMeta(o), o.ck).WithView(c.QueryParam("view"))))
+	p := views.NewCheckpointPage(fileMeta(o), o.ck).WithView(c.QueryParam("view"))
+	p.AddStats(s.statsLookup(o.id))
+	if o.ck.Tensors > 0 {
+		p.Stats = statsJobView(o.id, s.statsProgress(o))
+	}
+	return s.render(c, http.StatusOK, templates.CheckpointPage(p))
 }
 
 // handleNodeRoot serves GET /c/:id/n by redirecting to the root node's page.
@@ -106,7 +112,12 @@ func (s *Server) handleNode(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.render(c, http.StatusOK, templates.NodePage(views.NewNodePage(fileMeta(o), o.ck, n, offset, views.DefaultLimit)))
+	p := views.NewNodePage(fileMeta(o), o.ck, n, offset, views.DefaultLimit)
+	p.AddStats(s.statsLookup(o.id))
+	if err := s.tensorPage(c, o, n, &p); err != nil {
+		return err
+	}
+	return s.render(c, http.StatusOK, templates.NodePage(p))
 }
 
 // handleChildren serves GET /c/:id/fragment/children?path=P&offset=N: the htmx fragment
@@ -125,7 +136,15 @@ func (s *Server) handleChildren(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.render(c, http.StatusOK, templates.ChildrenFragment(views.NewChildren(fileMeta(o), o.ck, n, offset, views.DefaultLimit)))
+	kids := views.NewChildren(fileMeta(o), o.ck, n, offset, views.DefaultLimit)
+	kids.AddStats(s.statsLookup(o.id))
+	return s.render(c, http.StatusOK, templates.ChildrenFragment(kids))
+}
+
+// statsLookup reads the statistics cache of one checkpoint for tree rows: it never
+// computes anything.
+func (s *Server) statsLookup(id string) views.StatsLookup {
+	return func(pointer string) *tensor.Stats { return s.cachedStats(id, pointer) }
 }
 
 // render writes a component as the response. It renders into a buffer first, so a failure

@@ -24,11 +24,19 @@ func (s *Server) routes() {
 	e.GET("/c/:id/n", s.handleNodeRoot)
 	e.GET("/c/:id/n/*", s.handleNode)
 	e.GET("/c/:id/fragment/children", s.handleChildren)
+	e.GET("/c/:id/fragment/stats", s.handleStatsFragment)
+	e.GET("/c/:id/fragment/stats-all", s.handleStatsAllFragment)
+	e.POST("/c/:id/stats-all", s.handleStatsAllStart)
 
 	// JSON API (README.md documents it).
 	e.POST("/api/checkpoints", s.handleAPIUpload)
 	e.GET("/api/checkpoints/:id", s.handleAPICheckpoint)
 	e.GET("/api/checkpoints/:id/node", s.handleAPINode)
+	e.GET("/api/checkpoints/:id/stats", s.handleAPIStats)
+	e.GET("/api/checkpoints/:id/stats/export", s.handleAPIStatsExport)
+	e.GET("/api/checkpoints/:id/stats/all", s.handleAPIStatsAll)
+	e.POST("/api/checkpoints/:id/stats/all", s.handleAPIStatsAllStart)
+	e.Match([]string{http.MethodGet, http.MethodHead}, "/api/checkpoints/:id/download", s.handleAPIDownload)
 }
 
 // contentSecurityPolicy allows only the app's own scripts, styles and images (plus data:

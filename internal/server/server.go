@@ -14,7 +14,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -39,6 +41,17 @@ type Config struct {
 	// ShutdownTimeout is how long Start waits for requests in flight when its context ends;
 	// 30s if zero.
 	ShutdownTimeout time.Duration
+	// StatsCacheSize is how many tensors' statistics are kept; 16384 if zero (about 1 kB
+	// each).
+	StatsCacheSize int
+	// StatsConcurrency is how many tensors' statistics may be computed at once server-wide;
+	// 2 if zero. Further requests wait for a slot.
+	StatsConcurrency int
+	// StatsWorkers is how many goroutines read one tensor; GOMAXPROCS, at most 8, if zero.
+	StatsWorkers int
+	// MaxJSONExport is the largest JSON download, in bytes; 1 GiB if zero. A subtree whose
+	// JSON is larger is refused with a message saying to lower limit= or use .npy.
+	MaxJSONExport int64
 }
 
 // Deps are what the server is built from.
@@ -62,6 +75,15 @@ type Server struct {
 	log      *slog.Logger
 	echo     *echo.Echo
 	cache    *checkpointCache
+	stats    *statsCache
+	jobs     *statsJobs
+	jobsWG   sync.WaitGroup
+	// exports bounds the JSON downloads written at once (each to a temporary file).
+	exports chan struct{}
+	// base lives as long as the server: background work (statistics, jobs) runs under it
+	// and stops when Close cancels it.
+	base context.Context
+	stop context.CancelFunc
 	// load opens a checkpoint; loader.Open with default options, replaced in tests.
 	load func(r io.ReaderAt, size int64) (*loader.Checkpoint, error)
 }
@@ -80,6 +102,18 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
+	if cfg.StatsCacheSize <= 0 {
+		cfg.StatsCacheSize = 16384
+	}
+	if cfg.StatsConcurrency <= 0 {
+		cfg.StatsConcurrency = 2
+	}
+	if cfg.StatsWorkers <= 0 {
+		cfg.StatsWorkers = min(runtime.GOMAXPROCS(0), 8)
+	}
+	if cfg.MaxJSONExport <= 0 {
+		cfg.MaxJSONExport = 1 << 30
+	}
 	s := &Server{
 		cfg:      cfg,
 		store:    deps.Store,
@@ -97,6 +131,10 @@ func New(cfg Config, deps Deps) *Server {
 		s.log = slog.Default()
 	}
 	s.cache = newCheckpointCache(cfg.CacheSize, s.openCheckpoint)
+	s.base, s.stop = context.WithCancel(context.Background())
+	s.stats = newStatsCache(s.base, cfg.StatsCacheSize, cfg.StatsWorkers, cfg.StatsConcurrency)
+	s.jobs = newStatsJobs()
+	s.exports = make(chan struct{}, 2)
 
 	e := echo.New()
 	e.HideBanner = true
@@ -154,8 +192,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Close releases the cached checkpoints' files.
-func (s *Server) Close() { s.cache.close() }
+// Close stops the background statistics jobs and releases the cached checkpoints' files.
+func (s *Server) Close() {
+	s.stop()
+	s.jobsWG.Wait()
+	s.cache.close()
+}
 
 // jsonSerializer writes JSON without escaping <, > and & as \u003c...: the API's next URLs
 // keep their "&", and the Content-Type plus nosniff already keep browsers from reading

@@ -2,6 +2,7 @@ package views
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ckptview/ckptview/internal/loader"
@@ -41,6 +42,84 @@ type CheckpointPage struct {
 	// Root describes the top object; Tree is the first page of its children.
 	Root Row
 	Tree Children
+	// Stats is the all-statistics job's state, set by the server for files with tensors.
+	Stats *StatsJob
+}
+
+// AddStats gives the tree's tensor rows (raw and modules) a sparkline from the statistics
+// lookup has already; it never computes any.
+func (p *CheckpointPage) AddStats(lookup StatsLookup) {
+	p.Tree.AddStats(lookup)
+	if p.Modules != nil {
+		var visit func(ms []*Module)
+		visit = func(ms []*Module) {
+			for _, m := range ms {
+				if m.Leaf != nil {
+					m.Leaf.addStats(lookup)
+				}
+				visit(m.Children)
+			}
+		}
+		visit(p.Modules.Modules)
+	}
+}
+
+// StatsJob is the "compute all statistics" block of a checkpoint page: a button, a
+// progress bar while the job runs, links to the exports when it is done.
+type StatsJob struct {
+	// State is idle, running, done or failed; Queued is set while another checkpoint's job
+	// runs first.
+	State  string
+	Queued bool
+	// DoneBytes of TotalBytes are read; TensorsDone of TensorsTotal finished, Failed of
+	// them unreadable; Error says why a job failed.
+	DoneBytes, TotalBytes             int64
+	TensorsDone, TensorsTotal, Failed int
+	Error                             string
+	// PollURL is the fragment polled while running; StartURL starts a job (POST); CSVURL
+	// and JSONURL are the exports; PageURL is the checkpoint page, at this block.
+	PollURL, StartURL, CSVURL, JSONURL, PageURL string
+	// Polled is set when the block answers its own polling: a job that has just finished
+	// then offers to reload the page, whose tree has the new sparklines.
+	Polled bool
+}
+
+// NewStatsJob is the block for checkpoint id in the given state.
+func NewStatsJob(id string, j StatsJob) *StatsJob {
+	j.PollURL, j.StartURL = StatsAllURL(id), StatsAllStartURL(id)
+	j.CSVURL, j.JSONURL = StatsExportURL(id, "csv"), StatsExportURL(id, "json")
+	j.PageURL = CheckpointURL(id) + "#stats-all"
+	return &j
+}
+
+// Running reports whether the job is under way (polling continues).
+func (j *StatsJob) Running() bool { return j.State == "running" }
+
+// Value and Max are the <progress> element's attributes: bytes read of bytes to read.
+func (j *StatsJob) Value() string { return strconv.FormatInt(j.DoneBytes, 10) }
+
+// Max is the <progress> maximum, at least 1 so an all-empty checkpoint still draws.
+func (j *StatsJob) Max() string { return strconv.FormatInt(max(j.TotalBytes, 1), 10) }
+
+// Percent is the share of bytes read: "42%".
+func (j *StatsJob) Percent() string {
+	if j.TotalBytes <= 0 {
+		if j.State == "done" {
+			return "100%"
+		}
+		return "0%"
+	}
+	return strconv.FormatInt(j.DoneBytes*100/j.TotalBytes, 10) + "%"
+}
+
+// Summary says how far the job is in words: "12 of 39 tensors · 1.2 MB of 30 kB".
+func (j *StatsJob) Summary() string {
+	s := Thousands(int64(j.TensorsDone)) + " of " + plural(int64(j.TensorsTotal), "tensor") +
+		" · " + HumanBytes(j.DoneBytes) + " of " + HumanBytes(j.TotalBytes)
+	if j.Failed > 0 {
+		s += " · " + Thousands(int64(j.Failed)) + " unreadable"
+	}
+	return s
 }
 
 // DTypeRow is one line of the bytes-per-dtype table.

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ckptview/ckptview/internal/export"
 	"github.com/ckptview/ckptview/internal/loader"
 )
 
@@ -43,6 +44,25 @@ type NodePage struct {
 	Length int64
 	// Value is a scalar's full value as Python would print it.
 	Value string
+	// Downloads are the files the node can be saved as: JSON for any node, .npy and raw
+	// bytes for tensors whose values can be decoded.
+	Downloads []Download
+
+	// The rest is set by the server for tensors, since it reads data.
+
+	// Values are the preview and the slice table.
+	Values *TensorValues
+	// Stats are the tensor's statistics when already computed; otherwise StatsURL is the
+	// fragment that computes them (htmx) and StatsNowURL the page doing it (no JavaScript).
+	Stats                 *StatsView
+	StatsURL, StatsNowURL string
+	// StatsError says why the tensor has no statistics (a dtype without numbers).
+	StatsError string
+}
+
+// Download is a link that saves a node as a file.
+type Download struct {
+	Label, URL, Title, TestID string
 }
 
 // TensorMeta is everything known about a tensor or array without reading its data.
@@ -132,11 +152,51 @@ func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 	if n.Tensor != nil {
 		p.Tensor = NewTensorMeta(meta.ID, n)
 	}
+	p.Downloads = downloads(meta.ID, n)
 	if isContainer(n) {
 		c := NewChildren(meta, ck, n, offset, limit)
 		p.Children = &c
 	}
 	return p
+}
+
+// downloads lists the formats node n can be saved as.
+func downloads(id string, n *loader.Node) []Download {
+	out := []Download{{Label: "JSON", URL: DownloadURL(id, n.Path, "json", false), TestID: "download-json",
+		Title: "this node and everything below it as lossless JSON (tensors inline up to 1,048,576 elements)"}}
+	t := n.Tensor
+	if t == nil || t.Objects != nil || export.ViewOf(t) == nil {
+		return out
+	}
+	conv := ""
+	switch {
+	case t.DType == "bfloat16" || strings.HasPrefix(t.DType, "float8"):
+		conv = ", converted to float32"
+	case t.Quant != nil:
+		conv = ", the stored integers"
+	}
+	out = append(out,
+		Download{Label: ".npy", URL: DownloadURL(id, n.Path, "npy", false), TestID: "download-npy",
+			Title: "numpy.load reads it" + conv},
+		Download{Label: "raw", URL: DownloadURL(id, n.Path, "raw", false), TestID: "download-raw",
+			Title: "little-endian C-order bytes" + conv + "; dtype and shape are in the file name"})
+	if conv == ", converted to float32" {
+		bits := "uint16"
+		if t.DType != "bfloat16" {
+			bits = "uint8"
+		}
+		out = append(out, Download{Label: ".npy (" + bits + " bits)", URL: DownloadURL(id, n.Path, "npy", true),
+			TestID: "download-npy-bits", Title: "the " + t.DType + " bit patterns as " + bits})
+	}
+	return out
+}
+
+// AddStats gives the children's tensor rows a sparkline from the statistics lookup has
+// already; it never computes any.
+func (p *NodePage) AddStats(lookup StatsLookup) {
+	if p.Children != nil {
+		p.Children.AddStats(lookup)
+	}
 }
 
 // under reports whether pointer p is at or below pointer parent.

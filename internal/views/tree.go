@@ -5,6 +5,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/tensor"
 )
 
 // DefaultLimit is how many children one page of a tree shows.
@@ -67,6 +68,26 @@ type TensorBrief struct {
 	// counts those left out.
 	SharedWith []Link
 	SharedMore int
+	// Spark is the tensor's sparkline when its statistics are already computed.
+	Spark *Sparkline
+}
+
+// StatsLookup returns the statistics already computed for the tensor at a pointer, nil if
+// there are none yet.
+type StatsLookup func(pointer string) *tensor.Stats
+
+// AddStats gives tensor rows a sparkline from the statistics lookup has already; it never
+// computes any, so a tree renders at once whatever the tensors' sizes.
+func (c *Children) AddStats(lookup StatsLookup) {
+	for i := range c.Rows {
+		c.Rows[i].addStats(lookup)
+	}
+}
+
+func (r *Row) addStats(lookup StatsLookup) {
+	if r.Tensor != nil && lookup != nil {
+		r.Tensor.Spark = NewSparkline(lookup(r.Path))
+	}
 }
 
 // Children is one page of a node's children: the htmx fragment a tree row expands into,

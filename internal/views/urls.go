@@ -52,3 +52,39 @@ func withOffset(u string, offset int) string {
 	}
 	return u + "?offset=" + strconv.Itoa(offset)
 }
+
+// StatsFragmentURL is the htmx fragment with a tensor's statistics (computed on request).
+func StatsFragmentURL(id, pointer string, log bool) string {
+	q := url.Values{"path": {pointer}}
+	if log {
+		q.Set("hist", "log")
+	}
+	return "/c/" + url.PathEscape(id) + "/fragment/stats?" + q.Encode()
+}
+
+// StatsJSONURL is the statistics API address of one tensor.
+func StatsJSONURL(id, pointer string) string {
+	return "/api/checkpoints/" + url.PathEscape(id) + "/stats?" + url.Values{"path": {pointer}}.Encode()
+}
+
+// DownloadURL is the download of a node as json, npy or raw; bits keeps bfloat16 and
+// float8 as their bit patterns instead of float32.
+func DownloadURL(id, pointer, format string, bits bool) string {
+	q := url.Values{"path": {pointer}, "format": {format}}
+	if bits {
+		q.Set("as", "raw")
+	}
+	return "/api/checkpoints/" + url.PathEscape(id) + "/download?" + q.Encode()
+}
+
+// StatsAllURL is the htmx fragment with the progress of a checkpoint's all-statistics job;
+// a POST to StatsAllStartURL starts the job.
+func StatsAllURL(id string) string { return "/c/" + url.PathEscape(id) + "/fragment/stats-all" }
+
+// StatsAllStartURL starts a checkpoint's all-statistics job (POST).
+func StatsAllStartURL(id string) string { return "/c/" + url.PathEscape(id) + "/stats-all" }
+
+// StatsExportURL is the export of every tensor's statistics as csv or json.
+func StatsExportURL(id, format string) string {
+	return "/api/checkpoints/" + url.PathEscape(id) + "/stats/export?format=" + url.QueryEscape(format)
+}

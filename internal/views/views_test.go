@@ -10,7 +10,7 @@ import (
 )
 
 // tensor builds a contiguous tensor node over its own storage.
-func tensor(key, dtype string, shape ...int64) *loader.Node {
+func tensorNode(key, dtype string, shape ...int64) *loader.Node {
 	strides := make([]int64, len(shape))
 	s := int64(1)
 	for i := len(shape) - 1; i >= 0; i-- {
@@ -93,8 +93,8 @@ func TestSummary(t *testing.T) {
 		{"set", &loader.Node{Kind: loader.KindSet, Type: "set", Children: make([]*loader.Node, 2)}, "set (2 items)"},
 		{"object", &loader.Node{Kind: loader.KindObject, Type: "sklearn.svm._classes.SVC", Global: "sklearn.svm._classes.SVC"}, "sklearn.svm._classes.SVC"},
 		{"global", &loader.Node{Kind: loader.KindGlobal, Global: "posix.system"}, "posix.system"},
-		{"tensor", tensor("w", "float32", 768, 3072), "float32[768, 3072]"},
-		{"scalar tensor", tensor("w", "int64"), "int64[]"},
+		{"tensor", tensorNode("w", "float32", 768, 3072), "float32[768, 3072]"},
+		{"scalar tensor", tensorNode("w", "int64"), "int64[]"},
 		{"ref", &loader.Node{Kind: loader.KindRef, Target: "/a/b"}, "ref → /a/b"},
 		{"ref root", &loader.Node{Kind: loader.KindRef, Target: ""}, "ref → /"},
 	}
@@ -245,13 +245,13 @@ func TestModuleTree(t *testing.T) {
 	var entries []*loader.Node
 	// Keys in string order, as some savers write them: 0, 1, 10, 11, 2, ...
 	for _, i := range []string{"0", "1", "10", "2"} {
-		entries = append(entries, tensor("blocks."+i+".attn.q.weight", "float32", 4, 4))
-		entries = append(entries, tensor("blocks."+i+".attn.q.bias", "float32", 4))
+		entries = append(entries, tensorNode("blocks."+i+".attn.q.weight", "float32", 4, 4))
+		entries = append(entries, tensorNode("blocks."+i+".attn.q.bias", "float32", 4))
 	}
 	entries = append(entries,
-		tensor("encoder.layer.norm.weight", "float16", 8),
-		tensor("head", "float32", 2, 4),
-		tensor("head.bias", "float32", 2),
+		tensorNode("encoder.layer.norm.weight", "float16", 8),
+		tensorNode("head", "float32", 2, 4),
+		tensorNode("head.bias", "float32", 2),
 		&loader.Node{Kind: loader.KindRef, Key: "tied.weight", Seg: "tied.weight", Target: "/head"},
 	)
 	root := &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict", Children: entries}
@@ -327,7 +327,7 @@ func TestIndexLabel(t *testing.T) {
 
 func TestFindStateDict(t *testing.T) {
 	sd := func(key string) *loader.Node {
-		return dict(key, tensor("a.weight", "float32", 2), tensor("a.bias", "float32", 2))
+		return dict(key, tensorNode("a.weight", "float32", 2), tensorNode("a.bias", "float32", 2))
 	}
 	tests := []struct {
 		name string
@@ -337,10 +337,10 @@ func TestFindStateDict(t *testing.T) {
 		{"root", sd(""), ""},
 		{"lightning", dict("", &loader.Node{Kind: loader.KindInt, Key: "epoch", Int: "3"}, sd("state_dict"), dict("optimizer_states")), "state_dict"},
 		{"prefers named key on ties", dict("", sd("ema"), sd("model")), "model"},
-		{"more tensors wins", dict("", sd("model"), dict("ema", tensor("a.b", "float32", 1), tensor("a.c", "float32", 1), tensor("a.d", "float32", 1))), "ema"},
-		{"flat keys", dict("", tensor("weight", "float32", 2), tensor("bias", "float32", 2)), "-"},
-		{"mostly not tensors", dict("", str("a.b", "x"), str("a.c", "y"), tensor("a.d", "float32", 1)), "-"},
-		{"a list", list("", tensor("x", "float32", 1)), "-"},
+		{"more tensors wins", dict("", sd("model"), dict("ema", tensorNode("a.b", "float32", 1), tensorNode("a.c", "float32", 1), tensorNode("a.d", "float32", 1))), "ema"},
+		{"flat keys", dict("", tensorNode("weight", "float32", 2), tensorNode("bias", "float32", 2)), "-"},
+		{"mostly not tensors", dict("", str("a.b", "x"), str("a.c", "y"), tensorNode("a.d", "float32", 1)), "-"},
+		{"a list", list("", tensorNode("x", "float32", 1)), "-"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -394,8 +394,8 @@ func TestNewChildrenPaging(t *testing.T) {
 }
 
 func TestRowTiedWeights(t *testing.T) {
-	wte := tensor("wte.weight", "float32", 10, 4)
-	head := tensor("lm_head.weight", "float32", 10, 4)
+	wte := tensorNode("wte.weight", "float32", 10, 4)
+	head := tensorNode("lm_head.weight", "float32", 10, 4)
 	head.Tensor.Storage = wte.Tensor.Storage
 	root := dict("", wte, head)
 	ck := checkpoint(root)
@@ -434,7 +434,7 @@ func TestFindingRows(t *testing.T) {
 }
 
 func TestNodePage(t *testing.T) {
-	w := tensor("w", "float32", 3, 2)
+	w := tensorNode("w", "float32", 3, 2)
 	w.Tensor.Strides = []int64{1, 3} // a transposed view
 	w.Tensor.StorageOffset = 0
 	payload := &loader.Node{Kind: loader.KindObject, Type: "posix.system", Global: "posix.system", Key: "payload", Seg: "payload", Danger: true}
@@ -485,9 +485,9 @@ func TestNodePage(t *testing.T) {
 
 func TestCheckpointPage(t *testing.T) {
 	root := dict("",
-		tensor("enc.weight", "float32", 4, 4),
-		tensor("enc.bias", "float32", 4),
-		tensor("emb.weight", "float16", 10, 4),
+		tensorNode("enc.weight", "float32", 4, 4),
+		tensorNode("enc.bias", "float32", 4),
+		tensorNode("emb.weight", "float16", 10, 4),
 	)
 	ck := checkpoint(root)
 	ck.Notes = []string{"torch version 2.4"}
@@ -533,10 +533,10 @@ func TestPyRepr(t *testing.T) {
 }
 
 func TestModuleTreeTiedTotals(t *testing.T) {
-	wte := tensor("wte.weight", "float32", 10, 4)
-	head := tensor("lm_head.weight", "float32", 10, 4)
+	wte := tensorNode("wte.weight", "float32", 10, 4)
+	head := tensorNode("lm_head.weight", "float32", 10, 4)
 	head.Tensor.Storage = wte.Tensor.Storage
-	root := dict("", wte, head, tensor("ln.bias", "float32", 4))
+	root := dict("", wte, head, tensorNode("ln.bias", "float32", 4))
 	ck := checkpoint(root)
 	tree := NewModuleTree("id", ck, FindStateDict(root))
 	want := "3 entries, 3 tensors, 84 parameters, 336 B (44 parameters, 176 B without tied weights)"

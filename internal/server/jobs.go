@@ -1,0 +1,287 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/tensor"
+)
+
+// The states of a "compute all statistics" job, as the API reports them.
+const (
+	jobIdle    = "idle"
+	jobRunning = "running"
+	jobDone    = "done"
+	jobFailed  = "failed"
+)
+
+// jobProgress is how far a checkpoint's all-statistics job is: the body of
+// GET /api/checkpoints/:id/stats/all.
+type jobProgress struct {
+	State string `json:"state"`
+	// Queued is set while a running job waits for another checkpoint's job to finish.
+	Queued       bool  `json:"queued"`
+	DoneBytes    int64 `json:"done_bytes"`
+	TotalBytes   int64 `json:"total_bytes"`
+	TensorsDone  int   `json:"tensors_done"`
+	TensorsTotal int   `json:"tensors_total"`
+	// Failed counts tensors whose values could not be read; Error says why a job failed.
+	Failed int    `json:"failed_tensors"`
+	Error  string `json:"error,omitempty"`
+}
+
+// statsJob computes the statistics of every tensor of one checkpoint in the background.
+type statsJob struct {
+	mu sync.Mutex
+	p  jobProgress
+}
+
+func (j *statsJob) progress() jobProgress {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.p
+}
+
+func (j *statsJob) update(f func(p *jobProgress)) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	f(&j.p)
+}
+
+// statsJobs holds one job per checkpoint and lets at most one run at a time server-wide:
+// together with the statistics semaphore this keeps a server asked to compute everything
+// of many large checkpoints reading one tensor at a time.
+type statsJobs struct {
+	mu   sync.Mutex
+	byID map[string]*statsJob
+	slot chan struct{}
+}
+
+func newStatsJobs() *statsJobs {
+	return &statsJobs{byID: map[string]*statsJob{}, slot: make(chan struct{}, 1)}
+}
+
+// job returns the checkpoint's job, nil if none was started.
+func (js *statsJobs) job(id string) *statsJob {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	return js.byID[id]
+}
+
+// statsUnit is one view whose statistics a job computes: the tensors that are the same
+// numbers (tied weights saved under several keys) share it.
+type statsUnit struct {
+	paths  []string
+	nbytes int64
+	numel  int64
+}
+
+type viewIdentity struct {
+	storage        *loader.Storage
+	offset         int64
+	dtype          string
+	shape, strides string
+	quant          loader.Quantization
+}
+
+// statsUnits lists, in tree order, the tensors of a checkpoint whose values can be read,
+// grouped by identical views.
+func statsUnits(ck *loader.Checkpoint) []*statsUnit {
+	var units []*statsUnit
+	byView := map[viewIdentity]*statsUnit{}
+	walkTensors(ck.Root, func(n *loader.Node) {
+		if _, err := tensorView(n); err != nil {
+			return
+		}
+		t := n.Tensor
+		k := viewIdentity{storage: t.Storage, offset: t.StorageOffset, dtype: t.DType,
+			shape: fmt.Sprint(t.Shape), strides: fmt.Sprint(t.Strides)}
+		if t.Quant != nil {
+			k.quant = *t.Quant
+		}
+		if u, ok := byView[k]; ok {
+			u.paths = append(u.paths, n.Path)
+			return
+		}
+		u := &statsUnit{paths: []string{n.Path}, nbytes: t.NBytes(), numel: t.Numel()}
+		byView[k] = u
+		units = append(units, u)
+	})
+	return units
+}
+
+// walkTensors visits every tensor and array node in tree order (depth first, children in
+// order, object arrays' items included), never through a ref.
+func walkTensors(root *loader.Node, visit func(*loader.Node)) {
+	if root == nil {
+		return
+	}
+	stack := []*loader.Node{root}
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if n.Kind == loader.KindTensor || n.Kind == loader.KindNDArray {
+			visit(n)
+		}
+		kids := n.Children
+		if n.Tensor != nil && n.Tensor.Objects != nil {
+			kids = append(slices.Clip(kids), n.Tensor.Objects...)
+		}
+		for i := len(kids) - 1; i >= 0; i-- {
+			stack = append(stack, kids[i])
+		}
+	}
+}
+
+// idleProgress says how much of a checkpoint is already computed when no job ran: single
+// tensor pages fill the cache too.
+func (s *Server) idleProgress(o *opened) jobProgress {
+	p := jobProgress{State: jobIdle}
+	for _, u := range statsUnits(o.ck) {
+		p.TensorsTotal += len(u.paths)
+		p.TotalBytes += u.nbytes
+		if s.unitCached(o.id, u) != nil {
+			p.TensorsDone += len(u.paths)
+			p.DoneBytes += u.nbytes
+		}
+	}
+	if p.TensorsTotal > 0 && p.TensorsDone == p.TensorsTotal {
+		p.State = jobDone
+	}
+	return p
+}
+
+// unitCached returns the statistics of any tensor of the unit, copying them to the others.
+func (s *Server) unitCached(id string, u *statsUnit) *tensor.Stats {
+	for _, p := range u.paths {
+		if st := s.cachedStats(id, p); st != nil {
+			for _, q := range u.paths {
+				if q != p && s.cachedStats(id, q) == nil {
+					s.stats.put(statsKey{id, q}, st)
+				}
+			}
+			return st
+		}
+	}
+	return nil
+}
+
+// statsProgress is the progress of the checkpoint's job, or of what is cached when there
+// is no job.
+func (s *Server) statsProgress(o *opened) jobProgress {
+	if j := s.jobs.job(o.id); j != nil {
+		p := j.progress()
+		if p.State != jobDone || s.idleProgress(o).State == jobDone {
+			return p
+		}
+		// Done once, but some statistics have since left the cache: say what is there.
+	}
+	return s.idleProgress(o)
+}
+
+// startStatsJob starts computing every tensor's statistics of checkpoint o in the
+// background, unless a job for it is running already or everything is cached. It returns
+// the job's progress.
+func (s *Server) startStatsJob(o *opened) jobProgress {
+	s.jobs.mu.Lock()
+	defer s.jobs.mu.Unlock()
+	if j := s.jobs.byID[o.id]; j != nil && j.progress().State == jobRunning {
+		return j.progress()
+	}
+	if p := s.idleProgress(o); p.State == jobDone {
+		j := &statsJob{p: p}
+		s.jobs.byID[o.id] = j
+		return p
+	}
+	units := statsUnits(o.ck)
+	j := &statsJob{p: jobProgress{State: jobRunning, Queued: true}}
+	for _, u := range units {
+		j.p.TensorsTotal += len(u.paths)
+		j.p.TotalBytes += u.nbytes
+	}
+	s.jobs.byID[o.id] = j
+	s.jobsWG.Add(1)
+	go func() {
+		defer s.jobsWG.Done()
+		s.runStatsJob(o.id, j, units)
+	}()
+	return j.progress()
+}
+
+// runStatsJob computes the units one after the other once the job slot is free.
+func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
+	ctx := s.base
+	fail := func(err error) {
+		j.update(func(p *jobProgress) { p.State, p.Queued, p.Error = jobFailed, false, err.Error() })
+		if !errors.Is(err, context.Canceled) {
+			s.log.Error("statistics job failed", "id", id, "err", err)
+		}
+	}
+	select {
+	case s.jobs.slot <- struct{}{}:
+		defer func() { <-s.jobs.slot }()
+	case <-ctx.Done():
+		fail(ctx.Err())
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			fail(fmt.Errorf("server: statistics job panicked: %v", r))
+		}
+	}()
+	j.update(func(p *jobProgress) { p.Queued = false })
+	o, release, err := s.cache.get(ctx, id)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer release()
+	var doneBytes int64
+	for _, u := range units {
+		if s.unitCached(id, u) == nil {
+			n, err := node(o.ck, u.paths[0])
+			if err != nil {
+				fail(err)
+				return
+			}
+			// Compute reads every element twice (moments, then the histogram): bytes done
+			// are half the elements reported, in the tensor's own size, never beyond it.
+			var elems int64
+			var mu sync.Mutex
+			base := doneBytes
+			progress := func(e int64) {
+				mu.Lock()
+				elems += e
+				within := u.nbytes
+				if u.numel > 0 {
+					within = min(u.nbytes, int64(float64(elems)/float64(2*u.numel)*float64(u.nbytes)))
+				}
+				mu.Unlock()
+				j.update(func(p *jobProgress) { p.DoneBytes = max(p.DoneBytes, base+within) })
+			}
+			st, err := s.tensorStats(ctx, o, n, progress)
+			if err != nil {
+				if ctx.Err() != nil {
+					fail(ctx.Err())
+					return
+				}
+				s.log.Warn("statistics failed", "id", id, "path", u.paths[0], "err", err)
+				j.update(func(p *jobProgress) { p.Failed += len(u.paths) })
+			} else {
+				for _, q := range u.paths[1:] {
+					s.stats.put(statsKey{id, q}, st)
+				}
+			}
+		}
+		doneBytes += u.nbytes
+		j.update(func(p *jobProgress) {
+			p.DoneBytes = max(p.DoneBytes, doneBytes)
+			p.TensorsDone += len(u.paths)
+		})
+	}
+	j.update(func(p *jobProgress) { p.State = jobDone })
+}

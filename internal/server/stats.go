@@ -1,0 +1,295 @@
+package server
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ckptview/ckptview/internal/export"
+	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/tensor"
+)
+
+// statsKey names one tensor's statistics: the checkpoint and the tensor's JSON Pointer.
+type statsKey struct{ id, path string }
+
+// statsCache keeps the statistics computed so far (the most recently used max of them),
+// computes each tensor's at most once at a time however many requests ask, and bounds how
+// many computations run at once server-wide, so a page full of huge tensors cannot make the
+// server read them all in parallel.
+type statsCache struct {
+	max     int
+	workers int           // goroutines per computation
+	sem     chan struct{} // one token per computation running
+	base    context.Context
+
+	mu      sync.Mutex
+	lru     *list.List // of *statsEntry, most recent first
+	entries map[statsKey]*list.Element
+	flights map[statsKey]*statsFlight
+
+	// computed counts the computations that finished; tests read it to tell a cache hit.
+	computed atomic.Int64
+}
+
+type statsEntry struct {
+	key   statsKey
+	stats *tensor.Stats
+}
+
+// statsFlight is one computation in flight; the requests that want its result wait on done.
+// When the last of them gives up, the computation is cancelled.
+type statsFlight struct {
+	done    chan struct{}
+	stats   *tensor.Stats
+	err     error
+	waiters int // guarded by the cache's mutex
+	cancel  context.CancelFunc
+
+	pmu      sync.Mutex
+	progress []func(elements int64)
+}
+
+// report passes the elements a computation has just read to everyone waiting on it.
+func (f *statsFlight) report(elements int64) {
+	f.pmu.Lock()
+	defer f.pmu.Unlock()
+	for _, p := range f.progress {
+		p(elements)
+	}
+}
+
+func newStatsCache(base context.Context, max, workers, concurrency int) *statsCache {
+	return &statsCache{
+		max:     max,
+		workers: workers,
+		sem:     make(chan struct{}, concurrency),
+		base:    base,
+		lru:     list.New(),
+		entries: map[statsKey]*list.Element{},
+		flights: map[statsKey]*statsFlight{},
+	}
+}
+
+// get returns cached statistics without computing anything: what tree rows use.
+func (c *statsCache) get(key statsKey) *tensor.Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.entries[key]; ok {
+		c.lru.MoveToFront(el)
+		return el.Value.(*statsEntry).stats
+	}
+	return nil
+}
+
+// put caches statistics, evicting the least recently used beyond max.
+func (c *statsCache) put(key statsKey, s *tensor.Stats) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.insert(key, s)
+}
+
+// insert is put with c.mu held.
+func (c *statsCache) insert(key statsKey, s *tensor.Stats) {
+	if el, ok := c.entries[key]; ok {
+		el.Value.(*statsEntry).stats = s
+		c.lru.MoveToFront(el)
+		return
+	}
+	c.entries[key] = c.lru.PushFront(&statsEntry{key: key, stats: s})
+	for c.lru.Len() > c.max {
+		e := c.lru.Remove(c.lru.Back()).(*statsEntry)
+		delete(c.entries, e.key)
+	}
+}
+
+// computeFunc computes one tensor's statistics, reporting the elements it reads.
+type computeFunc func(ctx context.Context, progress func(elements int64)) (*tensor.Stats, error)
+
+// compute returns the statistics for key: from the cache, by joining the computation in
+// flight, or by starting one that run does once a computation slot is free. progress, if
+// set, hears about the elements read from the moment this caller joins.
+func (c *statsCache) compute(ctx context.Context, key statsKey, run computeFunc, progress func(int64)) (*tensor.Stats, error) {
+	c.mu.Lock()
+	if el, ok := c.entries[key]; ok {
+		c.lru.MoveToFront(el)
+		c.mu.Unlock()
+		return el.Value.(*statsEntry).stats, nil
+	}
+	f, ok := c.flights[key]
+	if !ok {
+		fctx, cancel := context.WithCancel(c.base)
+		f = &statsFlight{done: make(chan struct{}), cancel: cancel}
+		c.flights[key] = f
+		go c.run(fctx, key, f, run)
+	}
+	f.waiters++
+	if progress != nil {
+		f.pmu.Lock()
+		f.progress = append(f.progress, progress)
+		f.pmu.Unlock()
+	}
+	c.mu.Unlock()
+
+	select {
+	case <-f.done:
+		return f.stats, f.err
+	case <-ctx.Done():
+		c.mu.Lock()
+		f.waiters--
+		if f.waiters == 0 {
+			// Nobody wants it any more: stop reading, and let the next request start afresh
+			// rather than join a cancelled computation.
+			f.cancel()
+			if c.flights[key] == f {
+				delete(c.flights, key)
+			}
+		}
+		c.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// run computes one flight once a slot is free, caches a success and wakes the waiters.
+func (c *statsCache) run(ctx context.Context, key statsKey, f *statsFlight, fn computeFunc) {
+	defer f.cancel()
+	var s *tensor.Stats
+	var err error
+	select {
+	case c.sem <- struct{}{}:
+		s, err = runGuarded(ctx, fn, f.report)
+		<-c.sem
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.flights[key] == f {
+		delete(c.flights, key)
+	}
+	if err == nil {
+		c.insert(key, s)
+		c.computed.Add(1)
+	}
+	f.stats, f.err = s, err
+	close(f.done)
+}
+
+// runGuarded runs fn, turning a panic into an error: it runs outside any request, where a
+// panic would take the server down.
+func runGuarded(ctx context.Context, fn computeFunc, progress func(int64)) (s *tensor.Stats, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = nil, fmt.Errorf("server: computing statistics panicked: %v", r)
+		}
+	}()
+	return fn(ctx, progress)
+}
+
+// notTensorError is a request for values of a node that has none: a dict, a str, an
+// object array.
+type notTensorError struct{ msg string }
+
+func (e *notTensorError) Error() string { return e.msg }
+
+// valueError is a tensor whose values cannot be read: a dtype without a numeric decoding
+// (str, structured), or a view that reaches past its storage.
+type valueError struct {
+	path string
+	err  error
+}
+
+func (e *valueError) Error() string {
+	if errors.Is(e.err, tensor.ErrUnsupported) {
+		return fmt.Sprintf("the values of %s cannot be decoded (%v); download it as JSON instead", displayPath(e.path), e.err)
+	}
+	return fmt.Sprintf("the values of %s cannot be read: %v", displayPath(e.path), e.err)
+}
+
+func (e *valueError) Unwrap() error { return e.err }
+
+func displayPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	return p
+}
+
+// maxRefHops bounds how many refs resolve follows: refs point at first occurrences, so
+// one hop is the norm.
+const maxRefHops = 16
+
+// resolve follows ref nodes to what they point at.
+func resolve(ck *loader.Checkpoint, n *loader.Node) (*loader.Node, error) {
+	for range maxRefHops {
+		if n.Kind != loader.KindRef {
+			return n, nil
+		}
+		t, err := node(ck, n.Target)
+		if err != nil {
+			return nil, err
+		}
+		n = t
+	}
+	return nil, &notTensorError{msg: fmt.Sprintf("%s: too many refs in a row", displayPath(n.Path))}
+}
+
+// tensorView is the view over a tensor node's values, checked against its storage.
+func tensorView(n *loader.Node) (*tensor.View, error) {
+	t := n.Tensor
+	if t == nil {
+		return nil, &notTensorError{msg: fmt.Sprintf("not a tensor: %s is a %s", displayPath(n.Path), n.Kind)}
+	}
+	if t.Objects != nil {
+		return nil, &notTensorError{msg: fmt.Sprintf("not a tensor of numbers: %s is a numpy object array; download it as JSON instead", displayPath(n.Path))}
+	}
+	if tensor.ElementSize(t.DType) == 0 {
+		return nil, &valueError{path: n.Path, err: fmt.Errorf("%w: %s", tensor.ErrUnsupported, t.DType)}
+	}
+	v := export.ViewOf(t)
+	if v == nil {
+		return nil, &valueError{path: n.Path, err: errors.New("the file holds no data for it")}
+	}
+	if err := v.Check(); err != nil {
+		return nil, &valueError{path: n.Path, err: err}
+	}
+	return v, nil
+}
+
+// cachedStats returns a tensor's statistics if they have been computed: never reads data.
+func (s *Server) cachedStats(id, path string) *tensor.Stats {
+	return s.stats.get(statsKey{id, path})
+}
+
+// tensorStats returns the statistics of tensor node n of checkpoint o, computing them
+// unless cached. The computation holds the checkpoint open itself, so it is unaffected by
+// the caller's release; it is cancelled when every caller waiting for it has gone.
+func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, progress func(int64)) (*tensor.Stats, error) {
+	if _, err := tensorView(n); err != nil {
+		return nil, err
+	}
+	id, path := o.id, n.Path
+	return s.stats.compute(ctx, statsKey{id, path}, func(ctx context.Context, p func(int64)) (*tensor.Stats, error) {
+		o, release, err := s.cache.get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		n, err := node(o.ck, path)
+		if err != nil {
+			return nil, err
+		}
+		v, err := tensorView(n)
+		if err != nil {
+			return nil, err
+		}
+		st, err := tensor.Compute(ctx, v, s.stats.workers, p)
+		if err != nil {
+			return nil, fmt.Errorf("statistics of %s: %w", displayPath(path), err)
+		}
+		return st, nil
+	}, progress)
+}
