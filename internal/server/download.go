@@ -200,24 +200,29 @@ func downloadName(file, pointer, ext string) string {
 }
 
 // sanitizeName keeps [A-Za-z0-9._-] of s, turns path separators into dots and anything
-// else into "_", collapses runs of dots and underscores, and trims them from the ends (no
-// hidden files, no "..").
+// else into "_", collapses each run of dots and underscores into one (a dot if the run has
+// one), and trims them from the ends (no hidden files, no "..").
 func sanitizeName(s string) string {
 	var b strings.Builder
-	var last rune
+	run := byte(0) // the pending separator of a run of dots and underscores
 	for _, r := range s {
+		var c byte
 		switch {
-		case r == '/' || r == '\\':
-			r = '.'
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':
-		default:
-			r = '_'
-		}
-		if (r == '.' || r == '_') && r == last {
+		case r == '/' || r == '\\' || r == '.':
+			c = '.'
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
+			if run != 0 {
+				b.WriteByte(run)
+				run = 0
+			}
+			b.WriteRune(r)
 			continue
+		default:
+			c = '_'
 		}
-		b.WriteRune(r)
-		last = r
+		if run != '.' {
+			run = c
+		}
 	}
 	return strings.Trim(b.String(), "._-")
 }

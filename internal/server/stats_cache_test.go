@@ -1,0 +1,297 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/csv"
+	"errors"
+	"io"
+	"math"
+	"mime"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/tensor"
+)
+
+func TestDownloadName(t *testing.T) {
+	for _, tc := range []struct {
+		file, pointer, ext, want string
+	}{
+		{"state_dict.pt", "/wte.weight", ".npy", "state_dict__wte.weight.npy"},
+		{"state_dict.pt", "/wte.weight", "__float32_50x16.bin", "state_dict__wte.weight__float32_50x16.bin"},
+		{"state_dict.pt", "", ".json", "state_dict.json"},
+		{"model.ckpt", "/state_dict/model.0.weight", ".npy", "model__state_dict.model.0.weight.npy"},
+		{"m.pt", "/a~1b/c~0d", ".npy", "m__a.b.c_d.npy"},
+		{"m.pt", "/../../etc/passwd", ".npy", "m__etc.passwd.npy"},
+		{"m.pt", "/..", ".json", "m.json"},
+		{`we"ird name.pt`, "/say \"hi\"\r\nSet-Cookie: x=1", ".json", "we_ird_name__say_hi_Set-Cookie_x_1.json"},
+		{"été.pt", "/poids/日本語", ".npy", "t__poids.npy"},
+		{".hidden", "/x", ".npy", "hidden__x.npy"},
+		{"", "/x", ".npy", "checkpoint__x.npy"},
+		{"a.b.c.pt", "/1/2", ".npy", "a.b.c__1.2.npy"},
+		{strings.Repeat("n", 300) + ".pt", "/" + strings.Repeat("p", 200) + ".weight", ".npy",
+			strings.Repeat("n", maxNamePart) + "__" + strings.Repeat("p", maxNamePart-len(".weight")) + ".weight.npy"},
+	} {
+		if got := downloadName(tc.file, tc.pointer, tc.ext); got != tc.want {
+			t.Errorf("downloadName(%q, %q, %q) = %q, want %q", tc.file, tc.pointer, tc.ext, got, tc.want)
+		}
+	}
+}
+
+// hostileKey is a dict key that tries to escape a Content-Disposition header and a
+// download directory.
+const hostileKey = "../\"evil\"\r\nX-Injected: 1; é/日本"
+
+// dataTree is a checkpoint of tensors with real bytes in memory: a hostile key, a sparse
+// COO tensor as the loader shows it (an object whose arguments hold the indices and values
+// tensors), and a per-channel quantized tensor with its scales and zero points.
+func dataTree() *loader.Checkpoint {
+	f32 := func(vals ...float32) *loader.Storage {
+		b := make([]byte, 4*len(vals))
+		for i, v := range vals {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+		}
+		return &loader.Storage{Key: "f", DType: "float32", ByteOrder: "little", Size: int64(len(b)), Data: bytes.NewReader(b)}
+	}
+	i64 := func(vals ...int64) *loader.Storage {
+		b := make([]byte, 8*len(vals))
+		for i, v := range vals {
+			binary.LittleEndian.PutUint64(b[8*i:], uint64(v))
+		}
+		return &loader.Storage{Key: "i", DType: "int64", ByteOrder: "little", Size: int64(len(b)), Data: bytes.NewReader(b)}
+	}
+	tn := func(key, path, dtype string, st *loader.Storage, shape ...int64) *loader.Node {
+		strides := make([]int64, len(shape))
+		n := int64(1)
+		for i := len(shape) - 1; i >= 0; i-- {
+			strides[i] = n
+			n *= shape[i]
+		}
+		st.Users = append(st.Users, path)
+		return &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: key, Seg: key, Path: path,
+			Tensor: &loader.Tensor{DType: dtype, Shape: shape, Strides: strides, Storage: st}}
+	}
+	hostile := tn(hostileKey, "/"+loader.EscapeSegment(hostileKey), "float32", f32(1, -2, 3, 0, 0, 6), 2, 3)
+	sparse := &loader.Node{Kind: loader.KindObject, Type: "torch.Tensor", Global: "torch._utils._rebuild_sparse_tensor",
+		Key: "sparse", Seg: "sparse", Path: "/sparse"}
+	args := &loader.Node{Kind: loader.KindTuple, Type: "tuple", Key: "__args__", Seg: "__args__", Path: "/sparse/__args__"}
+	args.Children = []*loader.Node{
+		{Kind: loader.KindGlobal, Global: "torch.sparse_coo", Key: "0", Seg: "0", Path: "/sparse/__args__/0"},
+		tn("1", "/sparse/__args__/1", "int64", i64(0, 1, 2, 0, 1, 2), 2, 3),
+		tn("2", "/sparse/__args__/2", "float32", f32(0.5, -1.5, 2.5), 3),
+	}
+	sparse.Children = []*loader.Node{args}
+
+	qb := []byte{0, 1, 2, 3, 250, 255} // quint8 per channel, axis 0
+	qst := &loader.Storage{Key: "q", DType: "quint8", ByteOrder: "little", Size: int64(len(qb)), Data: bytes.NewReader(qb)}
+	q := tn("q", "/q", "quint8", qst, 2, 3)
+	q.Tensor.Quant = &loader.Quantization{Scheme: "per_channel_affine", Axis: 0}
+	q.Children = []*loader.Node{
+		tn("scales", "/q/scales", "float32", f32(0.1, 0.2), 2),
+		tn("zero_points", "/q/zero_points", "int64", i64(0, 128), 2),
+	}
+	root := &loader.Node{Kind: loader.KindDict, Type: "dict", Children: []*loader.Node{hostile, sparse, q}}
+	root.Len = int64(len(root.Children))
+	return &loader.Checkpoint{Format: "fake", Root: root, Tensors: 6, Parameters: 26, BytesByDType: map[string]int64{"float32": 44}}
+}
+
+// dataServer serves dataTree for any upload.
+func dataServer(t *testing.T) (*Server, string) {
+	t.Helper()
+	s := newTestServer(t, t.TempDir())
+	s.load = func(io.ReaderAt, int64) (*loader.Checkpoint, error) { return dataTree(), nil }
+	rec := do(s, http.MethodPost, "/api/checkpoints?name="+"we%22ird%20name.pt", bytes.NewReader([]byte("data tree")))
+	if rec.Code != http.StatusCreated {
+		t.Fatalf("upload = %d %.200s", rec.Code, rec.Body)
+	}
+	return s, decode[uploadJSON](t, rec).ID
+}
+
+// Every download is named with only [A-Za-z0-9._-], however hostile the key and file name.
+func TestDownloadNameHostile(t *testing.T) {
+	s, id := dataServer(t)
+	safe := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	p := "/" + loader.EscapeSegment(hostileKey)
+	for _, format := range []string{"json", "npy", "raw"} {
+		rec := do(s, http.MethodGet, downloadURL(id, p, format), nil)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("GET %s of the hostile key = %d %.200s", format, rec.Code, rec.Body)
+		}
+		cd := rec.Header().Get("Content-Disposition")
+		if strings.ContainsAny(cd, "\r\n") || len(rec.Header().Values("X-Injected")) > 0 {
+			t.Errorf("%s: header injection: Content-Disposition %q", format, cd)
+		}
+		_, params, err := mime.ParseMediaType(cd)
+		name := params["filename"]
+		if err != nil || !safe.MatchString(name) || strings.Contains(name, "..") {
+			t.Errorf("%s: Content-Disposition %q (file name %q), want a sanitised name", format, cd, name)
+		}
+		if !strings.HasPrefix(name, "we_ird_name__evil_X-Injected_1") {
+			t.Errorf("%s: file name %q, want it to start with the sanitised checkpoint and key", format, name)
+		}
+	}
+}
+
+// A sparse COO tensor (an object holding its indices and values) and a per-channel
+// quantized tensor break nothing: pages render, the tensors inside have statistics, the
+// export lists them, and the per-channel page says its statistics are of the integers.
+func TestSparseAndPerChannel(t *testing.T) {
+	s, id := dataServer(t)
+	for _, target := range []string{
+		"/c/" + id, "/c/" + id + "?view=raw", "/c/" + id + "/n/sparse", "/c/" + id + "/n/sparse/__args__/1",
+		"/c/" + id + "/n/q", "/c/" + id + "/n/q/scales",
+		"/c/" + id + "/fragment/children?path=/sparse/__args__",
+	} {
+		if rec := do(s, http.MethodGet, target, nil); rec.Code != http.StatusOK {
+			t.Errorf("GET %s = %d %.200s", target, rec.Code, rec.Body)
+		}
+	}
+	vals := decode[map[string]any](t, do(s, http.MethodGet, statsURL(id, "/sparse/__args__/2"), nil))
+	if vals["count"] != 3.0 || vals["min"] != -1.5 || vals["max"] != 2.5 {
+		t.Errorf("stats of the sparse values = %v, want count 3, min -1.5, max 2.5", vals)
+	}
+	q := decode[map[string]any](t, do(s, http.MethodGet, statsURL(id, "/q"), nil))
+	if q["min"] != 0.0 || q["max"] != 255.0 {
+		t.Errorf("stats of the per-channel tensor = min %v max %v, want the stored integers 0 and 255", q["min"], q["max"])
+	}
+	page := do(s, http.MethodGet, "/c/"+id+"/n/q?stats=compute", nil).Body.String()
+	if !strings.Contains(page, "statistics are of the stored integers") {
+		t.Errorf("the per-channel tensor's page does not say its statistics are of the stored integers")
+	}
+	rec := do(s, http.MethodGet, "/api/checkpoints/"+id+"/stats/export?format=csv", nil)
+	lines, err := csv.NewReader(rec.Body).ReadAll()
+	if err != nil || len(lines) != 7 {
+		t.Errorf("CSV export has %d lines (%v), want a header and 6 tensors", len(lines), err)
+	}
+}
+
+// statsOf is a computeFunc returning fixed statistics after release is closed.
+func statsOf(release <-chan struct{}, runs *atomic.Int32) computeFunc {
+	return func(ctx context.Context, _ func(int64)) (*tensor.Stats, error) {
+		runs.Add(1)
+		select {
+		case <-release:
+			return &tensor.Stats{Numel: 1, Count: 1}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Concurrent requests for one tensor's statistics compute them once.
+func TestStatsCacheFlight(t *testing.T) {
+	c := newStatsCache(context.Background(), 8, 1, 2)
+	var runs atomic.Int32
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			if _, err := c.compute(context.Background(), statsKey{"a", "/w"}, statsOf(release, &runs), nil); err != nil {
+				t.Errorf("compute: %v", err)
+			}
+		})
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	if runs.Load() != 1 || c.computed.Load() != 1 {
+		t.Errorf("10 concurrent requests ran %d computations (%d finished), want 1", runs.Load(), c.computed.Load())
+	}
+	if c.get(statsKey{"a", "/w"}) == nil {
+		t.Errorf("the result is not cached")
+	}
+}
+
+// No more computations run at once than the semaphore allows.
+func TestStatsCacheBounded(t *testing.T) {
+	const limit = 2
+	c := newStatsCache(context.Background(), 64, 1, limit)
+	var running, peak atomic.Int32
+	fn := func(ctx context.Context, _ func(int64)) (*tensor.Stats, error) {
+		n := running.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+		running.Add(-1)
+		return &tensor.Stats{}, nil
+	}
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Go(func() {
+			if _, err := c.compute(context.Background(), statsKey{"a", string(rune('a' + i))}, fn, nil); err != nil {
+				t.Errorf("compute: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if peak.Load() > limit {
+		t.Errorf("%d computations ran at once, want at most %d", peak.Load(), limit)
+	}
+}
+
+// When the only request waiting for a computation goes away, the computation is cancelled
+// and the next request starts a fresh one.
+func TestStatsCacheCancel(t *testing.T) {
+	c := newStatsCache(context.Background(), 8, 1, 1)
+	var runs atomic.Int32
+	never := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		_, err := c.compute(ctx, statsKey{"a", "/w"}, statsOf(never, &runs), nil)
+		done <- err
+	}()
+	for runs.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("compute after its request ended = %v, want context.Canceled", err)
+	}
+	// The slot frees up: a new request computes.
+	release := make(chan struct{})
+	close(release)
+	st, err := c.compute(context.Background(), statsKey{"a", "/w"}, statsOf(release, &runs), nil)
+	if err != nil || st == nil {
+		t.Fatalf("compute after a cancelled one = %v, %v", st, err)
+	}
+	if runs.Load() != 2 {
+		t.Errorf("%d runs, want 2 (the cancelled one and a fresh one)", runs.Load())
+	}
+}
+
+// A panic in a computation is an error, not a crash.
+func TestStatsCachePanic(t *testing.T) {
+	c := newStatsCache(context.Background(), 8, 1, 1)
+	_, err := c.compute(context.Background(), statsKey{"a", "/w"}, func(context.Context, func(int64)) (*tensor.Stats, error) {
+		panic("boom")
+	}, nil)
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Errorf("compute of a panicking function = %v, want an error naming the panic", err)
+	}
+}
+
+// The cache keeps at most its size, dropping the least recently used.
+func TestStatsCacheEvicts(t *testing.T) {
+	c := newStatsCache(context.Background(), 2, 1, 1)
+	for _, p := range []string{"/a", "/b"} {
+		c.put(statsKey{"x", p}, &tensor.Stats{})
+	}
+	c.get(statsKey{"x", "/a"}) // /b is now the least recently used
+	c.put(statsKey{"x", "/c"}, &tensor.Stats{})
+	if c.get(statsKey{"x", "/b"}) != nil || c.get(statsKey{"x", "/a"}) == nil || c.get(statsKey{"x", "/c"}) == nil {
+		t.Errorf("after three puts into a cache of two, want /a and /c kept, /b evicted")
+	}
+}
