@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -476,4 +479,155 @@ func TestUploadErrorAndPaging(t *testing.T) {
 	)
 	shots.takeViewport("6-paged-narrow")
 	problems.check(t, "paging")
+}
+
+// statsFixture is a bundled example (imported at startup): a small GPT-like state dict.
+const statsFixture = "state_dict.pt"
+
+// TestStatsHistogramDownload opens a tensor page, waits for its statistics to load through
+// htmx, checks the histogram and the numbers against what numpy computed, switches to the
+// log scale, pages the slice table, fetches the .npy download, then computes every
+// tensor's statistics from the checkpoint page and finds the sparklines in the tree.
+func TestStatsHistogramDownload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test")
+	}
+	data, err := os.ReadFile(filepath.Join(modelsDir, statsFixture))
+	if err != nil {
+		t.Skipf("fixture %s: %v", statsFixture, err)
+	}
+	sum := sha256.Sum256(data)
+	id := hex.EncodeToString(sum[:])
+	raw, err := os.ReadFile(filepath.Join(modelsDir, "expected.json"))
+	if err != nil {
+		t.Skip(err)
+	}
+	var all map[string]struct {
+		Tensors []struct {
+			Path  string `json:"path"`
+			Numel int64  `json:"numel"`
+			Stats struct {
+				Count int64    `json:"count"`
+				Min   *float64 `json:"min"`
+			} `json:"stats"`
+		} `json:"tensors"`
+	}
+	if err := json.Unmarshal(raw, &all); err != nil {
+		t.Fatal(err)
+	}
+	want := all[statsFixture].Tensors
+	if len(want) == 0 {
+		t.Skipf("expected.json has no tensors of %s", statsFixture)
+	}
+
+	base := startServer(t)
+	ctx := browser(t)
+	var problems pageProblems
+	problems.listen(t, ctx)
+	shots := newScreenshots(t, ctx)
+
+	const tensorPath = "/wte.weight"
+	var wte = want[0]
+	for _, w := range want {
+		if w.Path == tensorPath {
+			wte = w
+		}
+	}
+	step(t, ctx, "open the tensor page and wait for its statistics",
+		chromedp.Navigate(base+views.NodeURL(id, tensorPath)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="histogram-svg"]`)),
+	)
+	bins, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('[data-testid="histogram-svg"] g[data-testid="hist-bin"] > title').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bins != 64 {
+		t.Errorf("the histogram has %d bins with a tooltip, want 64", bins)
+	}
+	if got := text(t, ctx, `[data-testid="stat-count"]`); got != views.Thousands(wte.Stats.Count) {
+		t.Errorf("finite values on the page = %q, want %d (numpy)", got, wte.Stats.Count)
+	}
+	if got := text(t, ctx, `[data-testid="hist-min"]`); wte.Stats.Min == nil || got != views.StatNumber(*wte.Stats.Min) {
+		t.Errorf("histogram min label = %q, want numpy's min %v", got, wte.Stats.Min)
+	}
+	if n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('[data-testid="stats-placeholder"]').length`)); n != 0 {
+		t.Errorf("the placeholder is still on the page after the statistics loaded")
+	}
+	if got := text(t, ctx, `[data-testid="preview"]`); !strings.HasPrefix(got, "[[") {
+		t.Errorf("preview = %.40q, want a nested list", got)
+	}
+	shots.take("7-tensor-stats")
+	problems.check(t, "tensor page with statistics")
+
+	// The .npy download: fetched the way the button would, with its length and magic.
+	href, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(`[data-testid="download-npy"]`), "href"))
+	if err != nil || !href.Exists {
+		t.Fatalf("no .npy download button: %v", err)
+	}
+	type fetched struct {
+		Status      int    `json:"status"`
+		Length      string `json:"length"`
+		Disposition string `json:"disposition"`
+		Size        int    `json:"size"`
+		Magic       string `json:"magic"`
+	}
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[fetched](`fetch(`+strconv.Quote(href.Value)+`).then(async r => {
+		const b = new Uint8Array(await r.arrayBuffer());
+		return {status: r.status, length: r.headers.get("content-length"), disposition: r.headers.get("content-disposition"),
+			size: b.length, magic: String.fromCharCode(...b.slice(1, 6))};
+	})`, chromedp.EvalAsValue, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("fetch the .npy download: %v", err)
+	}
+	if wantSize := 128 + 4*int(wte.Numel); got.Status != 200 || got.Size != wantSize || got.Length != strconv.Itoa(wantSize) || got.Magic != "NUMPY" {
+		t.Errorf("the .npy download = %+v, want 200, %d bytes (128 header + float32 data), NUMPY magic", got, wantSize)
+	}
+	if got.Disposition != `attachment; filename="state_dict__wte.weight.npy"` {
+		t.Errorf("the .npy download's Content-Disposition = %q", got.Disposition)
+	}
+
+	// Log scale and slice paging are links: the statistics are cached now, so the page
+	// renders them at once.
+	step(t, ctx, "switch the histogram to log scale",
+		chromedp.Click(chromedp.CSS(`[data-testid="hist-log"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="hist-linear"]`)),
+	)
+	step(t, ctx, "next rows of the slice",
+		chromedp.Click(chromedp.CSS(`[data-testid="slice-next-rows"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="slice-prev-rows"]`)),
+	)
+	if got := text(t, ctx, `[data-testid="slice-label"]`); got != "[32:50, 0:16]" {
+		t.Errorf("slice after paging = %q, want [32:50, 0:16]", got)
+	}
+	if n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('[data-testid="hist-linear"]').length`)); n != 1 {
+		t.Errorf("paging the slice lost the log scale")
+	}
+	step(t, ctx, "scroll to the top", chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`))
+	shots.take("8-tensor-log-slice")
+	problems.check(t, "log scale and slice paging")
+
+	// Every tensor of the checkpoint: the button starts the job, htmx polls its progress.
+	step(t, ctx, "compute all statistics",
+		chromedp.Navigate(base+views.CheckpointURL(id)),
+		chromedp.Click(chromedp.CSS(`[data-testid="stats-start"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="stats-done"]`)),
+	)
+	if got := text(t, ctx, `[data-testid="stats-done"]`); !strings.Contains(got, views.Plural(len(want), "tensor")) {
+		t.Errorf("finished job says %q, want all %d tensors", got, len(want))
+	}
+	step(t, ctx, "reload and expand the tree",
+		chromedp.Click(chromedp.CSS(`[data-testid="stats-reload"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="stats-done"]`)),
+		chromedp.Click(chromedp.CSS(`[data-action="expand-all"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="module-leaf"] [data-testid="sparkline"]`)),
+	)
+	sparks, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('[data-testid="module-leaf"] [data-testid="sparkline"]').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sparks != len(want) {
+		t.Errorf("the module tree shows %d sparklines, want one per tensor (%d)", sparks, len(want))
+	}
+	shots.take("9-checkpoint-all-stats")
+	problems.check(t, "all statistics")
 }

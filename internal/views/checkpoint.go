@@ -77,7 +77,7 @@ type StatsJob struct {
 	TensorsDone, TensorsTotal, Failed int
 	Error                             string
 	// PollURL is the fragment polled while running; StartURL starts a job (POST); CSVURL
-	// and JSONURL are the exports; PageURL is the checkpoint page, at this block.
+	// and JSONURL are the exports; PageURL is the checkpoint page.
 	PollURL, StartURL, CSVURL, JSONURL, PageURL string
 	// Polled is set when the block answers its own polling: a job that has just finished
 	// then offers to reload the page, whose tree has the new sparklines.
@@ -88,7 +88,7 @@ type StatsJob struct {
 func NewStatsJob(id string, j StatsJob) *StatsJob {
 	j.PollURL, j.StartURL = StatsAllURL(id), StatsAllStartURL(id)
 	j.CSVURL, j.JSONURL = StatsExportURL(id, "csv"), StatsExportURL(id, "json")
-	j.PageURL = CheckpointURL(id) + "#stats-all"
+	j.PageURL = CheckpointURL(id)
 	return &j
 }
 

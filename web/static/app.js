@@ -210,6 +210,12 @@
       return;
     }
     const action = e.target.closest("[data-action]");
+    if (action && action.dataset.action === "reload") {
+      // Reload this very page (its view and place), not the link's plain URL.
+      e.preventDefault();
+      window.location.reload();
+      return;
+    }
     if (action) {
       const tree = action.closest(".module-tree");
       const open = action.dataset.action === "expand-all";

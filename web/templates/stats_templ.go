@@ -1401,7 +1401,7 @@ func StatsJobFragment(j *views.StatsJob) templ.Component {
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 116, "\" data-testid=\"stats-reload\">Reload</a> to see every sparkline in the tree.")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 116, "\" data-action=\"reload\" data-testid=\"stats-reload\">Reload</a> to see every sparkline in the tree.")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
