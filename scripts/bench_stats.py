@@ -21,8 +21,9 @@ Run with a Python that has torch and numpy (Debian's /usr/bin/python3):
         done (or failed); prints one JSON line with the wall time and the last answer
     bench_stats.py compare NUMPY.json API.json
         compares the server's answers with numpy's: min and max exactly, mean and std within
-        1e-5 of the std, histogram counts exactly (numpy bins float32 input in float32, so
-        a value on an edge may land one bin over: the bins that differ are counted)
+        1e-5 of the std; histogram counts are compared bin by bin with numpy's (which bins
+        float32 input with float32 edges, so a value next to an edge may land one bin over)
+        and with np.histogram of the values widened to float64
     bench_stats.py npyhash FILE.pt PATH
         sha256 of the .npy data numpy would write for the tensor at PATH (a bfloat16 tensor
         converted to float32), to check a download bit for bit
@@ -115,6 +116,13 @@ def numpy_stats(path, out_path):
             "counts": counts.tolist(), "edges": edges.tolist(), "numel": t.numel(),
         }
     compute_s = time.perf_counter() - total_t0
+    # Untimed: numpy bins float32 input with float32 edges; the same histogram in float64
+    # tells an edge rounding apart from a wrong count.
+    for key, t in sd.items():
+        if isinstance(t, torch.Tensor):
+            a = answers["/" + key.replace("~", "~0").replace("/", "~1")]
+            x = t.double().numpy()
+            a["counts64"] = np.histogram(x, bins=64, range=(a["min"], a["max"]))[0].tolist()
     with open(out_path, "w") as f:
         json.dump(answers, f)
     print(json.dumps({
@@ -234,7 +242,7 @@ def compare(numpy_path, api_path):
         want = json.load(f)
     with open(api_path) as f:
         got = json.load(f)
-    agree, bins_off, problems = 0, 0, []
+    agree, bins_off, moved, bins_off64, problems = 0, 0, 0, 0, []
     for p, w in want.items():
         g = got.get(p)
         if g is None:
@@ -255,12 +263,15 @@ def compare(numpy_path, api_path):
             why.append("%d histogram bins, numpy %d" % (len(counts), len(w["counts"])))
         else:
             bins_off += sum(1 for a, b in zip(counts, w["counts"]) if a != b)
+            moved += sum(abs(a - b) for a, b in zip(counts, w["counts"])) // 2
+            bins_off64 += sum(1 for a, b in zip(counts, w["counts64"]) if a != b)
         if why:
             problems.append(p + ": " + "; ".join(why))
         else:
             agree += 1
     print(json.dumps({"compared": len([p for p in want if p in got]), "agree": agree,
-                      "bins_differing": bins_off, "problems": problems[:5]}))
+                      "bins": 64 * len(want), "bins_differing": bins_off, "elements_moved": moved,
+                      "bins_differing_float64": bins_off64, "problems": problems[:5]}))
 
 
 def npy_hash(path, key):
