@@ -85,7 +85,7 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	}
 	st, err := tensor.NewStream(v, tensor.StreamOptions{NPY: format == "npy", KeepBits: as == "raw"})
 	if err != nil {
-		return &valueError{path: t.Path, err: err}
+		return &valueError{path: t.Path, dtype: t.Tensor.DType, err: err}
 	}
 	ext := ".npy"
 	if format == "raw" {

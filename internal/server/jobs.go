@@ -240,48 +240,95 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 		return
 	}
 	defer release()
-	var doneBytes int64
-	for _, u := range units {
-		if s.unitCached(id, u) == nil {
+	// Units run a few at a time (as many as may compute at once), so that a machine with
+	// spare cores uses them even when every tensor is small enough to be read by one worker.
+	var (
+		mu        sync.Mutex
+		completed int64
+		partial   = map[int]int64{} // bytes read of the units in flight
+		stopped   error
+	)
+	report := func() { // mu held
+		sum := completed
+		for _, b := range partial {
+			sum += b
+		}
+		j.update(func(p *jobProgress) { p.DoneBytes = max(p.DoneBytes, sum) })
+	}
+	finish := func(i int, u *statsUnit, ok bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		delete(partial, i)
+		completed += u.nbytes
+		report()
+		j.update(func(p *jobProgress) {
+			p.TensorsDone += len(u.paths)
+			if !ok {
+				p.Failed += len(u.paths)
+			}
+		})
+	}
+	slots := make(chan struct{}, s.cfg.StatsConcurrency)
+	var wg sync.WaitGroup
+	for i, u := range units {
+		if s.unitCached(id, u) != nil {
+			finish(i, u, true)
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
 			n, err := node(o.ck, u.paths[0])
 			if err != nil {
-				fail(err)
+				finish(i, u, false)
 				return
 			}
 			// Compute reads every element twice (moments, then the histogram): bytes done
 			// are half the elements reported, in the tensor's own size, never beyond it.
 			var elems int64
-			var mu sync.Mutex
-			base := doneBytes
 			progress := func(e int64) {
 				mu.Lock()
+				defer mu.Unlock()
 				elems += e
 				within := u.nbytes
 				if u.numel > 0 {
 					within = min(u.nbytes, int64(float64(elems)/float64(2*u.numel)*float64(u.nbytes)))
 				}
-				mu.Unlock()
-				j.update(func(p *jobProgress) { p.DoneBytes = max(p.DoneBytes, base+within) })
+				partial[i] = within
+				report()
 			}
 			st, err := s.tensorStats(ctx, o, n, progress)
-			if err != nil {
-				if ctx.Err() != nil {
-					fail(ctx.Err())
-					return
-				}
+			switch {
+			case err != nil && ctx.Err() != nil:
+				mu.Lock()
+				stopped = ctx.Err()
+				mu.Unlock()
+			case err != nil:
 				s.log.Warn("statistics failed", "id", id, "path", u.paths[0], "err", err)
-				j.update(func(p *jobProgress) { p.Failed += len(u.paths) })
-			} else {
+				finish(i, u, false)
+			default:
 				for _, q := range u.paths[1:] {
 					s.stats.put(statsKey{id, q}, st)
 				}
+				finish(i, u, true)
 			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil || stopped != nil {
+		if err == nil {
+			err = stopped
 		}
-		doneBytes += u.nbytes
-		j.update(func(p *jobProgress) {
-			p.DoneBytes = max(p.DoneBytes, doneBytes)
-			p.TensorsDone += len(u.paths)
-		})
+		fail(err)
+		return
 	}
 	j.update(func(p *jobProgress) { p.State = jobDone })
 }

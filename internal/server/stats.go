@@ -198,13 +198,14 @@ func (e *notTensorError) Error() string { return e.msg }
 // valueError is a tensor whose values cannot be read: a dtype without a numeric decoding
 // (str, structured), or a view that reaches past its storage.
 type valueError struct {
-	path string
-	err  error
+	path, dtype string
+	err         error
 }
 
 func (e *valueError) Error() string {
 	if errors.Is(e.err, tensor.ErrUnsupported) {
-		return fmt.Sprintf("the values of %s cannot be decoded (%v); download it as JSON instead", displayPath(e.path), e.err)
+		return fmt.Sprintf("the values of %s cannot be decoded as numbers (dtype %s): no statistics, .npy or raw bytes; download it as JSON instead",
+			displayPath(e.path), e.dtype)
 	}
 	return fmt.Sprintf("the values of %s cannot be read: %v", displayPath(e.path), e.err)
 }
@@ -247,14 +248,14 @@ func tensorView(n *loader.Node) (*tensor.View, error) {
 		return nil, &notTensorError{msg: fmt.Sprintf("not a tensor of numbers: %s is a numpy object array; download it as JSON instead", displayPath(n.Path))}
 	}
 	if tensor.ElementSize(t.DType) == 0 {
-		return nil, &valueError{path: n.Path, err: fmt.Errorf("%w: %s", tensor.ErrUnsupported, t.DType)}
+		return nil, &valueError{path: n.Path, dtype: t.DType, err: fmt.Errorf("%w: %s", tensor.ErrUnsupported, t.DType)}
 	}
 	v := export.ViewOf(t)
 	if v == nil {
-		return nil, &valueError{path: n.Path, err: errors.New("the file holds no data for it")}
+		return nil, &valueError{path: n.Path, dtype: t.DType, err: errors.New("the file holds no data for it")}
 	}
 	if err := v.Check(); err != nil {
-		return nil, &valueError{path: n.Path, err: err}
+		return nil, &valueError{path: n.Path, dtype: t.DType, err: err}
 	}
 	return v, nil
 }

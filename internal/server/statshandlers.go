@@ -261,12 +261,15 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 		return nil
 	}
 	tv := &views.TensorValues{}
+	if n.Tensor.Quant != nil {
+		tv.Note = "The stored integers (what torch's int_repr() gives, and the .npy download holds); dequantized, each is (q − zero point) × scale."
+	}
 	if text, flat, err := views.NewPreview(vals, shape); err != nil {
 		tv.PreviewError = "The values cannot be read: " + err.Error()
 	} else {
 		tv.Preview, tv.Flattened = text, flat
 	}
-	if q.Slice != nil {
+	if q.Slice != nil && n.Tensor.Numel() > 0 {
 		page := func(sq views.SliceQuery) string {
 			q := q
 			q.Slice = &sq

@@ -26,6 +26,8 @@ type StatsView struct {
 	Hist  *HistogramView
 	Flags []Flag
 	Notes []string
+	// Empty is set for a tensor without elements.
+	Empty bool
 	// Log says the histogram's heights are log-scaled; LinearURL and LogURL show the page
 	// either way.
 	Log               bool
@@ -82,7 +84,7 @@ type StatsOptions struct {
 
 // NewStatsView describes statistics s of tensor t.
 func NewStatsView(t *loader.Tensor, s *tensor.Stats, o StatsOptions) *StatsView {
-	v := &StatsView{Log: o.Log, JSONURL: o.JSONURL}
+	v := &StatsView{Log: o.Log, JSONURL: o.JSONURL, Empty: s.Numel == 0}
 	v.LinearURL = withQuery(o.PageURL, "hist", "") + "#stats"
 	v.LogURL = withQuery(o.PageURL, "hist", "log") + "#stats"
 	finite := s.Count > 0

@@ -35,6 +35,8 @@ type TensorValues struct {
 	Preview, PreviewError string
 	// Flattened is set when the preview shows the flattened ends only (many dimensions).
 	Flattened bool
+	// Note says what the values are when that is not plain (a quantized tensor's integers).
+	Note string
 	// Slice is the 2-D slice table for tensors of two or more dimensions.
 	Slice      *SliceTable
 	SliceError string
