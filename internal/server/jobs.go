@@ -197,11 +197,19 @@ func (s *Server) startStatsJob(o *opened) jobProgress {
 		s.jobs.byID[o.id] = j
 		return p
 	}
-	units := statsUnits(o.ck)
+	// What is cached already counts as done from the start, so progress never goes back
+	// from what GET said before the job.
+	var units []*statsUnit
 	j := &statsJob{p: jobProgress{State: jobRunning, Queued: true}}
-	for _, u := range units {
+	for _, u := range statsUnits(o.ck) {
 		j.p.TensorsTotal += len(u.paths)
 		j.p.TotalBytes += u.nbytes
+		if s.unitCached(o.id, u) != nil {
+			j.p.TensorsDone += len(u.paths)
+			j.p.DoneBytes += u.nbytes
+		} else {
+			units = append(units, u)
+		}
 	}
 	s.jobs.byID[o.id] = j
 	s.jobsWG.Add(1)
@@ -244,7 +252,7 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 	// spare cores uses them even when every tensor is small enough to be read by one worker.
 	var (
 		mu        sync.Mutex
-		completed int64
+		completed = j.progress().DoneBytes
 		partial   = map[int]int64{} // bytes read of the units in flight
 		stopped   error
 	)

@@ -692,11 +692,21 @@ func TestStatsAllJob(t *testing.T) {
 	if idle.State != jobIdle || idle.TensorsTotal != 39 || idle.TensorsDone != 0 || idle.TotalBytes != 30208 {
 		t.Errorf("progress before any job = %+v, want idle, 0 of 39 tensors, 30208 bytes", idle)
 	}
+	// A tensor page computed one tensor already: it counts as done, before and in the job.
+	if rec := do(s, http.MethodGet, statsURL(id, "/wpe.weight"), nil); rec.Code != http.StatusOK {
+		t.Fatalf("GET stats of /wpe.weight = %d", rec.Code)
+	}
+	if p := decode[jobProgress](t, do(s, http.MethodGet, api, nil)); p.TensorsDone != 1 || p.DoneBytes != 512 {
+		t.Errorf("progress with one tensor computed = %+v, want 1 tensor and 512 bytes done", p)
+	}
 	rec := do(s, http.MethodPost, api, nil)
 	if rec.Code != http.StatusAccepted {
 		t.Fatalf("POST %s = %d %.200s, want 202", api, rec.Code, rec.Body)
 	}
 	first := decode[jobProgress](t, rec)
+	if first.TensorsDone < 1 || first.DoneBytes < 512 {
+		t.Errorf("the job started with %+v, behind what was computed before it", first)
+	}
 	if first.State != jobRunning && first.State != jobDone {
 		t.Errorf("POST answered state %q, want running (or done)", first.State)
 	}
