@@ -201,8 +201,10 @@ def api_stats(base, cid, out_path):
     with open(out_path, "w") as f:
         json.dump(answers, f)
     slow = sorted(zip(ms, [t[0] for t in tensors]), reverse=True)[:3]
+    small = [m for m, (p, dtype, numel) in zip(ms, tensors) if numel * ELEMENT_SIZE.get(dtype, 0) < 1000000]
     print(json.dumps({"seconds": dt, "bytes": nbytes, "tensors": len(tensors), "answered": len(answers),
-                      "error": first_error, "slowest_ms": [[round(m, 1), p] for m, p in slow]}))
+                      "error": first_error, "slowest_ms": [[round(m, 1), p] for m, p in slow],
+                      "small": len(small), "small_seconds": sum(small) / 1000}))
 
 
 def api_all(base, cid, out_path):
