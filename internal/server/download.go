@@ -79,7 +79,7 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	v, err := tensorView(t)
+	v, err := storedView(t)
 	if err != nil {
 		return err
 	}

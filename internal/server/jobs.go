@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/ckptview/ckptview/internal/loader"
@@ -81,6 +82,7 @@ type statsUnit struct {
 }
 
 type viewIdentity struct {
+	path           string
 	storage        *loader.Storage
 	offset         int64
 	dtype          string
@@ -94,7 +96,7 @@ func statsUnits(ck *loader.Checkpoint) []*statsUnit {
 	var units []*statsUnit
 	byView := map[viewIdentity]*statsUnit{}
 	walkTensors(ck.Root, func(n *loader.Node) {
-		if _, err := tensorView(n); err != nil {
+		if _, err := statsSource(n); err != nil {
 			return
 		}
 		t := n.Tensor
@@ -102,6 +104,9 @@ func statsUnits(ck *loader.Checkpoint) []*statsUnit {
 			shape: fmt.Sprint(t.Shape), strides: fmt.Sprint(t.Strides)}
 		if t.Quant != nil {
 			k.quant = *t.Quant
+		}
+		if t.Storage == nil || t.Layout != "" || (t.Quant != nil && strings.HasPrefix(t.Quant.Scheme, "per_channel")) {
+			k.path = n.Path // sparse and per-channel views depend on their children: their own
 		}
 		if u, ok := byView[k]; ok {
 			u.paths = append(u.paths, n.Path)

@@ -238,17 +238,33 @@ func resolve(ck *loader.Checkpoint, n *loader.Node) (*loader.Node, error) {
 	return nil, &notTensorError{msg: fmt.Sprintf("%s: too many refs in a row", displayPath(n.Path))}
 }
 
-// tensorView is the view over a tensor node's values, checked against its storage.
-func tensorView(n *loader.Node) (*tensor.View, error) {
+// statsSource is the view a tensor node's statistics describe (export.ViewOfNode): its
+// values, dequantized per tensor or per channel, or a sparse tensor's stored values;
+// checked against its storage.
+func statsSource(n *loader.Node) (*tensor.View, error) {
+	if err := numeric(n); err != nil {
+		return nil, err
+	}
+	v := export.ViewOfNode(n)
+	if v == nil {
+		return nil, &valueError{path: n.Path, dtype: n.Tensor.DType, err: errors.New("the file holds no readable data for it")}
+	}
+	if err := v.Check(); err != nil {
+		return nil, &valueError{path: n.Path, dtype: n.Tensor.DType, err: err}
+	}
+	return v, nil
+}
+
+// storedView is the view of the values a tensor node stores, as they are (a quantized
+// tensor's integers): what previews, slices and .npy/raw downloads read.
+func storedView(n *loader.Node) (*tensor.View, error) {
+	if err := numeric(n); err != nil {
+		return nil, err
+	}
 	t := n.Tensor
-	if t == nil {
-		return nil, &notTensorError{msg: fmt.Sprintf("not a tensor: %s is a %s", displayPath(n.Path), n.Kind)}
-	}
-	if t.Objects != nil {
-		return nil, &notTensorError{msg: fmt.Sprintf("not a tensor of numbers: %s is a numpy object array; download it as JSON instead", displayPath(n.Path))}
-	}
-	if tensor.ElementSize(t.DType) == 0 {
-		return nil, &valueError{path: n.Path, dtype: t.DType, err: fmt.Errorf("%w: %s", tensor.ErrUnsupported, t.DType)}
+	if t.Layout != "" {
+		return nil, &notTensorError{msg: fmt.Sprintf("%s is a %s tensor: its indices and values are its children; download those, or the whole as JSON",
+			displayPath(n.Path), t.Layout)}
 	}
 	v := export.ViewOf(t)
 	if v == nil {
@@ -260,6 +276,21 @@ func tensorView(n *loader.Node) (*tensor.View, error) {
 	return v, nil
 }
 
+// numeric checks that a node is a tensor whose dtype has numbers.
+func numeric(n *loader.Node) error {
+	t := n.Tensor
+	if t == nil {
+		return &notTensorError{msg: fmt.Sprintf("not a tensor: %s is a %s", displayPath(n.Path), n.Kind)}
+	}
+	if t.Objects != nil {
+		return &notTensorError{msg: fmt.Sprintf("not a tensor of numbers: %s is a numpy object array; download it as JSON instead", displayPath(n.Path))}
+	}
+	if tensor.ElementSize(t.DType) == 0 {
+		return &valueError{path: n.Path, dtype: t.DType, err: fmt.Errorf("%w: %s", tensor.ErrUnsupported, t.DType)}
+	}
+	return nil
+}
+
 // cachedStats returns a tensor's statistics if they have been computed: never reads data.
 func (s *Server) cachedStats(id, path string) *tensor.Stats {
 	return s.stats.get(statsKey{id, path})
@@ -269,7 +300,7 @@ func (s *Server) cachedStats(id, path string) *tensor.Stats {
 // unless cached. The computation holds the checkpoint open itself, so it is unaffected by
 // the caller's release; it is cancelled when every caller waiting for it has gone.
 func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, progress func(int64)) (*tensor.Stats, error) {
-	if _, err := tensorView(n); err != nil {
+	if _, err := statsSource(n); err != nil {
 		return nil, err
 	}
 	id, path := o.id, n.Path
@@ -283,7 +314,7 @@ func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, pro
 		if err != nil {
 			return nil, err
 		}
-		v, err := tensorView(n)
+		v, err := statsSource(n)
 		if err != nil {
 			return nil, err
 		}

@@ -89,6 +89,14 @@ func dataTree() *loader.Checkpoint {
 		tn("2", "/sparse/__args__/2", "float32", f32(0.5, -1.5, 2.5), 3),
 	}
 	sparse.Children = []*loader.Node{args}
+	// The loader now shows a sparse tensor as a tensor with a layout and no storage, whose
+	// children are its indices and values.
+	coo := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "coo", Seg: "coo", Path: "/coo",
+		Tensor: &loader.Tensor{DType: "float32", Shape: []int64{3, 3}, Layout: "sparse_coo"}}
+	coo.Children = []*loader.Node{
+		tn("indices", "/coo/indices", "int64", i64(0, 1, 2, 0, 1, 2), 2, 3),
+		tn("values", "/coo/values", "float32", f32(4, -8, 16), 3),
+	}
 
 	qb := []byte{0, 1, 2, 3, 250, 255} // quint8 per channel, axis 0
 	qst := &loader.Storage{Key: "q", DType: "quint8", ByteOrder: "little", Size: int64(len(qb)), Data: bytes.NewReader(qb)}
@@ -98,7 +106,7 @@ func dataTree() *loader.Checkpoint {
 		tn("scales", "/q/scales", "float32", f32(0.1, 0.2), 2),
 		tn("zero_points", "/q/zero_points", "int64", i64(0, 128), 2),
 	}
-	root := &loader.Node{Kind: loader.KindDict, Type: "dict", Children: []*loader.Node{hostile, sparse, q}}
+	root := &loader.Node{Kind: loader.KindDict, Type: "dict", Children: []*loader.Node{hostile, sparse, coo, q}}
 	root.Len = int64(len(root.Children))
 	return &loader.Checkpoint{Format: "fake", Root: root, Tensors: 6, Parameters: 26, BytesByDType: map[string]int64{"float32": 44}}
 }
@@ -140,14 +148,16 @@ func TestDownloadNameHostile(t *testing.T) {
 	}
 }
 
-// A sparse COO tensor (an object holding its indices and values) and a per-channel
-// quantized tensor break nothing: pages render, the tensors inside have statistics, the
-// export lists them, and the per-channel page says its statistics are of the integers.
+// Sparse COO tensors (as an object holding its indices and values, and as a tensor with a
+// layout whose children they are) and a per-channel quantized tensor break nothing: pages
+// render, the tensors inside have statistics, a sparse tensor's are its values', the
+// per-channel tensor's are dequantized channel by channel (and its page says so), .npy of
+// a sparse tensor is refused with the reason, and the export lists every tensor.
 func TestSparseAndPerChannel(t *testing.T) {
 	s, id := dataServer(t)
 	for _, target := range []string{
 		"/c/" + id, "/c/" + id + "?view=raw", "/c/" + id + "/n/sparse", "/c/" + id + "/n/sparse/__args__/1",
-		"/c/" + id + "/n/q", "/c/" + id + "/n/q/scales",
+		"/c/" + id + "/n/q", "/c/" + id + "/n/q/scales", "/c/" + id + "/n/coo", "/c/" + id + "/n/coo/values",
 		"/c/" + id + "/fragment/children?path=/sparse/__args__",
 	} {
 		if rec := do(s, http.MethodGet, target, nil); rec.Code != http.StatusOK {
@@ -158,18 +168,33 @@ func TestSparseAndPerChannel(t *testing.T) {
 	if vals["count"] != 3.0 || vals["min"] != -1.5 || vals["max"] != 2.5 {
 		t.Errorf("stats of the sparse values = %v, want count 3, min -1.5, max 2.5", vals)
 	}
+	coo := decode[map[string]any](t, do(s, http.MethodGet, statsURL(id, "/coo"), nil))
+	if coo["count"] != 3.0 || coo["min"] != -8.0 || coo["max"] != 16.0 {
+		t.Errorf("stats of the sparse tensor = %v, want its values': count 3, min -8, max 16", coo)
+	}
+	if rec := do(s, http.MethodGet, downloadURL(id, "/coo", "npy"), nil); rec.Code != http.StatusUnprocessableEntity || !strings.Contains(rec.Body.String(), "sparse_coo") {
+		t.Errorf("npy of the sparse tensor = %d %.200s, want 422 naming its layout", rec.Code, rec.Body)
+	}
+	if rec := do(s, http.MethodGet, downloadURL(id, "/coo", "json"), nil); rec.Code != http.StatusOK {
+		t.Errorf("JSON of the sparse tensor = %d %.200s", rec.Code, rec.Body)
+	}
+	// Channel 0: (q - 0) × 0.1 over 0, 1, 2; channel 1: (q - 128) × 0.2 over 3, 250, 255.
 	q := decode[map[string]any](t, do(s, http.MethodGet, statsURL(id, "/q"), nil))
-	if q["min"] != 0.0 || q["max"] != 255.0 {
-		t.Errorf("stats of the per-channel tensor = min %v max %v, want the stored integers 0 and 255", q["min"], q["max"])
+	if q["min"] != float64(float32(-125*float32(0.2))) || q["max"] != float64(float32(127*float32(0.2))) {
+		t.Errorf("stats of the per-channel tensor = min %v max %v, want each channel dequantized: -25 and 25.4", q["min"], q["max"])
 	}
 	page := do(s, http.MethodGet, "/c/"+id+"/n/q?stats=compute", nil).Body.String()
-	if !strings.Contains(page, "statistics are of the stored integers") {
-		t.Errorf("the per-channel tensor's page does not say its statistics are of the stored integers")
+	if !strings.Contains(page, "each channel with its own scale and zero point") || !strings.Contains(page, "The stored integers") {
+		t.Errorf("the per-channel tensor's page does not say its statistics are dequantized per channel and its values the integers")
+	}
+	npy := do(s, http.MethodGet, downloadURL(id, "/q", "raw"), nil)
+	if !bytes.Equal(npy.Body.Bytes(), []byte{0, 1, 2, 3, 250, 255}) {
+		t.Errorf("raw download of the per-channel tensor = %v, want the stored integers", npy.Body.Bytes())
 	}
 	rec := do(s, http.MethodGet, "/api/checkpoints/"+id+"/stats/export?format=csv", nil)
 	lines, err := csv.NewReader(rec.Body).ReadAll()
-	if err != nil || len(lines) != 7 {
-		t.Errorf("CSV export has %d lines (%v), want a header and 6 tensors", len(lines), err)
+	if err != nil || len(lines) != 10 {
+		t.Errorf("CSV export has %d lines (%v), want a header and 9 tensors", len(lines), err)
 	}
 }
 

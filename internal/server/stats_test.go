@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ckptview/ckptview/internal/store"
+	"github.com/ckptview/ckptview/internal/views"
 )
 
 // statsFixtures are the files whose every tensor is checked against numpy.
@@ -760,5 +761,69 @@ func TestStatsAllJob(t *testing.T) {
 	}
 	if rec := do(s, http.MethodPost, "/c/"+id+"/stats-all", nil, "HX-Request", "true"); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `data-testid="stats-job"`) {
 		t.Errorf("POST the form with htmx = %d, want 200 and the block", rec.Code)
+	}
+}
+
+// layouts.pt holds a sparse COO tensor and a per-channel quantized tensor; torch says what
+// their statistics are (expected_layouts.json): the sparse tensor's are its values', the
+// per-channel tensor's are of its values dequantized channel by channel. Its raw download
+// is the stored integers (int_repr); a sparse tensor has no .npy.
+func TestLayoutsMatchTorch(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(fixturesDir, "expected_layouts.json"))
+	if err != nil {
+		t.Skipf("no layouts fixture: %v", err)
+	}
+	var all map[string]struct {
+		Sparse struct {
+			Path   string `json:"path"`
+			Values struct {
+				Stats wantStats `json:"stats"`
+			} `json:"values"`
+		} `json:"sparse"`
+		PerChannel struct {
+			Path    string    `json:"path"`
+			IntRepr []int8    `json:"int_repr"`
+			Deq     wantStats `json:"stats_dequantized"`
+		} `json:"per_channel"`
+	}
+	if err := json.Unmarshal(b, &all); err != nil {
+		t.Fatal(err)
+	}
+	want := all["layouts.pt"]
+	s := realServer(t, Config{})
+	id := uploadFixture(t, s, "layouts.pt")
+	check := func(path string, w wantStats) {
+		t.Helper()
+		rec := do(s, http.MethodGet, statsURL(id, path), nil)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("GET stats of %s = %d %.200s", path, rec.Code, rec.Body)
+		}
+		got := decode[wantStats](t, rec)
+		if got.Count != w.Count || *got.Min != *w.Min || *got.Max != *w.Max || !near(*got.Mean, *w.Mean, *w.Std) || !near(*got.Std, *w.Std, 0) {
+			t.Errorf("stats of %s = count %d min %v max %v mean %v std %v, want %d %v %v %v %v (torch)", path,
+				got.Count, *got.Min, *got.Max, *got.Mean, *got.Std, w.Count, *w.Min, *w.Max, *w.Mean, *w.Std)
+		}
+		if fmt.Sprint(got.Histogram.Counts) != fmt.Sprint(w.Histogram.Counts) {
+			t.Errorf("histogram of %s = %v, want %v", path, got.Histogram.Counts, w.Histogram.Counts)
+		}
+	}
+	check(want.Sparse.Path, want.Sparse.Values.Stats)
+	check(want.PerChannel.Path, want.PerChannel.Deq)
+
+	raw := do(s, http.MethodGet, downloadURL(id, want.PerChannel.Path, "raw"), nil)
+	wantBytes := make([]byte, len(want.PerChannel.IntRepr))
+	for i, q := range want.PerChannel.IntRepr {
+		wantBytes[i] = byte(q)
+	}
+	if raw.Code != http.StatusOK || !bytes.Equal(raw.Body.Bytes(), wantBytes) || raw.Header().Get("X-Ckptview-Dtype") != "int8" {
+		t.Errorf("raw of %s = %d %v (%s), want int8 %v", want.PerChannel.Path, raw.Code, raw.Body.Bytes(), raw.Header().Get("X-Ckptview-Dtype"), wantBytes)
+	}
+	if rec := do(s, http.MethodGet, downloadURL(id, want.Sparse.Path, "npy"), nil); rec.Code != http.StatusUnprocessableEntity {
+		t.Errorf("npy of the sparse tensor = %d, want 422", rec.Code)
+	}
+	for _, target := range []string{"/c/" + id, views.NodeURL(id, want.Sparse.Path), views.NodeURL(id, want.PerChannel.Path)} {
+		if rec := do(s, http.MethodGet, target, nil); rec.Code != http.StatusOK {
+			t.Errorf("GET %s = %d", target, rec.Code)
+		}
 	}
 }

@@ -105,7 +105,7 @@ func (s *Server) handleAPIStatsExport(c echo.Context) error {
 				}
 			}
 			row.Stats = st
-		} else if _, verr := tensorView(n); verr != nil {
+		} else if _, verr := statsSource(n); verr != nil {
 			row.Err = verr.Error()
 		}
 		if err := write(row); err != nil {
@@ -233,14 +233,14 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 		}
 		q.Slice = &sq
 	}
-	v, err := tensorView(n)
-	if err != nil {
+	if _, err := statsSource(n); err != nil {
 		if n.Tensor.Objects == nil {
 			p.StatsError = err.Error()
 		}
 		return nil
 	}
 	st := s.cachedStats(o.id, n.Path)
+	var err error
 	if st == nil && c.QueryParam("stats") == "compute" {
 		if st, err = s.tensorStats(c.Request().Context(), o, n, nil); err != nil {
 			return err
@@ -255,6 +255,10 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 		p.StatsNowURL = now.URL(o.id, n.Path) + "#stats"
 	}
 
+	v, err := storedView(n)
+	if err != nil {
+		return nil // a sparse tensor: its indices and values have their own pages
+	}
 	vals, err := tensor.NewValues(v)
 	if err != nil {
 		p.Values = &views.TensorValues{PreviewError: err.Error()}

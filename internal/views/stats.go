@@ -167,10 +167,13 @@ func statsNotes(t *loader.Tensor) []string {
 	case t.DType == "bool":
 		out = append(out, "Booleans count as 0 (False) and 1 (True).")
 	}
+	if t.Layout != "" {
+		out = append(out, "A "+t.Layout+" tensor: the statistics are of its stored values (the values child), not of the zeros it leaves implicit.")
+	}
 	if q := t.Quant; q != nil {
 		if strings.HasPrefix(q.Scheme, "per_channel") {
 			out = append(out, "Quantized per channel ("+q.Scheme+", axis "+strconv.FormatInt(q.Axis, 10)+
-				"): the statistics are of the stored integers, not dequantized, since every channel has its own scale and zero point (the scales and zero_points below).")
+				"): the statistics are of the dequantized values, each channel with its own scale and zero point (the scales and zero_points below).")
 		} else if q.Scheme == "per_tensor_affine" {
 			out = append(out, "Quantized ("+q.Scheme+"): the statistics are of the dequantized values (q − "+
 				strconv.FormatInt(q.ZeroPoint, 10)+") × "+PyFloat(q.Scale)+", as torch.dequantize gives them.")

@@ -238,8 +238,12 @@ func TestStatsView(t *testing.T) {
 	}
 
 	pc := &loader.Tensor{DType: "qint8", Quant: &loader.Quantization{Scheme: "per_channel_affine", Axis: 1}}
-	if notes := NewStatsView(pc, zero, StatsOptions{}).Notes; len(notes) != 1 || !strings.Contains(notes[0], "stored integers") || !strings.Contains(notes[0], "axis 1") {
-		t.Errorf("per-channel notes = %q, want them to say the statistics are of the stored integers", notes)
+	if notes := NewStatsView(pc, zero, StatsOptions{}).Notes; len(notes) != 1 || !strings.Contains(notes[0], "dequantized") || !strings.Contains(notes[0], "axis 1") {
+		t.Errorf("per-channel notes = %q, want them to say the statistics are dequantized per channel", notes)
+	}
+	sparse := &loader.Tensor{DType: "float32", Layout: "sparse_coo"}
+	if notes := NewStatsView(sparse, zero, StatsOptions{}).Notes; len(notes) != 1 || !strings.Contains(notes[0], "sparse_coo") {
+		t.Errorf("sparse notes = %q", notes)
 	}
 	if notes := NewStatsView(&loader.Tensor{DType: "complex64"}, zero, StatsOptions{}).Notes; len(notes) != 1 || !strings.Contains(notes[0], "magnitude") {
 		t.Errorf("complex notes = %q", notes)
