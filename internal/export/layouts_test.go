@@ -13,12 +13,12 @@ import (
 )
 
 type layoutStats struct {
-	Count  int64   `json:"count"`
-	Min    float64 `json:"min"`
-	Max    float64 `json:"max"`
-	Mean   float64 `json:"mean"`
-	Std    float64 `json:"std"`
-	Hist   struct {
+	Count int64   `json:"count"`
+	Min   float64 `json:"min"`
+	Max   float64 `json:"max"`
+	Mean  float64 `json:"mean"`
+	Std   float64 `json:"std"`
+	Hist  struct {
 		Counts []int64 `json:"counts"`
 	} `json:"histogram"`
 }
