@@ -90,6 +90,9 @@ type TensorMeta struct {
 	SharedWith []Link
 	// Quant is set for quantized tensors.
 	Quant *QuantMeta
+	// Sparse is a sparse tensor's layout ("sparse_coo"), "" for strided tensors; its
+	// indices and values are the node's children, and NNZText counts the stored values.
+	Sparse, NNZText string
 }
 
 // QuantMeta is a quantized tensor's scheme, for a reader.
@@ -251,6 +254,14 @@ func NewTensorMeta(id string, n *loader.Node) *TensorMeta {
 	}
 	m.NumelText, m.NBytesText, m.NBytesHuman = Thousands(m.Numel), Thousands(m.NBytes), HumanBytes(m.NBytes)
 	m.Layout, m.Contiguous = Contiguity(t.Shape, t.Strides)
+	if t.Layout != "" {
+		m.Sparse, m.Layout = t.Layout, t.Layout
+		for _, k := range n.Children {
+			if k.Seg == "values" && k.Tensor != nil && len(k.Tensor.Shape) > 0 {
+				m.NNZText = Thousands(k.Tensor.Shape[0])
+			}
+		}
+	}
 	if q := t.Quant; q != nil {
 		m.Quant = &QuantMeta{Scheme: q.Scheme}
 		if strings.Contains(q.Scheme, "per_channel") {

@@ -223,18 +223,37 @@
     }
   });
 
+  // fragmentError says in place that a fragment failed: in a tree row, or in a page block
+  // (statistics, the all-statistics job), which keeps its heading.
   function fragmentError(e, message) {
     const target = e.detail && e.detail.target;
     if (!target) return;
+    if (target.tagName === "SECTION") {
+      const p = el("p", "fragment-error", message);
+      const bar = target.querySelector(".section-bar, h2");
+      target.replaceChildren();
+      if (bar) target.appendChild(bar);
+      target.appendChild(p);
+      target.removeAttribute("hx-trigger"); // stop polling a block that fails
+      return;
+    }
     const li = el("li", "row fragment-error", message);
     if (target.tagName === "LI") target.replaceWith(li);
     else target.replaceChildren(li);
   }
+  function isBlock(e) {
+    return e.detail && e.detail.target && e.detail.target.tagName === "SECTION";
+  }
   document.addEventListener("htmx:responseError", function (e) {
-    fragmentError(e, "Could not load this part (HTTP " + e.detail.xhr.status + "). Open the row's link instead.");
+    const status = e.detail.xhr.status;
+    fragmentError(e, isBlock(e)
+      ? "Could not load this part (HTTP " + status + "). Reload the page to try again."
+      : "Could not load this part (HTTP " + status + "). Open the row's link instead.");
   });
   document.addEventListener("htmx:sendError", function (e) {
-    fragmentError(e, "Could not reach the server. Open the row's link instead.");
+    fragmentError(e, isBlock(e)
+      ? "Could not reach the server. Reload the page to try again."
+      : "Could not reach the server. Open the row's link instead.");
   });
 
   const form = document.getElementById("upload");

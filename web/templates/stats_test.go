@@ -214,3 +214,20 @@ func TestSparklinesInTree(t *testing.T) {
 		t.Errorf("start form method %q action %q hx-post %q", form.AttrOr("method", ""), form.AttrOr("action", ""), form.AttrOr("hx-post", ""))
 	}
 }
+
+// A sparse tensor's page names its layout and stored values, not strides or a storage.
+func TestNodePageSparse(t *testing.T) {
+	vals := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "values", Seg: "values", Path: "/s/values",
+		Tensor: &loader.Tensor{DType: "float32", Shape: []int64{4}, Strides: []int64{1}}}
+	n := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "s", Seg: "s", Path: "/s",
+		Tensor: &loader.Tensor{DType: "float32", Shape: []int64{3, 4}, Layout: "sparse_coo"}, Children: []*loader.Node{vals}}
+	ck := &loader.Checkpoint{Root: &loader.Node{Kind: loader.KindDict, Children: []*loader.Node{n}}}
+	doc, _ := render(t, NodePage(views.NewNodePage(views.FileMeta{ID: "x", Name: "m.pt"}, ck, n, 0, 0)))
+	checkCSP(t, doc)
+	if testid(doc, "tensor-layout").Text() != "sparse_coo" || testid(doc, "tensor-nnz").Text() != "4" || testid(doc, "tensor-strides").Length() != 0 {
+		t.Errorf("sparse meta: layout %q, stored values %q, strides shown %d", testid(doc, "tensor-layout").Text(), testid(doc, "tensor-nnz").Text(), testid(doc, "tensor-strides").Length())
+	}
+	if strings.Contains(testid(doc, "tensor-meta").Text(), "object array") {
+		t.Errorf("a sparse tensor is described as an object array")
+	}
+}
