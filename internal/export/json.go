@@ -307,17 +307,31 @@ func (e *encoder) tensor(n *loader.Node) error {
 		fmt.Fprintf(e.w, `,"omitted":true,"note":%q`, err.Error())
 		return nil
 	}
-	els, err := vals.Read(0, t.Numel())
-	if err != nil {
-		return err
-	}
 	e.w.WriteString(`,"data":`)
-	var i int
+	// values are read in chunks as the nested lists are written: constant memory
+	const chunk = 1 << 14
+	var els []tensor.Element
+	var base, i int64
+	var rerr error
+	next := func() string {
+		if i-base >= int64(len(els)) {
+			base += int64(len(els))
+			els, rerr = vals.Read(base, chunk)
+			if rerr != nil || len(els) == 0 {
+				if rerr == nil {
+					rerr = fmt.Errorf("export: tensor ended early")
+				}
+				return "null"
+			}
+		}
+		s := vals.JSON(els[i-base])
+		i++
+		return s
+	}
 	var rec func(d int)
 	rec = func(d int) {
 		if d == len(t.Shape) {
-			e.w.WriteString(vals.JSON(els[i]))
-			i++
+			e.w.WriteString(next())
 			return
 		}
 		e.w.WriteByte('[')
@@ -330,7 +344,7 @@ func (e *encoder) tensor(n *loader.Node) error {
 		e.w.WriteByte(']')
 	}
 	rec(0)
-	return nil
+	return rerr
 }
 
 func ints(v []int64) string {
