@@ -169,14 +169,14 @@ func sumRanges(ranges []byteRange, get func(buf []byte, off int64) []byte) uint6
 	return total.Load()
 }
 
-// tensorViews lists the views of every tensor and array in the tree, in tree order, the way
-// the server makes them.
+// tensorViews lists the views of every tensor and array in the tree, in tree order, as the
+// server makes them for statistics.
 func tensorViews(n *loader.Node) []*tensor.View {
 	var out []*tensor.View
 	var walk func(n *loader.Node)
 	walk = func(n *loader.Node) {
 		if n.Kind == loader.KindTensor || n.Kind == loader.KindNDArray {
-			if v := export.ViewOf(n.Tensor); v != nil && v.Check() == nil {
+			if v := export.ViewOfNode(n); v != nil && v.Check() == nil {
 				out = append(out, v)
 			}
 		}
