@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/pyrepr"
+	"github.com/ckptview/ckptview/internal/tensor"
 	"math"
 	"os"
 	"path/filepath"
@@ -224,7 +226,7 @@ func readElement(t *Tensor, i int64) (any, bool) {
 	case "float64":
 		return math.Float64frombits(bo.Uint64(b)), true
 	case "float16":
-		return float64(halfToFloat(bo.Uint16(b))), true
+		return float64(tensor.HalfToFloat(bo.Uint16(b))), true
 	case "bfloat16":
 		return float64(math.Float32frombits(uint32(bo.Uint16(b)) << 16)), true
 	case "int8":
@@ -313,7 +315,7 @@ func checkScalar(t *testing.T, ck *Checkpoint, name, p string, want any) {
 				bad(n.Int)
 			}
 		case KindFloat:
-			if pyFloat(n.Float) != w {
+			if pyrepr.Float(n.Float) != w && strconv.FormatFloat(n.Float, 'g', -1, 64) != w {
 				bad(n.Float)
 			}
 		case KindStr:

@@ -3,6 +3,8 @@ package loader
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/pyrepr"
+	"github.com/ckptview/ckptview/internal/tensor"
 	"io"
 	"math"
 	"math/big"
@@ -801,7 +803,7 @@ func (c *unpickleCtx) numpyScalar(args []any) (any, bool, error) {
 		case "float32":
 			return float64(math.Float32frombits(bo.Uint32(b)))
 		case "float16":
-			return float64(halfToFloat(bo.Uint16(b)))
+			return float64(tensor.HalfToFloat(bo.Uint16(b)))
 		case "int64":
 			return int(int64(bo.Uint64(b)))
 		case "int32":
@@ -838,26 +840,6 @@ func (c *unpickleCtx) numpyScalar(args []any) (any, bool, error) {
 type numpyScalar struct {
 	typeName string
 	value    any
-}
-
-func halfToFloat(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h & 0x3ff)
-	switch {
-	case exp == 0 && frac == 0:
-		return math.Float32frombits(sign)
-	case exp == 0:
-		// subnormal
-		f := float32(frac) / 1024 * float32(math.Pow(2, -14))
-		if sign != 0 {
-			return -f
-		}
-		return f
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | frac<<13)
-	}
-	return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
 }
 
 // setState applies a numpy dtype's BUILD state: (version, byteorder, subarray, names,
@@ -1015,13 +997,13 @@ func reprValue(v any) string {
 		}
 		return x.String()
 	case float64:
-		return pyFloat(x)
+		return pyrepr.Float(x)
 	case string:
 		return pyQuote(clip(x))
 	case []byte:
-		return pyBytes(x)
+		return pyrepr.Bytes(x, 64)
 	case complex128:
-		return pyComplex(x)
+		return pyrepr.Complex(x)
 	case *types.Tuple:
 		parts := make([]string, 0, len(*x))
 		for i, it := range *x {
@@ -1045,64 +1027,6 @@ func reprValue(v any) string {
 		}
 	}
 	return fmt.Sprintf("<%s>", typeOf(v))
-}
-
-func pyFloat(f float64) string {
-	switch {
-	case math.IsNaN(f):
-		return "nan"
-	case math.IsInf(f, 1):
-		return "inf"
-	case math.IsInf(f, -1):
-		return "-inf"
-	}
-	s := strconv.FormatFloat(f, 'g', -1, 64)
-	if !strings.ContainsAny(s, ".eIn") {
-		s += ".0"
-	}
-	return s
-}
-
-func pyComplex(c complex128) string {
-	im := imag(c)
-	sign := "+"
-	if im < 0 || (im == 0 && math.Signbit(im)) {
-		sign = "-"
-		im = -im
-	}
-	if real(c) == 0 && !math.Signbit(real(c)) {
-		return strings.TrimSuffix(pyFloat(imag(c)), ".0") + "j"
-	}
-	return "(" + strings.TrimSuffix(pyFloat(real(c)), ".0") + sign + strings.TrimSuffix(pyFloat(im), ".0") + "j)"
-}
-
-func pyBytes(b []byte) string {
-	var sb strings.Builder
-	sb.WriteString("b'")
-	for i, c := range b {
-		if i >= 64 {
-			sb.WriteString("…")
-			break
-		}
-		switch {
-		case c == '\\':
-			sb.WriteString(`\\`)
-		case c == '\'':
-			sb.WriteString(`\'`)
-		case c == '\n':
-			sb.WriteString(`\n`)
-		case c == '\t':
-			sb.WriteString(`\t`)
-		case c == '\r':
-			sb.WriteString(`\r`)
-		case c < 0x20 || c >= 0x7f:
-			fmt.Fprintf(&sb, `\x%02x`, c)
-		default:
-			sb.WriteByte(c)
-		}
-	}
-	sb.WriteString("'")
-	return sb.String()
 }
 
 func typeOf(v any) string {

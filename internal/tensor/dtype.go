@@ -52,7 +52,7 @@ var (
 
 func init() {
 	for i := range f16Table {
-		f16Table[i] = halfToFloat(uint16(i))
+		f16Table[i] = HalfToFloat(uint16(i))
 	}
 	for i := 0; i < 256; i++ {
 		b := uint8(i)
@@ -63,8 +63,8 @@ func init() {
 	}
 }
 
-// halfToFloat converts an IEEE 754 binary16 value.
-func halfToFloat(h uint16) float32 {
+// HalfToFloat converts an IEEE 754 binary16 value.
+func HalfToFloat(h uint16) float32 {
 	sign := uint32(h>>15) << 31
 	exp := uint32(h>>10) & 0x1f
 	frac := uint32(h & 0x3ff)

@@ -55,7 +55,7 @@ func (vs *Values) Read(from, n int64) ([]Element, error) {
 		case "float64":
 			e.Kind, e.Real = 'f', math.Float64frombits(le.Uint64(b))
 		case "float16":
-			e.Kind, e.Real = 'f', float64(halfToFloat(le.Uint16(b)))
+			e.Kind, e.Real = 'f', float64(HalfToFloat(le.Uint16(b)))
 		case "bool":
 			e.Kind = 'b'
 			if b[0] != 0 {

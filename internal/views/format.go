@@ -5,10 +5,9 @@ package views
 
 import (
 	"fmt"
-	"math"
+	"github.com/ckptview/ckptview/internal/pyrepr"
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/ckptview/ckptview/internal/loader"
@@ -174,83 +173,12 @@ func plural(n int64, word string) string {
 
 // PyRepr quotes a string the way Python's repr does, so a reader sees exactly which
 // characters a key or value holds: 'hello', "it's", 'tab\there'.
-func PyRepr(s string) string {
-	quote := byte('\'')
-	if strings.IndexByte(s, '\'') >= 0 && strings.IndexByte(s, '"') < 0 {
-		quote = '"'
-	}
-	var b strings.Builder
-	b.WriteByte(quote)
-	for _, r := range s {
-		switch {
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == rune(quote):
-			b.WriteByte('\\')
-			b.WriteByte(quote)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == utf8.RuneError:
-			b.WriteString(`\ufffd`)
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case !unicode.IsPrint(r) && r != ' ':
-			if r <= 0xffff {
-				fmt.Fprintf(&b, `\u%04x`, r)
-			} else {
-				fmt.Fprintf(&b, `\U%08x`, r)
-			}
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte(quote)
-	return b.String()
-}
+func PyRepr(s string) string { return pyrepr.Quote(s) }
 
 // PyFloat formats a float like Python's repr: 1.0, 0.1, 1e-05, 1e+16, inf, nan.
-func PyFloat(f float64) string {
-	switch {
-	case math.IsNaN(f):
-		return "nan"
-	case math.IsInf(f, 1):
-		return "inf"
-	case math.IsInf(f, -1):
-		return "-inf"
-	}
-	e := strconv.FormatFloat(f, 'e', -1, 64)
-	i := strings.IndexByte(e, 'e')
-	exp, _ := strconv.Atoi(e[i+1:])
-	if exp < -4 || exp >= 16 {
-		return e
-	}
-	s := strconv.FormatFloat(f, 'f', -1, 64)
-	if !strings.ContainsAny(s, ".") {
-		s += ".0"
-	}
-	return s
-}
+func PyFloat(f float64) string { return pyrepr.Float(f) }
 
-// pyComplex formats a complex number like Python's repr: (1+2j), 2j, (-0-1j).
-func pyComplex(c complex128) string {
-	part := func(f float64) string {
-		s := PyFloat(f)
-		return strings.TrimSuffix(s, ".0")
-	}
-	re, im := real(c), imag(c)
-	if re == 0 && !math.Signbit(re) {
-		return part(im) + "j"
-	}
-	sign := "+"
-	if math.Signbit(im) {
-		sign = ""
-	}
-	return "(" + part(re) + sign + part(im) + "j)"
-}
+func pyComplex(c complex128) string { return pyrepr.Complex(c) }
 
 // FormatShape writes a shape or strides list the way torch prints sizes: [768, 3072]; a
 // scalar is [].
