@@ -4,6 +4,10 @@
 // its id is a stable share link. Writes go to a temporary file that is hashed while it is
 // streamed, synced and renamed into place, so an accepted upload survives a crash or restart
 // and a half-written one never appears under an id.
+//
+// Each Store writes its temporary files in a directory of its own under tmp/, locked for as
+// long as the Store is open; New removes the directories of Stores that are gone (a killed
+// process holds no lock), so what a crash leaves behind is cleaned at the next start.
 package store
 
 import (
@@ -34,6 +38,10 @@ var (
 	ErrInvalidID = errors.New("store: invalid id (want 64 lowercase hex digits)")
 )
 
+// errLockUnsupported means this system cannot tell whether a temporary directory's Store
+// is alive; such directories are removed by age only.
+var errLockUnsupported = errors.New("store: directory locks are not supported here")
+
 // Meta describes a stored blob. It is kept beside the blob as JSON.
 type Meta struct {
 	ID       string    `json:"id"`
@@ -62,6 +70,9 @@ func (b *Blob) Close() error { return b.f.Close() }
 // processes) may share a directory.
 type Store struct {
 	dir string
+	// tmp is this Store's own directory for files being written, locked while it is open.
+	tmp     string
+	tmpLock io.Closer
 	// mu orders the final rename and metadata write of concurrent Puts in this process so
 	// that the first name given to a blob is the one that sticks.
 	mu sync.Mutex
@@ -69,12 +80,20 @@ type Store struct {
 	now func() time.Time
 }
 
-// staleTemp is how old a leftover temporary file must be before New deletes it: old enough
-// that no upload still writing to it is plausible.
+// staleTemp is how old a leftover temporary file must be before New deletes it when no
+// lock says whether its writer is gone (files of older versions, systems without flock):
+// old enough that no upload still writing to it is plausible.
 const staleTemp = 24 * time.Hour
 
-// New opens (creating if needed) a store in dir and removes temporary files that a crashed
-// process left behind.
+// tmpPrefix starts the name of each Store's temporary directory under tmp/; newPrefix the
+// name it has while it is being created and locked.
+const (
+	tmpPrefix = "p-"
+	newPrefix = ".new-"
+)
+
+// New opens (creating if needed) a store in dir and removes the temporary files that a
+// crashed or killed process left behind. Close it when done.
 func New(dir string) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("store: no data directory")
@@ -86,7 +105,52 @@ func New(dir string) (*Store, error) {
 	}
 	s := &Store{dir: dir, now: time.Now}
 	s.removeStaleTemps()
+	if err := s.makeTempDir(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	return s, nil
+}
+
+// makeTempDir creates and locks this Store's temporary directory. It is locked under a
+// name no cleaner looks at, then renamed, so another process never sees it unlocked.
+func (s *Store) makeTempDir() error {
+	tmp := filepath.Join(s.dir, "tmp")
+	d, err := os.MkdirTemp(tmp, newPrefix+"*")
+	if err != nil {
+		return err
+	}
+	lock, err := lockDir(d)
+	if err != nil {
+		os.Remove(d)
+		return err
+	}
+	final := filepath.Join(tmp, tmpPrefix+strings.TrimPrefix(filepath.Base(d), newPrefix))
+	if err := os.Rename(d, final); err != nil {
+		lock.Close()
+		os.Remove(d)
+		return err
+	}
+	s.tmp, s.tmpLock = final, lock
+	return nil
+}
+
+// Close removes the Store's temporary directory and releases its lock. Blobs stay.
+func (s *Store) Close() error {
+	if s.tmpLock == nil {
+		return nil
+	}
+	err := os.RemoveAll(s.tmp)
+	if cerr := s.tmpLock.Close(); err == nil {
+		err = cerr
+	}
+	s.tmpLock = nil
+	return err
+}
+
+// CreateTemp creates a temporary file in the Store's own directory, which is on the same
+// file system as the blobs and cleaned if the process dies. The caller removes it.
+func (s *Store) CreateTemp(pattern string) (*os.File, error) {
+	return os.CreateTemp(s.tmp, pattern)
 }
 
 // DefaultDir is where uploads live when no directory is configured:
@@ -105,6 +169,8 @@ func DefaultDir() (string, error) {
 // Dir is the store's data directory.
 func (s *Store) Dir() string { return s.dir }
 
+// removeStaleTemps deletes what other Stores left in tmp/: the directories of Stores whose
+// lock is free (their process is gone), and old loose files and unfinished directories.
 func (s *Store) removeStaleTemps() {
 	tmp := filepath.Join(s.dir, "tmp")
 	entries, err := os.ReadDir(tmp)
@@ -112,9 +178,19 @@ func (s *Store) removeStaleTemps() {
 		return
 	}
 	for _, e := range entries {
+		p := filepath.Join(tmp, e.Name())
+		if e.IsDir() && strings.HasPrefix(e.Name(), tmpPrefix) {
+			if lock, err := tryLockDir(p); err == nil {
+				os.RemoveAll(p)
+				lock.Close()
+				continue
+			} else if !errors.Is(err, errLockUnsupported) {
+				continue // held: its Store is alive
+			}
+		}
 		info, err := e.Info()
 		if err == nil && s.now().Sub(info.ModTime()) > staleTemp {
-			os.Remove(filepath.Join(tmp, e.Name()))
+			os.RemoveAll(p)
 		}
 	}
 }
@@ -145,7 +221,7 @@ func (s *Store) metaPath(id string) string {
 // metadata. If r holds more than max bytes (max > 0) it returns ErrTooLarge and keeps
 // nothing. Storing bytes that are already stored succeeds and keeps the first name.
 func (s *Store) Put(ctx context.Context, name string, r io.Reader, max int64) (Meta, error) {
-	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "upload-*")
+	tmp, err := s.CreateTemp("upload-*")
 	if err != nil {
 		return Meta{}, fmt.Errorf("store: %w", err)
 	}
@@ -181,7 +257,7 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader, max int64) (M
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	final := s.blobPath(id)
-	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+	if err := s.mkdirSynced(filepath.Dir(final)); err != nil {
 		return Meta{}, fmt.Errorf("store: %w", err)
 	}
 	if _, err := os.Stat(final); err == nil {
@@ -252,7 +328,7 @@ func (s *Store) writeMeta(m Meta) error {
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "meta-*")
+	tmp, err := s.CreateTemp("meta-*")
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -273,6 +349,18 @@ func (s *Store) writeMeta(m Meta) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	return syncDir(filepath.Dir(final))
+}
+
+// mkdirSynced creates a blob's fan-out directory if needed and syncs its parent, so the
+// directory entry of a new blobs/ab is as durable as the blob renamed into it.
+func (s *Store) mkdirSynced(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
 }
 
 func syncDir(dir string) error {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -27,6 +28,7 @@ func newStore(t *testing.T) *Store {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 
@@ -303,3 +305,73 @@ func TestImportExamples(t *testing.T) {
 }
 
 var _ io.ReaderAt = (*Blob)(nil)
+
+// What a Store leaves in tmp/ when its process dies (its lock goes with it) is removed by
+// the next New; the temporary directory of a Store still open is left alone; Close removes
+// its own.
+func TestTempCleanup(t *testing.T) {
+	dir := t.TempDir()
+	dead, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := dead.CreateTemp("upload-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("half an upload")
+	f.Close()
+	dead.tmpLock.Close() // the process is killed: the kernel drops its lock, nothing is removed
+
+	alive, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { alive.Close() })
+	g, err := alive.CreateTemp("upload-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.WriteString("an upload in progress")
+	g.Close()
+
+	// A loose file of an older version, and an old unfinished directory.
+	old := filepath.Join(dir, "tmp", "upload-123")
+	os.WriteFile(old, []byte("x"), 0o644)
+	unfinished := filepath.Join(dir, "tmp", newPrefix+"456")
+	os.Mkdir(unfinished, 0o755)
+	long := time.Now().Add(-2 * staleTemp)
+	os.Chtimes(old, long, long)
+	os.Chtimes(unfinished, long, long)
+
+	next, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{f.Name(), dead.tmp, old, unfinished} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("after New, %s (left by a dead process) still exists", p)
+		}
+	}
+	if _, err := os.Stat(g.Name()); err != nil {
+		t.Errorf("New removed %s, a temporary file of a Store still open: %v", g.Name(), err)
+	}
+	if err := next.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := os.Stat(next.tmp); err == nil {
+		t.Errorf("Close left its temporary directory %s", next.tmp)
+	}
+}
+
+// Put into a closed Store fails instead of writing outside its temporary directory.
+func TestPutAfterClose(t *testing.T) {
+	s := newStore(t)
+	s.Close()
+	if _, err := s.Put(context.Background(), "f", strings.NewReader("x"), 0); err == nil {
+		t.Fatal("Put after Close succeeded, want an error")
+	}
+	if got := files(t, s.Dir()); len(got) != 0 {
+		t.Errorf("after a Put on a closed store the data dir holds %v, want nothing", got)
+	}
+}
