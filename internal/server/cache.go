@@ -21,6 +21,8 @@ type opened struct {
 	// err is the *loader.Error for a file that cannot be read. Rejections are cached like
 	// successes: the same bytes give the same answer.
 	err error
+	// size estimates the memory the entry holds (treeBytes), for the cache's byte budget.
+	size int64
 
 	// refs counts the requests using the blob; an evicted entry closes its blob when the
 	// last of them is done. Guarded by the cache's mutex.
@@ -28,16 +30,19 @@ type opened struct {
 	evicted bool
 }
 
-// checkpointCache keeps the most recently used opened checkpoints, at most max of them, and
+// checkpointCache keeps the most recently used opened checkpoints, at most max of them and
+// at most maxBytes of estimated memory (the most recent is kept whatever its size), and
 // makes concurrent first requests for one id open it once.
 type checkpointCache struct {
-	max  int
-	open func(id string) (*opened, error)
+	max      int
+	maxBytes int64
+	open     func(ctx context.Context, id string) (*opened, error)
 
 	mu      sync.Mutex
 	lru     *list.List // of *opened, most recent first
 	entries map[string]*list.Element
 	loading map[string]*openCall
+	bytes   int64 // the sizes of the entries
 }
 
 // openCall is one open in flight; the requests that arrive meanwhile wait on done.
@@ -46,10 +51,11 @@ type openCall struct {
 	err  error
 }
 
-func newCheckpointCache(max int, open func(id string) (*opened, error)) *checkpointCache {
+func newCheckpointCache(max int, maxBytes int64, open func(ctx context.Context, id string) (*opened, error)) *checkpointCache {
 	return &checkpointCache{
-		max:     max,
-		open:    open,
+		max:      max,
+		maxBytes: maxBytes,
+		open:     open,
 		lru:     list.New(),
 		entries: map[string]*list.Element{},
 		loading: map[string]*openCall{},
@@ -80,16 +86,18 @@ func (c *checkpointCache) get(ctx context.Context, id string) (*opened, func(), 
 			case <-ctx.Done():
 				return nil, nil, ctx.Err()
 			}
-			if call.err != nil {
+			if call.err != nil && !(isContextErr(call.err) && ctx.Err() == nil) {
 				return nil, nil, call.err
 			}
-			continue // the entry is cached now (or already evicted, then open it again)
+			// The entry is cached now (or already evicted, then open it again), or the
+			// request that was opening it went away while waiting: open it ourselves.
+			continue
 		}
 		call := &openCall{done: make(chan struct{})}
 		c.loading[id] = call
 		c.mu.Unlock()
 
-		o, err := c.openOnce(id)
+		o, err := c.openOnce(ctx, id)
 
 		c.mu.Lock()
 		delete(c.loading, id)
@@ -112,20 +120,25 @@ func (c *checkpointCache) get(ctx context.Context, id string) (*opened, func(), 
 
 // openOnce opens id, turning a panic into an error so that the requests waiting on the
 // same open are woken either way.
-func (c *checkpointCache) openOnce(id string) (o *opened, err error) {
+func (c *checkpointCache) openOnce(ctx context.Context, id string) (o *opened, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			o, err = nil, fmt.Errorf("server: opening %s panicked: %v", id, r)
 		}
 	}()
-	return c.open(id)
+	return c.open(ctx, id)
 }
 
-// insert adds o as the most recent entry and evicts the least recent beyond max.
-// c.mu is held.
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// insert adds o as the most recent entry and evicts the least recent beyond max entries or
+// maxBytes. c.mu is held.
 func (c *checkpointCache) insert(o *opened) {
 	c.entries[o.id] = c.lru.PushFront(o)
-	for c.lru.Len() > c.max {
+	c.bytes += o.size
+	for c.lru.Len() > c.max || c.bytes > c.maxBytes && c.lru.Len() > 1 {
 		c.evict(c.lru.Back())
 	}
 }
@@ -135,6 +148,7 @@ func (c *checkpointCache) insert(o *opened) {
 func (c *checkpointCache) evict(el *list.Element) {
 	o := c.lru.Remove(el).(*opened)
 	delete(c.entries, o.id)
+	c.bytes -= o.size
 	o.evicted = true
 	if o.refs == 0 && o.blob != nil {
 		o.blob.Close()
@@ -159,9 +173,16 @@ func (c *checkpointCache) close() {
 	}
 }
 
-// openCheckpoint opens a stored blob with the loader. A file the loader rejects is cached
-// as its error; its blob is closed at once since nothing will read it.
-func (s *Server) openCheckpoint(id string) (*opened, error) {
+// openCheckpoint opens a stored blob with the loader, at most Config.OpenConcurrency at a
+// time server-wide. A file the loader rejects is cached as its error; its blob is closed at
+// once since nothing will read it.
+func (s *Server) openCheckpoint(ctx context.Context, id string) (*opened, error) {
+	select {
+	case s.opens <- struct{}{}:
+		defer func() { <-s.opens }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	blob, meta, err := s.store.Open(id)
 	if err != nil {
 		return nil, err
@@ -171,7 +192,7 @@ func (s *Server) openCheckpoint(id string) (*opened, error) {
 		blob.Close()
 		var lerr *loader.Error
 		if errors.As(err, &lerr) {
-			return &opened{id: id, meta: meta, err: err}, nil
+			return &opened{id: id, meta: meta, err: err, size: findingsBytes(lerr.Findings)}, nil
 		}
 		return nil, fmt.Errorf("open %s: %w", id, err)
 	}
@@ -179,5 +200,45 @@ func (s *Server) openCheckpoint(id string) (*opened, error) {
 		blob.Close()
 		return nil, fmt.Errorf("open %s: the loader returned no tree", id)
 	}
-	return &opened{id: id, meta: meta, ck: ck, blob: blob}, nil
+	return &opened{id: id, meta: meta, ck: ck, blob: blob, size: treeBytes(ck)}, nil
+}
+
+// Estimates of what a tree holds in memory, measured on trees of a million nodes: each
+// node with its index entry and the slot its parent keeps, and each byte of text, which
+// the loader keeps twice while converting.
+const (
+	nodeBytes    = 350
+	textFactor   = 2
+	tensorBytes  = 160
+	storageBytes = 128
+)
+
+// treeBytes estimates the memory an opened checkpoint holds, for the cache's byte budget.
+// It is linear in the tree, which the loader has just built.
+func treeBytes(ck *loader.Checkpoint) int64 {
+	total := int64(len(ck.Storages))*storageBytes + findingsBytes(ck.Findings)
+	stack := []*loader.Node{ck.Root}
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		total += nodeBytes + int64(len(n.Path)+len(n.Key)+len(n.Int)+len(n.Global)+len(n.Target)) +
+			textFactor*int64(len(n.Str)+len(n.Bytes))
+		if t := n.Tensor; t != nil {
+			total += tensorBytes + 16*int64(len(t.Shape)) + int64(len(t.Descr))
+			stack = append(stack, t.Objects...)
+		}
+		if n.DictKey != nil {
+			stack = append(stack, n.DictKey)
+		}
+		stack = append(stack, n.Children...)
+	}
+	return total
+}
+
+func findingsBytes(fs []loader.Finding) int64 {
+	total := int64(0)
+	for _, f := range fs {
+		total += 128 + int64(len(f.Global)+len(f.Path)+len(f.Detail)+len(f.Where))
+	}
+	return total
 }

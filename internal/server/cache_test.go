@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,7 +21,7 @@ import (
 func TestCacheOpensOnce(t *testing.T) {
 	var opens atomic.Int32
 	release := make(chan struct{})
-	c := newCheckpointCache(4, func(id string) (*opened, error) {
+	c := newCheckpointCache(4, 1<<30, func(_ context.Context, id string) (*opened, error) {
 		opens.Add(1)
 		<-release
 		return &opened{id: id, ck: fakeTree()}, nil
@@ -55,7 +56,7 @@ func TestCacheOpensOnce(t *testing.T) {
 func TestCacheWaiterCancelled(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{})
-	c := newCheckpointCache(4, func(id string) (*opened, error) {
+	c := newCheckpointCache(4, 1<<30, func(_ context.Context, id string) (*opened, error) {
 		close(started)
 		<-release
 		return &opened{id: id, ck: fakeTree()}, nil
@@ -80,10 +81,139 @@ func TestCacheWaiterCancelled(t *testing.T) {
 	}
 }
 
+// When the request opening a checkpoint goes away while others wait for it, one of them
+// opens it instead of all failing with the first one's cancellation.
+func TestCacheOpenerCancelled(t *testing.T) {
+	var opens atomic.Int32
+	started := make(chan struct{}, 2)
+	c := newCheckpointCache(4, 1<<30, func(ctx context.Context, id string) (*opened, error) {
+		if opens.Add(1) == 1 {
+			started <- struct{}{}
+			<-ctx.Done() // waiting for an open slot when the client leaves
+			return nil, ctx.Err()
+		}
+		return &opened{id: id, ck: fakeTree()}, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := c.get(ctx, "a")
+		first <- err
+	}()
+	<-started
+	second := make(chan error, 1)
+	go func() {
+		_, done, err := c.get(context.Background(), "a")
+		if err == nil {
+			done()
+		}
+		second <- err
+	}()
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Errorf("get whose request ended = %v, want context.Canceled", err)
+	}
+	if err := <-second; err != nil {
+		t.Errorf("get waiting on a cancelled open = %v, want the checkpoint", err)
+	}
+}
+
+// The cache keeps at most its byte budget of trees, but always the most recent one.
+func TestCacheBytes(t *testing.T) {
+	c := newCheckpointCache(100, 250, func(_ context.Context, id string) (*opened, error) {
+		size := int64(100)
+		if id == "big" {
+			size = 1000
+		}
+		return &opened{id: id, ck: fakeTree(), size: size}, nil
+	})
+	get := func(id string) {
+		_, done, err := c.get(context.Background(), id)
+		if err != nil {
+			t.Fatalf("get(%q): %v", id, err)
+		}
+		done()
+	}
+	cached := func() []string {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		var ids []string
+		for el := c.lru.Front(); el != nil; el = el.Next() {
+			ids = append(ids, el.Value.(*opened).id)
+		}
+		return ids
+	}
+	get("a")
+	get("b")
+	get("c") // 300 bytes: a goes
+	if got, want := strings.Join(cached(), " "), "c b"; got != want {
+		t.Errorf("after a, b, c of 100 bytes each with a budget of 250, the cache holds %q, want %q", got, want)
+	}
+	get("big")
+	if got, want := strings.Join(cached(), " "), "big"; got != want {
+		t.Errorf("after a tree over the whole budget, the cache holds %q, want %q", got, want)
+	}
+}
+
+// At most OpenConcurrency files are opened at once, however many requests ask.
+func TestOpenConcurrency(t *testing.T) {
+	s := newTestServer(t, t.TempDir())
+	var running, peak atomic.Int32
+	release := make(chan struct{})
+	s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
+		n := running.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		<-release
+		running.Add(-1)
+		return fakeLoad(r, size)
+	}
+	const n = 8
+	ids := make([]string, n)
+	for i := range n {
+		m, err := s.store.Put(context.Background(), "f", strings.NewReader(fmt.Sprint("FAKE ", i)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = m.ID
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() {
+			if rec := do(s, http.MethodGet, "/api/checkpoints/"+id, nil); rec.Code != http.StatusOK {
+				t.Errorf("GET /api/checkpoints/%s = %d %s", id, rec.Code, rec.Body)
+			}
+		})
+	}
+	for running.Load() < int32(s.cfg.OpenConcurrency) {
+		runtime.Gosched()
+	}
+	close(release)
+	wg.Wait()
+	if p := peak.Load(); p > int32(s.cfg.OpenConcurrency) {
+		t.Errorf("%d files were opened at once, want at most OpenConcurrency = %d", p, s.cfg.OpenConcurrency)
+	}
+}
+
+// treeBytes grows with the tree and its text.
+func TestTreeBytes(t *testing.T) {
+	small := fakeTree()
+	big := fakeTree()
+	big.Root.Children[2].Str = strings.Repeat("x", 1<<20)
+	if a, b := treeBytes(small), treeBytes(big); a < fakeItems*nodeBytes || b < a+1<<20 {
+		t.Errorf("treeBytes = %d for the fake tree (%d nodes), %d with a 1 MiB string; want at least %d and %d",
+			a, fakeItems+8, b, fakeItems*nodeBytes, a+1<<20)
+	}
+}
+
 // Errors other than the loader's are not cached; the loader's are.
 func TestCacheErrors(t *testing.T) {
 	var opens atomic.Int32
-	c := newCheckpointCache(4, func(id string) (*opened, error) {
+	c := newCheckpointCache(4, 1<<30, func(_ context.Context, id string) (*opened, error) {
 		opens.Add(1)
 		switch id {
 		case "io":
@@ -129,8 +259,8 @@ func TestCacheEviction(t *testing.T) {
 		}
 		ids = append(ids, m.ID)
 	}
-	s := &Server{store: st, load: fakeLoad}
-	c := newCheckpointCache(2, s.openCheckpoint)
+	s := &Server{store: st, load: fakeLoad, opens: make(chan struct{}, 1)}
+	c := newCheckpointCache(2, 1<<30, s.openCheckpoint)
 	ctx := context.Background()
 
 	held, done, err := c.get(ctx, ids[0])

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -111,7 +110,7 @@ func (s *Server) serveJSON(c echo.Context, o *opened, n *loader.Node, limit int6
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	f, err := os.CreateTemp(filepath.Join(s.store.Dir(), "tmp"), "export-*.json")
+	f, err := s.store.CreateTemp("export-*.json")
 	if err != nil {
 		return fmt.Errorf("json download: %w", err)
 	}

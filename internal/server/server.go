@@ -52,6 +52,28 @@ type Config struct {
 	// MaxJSONExport is the largest JSON download, in bytes; 1 GiB if zero. A subtree whose
 	// JSON is larger is refused with a message saying to lower limit= or use .npy.
 	MaxJSONExport int64
+
+	// Loader bounds the work and memory of opening one file; zero fields mean the loader's
+	// defaults.
+	Loader loader.Options
+	// OpenConcurrency is how many files the loader may open at once server-wide; 2 if zero.
+	// Further opens wait for a slot, so many hostile uploads at once cannot add up.
+	OpenConcurrency int
+	// CacheBytes bounds the estimated memory of the opened checkpoints kept (their trees);
+	// 64 MiB if zero. The most recently used one is kept whatever its size.
+	CacheBytes int64
+	// UploadToken, when set, must come with every upload (Authorization: Bearer <token>, or
+	// the form field "token"); reading stays open, as links are capabilities.
+	UploadToken string
+	// StallTimeout is how long an upload may go without a byte arriving, and a response
+	// without the client taking a byte, before the connection is dropped; 1 minute if zero.
+	// It bounds stalled clients without limiting how long a large transfer takes.
+	StallTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers; 10s if zero.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout is how long a keep-alive connection waits for its next request; 2 minutes
+	// if zero.
+	IdleTimeout time.Duration
 }
 
 // Deps are what the server is built from.
@@ -80,11 +102,13 @@ type Server struct {
 	jobsWG   sync.WaitGroup
 	// exports bounds the JSON downloads written at once (each to a temporary file).
 	exports chan struct{}
+	// opens bounds the files the loader opens at once (Config.OpenConcurrency).
+	opens chan struct{}
 	// base lives as long as the server: background work (statistics, jobs) runs under it
 	// and stops when Close cancels it.
 	base context.Context
 	stop context.CancelFunc
-	// load opens a checkpoint; loader.Open with default options, replaced in tests.
+	// load opens a checkpoint; loader.Open with Config.Loader, replaced in tests.
 	load func(r io.ReaderAt, size int64) (*loader.Checkpoint, error)
 }
 
@@ -114,6 +138,21 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.MaxJSONExport <= 0 {
 		cfg.MaxJSONExport = 1 << 30
 	}
+	if cfg.OpenConcurrency <= 0 {
+		cfg.OpenConcurrency = 2
+	}
+	if cfg.CacheBytes <= 0 {
+		cfg.CacheBytes = 64 << 20
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = time.Minute
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
 	s := &Server{
 		cfg:      cfg,
 		store:    deps.Store,
@@ -121,8 +160,9 @@ func New(cfg Config, deps Deps) *Server {
 		static:   deps.Static,
 		log:      deps.Logger,
 		load: func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
-			return loader.Open(r, size, loader.Options{})
+			return loader.Open(r, size, cfg.Loader)
 		},
+		opens: make(chan struct{}, cfg.OpenConcurrency),
 	}
 	if s.static == nil {
 		s.static = echo.MustSubFS(web.Static, "static")
@@ -130,7 +170,7 @@ func New(cfg Config, deps Deps) *Server {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	s.cache = newCheckpointCache(cfg.CacheSize, s.openCheckpoint)
+	s.cache = newCheckpointCache(cfg.CacheSize, cfg.CacheBytes, s.openCheckpoint)
 	s.base, s.stop = context.WithCancel(context.Background())
 	s.stats = newStatsCache(s.base, cfg.StatsCacheSize, cfg.StatsWorkers, cfg.StatsConcurrency)
 	s.jobs = newStatsJobs()
@@ -167,10 +207,11 @@ func (s *Server) Start(ctx context.Context) error {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
 		// No ReadTimeout or WriteTimeout: uploads and downloads of large checkpoints take
-		// as long as they take.
+		// as long as they take. A client that stops sending or reading is dropped after
+		// StallTimeout instead (stallRead, stallWrites).
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	s.log.Info("listening", "addr", ln.Addr().String(), "url", "http://"+displayAddr(ln.Addr()))
