@@ -44,6 +44,13 @@ func words32(raw []byte) []uint32 {
 	if len(raw) < 4 {
 		return nil
 	}
+	if uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%4 != 0 { // not from our buffers; copy
+		ws := make([]uint32, len(raw)/4)
+		for i := range ws {
+			ws[i] = binary.LittleEndian.Uint32(raw[4*i:])
+		}
+		return ws
+	}
 	return unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(raw))), len(raw)/4)
 }
 
@@ -57,15 +64,12 @@ func words16(raw []byte) []uint16 {
 // f32Kernel works on IEEE binary32 bit patterns: finiteness and zeros from the bits.
 type f32Kernel struct{}
 
-func (f32Kernel) moments(raw []byte, a *acc) {
-	ws := words32(raw)
-	if uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%4 != 0 {
-		ws = make([]uint32, len(raw)/4)
-		for i := range ws {
-			ws[i] = binary.LittleEndian.Uint32(raw[4*i:])
-		}
-	}
-	momentsBits(ws, 0, a)
+func (f32Kernel) moments(raw []byte, a *acc) { momentsBits(words32(raw), nil, a) }
+
+// isF32Kernel says whether v takes the float32 kernel (and so the bucketed histogram).
+func isF32Kernel(v *View) bool {
+	_, ok := kernelFor(v, nil).(f32Kernel)
+	return ok
 }
 
 func (f32Kernel) hist(raw []byte, h *hist, counts []int64) {
@@ -123,7 +127,7 @@ func (bf16Kernel) moments(raw []byte, a *acc) {
 		for i, h := range hs[:n] {
 			buf[i] = uint32(h) << 16
 		}
-		momentsBits(buf[:n], 0, a)
+		momentsBits(buf[:n], nil, a)
 		hs = hs[n:]
 	}
 }
@@ -144,35 +148,43 @@ func (bf16Kernel) hist(raw []byte, h *hist, counts []int64) {
 // momentsBits accumulates binary32 values given as bit patterns, in blocks, with the sums
 // shifted by each block's first finite value. Blocks with no NaN or infinity (the usual
 // case) take a four-lane loop without branches on the values.
-func momentsBits(ws []uint32, _ int, a *acc) {
+func momentsBits(ws []uint32, tab []uint32, a *acc) {
+	if tab != nil {
+		// the top 16 bits of each value, for the bucketed histogram
+		i := 0
+		for ; i+4 <= len(ws); i += 4 {
+			w := ws[i : i+4 : i+4]
+			tab[w[0]>>16]++
+			tab[w[1]>>16]++
+			tab[w[2]>>16]++
+			tab[w[3]>>16]++
+		}
+		for ; i < len(ws); i++ {
+			tab[ws[i]>>16]++
+		}
+	}
 	const blk = 4096
 	const expMask = 0x7f800000
 	for len(ws) > 0 {
 		n := min(len(ws), blk)
 		block := ws[:n]
 		ws = ws[n:]
-		clean := true
 		var zeros int64
-		for _, u := range block {
-			if u&expMask == expMask {
-				clean = false
-				break
-			}
-		}
-		if !clean {
-			f := make([]float64, n)
-			for i, u := range block {
-				f[i] = float64(math.Float32frombits(u))
-			}
-			a.block(f)
+		if block[0]&expMask == expMask {
+			slowBlock(block, a)
 			continue
 		}
 		k := float64(math.Float32frombits(block[0]))
+		// bad collects bit 31 of (exponent + 1): set exactly for NaN and ±Inf, checked once
+		// per block so the loop has no branch on it
+		var bad uint32
 		var s1a, s1b, s1c, s1d, s2a, s2b, s2c, s2d float64
 		loA, loB, hiA, hiB := k, k, k, k
 		i := 0
 		for ; i+4 <= n; i += 4 {
-			u0, u1, u2, u3 := block[i], block[i+1], block[i+2], block[i+3]
+			w := block[i : i+4 : i+4]
+			u0, u1, u2, u3 := w[0], w[1], w[2], w[3]
+			bad |= (u0&expMask + 0x00800000) | (u1&expMask + 0x00800000) | (u2&expMask + 0x00800000) | (u3&expMask + 0x00800000)
 			x0 := float64(math.Float32frombits(u0))
 			x1 := float64(math.Float32frombits(u1))
 			x2 := float64(math.Float32frombits(u2))
@@ -214,12 +226,17 @@ func momentsBits(ws []uint32, _ int, a *acc) {
 			zeros += int64(((u0&0x7fffffff)-1)>>31 + ((u1&0x7fffffff)-1)>>31 + ((u2&0x7fffffff)-1)>>31 + ((u3&0x7fffffff)-1)>>31)
 		}
 		for ; i < n; i++ {
+			bad |= block[i]&expMask + 0x00800000
 			x := float64(math.Float32frombits(block[i]))
 			d := x - k
 			s1a += d
 			s2a += d * d
 			loA, hiA = math.Min(loA, x), math.Max(hiA, x)
 			zeros += zeroCount(block[i])
+		}
+		if bad&0x80000000 != 0 {
+			slowBlock(block, a) // a NaN or infinity: this block again, value by value
+			continue
 		}
 		a.zeros += zeros
 		a.min = math.Min(a.min, math.Min(loA, loB))
@@ -234,4 +251,74 @@ func momentsBits(ws []uint32, _ int, a *acc) {
 	}
 }
 
+// slowBlock accumulates a block holding NaN or infinities.
+func slowBlock(block []uint32, a *acc) {
+	f := make([]float64, len(block))
+	for i, u := range block {
+		f[i] = float64(math.Float32frombits(u))
+	}
+	a.block(f)
+}
+
 func zeroCount(u uint32) int64 { return int64(((u & 0x7fffffff) - 1) >> 31) }
+
+// fromBuckets bins the counts of the top-16-bit buckets of float32 values. A bucket holds
+// all values with the same sign, exponent and top 7 mantissa bits; when both of its ends
+// fall in one bin, so do all its values. It returns the set of buckets a bin edge cuts
+// through (nil if none holds a value), whose values must be binned one by one.
+func (h *hist) fromBuckets(buckets []uint64) *[1 << 16 / 64]uint64 {
+	var cut [1 << 16 / 64]uint64
+	any := false
+	clamped := func(x float64) int {
+		switch {
+		case x < h.first:
+			return 0
+		case x > h.last:
+			return Bins - 1
+		}
+		var one [Bins]int64
+		h.one(x, one[:])
+		for i, c := range one {
+			if c != 0 {
+				return i
+			}
+		}
+		return 0
+	}
+	for key, c := range buckets {
+		if c == 0 {
+			continue
+		}
+		lo32 := uint32(key) << 16
+		if lo32&0x7f800000 == 0x7f800000 {
+			continue // NaN and infinities are not binned
+		}
+		a := float64(math.Float32frombits(lo32))
+		b := float64(math.Float32frombits(lo32 | 0xffff))
+		lo, hi := math.Min(a, b), math.Max(a, b)
+		if bl, bh := clamped(lo), clamped(hi); bl == bh && !h.degenerate {
+			h.Counts[bl] += int64(c)
+			continue
+		}
+		cut[key>>6] |= 1 << (key & 63)
+		any = true
+	}
+	if !any {
+		return nil
+	}
+	return &cut
+}
+
+// histCut bins the values whose bucket a bin edge cuts through.
+func histCut(ws []uint32, cut *[1 << 16 / 64]uint64, h *hist, counts []int64) {
+	for _, u := range ws {
+		k := u >> 16
+		if cut[k>>6]&(1<<(k&63)) == 0 {
+			continue
+		}
+		if u&0x7f800000 == 0x7f800000 {
+			continue
+		}
+		h.one(float64(math.Float32frombits(u)), counts)
+	}
+}

@@ -18,7 +18,7 @@ func BenchmarkKernels(b *testing.B) {
 		b.SetBytes(4 * n)
 		for i := 0; i < b.N; i++ {
 			a := newAcc()
-			momentsBits(ws, 0, &a)
+			momentsBits(ws, nil, &a)
 		}
 	})
 	h := newHistogram(-5, 5)

@@ -46,22 +46,25 @@ type job struct {
 }
 
 const (
-	blockElems = 1 << 14 // decoded per step, fits in L2
-	jobElems   = 1 << 22 // elements per job
+	blockElems  = 1 << 14 // decoded per step, fits in L2
+	jobElems    = 1 << 22 // elements per job at most
+	minJobElems = 1 << 16 // and at least (unless the view is smaller)
 )
 
-// plan splits a view into jobs.
-func plan(v *View) ([]job, layout, bool) {
+// plan splits a view into jobs: enough for every worker to have a few (so a single tensor
+// uses all cores), none larger than jobElems, none smaller than minJobElems.
+func plan(v *View, workers int) ([]job, layout, bool) {
 	numel := v.Numel()
 	l := v.layout()
+	size := min(jobElems, max(minJobElems, numel/int64(4*max(workers, 1))))
 	var jobs []job
 	if start, ok := v.dense(); ok {
-		for s := int64(0); s < numel; s += jobElems {
-			jobs = append(jobs, job{dense: true, start: start + s, n: min(jobElems, numel-s)})
+		for s := int64(0); s < numel; s += size {
+			jobs = append(jobs, job{dense: true, start: start + s, n: min(size, numel-s)})
 		}
 		return jobs, l, true
 	}
-	per := max(1, jobElems/l.runLen)
+	per := max(1, size/l.runLen)
 	for r := int64(0); r < l.outer; r += per {
 		jobs = append(jobs, job{runFrom: r, runTo: min(r+per, l.outer)})
 	}
@@ -77,12 +80,17 @@ type reader struct {
 	raw  []byte
 	f    []float64
 	span []byte
+	// the pooled buffers behind raw and f
+	rawp *[]byte
+	fp   *[]float64
 }
 
 func newReader(v *View, l layout) *reader {
 	es := int64(ElementSize(v.DType))
-	return &reader{v: v, l: l, dec: decoderFor(v.DType, v.BigEndian), es: es,
-		raw: make([]byte, readElems*es), f: make([]float64, blockElems)}
+	r := &reader{v: v, l: l, dec: decoderFor(v.DType, v.BigEndian), es: es,
+		rawp: getBytes(int(readElems * es)), fp: getFloats(blockElems)}
+	r.raw, r.f = *r.rawp, *r.fp
+	return r
 }
 
 // readElems is how many elements one read fetches.
@@ -299,28 +307,74 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 		}
 		return computePerChannel(ctx, v, workers, progress)
 	}
-	jobs, l, _ := plan(v)
+	jobs, l, _ := plan(v, workers)
 	if tableable(v) {
 		return computeByTable(ctx, v, jobs, l, workers, progress)
 	}
 	total := newAcc()
 	var mu sync.Mutex
-	err := runJobs(ctx, jobs, workers, func() func(job) error {
+	// float32 views also count the top 16 bits of each value in pass 1; the histogram is
+	// then mostly read off those buckets, and pass 2 only bins values in buckets that a bin
+	// edge cuts through.
+	bucketed := isF32Kernel(v) && numel >= 1<<16 // small ones: reading the 65536 buckets costs more
+	var buckets []uint64
+	if bucketed {
+		bp := getTab64(1 << 16)
+		defer putTab64(bp)
+		buckets = *bp
+	}
+	err := runJobs(ctx, jobs, workers, func() (func(job) error, func()) {
 		r := newReader(v, l)
 		k := kernelFor(v, r)
+		var tab []uint32
+		var tp *[]uint32
+		if bucketed {
+			tp = getTab32(1 << 16)
+			tab = *tp
+		}
+		flush := func() {
+			if tab == nil {
+				return
+			}
+			mu.Lock()
+			for i, c := range tab {
+				if c != 0 {
+					buckets[i] += uint64(c)
+				}
+			}
+			mu.Unlock()
+			clear(tab)
+		}
+		done := func() {
+			flush()
+			if tp != nil {
+				putTab32(tp)
+			}
+			r.release()
+		}
 		return func(j job) error {
 			a := newAcc()
-			if err := r.job(j, func(b []byte) { k.moments(b, &a) }); err != nil {
+			err := r.job(j, func(b []byte) {
+				if tab != nil {
+					momentsBits(words32(b), tab, &a)
+				} else {
+					k.moments(b, &a)
+				}
+			})
+			if err != nil {
 				return err
 			}
 			mu.Lock()
 			total.merge(a)
 			mu.Unlock()
+			if tab != nil && jobSize(j, l) >= 1<<30 { // keep uint32 counts from wrapping
+				flush()
+			}
 			if progress != nil {
 				progress(jobSize(j, l))
 			}
 			return nil
-		}
+		}, done
 	})
 	if err != nil {
 		return nil, err
@@ -334,12 +388,31 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 	s.Min, s.Max, s.Mean = total.min, total.max, total.mean
 	s.Std = math.Sqrt(total.m2 / float64(total.count))
 	h := newHistogram(s.Min, s.Max)
-	err = runJobs(ctx, jobs, workers, func() func(job) error {
+	var cut *[1 << 16 / 64]uint64 // buckets a bin edge cuts through
+	if bucketed {
+		cut = h.fromBuckets(buckets)
+		if cut == nil { // every value was binned from its bucket
+			if progress != nil {
+				progress(numel)
+			}
+			s.Histogram = h.Histogram
+			return s, nil
+		}
+	}
+	err = runJobs(ctx, jobs, workers, func() (func(job) error, func()) {
 		r := newReader(v, l)
 		k := kernelFor(v, r)
+		counts := make([]int64, Bins)
 		return func(j job) error {
-			counts := make([]int64, Bins)
-			if err := r.job(j, func(b []byte) { k.hist(b, h, counts) }); err != nil {
+			clear(counts)
+			err := r.job(j, func(b []byte) {
+				if cut != nil {
+					histCut(words32(b), cut, h, counts)
+				} else {
+					k.hist(b, h, counts)
+				}
+			})
+			if err != nil {
 				return err
 			}
 			mu.Lock()
@@ -351,7 +424,7 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 				progress(jobSize(j, l))
 			}
 			return nil
-		}
+		}, r.release
 	})
 	if err != nil {
 		return nil, err
@@ -367,8 +440,9 @@ func jobSize(j job, l layout) int64 {
 	return (j.runTo - j.runFrom) * l.runLen
 }
 
-// runJobs runs jobs on workers, each with its own state made by mk.
-func runJobs(ctx context.Context, jobs []job, workers int, mk func() func(job) error) error {
+// runJobs runs jobs on workers, each with its own state made by mk, which also returns what
+// to do when the worker has no more jobs (may be nil).
+func runJobs(ctx context.Context, jobs []job, workers int, mk func() (func(job) error, func())) error {
 	ch := make(chan job)
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup
@@ -376,7 +450,10 @@ func runJobs(ctx context.Context, jobs []job, workers int, mk func() func(job) e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			do := mk()
+			do, done := mk()
+			if done != nil {
+				defer done()
+			}
 			for j := range ch {
 				if err := do(j); err != nil {
 					errs <- err

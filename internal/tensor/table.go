@@ -32,9 +32,10 @@ func countPatterns(ctx context.Context, v *View, jobs []job, l layout, workers i
 	size := 1 << (8 * es)
 	total := make([]uint64, size)
 	var mu sync.Mutex
-	err := runJobs(ctx, jobs, workers, func() func(job) error {
+	err := runJobs(ctx, jobs, workers, func() (func(job) error, func()) {
 		r := newReader(v, l)
-		local := make([]uint32, size)
+		lp := getTab32(size)
+		local := *lp
 		return func(j job) error {
 			clear(local)
 			err := r.job(j, func(b []byte) {
@@ -71,7 +72,7 @@ func countPatterns(ctx context.Context, v *View, jobs []job, l layout, workers i
 				progress(2 * jobSize(j, l)) // both passes' worth of work
 			}
 			return nil
-		}
+		}, func() { putTab32(lp); r.release() }
 	})
 	return total, err
 }
@@ -190,7 +191,7 @@ func computePerChannel(ctx context.Context, v *View, workers int, progress func(
 		if sub.Numel() == 0 {
 			continue
 		}
-		jobs, l, _ := plan(&sub)
+		jobs, l, _ := plan(&sub, workers)
 		table, err := countPatterns(ctx, &sub, jobs, l, workers, progress)
 		if err != nil {
 			return nil, err
