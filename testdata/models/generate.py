@@ -1031,6 +1031,24 @@ def make_dtypes():
     return d
 
 
+def make_large():
+    """Large enough float32 tensors for the statistics' fast paths: a normal weight matrix
+    with exact zeros, subnormals, NaN and infinities sprinkled in; a LayerNorm-like vector
+    near 1.0 with a tiny spread; a tensor whose values sit exactly on histogram edges."""
+    torch.manual_seed(12)
+    w = torch.randn(300, 300) * 0.02
+    flat = w.view(-1)
+    flat[::997] = 0.0
+    flat[5::1999] = -0.0
+    flat[7::3001] = 1e-42  # subnormal
+    flat[11] = float("nan")
+    flat[13] = float("inf")
+    flat[17] = float("-inf")
+    ln = 1.0 + torch.randn(70000) * 1e-4
+    edges = torch.arange(70000, dtype=torch.float32) % 65  # 0..64: min 0, max 64, bin width 1
+    return {"weight": w, "ln": ln, "on_edges": edges, "wide": torch.randn(80000) * 1e30}
+
+
 def make_quantized():
     torch.manual_seed(6)
     return {"q": torch.quantize_per_tensor(torch.randn(2, 3), 0.05, 3, torch.qint8)}
@@ -1510,6 +1528,9 @@ def main():
         Fixture("dtypes.pt", make_dtypes(), torch_save, 2, torch.load, notes=[
             "complex32 cannot be saved by torch 1.13 ('dtype torch.complex32 is not recognized').",
             "/alias is the same tensor object as /float32: a ref.",
+        ]),
+        Fixture("large_f32.pt", make_large(), torch_save, 2, torch.load, notes=[
+            "float32 tensors of more than 65536 elements, which take the bucketed histogram.",
         ]),
         Fixture("quantized.pt", make_quantized(), torch_save, 2, torch.load, notes=[
             "torch._utils._rebuild_qtensor with (torch.per_tensor_affine, scale, zero_point).",
