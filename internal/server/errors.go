@@ -56,6 +56,7 @@ var errorKinds = []errorKind{
 	{as[*valueError], http.StatusUnprocessableEntity, ""},
 	{is(tensor.ErrUnsupported), http.StatusUnprocessableEntity, ""},
 	{as[*exportTooLargeError], http.StatusUnprocessableEntity, ""},
+	{is(errUnauthorized), http.StatusUnauthorized, ""},
 	{as[*badRequest], http.StatusBadRequest, ""},
 	{as[*bodyError], http.StatusBadRequest, ""},
 	{is(context.Canceled), http.StatusBadRequest, "request cancelled"},
@@ -104,6 +105,8 @@ func errorTitle(status int) string {
 		return "File too large"
 	case http.StatusNotFound:
 		return "Not found"
+	case http.StatusUnauthorized:
+		return "Upload token needed"
 	}
 	if status >= 500 {
 		return "Something went wrong on our side"
@@ -131,6 +134,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	if c.Response().Committed {
 		return
+	}
+	if status == http.StatusUnauthorized {
+		challenge(c.Response())
 	}
 	var findings []loader.Finding
 	var lerr *loader.Error

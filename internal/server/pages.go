@@ -29,7 +29,7 @@ func (s *Server) home(errMsg string) views.Home {
 	for _, e := range s.examples {
 		examples = append(examples, views.Example{ID: e.ID, Name: e.Name, Description: e.Description, Size: e.Size})
 	}
-	return views.Home{Examples: examples, MaxUpload: s.cfg.MaxUpload, Error: errMsg}
+	return views.Home{Examples: examples, MaxUpload: s.cfg.MaxUpload, Error: errMsg, TokenRequired: s.cfg.UploadToken != ""}
 }
 
 // handleStatic serves GET /static/*: the embedded CSS and JS. Requests that name a version
@@ -48,14 +48,19 @@ func (s *Server) handleStatic() echo.HandlerFunc {
 
 // handleUploadForm serves POST /upload, the upload form for browsers without JavaScript:
 // it stores the file and redirects to its page. A request the server cannot take back (no
-// file, too large) shows the form again with the reason.
+// file, too large, no upload token) shows the form again with the reason.
 func (s *Server) handleUploadForm(c echo.Context) error {
 	if !isMultipart(c.Request()) {
 		return badRequestf("the upload form must be sent as multipart/form-data")
 	}
 	meta, err := s.receive(c)
 	if err != nil {
-		if status, msg := classify(err); status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge {
+		switch status, msg := classify(err); status {
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnauthorized:
+			if status == http.StatusUnauthorized {
+				challenge(c.Response())
+				msg = "This server takes uploads only with its upload token: enter it above the file."
+			}
 			return s.render(c, status, templates.HomePage(s.home(msg)))
 		}
 		return err

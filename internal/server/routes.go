@@ -13,7 +13,7 @@ import (
 // routes registers every route the server answers.
 func (s *Server) routes() {
 	e := s.echo
-	e.Pre(securityHeaders)
+	e.Pre(setSecurityHeaders, s.stallWrites)
 	e.Use(s.logRequests, s.recoverPanics)
 
 	// HTML pages; each URL is the share link of what it shows.
@@ -44,16 +44,65 @@ func (s *Server) routes() {
 const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
-// securityHeaders sets the headers every response carries, errors included.
-func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+// securityHeaders are the headers every response carries, errors and static files
+// included. X-Frame-Options says frame-ancestors 'none' to browsers that predate CSP.
+var securityHeaders = map[string]string{
+	"Content-Security-Policy": contentSecurityPolicy,
+	"X-Content-Type-Options":  "nosniff",
+	"Referrer-Policy":         "no-referrer",
+	"X-Frame-Options":         "DENY",
+}
+
+// setSecurityHeaders sets securityHeaders on every response, before routing.
+func setSecurityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		h := c.Response().Header()
-		h.Set("Content-Security-Policy", contentSecurityPolicy)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
+		for k, v := range securityHeaders {
+			h.Set(k, v)
+		}
 		return next(c)
 	}
 }
+
+// stallWrites drops a response whose client stops reading: each write must be taken
+// within StallTimeout, however long the whole download takes, so a stalled client cannot
+// hold a file, an export slot or a goroutine for ever.
+func (s *Server) stallWrites(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		res := c.Response()
+		w := &stallWriter{ResponseWriter: res.Writer, rc: http.NewResponseController(res.Writer), timeout: s.cfg.StallTimeout}
+		// A keep-alive connection keeps the deadline of its last response: lift it while
+		// the handler works, and set a fresh one for the final flush.
+		w.rc.SetWriteDeadline(time.Time{})
+		res.Writer = w
+		err := next(c)
+		w.touch()
+		return err
+	}
+}
+
+// stallWriter moves the connection's write deadline forward before each write. Writers
+// that cannot set deadlines (httptest's) just write.
+type stallWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (w *stallWriter) touch() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout)) }
+
+func (w *stallWriter) WriteHeader(code int) {
+	w.touch()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	w.touch()
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController (Flush, deadlines) reach the connection.
+func (w *stallWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // logRequests logs each request once it is answered, errors included.
 func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -31,9 +32,20 @@ func (e *tooLargeError) Error() string {
 func (e *tooLargeError) Unwrap() error { return store.ErrTooLarge }
 
 // receive streams the uploaded file into the store without holding it in memory: the
-// multipart field "file", or else the raw body named by ?name=.
+// multipart field "file", or else the raw body named by ?name=. With an upload token
+// configured, the token comes in the Authorization header, or as the form field "token"
+// before the file; nothing is stored without it.
 func (s *Server) receive(c echo.Context) (store.Meta, error) {
 	r := c.Request()
+	authorized, err := s.uploadAuth(c)
+	if err != nil {
+		return store.Meta{}, err
+	}
+	if !authorized && !isMultipart(r) {
+		return store.Meta{}, errUnauthorized
+	}
+	done := s.stallRead(c)
+	defer done()
 	max := s.cfg.MaxUpload
 	tooLarge := &tooLargeError{limit: max}
 	if !isMultipart(r) {
@@ -60,11 +72,30 @@ func (s *Server) receive(c echo.Context) (store.Meta, error) {
 		if err != nil {
 			return store.Meta{}, &bodyError{err}
 		}
+		if part.FormName() == tokenField && !authorized {
+			token, err := readTokenField(part)
+			if err != nil {
+				return store.Meta{}, err
+			}
+			if !s.tokenMatches(token) {
+				return store.Meta{}, errUnauthorized
+			}
+			authorized = true
+			continue
+		}
 		if part.FormName() != "file" {
 			continue // NextPart skips the rest of this part
 		}
-		defer part.Close()
-		return s.put(c, part.FileName(), part)
+		if !authorized {
+			return store.Meta{}, errUnauthorized
+		}
+		meta, err := s.put(c, part.FileName(), part)
+		part.Close()
+		if err == nil {
+			// Read the closing boundary, so the body is done with (see stallRead).
+			io.CopyN(io.Discard, r.Body, multipartSlack)
+		}
+		return meta, err
 	}
 }
 
@@ -96,3 +127,41 @@ func isMultipart(r *http.Request) bool {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	return err == nil && mt == "multipart/form-data"
 }
+
+// stallRead drops an upload whose client stops sending: each read of the body must bring a
+// byte within StallTimeout, however long the whole upload takes. Call the returned
+// function when done with the body: a body read to its end has its deadline lifted (a
+// deadline left on the connection would cancel the request once it passes); one left
+// unread gets a last StallTimeout for the server to discard the rest.
+func (s *Server) stallRead(c echo.Context) func() {
+	r := c.Request()
+	sr := &stallReader{r: r.Body, rc: http.NewResponseController(c.Response()), timeout: s.cfg.StallTimeout}
+	r.Body = sr
+	return func() {
+		if sr.eof {
+			_ = sr.rc.SetReadDeadline(time.Time{})
+		} else {
+			_ = sr.rc.SetReadDeadline(time.Now().Add(sr.timeout))
+		}
+	}
+}
+
+// stallReader moves the connection's read deadline forward before each read.
+type stallReader struct {
+	r       io.ReadCloser
+	rc      *http.ResponseController
+	timeout time.Duration
+	eof     bool
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	// Not every ResponseWriter can set deadlines (httptest's cannot); then there is none.
+	_ = s.rc.SetReadDeadline(time.Now().Add(s.timeout))
+	n, err := s.r.Read(p)
+	if err == io.EOF {
+		s.eof = true
+	}
+	return n, err
+}
+
+func (s *stallReader) Close() error { return s.r.Close() }

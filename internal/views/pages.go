@@ -21,6 +21,9 @@ type Home struct {
 	MaxUpload int64
 	// Error says why the last upload failed (the no-JavaScript form posts back here).
 	Error string
+	// TokenRequired is set when the server takes uploads only with its upload token: the
+	// form then asks for it.
+	TokenRequired bool
 }
 
 // MaxUploadText is the upload limit for a reader, "" when there is none.

@@ -80,6 +80,7 @@
     const text = bar.querySelector(".progress-text");
     const errorBox = form.querySelector(".upload-error");
     const submit = form.querySelector("button[type=submit]");
+    const token = form.querySelector("input[name=token]");
     const max = Number(form.dataset.maxUpload || 0);
     let busy = false;
 
@@ -101,6 +102,11 @@
         showError(file.name + " is " + humanBytes(file.size) + "; the limit is " + humanBytes(max) + ".");
         return;
       }
+      if (token && !token.value.trim()) {
+        showError("Enter the upload token first: this server takes uploads only with it.");
+        token.focus();
+        return;
+      }
       busy = true;
       submit.disabled = true;
       errorBox.hidden = true;
@@ -113,6 +119,7 @@
       xhr.open("POST", form.dataset.api);
       xhr.responseType = "json";
       xhr.setRequestHeader("Accept", "application/json");
+      if (token) xhr.setRequestHeader("Authorization", "Bearer " + token.value.trim());
       xhr.upload.addEventListener("progress", function (e) {
         if (!e.lengthComputable) return;
         progress.value = (e.loaded / e.total) * 100;
