@@ -14,10 +14,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/server"
 	"github.com/ckptview/ckptview/internal/store"
 )
@@ -37,12 +40,64 @@ func main() {
 
 // options are the command line, after the environment has filled in what it sets.
 type options struct {
-	addr      string
-	data      string
-	examples  string
-	maxUpload byteSize
-	logFormat string
-	logLevel  slog.Level
+	addr        string
+	data        string
+	examples    string
+	maxUpload   byteSize
+	logFormat   string
+	logLevel    slog.Level
+	uploadToken string
+	// memoryLimit is the Go runtime's soft memory limit; 0 leaves it alone (GOMEMLIMIT).
+	memoryLimit     optionalSize
+	stallTimeout    time.Duration
+	shutdownTimeout time.Duration
+
+	// What one file may make the loader do (loader.Options).
+	maxPickleOps int
+	maxDepth     int
+	maxMemo      int
+	maxIntDigits int
+	maxNodes     int
+	maxPickle    byteSize
+	maxInflate   byteSize
+
+	openConcurrency  int
+	cacheSize        int
+	cacheMemory      byteSize
+	statsConcurrency int
+	statsWorkers     int
+	statsCacheSize   int
+	maxJSONExport    byteSize
+}
+
+// defaultOptions are the defaults of the flags. The loader's limits are lower than the
+// loader's own defaults (which let one file build a tree of gigabytes) so that, with
+// openConcurrency files opened at once and cacheMemory of trees kept, the process stays
+// within the memory the README documents whatever is uploaded.
+func defaultOptions() options {
+	return options{
+		addr:             ":8080",
+		examples:         "testdata/models",
+		maxUpload:        byteSize(server.DefaultMaxUpload),
+		logFormat:        "text",
+		logLevel:         slog.LevelInfo,
+		memoryLimit:      384 << 20,
+		stallTimeout:     time.Minute,
+		shutdownTimeout:  30 * time.Second,
+		maxPickleOps:     20_000_000,
+		maxDepth:         2000,
+		maxMemo:          250_000,
+		maxIntDigits:     4300,
+		maxNodes:         250_000,
+		maxPickle:        32 << 20,
+		maxInflate:       32 << 20,
+		openConcurrency:  2,
+		cacheSize:        32,
+		cacheMemory:      64 << 20,
+		statsConcurrency: 2,
+		statsCacheSize:   16384,
+		maxJSONExport:    1 << 30,
+	}
 }
 
 // envPrefix starts the environment variable of each flag.
@@ -55,15 +110,35 @@ func envName(flagName string) string {
 
 // parseOptions reads flags from args, with defaults from the environment.
 func parseOptions(args []string, getenv func(string) string, out io.Writer) (options, error) {
-	o := options{maxUpload: byteSize(server.DefaultMaxUpload)}
+	o := defaultOptions()
 	fs := flag.NewFlagSet("ckptview", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&o.addr, "addr", ":8080", "address to listen on")
+	fs.StringVar(&o.addr, "addr", o.addr, "address to listen on")
 	fs.StringVar(&o.data, "data", "", "data directory for uploads (default $XDG_DATA_HOME/ckptview or ~/.local/share/ckptview)")
-	fs.StringVar(&o.examples, "examples", "testdata/models", "directory of bundled example files (none if it does not exist)")
+	fs.StringVar(&o.examples, "examples", o.examples, "directory of bundled example files (none if it does not exist)")
 	fs.Var(&o.maxUpload, "max-upload", "largest upload accepted: bytes, or a size such as 500MB or 20GiB")
-	fs.StringVar(&o.logFormat, "log-format", "text", "log format on stderr: text or json")
-	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "least important log level shown: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log format on stderr: text or json")
+	fs.TextVar(&o.logLevel, "log-level", o.logLevel, "least important log level shown: debug, info, warn or error")
+	fs.StringVar(&o.uploadToken, "upload-token", "", "if set, uploads need this token (Authorization: Bearer, or the form's token field); prefer "+envName("upload-token")+" to keep it out of ps")
+	fs.Var(&o.memoryLimit, "memory-limit", "soft memory limit of the Go runtime (debug.SetMemoryLimit); off to leave GOMEMLIMIT in charge")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", o.stallTimeout, "drop an upload that sends no byte, or a download that takes none, for this long")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", o.shutdownTimeout, "how long to wait for requests in flight on shutdown")
+
+	fs.IntVar(&o.maxPickleOps, "max-pickle-ops", o.maxPickleOps, "pickle opcodes per file")
+	fs.IntVar(&o.maxDepth, "max-depth", o.maxDepth, "nesting of values and MARKs in a file")
+	fs.IntVar(&o.maxMemo, "max-memo", o.maxMemo, "memo entries per pickle")
+	fs.IntVar(&o.maxIntDigits, "max-int-digits", o.maxIntDigits, "digits of a decimal integer in a text opcode")
+	fs.IntVar(&o.maxNodes, "max-nodes", o.maxNodes, "values in a file's tree")
+	fs.Var(&o.maxPickle, "max-pickle", "bytes of one pickle held in memory (large values stay in the file)")
+	fs.Var(&o.maxInflate, "max-inflate", "bytes a compressed archive member may inflate to")
+
+	fs.IntVar(&o.openConcurrency, "open-concurrency", o.openConcurrency, "files opened at once server-wide; others wait")
+	fs.IntVar(&o.cacheSize, "cache-size", o.cacheSize, "opened checkpoints kept")
+	fs.Var(&o.cacheMemory, "cache-memory", "estimated memory of the opened checkpoints kept (the last one is kept whatever its size)")
+	fs.IntVar(&o.statsConcurrency, "stats-concurrency", o.statsConcurrency, "tensors whose statistics are computed at once server-wide")
+	fs.IntVar(&o.statsWorkers, "stats-workers", o.statsWorkers, "goroutines reading one tensor (0: GOMAXPROCS, at most 8)")
+	fs.IntVar(&o.statsCacheSize, "stats-cache-size", o.statsCacheSize, "tensors whose statistics are kept (about 1 kB each)")
+	fs.Var(&o.maxJSONExport, "max-json-export", "largest JSON download")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: ckptview [flags]\n\nServes the checkpoint viewer. Each flag is also the environment variable %sNAME.\n\n", envPrefix)
 		fs.PrintDefaults()
@@ -88,7 +163,51 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return o, fmt.Errorf("-log-format must be text or json, got %q", o.logFormat)
 	}
+	for _, c := range []struct {
+		name string
+		v    int
+		min  int
+	}{
+		{"max-pickle-ops", o.maxPickleOps, 1}, {"max-depth", o.maxDepth, 1}, {"max-memo", o.maxMemo, 1},
+		{"max-int-digits", o.maxIntDigits, 1}, {"max-nodes", o.maxNodes, 1}, {"open-concurrency", o.openConcurrency, 1},
+		{"cache-size", o.cacheSize, 1}, {"stats-concurrency", o.statsConcurrency, 1}, {"stats-workers", o.statsWorkers, 0},
+		{"stats-cache-size", o.statsCacheSize, 1},
+	} {
+		if c.v < c.min {
+			return o, fmt.Errorf("-%s must be at least %d, got %d", c.name, c.min, c.v)
+		}
+	}
+	if o.stallTimeout <= 0 || o.shutdownTimeout <= 0 {
+		return o, errors.New("-stall-timeout and -shutdown-timeout must be positive")
+	}
 	return o, nil
+}
+
+// serverConfig is the server's part of the options.
+func (o options) serverConfig() server.Config {
+	return server.Config{
+		Addr:      o.addr,
+		MaxUpload: int64(o.maxUpload),
+		Loader: loader.Options{
+			MaxOps:      o.maxPickleOps,
+			MaxDepth:    o.maxDepth,
+			MaxMemo:     o.maxMemo,
+			MaxIntChars: o.maxIntDigits,
+			MaxNodes:    o.maxNodes,
+			MaxPickle:   int64(o.maxPickle),
+			MaxInflate:  int64(o.maxInflate),
+		},
+		OpenConcurrency:  o.openConcurrency,
+		CacheSize:        o.cacheSize,
+		CacheBytes:       int64(o.cacheMemory),
+		StatsConcurrency: o.statsConcurrency,
+		StatsWorkers:     o.statsWorkers,
+		StatsCacheSize:   o.statsCacheSize,
+		MaxJSONExport:    int64(o.maxJSONExport),
+		UploadToken:      o.uploadToken,
+		StallTimeout:     o.stallTimeout,
+		ShutdownTimeout:  o.shutdownTimeout,
+	}
 }
 
 // run is the program: parse the options, open the store, import the examples and serve
@@ -104,6 +223,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		handler = slog.NewJSONHandler(stderr, hopts)
 	}
 	logger := slog.New(handler)
+	if o.memoryLimit > 0 {
+		debug.SetMemoryLimit(int64(o.memoryLimit))
+	}
 
 	dir := o.data
 	if dir == "" {
@@ -115,6 +237,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	defer st.Close()
 	logger.Info("data directory", "dir", dir)
 	examples, err := st.ImportExamples(ctx, o.examples)
 	if err != nil {
@@ -123,9 +246,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	} else if len(examples) > 0 {
 		logger.Info("examples imported", "dir", o.examples, "files", len(examples))
 	}
+	logger.Info("limits", "max_upload", int64(o.maxUpload), "memory_limit", int64(o.memoryLimit),
+		"open_concurrency", o.openConcurrency, "max_nodes", o.maxNodes, "cache_memory", int64(o.cacheMemory),
+		"upload_token", o.uploadToken != "")
 
-	srv := server.New(server.Config{Addr: o.addr, MaxUpload: int64(o.maxUpload)},
-		server.Deps{Store: st, Examples: examples, Logger: logger})
+	srv := server.New(o.serverConfig(), server.Deps{Store: st, Examples: examples, Logger: logger})
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
@@ -162,5 +287,28 @@ func (b *byteSize) Set(s string) error {
 		return fmt.Errorf("not a positive size: %q (use bytes or a unit: 500MB, 20GiB)", s)
 	}
 	*b = byteSize(n * float64(mult))
+	return nil
+}
+
+// optionalSize is a byteSize that may also be off (or 0).
+type optionalSize int64
+
+func (b *optionalSize) String() string {
+	if *b == 0 {
+		return "off"
+	}
+	return strconv.FormatInt(int64(*b), 10)
+}
+
+func (b *optionalSize) Set(s string) error {
+	if t := strings.ToLower(strings.TrimSpace(s)); t == "off" || t == "0" {
+		*b = 0
+		return nil
+	}
+	var v byteSize
+	if err := v.Set(s); err != nil {
+		return fmt.Errorf("%w, or off", err)
+	}
+	*b = optionalSize(v)
 	return nil
 }
