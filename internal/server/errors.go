@@ -157,7 +157,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	page := views.ErrorPage{Status: status, Title: errorTitle(status), Message: msg, Findings: findings}
 	var buf bytes.Buffer
-	if rerr := templates.ErrorPage(page).Render(req.Context(), &buf); rerr != nil {
+	// Rendered under a context of its own: a client gone away (the error may be just that)
+	// is no reason to fail rendering, and no server error.
+	if rerr := templates.ErrorPage(page).Render(context.WithoutCancel(req.Context()), &buf); rerr != nil {
 		s.log.Error("rendering the error page", "err", rerr)
 		c.String(status, msg)
 		return

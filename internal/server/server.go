@@ -36,7 +36,8 @@ type Config struct {
 	Addr string
 	// MaxUpload is the largest upload accepted, in bytes; DefaultMaxUpload if zero.
 	MaxUpload int64
-	// CacheSize is how many opened checkpoints are kept; 32 if zero.
+	// CacheSize is how many opened checkpoints are kept; 1024 if zero. CacheBytes is what
+	// bounds their memory; files the loader refused cost next to nothing.
 	CacheSize int
 	// ShutdownTimeout is how long Start waits for requests in flight when its context ends;
 	// 30s if zero.
@@ -121,7 +122,7 @@ func New(cfg Config, deps Deps) *Server {
 		cfg.MaxUpload = DefaultMaxUpload
 	}
 	if cfg.CacheSize <= 0 {
-		cfg.CacheSize = 32
+		cfg.CacheSize = 1024
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
