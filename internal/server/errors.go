@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 
@@ -60,7 +61,14 @@ var errorKinds = []errorKind{
 	{as[*badRequest], http.StatusBadRequest, ""},
 	{as[*bodyError], http.StatusBadRequest, ""},
 	{is(context.Canceled), http.StatusBadRequest, "request cancelled"},
+	{clientGone, http.StatusBadRequest, "the connection was closed or stalled"},
 	{is(syscall.ENOSPC), http.StatusInsufficientStorage, "the server is out of disk space"},
+}
+
+// clientGone reports a write to a client that closed its connection or stopped reading
+// (StallTimeout): the client's doing, not a server error.
+func clientGone(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 func is(target error) func(error) bool {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/fstest"
 
@@ -719,6 +721,9 @@ func TestErrorTable(t *testing.T) {
 		{"bad request", badRequestf("offset must be a number"), 400, "offset must be a number"},
 		{"body read", &bodyError{io.ErrUnexpectedEOF}, 400, "reading the upload: unexpected EOF"},
 		{"cancelled", fmt.Errorf("store: write x: %w", context.Canceled), 400, "request cancelled"},
+		{"client gone", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}, 400, "the connection was closed or stalled"},
+		{"client reset", fmt.Errorf("render: %w", syscall.ECONNRESET), 400, "the connection was closed or stalled"},
+		{"client stalled", &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}, 400, "the connection was closed or stalled"},
 		{"echo 404", echo.ErrNotFound, 404, "Not Found"},
 		{"other", io.ErrShortWrite, 500, "Internal Server Error"},
 	} {
