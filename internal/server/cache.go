@@ -56,9 +56,9 @@ func newCheckpointCache(max int, maxBytes int64, open func(ctx context.Context, 
 		max:      max,
 		maxBytes: maxBytes,
 		open:     open,
-		lru:     list.New(),
-		entries: map[string]*list.Element{},
-		loading: map[string]*openCall{},
+		lru:      list.New(),
+		entries:  map[string]*list.Element{},
+		loading:  map[string]*openCall{},
 	}
 }
 
