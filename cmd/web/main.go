@@ -81,7 +81,7 @@ func defaultOptions() options {
 		maxUpload:        byteSize(server.DefaultMaxUpload),
 		logFormat:        "text",
 		logLevel:         slog.LevelInfo,
-		memoryLimit:      240 << 20,
+		memoryLimit:      224 << 20,
 		stallTimeout:     time.Minute,
 		shutdownTimeout:  30 * time.Second,
 		maxPickleOps:     20_000_000,

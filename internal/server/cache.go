@@ -133,13 +133,26 @@ func isContextErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// insert adds o as the most recent entry and evicts the least recent beyond max entries or
-// maxBytes. c.mu is held.
+// insert adds o as the most recent entry and evicts the least recent beyond max entries.
+// Over maxBytes it evicts the least recent large tree first (one over an eighth of the
+// budget), so a stream of uploads at the loader's limits replace each other instead of
+// flushing the many small checkpoints people are reading, which would then queue behind
+// them to be opened again. c.mu is held.
 func (c *checkpointCache) insert(o *opened) {
 	c.entries[o.id] = c.lru.PushFront(o)
 	c.bytes += o.size
-	for c.lru.Len() > c.max || c.bytes > c.maxBytes && c.lru.Len() > 1 {
+	for c.lru.Len() > c.max {
 		c.evict(c.lru.Back())
+	}
+	for c.bytes > c.maxBytes && c.lru.Len() > 1 {
+		victim := c.lru.Back()
+		for el := c.lru.Back(); el != c.lru.Front(); el = el.Prev() {
+			if el.Value.(*opened).size > c.maxBytes/8 {
+				victim = el
+				break
+			}
+		}
+		c.evict(victim)
 	}
 }
 

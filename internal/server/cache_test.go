@@ -118,12 +118,18 @@ func TestCacheOpenerCancelled(t *testing.T) {
 	}
 }
 
-// The cache keeps at most its byte budget of trees, but always the most recent one.
+// The cache keeps at most its byte budget of trees, but always the most recent one; over
+// budget, large trees go before small ones.
 func TestCacheBytes(t *testing.T) {
 	c := newCheckpointCache(100, 250, func(_ context.Context, id string) (*opened, error) {
 		size := int64(100)
-		if id == "big" {
+		switch {
+		case id == "big":
 			size = 1000
+		case strings.HasPrefix(id, "small"):
+			size = 10
+		case strings.HasPrefix(id, "large"):
+			size = 120
 		}
 		return &opened{id: id, ck: fakeTree(), size: size}, nil
 	})
@@ -152,6 +158,13 @@ func TestCacheBytes(t *testing.T) {
 	get("big")
 	if got, want := strings.Join(cached(), " "), "big"; got != want {
 		t.Errorf("after a tree over the whole budget, the cache holds %q, want %q", got, want)
+	}
+	get("small1") // big goes
+	get("small2")
+	get("large1")
+	get("large2") // 260 bytes: large1 goes, though small1 is older
+	if got, want := strings.Join(cached(), " "), "large2 small2 small1"; got != want {
+		t.Errorf("after small1, small2, large1, large2, the cache holds %q, want %q", got, want)
 	}
 }
 
