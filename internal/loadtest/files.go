@@ -234,7 +234,9 @@ func limitFiles(l Limits) []file {
 		listOfStrs(l.MaxPickle * 11 / 10),
 		memoChurn(l.MaxMemo - 10),
 		memoChurn(l.MaxMemo + 10),
-		markChurn(l.MaxOps - 100),
+		// Every opcode takes at least a byte of the pickle the loader holds, so MaxPickle
+		// caps them too.
+		markChurn(min(l.MaxOps, int(l.MaxPickle*95/100)) - 100),
 		zipOfMembers(100_000),
 	}
 }
