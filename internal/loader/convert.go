@@ -53,11 +53,11 @@ func (c *converter) node(v any, path string, depth int) *Node {
 	}
 	c.nodes++
 	if c.nodes > c.o.MaxNodes {
-		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %d values", c.o.MaxNodes), Offset: -1}
+		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %d values, this server's limit (-max-nodes)", c.o.MaxNodes), Offset: -1}
 		return &Node{Kind: KindNone, Path: path}
 	}
 	if depth > c.o.MaxDepth {
-		c.err = &Error{Msg: fmt.Sprintf("values nested deeper than %d levels", c.o.MaxDepth), Offset: -1}
+		c.err = &Error{Msg: fmt.Sprintf("values nested deeper than %d levels, this server's limit (-max-depth)", c.o.MaxDepth), Offset: -1}
 		return &Node{Kind: KindNone, Path: path}
 	}
 	if id, ok := identity(v); ok {

@@ -571,7 +571,7 @@ func (op *opener) member(f *zip.File, limit int64) (io.ReaderAt, int64, error) {
 	limit = min(limit, op.o.MaxInflate)
 	if f.UncompressedSize64 > uint64(limit) {
 		// archive/zip never yields more than the declared size, so this is the whole check
-		return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s inflates to %d MB, more than the %d MB allowed (a zip bomb?)", f.Name, f.UncompressedSize64>>20, limit>>20), Offset: -1}
+		return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s inflates to %d MB, more than this server's limit of %d MB (-max-inflate; a zip bomb?)", f.Name, f.UncompressedSize64>>20, limit>>20), Offset: -1}
 	}
 	rc, err := f.Open()
 	if err != nil {

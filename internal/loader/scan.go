@@ -277,7 +277,7 @@ func keep(items []*sv) ([]*sv, int) {
 func (s *scanner) emit(b ...byte) error {
 	s.out = append(s.out, b...)
 	if int64(len(s.out)) > s.o.MaxPickle {
-		return s.fail(s.r.pos, "pickle holds more than %d MB of inline values", s.o.MaxPickle>>20)
+		return s.fail(s.r.pos, "the pickle holds more than %d MB of values besides its large byte strings, this server's limit (-max-pickle)", s.o.MaxPickle>>20)
 	}
 	return nil
 }
@@ -423,7 +423,7 @@ func (s *scanner) run() (result *sv, err error) {
 		off := r.pos
 		*s.ops++
 		if *s.ops > s.o.MaxOps {
-			return nil, s.fail(off, "more than %d pickle opcodes", s.o.MaxOps)
+			return nil, s.fail(off, "more than %d pickle opcodes, this server's limit (-max-pickle-ops)", s.o.MaxOps)
 		}
 		op, err := r.readByte()
 		if err != nil {
@@ -562,7 +562,7 @@ func (s *scanner) step(off int64, op byte) error {
 	switch op {
 	case '(': // MARK
 		if len(s.meta) >= s.o.MaxDepth {
-			return s.fail(off, "MARKs nested deeper than %d", s.o.MaxDepth)
+			return s.fail(off, "MARKs nested deeper than %d, this server's limit (-max-depth)", s.o.MaxDepth)
 		}
 		s.meta = append(s.meta, s.stack)
 		s.stack = nil
@@ -622,7 +622,7 @@ func (s *scanner) step(off int64, op byte) error {
 			return s.fail(off, "integer argument %q is not a decimal number", clip(l))
 		}
 		if len(l) > s.o.MaxIntChars {
-			return s.fail(off, "integer with more than %d digits", s.o.MaxIntChars)
+			return s.fail(off, "integer with more than %d digits, this server's limit (-max-int-digits)", s.o.MaxIntChars)
 		}
 		s.push(&sv{kind: svInt, s: l, fidx: -1})
 		return s.emit([]byte("L" + l + "\n")...)
@@ -1122,7 +1122,7 @@ func (s *scanner) memoIndex(off int64, op byte) (int64, error) {
 
 func (s *scanner) memoPut(off, idx int64, v *sv) error {
 	if _, ok := s.memo[idx]; !ok && len(s.memo) >= s.o.MaxMemo {
-		return s.fail(off, "more than %d memo entries", s.o.MaxMemo)
+		return s.fail(off, "more than %d memo entries, this server's limit (-max-memo)", s.o.MaxMemo)
 	}
 	s.memo[idx] = v
 	return nil
