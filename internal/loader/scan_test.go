@@ -208,3 +208,34 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScan drives the opcode scanner alone (no unpickling): whatever the bytes, it must
+// stop with a result or a *scanError, within its limits, and its rewritten stream must stay
+// within MaxPickle.
+func FuzzScan(f *testing.F) {
+	seeds, _ := filepath.Glob("../../testdata/hostile/*.pkl")
+	more, _ := filepath.Glob("../../testdata/models/*.pkl")
+	for _, s := range append(seeds, more...) {
+		if b, err := os.ReadFile(s); err == nil && len(b) < 64<<10 {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("cos\nsystem\n(S'ls'\ntR."))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		o := Options{MaxOps: 100000, MaxPickle: 1 << 20}.withDefaults()
+		ops := 0
+		var fs findingSet
+		s := &scanner{r: newSeqReader(bytes.NewReader(data), 0, int64(len(data))), o: o, where: "fuzz",
+			fs: &fs, nonce: "n", ops: &ops, lazyMin: 64}
+		_, err := s.run()
+		if err != nil {
+			var se *scanError
+			if !errors.As(err, &se) {
+				t.Fatalf("scan returned %T %v, want *scanError", err, err)
+			}
+		}
+		if int64(len(s.out)) > o.MaxPickle+16 {
+			t.Fatalf("rewritten stream of %d bytes exceeds MaxPickle", len(s.out))
+		}
+	})
+}
