@@ -28,7 +28,7 @@ import (
 
 // DefaultMaxUpload is the upload limit when none is configured: large enough for real
 // checkpoints.
-const DefaultMaxUpload int64 = 20 << 30
+const DefaultMaxUpload int64 = 20_000_000_000
 
 // Config is how the server behaves.
 type Config struct {

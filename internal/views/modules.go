@@ -126,11 +126,12 @@ func countTensors(n *loader.Node) int {
 // isStateDict reports whether n is a dict whose values are mostly tensors and whose keys
 // are dotted module names.
 func isStateDict(n *loader.Node) bool {
-	if n.Kind != loader.KindDict || len(n.Children) == 0 {
+	kids := entries(n)
+	if n.Kind != loader.KindDict || len(kids) == 0 {
 		return false
 	}
 	tensors, dotted := 0, false
-	for _, k := range n.Children {
+	for _, k := range kids {
 		if k.Kind == loader.KindTensor || k.Kind == loader.KindNDArray || k.Kind == loader.KindRef {
 			tensors++
 		}
@@ -138,7 +139,19 @@ func isStateDict(n *loader.Node) bool {
 			dotted = true
 		}
 	}
-	return dotted && tensors*2 >= len(n.Children) && countTensors(n) > 0
+	return dotted && tensors*2 >= len(kids) && countTensors(n) > 0
+}
+
+// entries are a dict's entries without its attributes (a state dict's _metadata, which
+// BUILD sets on the OrderedDict; the raw tree still shows it).
+func entries(n *loader.Node) []*loader.Node {
+	out := make([]*loader.Node, 0, len(n.Children))
+	for _, k := range n.Children {
+		if !k.Attr {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // NewModuleTree groups the entries of a state dict on the dots of their keys.
@@ -146,9 +159,10 @@ func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleT
 	if dict == nil {
 		return nil
 	}
-	t := &ModuleTree{Path: dict.Path, URL: NodeURL(id, dict.Path), Entries: len(dict.Children)}
+	kids := entries(dict)
+	t := &ModuleTree{Path: dict.Path, URL: NodeURL(id, dict.Path), Entries: len(kids)}
 	root := &Module{}
-	for _, k := range dict.Children {
+	for _, k := range kids {
 		parts := strings.Split(k.Key, ".")
 		if k.DictKey != nil {
 			parts = []string{k.Key} // a non-str key is one name, dots and all
@@ -179,7 +193,7 @@ func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleT
 	t.ParamsText, t.BytesText = HumanCount(t.Params), HumanBytes(t.Bytes)
 	setShares(root, t.Params, t.Bytes)
 	seen := viewSet{}
-	for _, k := range dict.Children {
+	for _, k := range kids {
 		if (k.Kind == loader.KindTensor || k.Kind == loader.KindNDArray) && k.Tensor != nil && seen.add(k.Tensor) {
 			t.UniqueParams += k.Tensor.Numel()
 			t.UniqueBytes += k.Tensor.NBytes()
