@@ -175,6 +175,10 @@ func momentsBits(ws []uint32, tab []uint32, a *acc) {
 			continue
 		}
 		k := float64(math.Float32frombits(block[0]))
+		if useAVX2 && n >= 8 {
+			momentsBlockAVX2(block, k, a)
+			continue
+		}
 		// bad collects bit 31 of (exponent + 1): set exactly for NaN and ±Inf, checked once
 		// per block so the loop has no branch on it
 		var bad uint32
@@ -249,6 +253,47 @@ func momentsBits(ws []uint32, tab []uint32, a *acc) {
 		// Σx² = M2 + n·mean² (both terms non-negative: no cancellation)
 		a.merge(acc{count: int64(n), mean: mean, m2: m2, sumsq: m2 + fn*mean*mean, min: a.min, max: a.max})
 	}
+}
+
+// momentsBlockAVX2 accumulates a block whose first value is finite with the AVX2 kernel
+// (eight values at a time), the tail of fewer than eight in Go.
+func momentsBlockAVX2(block []uint32, k float64, a *acc) {
+	n := len(block)
+	m := n &^ 7
+	var out momentsOut
+	momentsAVX2(block[:m], k, &out)
+	var bad uint32
+	for _, b := range out.bad {
+		bad |= b
+	}
+	var zeros int64
+	for _, z := range out.zeros {
+		zeros -= int64(z)
+	}
+	s1 := (out.s1[0] + out.s1[1]) + (out.s1[2] + out.s1[3])
+	s2 := (out.s2[0] + out.s2[1]) + (out.s2[2] + out.s2[3])
+	lo := math.Min(math.Min(out.lo[0], out.lo[1]), math.Min(out.lo[2], out.lo[3]))
+	hi := math.Max(math.Max(out.hi[0], out.hi[1]), math.Max(out.hi[2], out.hi[3]))
+	for _, u := range block[m:] {
+		bad |= (u&0x7f800000 + 0x00800000) & 0x80000000
+		x := float64(math.Float32frombits(u))
+		d := x - k
+		s1 += d
+		s2 += d * d
+		lo, hi = math.Min(lo, x), math.Max(hi, x)
+		zeros += zeroCount(u)
+	}
+	if bad != 0 {
+		slowBlock(block, a) // a NaN or infinity: this block again, value by value
+		return
+	}
+	a.zeros += zeros
+	a.min = math.Min(a.min, lo)
+	a.max = math.Max(a.max, hi)
+	fn := float64(n)
+	mean := k + s1/fn
+	m2 := max(s2-s1*s1/fn, 0)
+	a.merge(acc{count: int64(n), mean: mean, m2: m2, sumsq: m2 + fn*mean*mean, min: a.min, max: a.max})
 }
 
 // slowBlock accumulates a block holding NaN or infinities.
