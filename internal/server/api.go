@@ -156,16 +156,12 @@ func (s *Server) handleAPINode(c echo.Context) error {
 		return badRequestf("limit must be at least 1")
 	}
 	limit = min(limit, views.MaxLimit)
-	o, release, err := s.checkpoint(c)
+	o, n, release, err := s.pathNode(c)
 	if err != nil {
 		return err
 	}
 	defer release()
 	pointer := c.QueryParam("path")
-	n, err := node(o.ck, pointer)
-	if err != nil {
-		return err
-	}
 
 	kids := n.Children
 	if n.Tensor != nil && n.Tensor.Objects != nil {

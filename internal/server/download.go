@@ -59,16 +59,12 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 		}
 		limit = n
 	}
-	o, release, err := s.checkpoint(c)
+	o, n, release, err := s.pathNode(c)
 	if err != nil {
 		return err
 	}
 	defer release()
 	pointer := c.QueryParam("path")
-	n, err := node(o.ck, pointer)
-	if err != nil {
-		return err
-	}
 	tag := etag(o.id, pointer, format, as, strconv.FormatInt(limit, 10))
 	if format == "json" {
 		return s.serveJSON(c, o, n, limit, tag)

@@ -132,15 +132,11 @@ func (s *Server) handleChildren(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	o, release, err := s.checkpoint(c)
+	o, n, release, err := s.pathNode(c)
 	if err != nil {
 		return err
 	}
 	defer release()
-	n, err := node(o.ck, c.QueryParam("path"))
-	if err != nil {
-		return err
-	}
 	kids := views.NewChildren(fileMeta(o), o.ck, n, offset, views.DefaultLimit)
 	kids.AddStats(s.statsLookup(o.id))
 	return s.render(c, http.StatusOK, templates.ChildrenFragment(kids))
@@ -169,6 +165,22 @@ func (s *Server) checkpoint(c echo.Context) (*opened, func(), error) {
 		return nil, nil, store.ErrInvalidID
 	}
 	return s.cache.get(c.Request().Context(), id)
+}
+
+// pathNode opens the checkpoint of :id and finds the node at the ?path= query parameter.
+// The caller must call release once it is done with them (also when err is not nil and
+// release is not nil).
+func (s *Server) pathNode(c echo.Context) (o *opened, n *loader.Node, release func(), err error) {
+	o, release, err = s.checkpoint(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	n, err = node(o.ck, c.QueryParam("path"))
+	if err != nil {
+		release()
+		return nil, nil, nil, err
+	}
+	return o, n, release, nil
 }
 
 // node finds the node at a JSON Pointer, saying which pointer when there is none.

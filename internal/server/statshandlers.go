@@ -17,15 +17,11 @@ import (
 // handleAPIStats serves GET /api/checkpoints/:id/stats?path=P: one tensor's statistics
 // and histogram, computed on the first request and cached.
 func (s *Server) handleAPIStats(c echo.Context) error {
-	o, release, err := s.checkpoint(c)
+	o, n, release, err := s.pathNode(c)
 	if err != nil {
 		return err
 	}
 	defer release()
-	n, err := node(o.ck, c.QueryParam("path"))
-	if err != nil {
-		return err
-	}
 	if n, err = resolve(o.ck, n); err != nil {
 		return err
 	}
@@ -181,16 +177,11 @@ func (s *Server) handleStatsAllStart(c echo.Context) error {
 // handleStatsFragment serves GET /c/:id/fragment/stats?path=P&hist=log: a tensor's
 // statistics block, computed now if need be; the tensor page loads it with htmx.
 func (s *Server) handleStatsFragment(c echo.Context) error {
-	o, release, err := s.checkpoint(c)
+	o, n, release, err := s.pathNode(c)
 	if err != nil {
 		return err
 	}
 	defer release()
-	pointer := c.QueryParam("path")
-	n, err := node(o.ck, pointer)
-	if err != nil {
-		return err
-	}
 	st, err := s.tensorStats(c.Request().Context(), o, n, nil)
 	if err != nil {
 		return err
