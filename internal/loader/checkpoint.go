@@ -104,6 +104,28 @@ func (c *Checkpoint) Node(pointer string) (*Node, error) {
 	return n, nil
 }
 
+// Walk visits every value of the tree under root once, depth first in tree order (a
+// node's children, then an object array's items), without recursion. Refs are visited but
+// not followed; dict keys are not visited.
+func Walk(root *Node, visit func(*Node)) {
+	if root == nil {
+		return
+	}
+	stack := []*Node{root}
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		visit(n)
+		kids := n.Children
+		if n.Tensor != nil && n.Tensor.Objects != nil {
+			kids = append(kids[:len(kids):len(kids)], n.Tensor.Objects...)
+		}
+		for i := len(kids) - 1; i >= 0; i-- {
+			stack = append(stack, kids[i])
+		}
+	}
+}
+
 func childBySeg(n *Node, seg string) *Node {
 	kids := n.Children
 	if n.Tensor != nil && n.Tensor.Objects != nil {

@@ -214,26 +214,14 @@ func (op *opener) finish() {
 	ck := op.ck
 	ck.index = map[string]*Node{}
 	firstPath := map[string]string{}
-	var walk func(n *Node)
-	walk = func(n *Node) {
+	Walk(ck.Root, func(n *Node) {
 		ck.index[n.Path] = n
 		if n.Global != "" {
 			if _, ok := firstPath[n.Global]; !ok {
 				firstPath[n.Global] = n.Path
 			}
 		}
-		for _, k := range n.Children {
-			walk(k)
-		}
-		if n.Tensor != nil {
-			for _, k := range n.Tensor.Objects {
-				walk(k)
-			}
-		}
-	}
-	if ck.Root != nil {
-		walk(ck.Root)
-	}
+	})
 	for i := range op.fs.list {
 		f := &op.fs.list[i]
 		if p, ok := firstPath[f.Global]; ok && !strings.HasPrefix(f.Where, "pickle ") {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 
@@ -122,24 +121,11 @@ func statsUnits(ck *loader.Checkpoint) []*statsUnit {
 // walkTensors visits every tensor and array node in tree order (depth first, children in
 // order, object arrays' items included), never through a ref.
 func walkTensors(root *loader.Node, visit func(*loader.Node)) {
-	if root == nil {
-		return
-	}
-	stack := []*loader.Node{root}
-	for len(stack) > 0 {
-		n := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
+	loader.Walk(root, func(n *loader.Node) {
 		if n.Kind == loader.KindTensor || n.Kind == loader.KindNDArray {
 			visit(n)
 		}
-		kids := n.Children
-		if n.Tensor != nil && n.Tensor.Objects != nil {
-			kids = append(slices.Clip(kids), n.Tensor.Objects...)
-		}
-		for i := len(kids) - 1; i >= 0; i-- {
-			stack = append(stack, kids[i])
-		}
-	}
+	})
 }
 
 // idleProgress says how much of a checkpoint is already computed when no job ran: single

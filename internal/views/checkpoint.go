@@ -224,7 +224,7 @@ func (p CheckpointPage) HasRootChildren() bool { return p.Tree.Total > 0 }
 func dtypeRows(ck *loader.Checkpoint) []DTypeRow {
 	byName := map[string]*DTypeRow{}
 	seen := viewSet{}
-	walk(ck.Root, func(n *loader.Node) {
+	loader.Walk(ck.Root, func(n *loader.Node) {
 		if (n.Kind != loader.KindTensor && n.Kind != loader.KindNDArray) || n.Tensor == nil {
 			return
 		}
@@ -283,29 +283,6 @@ func (s viewSet) add(t *loader.Tensor) bool {
 	}
 	s[k] = true
 	return true
-}
-
-// walk visits every node of the tree once, depth first, without recursion.
-func walk(root *loader.Node, visit func(*loader.Node)) {
-	if root == nil {
-		return
-	}
-	stack := []*loader.Node{root}
-	for len(stack) > 0 {
-		n := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		visit(n)
-		kids := n.Children
-		if n.Tensor != nil && n.Tensor.Objects != nil {
-			kids = append(slices.Clip(kids), n.Tensor.Objects...)
-		}
-		for i := len(kids) - 1; i >= 0; i-- {
-			stack = append(stack, kids[i])
-		}
-		if n.DictKey != nil {
-			stack = append(stack, n.DictKey)
-		}
-	}
 }
 
 // FindingRows puts findings in a reviewer's words, dangers first, each linked to its node
