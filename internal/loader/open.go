@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/pyrepr"
 	"hash/crc32"
 	"io"
 	"math"
@@ -20,6 +21,9 @@ import (
 
 // legacyMagic is torch's legacy-format magic number, pickled as the file's first value.
 const legacyMagic = "119547037146038801333356"
+
+// mainPickle names the pickle of a raw pickle file in findings and errors.
+const mainPickle = "the pickle"
 
 // opener holds the state of one Open call.
 type opener struct {
@@ -127,6 +131,9 @@ func (op *opener) scanOne(src io.ReaderAt, start, end int64, where string) (*sca
 	if err != nil {
 		var se *scanError
 		if errors.As(err, &se) {
+			if where == mainPickle {
+				return s, nil, &Error{Msg: "malformed pickle: " + se.msg, Offset: se.off}
+			}
 			return s, nil, &Error{Msg: fmt.Sprintf("malformed pickle in %s: %s", where, se.msg), Offset: se.off}
 		}
 		return s, nil, err
@@ -162,11 +169,14 @@ func (op *opener) newCtx(src io.ReaderAt) *unpickleCtx {
 
 // openPickleFile opens a raw pickle or a legacy torch file (a sequence of pickles).
 func (op *opener) openPickleFile() error {
-	first, fv, err := op.scanOne(op.r, 0, op.size, "the pickle")
+	first, fv, err := op.scanOne(op.r, 0, op.size, mainPickle)
 	if err != nil {
 		var le *Error
-		if errors.As(err, &le) && le.Offset == 0 && strings.Contains(le.Msg, "unknown opcode") {
-			return &Error{Msg: "not a checkpoint: the file is neither a pickle, a torch archive nor another known format", Offset: -1}
+		if errors.As(err, &le) && le.Offset == 0 && len(op.fs.list) == 0 && notPickleStart(op.r, le.Msg) {
+			// the very first opcode makes no sense: this is not a pickle at all
+			head := make([]byte, min(op.size, 16))
+			_, _ = op.r.ReadAt(head, 0)
+			return &Error{Msg: fmt.Sprintf("not a checkpoint: the file is neither a pickle, a torch archive nor another known format (it starts with %s)", pyrepr.Bytes(head, 16)), Offset: -1}
 		}
 		return err
 	}
@@ -175,13 +185,28 @@ func (op *opener) openPickleFile() error {
 	}
 	op.ck.Format = "pickle"
 	ctx := op.newCtx(op.r)
-	v, err := op.unpickle(first, ctx, "the pickle")
+	v, err := op.unpickle(first, ctx, mainPickle)
 	if err != nil {
 		return err
 	}
 	op.trailing(first.r.pos)
 	op.ck.Notes = append(op.ck.Notes, ctx.legacyNotes...)
 	return op.build(v)
+}
+
+// notPickleStart says whether a failure at the first opcode means the file is no pickle at
+// all (text, random bytes), rather than a pickle with a bad first argument.
+func notPickleStart(r io.ReaderAt, msg string) bool {
+	var b [1]byte
+	if _, err := r.ReadAt(b[:], 0); err != nil || b[0] == 0x80 {
+		return false
+	}
+	for _, s := range []string{"declares", "longer than", "digits"} {
+		if strings.Contains(msg, s) {
+			return false
+		}
+	}
+	return true
 }
 
 // trailing scans whatever follows the first pickle: a second pickle is a classic way to
