@@ -22,9 +22,9 @@ func kernelFor(v *View, r *reader) kernel {
 	if !v.BigEndian && !v.Quantized && littleEndianHost {
 		switch v.DType {
 		case "float32":
-			return f32Kernel{}
+			return f32Kernel{r}
 		case "bfloat16":
-			return bf16Kernel{}
+			return bf16Kernel{r}
 		}
 	}
 	return genericKernel{r: r}
@@ -62,23 +62,22 @@ func words16(raw []byte) []uint16 {
 }
 
 // f32Kernel works on IEEE binary32 bit patterns: finiteness and zeros from the bits.
-type f32Kernel struct{}
+type f32Kernel struct{ r *reader }
 
-func (f32Kernel) moments(raw []byte, a *acc) { momentsBits(words32(raw), nil, a) }
+func (f32Kernel) moments(raw []byte, a *acc) { momentsBits(words32(raw), a) }
 
-// isF32Kernel says whether v takes the float32 kernel (and so the bucketed histogram).
-func isF32Kernel(v *View) bool {
-	_, ok := kernelFor(v, nil).(f32Kernel)
-	return ok
+func (k f32Kernel) hist(raw []byte, h *hist, counts []int64) {
+	histBits(words32(raw), h, counts, k.r.histScratch())
 }
 
-func (f32Kernel) hist(raw []byte, h *hist, counts []int64) {
-	histBits(words32(raw), h, counts)
-}
-
-// histBits bins binary32 bit patterns; see hist.one for the binning rule. Four count arrays
-// keep runs of equal bins from waiting on each other's increments.
-func histBits(ws []uint32, h *hist, counts []int64) {
+// histBits bins binary32 bit patterns; see hist.one for the binning rule. With AVX2 (and a
+// range it bins exactly) the vector kernel does it; otherwise four count arrays keep runs of
+// equal bins from waiting on each other's increments.
+func histBits(ws []uint32, h *hist, counts []int64, s *histScratch) {
+	if h.fastHist() {
+		histFast(ws, h, counts, s)
+		return
+	}
 	if h.degenerate {
 		for _, u := range ws {
 			h.one(float64(math.Float32frombits(u)), counts)
@@ -117,7 +116,7 @@ func histBits(ws []uint32, h *hist, counts []int64) {
 }
 
 // bf16Kernel widens bfloat16 to binary32 bits (a shift) and proceeds as for float32.
-type bf16Kernel struct{}
+type bf16Kernel struct{ r *reader }
 
 func (bf16Kernel) moments(raw []byte, a *acc) {
 	hs := words16(raw)
@@ -127,12 +126,12 @@ func (bf16Kernel) moments(raw []byte, a *acc) {
 		for i, h := range hs[:n] {
 			buf[i] = uint32(h) << 16
 		}
-		momentsBits(buf[:n], nil, a)
+		momentsBits(buf[:n], a)
 		hs = hs[n:]
 	}
 }
 
-func (bf16Kernel) hist(raw []byte, h *hist, counts []int64) {
+func (k bf16Kernel) hist(raw []byte, h *hist, counts []int64) {
 	hs := words16(raw)
 	var buf [4096]uint32
 	for len(hs) > 0 {
@@ -140,7 +139,7 @@ func (bf16Kernel) hist(raw []byte, h *hist, counts []int64) {
 		for i, b := range hs[:n] {
 			buf[i] = uint32(b) << 16
 		}
-		histBits(buf[:n], h, counts)
+		histBits(buf[:n], h, counts, k.r.histScratch())
 		hs = hs[n:]
 	}
 }
@@ -148,21 +147,7 @@ func (bf16Kernel) hist(raw []byte, h *hist, counts []int64) {
 // momentsBits accumulates binary32 values given as bit patterns, in blocks, with the sums
 // shifted by each block's first finite value. Blocks with no NaN or infinity (the usual
 // case) take a four-lane loop without branches on the values.
-func momentsBits(ws []uint32, tab []uint32, a *acc) {
-	if tab != nil {
-		// the top 16 bits of each value, for the bucketed histogram
-		i := 0
-		for ; i+4 <= len(ws); i += 4 {
-			w := ws[i : i+4 : i+4]
-			tab[w[0]>>16]++
-			tab[w[1]>>16]++
-			tab[w[2]>>16]++
-			tab[w[3]>>16]++
-		}
-		for ; i < len(ws); i++ {
-			tab[ws[i]>>16]++
-		}
-	}
+func momentsBits(ws []uint32, a *acc) {
 	const blk = 4096
 	const expMask = 0x7f800000
 	for len(ws) > 0 {
@@ -306,64 +291,3 @@ func slowBlock(block []uint32, a *acc) {
 }
 
 func zeroCount(u uint32) int64 { return int64(((u & 0x7fffffff) - 1) >> 31) }
-
-// fromBuckets bins the counts of the top-16-bit buckets of float32 values. A bucket holds
-// all values with the same sign, exponent and top 7 mantissa bits; when both of its ends
-// fall in one bin, so do all its values. It returns the set of buckets a bin edge cuts
-// through (nil if none holds a value), whose values must be binned one by one.
-func (h *hist) fromBuckets(buckets []uint64) *[1 << 16 / 64]uint64 {
-	var cut [1 << 16 / 64]uint64
-	any := false
-	clamped := func(x float64) int {
-		switch {
-		case x < h.first:
-			return 0
-		case x > h.last:
-			return Bins - 1
-		}
-		var one [Bins]int64
-		h.one(x, one[:])
-		for i, c := range one {
-			if c != 0 {
-				return i
-			}
-		}
-		return 0
-	}
-	for key, c := range buckets {
-		if c == 0 {
-			continue
-		}
-		lo32 := uint32(key) << 16
-		if lo32&0x7f800000 == 0x7f800000 {
-			continue // NaN and infinities are not binned
-		}
-		a := float64(math.Float32frombits(lo32))
-		b := float64(math.Float32frombits(lo32 | 0xffff))
-		lo, hi := math.Min(a, b), math.Max(a, b)
-		if bl, bh := clamped(lo), clamped(hi); bl == bh && !h.degenerate {
-			h.Counts[bl] += int64(c)
-			continue
-		}
-		cut[key>>6] |= 1 << (key & 63)
-		any = true
-	}
-	if !any {
-		return nil
-	}
-	return &cut
-}
-
-// histCut bins the values whose bucket a bin edge cuts through.
-func histCut(ws []uint32, cut *[1 << 16 / 64]uint64, h *hist, counts []int64) {
-	for _, u := range ws {
-		k := u >> 16
-		if cut[k>>6]&(1<<(k&63)) == 0 {
-			continue
-		}
-		if u&0x7f800000 == 0x7f800000 {
-			continue
-		}
-		h.one(float64(math.Float32frombits(u)), counts)
-	}
-}

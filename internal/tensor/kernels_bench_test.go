@@ -18,15 +18,24 @@ func BenchmarkKernels(b *testing.B) {
 		b.SetBytes(4 * n)
 		for i := 0; i < b.N; i++ {
 			a := newAcc()
-			momentsBits(ws, nil, &a)
+			momentsBits(ws, &a)
 		}
 	})
 	h := newHistogram(-5, 5)
 	counts := make([]int64, Bins)
+	var s histScratch
 	b.Run("hist", func(b *testing.B) {
 		b.SetBytes(4 * n)
 		for i := 0; i < b.N; i++ {
-			histBits(ws, h, counts)
+			histBits(ws, h, counts, &s)
+		}
+	})
+	b.Run("hist-go", func(b *testing.B) { // without the AVX2 kernel
+		defer func(was bool) { useAVX2 = was }(useAVX2)
+		useAVX2 = false
+		b.SetBytes(4 * n)
+		for i := 0; i < b.N; i++ {
+			histBits(ws, h, counts, &s)
 		}
 	})
 }
@@ -52,7 +61,7 @@ func BenchmarkBF16(b *testing.B) {
 	b.Run("hist", func(b *testing.B) {
 		b.SetBytes(2 * n)
 		for i := 0; i < b.N; i++ {
-			bf16Kernel{}.hist(raw, h, counts)
+			bf16Kernel{&reader{}}.hist(raw, h, counts)
 		}
 	})
 }

@@ -11,3 +11,7 @@ type momentsOut struct {
 func momentsAVX2(ws []uint32, k float64, out *momentsOut) { panic("no AVX2") }
 
 var useAVX2 = false
+
+func histAVX2(ws []uint32, first, scale float32, t *histTables, spill []uint32) int {
+	panic("no AVX2")
+}

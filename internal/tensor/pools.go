@@ -7,10 +7,11 @@ import "sync"
 // than reading them.
 
 var (
-	rawPool   sync.Pool // *[]byte read buffers
-	floatPool sync.Pool // *[]float64 decode blocks
-	tab32Pool sync.Pool // *[]uint32 of 1<<16 counts, returned cleared
-	tab64Pool sync.Pool // *[]uint64 of 1<<16 counts, returned cleared
+	rawPool     sync.Pool // *[]byte read buffers
+	floatPool   sync.Pool // *[]float64 decode blocks
+	tab32Pool   sync.Pool // *[]uint32 of 1<<16 counts, returned cleared
+	tab64Pool   sync.Pool // *[]uint64 of 1<<16 counts, returned cleared
+	scratchPool sync.Pool // *histScratch, tables returned cleared
 )
 
 func getBytes(n int) *[]byte {
@@ -42,12 +43,6 @@ func getTab32(n int) *[]uint32 {
 	return &t
 }
 
-// putTab32 clears a table and returns it to the pool.
-func putTab32(p *[]uint32) {
-	clear(*p)
-	tab32Pool.Put(p)
-}
-
 func getTab64(n int) *[]uint64 {
 	if p, ok := tab64Pool.Get().(*[]uint64); ok {
 		*p = (*p)[:n]
@@ -73,4 +68,71 @@ func (r *reader) release() {
 		floatPool.Put(r.fp)
 		r.fp = nil
 	}
+	if r.hs != nil {
+		if r.hs.binned != 0 { // a job that stopped before its counts were folded
+			r.hs.t, r.hs.binned = histTables{}, 0
+		}
+		scratchPool.Put(r.hs)
+		r.hs = nil
+	}
+}
+
+// histScratch returns the reader's scratch for the AVX2 histogram kernel.
+func (r *reader) histScratch() *histScratch {
+	if r.hs == nil {
+		if s, ok := scratchPool.Get().(*histScratch); ok {
+			r.hs = s
+		} else {
+			r.hs = new(histScratch)
+		}
+	}
+	return r.hs
+}
+
+// Held views. Computing a histogram needs the range first, so every value is read twice;
+// a dense view of at most HoldBytes is instead read once into memory and binned from there.
+// At most heldViews such copies exist at once (the memory is bounded by their product);
+// a view that finds none free is read twice, as a larger one is.
+const (
+	HoldBytes = 16 << 20
+	heldViews = 2
+)
+
+var (
+	holdSlots = make(chan struct{}, heldViews)
+	holdPool  sync.Pool // *[]byte of HoldBytes
+)
+
+// held is a dense view's bytes in memory, from storage element start on.
+type held struct {
+	buf    []byte
+	start  int64
+	filled bool // the first pass has read every byte
+	p      *[]byte
+}
+
+// holdView returns memory for the whole of v if v is dense, holds at most HoldBytes and a
+// slot is free; nil otherwise.
+func holdView(v *View, l layout) *held {
+	start, ok := v.dense()
+	size := v.Numel() * int64(ElementSize(v.DType))
+	if !ok || size > HoldBytes || size <= 0 {
+		return nil
+	}
+	select {
+	case holdSlots <- struct{}{}:
+	default:
+		return nil
+	}
+	p, ok := holdPool.Get().(*[]byte)
+	if !ok {
+		b := make([]byte, HoldBytes)
+		p = &b
+	}
+	return &held{buf: (*p)[:size], start: start, p: p}
+}
+
+func (h *held) release() {
+	holdPool.Put(h.p)
+	<-holdSlots
 }

@@ -83,6 +83,10 @@ type reader struct {
 	// the pooled buffers behind raw and f
 	rawp *[]byte
 	fp   *[]float64
+	hs   *histScratch // made on first use
+	// hold, if set, holds the whole (dense) view: the first pass reads into it, the second
+	// reads from it
+	hold *held
 }
 
 func newReader(v *View, l layout) *reader {
@@ -100,8 +104,13 @@ func (r *reader) linear(start, n int64, fn func([]byte)) error {
 	for n > 0 {
 		k := min(n, readElems)
 		b := r.raw[:k*r.es]
-		if _, err := r.v.Data.ReadAt(b, r.v.DataOffset+start*r.es); err != nil {
-			return err
+		if h := r.hold; h != nil { // the view's bytes in memory: read there once, then reuse
+			b = h.buf[(start-h.start)*r.es : (start-h.start+k)*r.es]
+		}
+		if r.hold == nil || !r.hold.filled {
+			if _, err := r.v.Data.ReadAt(b, r.v.DataOffset+start*r.es); err != nil {
+				return err
+			}
 		}
 		fn(b)
 		start += k
@@ -311,70 +320,31 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 	if tableable(v) {
 		return computeByTable(ctx, v, jobs, l, workers, progress)
 	}
+	// A dense view small enough is read once into memory and both passes run over that
+	// copy; a larger one (or one when the memory for copies is taken) is read twice.
+	hold := holdView(v, l)
+	if hold != nil {
+		defer hold.release()
+	}
 	total := newAcc()
 	var mu sync.Mutex
-	// float32 views also count the top 16 bits of each value in pass 1; the histogram is
-	// then mostly read off those buckets, and pass 2 only bins values in buckets that a bin
-	// edge cuts through.
-	bucketed := isF32Kernel(v) && numel >= 1<<16 // small ones: reading the 65536 buckets costs more
-	var buckets []uint64
-	if bucketed {
-		bp := getTab64(1 << 16)
-		defer putTab64(bp)
-		buckets = *bp
-	}
 	err := runJobs(ctx, jobs, workers, func() (func(job) error, func()) {
 		r := newReader(v, l)
+		r.hold = hold
 		k := kernelFor(v, r)
-		var tab []uint32
-		var tp *[]uint32
-		if bucketed {
-			tp = getTab32(1 << 16)
-			tab = *tp
-		}
-		flush := func() {
-			if tab == nil {
-				return
-			}
-			mu.Lock()
-			for i, c := range tab {
-				if c != 0 {
-					buckets[i] += uint64(c)
-				}
-			}
-			mu.Unlock()
-			clear(tab)
-		}
-		done := func() {
-			flush()
-			if tp != nil {
-				putTab32(tp)
-			}
-			r.release()
-		}
 		return func(j job) error {
 			a := newAcc()
-			err := r.job(j, func(b []byte) {
-				if tab != nil {
-					momentsBits(words32(b), tab, &a)
-				} else {
-					k.moments(b, &a)
-				}
-			})
-			if err != nil {
+			if err := r.job(j, func(b []byte) { k.moments(b, &a) }); err != nil {
 				return err
 			}
 			mu.Lock()
 			total.merge(a)
 			mu.Unlock()
-			if tab != nil && jobSize(j, l) >= 1<<30 { // keep uint32 counts from wrapping
-				flush()
-			}
 			if progress != nil {
 				progress(jobSize(j, l))
 			}
 			return nil
-		}, done
+		}, r.release
 	})
 	if err != nil {
 		return nil, err
@@ -388,32 +358,21 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 	s.Min, s.Max, s.Mean = total.min, total.max, total.mean
 	s.Std = math.Sqrt(total.m2 / float64(total.count))
 	h := newHistogram(s.Min, s.Max)
-	var cut *[1 << 16 / 64]uint64 // buckets a bin edge cuts through
-	if bucketed {
-		cut = h.fromBuckets(buckets)
-		if cut == nil { // every value was binned from its bucket
-			if progress != nil {
-				progress(numel)
-			}
-			s.Histogram = h.Histogram
-			return s, nil
-		}
+	if hold != nil {
+		hold.filled = true
 	}
 	err = runJobs(ctx, jobs, workers, func() (func(job) error, func()) {
 		r := newReader(v, l)
+		r.hold = hold
 		k := kernelFor(v, r)
 		counts := make([]int64, Bins)
 		return func(j job) error {
 			clear(counts)
-			err := r.job(j, func(b []byte) {
-				if cut != nil {
-					histCut(words32(b), cut, h, counts)
-				} else {
-					k.hist(b, h, counts)
-				}
-			})
-			if err != nil {
+			if err := r.job(j, func(b []byte) { k.hist(b, h, counts) }); err != nil {
 				return err
+			}
+			if r.hs != nil {
+				r.hs.fold(counts)
 			}
 			mu.Lock()
 			for i, c := range counts {

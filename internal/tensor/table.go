@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"unsafe"
 )
 
 // Views of 8- and 16-bit dtypes (bfloat16, float16, float8, int8/16, bool...) have at most
@@ -18,49 +19,32 @@ func tableable(v *View) bool {
 }
 
 func computeByTable(ctx context.Context, v *View, jobs []job, l layout, workers int, progress func(int64)) (*Stats, error) {
-	total, err := countPatterns(ctx, v, jobs, l, workers, progress)
+	tp, err := countPatterns(ctx, v, jobs, l, workers, progress)
 	if err != nil {
 		return nil, err
 	}
-	vals, counts := decodePatterns(v, total, v.Quantized, v.Scale, v.ZeroPoint)
+	defer putTab64(tp)
+	vals, counts := decodePatterns(v, *tp, v.Quantized, v.Scale, v.ZeroPoint)
 	return statsFromCounts(vals, counts, v.Numel()), nil
 }
 
-// countPatterns counts each bit pattern of an 8- or 16-bit view.
-func countPatterns(ctx context.Context, v *View, jobs []job, l layout, workers int, progress func(int64)) ([]uint64, error) {
+// countPatterns counts each bit pattern of an 8- or 16-bit view into a pooled table
+// (return it with putTab64). Each worker counts all its jobs into its own table of uint32
+// (a job holds at most jobElems < 2^32 elements, and a worker's table is added to the
+// total whenever the elements it has counted could overflow it) and adds it to the total
+// when it is done: one pass over the 65536 entries per worker, not per job.
+func countPatterns(ctx context.Context, v *View, jobs []job, l layout, workers int, progress func(int64)) (*[]uint64, error) {
 	es := ElementSize(v.DType)
 	size := 1 << (8 * es)
-	total := make([]uint64, size)
+	tp := getTab64(size)
+	total := *tp
 	var mu sync.Mutex
 	err := runJobs(ctx, jobs, workers, func() (func(job) error, func()) {
 		r := newReader(v, l)
 		lp := getTab32(size)
 		local := *lp
-		return func(j job) error {
-			clear(local)
-			err := r.job(j, func(b []byte) {
-				if es == 1 {
-					for _, x := range b {
-						local[x]++
-					}
-					return
-				}
-				ws := words16(b)
-				i := 0
-				for ; i+4 <= len(ws); i += 4 {
-					w := ws[i : i+4 : i+4]
-					local[w[0]]++
-					local[w[1]]++
-					local[w[2]]++
-					local[w[3]]++
-				}
-				for ; i < len(ws); i++ {
-					local[ws[i]]++
-				}
-			})
-			if err != nil {
-				return err
-			}
+		var counted int64
+		flush := func() {
 			mu.Lock()
 			for k, c := range local {
 				if c != 0 {
@@ -68,13 +52,64 @@ func countPatterns(ctx context.Context, v *View, jobs []job, l layout, workers i
 				}
 			}
 			mu.Unlock()
-			if progress != nil {
-				progress(2 * jobSize(j, l)) // both passes' worth of work
+			clear(local)
+			counted = 0
+		}
+		return func(j job) error {
+				if counted+jobSize(j, l) > math.MaxUint32 {
+					flush()
+				}
+				err := r.job(j, func(b []byte) {
+					if es == 1 {
+						count8(b, (*[1 << 8]uint32)(local))
+					} else {
+						count16(words16(b), (*[1 << 16]uint32)(local))
+					}
+				})
+				if err != nil {
+					return err
+				}
+				counted += jobSize(j, l)
+				if progress != nil {
+					progress(2 * jobSize(j, l)) // both passes' worth of work
+				}
+				return nil
+			}, func() {
+				flush()
+				tab32Pool.Put(lp) // cleared by flush
+				r.release()
 			}
-			return nil
-		}, func() { putTab32(lp); r.release() }
 	})
-	return total, err
+	if err != nil {
+		putTab64(tp)
+		return nil, err
+	}
+	return tp, nil
+}
+
+func count8(b []byte, t *[1 << 8]uint32) {
+	for _, x := range b {
+		t[x]++
+	}
+}
+
+// count16 counts 16-bit patterns, four at a time from one 64-bit load; the table is an
+// array so that no index needs a bounds check.
+func count16(ws []uint16, t *[1 << 16]uint32) {
+	i := 0
+	if len(ws) >= 4 {
+		qs := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(ws))), len(ws)/4)
+		for _, q := range qs {
+			t[uint16(q)]++
+			t[uint16(q>>16)]++
+			t[uint16(q>>32)]++
+			t[uint16(q>>48)]++
+		}
+		i = 4 * len(qs)
+	}
+	for _, w := range ws[i:] {
+		t[w]++
+	}
 }
 
 // decodePatterns turns a pattern count table into values with counts. The table is
@@ -82,23 +117,24 @@ func countPatterns(ctx context.Context, v *View, jobs []job, l layout, workers i
 // file's byte order, and dequantized when asked.
 func decodePatterns(v *View, total []uint64, quantized bool, scale float64, zero int64) ([]float64, []uint64) {
 	es := ElementSize(v.DType)
-	dec := decoderFor(v.DType, v.BigEndian)
-	vals := make([]float64, 0, 1024)
 	counts := make([]uint64, 0, 1024)
-	var raw [2]byte
-	one := make([]float64, 1)
+	raw := make([]byte, 0, 1024*es) // the patterns present, as the view's bytes
 	for k, c := range total {
 		if c == 0 {
 			continue
 		}
-		raw[0], raw[1] = byte(k), byte(k>>8)
-		dec(raw[:es], one)
-		x := one[0]
-		if quantized {
-			x = float64(float32((x - float64(zero)) * scale))
+		raw = append(raw, byte(k))
+		if es == 2 {
+			raw = append(raw, byte(k>>8))
 		}
-		vals = append(vals, x)
 		counts = append(counts, c)
+	}
+	vals := make([]float64, len(counts))
+	decoderFor(v.DType, v.BigEndian)(raw, vals)
+	if quantized {
+		for i, x := range vals {
+			vals[i] = float64(float32((x - float64(zero)) * scale))
+		}
 	}
 	return vals, counts
 }
@@ -192,11 +228,12 @@ func computePerChannel(ctx context.Context, v *View, workers int, progress func(
 			continue
 		}
 		jobs, l, _ := plan(&sub, workers)
-		table, err := countPatterns(ctx, &sub, jobs, l, workers, progress)
+		tp, err := countPatterns(ctx, &sub, jobs, l, workers, progress)
 		if err != nil {
 			return nil, err
 		}
-		cv, cc := decodePatterns(&sub, table, true, v.ChannelScales[c], v.ChannelZeros[c])
+		cv, cc := decodePatterns(&sub, *tp, true, v.ChannelScales[c], v.ChannelZeros[c])
+		putTab64(tp)
 		vals, counts = append(vals, cv...), append(counts, cc...)
 	}
 	return statsFromCounts(vals, counts, v.Numel()), nil

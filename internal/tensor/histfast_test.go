@@ -1,0 +1,79 @@
+package tensor
+
+import (
+	"math"
+	"math/rand"
+	"testing"
+)
+
+// TestHistFastMatchesOne bins the same float32 values with the AVX2 kernel and value by
+// value (hist.one, which follows numpy's edge correction): the counts must be identical,
+// on ranges of every scale and on values placed exactly on, and one ulp either side of,
+// every bin edge.
+func TestHistFastMatchesOne(t *testing.T) {
+	if !useAVX2 {
+		t.Skip("no AVX2 on this machine")
+	}
+	rng := rand.New(rand.NewSource(7))
+	type gen func() float32
+	cases := map[string]gen{
+		"weights":      func() float32 { return float32(rng.NormFloat64() * 0.02) },
+		"positive":     func() float32 { return float32(rng.ExpFloat64()) },
+		"wide":         func() float32 { return float32(rng.NormFloat64() * 1e30) },
+		"narrow-large": func() float32 { return 1000 + float32(rng.Intn(40))*float32(6.103515625e-05) },
+		"subnormal":    func() float32 { return math.Float32frombits(uint32(rng.Intn(1 << 20))) },
+		"mixed-sign-tiny": func() float32 {
+			return float32(rng.NormFloat64() * 1e-38)
+		},
+		"constant":       func() float32 { return 3.25 },
+		"constant-large": func() float32 { return 1e12 },
+		"ints":           func() float32 { return float32(rng.Intn(129) - 64) },
+	}
+	fastSeen := 0
+	for name, g := range cases {
+		const n = 20000
+		ws := make([]uint32, n)
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for i := range ws {
+			x := g()
+			ws[i] = math.Float32bits(x)
+			lo, hi = math.Min(lo, float64(x)), math.Max(hi, float64(x))
+		}
+		h := newHistogram(lo, hi)
+		// every edge, as float32, and its float32 neighbours, where they lie in the range
+		for _, e := range h.Edges {
+			f := float32(e)
+			for _, x := range []float32{math.Nextafter32(f, float32(math.Inf(-1))), f, math.Nextafter32(f, float32(math.Inf(1)))} {
+				if float64(x) >= lo && float64(x) <= hi {
+					ws = append(ws, math.Float32bits(x))
+				}
+			}
+		}
+		ws = append(ws, math.Float32bits(float32(math.NaN())), math.Float32bits(float32(math.Inf(1))), math.Float32bits(float32(math.Inf(-1))))
+		rng.Shuffle(len(ws), func(i, j int) { ws[i], ws[j] = ws[j], ws[i] })
+		want := make([]int64, Bins)
+		for _, u := range ws {
+			h.one(float64(math.Float32frombits(u)), want)
+		}
+		if h.fastHist() {
+			fastSeen++
+		}
+		got := make([]int64, Bins)
+		var s histScratch
+		histBits(ws, h, got, &s)
+		s.fold(got)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("%s (fast kernel %v): bin %d has %d, value by value %d", name, h.fastHist(), i, got[i], want[i])
+			}
+		}
+		if s.t != (histTables{}) || s.binned != 0 {
+			t.Fatalf("%s: the kernel's tables are not cleared by fold", name)
+		}
+	}
+	// all but the ranges float32 cannot scale (subnormal widths) and the constant above
+	// 2^24, which bin value by value
+	if want := len(cases) - 3; fastSeen != want {
+		t.Errorf("the AVX2 kernel took %d of %d ranges, want %d", fastSeen, len(cases), want)
+	}
+}
