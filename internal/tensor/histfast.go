@@ -20,6 +20,7 @@ const (
 	histPairBytes         = 4 * Bins * Bins
 	histSinglesOffset     = 2 * histPairBytes
 	histFoldElems         = 1 << 30 // values binned before the uint32 counts must be folded
+	histLastBin           = Bins - 1
 )
 
 // histTables are the AVX2 kernel's counts: two tables of pairs of bins and one of single
@@ -54,7 +55,7 @@ func (h *hist) fastHist() bool {
 // must hold) and the tail of fewer than eight and the values the kernel leaves into counts,
 // one by one; fold adds the tables to counts.
 func histFast(ws []uint32, h *hist, counts []int64, s *histScratch) {
-	first, scale := float32(h.first), float32(h.scale)
+	first, last, scale := float32(h.first), float32(h.last), float32(h.scale)
 	var one [Bins]int64
 	for len(ws) > 0 {
 		n := min(len(ws), histSpillWords) &^ 7
@@ -67,23 +68,23 @@ func histFast(ws []uint32, h *hist, counts []int64, s *histScratch) {
 		if s.binned+int64(n) > histFoldElems {
 			s.fold(counts)
 		}
-		k := histAVX2(ws[:n], first, scale, &s.t, s.spill[:])
+		k := histAVX2(ws[:n], first, last, scale, &s.t, s.spill[:])
 		s.binned += int64(n)
 		// the values left are often one value many times over (the 0 and 1 of a mask,
 		// the ends of the range): bin each run of equal values once
-		last, run := uint32(0), int64(0)
+		prev, run := uint32(0), int64(0)
 		for _, u := range s.spill[:k] {
-			if u == last && run > 0 {
+			if u == prev && run > 0 {
 				run++
 				continue
 			}
 			if run > 0 {
-				binRun(h, last, run, counts, &one)
+				binRun(h, prev, run, counts, &one)
 			}
-			last, run = u, 1
+			prev, run = u, 1
 		}
 		if run > 0 {
-			binRun(h, last, run, counts, &one)
+			binRun(h, prev, run, counts, &one)
 		}
 		ws = ws[n:]
 	}

@@ -28,6 +28,8 @@ func TestHistFastMatchesOne(t *testing.T) {
 		"constant":       func() float32 { return 3.25 },
 		"constant-large": func() float32 { return 1e12 },
 		"ints":           func() float32 { return float32(rng.Intn(129) - 64) },
+		"mask":           func() float32 { return float32(rng.Intn(2)) },
+		"ends":           func() float32 { return []float32{-1, 2, 2, 0.5}[rng.Intn(4)] },
 	}
 	fastSeen := 0
 	for name, g := range cases {

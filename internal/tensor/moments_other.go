@@ -12,6 +12,6 @@ func momentsAVX2(ws []uint32, k float64, out *momentsOut) { panic("no AVX2") }
 
 var useAVX2 = false
 
-func histAVX2(ws []uint32, first, scale float32, t *histTables, spill []uint32) int {
+func histAVX2(ws []uint32, first, last, scale float32, t *histTables, spill []uint32) int {
 	panic("no AVX2")
 }
