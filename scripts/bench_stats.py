@@ -17,7 +17,7 @@ Run with a Python that has torch and numpy (Debian's /usr/bin/python3):
         one keep-alive connection; writes the answers to OUT.json and prints one JSON line
         with the wall time, bytes (numel x element size) and any error
     bench_stats.py all BASE ID OUT.json
-        POST BASE/api/checkpoints/ID/stats/all, then GET it every 20 ms until its state is
+        POST BASE/api/checkpoints/ID/stats/all, then GET it every 5 ms until its state is
         done (or failed); prints one JSON line with the wall time and the last answer
     bench_stats.py compare NUMPY.json API.json
         compares the server's answers with numpy's: min and max exactly, mean and std within
@@ -231,7 +231,7 @@ def api_all(base, cid, out_path):
             print(json.dumps({"error": {"request": "GET " + base + target, "status": status,
                                         "body": "still %r after 600 s" % last.get("state")}}))
             return
-        time.sleep(0.02)
+        time.sleep(0.005)
     dt = time.perf_counter() - t0
     with open(out_path, "w") as f:
         json.dump(last, f)
