@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Bins is the number of histogram bins.
@@ -365,25 +366,26 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 		r := newReader(v, l)
 		r.hold = hold
 		k := kernelFor(v, r)
-		counts := make([]int64, Bins)
+		counts := make([]int64, Bins) // this worker's, over all its jobs
 		return func(j job) error {
-			clear(counts)
-			if err := r.job(j, func(b []byte) { k.hist(b, h, counts) }); err != nil {
-				return err
+				if err := r.job(j, func(b []byte) { k.hist(b, h, counts) }); err != nil {
+					return err
+				}
+				if progress != nil {
+					progress(jobSize(j, l))
+				}
+				return nil
+			}, func() {
+				if r.hs != nil {
+					r.hs.fold(counts)
+				}
+				mu.Lock()
+				for i, c := range counts {
+					h.Counts[i] += c
+				}
+				mu.Unlock()
+				r.release()
 			}
-			if r.hs != nil {
-				r.hs.fold(counts)
-			}
-			mu.Lock()
-			for i, c := range counts {
-				h.Counts[i] += c
-			}
-			mu.Unlock()
-			if progress != nil {
-				progress(jobSize(j, l))
-			}
-			return nil
-		}, r.release
 	})
 	if err != nil {
 		return nil, err
@@ -400,48 +402,49 @@ func jobSize(j job, l layout) int64 {
 }
 
 // runJobs runs jobs on workers, each with its own state made by mk, which also returns what
-// to do when the worker has no more jobs (may be nil).
+// to do when the worker has no more jobs (may be nil). Workers claim jobs from a counter,
+// and the calling goroutine is one of them: a view of one job runs without starting a
+// goroutine, and no job waits on a hand-over (waking a parked thread costs tens of
+// microseconds, which for a checkpoint of hundreds of small tensors adds up).
 func runJobs(ctx context.Context, jobs []job, workers int, mk func() (func(job) error, func())) error {
-	ch := make(chan job)
-	errs := make(chan error, workers)
+	var next atomic.Int64
+	var mu sync.Mutex
+	var first error
+	fail := func(err error) {
+		mu.Lock()
+		if first == nil {
+			first = err
+		}
+		mu.Unlock()
+		next.Store(int64(len(jobs))) // the others stop at their next claim
+	}
+	work := func() {
+		do, done := mk()
+		if done != nil {
+			defer done()
+		}
+		for {
+			i := next.Add(1) - 1
+			if i >= int64(len(jobs)) {
+				return
+			}
+			if err := ctx.Err(); err != nil {
+				fail(err)
+				return
+			}
+			if err := do(jobs[i]); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
 	var wg sync.WaitGroup
-	for w := 0; w < min(workers, len(jobs)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			do, done := mk()
-			if done != nil {
-				defer done()
-			}
-			for j := range ch {
-				if err := do(j); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
+	for w := 1; w < min(workers, len(jobs)); w++ {
+		wg.Go(work)
 	}
-	var err error
-loop:
-	for _, j := range jobs {
-		select {
-		case ch <- j:
-		case err = <-errs:
-			break loop
-		case <-ctx.Done():
-			err = ctx.Err()
-			break loop
-		}
-	}
-	close(ch)
+	work()
 	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errs:
-		default:
-		}
-	}
-	return err
+	return first
 }
 
 // hist bins values like numpy.histogram with range=(min, max).
