@@ -28,6 +28,27 @@ type opened struct {
 	// last of them is done. Guarded by the cache's mutex.
 	refs    int
 	evicted bool
+
+	// the statistics units of the tree (tensors grouped by identical views), made on
+	// first use
+	unitsOnce sync.Once
+	units     []*statsUnit
+	unitOf    map[string]*statsUnit
+}
+
+// statsUnits returns the checkpoint's statistics units in tree order, and the unit of
+// each tensor path.
+func (o *opened) statsUnits() ([]*statsUnit, map[string]*statsUnit) {
+	o.unitsOnce.Do(func() {
+		o.units = statsUnits(o.ck)
+		o.unitOf = make(map[string]*statsUnit, len(o.units))
+		for _, u := range o.units {
+			for _, p := range u.paths {
+				o.unitOf[p] = u
+			}
+		}
+	})
+	return o.units, o.unitOf
 }
 
 // checkpointCache keeps the most recently used opened checkpoints, at most max of them and

@@ -132,7 +132,8 @@ func walkTensors(root *loader.Node, visit func(*loader.Node)) {
 // tensor pages fill the cache too.
 func (s *Server) idleProgress(o *opened) jobProgress {
 	p := jobProgress{State: jobIdle}
-	for _, u := range statsUnits(o.ck) {
+	units, _ := o.statsUnits()
+	for _, u := range units {
 		p.TensorsTotal += len(u.paths)
 		p.TotalBytes += u.nbytes
 		if s.unitCached(o.id, u) != nil {
@@ -192,7 +193,8 @@ func (s *Server) startStatsJob(o *opened) jobProgress {
 	// from what GET said before the job.
 	var units []*statsUnit
 	j := &statsJob{p: jobProgress{State: jobRunning, Queued: true}}
-	for _, u := range statsUnits(o.ck) {
+	all, _ := o.statsUnits()
+	for _, u := range all {
 		j.p.TensorsTotal += len(u.paths)
 		j.p.TotalBytes += u.nbytes
 		if s.unitCached(o.id, u) != nil {

@@ -304,7 +304,18 @@ func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, pro
 		return nil, err
 	}
 	id, path := o.id, n.Path
-	return s.stats.compute(ctx, statsKey{id, path}, func(ctx context.Context, p func(int64)) (*tensor.Stats, error) {
+	// A tensor tied to others (the same view of the same storage under several keys) has
+	// their statistics: taken from the cache if any of them is there, else computed once
+	// under the first one's key, so that a request for each joins the same computation.
+	key := path
+	if _, unitOf := o.statsUnits(); unitOf[path] != nil {
+		u := unitOf[path]
+		if st := s.unitCached(id, u); st != nil {
+			return st, nil
+		}
+		key = u.paths[0]
+	}
+	st, err := s.stats.compute(ctx, statsKey{id, key}, func(ctx context.Context, p func(int64)) (*tensor.Stats, error) {
 		o, release, err := s.cache.get(ctx, id)
 		if err != nil {
 			return nil, err
@@ -324,4 +335,8 @@ func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, pro
 		}
 		return st, nil
 	}, progress)
+	if err == nil && key != path {
+		s.stats.put(statsKey{id, path}, st)
+	}
+	return st, err
 }

@@ -216,6 +216,35 @@ func TestStatsCached(t *testing.T) {
 	}
 }
 
+// Tied weights are the same numbers: lm_head.weight is wte.weight's view of the same
+// storage in state_dict.pt (generate.py ties them as GPT-2 does), so once either has its
+// statistics the other is answered without reading the data again, with the same figures.
+func TestStatsTiedComputedOnce(t *testing.T) {
+	s := realServer(t, Config{})
+	id := uploadFixture(t, s, "state_dict.pt")
+	get := func(path string) string {
+		rec := do(s, http.MethodGet, statsURL(id, path), nil)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("GET stats of %s = %d %.200s", path, rec.Code, rec.Body)
+		}
+		return rec.Body.String()
+	}
+	wte := get("/wte.weight")
+	if head := get("/lm_head.weight"); head != wte {
+		t.Errorf("tied tensors answered differently:\n wte     %.300s\n lm_head %.300s", wte, head)
+	}
+	if n := s.stats.computed.Load(); n != 1 {
+		t.Errorf("statistics of two tied tensors were computed %d times, want 1", n)
+	}
+	// in the other order, on a fresh server, too
+	s = realServer(t, Config{})
+	id = uploadFixture(t, s, "state_dict.pt")
+	head := get("/lm_head.weight")
+	if get("/wte.weight") != head || s.stats.computed.Load() != 1 {
+		t.Errorf("lm_head first, then wte: %d computations, want 1 and the same answer", s.stats.computed.Load())
+	}
+}
+
 // Requests for values a node does not have are refused with 422 and say why.
 func TestStatsRefused(t *testing.T) {
 	s := realServer(t, Config{})

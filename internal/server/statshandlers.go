@@ -69,12 +69,7 @@ func (s *Server) handleAPIStatsExport(c echo.Context) error {
 		w := export.NewStatsJSONWriter(res)
 		write, end = w.Write, w.Close
 	}
-	unitOf := map[string]*statsUnit{}
-	for _, u := range statsUnits(o.ck) {
-		for _, p := range u.paths {
-			unitOf[p] = u
-		}
-	}
+	_, unitOf := o.statsUnits()
 	var werr error
 	walkTensors(o.ck.Root, func(n *loader.Node) {
 		if werr != nil {
