@@ -1,8 +1,12 @@
 package tensor
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
 	"math"
 	"math/rand"
+	"reflect"
 	"testing"
 )
 
@@ -77,5 +81,51 @@ func TestHistFastMatchesOne(t *testing.T) {
 	// 2^24, which bin value by value
 	if want := len(cases) - 3; fastSeen != want {
 		t.Errorf("the AVX2 kernel took %d of %d ranges, want %d", fastSeen, len(cases), want)
+	}
+}
+
+// TestHeldViewMatchesStreamed computes a view large enough to be held in memory between
+// the passes (at a storage offset, as a slice of a larger storage) and the same view with
+// every hold slot taken, so that it is read twice: the statistics must be identical.
+func TestHeldViewMatchesStreamed(t *testing.T) {
+	const n, skip = 600000, 1234 // 2.4 MB of float32 after 1234 elements of another tensor
+	rng := rand.New(rand.NewSource(11))
+	b := make([]byte, 4*(n+skip+77))
+	for i := 0; i < len(b)/4; i++ {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(float32(rng.NormFloat64()*0.05)))
+	}
+	v := &View{DType: "float32", Shape: []int64{n / 600, 600}, Strides: []int64{600, 1}, Offset: skip,
+		Data: bytes.NewReader(b), DataSize: int64(len(b))}
+	if h := holdView(v, v.layout()); h == nil {
+		t.Fatal("the view is not held: the test no longer covers the held path")
+	} else {
+		h.release()
+	}
+	// one worker: the moments are merged in the same order both times
+	held, err := Compute(context.Background(), v, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range heldViews {
+		holdSlots <- struct{}{}
+	}
+	streamed, err := Compute(context.Background(), v, 1, nil)
+	for range heldViews {
+		<-holdSlots
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(held, streamed) {
+		t.Errorf("held and streamed statistics differ:\n held     %+v\n streamed %+v", held, streamed)
+	}
+	// and both agree with the values binned one by one
+	want := make([]int64, Bins)
+	h := newHistogram(held.Min, held.Max)
+	for i := 0; i < n; i++ {
+		h.one(float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4*(skip+i):]))), want)
+	}
+	if !reflect.DeepEqual(want, held.Histogram.Counts) {
+		t.Errorf("histogram %v, value by value %v", held.Histogram.Counts, want)
 	}
 }

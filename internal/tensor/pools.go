@@ -91,11 +91,14 @@ func (r *reader) histScratch() *histScratch {
 
 // Held views. Computing a histogram needs the range first, so every value is read twice;
 // a dense view of at most HoldBytes is instead read once into memory and binned from there.
+// Views under holdMinBytes are read twice: reading them again costs next to nothing, and
+// the memory for a copy is kept for the views where it saves time.
 // At most heldViews such copies exist at once (the memory is bounded by their product);
 // a view that finds none free is read twice, as a larger one is.
 const (
-	HoldBytes = 16 << 20
-	heldViews = 2
+	HoldBytes    = 16 << 20
+	holdMinBytes = 1 << 20
+	heldViews    = 2
 )
 
 var (
@@ -111,12 +114,12 @@ type held struct {
 	p      *[]byte
 }
 
-// holdView returns memory for the whole of v if v is dense, holds at most HoldBytes and a
+// holdView returns memory for the whole of v if v is dense, holds holdMinBytes to HoldBytes and a
 // slot is free; nil otherwise.
 func holdView(v *View, l layout) *held {
 	start, ok := v.dense()
 	size := v.Numel() * int64(ElementSize(v.DType))
-	if !ok || size > HoldBytes || size <= 0 {
+	if !ok || size > HoldBytes || size < holdMinBytes {
 		return nil
 	}
 	select {
