@@ -257,8 +257,10 @@ func momentsBlockAVX2(block []uint32, k float64, a *acc) {
 	}
 	s1 := (out.s1[0] + out.s1[1]) + (out.s1[2] + out.s1[3])
 	s2 := (out.s2[0] + out.s2[1]) + (out.s2[2] + out.s2[3])
-	lo := math.Min(math.Min(out.lo[0], out.lo[1]), math.Min(out.lo[2], out.lo[3]))
-	hi := math.Max(math.Max(out.hi[0], out.hi[1]), math.Max(out.hi[2], out.hi[3]))
+	lo, hi := float64(out.lo[0]), float64(out.hi[0])
+	for l := 1; l < 8; l++ {
+		lo, hi = math.Min(lo, float64(out.lo[l])), math.Max(hi, float64(out.hi[l]))
+	}
 	for _, u := range block[m:] {
 		bad |= (u&0x7f800000 + 0x00800000) & 0x80000000
 		x := float64(math.Float32frombits(u))

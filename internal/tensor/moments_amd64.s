@@ -2,8 +2,10 @@
 
 // func momentsAVX2(ws []uint32, k float64, out *momentsOut)
 // ws holds binary32 bit patterns, len(ws) a multiple of 8 and at least 8. For each lane it
-// accumulates Σ(x-k), Σ(x-k)², min x, max x, an OR of "exponent all ones" masks (NaN and
-// infinities) and a negative count of zeros.
+// accumulates Σ(x-k) and Σ(x-k)² in float64 (the square with FMA), the float32 minimum and
+// maximum (meaningless when a NaN is present, which the caller then handles value by
+// value), an OR of "exponent all ones" masks (NaN and infinities) and a negative count of
+// zeros. Needs AVX2 and FMA.
 TEXT ·momentsAVX2(SB), NOSPLIT, $0-40
 	MOVQ ws_base+0(FP), SI
 	MOVQ ws_len+8(FP), CX
@@ -20,8 +22,8 @@ TEXT ·momentsAVX2(SB), NOSPLIT, $0-40
 	VXORPD Y1, Y1, Y1
 	VXORPD Y2, Y2, Y2
 	VXORPD Y3, Y3, Y3
-	VMOVAPD Y15, Y4
-	VMOVAPD Y15, Y5
+	VBROADCASTSS (SI), Y4 // min and max start at the first value
+	VMOVAPS Y4, Y5
 	VPXOR Y6, Y6, Y6
 	VPXOR Y7, Y7, Y7
 
@@ -33,21 +35,16 @@ loop:
 	VPAND Y13, Y8, Y9
 	VPCMPEQD Y12, Y9, Y9
 	VPADDD Y9, Y7, Y7
-	VCVTPS2PD X8, Y10
-	VEXTRACTF128 $1, Y8, X11
-	VCVTPS2PD X11, Y11
-	VMINPD Y10, Y4, Y4
-	VMINPD Y11, Y4, Y4
-	VMAXPD Y10, Y5, Y5
-	VMAXPD Y11, Y5, Y5
+	VMINPS Y8, Y4, Y4
+	VMAXPS Y8, Y5, Y5
+	VCVTPS2PD (SI), Y10
+	VCVTPS2PD 16(SI), Y11
 	VSUBPD Y15, Y10, Y10
 	VSUBPD Y15, Y11, Y11
 	VADDPD Y10, Y0, Y0
 	VADDPD Y11, Y1, Y1
-	VMULPD Y10, Y10, Y10
-	VMULPD Y11, Y11, Y11
-	VADDPD Y10, Y2, Y2
-	VADDPD Y11, Y3, Y3
+	VFMADD231PD Y10, Y10, Y2
+	VFMADD231PD Y11, Y11, Y3
 	ADDQ $32, SI
 	SUBQ $8, CX
 	JNZ loop

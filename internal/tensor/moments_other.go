@@ -3,9 +3,10 @@
 package tensor
 
 type momentsOut struct {
-	s1, s2, lo, hi [4]float64
-	bad            [8]uint32
-	zeros          [8]int32
+	s1, s2 [4]float64
+	lo, hi [8]float32
+	bad    [8]uint32
+	zeros  [8]int32
 }
 
 func momentsAVX2(ws []uint32, k float64, out *momentsOut) { panic("no AVX2") }
