@@ -31,9 +31,6 @@ TEXT ·histAVX2(SB), NOSPLIT, $32-80
 	MOVL $const_histBinsBits32, AX
 	MOVL AX, X11
 	VBROADCASTSS X11, Y11 // Bins
-	MOVQ $0xffffffff, AX
-	MOVQ AX, X10
-	VPBROADCASTQ X10, Y10 // the low half of each quadword
 	TESTQ CX, CX
 	JZ done
 
@@ -54,16 +51,16 @@ loop:
 	JNE slow
 
 pairs:
-	// quadword q holds bins a (low half) and b (high half): a*Bins + b in its low half
+	// quadword q holds bins a (low half) and b (high half): a*Bins + b in its low half,
+	// read back from the stack as four 32-bit indices
 	VPSLLQ $6, Y1, Y2
 	VPSRLQ $32, Y1, Y3
 	VPADDD Y3, Y2, Y2
-	VPAND Y10, Y2, Y2
-	VMOVQ X2, R10
-	VPEXTRQ $1, X2, R11
-	VEXTRACTI128 $1, Y2, X3
-	VMOVQ X3, R12
-	VPEXTRQ $1, X3, R13
+	VMOVDQU Y2, 0(SP)
+	MOVL 0(SP), R10
+	MOVL 8(SP), R11
+	MOVL 16(SP), R12
+	MOVL 24(SP), R13
 	INCL 0(DI)(R10*4)
 	INCL const_histPairBytes(DI)(R11*4)
 	INCL 0(DI)(R12*4)
