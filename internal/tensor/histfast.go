@@ -37,11 +37,11 @@ type histScratch struct {
 	spill  [histSpillWords]uint32
 }
 
-// fastHist says whether the AVX2 kernel bins h's range exactly: the range's start and scale
-// are float32 numbers (the start is the minimum of float32 values except for a constant
-// view, widened by 0.5) and the magnitude bound above holds.
+// fastHist says whether the AVX2 kernel bins h's range exactly: the range's ends are
+// float32 numbers (the minimum and maximum of float32 values, or a constant widened by 0.5
+// where that is exact), its scale is a finite float32, and the magnitude bound above holds.
 func (h *hist) fastHist() bool {
-	if !useAVX2 || h.degenerate || float64(float32(h.first)) != h.first {
+	if !useAVX2 || h.degenerate || float64(float32(h.first)) != h.first || float64(float32(h.last)) != h.last {
 		return false
 	}
 	s := float32(h.scale)

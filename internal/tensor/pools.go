@@ -116,7 +116,7 @@ type held struct {
 
 // holdView returns memory for the whole of v if v is dense, holds holdMinBytes to HoldBytes and a
 // slot is free; nil otherwise.
-func holdView(v *View, l layout) *held {
+func holdView(v *View) *held {
 	start, ok := v.dense()
 	size := v.Numel() * int64(ElementSize(v.DType))
 	if !ok || size > HoldBytes || size < holdMinBytes {

@@ -323,7 +323,7 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 	}
 	// A dense view small enough is read once into memory and both passes run over that
 	// copy; a larger one (or one when the memory for copies is taken) is read twice.
-	hold := holdView(v, l)
+	hold := holdView(v)
 	if hold != nil {
 		defer hold.release()
 	}
