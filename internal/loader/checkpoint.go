@@ -59,7 +59,7 @@ type Checkpoint struct {
 }
 
 // ErrNotFound is returned by Checkpoint.Node for a pointer that names no node.
-var ErrNotFound = errors.New("loader: no node at that path")
+var ErrNotFound = errors.New("loader: this checkpoint has no node at that path")
 
 // Error says what is wrong with a file that cannot be opened. Findings made before the
 // problem was found are kept, so a broken but malicious file is still reported.
@@ -69,11 +69,14 @@ type Error struct {
 	Findings []Finding
 }
 
-func (e *Error) Error() string {
+func (e *Error) Error() string { return "loader: " + e.Text() }
+
+// Text is the error as a person reads it: the problem and where, without the package.
+func (e *Error) Text() string {
 	if e.Offset >= 0 {
-		return fmt.Sprintf("loader: %s (at byte %d)", e.Msg, e.Offset)
+		return fmt.Sprintf("%s (at byte %d)", e.Msg, e.Offset)
 	}
-	return "loader: " + e.Msg
+	return e.Msg
 }
 
 // Node returns the node at a JSON Pointer ("" or "/" is the root).

@@ -98,10 +98,31 @@ func classify(err error) (int, string) {
 			if k.message != "" {
 				return k.status, k.message
 			}
-			return k.status, err.Error()
+			return k.status, forPeople(err)
 		}
 	}
 	return http.StatusInternalServerError, http.StatusText(http.StatusInternalServerError)
+}
+
+// forPeople is an error's text as users see it: the loader's message without its
+// "loader: " (which helps in logs), and our sentinel errors without their package's name.
+// Only text our packages wrote is changed: a key or file name inside a message stays as
+// it is, even one that reads like a prefix.
+func forPeople(err error) string {
+	msg := err.Error()
+	var lerr *loader.Error
+	if errors.As(err, &lerr) {
+		msg = strings.Replace(msg, lerr.Error(), lerr.Text(), 1)
+	}
+	for _, sentinel := range []error{loader.ErrNotFound, store.ErrTooLarge, store.ErrNotFound, store.ErrInvalidID, tensor.ErrUnsupported} {
+		if errors.Is(err, sentinel) {
+			text := sentinel.Error()
+			if _, rest, ok := strings.Cut(text, ": "); ok {
+				msg = strings.Replace(msg, text, rest, 1)
+			}
+		}
+	}
+	return msg
 }
 
 // errorTitle heads the HTML error page.

@@ -217,7 +217,7 @@ func (s *Server) startStatsJob(o *opened) jobProgress {
 func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 	ctx := s.base
 	fail := func(err error) {
-		j.update(func(p *jobProgress) { p.State, p.Queued, p.Error = jobFailed, false, err.Error() })
+		j.update(func(p *jobProgress) { p.State, p.Queued, p.Error = jobFailed, false, forPeople(err) })
 		if !errors.Is(err, context.Canceled) {
 			s.log.Error("statistics job failed", "id", id, "err", err)
 		}

@@ -187,7 +187,7 @@ func (s *Server) pathNode(c echo.Context) (o *opened, n *loader.Node, release fu
 func node(ck *loader.Checkpoint, pointer string) (*loader.Node, error) {
 	n, err := ck.Node(pointer)
 	if err != nil {
-		return nil, fmt.Errorf("no node at %q: %w", pointer, err)
+		return nil, fmt.Errorf("%w: %q", err, pointer)
 	}
 	return n, nil
 }

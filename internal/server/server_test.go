@@ -27,6 +27,7 @@ import (
 
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/store"
+	"github.com/ckptview/ckptview/internal/tensor"
 )
 
 // testMaxUpload keeps the size limit small enough to test.
@@ -266,7 +267,7 @@ func TestUploadAPI(t *testing.T) {
 			body: func(*testing.T) (io.Reader, string) {
 				return bytes.NewReader(nil), "application/octet-stream"
 			},
-			wantStatus: http.StatusUnprocessableEntity, wantError: "loader:",
+			wantStatus: http.StatusUnprocessableEntity, wantError: "not a pickle or checkpoint (at byte 0)",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -329,7 +330,7 @@ func TestUploadBrokenMaliciousFile(t *testing.T) {
 	}
 	got := decode[errorJSON](t, rec)
 	want := errorJSON{
-		Error:    "loader: truncated pickle (at byte 40)",
+		Error:    "truncated pickle (at byte 40)",
 		Findings: []findingJSON{{Severity: "danger", Global: "posix.system", Path: "/cmd", Detail: "posix.system('rm -rf ~')"}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -710,12 +711,14 @@ func TestErrorTable(t *testing.T) {
 		wantStatus int
 		wantMsg    string
 	}{
-		{"loader error", &loader.Error{Msg: "bad", Offset: -1}, 422, "loader: bad"},
-		{"wrapped loader error", fmt.Errorf("open x: %w", &loader.Error{Msg: "bad", Offset: 3}), 422, "open x: loader: bad (at byte 3)"},
+		{"loader error", &loader.Error{Msg: "bad", Offset: -1}, 422, "bad"},
+		{"wrapped loader error", fmt.Errorf("open x: %w", &loader.Error{Msg: "bad", Offset: 3}), 422, "open x: bad (at byte 3)"},
+		{"key that reads like a prefix", &loader.Error{Msg: `tensor /loader: b: view past its storage`, Offset: -1}, 422, `tensor /loader: b: view past its storage`},
+		{"unsupported dtype", fmt.Errorf("statistics of /x: %w", tensor.ErrUnsupported), 422, "statistics of /x: values of this dtype cannot be decoded"},
 		{"unknown id", store.ErrNotFound, 404, "no checkpoint with that id"},
-		{"unknown node", fmt.Errorf(`no node at "/x": %w`, loader.ErrNotFound), 404, `no node at "/x": loader: no node at that path`},
+		{"unknown node", fmt.Errorf(`%w: "/x"`, loader.ErrNotFound), 404, `this checkpoint has no node at that path: "/x"`},
 		{"invalid id", store.ErrInvalidID, 400, "invalid checkpoint id: want 64 lowercase hex digits"},
-		{"too large", store.ErrTooLarge, 413, "store: file too large"},
+		{"too large", store.ErrTooLarge, 413, "file too large"},
 		{"too large with limit", &tooLargeError{limit: 20 << 30}, 413, "file too large: the limit is 21.5 GB"},
 		{"body limit", &http.MaxBytesError{Limit: 5}, 413, "http: request body too large"},
 		{"bad request", badRequestf("offset must be a number"), 400, "offset must be a number"},

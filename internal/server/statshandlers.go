@@ -90,14 +90,14 @@ func (s *Server) handleAPIStatsExport(c echo.Context) error {
 					werr = ctx.Err()
 					return
 				case err != nil:
-					row.Err = err.Error()
+					row.Err = forPeople(err)
 				default:
 					s.unitCached(o.id, u) // share with tied tensors
 				}
 			}
 			row.Stats = st
 		} else if _, verr := statsSource(n); verr != nil {
-			row.Err = verr.Error()
+			row.Err = forPeople(verr)
 		}
 		if err := write(row); err != nil {
 			werr = err
@@ -221,7 +221,7 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 	}
 	if _, err := statsSource(n); err != nil {
 		if n.Tensor.Objects == nil {
-			p.StatsError = err.Error()
+			p.StatsError = forPeople(err)
 		}
 		return nil
 	}
@@ -247,7 +247,7 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 	}
 	vals, err := tensor.NewValues(v)
 	if err != nil {
-		p.Values = &views.TensorValues{PreviewError: err.Error()}
+		p.Values = &views.TensorValues{PreviewError: forPeople(err)}
 		return nil
 	}
 	tv := &views.TensorValues{}
@@ -255,7 +255,7 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 		tv.Note = "The stored integers (what torch's int_repr() gives, and the .npy download holds); dequantized, each is (q − zero point) × scale."
 	}
 	if text, flat, err := views.NewPreview(vals, shape); err != nil {
-		tv.PreviewError = "The values cannot be read: " + err.Error()
+		tv.PreviewError = "The values cannot be read: " + forPeople(err)
 	} else {
 		tv.Preview, tv.Flattened = text, flat
 	}
@@ -266,7 +266,7 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 			return q.URL(o.id, n.Path) + "#slice"
 		}
 		if tbl, err := views.NewSliceTable(vals, shape, *q.Slice, page); err != nil {
-			tv.SliceError = "The slice cannot be read: " + err.Error()
+			tv.SliceError = "The slice cannot be read: " + forPeople(err)
 		} else {
 			tv.Slice = tbl
 		}
