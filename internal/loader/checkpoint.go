@@ -58,8 +58,9 @@ type Checkpoint struct {
 	index map[string]*Node
 }
 
-// ErrNotFound is returned by Checkpoint.Node for a pointer that names no node.
-var ErrNotFound = errors.New("loader: this checkpoint has no node at that path")
+// ErrNotFound is returned by Checkpoint.Node for a pointer that names no node. Its text is
+// shown to users as it is.
+var ErrNotFound = errors.New("this checkpoint has no node at that path")
 
 // Error says what is wrong with a file that cannot be opened. Findings made before the
 // problem was found are kept, so a broken but malicious file is still reported.

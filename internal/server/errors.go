@@ -104,23 +104,14 @@ func classify(err error) (int, string) {
 	return http.StatusInternalServerError, http.StatusText(http.StatusInternalServerError)
 }
 
-// forPeople is an error's text as users see it: the loader's message without its
-// "loader: " (which helps in logs), and our sentinel errors without their package's name.
-// Only text our packages wrote is changed: a key or file name inside a message stays as
-// it is, even one that reads like a prefix.
+// forPeople is an error's text as users see it: a loader error without the "loader: " it
+// starts with for the logs. Only that text is changed: a key or file name inside the
+// message stays as it is, even one that reads like a prefix.
 func forPeople(err error) string {
 	msg := err.Error()
 	var lerr *loader.Error
 	if errors.As(err, &lerr) {
 		msg = strings.Replace(msg, lerr.Error(), lerr.Text(), 1)
-	}
-	for _, sentinel := range []error{loader.ErrNotFound, store.ErrTooLarge, store.ErrNotFound, store.ErrInvalidID, tensor.ErrUnsupported} {
-		if errors.Is(err, sentinel) {
-			text := sentinel.Error()
-			if _, rest, ok := strings.Cut(text, ": "); ok {
-				msg = strings.Replace(msg, text, rest, 1)
-			}
-		}
 	}
 	return msg
 }

@@ -28,10 +28,11 @@ import (
 	"unicode/utf8"
 )
 
-// Errors returned by the store. Callers map them to HTTP statuses.
+// Errors returned by the store. Callers map them to HTTP statuses; their texts are
+// written to be shown to users as they are.
 var (
 	// ErrTooLarge means the upload was longer than the limit passed to Put.
-	ErrTooLarge = errors.New("store: file too large")
+	ErrTooLarge = errors.New("file too large")
 	// ErrNotFound means no blob has that id.
 	ErrNotFound = errors.New("store: no such file")
 	// ErrInvalidID means the id is not 64 lowercase hex digits.

@@ -32,8 +32,8 @@ type View struct {
 }
 
 // ErrUnsupported is returned for dtypes whose values this package does not decode
-// (object, str, structured arrays).
-var ErrUnsupported = errors.New("tensor: values of this dtype cannot be decoded")
+// (object, str, structured arrays). Its text is shown to users as it is.
+var ErrUnsupported = errors.New("values of this dtype cannot be decoded")
 
 // Numel is the number of elements of the view.
 func (v *View) Numel() int64 {
