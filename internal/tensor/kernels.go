@@ -19,13 +19,8 @@ var littleEndianHost = func() bool {
 }()
 
 func kernelFor(v *View, r *reader) kernel {
-	if !v.BigEndian && !v.Quantized && littleEndianHost {
-		switch v.DType {
-		case "float32":
-			return f32Kernel{r}
-		case "bfloat16":
-			return bf16Kernel{r}
-		}
+	if v.DType == "float32" && !v.BigEndian && !v.Quantized && littleEndianHost {
+		return f32Kernel{r}
 	}
 	return genericKernel{r: r}
 }
@@ -112,35 +107,6 @@ func histBits(ws []uint32, h *hist, counts []int64, s *histScratch) {
 	}
 	for b := 0; b < Bins; b++ {
 		counts[b] += c[0][b] + c[1][b] + c[2][b] + c[3][b]
-	}
-}
-
-// bf16Kernel widens bfloat16 to binary32 bits (a shift) and proceeds as for float32.
-type bf16Kernel struct{ r *reader }
-
-func (bf16Kernel) moments(raw []byte, a *acc) {
-	hs := words16(raw)
-	var buf [4096]uint32
-	for len(hs) > 0 {
-		n := min(len(hs), len(buf))
-		for i, h := range hs[:n] {
-			buf[i] = uint32(h) << 16
-		}
-		momentsBits(buf[:n], a)
-		hs = hs[n:]
-	}
-}
-
-func (k bf16Kernel) hist(raw []byte, h *hist, counts []int64) {
-	hs := words16(raw)
-	var buf [4096]uint32
-	for len(hs) > 0 {
-		n := min(len(hs), len(buf))
-		for i, b := range hs[:n] {
-			buf[i] = uint32(b) << 16
-		}
-		histBits(buf[:n], h, counts, k.r.histScratch())
-		hs = hs[n:]
 	}
 }
 
