@@ -91,14 +91,7 @@ func (c *checkpointCache) get(ctx context.Context, id string) (*opened, func(), 
 		c.mu.Lock()
 		if el, ok := c.entries[id]; ok {
 			c.lru.MoveToFront(el)
-			o := el.Value.(*opened)
-			if o.err != nil {
-				c.mu.Unlock()
-				return nil, nil, o.err
-			}
-			o.refs++
-			c.mu.Unlock()
-			return o, func() { c.release(o) }, nil
+			return c.acquireLocked(el.Value.(*opened))
 		}
 		if call, ok := c.loading[id]; ok {
 			c.mu.Unlock()
@@ -129,14 +122,19 @@ func (c *checkpointCache) get(ctx context.Context, id string) (*opened, func(), 
 			return nil, nil, err
 		}
 		c.insert(o)
-		if o.err != nil {
-			c.mu.Unlock()
-			return nil, nil, o.err
-		}
-		o.refs++
-		c.mu.Unlock()
-		return o, func() { c.release(o) }, nil
+		return c.acquireLocked(o)
 	}
+}
+
+// acquireLocked takes a reference on a cached entry for the caller, who holds c.mu and
+// has it released here: the entry's checkpoint, or its rejection as the error.
+func (c *checkpointCache) acquireLocked(o *opened) (*opened, func(), error) {
+	defer c.mu.Unlock()
+	if o.err != nil {
+		return nil, nil, o.err
+	}
+	o.refs++
+	return o, func() { c.release(o) }, nil
 }
 
 // openOnce opens id, turning a panic into an error so that the requests waiting on the
