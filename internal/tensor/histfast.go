@@ -56,7 +56,6 @@ func (h *hist) fastHist() bool {
 // one by one; fold adds the tables to counts.
 func histFast(ws []uint32, h *hist, counts []int64, s *histScratch) {
 	first, last, scale := float32(h.first), float32(h.last), float32(h.scale)
-	var one [Bins]int64
 	for len(ws) > 0 {
 		n := min(len(ws), histSpillWords) &^ 7
 		if n == 0 {
@@ -79,12 +78,12 @@ func histFast(ws []uint32, h *hist, counts []int64, s *histScratch) {
 				continue
 			}
 			if run > 0 {
-				binRun(h, prev, run, counts, &one)
+				binRun(h, prev, run, counts)
 			}
 			prev, run = u, 1
 		}
 		if run > 0 {
-			binRun(h, prev, run, counts, &one)
+			binRun(h, prev, run, counts)
 		}
 		ws = ws[n:]
 	}
@@ -111,13 +110,8 @@ func (s *histScratch) fold(counts []int64) {
 }
 
 // binRun adds n copies of the binary32 value u to counts.
-func binRun(h *hist, u uint32, n int64, counts []int64, one *[Bins]int64) {
-	h.one(float64(math.Float32frombits(u)), one[:])
-	for i, c := range one {
-		if c != 0 {
-			counts[i] += n
-			one[i] = 0
-			return
-		}
+func binRun(h *hist, u uint32, n int64, counts []int64) {
+	if i, ok := h.bin(float64(math.Float32frombits(u))); ok {
+		counts[i] += n
 	}
 }

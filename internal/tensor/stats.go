@@ -485,12 +485,18 @@ func (h *hist) add(f []float64, counts []int64) {
 // one bins a value. The first estimate may be one bin off; the comparison with the edges
 // then gives the bin whose edges hold x, which is what numpy's correction step yields.
 func (h *hist) one(x float64, counts []int64) {
+	if i, ok := h.bin(x); ok {
+		counts[i]++
+	}
+}
+
+// bin returns the bin of x; false for a value outside the range, NaN included.
+func (h *hist) bin(x float64) (int, bool) {
 	if !(x >= h.first && x <= h.last) { // also drops NaN; infinities fall outside
-		return
+		return 0, false
 	}
 	if h.degenerate {
-		counts[Bins/2]++
-		return
+		return Bins / 2, true
 	}
 	i := binEstimate((x - h.first) * h.scale)
 	if x < h.Edges[i] {
@@ -498,7 +504,7 @@ func (h *hist) one(x float64, counts []int64) {
 	} else if i != Bins-1 && x >= h.Edges[i+1] {
 		i++
 	}
-	counts[i]++
+	return i, true
 }
 
 // unbroadcast removes stride-0 dimensions, returning how many times each remaining element

@@ -191,20 +191,11 @@ func statsFromCounts(vals []float64, counts []uint64, numel int64) *Stats {
 	s.Std = math.Sqrt(max(m2-resid*resid/float64(n), 0) / float64(n))
 	s.L2 = math.Sqrt(sumsq)
 	h := newHistogram(s.Min, s.Max)
-	c64 := make([]int64, Bins)
 	for i, x := range vals {
-		if x-x != 0 {
-			continue
-		}
-		var one [Bins]int64
-		h.one(x, one[:])
-		for b, k := range one {
-			if k != 0 {
-				c64[b] += int64(counts[i])
-			}
+		if b, ok := h.bin(x); ok { // NaN and infinities are not binned
+			h.Counts[b] += int64(counts[i])
 		}
 	}
-	copy(h.Counts, c64)
 	s.Histogram = h.Histogram
 	return s
 }
