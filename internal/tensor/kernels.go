@@ -193,16 +193,7 @@ func momentsBits(ws []uint32, a *acc) {
 			slowBlock(block, a) // a NaN or infinity: this block again, value by value
 			continue
 		}
-		a.zeros += zeros
-		a.min = math.Min(a.min, math.Min(loA, loB))
-		a.max = math.Max(a.max, math.Max(hiA, hiB))
-		s1 := (s1a + s1b) + (s1c + s1d)
-		s2 := (s2a + s2b) + (s2c + s2d)
-		fn := float64(n)
-		mean := k + s1/fn
-		m2 := max(s2-s1*s1/fn, 0)
-		// Σx² = M2 + n·mean² (both terms non-negative: no cancellation)
-		a.merge(acc{count: int64(n), mean: mean, m2: m2, sumsq: m2 + fn*mean*mean, min: a.min, max: a.max})
+		addFinite(a, n, k, (s1a+s1b)+(s1c+s1d), (s2a+s2b)+(s2c+s2d), math.Min(loA, loB), math.Max(hiA, hiB), zeros)
 	}
 }
 
@@ -240,13 +231,16 @@ func momentsBlockAVX2(block []uint32, k float64, a *acc) {
 		slowBlock(block, a) // a NaN or infinity: this block again, value by value
 		return
 	}
+	addFinite(a, n, k, s1, s2, lo, hi, zeros)
+}
+
+// addFinite merges a block of n finite values known by its shifted sums Σ(x-k), Σ(x-k)²,
+// range and zeros. Σx² is M2 + n·mean² (both terms non-negative: no cancellation).
+func addFinite(a *acc, n int, k, s1, s2, lo, hi float64, zeros int64) {
 	a.zeros += zeros
-	a.min = math.Min(a.min, lo)
-	a.max = math.Max(a.max, hi)
-	fn := float64(n)
-	mean := k + s1/fn
-	m2 := max(s2-s1*s1/fn, 0)
-	a.merge(acc{count: int64(n), mean: mean, m2: m2, sumsq: m2 + fn*mean*mean, min: a.min, max: a.max})
+	a.min, a.max = math.Min(a.min, lo), math.Max(a.max, hi)
+	mean, m2 := shiftedMoments(int64(n), k, s1, s2)
+	a.addShifted(int64(n), k, s1, s2, m2+float64(n)*mean*mean)
 }
 
 // slowBlock accumulates a block holding NaN or infinities.

@@ -242,13 +242,15 @@ func (a *acc) block(f []float64) {
 
 // addShifted merges a block summarised by shifted sums Σ(x-k), Σ(x-k)².
 func (a *acc) addShifted(n int64, k, s1, s2, sumsq float64) {
-	fn := float64(n)
-	mean := k + s1/fn
-	m2 := s2 - s1*s1/fn
-	if m2 < 0 {
-		m2 = 0
-	}
+	mean, m2 := shiftedMoments(n, k, s1, s2)
 	a.merge(acc{count: n, mean: mean, m2: m2, sumsq: sumsq, min: a.min, max: a.max})
+}
+
+// shiftedMoments turns the shifted sums Σ(x-k), Σ(x-k)² of n values into their mean and
+// M2 = Σ(x-mean)².
+func shiftedMoments(n int64, k, s1, s2 float64) (mean, m2 float64) {
+	fn := float64(n)
+	return k + s1/fn, max(s2-s1*s1/fn, 0)
 }
 
 func (a *acc) merge(b acc) {
