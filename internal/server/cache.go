@@ -51,6 +51,15 @@ func (o *opened) statsUnits() ([]*statsUnit, map[string]*statsUnit) {
 	return o.units, o.unitOf
 }
 
+// statsKey is the statistics cache's key for a tensor path: tied tensors (one unit) share
+// the key of the unit's first path, so their statistics are stored and computed once.
+func (o *opened) statsKey(path string) statsKey {
+	if _, unitOf := o.statsUnits(); unitOf[path] != nil {
+		path = unitOf[path].paths[0]
+	}
+	return statsKey{o.id, path}
+}
+
 // checkpointCache keeps the most recently used opened checkpoints, at most max of them and
 // at most maxBytes of estimated memory (the most recent is kept whatever its size), and
 // makes concurrent first requests for one id open it once.

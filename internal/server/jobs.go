@@ -147,19 +147,9 @@ func (s *Server) idleProgress(o *opened) jobProgress {
 	return p
 }
 
-// unitCached returns the statistics of any tensor of the unit, copying them to the others.
+// unitCached returns the unit's statistics if they have been computed.
 func (s *Server) unitCached(id string, u *statsUnit) *tensor.Stats {
-	for _, p := range u.paths {
-		if st := s.cachedStats(id, p); st != nil {
-			for _, q := range u.paths {
-				if q != p && s.cachedStats(id, q) == nil {
-					s.stats.put(statsKey{id, q}, st)
-				}
-			}
-			return st
-		}
-	}
-	return nil
+	return s.stats.get(statsKey{id, u.paths[0]})
 }
 
 // statsProgress is the progress of the checkpoint's job, or of what is cached when there
@@ -306,7 +296,7 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 				partial[i] = within
 				report()
 			}
-			st, err := s.tensorStats(ctx, o, n, progress)
+			_, err = s.tensorStats(ctx, o, n, progress)
 			switch {
 			case err != nil && ctx.Err() != nil:
 				mu.Lock()
@@ -316,9 +306,6 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 				s.log.Warn("statistics failed", "id", id, "path", u.paths[0], "err", err)
 				finish(i, u, false)
 			default:
-				for _, q := range u.paths[1:] {
-					s.stats.put(statsKey{id, q}, st)
-				}
 				finish(i, u, true)
 			}
 		}()

@@ -82,7 +82,7 @@ func (s *Server) handleCheckpoint(c echo.Context) error {
 	}
 	defer release()
 	p := views.NewCheckpointPage(fileMeta(o), o.ck).WithView(c.QueryParam("view"))
-	p.AddStats(s.statsLookup(o.id))
+	p.AddStats(s.statsLookup(o))
 	if o.ck.Tensors > 0 {
 		p.Stats = statsJobView(o.id, s.statsProgress(o))
 	}
@@ -118,7 +118,7 @@ func (s *Server) handleNode(c echo.Context) error {
 		return err
 	}
 	p := views.NewNodePage(fileMeta(o), o.ck, n, offset, views.DefaultLimit)
-	p.AddStats(s.statsLookup(o.id))
+	p.AddStats(s.statsLookup(o))
 	if err := s.tensorPage(c, o, n, &p); err != nil {
 		return err
 	}
@@ -138,14 +138,14 @@ func (s *Server) handleChildren(c echo.Context) error {
 	}
 	defer release()
 	kids := views.NewChildren(fileMeta(o), o.ck, n, offset, views.DefaultLimit)
-	kids.AddStats(s.statsLookup(o.id))
+	kids.AddStats(s.statsLookup(o))
 	return s.render(c, http.StatusOK, templates.ChildrenFragment(kids))
 }
 
 // statsLookup reads the statistics cache of one checkpoint for tree rows: it never
 // computes anything.
-func (s *Server) statsLookup(id string) views.StatsLookup {
-	return func(pointer string) *tensor.Stats { return s.cachedStats(id, pointer) }
+func (s *Server) statsLookup(o *opened) views.StatsLookup {
+	return func(pointer string) *tensor.Stats { return s.cachedStats(o, pointer) }
 }
 
 // render writes a component as the response. It renders into a buffer first, so a failure

@@ -291,9 +291,10 @@ func numeric(n *loader.Node) error {
 	return nil
 }
 
-// cachedStats returns a tensor's statistics if they have been computed: never reads data.
-func (s *Server) cachedStats(id, path string) *tensor.Stats {
-	return s.stats.get(statsKey{id, path})
+// cachedStats returns a tensor's statistics if they have been computed (for it or for a
+// tensor tied to it): never reads data.
+func (s *Server) cachedStats(o *opened, path string) *tensor.Stats {
+	return s.stats.get(o.statsKey(path))
 }
 
 // tensorStats returns the statistics of tensor node n of checkpoint o, computing them
@@ -304,18 +305,8 @@ func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, pro
 		return nil, err
 	}
 	id, path := o.id, n.Path
-	// A tensor tied to others (the same view of the same storage under several keys) has
-	// their statistics: taken from the cache if any of them is there, else computed once
-	// under the first one's key, so that a request for each joins the same computation.
-	key := path
-	if _, unitOf := o.statsUnits(); unitOf[path] != nil {
-		u := unitOf[path]
-		if st := s.unitCached(id, u); st != nil {
-			return st, nil
-		}
-		key = u.paths[0]
-	}
-	st, err := s.stats.compute(ctx, statsKey{id, key}, func(ctx context.Context, p func(int64)) (*tensor.Stats, error) {
+	// Tied tensors share one key (statsKey), so a request for each joins one computation.
+	return s.stats.compute(ctx, o.statsKey(path), func(ctx context.Context, p func(int64)) (*tensor.Stats, error) {
 		o, release, err := s.cache.get(ctx, id)
 		if err != nil {
 			return nil, err
@@ -335,8 +326,4 @@ func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, pro
 		}
 		return st, nil
 	}, progress)
-	if err == nil && key != path {
-		s.stats.put(statsKey{id, path}, st)
-	}
-	return st, err
 }

@@ -91,8 +91,6 @@ func (s *Server) handleAPIStatsExport(c echo.Context) error {
 					return
 				case err != nil:
 					row.Err = forPeople(err)
-				default:
-					s.unitCached(o.id, u) // share with tied tensors
 				}
 			}
 			row.Stats = st
@@ -225,7 +223,7 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 		}
 		return nil
 	}
-	st := s.cachedStats(o.id, n.Path)
+	st := s.cachedStats(o, n.Path)
 	var err error
 	if st == nil && c.QueryParam("stats") == "compute" {
 		if st, err = s.tensorStats(c.Request().Context(), o, n, nil); err != nil {
