@@ -449,7 +449,12 @@ func mulOK(a, b int64) (int64, bool) {
 // pickles.
 func (op *opener) openZip() error {
 	zr, err := zip.NewReader(op.r, op.size)
-	if err != nil {
+	switch {
+	case errors.Is(err, zip.ErrFormat):
+		// The file starts like a zip (a torch.save archive) but its directory, at the end,
+		// cannot be found: most often a download or copy cut short.
+		return &Error{Msg: fmt.Sprintf("a zip archive (the torch.save format) whose central directory at the end is missing or damaged: the file may be truncated (it has %d bytes)", op.size), Offset: -1}
+	case err != nil:
 		return &Error{Msg: "not a valid zip archive: " + strings.TrimPrefix(err.Error(), "zip: "), Offset: -1}
 	}
 	byName := map[string]*zip.File{}

@@ -178,6 +178,19 @@ func TestTruncatedCheckpoints(t *testing.T) {
 	}
 }
 
+// A torch.save archive cut short (a download interrupted) says so, not just "invalid zip".
+func TestTruncatedArchiveSaysSo(t *testing.T) {
+	data, err := os.ReadFile("../../testdata/models/state_dict.pt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = openBytes(data[:len(data)/2])
+	var le *Error
+	if !errors.As(err, &le) || !strings.Contains(le.Msg, "may be truncated") {
+		t.Errorf("half of state_dict.pt: error %v, want a *loader.Error saying the file may be truncated", err)
+	}
+}
+
 // FuzzOpen drives every decoder (sniffing, the scanner, gopickle with our stand-ins, zip,
 // legacy and tar readers, view checks) with mutated fixtures.
 func FuzzOpen(f *testing.F) {
