@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -56,6 +57,22 @@ type Checkpoint struct {
 	Storages     []*Storage
 
 	index map[string]*Node
+	// closers release what the checkpoint's storages read from besides the file itself
+	// (the spool of a decompressed stream).
+	closers []io.Closer
+}
+
+// Close releases what the checkpoint holds besides the file it was opened from (a
+// decompressed stream's temporary file). Its tensors cannot be read after.
+func (c *Checkpoint) Close() error {
+	var first error
+	for _, cl := range c.closers {
+		if err := cl.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	c.closers = nil
+	return first
 }
 
 // ErrNotFound is returned by Checkpoint.Node for a pointer that names no node. Its text is
@@ -157,6 +174,12 @@ type Options struct {
 	MaxNodes    int   // nodes in the tree
 	MaxPickle   int64 // bytes of one pickle stream held in memory after large values are left in place
 	MaxInflate  int64 // bytes a compressed archive member may inflate to
+	// MaxDecompress bounds what a compressed file (joblib's zlib, gzip, bz2, lzma, xz and
+	// lz4 files) may decompress to; the stream goes to a temporary file, not to memory.
+	MaxDecompress int64
+	// Scratch makes the temporary file a decompressed stream is written to; it should be
+	// unlinked already, so that closing it frees it. nil means an unlinked os.CreateTemp.
+	Scratch func() (*os.File, error)
 }
 
 func (o Options) withDefaults() Options {
@@ -180,6 +203,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxInflate <= 0 {
 		o.MaxInflate = 64 << 20
+	}
+	if o.MaxDecompress <= 0 {
+		o.MaxDecompress = 4 << 30
 	}
 	return o
 }

@@ -256,6 +256,10 @@ func (c *converter) attrs(n *Node, entries []types.DictEntry, depth int) {
 }
 
 func (c *converter) object(n *Node, x *pyObject, depth int) {
+	if x.joblib != nil {
+		c.joblibArray(n, x, depth)
+		return
+	}
 	n.Kind, n.Type = KindObject, objectType(x)
 	if g, ok := x.cls.(*pyGlobal); ok {
 		n.Global = g.raw
@@ -304,6 +308,37 @@ func (c *converter) object(n *Node, x *pyObject, depth int) {
 	if len(x.args) > 0 {
 		n.Children = append(n.Children, c.child(types.NewTupleFromSlice(x.args), n, "__args__", "__args__", depth))
 	}
+}
+
+// joblibArray makes the array joblib.load returns for a NumpyArrayWrapper: the wrapper's
+// shape, dtype and order over the raw data that followed it, or the object array its nested
+// pickle holds; an ndarray subclass (numpy.matrix) gives its type.
+func (c *converter) joblibArray(n *Node, x *pyObject, depth int) {
+	attrs := map[string]any{}
+	if d, ok := x.state.(*types.Dict); ok {
+		for _, e := range *d {
+			if k, ok := e.Key.(string); ok {
+				attrs[k] = e.Value
+			}
+		}
+	}
+	cls := "numpy.ndarray"
+	if g, ok := attrs["subclass"].(*pyGlobal); ok && g.full != "numpy.ndarray" && g.full != "numpy.memmap" && g.full != "numpy.core.memmap.memmap" {
+		cls = g.raw
+	}
+	if objs, ok := x.joblib.(*joblibObjects); ok {
+		inner := c.node(objs.value, n.Path, depth)
+		c.nodes--
+		*n = *inner
+		if n.Kind == KindNDArray {
+			n.Type = cls
+		}
+		return
+	}
+	shape, _ := toInts(attrs["shape"])
+	dt, _ := attrs["dtype"].(*pyDType)
+	order, _ := attrs["order"].(string)
+	c.array(n, &pyArray{cls: cls, shape: shape, dtype: dt, fortran: order == "F", raw: x.joblib}, depth)
 }
 
 func dangerChain(o *pyObject) bool {

@@ -92,6 +92,8 @@ func init() {
 		"numpy.random._pickle.__randomstate_ctor", "numpy.random._pickle.__bit_generator_ctor",
 		"numpy.random._pickle.__generator_ctor", "numpy.random.__RandomState_ctor",
 		"numpy.core.numeric.dtype", "numpy.float64", "numpy.float32", "numpy.int64", "numpy.int32",
+		// joblib's array wrapper: its state is read, the array data after it is a byte range
+		"joblib.numpy_pickle.NumpyArrayWrapper", "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
 	} {
 		safeGlobals[s] = true
 	}

@@ -58,6 +58,22 @@ func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
 	if _, err := r.ReadAt(head, 0); err != nil && err != io.EOF {
 		return nil, fmt.Errorf("loader: read header: %w", err)
 	}
+	if c := detectCompressor(head); c != "" && !isSafetensors(head, size) {
+		if c == "compat" {
+			err = op.openZF()
+		} else {
+			for _, cc := range compressors {
+				if cc.name == c {
+					err = op.openCompressed(cc)
+				}
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		op.finish()
+		return op.ck, nil
+	}
 	if kind := sniffForeign(head, size); kind != "" {
 		return nil, &Error{Msg: kind, Offset: -1}
 	}
@@ -97,36 +113,32 @@ func sniffForeign(h []byte, size int64) string {
 		return "this is a 7-Zip archive; 7z containers are not supported (unpack it and upload the checkpoint inside)"
 	case has("Rar!"):
 		return "this is a RAR archive; RAR containers are not supported"
-	case has("\x1f\x8b"):
-		return "this is a gzip-compressed file; compressed pickles and .tar.gz archives are not supported yet (decompress it and upload what is inside)"
-	case has("BZh"):
-		return "this is a bzip2-compressed file; compressed pickles are not supported yet"
-	case has("\xfd7zXZ\x00"):
-		return "this is an xz-compressed file; compressed pickles are not supported yet"
-	case has("\x04\x22\x4d\x18"):
-		return "this is an lz4-compressed file; compressed pickles are not supported yet"
 	case has("\x28\xb5\x2f\xfd"):
-		return "this is a zstd-compressed file; compressed pickles are not supported yet"
-	case has("ZF0x"):
-		return "this is an old joblib (< 0.10) zlib-compressed pickle; not supported yet"
-	case len(h) >= 2 && h[0] == 0x78 && (h[1] == 0x01 || h[1] == 0x5e || h[1] == 0x9c || h[1] == 0xda):
-		return "this is a zlib-compressed file (joblib compression); compressed pickles are not supported yet"
-	case len(h) >= 3 && h[0] == 0x5d && h[1] == 0 && h[2] == 0:
-		return "this is an lzma-compressed file; compressed pickles are not supported yet"
-	}
-	if len(h) >= 9 && h[8] == '{' {
-		n := binary.LittleEndian.Uint64(h)
-		if n > 0 && int64(n) <= size-8 {
-			return "this is a safetensors file; safetensors are not supported yet"
-		}
+		return "this is a zstd-compressed file; joblib and torch never write zstd, so it is no checkpoint ckptview opens (decompress it and upload what is inside)"
 	}
 	return ""
 }
 
+// isSafetensors says whether a file starts like safetensors: a little-endian u64 header
+// length that fits the file, then the header's "{".
+func isSafetensors(h []byte, size int64) bool {
+	if len(h) < 9 || h[8] != '{' {
+		return false
+	}
+	n := binary.LittleEndian.Uint64(h)
+	return n > 0 && n <= uint64(size-8)
+}
+
 // scanOne scans the pickle at [start, end) of src and returns its rewritten stream.
 func (op *opener) scanOne(src io.ReaderAt, start, end int64, where string) (*scanner, *sv, error) {
+	return op.scanMode(src, start, end, where, modePickle)
+}
+
+// scanMode scans one pickle by the reading rules of the consumer mode names.
+func (op *opener) scanMode(src io.ReaderAt, start, end int64, where string, mode scanMode) (*scanner, *sv, error) {
 	s := &scanner{r: newSeqReader(src, start, end), o: op.o, where: where, start: start, fs: &op.fs,
-		nonce: op.nonce, ops: &op.ops, lazyMin: 4096}
+		nonce: op.nonce, ops: &op.ops, lazyMin: 4096, mode: mode}
+	s.r.pyFrames = mode != modePickle
 	v, err := s.run()
 	if err != nil {
 		var se *scanError
@@ -138,7 +150,9 @@ func (op *opener) scanOne(src io.ReaderAt, start, end int64, where string) (*sca
 		}
 		return s, nil, err
 	}
-	op.ck.Notes = append(op.ck.Notes, s.notes...)
+	if !s.sawWrapper { // past joblib's array data, pickle.load's reading is only scanned
+		op.ck.Notes = append(op.ck.Notes, s.notes...)
+	}
 	return s, v, nil
 }
 
@@ -170,6 +184,12 @@ func (op *opener) newCtx(src io.ReaderAt) *unpickleCtx {
 // openPickleFile opens a raw pickle or a legacy torch file (a sequence of pickles).
 func (op *opener) openPickleFile() error {
 	first, fv, err := op.scanOne(op.r, 0, op.size, mainPickle)
+	if first != nil && first.sawWrapper {
+		// A joblib file: joblib.load reads array data where pickle.load reads opcodes. Its
+		// reading is the one shown; what pickle.load would do was scanned just now.
+		op.ck.Format = "joblib"
+		return op.openJoblib(op.r, op.size, modeJoblib)
+	}
 	if err != nil {
 		var le *Error
 		if errors.As(err, &le) && le.Offset == 0 && len(op.fs.list) == 0 && notPickleStart(op.r, le.Msg) {
@@ -189,7 +209,26 @@ func (op *opener) openPickleFile() error {
 	if err != nil {
 		return err
 	}
-	op.trailing(first.r.pos)
+	op.trailing(op.r, op.size, first.r.pos)
+	op.ck.Notes = append(op.ck.Notes, ctx.legacyNotes...)
+	return op.build(v)
+}
+
+// openJoblib opens a pickle the way joblib.load reads it (mode modeJoblib), or the way its
+// loader for pre-0.10 files does (modeJoblibCompat).
+func (op *opener) openJoblib(src io.ReaderAt, size int64, mode scanMode) error {
+	op.ops = 0 // the candidate scans before count apart
+	s, _, err := op.scanMode(src, 0, size, mainPickle, mode)
+	if err != nil {
+		return err
+	}
+	ctx := op.newCtx(src)
+	ctx.objPickles = s.objPickles
+	v, err := op.unpickle(s, ctx, mainPickle)
+	if err != nil {
+		return err
+	}
+	op.trailing(src, size, s.r.filePosition())
 	op.ck.Notes = append(op.ck.Notes, ctx.legacyNotes...)
 	return op.build(v)
 }
@@ -211,12 +250,12 @@ func notPickleStart(r io.ReaderAt, msg string) bool {
 
 // trailing scans whatever follows the first pickle: a second pickle is a classic way to
 // hide a payload from tools that stop at the first STOP.
-func (op *opener) trailing(pos int64) {
-	for i := 2; pos < op.size && i <= 64; i++ {
+func (op *opener) trailing(src io.ReaderAt, size, pos int64) {
+	for i := 2; pos < size && i <= 64; i++ {
 		where := fmt.Sprintf("pickle %d (after the first STOP, at byte %d)", i, pos)
-		s, _, err := op.scanOne(op.r, pos, op.size, where)
+		s, _, err := op.scanOne(src, pos, size, where)
 		if err != nil {
-			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("%d bytes of data follow the pickle's STOP at byte %d; Python's pickle.load ignores them", op.size-pos, pos))
+			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("%d bytes of data follow the pickle's STOP at byte %d; Python's pickle.load ignores them", size-pos, pos))
 			return
 		}
 		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("a further pickle follows the first one at byte %d; it is scanned for findings but not shown", pos))

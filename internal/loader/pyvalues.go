@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"github.com/ckptview/ckptview/internal/pyrepr"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nlpodyssey/gopickle/pickle"
 	"github.com/nlpodyssey/gopickle/types"
 )
 
@@ -39,7 +41,13 @@ type pyObject struct {
 	dict     []types.DictEntry // SETITEM(S) on a dict subclass
 	display  string            // a readable value for known scalars (datetime, Decimal, slice)
 	typeName string            // overrides the class name
+	// joblib is the array data joblib.load reads after this NumpyArrayWrapper's BUILD: a
+	// *lazyBytes of raw data, or the *joblibObjects of an object array's own pickle.
+	joblib any
 }
+
+// joblibObjects is the value an object array's nested pickle unpickles to.
+type joblibObjects struct{ value any }
 
 // pyDict is a dict-like value with a type name (OrderedDict, defaultdict, Counter).
 type pyDict struct {
@@ -117,6 +125,16 @@ func (g *pyGlobal) PySetState(state any) error     { g.state = state; return nil
 func (o *pyObject) Call(args ...any) (any, error)  { return &pyObject{cls: o, args: args}, nil }
 func (o *pyObject) PyNew(args ...any) (any, error) { return &pyObject{cls: o, args: args}, nil }
 func (o *pyObject) PySetState(state any) error {
+	switch st := state.(type) {
+	case *joblibObjects:
+		o.joblib = st
+		return nil
+	case *lazyBytes:
+		if st.kind == 'j' {
+			o.joblib = st
+			return nil
+		}
+	}
 	o.state, o.hasState = state, true
 	return nil
 }
@@ -148,6 +166,8 @@ type unpickleCtx struct {
 	storageFor  func(key, dtype, location string, numel int64) (*Storage, error)
 	legacyNotes []string
 	viewsOf     []storageView
+	// objPickles are the rewritten pickles of joblib's object arrays (scanner.objPickles).
+	objPickles [][]byte
 }
 
 func (c *unpickleCtx) findClass(module, name string) (any, error) {
@@ -165,6 +185,9 @@ func (c *unpickleCtx) persistentLoad(pid any) (any, error) {
 				off, e1 := strconv.ParseInt(parts[1], 10, 64)
 				n, e2 := strconv.ParseInt(parts[2], 10, 64)
 				if e1 == nil && e2 == nil {
+					if parts[0][0] == 'n' {
+						return c.objectArray(off)
+					}
 					return &lazyBytes{src: c.src, off: off, n: n, kind: parts[0][0]}, nil
 				}
 			}
@@ -222,6 +245,21 @@ func (c *unpickleCtx) persistentLoad(pid any) (any, error) {
 		}
 	}
 	return nil, fmt.Errorf("unknown persistent id %q", clip(fmt.Sprint(tag)))
+}
+
+// objectArray unpickles the i-th object array joblib pickled inside its array data.
+func (c *unpickleCtx) objectArray(i int64) (any, error) {
+	if i < 0 || i >= int64(len(c.objPickles)) {
+		return nil, fmt.Errorf("no object array %d in this file", i)
+	}
+	u := pickle.NewUnpickler(bytes.NewReader(c.objPickles[i]))
+	u.FindClass = c.findClass
+	u.PersistentLoad = c.persistentLoad
+	v, err := u.Load()
+	if err != nil {
+		return nil, fmt.Errorf("the object array's pickle: %w", err)
+	}
+	return &joblibObjects{value: v}, nil
 }
 
 // view applies a legacy storage view (view_key, offset, size) if the id has one.

@@ -58,6 +58,11 @@ type sv struct {
 	raw              []byte
 	dataOff, dataLen int64
 	setstate         *sv // a __setstate__ planted on this instance by an earlier BUILD
+	// state and attrs are what BUILDs gave an instance whose attributes the scanner needs
+	// (joblib's array wrappers, numpy dtypes); opaque is set when some could not be read.
+	state  *sv
+	attrs  map[string]*sv
+	opaque bool
 }
 
 // setstateOf is the __setstate__ a BUILD on v would call, when the file planted one on the
@@ -80,7 +85,14 @@ var (
 	svFalseVal = &sv{kind: svBool, s: "False", fidx: -1}
 )
 
-const svKeepItems = 8
+// How many items the scanner keeps of a container, for printing calls and for evaluating
+// joblib's wrappers and numpy dtypes: lists and sets are only printed, tuples may be shapes
+// and dtype states, dicts may be an object's state.
+const (
+	svKeepItems = 8
+	svKeepTuple = 32
+	svKeepPairs = 32
+)
 
 func (v *sv) repr(budget int) string {
 	if v == nil {
@@ -226,6 +238,15 @@ type scanner struct {
 	notes     []string
 	proto     int
 	depth     int // pickles nested through pickle.loads
+	// mode is the consumer whose rules the scan follows; sawWrapper records, in modePickle,
+	// a BUILD of a joblib array wrapper (joblib.load would read array data there, while
+	// pickle.load reads on as opcodes).
+	mode       scanMode
+	sawWrapper bool
+	// objPickles holds the rewritten pickles of object arrays in joblib's array data, which
+	// the unpickler reads through their markers.
+	objPickles     [][]byte
+	objPickleBytes int64
 }
 
 type scanError struct {
@@ -267,9 +288,11 @@ func (s *scanner) popMark(off int64, op string) ([]*sv, error) {
 	return items, nil
 }
 
-func keep(items []*sv) ([]*sv, int) {
-	if len(items) > svKeepItems {
-		return append([]*sv(nil), items[:svKeepItems]...), len(items) - svKeepItems
+func keep(items []*sv) ([]*sv, int) { return keepN(items, svKeepItems) }
+
+func keepN(items []*sv, n int) ([]*sv, int) {
+	if len(items) > n {
+		return append([]*sv(nil), items[:n]...), len(items) - n
 	}
 	return append([]*sv(nil), items...), 0
 }
@@ -426,6 +449,9 @@ func (s *scanner) run() (result *sv, err error) {
 			return nil, s.fail(off, "more than %d pickle opcodes, this server's limit (-max-pickle-ops)", s.o.MaxOps)
 		}
 		op, err := r.readByte()
+		if err == errFrame {
+			return nil, s.fail(off, "an opcode runs past the end of its frame (Python's pickle module refuses this: pickle exhausted before end of frame)")
+		}
 		if err != nil {
 			return nil, s.fail(off, "pickle ends before its STOP opcode")
 		}
@@ -445,6 +471,9 @@ func (s *scanner) run() (result *sv, err error) {
 			}
 			if err == errShort {
 				return nil, s.fail(off, "opcode 0x%02x at the end of the data is cut short", op)
+			}
+			if err == errFrame {
+				return nil, s.fail(off, "opcode 0x%02x runs past the end of its frame (Python's pickle module refuses this: pickle exhausted before end of frame)", op)
 			}
 			return nil, err
 		}
@@ -791,7 +820,15 @@ func (s *scanner) step(off int64, op byte) error {
 		if err != nil {
 			return err
 		}
-		return s.checkLen(off, "FRAME", n)
+		if err := s.checkLen(off, "FRAME", n); err != nil {
+			return err
+		}
+		if s.mode != modePickle {
+			if err := s.r.startFrame(n); err != nil {
+				return s.fail(off, "%v (Python's pickle module refuses this)", err)
+			}
+		}
+		return nil
 	case 0x80: // PROTO
 		b, err := r.read(1)
 		if err != nil {
@@ -840,6 +877,7 @@ func (s *scanner) step(off int64, op byte) error {
 				}
 			}
 		}
+		s.applyState(inst, state)
 		if inst.kind == svGlobal {
 			// setstate on a module or class: overwrites what later globals resolve to
 			s.fs.add(Finding{Severity: SeverityDanger, Global: inst.s, Where: s.where, Offset: off - s.start,
@@ -852,7 +890,22 @@ func (s *scanner) step(off int64, op byte) error {
 				}
 			}
 		}
-		return s.emit(op)
+		if err := s.emit(op); err != nil {
+			return err
+		}
+		if wrapperKind(instanceClass(inst)) == "NumpyArrayWrapper" {
+			switch s.mode {
+			case modeJoblib:
+				return s.joblibArray(off, inst)
+			case modePickle:
+				if !s.sawWrapper {
+					// pickle.load would go on reading joblib's array data as opcodes
+					s.sawWrapper = true
+					s.where += " as pickle.load reads it (past joblib's first array data)"
+				}
+			}
+		}
+		return nil
 	case 'c', 'i': // GLOBAL, INST
 		mod, err := s.readLine(off, "GLOBAL", 1024)
 		if err != nil {
@@ -976,7 +1029,7 @@ func (s *scanner) step(off int64, op byte) error {
 		if err != nil {
 			return err
 		}
-		if d.kind == svDict && len(d.items) < 2*svKeepItems {
+		if d.kind == svDict && len(d.items) < 2*svKeepPairs {
 			d.items = append(d.items, k, v)
 		} else if d.kind == svDict {
 			d.more++
@@ -996,7 +1049,7 @@ func (s *scanner) step(off int64, op byte) error {
 		}
 		if d.kind == svDict {
 			for i := 0; i+1 < len(items); i += 2 {
-				if len(d.items) < 2*svKeepItems {
+				if len(d.items) < 2*svKeepPairs {
 					d.items = append(d.items, items[i], items[i+1])
 				} else {
 					d.more++
@@ -1012,10 +1065,7 @@ func (s *scanner) step(off int64, op byte) error {
 		if len(items)%2 != 0 {
 			return s.fail(off, "DICT with an odd number of values")
 		}
-		kept, more := keep(items)
-		if len(kept)%2 == 1 {
-			kept = kept[:len(kept)-1]
-		}
+		kept, more := keepN(items, 2*svKeepPairs)
 		s.push(&sv{kind: svDict, items: kept, more: more / 2, fidx: -1})
 		return s.emit(op)
 	case '}':
@@ -1038,12 +1088,15 @@ func (s *scanner) step(off int64, op byte) error {
 		if err != nil {
 			return err
 		}
-		kept, more := keep(items)
 		kind := svList
 		if op == 't' {
 			kind = svTuple
 		} else if op == 0x91 {
 			kind = svSet
+		}
+		kept, more := keep(items)
+		if kind == svTuple {
+			kept, more = keepN(items, svKeepTuple)
 		}
 		s.push(&sv{kind: kind, items: kept, more: more, fidx: -1})
 		return s.emit(op)
