@@ -396,6 +396,10 @@ func (c *converter) array(n *Node, a *pyArray, depth int) {
 	}
 	name, size, order := a.dtype.resolve()
 	t := &Tensor{DType: name, Shape: a.shape, Descr: a.dtype.descr()}
+	for _, f := range a.dtype.structFields() {
+		fname, _, _ := f.dtype.resolve()
+		t.Fields = append(t.Fields, Field{Name: f.name, DType: fname, Descr: f.dtype.descr(), Offset: f.offset, Shape: f.dtype.subShape})
+	}
 	numel := t.Numel()
 	t.Strides = contiguousStrides(a.shape, a.fortran)
 	n.Tensor = t

@@ -39,17 +39,6 @@ func readManifest(t testing.TB) []corpusEntry {
 	return out
 }
 
-// laterIssue says whether a corpus file's format belongs to a later issue (joblib, numpy
-// files, safetensors).
-func laterIssue(p string) bool {
-	ext := filepath.Ext(p)
-	switch {
-	case ext == ".npy", ext == ".npz", ext == ".safetensors":
-		return true
-	}
-	return false
-}
-
 // ifSupported finds the manifest's words for a file that is refused only while its format
 // is not supported.
 var ifSupported = regexp.MustCompile(`(?i)decode \(?[^)]*\)? ?if (\w+ )*supported|if archives are ever supported`)
@@ -129,7 +118,7 @@ func TestCorpus(t *testing.T) {
 	if len(entries) == 0 {
 		t.Fatal("no rows parsed from MANIFEST.md")
 	}
-	type tally struct{ ok, bad, later int }
+	type tally struct{ ok, bad int }
 	tallies := map[string]*tally{}
 	var lines []string
 	for _, e := range entries {
@@ -137,10 +126,6 @@ func TestCorpus(t *testing.T) {
 		if tl == nil {
 			tl = &tally{}
 			tallies[e.expected] = tl
-		}
-		if laterIssue(e.path) {
-			tl.later++
-			continue
 		}
 		r := openCorpusFile(filepath.Join(corpusDir, e.path))
 		if matches(e, r) {
@@ -164,10 +149,10 @@ func TestCorpus(t *testing.T) {
 	}
 	sort.Strings(keys)
 	var b strings.Builder
-	b.WriteString("corpus tally (expected outcome: as expected / not / later issue):\n")
+	b.WriteString("corpus tally (expected outcome: as expected / not):\n")
 	for _, k := range keys {
 		tl := tallies[k]
-		fmt.Fprintf(&b, "  %-13s %3d ok  %3d not  %3d later\n", k, tl.ok, tl.bad, tl.later)
+		fmt.Fprintf(&b, "  %-13s %3d ok  %3d not\n", k, tl.ok, tl.bad)
 	}
 	t.Log(b.String())
 }

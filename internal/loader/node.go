@@ -105,6 +105,18 @@ type Tensor struct {
 	Quant *Quantization
 	// Objects holds the items of a numpy object array (dtype "object"); Storage is nil then.
 	Objects []*Node
+	// Fields are the fields of a structured dtype (scikit-learn's Tree.nodes), in order.
+	Fields []Field
+}
+
+// Field is one field of a structured numpy dtype: its name, type, byte offset in an
+// element and, for a field that is itself an array, its shape.
+type Field struct {
+	Name   string
+	DType  string // numpy name: int64, float64...
+	Descr  string // "<i8"
+	Offset int64
+	Shape  []int64
 }
 
 // Quantization holds a quantized tensor's scheme. Per-channel scales and zero points are

@@ -58,7 +58,15 @@ func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
 	if _, err := r.ReadAt(head, 0); err != nil && err != io.EOF {
 		return nil, fmt.Errorf("loader: read header: %w", err)
 	}
-	if c := detectCompressor(head); c != "" && !isSafetensors(head, size) {
+	switch {
+	case bytes.HasPrefix(head, []byte(npyMagic)):
+		err = op.openNPY()
+		return op.done(err)
+	case isSafetensors(head, size):
+		err = op.openSafetensors()
+		return op.done(err)
+	}
+	if c := detectCompressor(head); c != "" {
 		if c == "compat" {
 			err = op.openZF()
 		} else {
@@ -85,6 +93,11 @@ func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
 	default:
 		err = op.openPickleFile()
 	}
+	return op.done(err)
+}
+
+// done finishes a successful open.
+func (op *opener) done(err error) (*Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -97,8 +110,10 @@ func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
 func sniffForeign(h []byte, size int64) string {
 	has := func(p string) bool { return bytes.HasPrefix(h, []byte(p)) }
 	switch {
-	case has("\x93NUMPY"):
-		return "this is a numpy .npy file; .npy files are not supported yet"
+	case has("version https://git-lfs.github.com/spec/"):
+		return "this is a Git LFS pointer file, not the checkpoint itself: the real file was never downloaded (run git lfs pull, or download the file itself rather than its pointer)"
+	case isHTML(h):
+		return "this is an HTML page, not a checkpoint (a download link that returned a web page, such as a login or a \"blob\" page instead of the raw file?)"
 	case has("\x89PNG\r\n\x1a\n"):
 		return "this is a PNG image, not a checkpoint"
 	case has("\xff\xd8\xff"):
@@ -117,6 +132,12 @@ func sniffForeign(h []byte, size int64) string {
 		return "this is a zstd-compressed file; joblib and torch never write zstd, so it is no checkpoint ckptview opens (decompress it and upload what is inside)"
 	}
 	return ""
+}
+
+// isHTML says whether a file starts like an HTML page.
+func isHTML(h []byte) bool {
+	t := bytes.ToLower(bytes.TrimLeft(h, " \t\r\n\xef\xbb\xbf"))
+	return bytes.HasPrefix(t, []byte("<!doctype html")) || bytes.HasPrefix(t, []byte("<html")) || bytes.HasPrefix(t, []byte("<head"))
 }
 
 // isSafetensors says whether a file starts like safetensors: a little-endian u64 header
@@ -659,6 +680,9 @@ func (op *opener) member(f *zip.File, limit int64) (io.ReaderAt, int64, error) {
 // openPlainZip opens a zip that is not a torch archive: each member that is a pickle is
 // scanned and shown under its name.
 func (op *opener) openPlainZip(zr *zip.Reader) error {
+	if isNPZ(zr) {
+		return op.openNPZ(zr)
+	}
 	op.ck.Format = "zip"
 	root := &pyDict{typeName: "zip archive"}
 	var names, encrypted []string
@@ -699,8 +723,6 @@ func (op *opener) openPlainZip(zr *zip.Reader) error {
 		switch {
 		case len(encrypted) > 0:
 			return &Error{Msg: "zip archive with encrypted members (" + strings.Join(encrypted, ", ") + "); encrypted archives cannot be read", Offset: -1}
-		case npy > 0 && npy == len(names):
-			return &Error{Msg: "this is a numpy .npz archive; .npz files are not supported yet", Offset: -1}
 		}
 		sort.Strings(names)
 		if len(names) > 8 {
@@ -709,6 +731,23 @@ func (op *opener) openPlainZip(zr *zip.Reader) error {
 		return &Error{Msg: "zip archive with no checkpoint or pickle inside (members: " + strings.Join(names, ", ") + ")", Offset: -1}
 	}
 	return op.build(root)
+}
+
+// isNPZ says whether a zip is what numpy.savez writes: every member is a .npy file (numpy
+// reads any zip as an NpzFile; this is the test for opening one as such rather than as a zip
+// of pickles).
+func isNPZ(zr *zip.Reader) bool {
+	n := 0
+	for _, f := range zr.File {
+		if f.FileInfo().IsDir() {
+			continue
+		}
+		if !strings.HasSuffix(f.Name, ".npy") {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 func looksLikePickle(b []byte) bool {

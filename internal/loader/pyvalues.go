@@ -104,7 +104,9 @@ type pyDType struct {
 	order  byte   // '<', '>', '|', '='
 	elsize int
 	names  []string
-	fields any
+	fields any // name -> (dtype, offset[, title]), as numpy pickles them
+	// subShape is the shape of a structured field that is itself an array ("('x', '<f4', (3,))").
+	subShape []int64
 }
 
 // pyArray is a numpy ndarray being rebuilt.
@@ -970,11 +972,71 @@ func (d *pyDType) resolve() (string, int, byte) {
 	return code, n, order
 }
 
-// descr is numpy's dtype.str-like description ("<f4", "[('a', '<i4'), ...]").
+// structField is one field of a structured dtype.
+type structField struct {
+	name   string
+	dtype  *pyDType
+	offset int64
+}
+
+// structFields lists a structured dtype's fields in order, or nil when they are unknown.
+func (d *pyDType) structFields() []structField {
+	fd, ok := d.fields.(*types.Dict)
+	if !ok || len(d.names) == 0 {
+		return nil
+	}
+	var out []structField
+	for _, name := range d.names {
+		v, ok := fd.Get(name)
+		t, ok2 := v.(*types.Tuple)
+		if !ok || !ok2 || t.Len() < 2 {
+			return nil
+		}
+		sub, ok := t.Get(0).(*pyDType)
+		off, ok2 := toInt64(t.Get(1))
+		if !ok || !ok2 {
+			return nil
+		}
+		out = append(out, structField{name: name, dtype: sub, offset: off})
+	}
+	return out
+}
+
+// fieldDescr is a field's descr as numpy writes it in dtype.descr: "<i8", or with its shape.
+func (d *pyDType) fieldDescr() string {
+	s := d.descr()
+	if len(d.subShape) > 0 {
+		parts := make([]string, len(d.subShape))
+		for i, n := range d.subShape {
+			parts[i] = strconv.FormatInt(n, 10)
+		}
+		sh := strings.Join(parts, ", ")
+		if len(parts) == 1 {
+			sh += ","
+		}
+		return "(" + pyQuote(s) + ", (" + sh + "))"
+	}
+	return pyQuote(s)
+}
+
+// descr is numpy's description of the dtype: dtype.str for plain ones ("<f4"), and for
+// structured ones the fields with their types and offsets, as numpy's repr gives them when
+// they are not packed: {'names': [...], 'formats': [...], 'offsets': [...], 'itemsize': n}.
 func (d *pyDType) descr() string {
 	name, size, order := d.resolve()
 	if len(d.names) > 0 {
-		return fmt.Sprintf("structured %s: fields %s", name, strings.Join(d.names, ", "))
+		fs := d.structFields()
+		if fs == nil {
+			return fmt.Sprintf("structured %s: fields %s", name, strings.Join(d.names, ", "))
+		}
+		names, formats, offsets := make([]string, len(fs)), make([]string, len(fs)), make([]string, len(fs))
+		for i, f := range fs {
+			names[i] = pyQuote(f.name)
+			formats[i] = f.dtype.fieldDescr()
+			offsets[i] = strconv.FormatInt(f.offset, 10)
+		}
+		return fmt.Sprintf("{'names': [%s], 'formats': [%s], 'offsets': [%s], 'itemsize': %d}",
+			strings.Join(names, ", "), strings.Join(formats, ", "), strings.Join(offsets, ", "), size)
 	}
 	if name == "object" {
 		return "|O"
