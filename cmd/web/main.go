@@ -60,6 +60,7 @@ type options struct {
 	maxNodes     int
 	maxPickle    byteSize
 	maxInflate   byteSize
+	maxDecomp    byteSize
 
 	openConcurrency  int
 	cacheSize        int
@@ -91,6 +92,7 @@ func defaultOptions() options {
 		maxNodes:         100_000,
 		maxPickle:        16 << 20,
 		maxInflate:       16 << 20,
+		maxDecomp:        4 << 30,
 		openConcurrency:  2,
 		cacheSize:        1024,
 		cacheMemory:      64 << 20,
@@ -131,6 +133,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.IntVar(&o.maxNodes, "max-nodes", o.maxNodes, "values in a file's tree")
 	fs.Var(&o.maxPickle, "max-pickle", "bytes of one pickle held in memory (large values stay in the file)")
 	fs.Var(&o.maxInflate, "max-inflate", "bytes a compressed archive member may inflate to")
+	fs.Var(&o.maxDecomp, "max-decompress", "bytes a compressed file (joblib's zlib, gzip, bz2, lzma, xz, lz4; an .npz member) may decompress to, written to a temporary file in the data directory")
 
 	fs.IntVar(&o.openConcurrency, "open-concurrency", o.openConcurrency, "files opened at once server-wide; others wait")
 	fs.IntVar(&o.cacheSize, "cache-size", o.cacheSize, "opened checkpoints kept")
@@ -196,6 +199,8 @@ func (o options) serverConfig() server.Config {
 			MaxNodes:    o.maxNodes,
 			MaxPickle:   int64(o.maxPickle),
 			MaxInflate:  int64(o.maxInflate),
+			// Scratch is set by the server: its temporary files live in the store
+			MaxDecompress: int64(o.maxDecomp),
 		},
 		OpenConcurrency:  o.openConcurrency,
 		CacheSize:        o.cacheSize,

@@ -434,6 +434,26 @@ func smallFloats(n *loader.Node) ([]float64, bool) {
 	return out, true
 }
 
+// ItemViewOf is the view of a loader tensor whose values are only copied, not decoded: a
+// numeric tensor as ViewOf gives it, or a numpy str, bytes or structured array as items of
+// its size with its numpy description (for .npy and raw downloads). nil for object arrays
+// and tensors without data.
+func ItemViewOf(t *loader.Tensor) *tensor.View {
+	if v := ViewOf(t); v != nil {
+		return v
+	}
+	if t == nil || t.Storage == nil || t.Storage.Data == nil || t.Objects != nil || t.Layout != "" || t.Quant != nil {
+		return nil
+	}
+	size := loader.DTypeSize(t.DType)
+	if size <= 0 || t.Descr == "" || t.DType == "object" {
+		return nil
+	}
+	return &tensor.View{DType: t.DType, Shape: t.Shape, Strides: t.Strides, Offset: t.StorageOffset,
+		Data: t.Storage.Data, DataOffset: t.Storage.Offset, DataSize: t.Storage.Size,
+		ItemSize: int64(size), NPYDescr: t.Descr}
+}
+
 // ViewOf is the tensor view of a loader tensor, or nil when it has no decodable storage.
 func ViewOf(t *loader.Tensor) *tensor.View {
 	if t == nil || t.Storage == nil || t.Storage.Data == nil || tensor.ElementSize(t.DType) == 0 {

@@ -116,7 +116,7 @@ type StatsJSON struct {
 	Max       *float64      `json:"max"`
 	Mean      *float64      `json:"mean"`
 	Std       *float64      `json:"std"`
-	L2        float64       `json:"l2"`
+	L2        *float64      `json:"l2"`
 	Zeros     int64         `json:"zeros"`
 	NaN       int64         `json:"nan"`
 	PosInf    int64         `json:"posinf"`
@@ -132,14 +132,15 @@ type HistogramJSON struct {
 
 // NewStatsJSON converts statistics for JSON.
 func NewStatsJSON(s *tensor.Stats) StatsJSON {
+	// null: no finite value, or a sum that overflows float64 (values near 1e300)
 	opt := func(f float64) *float64 {
-		if math.IsNaN(f) {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return nil
 		}
 		return &f
 	}
 	out := StatsJSON{Numel: s.Numel, Count: s.Count, Min: opt(s.Min), Max: opt(s.Max), Mean: opt(s.Mean), Std: opt(s.Std),
-		L2: s.L2, Zeros: s.Zeros, NaN: s.NaN, PosInf: s.PosInf, NegInf: s.NegInf,
+		L2: opt(s.L2), Zeros: s.Zeros, NaN: s.NaN, PosInf: s.PosInf, NegInf: s.NegInf,
 		Histogram: HistogramJSON{Edges: s.Histogram.Edges, Counts: s.Histogram.Counts}}
 	if out.Histogram.Edges == nil {
 		out.Histogram.Edges, out.Histogram.Counts = []float64{}, []int64{}

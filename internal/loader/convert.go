@@ -402,6 +402,9 @@ func (c *converter) array(n *Node, a *pyArray, depth int) {
 	}
 	numel := t.Numel()
 	t.Strides = contiguousStrides(a.shape, a.fortran)
+	if a.strides != nil {
+		t.Strides = a.strides
+	}
 	n.Tensor = t
 	if name == "object" {
 		var items []any
@@ -441,13 +444,101 @@ func (c *converter) array(n *Node, a *pyArray, depth int) {
 	default:
 		st.Data, st.Size = bytes.NewReader(nil), 0
 	}
-	if numel*int64(size) != st.Size {
+	if numel*int64(size) != st.Size && !a.field {
 		c.ck.Notes = append(c.ck.Notes, fmt.Sprintf("%s: array data is %d bytes, but %v %s needs %d", displayPath(n.Path), st.Size, a.shape, name, numel*int64(size)))
 	}
 	t.Storage = st
 	st.Users = append(st.Users, n.Path)
-	c.ck.Storages = append(c.ck.Storages, st)
-	c.count(t)
+	if a.field {
+		st.Location = "field"
+		t.Column = true
+	} else {
+		c.ck.Storages = append(c.ck.Storages, st)
+		c.count(t)
+	}
+	if len(t.Fields) > 0 && size > 0 && numel*int64(size) <= st.Size {
+		c.fields(n, a, st, int64(size), depth)
+	}
+}
+
+// fields adds a structured array's fields as children: each field of every element, as an
+// array of the field's dtype (and shape) over a view of the same bytes, so that a column
+// such as scikit-learn's Tree.nodes["threshold"] has its own statistics and downloads.
+func (c *converter) fields(n *Node, a *pyArray, st *Storage, itemsize int64, depth int) {
+	count := st.Size / itemsize
+	for _, f := range a.dtype.structFields() {
+		_, fsize, _ := f.dtype.resolve()
+		sub := int64(1)
+		for _, d := range f.dtype.subShape {
+			sub *= d
+		}
+		if fsize <= 0 || f.offset < 0 || f.offset+int64(fsize)*sub > itemsize {
+			continue
+		}
+		unit := int64(fsize) * sub
+		elem := &pyDType{code: f.dtype.code, order: f.dtype.order, elsize: f.dtype.elsize, names: f.dtype.names, fields: f.dtype.fields}
+		shape := append(append([]int64(nil), a.shape...), f.dtype.subShape...)
+		strides := make([]int64, 0, len(shape))
+		for _, s := range n.Tensor.Strides {
+			strides = append(strides, s*sub)
+		}
+		strides = append(strides, contiguousStrides(f.dtype.subShape, false)...)
+		data := &fieldBytes{src: st.Data, base: st.Offset, pitch: itemsize, off: f.offset, size: unit, count: count}
+		fa := &pyArray{cls: "numpy.ndarray", shape: shape, dtype: elem, raw: &lazyBytes{src: data, off: 0, n: count * unit, kind: 'b'},
+			field: true, strides: strides}
+		n.Children = append(n.Children, c.child(fa, n, f.name, f.name, depth))
+		if c.err != nil {
+			return
+		}
+	}
+}
+
+// fieldBytes presents one field of every element of a structured array as dense bytes:
+// element i's field is at i*size. Reads gather from the elements in bounded chunks.
+type fieldBytes struct {
+	src                           io.ReaderAt
+	base, pitch, off, size, count int64
+}
+
+func (f *fieldBytes) ReadAt(p []byte, off int64) (int, error) {
+	total := f.count * f.size
+	if off < 0 {
+		return 0, fmt.Errorf("loader: negative offset")
+	}
+	if off >= total {
+		return 0, io.EOF
+	}
+	want := int64(len(p))
+	if want > total-off {
+		want = total - off
+	}
+	done := int64(0)
+	chunk := make([]byte, 0, min(f.pitch*max(1, (1<<20)/f.pitch), 16<<20))
+	for done < want {
+		i := (off + done) / f.size
+		within := (off + done) % f.size
+		n := min(int64(cap(chunk))/f.pitch, f.count-i)
+		n = max(n, 1)
+		buf := chunk[:n*f.pitch]
+		m, err := f.src.ReadAt(buf, f.base+i*f.pitch)
+		if int64(m) < n*f.pitch && (err == nil || err == io.EOF) && int64(m) < (n-1)*f.pitch+f.off+f.size {
+			return int(done), io.ErrUnexpectedEOF
+		}
+		for k := int64(0); k < n && done < want; k++ {
+			from := k*f.pitch + f.off + within
+			w := min(f.size-within, want-done)
+			if from+w > int64(m) {
+				return int(done), io.ErrUnexpectedEOF
+			}
+			copy(p[done:done+w], buf[from:from+w])
+			done += w
+			within = 0
+		}
+	}
+	if done < int64(len(p)) {
+		return int(done), io.EOF
+	}
+	return int(done), nil
 }
 
 func displayPath(p string) string {

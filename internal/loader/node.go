@@ -105,8 +105,12 @@ type Tensor struct {
 	Quant *Quantization
 	// Objects holds the items of a numpy object array (dtype "object"); Storage is nil then.
 	Objects []*Node
-	// Fields are the fields of a structured dtype (scikit-learn's Tree.nodes), in order.
+	// Fields are the fields of a structured dtype (scikit-learn's Tree.nodes), in order;
+	// each is also a child node, a Column.
 	Fields []Field
+	// Column marks one field of a structured array shown as an array of its own: a view of
+	// its parent's bytes, so totals do not count it again.
+	Column bool
 }
 
 // Field is one field of a structured numpy dtype: its name, type, byte offset in an

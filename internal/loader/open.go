@@ -37,10 +37,7 @@ type opener struct {
 }
 
 func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
-	op := &opener{r: r, size: size, o: o, ck: &Checkpoint{BytesByDType: map[string]int64{}}}
-	var nb [8]byte
-	_, _ = rand.Read(nb[:])
-	op.nonce = hex.EncodeToString(nb[:])
+	op := newOpener(r, size, o)
 	defer func() {
 		if p := recover(); p != nil {
 			err = &Error{Msg: fmt.Sprintf("the file could not be read (%v)", p), Offset: -1}
@@ -50,7 +47,26 @@ func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
 			le.Findings = append(le.Findings, op.fs.list...)
 			ck = nil
 		}
+		if err != nil {
+			op.ck.Close() // a decompressed stream's spool
+		}
 	}()
+	return op.open()
+}
+
+func newOpener(r io.ReaderAt, size int64, o Options) *opener {
+	op := &opener{r: r, size: size, o: o, ck: &Checkpoint{BytesByDType: map[string]int64{}}}
+	var nb [8]byte
+	_, _ = rand.Read(nb[:])
+	op.nonce = hex.EncodeToString(nb[:])
+	return op
+}
+
+// open sniffs the format, in an order that no file can be two of: containers with magic
+// numbers first, then the compressed streams joblib recognises by their first bytes, then
+// pickles.
+func (op *opener) open() (*Checkpoint, error) {
+	size, r := op.size, op.r
 	if size == 0 {
 		return nil, &Error{Msg: "the file is empty", Offset: -1}
 	}
@@ -60,31 +76,24 @@ func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
 	}
 	switch {
 	case bytes.HasPrefix(head, []byte(npyMagic)):
-		err = op.openNPY()
-		return op.done(err)
+		return op.done(op.openNPY())
 	case isSafetensors(head, size):
-		err = op.openSafetensors()
-		return op.done(err)
+		return op.done(op.openSafetensors())
 	}
 	if c := detectCompressor(head); c != "" {
 		if c == "compat" {
-			err = op.openZF()
-		} else {
-			for _, cc := range compressors {
-				if cc.name == c {
-					err = op.openCompressed(cc)
-				}
+			return op.done(op.openZF())
+		}
+		for _, cc := range compressors {
+			if cc.name == c {
+				return op.done(op.openCompressed(cc))
 			}
 		}
-		if err != nil {
-			return nil, err
-		}
-		op.finish()
-		return op.ck, nil
 	}
 	if kind := sniffForeign(head, size); kind != "" {
 		return nil, &Error{Msg: kind, Offset: -1}
 	}
+	var err error
 	switch {
 	case bytes.HasPrefix(head, []byte("PK\x03\x04")) || bytes.HasPrefix(head, []byte("PK\x05\x06")):
 		err = op.openZip()

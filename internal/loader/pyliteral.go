@@ -30,8 +30,6 @@ type litParser struct {
 	depth int
 }
 
-var errLit = errors.New("not a Python literal")
-
 func parsePyLiteral(s string, longL bool) (pyLit, error) {
 	p := &litParser{s: s, longL: longL}
 	v, err := p.value()

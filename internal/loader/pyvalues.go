@@ -117,6 +117,10 @@ type pyArray struct {
 	fortran bool
 	raw     any
 	src     io.ReaderAt
+	// field marks one field of a structured array, shown as a column of it: a view of the
+	// same bytes, so not counted again; strides overrides the contiguous strides.
+	field   bool
+	strides []int64
 }
 
 // Interfaces gopickle drives.
@@ -1048,6 +1052,9 @@ func (d *pyDType) descr() string {
 	}
 	if code == "" {
 		return ""
+	}
+	if code[0] == 'U' {
+		size /= 4 // numpy counts str in characters of 4 bytes
 	}
 	return fmt.Sprintf("%c%c%d", order, code[0], size)
 }

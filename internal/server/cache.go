@@ -191,8 +191,19 @@ func (c *checkpointCache) evict(el *list.Element) {
 	delete(c.entries, o.id)
 	c.bytes -= o.size
 	o.evicted = true
-	if o.refs == 0 && o.blob != nil {
+	if o.refs == 0 {
+		o.close()
+	}
+}
+
+// close releases the entry's blob and what its checkpoint holds besides (a decompressed
+// stream's temporary file).
+func (o *opened) close() {
+	if o.blob != nil {
 		o.blob.Close()
+	}
+	if o.ck != nil {
+		o.ck.Close()
 	}
 }
 
@@ -200,8 +211,8 @@ func (c *checkpointCache) release(o *opened) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	o.refs--
-	if o.refs == 0 && o.evicted && o.blob != nil {
-		o.blob.Close()
+	if o.refs == 0 && o.evicted {
+		o.close()
 	}
 }
 
@@ -239,6 +250,9 @@ func (s *Server) openCheckpoint(ctx context.Context, id string) (*opened, error)
 	}
 	if ck == nil || ck.Root == nil {
 		blob.Close()
+		if ck != nil {
+			ck.Close()
+		}
 		return nil, fmt.Errorf("open %s: the loader returned no tree", id)
 	}
 	return &opened{id: id, meta: meta, ck: ck, blob: blob, size: treeBytes(ck)}, nil

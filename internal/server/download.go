@@ -76,7 +76,12 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	}
 	v, err := storedView(t)
 	if err != nil {
-		return err
+		// str, bytes and structured arrays have no numbers, but their items copy as they are
+		iv := export.ItemViewOf(t.Tensor)
+		if iv == nil || iv.ItemSize == 0 || iv.CheckItems() != nil {
+			return err
+		}
+		v = iv
 	}
 	st, err := tensor.NewStream(v, tensor.StreamOptions{NPY: format == "npy", KeepBits: as == "raw"})
 	if err != nil {

@@ -48,9 +48,6 @@ type expectedFile struct {
 	FileSize      int64      `json:"file_size"`
 }
 
-// laterFormats are formats the loader does not open yet (a later issue).
-var laterFormats = map[string]bool{"joblib": true}
-
 func readExpected(t *testing.T) map[string]expectedFile {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(fixturesDir, "expected.json"))
@@ -103,9 +100,6 @@ func TestFixturesOverHTTP(t *testing.T) {
 			}
 			rec := do(s, http.MethodPost, "/api/checkpoints?name="+url.QueryEscape(name), bytes.NewReader(data))
 			if rec.Code != http.StatusCreated {
-				if laterFormats[want.Format] {
-					t.Skipf("%s files are a later issue: upload = %d %.200s", want.Format, rec.Code, rec.Body)
-				}
 				t.Fatalf("upload %s = %d %.300s, want 201", name, rec.Code, rec.Body)
 			}
 			up := decode[uploadJSON](t, rec)

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -164,6 +165,20 @@ func New(cfg Config, deps Deps) *Server {
 			return loader.Open(r, size, cfg.Loader)
 		},
 		opens: make(chan struct{}, cfg.OpenConcurrency),
+	}
+	if s.cfg.Loader.Scratch == nil && s.store != nil {
+		// decompressed streams go to the store's own temporary directory (same disk as
+		// the blobs, cleaned if the process dies), unlinked at once
+		st := s.store
+		s.cfg.Loader.Scratch = func() (*os.File, error) {
+			f, err := st.CreateTemp("inflated-*")
+			if err == nil {
+				_ = os.Remove(f.Name())
+			}
+			return f, err
+		}
+		lo := s.cfg.Loader
+		s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) { return loader.Open(r, size, lo) }
 	}
 	if s.static == nil {
 		s.static = echo.MustSubFS(web.Static, "static")

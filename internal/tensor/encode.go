@@ -36,6 +36,9 @@ type StreamOptions struct {
 
 // NewStream encodes v.
 func NewStream(v *View, o StreamOptions) (*Stream, error) {
+	if ElementSize(v.DType) == 0 && v.ItemSize > 0 && v.NPYDescr != "" {
+		return newItemStream(v, o)
+	}
 	if err := v.Check(); err != nil {
 		return nil, err
 	}
@@ -130,7 +133,28 @@ func NewStream(v *View, o StreamOptions) (*Stream, error) {
 	return s, nil
 }
 
-// npyHeader is a version 1.0 .npy header, padded so the data starts at a multiple of 64.
+// newItemStream copies items of a dtype this package does not decode (str, bytes,
+// structured) as they are: byte order and fields stay as NPYDescr describes them.
+func newItemStream(v *View, o StreamOptions) (*Stream, error) {
+	if err := v.CheckItems(); err != nil {
+		return nil, err
+	}
+	s := &Stream{v: v, inES: v.ItemSize, outES: v.ItemSize, l: v.layout(), OutDType: v.DType, Descr: v.NPYDescr}
+	if o.NPY {
+		s.header = npyHeader(s.Descr, v.Shape)
+	}
+	if v.Numel() > (math.MaxInt64-int64(len(s.header)))/s.outES {
+		return nil, fmt.Errorf("tensor: a view of %d elements is too large to encode", v.Numel())
+	}
+	s.size = int64(len(s.header)) + v.Numel()*s.outES
+	s.direct = s.l.outer == 1 || v.Numel() == 0
+	return s, nil
+}
+
+// npyHeader is a .npy header, padded so the data starts at a multiple of 64: version 1.0,
+// or 2.0 when it is longer than 1.0 allows, or 3.0 when a field name is not ASCII (as
+// numpy's write_array chooses). descr is a type code ("<f4") or a structured dtype's
+// literal ("[('x', '<i4')]", "{'names': ...}").
 func npyHeader(descr string, shape []int64) []byte {
 	dims := make([]string, len(shape))
 	for i, d := range shape {
@@ -141,12 +165,31 @@ func npyHeader(descr string, shape []int64) []byte {
 		sh += ","
 	}
 	sh += ")"
-	dict := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': %s, }", descr, sh)
-	total := 10 + len(dict) + 1
+	lit := "'" + descr + "'"
+	if strings.HasPrefix(descr, "[") || strings.HasPrefix(descr, "{") {
+		lit = descr
+	}
+	dict := fmt.Sprintf("{'descr': %s, 'fortran_order': False, 'shape': %s, }", lit, sh)
+	version, lenBytes := byte(1), 2
+	for i := 0; i < len(dict); i++ {
+		if dict[i] >= 0x80 {
+			version, lenBytes = 3, 4
+			break
+		}
+	}
+	if version == 1 && len(dict)+64 > 0xffff {
+		version, lenBytes = 2, 4
+	}
+	total := 8 + lenBytes + len(dict) + 1
 	pad := (64 - total%64) % 64
 	h := make([]byte, 0, total+pad)
-	h = append(h, "\x93NUMPY\x01\x00"...)
-	h = binary.LittleEndian.AppendUint16(h, uint16(len(dict)+pad+1))
+	h = append(h, "\x93NUMPY"...)
+	h = append(h, version, 0)
+	if lenBytes == 2 {
+		h = binary.LittleEndian.AppendUint16(h, uint16(len(dict)+pad+1))
+	} else {
+		h = binary.LittleEndian.AppendUint32(h, uint32(len(dict)+pad+1))
+	}
 	h = append(h, dict...)
 	h = append(h, strings.Repeat(" ", pad)...)
 	return append(h, '\n')

@@ -29,6 +29,11 @@ type View struct {
 	ChannelAxis   int
 	ChannelScales []float64
 	ChannelZeros  []int64
+	// ItemSize and NPYDescr describe elements this package does not decode (numpy str,
+	// bytes and structured dtypes): they can still be copied into a .npy file or as raw
+	// bytes, item by item, with NPYDescr in the header.
+	ItemSize int64
+	NPYDescr string
 }
 
 // ErrUnsupported is returned for dtypes whose values this package does not decode
@@ -46,9 +51,19 @@ func (v *View) Numel() int64 {
 
 // Check verifies that the dtype is decodable and that every element of the view lies in the
 // storage, without overflow.
-func (v *View) Check() error {
-	es := int64(ElementSize(v.DType))
-	if es == 0 {
+func (v *View) Check() error { return v.check(int64(ElementSize(v.DType))) }
+
+// CheckItems is Check for a view whose elements are only copied: numeric dtypes, or items of
+// ItemSize bytes.
+func (v *View) CheckItems() error {
+	if es := ElementSize(v.DType); es > 0 {
+		return v.check(int64(es))
+	}
+	return v.check(v.ItemSize)
+}
+
+func (v *View) check(es int64) error {
+	if es <= 0 {
 		return fmt.Errorf("%w: %s", ErrUnsupported, v.DType)
 	}
 	if len(v.Strides) != len(v.Shape) {

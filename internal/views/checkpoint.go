@@ -225,7 +225,7 @@ func dtypeRows(ck *loader.Checkpoint) []DTypeRow {
 	byName := map[string]*DTypeRow{}
 	seen := viewSet{}
 	loader.Walk(ck.Root, func(n *loader.Node) {
-		if (n.Kind != loader.KindTensor && n.Kind != loader.KindNDArray) || n.Tensor == nil {
+		if (n.Kind != loader.KindTensor && n.Kind != loader.KindNDArray) || n.Tensor == nil || n.Tensor.Column {
 			return
 		}
 		t := n.Tensor

@@ -62,10 +62,6 @@ func openFixtures(t *testing.T) map[string]fixtureFacts {
 	return out
 }
 
-// laterFormats are formats DESIGN.md leaves to a later issue: their fixtures are skipped
-// while the loader cannot open them.
-var laterFormats = []string{"joblib"}
-
 func open(t *testing.T, name string) (*loader.Checkpoint, FileMeta) {
 	t.Helper()
 	f, err := os.Open(filepath.Join(modelsDir, name))
@@ -79,14 +75,6 @@ func open(t *testing.T, name string) (*loader.Checkpoint, FileMeta) {
 	}
 	ck, err := loader.Open(f, fi.Size(), loader.Options{})
 	if err != nil {
-		if strings.Contains(err.Error(), "not implemented") {
-			t.Skipf("loader.Open is not implemented yet")
-		}
-		for _, f := range laterFormats {
-			if strings.HasSuffix(name, "."+f) {
-				t.Skipf("loader.Open(%s) = %v; %s is a later format", name, err, f)
-			}
-		}
 		t.Fatalf("loader.Open(%s) = %v", name, err)
 	}
 	return ck, FileMeta{ID: "fixture", Name: name, Size: fi.Size(), Format: ck.Format}

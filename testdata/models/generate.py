@@ -15,7 +15,10 @@ never from ckptview's Go code:
 - tree paths are computed twice and must agree: once by walking the live objects the way the
   pickler does (obj.__reduce_ex__(protocol), copyreg, state dicts), once by replaying the
   fixture's opcodes with a pickle.Unpickler whose find_class never imports anything;
-- the globals a file names come from pickletools opcode scans.
+- the globals a file names come from pickletools opcode scans;
+- .npy and .npz facts come from np.load and from reading the headers and zip records by hand;
+  safetensors files (written by write_safetensors below: there is no safetensors package here)
+  are read back with json and numpy only, and the facts come from that reading.
 
 See README.md for the path convention and for what each fixture exercises.
 """
@@ -32,6 +35,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import _compat_pickle  # noqa: E402
 import argparse  # noqa: E402
+import ast  # noqa: E402
+import bz2  # noqa: E402
 import collections  # noqa: E402
 import copyreg  # noqa: E402
 import datetime  # noqa: E402
@@ -39,7 +44,8 @@ import decimal  # noqa: E402
 import enum  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
-import hashlib
+import hashlib  # noqa: E402
+import lzma  # noqa: E402
 import math  # noqa: E402
 import pickle  # noqa: E402
 import pickletools  # noqa: E402
@@ -47,12 +53,17 @@ import struct  # noqa: E402
 import types  # noqa: E402
 import warnings  # noqa: E402
 import zipfile  # noqa: E402
+import zlib  # noqa: E402
 from collections import OrderedDict  # noqa: E402
 
 import joblib  # noqa: E402
+import joblib.numpy_pickle_utils  # noqa: E402
+import lz4  # noqa: E402
+import lz4.frame  # noqa: E402
 import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
 import torch  # noqa: E402
+from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -548,10 +559,31 @@ class Replay(pickle._Unpickler):
         if self.joblib_file and isinstance(inst, Call) and inst.name == "joblib.numpy_pickle.NumpyArrayWrapper":
             st = inst.state
             dt = replay_dtype(st["dtype"])
+            # joblib commits the pickle frame right after the wrapper (NumpyPickler.save), so
+            # what follows BUILD is outside any frame: read it from the file itself.
+            frame = self._unframer.current_frame
+            assert frame is None or frame.tell() == len(frame.getbuffer()), "frame not at its end"
             if dt.hasobject:
-                raise NotImplementedError("joblib object arrays")
-            pad = self.read(1)[0]
-            self.read(pad)
+                # joblib writes an object array as pickle.dump(array, file, protocol=2) right
+                # after the wrapper's BUILD (NumpyArrayWrapper.write_array) and reads it back with
+                # pickle.load(file): a nested pickle. Replay it the same way, on the same file,
+                # with a plain (not joblib) Replay; the outer frame ends at this BUILD (joblib
+                # commits it before writing the array), so the file is positioned at the nested
+                # PROTO and, after its STOP, at the next outer opcode.
+                start = self.file.tell()
+                nested = Replay(self.file)
+                nested.globals_seen = self.globals_seen
+                arr = nested.load()
+                assert isinstance(arr, Call) and arr.name == "numpy.core.multiarray._reconstruct", arr
+                arr.joblib_pickle = (start, self.file.tell())
+                self.stack[-1] = arr
+                return
+            # joblib's rule (NumpyArrayWrapper.safe_get_numpy_array_alignment_bytes): one byte n
+            # and n padding bytes only when the wrapper has numpy_array_alignment_bytes and it is
+            # not None (joblib <= 1.1 wrote none).
+            if st.get("numpy_array_alignment_bytes") is not None:
+                pad = self.read(1)[0]
+                self.read(pad)
             nbytes = int(np.prod(st["shape"])) * dt.itemsize
             offset = self.file.tell()
             self.read(nbytes)
@@ -729,8 +761,43 @@ class ReplayTree:
                     "objects": None}
         version, shape, dtc, is_fortran, raw = x.state
         dt = replay_dtype(dtc)
-        return {"shape": list(shape), "dtype": dt, "fortran_order": bool(is_fortran),
+        info = {"shape": list(shape), "dtype": dt, "fortran_order": bool(is_fortran),
                 "objects": raw if dt.hasobject else None}
+        if hasattr(x, "joblib_pickle"):  # a joblib object array: the nested pickle's extent
+            info["joblib_pickle"] = x.joblib_pickle
+        return info
+
+
+# How joblib tells its codecs apart: the first bytes of the file (joblib.compressor's
+# _ZLIB_PREFIX, _GZIP_PREFIX, ... in the order joblib registers them). An uncompressed joblib
+# file starts with the pickle's PROTO (0x80).
+JOBLIB_PREFIXES = [("zlib", b"x"), ("gzip", b"\x1f\x8b"), ("bz2", b"BZ"), ("lzma", b"\x5d\x00"),
+                   ("xz", b"\xfd\x37\x7a\x58\x5a"), ("lz4", b"\x04\x22\x4d\x18")]
+
+
+def joblib_stream(path):
+    """(codec or None, the pickle stream joblib.load reads): a compressed joblib file is
+    decompressed whole with the module joblib's own file objects use (zlib.decompressobj with
+    wbits 15 for zlib and 31 for gzip, bz2, lzma with FORMAT_ALONE / FORMAT_XZ, lz4.frame)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    codec = next((name for name, prefix in JOBLIB_PREFIXES if data.startswith(prefix)), None)
+    with open(path, "rb") as f:  # joblib must detect the same codec
+        detected = joblib.numpy_pickle_utils._detect_compressor(f)
+    assert detected == (codec or "not-compressed"), (path, detected, codec)
+    if codec is None:
+        return None, data
+    if codec in ("zlib", "gzip"):
+        d = zlib.decompressobj(zlib.MAX_WBITS if codec == "zlib" else 31)
+        raw = d.decompress(data) + d.flush()
+        assert d.eof and not d.unused_data, path
+    elif codec == "bz2":
+        raw = bz2.decompress(data)
+    elif codec in ("lzma", "xz"):
+        raw = lzma.decompress(data, format=lzma.FORMAT_ALONE if codec == "lzma" else lzma.FORMAT_XZ)
+    else:
+        raw = lz4.frame.decompress(data)
+    return codec, raw
 
 
 def read_pickles(path):
@@ -863,11 +930,50 @@ def torch_facts(path, t):
 
 
 def le_digest(a):
-    """sha256 of the values as C-contiguous little-endian bytes: what a raw download holds."""
+    """sha256 of the values as C-contiguous little-endian bytes: what a raw download holds.
+    Structured arrays: every field little-endian, the record bytes as the dtype lays them out.
+    str arrays: UCS-4 little-endian code units; bytes arrays: the bytes, NUL padded."""
     a = np.ascontiguousarray(a)
-    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
+    if a.dtype.fields is not None:
+        le = a.dtype.newbyteorder("<")
+        if le != a.dtype:
+            a = a.astype(le)
+    elif a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
         a = a.astype(a.dtype.newbyteorder("<"))
     return hashlib.sha256(a.tobytes()).hexdigest()
+
+
+def contiguous_strides(shape, fortran=False):
+    """Strides in elements of a contiguous layout; a 0 dimension counts as 1 (as torch and
+    numpy's own stride filling do), so (2, 0) is [1, 1] and (0, 3) is [3, 1]."""
+    dims = list(shape)[::-1] if not fortran else list(shape)
+    out, n = [], 1
+    for d in dims:
+        out.append(n)
+        n *= max(int(d), 1)
+    return out[::-1] if not fortran else out
+
+
+def byteorder_name(dt):
+    """"big" or "little", as numpy_facts spells a dtype's byte order ("|" counts as little)."""
+    return "big" if dt.byteorder == ">" or (dt.byteorder == "=" and sys.byteorder == "big") else "little"
+
+
+def field_facts(dt):
+    """A structured dtype's fields in order: name, descr (as .npy headers spell a dtype), byte
+    offset; subarray fields add their shape."""
+    out = []
+    for name in dt.names:
+        fdt, off = dt.fields[name][:2]
+        f = {"name": name}
+        if fdt.subdtype is not None:
+            base, shape = fdt.subdtype
+            f.update(descr=np.lib.format.dtype_to_descr(base), shape=list(shape))
+        else:
+            f["descr"] = np.lib.format.dtype_to_descr(fdt)
+        f["offset"] = int(off)
+        out.append(f)
+    return out
 
 
 def numpy_facts(path, a, file_dtype=None):
@@ -875,19 +981,29 @@ def numpy_facts(path, a, file_dtype=None):
     loaded one (numpy byte-swaps big-endian arrays to native order when it unpickles them)."""
     dt = file_dtype if file_dtype is not None else a.dtype
     assert dt.name == a.dtype.name and dt.itemsize == a.dtype.itemsize
+    fortran = bool(a.flags.f_contiguous and not a.flags.c_contiguous)
+    # numpy gives some zero-size arrays all-0 strides (np.zeros((0, 3))); such an array holds
+    # no element, so report the contiguous layout's strides instead.
+    strides = ([s // dt.itemsize for s in a.strides] if a.size else
+               contiguous_strides(a.shape, fortran))
     out = {"path": path, "kind": "ndarray", "type": type_name(type(a)), "dtype": dt.name,
            "descr": dt.descr if dt.fields else dt.str,
            "byteorder": "big" if dt.byteorder == ">" else "little",
            "shape": list(a.shape),
-           "strides": [s // dt.itemsize for s in a.strides], "storage_offset": 0,
+           "strides": strides, "storage_offset": 0,
            "numel": int(a.size), "itemsize": dt.itemsize,
-           "fortran_order": bool(a.flags.f_contiguous and not a.flags.c_contiguous)}
+           "fortran_order": fortran}
     if dt.hasobject:
         return out
-    flat = a.reshape(-1)
+    flat = np.asarray(a).reshape(-1)  # np.asarray: a numpy.matrix stays 2-D when reshaped
     out["first"] = first_values(flat, dt.name in ("float32", "float16", "complex64"))
-    if dt.kind in "biufc" and not dt.fields:
+    if dt.fields:
+        out["fields"] = field_facts(dt)
+        out["sha256_le"] = le_digest(a)
+    elif dt.kind in "biufc":
         out["stats"] = stats_of(flat)
+        out["sha256_le"] = le_digest(a)
+    elif dt.kind in "US":
         out["sha256_le"] = le_digest(a)
     return out
 
@@ -1284,6 +1400,524 @@ DTYPE_SIZES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64":
                "qint8": 1, "quint8": 1, "qint32": 4}
 
 
+# ----------------------------------------------------------------------------------------
+# Formats without a pickle at the top: .npy, .npz and safetensors. Their facts come from reading
+# each file back by hand from its format description and from numpy's own reader; the two must
+# agree.
+
+
+def jsonable(v):
+    """v as JSON would give it back (tuples become lists)."""
+    return json.loads(json.dumps(v, ensure_ascii=False))
+
+
+def dedup(names):
+    return list(dict.fromkeys(names))
+
+
+def plain_entry(fmt, root_kind, nodes, tensors, path, scalars=None, types=None, notes=()):
+    """An expected.json entry with the same keys as the pickle formats' (no pickle: no globals,
+    no findings, no refs)."""
+    out = {"format": fmt, "root_kind": root_kind, "globals": [], "danger": [], "findings": [],
+           "tensors": tensors, "shared_storage": [], "refs": {}, "scalars": scalars or {},
+           "types": types or {}, "nodes": nodes}
+    if notes:
+        out["notes"] = list(notes)
+    out["file_size"] = os.path.getsize(path)
+    return out
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy_header(f):
+    """The header of the .npy at f's position, read by hand from the format description
+    (numpy.lib.format): magic, version byte pair, header length as little-endian u2 (1.0) or
+    u4 (2.0, 3.0), then a Python dict literal (latin-1; UTF-8 from 3.0) padded with spaces and
+    ended by a newline. data_offset is where the array bytes (or the pickle) start."""
+    start = f.tell()
+    assert f.read(6) == NPY_MAGIC
+    major, minor = f.read(2)
+    if major == 1:
+        (hlen,) = struct.unpack("<H", f.read(2))
+    else:
+        assert major in (2, 3), major
+        (hlen,) = struct.unpack("<I", f.read(4))
+    text = f.read(hlen).decode("utf-8" if major >= 3 else "latin-1")
+    assert text.endswith("\n"), text
+    d = ast.literal_eval(text)
+    assert sorted(d) == ["descr", "fortran_order", "shape"], d
+    return {"npy_version": [major, minor], "header_len": hlen, "data_offset": f.tell() - start,
+            "descr": d["descr"], "fortran_order": d["fortran_order"], "shape": list(d["shape"])}
+
+
+def check_npy_header(head, a, facts):
+    assert jsonable(head["descr"]) == jsonable(facts["descr"]), (head["descr"], facts["descr"])
+    assert jsonable(head["descr"]) == jsonable(np.lib.format.dtype_to_descr(a.dtype))
+    assert head["shape"] == list(a.shape)
+    if a.ndim > 1 and a.size > 1:  # else C and Fortran order are the same layout
+        assert head["fortran_order"] == facts["fortran_order"], (head, facts["fortran_order"])
+
+
+def npy_writer(version=None, allow_pickle=False):
+    """np.save, or numpy.lib.format.write_array with a forced format version."""
+    def write(a, path):
+        with open(path, "wb") as f:
+            if version is None:
+                np.save(f, a, allow_pickle=allow_pickle)
+            else:
+                np.lib.format.write_array(f, a, version=version, allow_pickle=allow_pickle)
+    return write
+
+
+def describe_npy(fx, path):
+    fx.writer(fx.obj, path)
+    with open(path, "rb") as f:
+        data = f.read()
+    head = read_npy_header(io.BytesIO(data))
+    off = head["data_offset"]
+    f = io.BytesIO(data)  # numpy's own header reader must agree
+    version = np.lib.format.read_magic(f)
+    shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+    assert list(version) == head["npy_version"] and f.tell() == off
+    assert list(shape) == head["shape"] and fortran == head["fortran_order"]
+
+    a = np.load(path, allow_pickle=dtype.hasobject)  # our own file; object arrays unpickle
+    assert a.dtype == dtype and list(a.shape) == head["shape"]
+    live, before = Walk(3), Walk(3)
+    live.walk(a)
+    before.walk(fx.obj)
+    assert before.nodes == live.nodes, fx.name
+    facts = numpy_facts("", a)
+    check_npy_header(head, a, facts)
+    # the header's own descr and fortran_order (equal to what the loaded array says, checked)
+    facts.update(descr=head["descr"], fortran_order=head["fortran_order"],
+                 npy_version=head["npy_version"], header_len=head["header_len"], data_offset=off)
+    entry = plain_entry("npy", live.nodes[0][1], live.nodes, [facts], path, live.scalars,
+                        live.types, fx.notes)
+    if dtype.hasobject:
+        # the array is a pickle after the header (numpy writes protocol 3): replay it too
+        sf = io.BytesIO(data)
+        sf.seek(off)
+        r = Replay(sf)
+        root = r.load()
+        assert sf.tell() == len(data), fx.name
+        tree = ReplayTree()
+        tree.walk(root)
+        assert tree.nodes == live.nodes and tree.refs == live.refs, (tree.nodes, live.nodes)
+        scanned = dedup(scan_globals(data[off:]))
+        assert scanned == dedup(r.globals_seen), (scanned, r.globals_seen)
+        entry.update(pickle_protocol=data[off + 1], globals=scanned,
+                     danger=[g for g in scanned if is_dangerous(g)], refs=live.refs)
+        assert not entry["danger"]
+    else:
+        mm = np.load(path, mmap_mode="r")
+        assert mm.offset == off, (mm.offset, off)
+        del mm
+        assert data[off:] == a.tobytes(order="F" if head["fortran_order"] else "C"), fx.name
+    return entry
+
+
+DOS_DATE_1980 = (0 << 9) | (1 << 5) | 1  # 1980-01-01, the earliest DOS date
+
+
+def zero_zip_times(path):
+    """np.savez stamps each member with the current local time; set every DOS time and date
+    (local headers and central directory) to 1980-01-01 00:00:00 so the file is the same on
+    every run. No other byte changes."""
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
+        infos, pos = z.infolist(), z.start_dir
+    for info in infos:
+        h = info.header_offset
+        assert data[h:h + 4] == b"PK\x03\x04" and data[pos:pos + 4] == b"PK\x01\x02"
+        data[h + 10:h + 14] = struct.pack("<HH", 0, DOS_DATE_1980)
+        data[pos + 12:pos + 16] = struct.pack("<HH", 0, DOS_DATE_1980)
+        n, e, c = struct.unpack("<HHH", data[pos + 28:pos + 34])
+        pos += 46 + n + e + c
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def npz_writer(save):
+    def write(arrays, path):
+        save(path, **arrays)
+        zero_zip_times(path)
+    return write
+
+
+def describe_npz(fx, path):
+    fx.writer(fx.obj, path)
+    with open(path, "rb") as f:
+        data = f.read()
+    with zipfile.ZipFile(path) as z:
+        infos = z.infolist()
+        members = {i.filename: z.read(i.filename) for i in infos}
+    with np.load(path) as npz:
+        keys = list(npz.files)
+        arrays = {k: npz[k] for k in keys}
+    assert keys == [i.filename[:-4] if i.filename.endswith(".npy") else i.filename for i in infos]
+    live, before = Walk(3), Walk(3)
+    live.walk(arrays)
+    before.walk(fx.obj)
+    assert before.nodes == live.nodes, fx.name
+    tensors = []
+    for info, k in zip(infos, keys):
+        a = arrays[k]
+        facts = numpy_facts(join("", k), a)
+        h = info.header_offset
+        assert data[h:h + 4] == b"PK\x03\x04"
+        name_len, extra_len = struct.unpack("<HH", data[h + 26:h + 30])
+        member_offset = h + 30 + name_len + extra_len
+        member = members[info.filename]
+        head = read_npy_header(io.BytesIO(member))
+        check_npy_header(head, a, facts)
+        compressed = info.compress_type != zipfile.ZIP_STORED
+        stored = data[member_offset:member_offset + info.compress_size]
+        if compressed:
+            assert info.compress_type == zipfile.ZIP_DEFLATED
+            assert zlib.decompress(stored, -15) == member
+        else:
+            assert stored == member
+        facts.update(member=info.filename, compressed=compressed,
+                     compression="deflate" if compressed else "store", member_offset=member_offset,
+                     member_size=info.file_size, member_compressed_size=info.compress_size,
+                     npy_version=head["npy_version"], header_len=head["header_len"],
+                     npy_data_offset=head["data_offset"])
+        order = "F" if head["fortran_order"] else "C"
+        assert member[head["data_offset"]:] == a.tobytes(order=order)
+        if not compressed:
+            facts["data_offset"] = member_offset + head["data_offset"]
+            assert data[facts["data_offset"]:facts["data_offset"] + a.nbytes] == a.tobytes(order=order)
+        tensors.append(facts)
+    entry = plain_entry("npz", "dict", live.nodes, tensors, path, live.scalars, live.types,
+                        fx.notes)
+    entry["archive"] = {"records": [i.filename for i in infos]}
+    return entry
+
+
+# safetensors (https://github.com/huggingface/safetensors, README "Format"): an 8-byte
+# little-endian u64 N, N bytes of UTF-8 JSON {name: {"dtype", "shape", "data_offsets": [begin,
+# end]}, ..., "__metadata__": {str: str}} (offsets relative to the byte buffer after the header),
+# then that buffer: every tensor little-endian, C order, back to back with no gaps.
+
+# dtype -> (name in expected.json, element size, numpy dtype of the raw little-endian elements)
+ST_DTYPES = {
+    "F64": ("float64", 8, "<f8"), "F32": ("float32", 4, "<f4"), "F16": ("float16", 2, "<f2"),
+    "BF16": ("bfloat16", 2, "<u2"), "I64": ("int64", 8, "<i8"), "I32": ("int32", 4, "<i4"),
+    "I16": ("int16", 2, "<i2"), "I8": ("int8", 1, "i1"), "U8": ("uint8", 1, "u1"),
+    "BOOL": ("bool", 1, "?"), "F8_E4M3": ("float8_e4m3fn", 1, "u1"),
+    "F8_E5M2": ("float8_e5m2", 1, "u1"),
+}
+# The reference writer's Dtype enum order (safetensors/src/tensor.rs, "increasing alignment"):
+# it lays tensors out by descending dtype, then by name.
+ST_ORDER = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32",
+            "F32", "F64", "I64", "U64"]
+
+
+def write_safetensors(tensors, path, metadata=None):
+    """A minimal safetensors writer following the specification and the reference writer
+    (safetensors/src/tensor.rs prepare/serialize): tensors sorted by descending dtype then name,
+    laid out back to back from offset 0; the header is compact JSON with "__metadata__" first,
+    then the tensors in layout order, padded with spaces to a multiple of 8 bytes.
+    tensors: {name: (dtype, shape, raw little-endian C-order bytes)}."""
+    items = sorted(tensors.items(), key=lambda kv: (-ST_ORDER.index(kv[1][0]), kv[0].encode()))
+    header, offset = {}, 0
+    if metadata is not None:
+        header["__metadata__"] = dict(metadata)
+    for name, (dtype, shape, raw) in items:
+        assert len(raw) == math.prod(shape) * ST_DTYPES[dtype][1], name
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+    hb = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    hb += b" " * ((8 - len(hb) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for _, (_, _, raw) in items:
+            f.write(raw)
+
+
+def fp8_value(code, dtype):
+    """The value of one 8-bit float code (OCP 8-bit floating point spec; arXiv 2209.05433).
+    F8_E4M3 is E4M3FN: bias 7, no infinities, S.1111.111 is NaN. F8_E5M2: bias 15, IEEE-like
+    (exponent 31 is inf or NaN)."""
+    sign = -1.0 if code & 0x80 else 1.0
+    if dtype == "F8_E4M3":
+        e, m = (code >> 3) & 0xF, code & 7
+        if e == 15 and m == 7:
+            return math.nan
+        return sign * (m / 8 * 2.0 ** -6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7))
+    e, m = (code >> 2) & 0x1F, code & 3
+    if e == 31:
+        return sign * math.inf if m == 0 else math.nan
+    return sign * (m / 4 * 2.0 ** -14 if e == 0 else (1 + m / 4) * 2.0 ** (e - 15))
+
+
+FP8_TABLES = {d: np.array([fp8_value(c, d) for c in range(256)], dtype=np.float32)
+              for d in ("F8_E4M3", "F8_E5M2")}
+
+
+def check_fp8_tables():
+    # E5M2 is the top byte of an IEEE float16: every code must decode as numpy's float16 does.
+    f16 = (np.arange(256, dtype=np.uint16) << 8).view(np.float16).astype(np.float32)
+    t = FP8_TABLES["F8_E5M2"]
+    assert np.array_equal(np.isnan(t), np.isnan(f16)) and np.array_equal(t[~np.isnan(t)], f16[~np.isnan(f16)])
+    # E4M3FN reference points from the OCP spec
+    t = FP8_TABLES["F8_E4M3"]
+    known = {0x00: 0.0, 0x01: 2.0 ** -9, 0x07: 7 * 2.0 ** -9, 0x08: 2.0 ** -6, 0x38: 1.0, 0x30: 0.5,
+             0x3C: 1.5, 0x40: 2.0, 0x7E: 448.0, 0xFE: -448.0, 0xC0: -2.0, 0x80: -0.0}
+    for code, v in known.items():
+        assert t[code] == v and math.copysign(1, t[code]) == math.copysign(1, v), (hex(code), t[code], v)
+    assert np.isnan(t[0x7F]) and np.isnan(t[0xFF]) and np.isnan(t).sum() == 2
+
+
+def fp8_encode(values, dtype):
+    """Codes of exactly representable values (by the table; -0.0 and 0.0 kept apart)."""
+    table = FP8_TABLES[dtype]
+    out = []
+    for v in values:
+        codes = [c for c in range(256) if table[c] == v and math.copysign(1, table[c]) == math.copysign(1, v)]
+        assert len(codes) == 1, (dtype, v, codes)
+        out.append(codes[0])
+    return np.array(out, dtype=np.uint8)
+
+
+def bf16_encode(values):
+    """bfloat16 bits of float32 values: the top 16 bits with round-to-nearest-even (no NaNs)."""
+    b = np.asarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    assert not np.isnan(np.asarray(values, dtype=np.float32)).any()
+    out = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
+    # torch's own float32 -> bfloat16 conversion must give the same bits
+    t = torch.from_numpy(np.asarray(values, dtype=np.float32).copy()).to(torch.bfloat16)
+    assert np.array_equal(t.view(torch.int16).numpy().view(np.uint16), out)
+    return out
+
+
+def st_tensor(dtype, values, shape=None):
+    """(dtype, shape, raw bytes) for write_safetensors, from float/int/bool values."""
+    a = np.asarray(values)
+    shape = list(a.shape) if shape is None else list(shape)
+    if dtype == "BF16":
+        raw = bf16_encode(a.reshape(-1)).astype("<u2").tobytes()
+    elif dtype.startswith("F8_"):
+        raw = fp8_encode(a.reshape(-1).tolist(), dtype).tobytes()
+    else:
+        raw = np.ascontiguousarray(a, dtype=ST_DTYPES[dtype][2]).tobytes()
+    return (dtype, shape, raw)
+
+
+def read_safetensors(path):
+    """Reads a safetensors file back with json and numpy only: (header size N, header pairs in
+    file order, metadata, {name: dict(dtype, shape, begin, end, raw, values)})."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    text = data[8:8 + n].decode("utf-8")
+    assert text.startswith("{") and text.rstrip(" ").endswith("}"), text[-16:]
+    pairs = json.loads(text, object_pairs_hook=lambda kv: kv)
+    names = [k for k, _ in pairs]
+    assert len(set(names)) == len(names), "duplicate keys"
+    buf = data[8 + n:]
+    metadata, out, ends = None, {}, []
+    for name, info in pairs:
+        if name == "__metadata__":
+            metadata = dict(info)
+            assert all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+            continue
+        info = dict(info)
+        assert sorted(info) == ["data_offsets", "dtype", "shape"], info
+        dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+        _, size, raw_dtype = ST_DTYPES[dtype]
+        numel = math.prod(shape)
+        assert end - begin == numel * size and 0 <= begin <= end <= len(buf), (name, info)
+        raw = buf[begin:end]
+        elems = np.frombuffer(raw, dtype=raw_dtype)
+        if dtype == "BF16":
+            values = (elems.astype(np.uint32) << 16).view(np.float32)
+        elif dtype.startswith("F8_"):
+            values = FP8_TABLES[dtype][elems]
+        else:
+            values = elems
+        out[name] = {"dtype": dtype, "shape": shape, "begin": begin, "end": end, "raw": raw,
+                     "bits": elems, "values": values.reshape(shape)}
+        ends.append((begin, end))
+    # the buffer is covered exactly, without gaps or overlaps
+    pos = 0
+    for begin, end in sorted(ends):
+        assert begin == pos, (begin, pos)
+        pos = end
+    assert pos == len(buf), (pos, len(buf))
+    return n, pairs, metadata, out
+
+
+def safetensors_writer(metadata=None):
+    return lambda tensors, path: write_safetensors(tensors, path, metadata)
+
+
+def describe_safetensors(fx, path):
+    fx.writer(fx.obj, path)
+    n, pairs, metadata, read = read_safetensors(path)
+    # what was written must be what was read
+    assert sorted(read) == sorted(fx.obj)
+    for name, (dtype, shape, raw) in fx.obj.items():
+        got = read[name]
+        assert got["dtype"] == dtype and got["shape"] == list(shape) and got["raw"] == raw, name
+    nodes, scalars, tensors = [["", "dict"]], {}, []
+    for name, _ in pairs:
+        p = join("", name)
+        if name == "__metadata__":
+            nodes.append([p, "dict"])
+            for k, v in metadata.items():
+                nodes.append([join(p, k), "str"])
+                scalars[join(p, k)] = v
+            continue
+        nodes.append([p, "tensor"])
+        t = read[name]
+        dname = ST_DTYPES[t["dtype"]][0]
+        flat = np.asarray(t["values"]).reshape(-1)
+        single = dname in ("float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
+        facts = {"path": p, "kind": "tensor", "dtype": dname, "st_dtype": t["dtype"],
+                 "shape": t["shape"], "strides": contiguous_strides(t["shape"]), "storage_offset": 0,
+                 "numel": int(flat.size), "data_offsets": [t["begin"], t["end"]],
+                 "file_offset": 8 + n + t["begin"], "nbytes": t["end"] - t["begin"],
+                 "first": first_values(flat, single), "stats": stats_of(flat),
+                 "sha256_le": hashlib.sha256(t["raw"]).hexdigest()}
+        if t["dtype"] == "BF16" or t["dtype"].startswith("F8_"):
+            facts["first_bits"] = [int(b) for b in t["bits"][:8]]
+            # as for torch's bfloat16 elsewhere: what a download holds is float32 values
+            # (sha256_bits is the stored codes)
+            facts["sha256_bits"] = facts["sha256_le"]
+            facts["sha256_le"] = le_digest(np.asarray(t["values"], dtype=np.float32))
+        else:  # numpy's own dtype: the digest is le_digest's
+            assert facts["sha256_le"] == le_digest(t["values"])
+        tensors.append(facts)
+    entry = plain_entry("safetensors", "dict", nodes, tensors, path, scalars, {}, fx.notes)
+    entry.update(header_size=n, data_start=8 + n, metadata=metadata)
+    return entry
+
+
+def make_st_dtypes():
+    """One tensor per safetensors dtype; BF16 and F8 values are encoded by bf16_encode and
+    fp8_encode (exactly representable F8 values: small integers, halves, extremes)."""
+    check_fp8_tables()
+    rs = np.random.RandomState(14)
+    return {
+        "f64": st_tensor("F64", rs.randn(2, 3)),
+        "f32": st_tensor("F32", rs.randn(3, 4).astype(np.float32)),
+        "f16": st_tensor("F16", np.array([65504.0, -0.0, 6.1035156e-05, 5.9604645e-08, 1 / 3,
+                                          np.inf, np.nan, -1.5], dtype=np.float16)),
+        # 1.00390625 and 1.01171875 are float32 ties: to even gives 1.0 and 1.015625
+        "bf16": st_tensor("BF16", np.array([[1 / 3, math.pi, -2.5, 1e30],
+                                            [-1e-30, 1.00390625, 1.01171875, 0.0]], dtype=np.float32)),
+        "i64": st_tensor("I64", np.array([-(2**63), -1, 0, 2**53 + 1, 2**63 - 1], dtype=np.int64)),
+        "i32": st_tensor("I32", np.array([[-(2**31), -1], [0, 2**31 - 1]], dtype=np.int32)),
+        "i16": st_tensor("I16", np.array([-32768, -1, 0, 32767], dtype=np.int16)),
+        "i8": st_tensor("I8", np.array([-128, -1, 0, 1, 127], dtype=np.int8)),
+        "u8": st_tensor("U8", np.array([[0, 1, 128], [200, 254, 255]], dtype=np.uint8)),
+        "bool": st_tensor("BOOL", np.array([[True, False, True], [False, False, True]])),
+        "f8_e4m3": st_tensor("F8_E4M3", [0.0, 1.0, -2.0, 0.5, 1.5, 448.0, -2.0 ** -9, 3.5]),
+        "f8_e5m2": st_tensor("F8_E5M2", [[0.0, 1.0, -2.0, 0.5], [1.5, 57344.0, 2.0 ** -16, math.inf]]),
+        "scalar": st_tensor("F32", np.array(2.5, dtype=np.float32)),
+        "empty": st_tensor("F32", np.zeros((0, 4), dtype=np.float32)),
+    }
+
+
+def make_st_gpt_tiny():
+    """Float32 tensors named like a GPT-2 state dict (Conv1D weights are (in, out))."""
+    rs = np.random.RandomState(15)
+    d, vocab, ctx = 8, 16, 8
+
+    def w(*shape):
+        return st_tensor("F32", (rs.randn(*shape) * 0.02).astype(np.float32))
+
+    return {
+        "wte.weight": w(vocab, d),
+        "wpe.weight": w(ctx, d),
+        "h.0.ln_1.weight": st_tensor("F32", np.ones(d, np.float32)),
+        "h.0.ln_1.bias": st_tensor("F32", np.zeros(d, np.float32)),
+        "h.0.attn.c_attn.weight": w(d, 3 * d),
+        "h.0.attn.c_attn.bias": w(3 * d),
+        "h.0.attn.c_proj.weight": w(d, d),
+        "h.0.attn.c_proj.bias": w(d),
+        "h.0.mlp.c_fc.weight": w(d, 4 * d),
+        "h.0.mlp.c_proj.weight": w(4 * d, d),
+        "ln_f.weight": st_tensor("F32", np.ones(d, np.float32)),
+        "ln_f.bias": st_tensor("F32", np.zeros(d, np.float32)),
+    }
+
+
+def make_joblib_arrays():
+    rs = np.random.RandomState(16)
+    return {
+        "f32_c": rs.randn(3, 4).astype(np.float32),
+        "f64_fortran": np.asfortranarray(rs.randn(4, 3)),
+        "i64_0d": np.array(-7, dtype=np.int64),
+        "empty_f32": np.zeros((0, 5), dtype=np.float32),
+        "bool": np.array([True, False, True, True]),
+        "unicode": np.array(["a", "hé", "été!!", "優良"], dtype="<U5"),
+        "bytes": np.array([b"ab", b"xyz", b""], dtype="S3"),
+        "object": np.array([1, "abc", {"a": 1}, None], dtype=object),
+        "matrix": np.matrix([[1.0, 2.0], [3.0, 4.0]]),
+        "be_i4": np.array([[1, -2, 3], [2**31 - 1, -(2**31), 0]], dtype=">i4"),
+        "structured": np.array([(1, 2.5), (-3, 4.0), (7, -0.5)], dtype=[("x", "<i4"), ("y", "<f8")]),
+        "list": [1, 2.5, "three", None],
+        "name": "ckptview joblib fixture",
+    }
+
+
+def make_npz():
+    return {"a": np.arange(6, dtype=np.float32).reshape(2, 3) / 4,
+            "b": np.arange(5, dtype=np.int64),
+            "c": np.array(["ab", "xyz", ""], dtype="<U3")}
+
+
+def npy_fixtures():
+    rs = np.random.RandomState(17)
+    v2 = np.array([(1, 0.5, True, 7, -2.25), (2, -1.5, False, 65535, 1e300), (3, 0.0, True, 0, -0.0)],
+                  dtype=[("id", "<i8"), ("score", "<f4"), ("flag", "?"), ("count", "<u2"),
+                         ("weight", "<f8")])
+    node = np.dtype([("left_child", "<i8"), ("threshold", "<f8"), ("flag", "u1")], align=False)
+    specs = [
+        ("npy_f32.npy", rs.randn(3, 4).astype(np.float32), None, []),
+        ("npy_fortran.npy", np.asfortranarray(np.arange(24, dtype=np.float64).reshape(2, 3, 4) / 8),
+         None, ["fortran_order True: the bytes are in column-major order, strides [1, 2, 6]."]),
+        ("npy_bigendian.npy", np.array([1.5, -2.25, np.nan, np.inf, 1e-310], dtype=">f8"), None,
+         ["descr >f8: numpy.load keeps big-endian; the file holds big-endian bytes."]),
+        ("npy_v2.npy", v2, (2, 0), ["Format version 2.0 forced: the header length is a u4."]),
+        ("npy_v3.npy", np.array([(1, 0.5), (-2, 2.5)], dtype=[("π", "<i4"), ("ä", "<f8")]), (3, 0),
+         ["Format version 3.0: UTF-8 header (non-ASCII field names)."]),
+        ("npy_structured.npy", np.array([(1, 0.5, 1), (-1, -2.0, 0), (3, 1e-3, 255), (-1, 0.0, 2)],
+                                        dtype=node), None,
+         ["Packed (align=False) struct: itemsize 17, offsets 0, 8, 16."]),
+        ("npy_str.npy", np.array(["a", "hé", "été!!", "優良"], dtype="<U5"), None, []),
+        ("npy_bytes.npy", np.array([b"ab", b"wxyz", b"", b"a\xffb"], dtype="|S4"), None,
+         ["first: bytes as latin-1 strings."]),
+        ("npy_bool.npy", np.array([[True, False, True], [False, False, True]]), None, []),
+        ("npy_f16.npy", np.array([65504.0, -0.0, 6.1035156e-05, 5.9604645e-08, 1 / 3, np.nan, np.inf,
+                                  -1.5], dtype=np.float16), None, []),
+        ("npy_c64.npy", np.array([[1 + 2j, -0.5 - 0.25j], [3j, np.inf]], dtype=np.complex64), None,
+         []),
+        ("npy_scalar.npy", np.array(42, dtype=np.int32), None, ["0-d: shape []."]),
+        ("npy_empty.npy", np.zeros((0, 3), dtype=np.float32), None, []),
+    ]
+    out = [Fixture(name, a, npy_writer(version), None, fmt="npy", notes=notes)
+           for name, a, version, notes in specs]
+    out.append(Fixture("npy_object.npy", np.array([1, "abc", {"a": 1}], dtype=object),
+                       npy_writer(allow_pickle=True), None, fmt="npy", notes=[
+                           "Object array: after the header, a pickle (protocol 3) of the whole "
+                           "array (data_offset is where it starts); its items are nodes /0, /1, /2.",
+                       ]))
+    return out
+
+
+def joblib_writer(compress=0, protocol=None):
+    """joblib.dump(obj, filename, compress=..., protocol=...): the filename is passed so joblib
+    could pick the codec by extension, and compress is passed explicitly as (method, level)."""
+    return lambda obj, path: joblib.dump(obj, path, compress=compress, protocol=protocol)
+
+
 class Fixture:
     def __init__(self, name, obj, writer, proto, load=None, notes=(), fmt=None):
         self.name, self.obj, self.writer, self.proto = name, obj, writer, proto
@@ -1293,6 +1927,9 @@ class Fixture:
 def describe(fx):
     """Writes one fixture and returns its expected facts."""
     path = os.path.join(HERE, fx.name)
+    plain = {"npy": describe_npy, "npz": describe_npz, "safetensors": describe_safetensors}
+    if fx.fmt in plain:
+        return plain[fx.fmt](fx, path)
     fx.writer(fx.obj, path)
     fmt, pickles = read_pickles(path)
     if fx.fmt:
@@ -1322,11 +1959,19 @@ def describe(fx):
     # Walk 2: replay the opcodes (benign fixtures only; the malicious ones are never loaded,
     # not even by this replay).
     replay = None
+    if fmt == "joblib":
+        codec, stream = joblib_stream(path)
+        assert stream[0] == pickle.PROTO[0] and stream[1] == fx.proto, (fx.name, stream[:2])
     if fx.load:
-        r = Replay(io.BytesIO(main), joblib_file=(fmt == "joblib"))
         if fmt == "joblib":
-            r = Replay(open(path, "rb"), joblib_file=True)
+            # the decompressed stream: offsets below are offsets in it
+            sf = io.BytesIO(stream)
+            r = Replay(sf, joblib_file=True)
+        else:
+            r = Replay(io.BytesIO(main))
         root = r.load()
+        if fmt == "joblib":
+            assert sf.tell() == len(stream), (fx.name, sf.tell(), len(stream))
         replay = ReplayTree()
         replay.walk(root)
         if fmt == "joblib":
@@ -1406,7 +2051,18 @@ def describe(fx):
                 assert ri["dtype"] == t.dtype or ri["dtype"] == t.dtype.newbyteorder(), (fx.name, p)
                 assert ri["fortran_order"] == facts["fortran_order"], (fx.name, p)
                 if "joblib_offset" in ri:
-                    facts["joblib_data_offset"] = ri["joblib_offset"]
+                    facts["joblib_data_offset"] = off = ri["joblib_offset"]
+                    # the stream holds the array's bytes there, in the file's byte order and order
+                    want = np.asarray(t).astype(ri["dtype"]).tobytes(order="F" if ri["fortran_order"] else "C")
+                    assert stream[off:off + len(want)] == want, (fx.name, p)
+                if "joblib_pickle" in ri:
+                    facts["joblib_pickle_offset"], facts["joblib_pickle_end"] = start, end = ri["joblib_pickle"]
+                    assert stream[start:start + 2] == b"\x80\x02" and stream[end - 1:end] == pickle.STOP
+            if fmt == "joblib":
+                # joblib.load byte-swaps to native order: what the file holds and what came back
+                facts["file_byteorder"] = facts["byteorder"]
+                facts["loaded_byteorder"] = byteorder_name(t.dtype)
+                facts["loaded_descr"] = t.dtype.descr if t.dtype.fields else t.dtype.str
         tensors.append(facts)
 
     # Findings: object nodes whose callable or class would run code.
@@ -1438,6 +2094,10 @@ def describe(fx):
         out["archive"] = {"prefix": prefix, "records": list(records)}
     if fmt == "torch-legacy":
         out["legacy_storage_keys"] = legacy_keys
+    if fmt == "joblib":
+        out["compression"] = codec
+        if codec:
+            out["decompressed_size"] = len(stream)
     if fx.notes:
         out["notes"] = fx.notes
     out["file_size"] = os.path.getsize(path)
@@ -1494,7 +2154,21 @@ def main():
     legacy = make_legacy()
     py = make_python_types()
     arrays = make_numpy_arrays()
+    jarrays = make_joblib_arrays()
+    forest = RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(X, y)
     payload = Payload()
+    joblib_notes = [
+        "joblib_arrays*: one dict of arrays written by joblib.dump with every codec. Non-object "
+        "arrays are NumpyArrayWrapper + padding byte n + n bytes 0xff + raw bytes "
+        "(joblib_data_offset); the object array is a nested protocol-2 pickle right after its "
+        "wrapper's BUILD (joblib_pickle_offset to joblib_pickle_end, its STOP included), read "
+        "with pickle.load on the same stream; /matrix comes back as numpy.matrix.",
+        "/be_i4: the file holds big-endian bytes (descr >i4, file_byteorder big); joblib.load "
+        "byte-swaps to native order (loaded_descr <i4, loaded_byteorder little).",
+    ]
+    compressed_note = ("Compressed: the whole file is one {codec} stream; every offset "
+                       "(joblib_data_offset, joblib_pickle_offset/_end) is an offset in the "
+                       "DECOMPRESSED pickle stream, not in the file (decompressed_size).")
 
     fixtures = [
         Fixture("state_dict.pt", gpt.state_dict(), torch_save, 2, torch.load, notes=[
@@ -1557,6 +2231,27 @@ def main():
                     "the raw array bytes (joblib_data_offset). The tensors list the arrays at the "
                     "wrappers' paths, as joblib.load returns them.",
                 ]),
+        Fixture("joblib_arrays.joblib", jarrays, joblib_writer(), pickle.DEFAULT_PROTOCOL,
+                joblib.load, fmt="joblib", notes=joblib_notes),
+    ]
+    for name, codec in (("joblib_arrays_zlib.joblib", "zlib"), ("joblib_arrays.pkl.gz", "gzip"),
+                        ("joblib_arrays.pkl.bz2", "bz2"), ("joblib_arrays.pkl.lzma", "lzma"),
+                        ("joblib_arrays.pkl.xz", "xz"), ("joblib_arrays.pkl.lz4", "lz4")):
+        fixtures.append(Fixture(name, jarrays, joblib_writer((codec, 3)), pickle.DEFAULT_PROTOCOL,
+                                joblib.load, fmt="joblib",
+                                notes=joblib_notes + [compressed_note.format(codec=codec)]))
+    fixtures += [
+        Fixture("joblib_arrays_p2.joblib", jarrays, joblib_writer(protocol=2), 2, joblib.load,
+                fmt="joblib", notes=joblib_notes + [
+                    "Protocol 2: no PROTO 4 frames; the wrappers are NEWOBJ of a GLOBAL."]),
+        Fixture("sklearn_forest.joblib", forest, joblib_writer(3), pickle.DEFAULT_PROTOCOL,
+                joblib.load, fmt="joblib", notes=[
+                    "RandomForestClassifier(n_estimators=3, max_depth=3) via joblib.dump(compress=3): "
+                    "zlib. Each /estimators_/<i>/tree_ is sklearn.tree._tree.Tree: REDUCE (n_features, "
+                    "n_classes array, n_outputs) then BUILD {max_depth, node_count, nodes, values}; "
+                    "nodes is a structured array (fields lists its layout).",
+                    compressed_note.format(codec="zlib"),
+                ]),
     ]
     for p in range(6):
         fixtures.append(Fixture(f"python_types_p{p}.pkl", py, pickle_dump(p), p, pickle_load, notes=[
@@ -1572,6 +2267,29 @@ def main():
             notes.append("Protocol 2: array bytes are _codecs.encode(<latin-1 str>, 'latin1').")
         fixtures.append(Fixture(f"numpy_arrays_p{p}.pkl", arrays, pickle_dump(p), p, pickle_load,
                                 notes=notes))
+    fixtures += npy_fixtures() + [
+        Fixture("npz_stored.npz", make_npz(), npz_writer(np.savez), None, fmt="npz", notes=[
+            "np.savez: a zip of <key>.npy members, stored. data_offset is the absolute file "
+            "offset of each array's bytes. DOS timestamps are set to 1980-01-01 by generate.py.",
+        ]),
+        Fixture("npz_deflated.npz", make_npz(), npz_writer(np.savez_compressed), None, fmt="npz",
+                notes=[
+                    "np.savez_compressed: the same members, deflated; npy_data_offset is the "
+                    "offset in the decompressed member. DOS timestamps set to 1980-01-01.",
+                ]),
+        Fixture("st_dtypes.safetensors", make_st_dtypes(),
+                safetensors_writer({"format": "pt", "note": "ckptview fixture"}), None,
+                fmt="safetensors", notes=[
+                    "One tensor per dtype; written by generate.py's write_safetensors (no "
+                    "safetensors package here) in the reference writer's layout: descending dtype "
+                    "then name, __metadata__ first in the header, header padded with spaces to a "
+                    "multiple of 8. Nodes follow the header's key order.",
+                    "bfloat16 and float8 values: first and stats are over the decoded values "
+                    "(float32); first_bits are the stored codes. float8_e4m3fn has no infinities.",
+                ]),
+        Fixture("st_gpt_tiny.safetensors", make_st_gpt_tiny(), safetensors_writer(), None,
+                fmt="safetensors", notes=["GPT-2-style float32 state dict, no __metadata__."]),
+    ]
     fixtures += [
         Fixture("malicious.pkl", payload, pickle_dump(pickle.DEFAULT_PROTOCOL),
                 pickle.DEFAULT_PROTOCOL, None, notes=["NEVER load: calls posix.system."]),
@@ -1583,7 +2301,7 @@ def main():
         "generator": "testdata/models/generate.py",
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                      "numpy": np.__version__, "sklearn": sklearn.__version__,
-                     "joblib": joblib.__version__},
+                     "joblib": joblib.__version__, "lz4": lz4.__version__},
         "paths": "JSON Pointer; see README.md",
         "stats": "float64 over finite values; complex on magnitude; min/max/mean/std null when "
                  "count is 0; std is population (ddof=0)",

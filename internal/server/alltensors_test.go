@@ -1,0 +1,76 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/store"
+)
+
+// TestEveryFixtureValue asks for the statistics and every download of every tensor and
+// array of every fixture (structured fields, str and bytes arrays, float8 included): each
+// answer is a value or a 4xx saying why, never a 5xx.
+func TestEveryFixtureValue(t *testing.T) {
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	s := New(Config{}, Deps{Store: st, Static: testStatic, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	t.Cleanup(s.Close)
+	raw, err := os.ReadFile(filepath.Join(fixturesDir, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var expected map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &expected); err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	for name := range expected {
+		if strings.HasPrefix(name, "_") {
+			continue
+		}
+		p := filepath.Join(fixturesDir, name)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := do(s, http.MethodPost, "/api/checkpoints?name="+url.QueryEscape(filepath.Base(p)), bytes.NewReader(data))
+		if rec.Code != http.StatusCreated {
+			t.Errorf("upload %s = %d %.200s", filepath.Base(p), rec.Code, rec.Body)
+			continue
+		}
+		id := decode[uploadJSON](t, rec).ID
+		ck, err := loader.Open(bytes.NewReader(data), int64(len(data)), loader.Options{})
+		if err != nil {
+			t.Fatalf("Open(%s): %v", filepath.Base(p), err)
+		}
+		loader.Walk(ck.Root, func(n *loader.Node) {
+			if n.Tensor == nil {
+				return
+			}
+			for _, u := range []string{statsURL(id, n.Path), downloadURL(id, n.Path, "npy"), downloadURL(id, n.Path, "raw"), downloadURL(id, n.Path, "json")} {
+				asked++
+				if r := do(s, http.MethodGet, u, nil); r.Code >= 500 {
+					t.Errorf("GET %s (%s) = %d %.200s", u, filepath.Base(p), r.Code, r.Body)
+				}
+			}
+		})
+		ck.Close()
+	}
+	if t.Failed() {
+		t.Logf("server log:\n%s", logs.String())
+	}
+	if asked < 400 {
+		t.Errorf("asked %d values, want more", asked)
+	}
+}
