@@ -60,6 +60,15 @@ type Checkpoint struct {
 	// closers release what the checkpoint's storages read from besides the file itself
 	// (the spool of a decompressed stream).
 	closers []io.Closer
+	// decompressed are the readers of decompressed streams, so their storages say so.
+	decompressed map[io.ReaderAt]bool
+}
+
+func (c *Checkpoint) markDecompressed(r io.ReaderAt) {
+	if c.decompressed == nil {
+		c.decompressed = map[io.ReaderAt]bool{}
+	}
+	c.decompressed[r] = true
 }
 
 // Close releases what the checkpoint holds besides the file it was opened from (a

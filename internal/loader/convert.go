@@ -441,6 +441,9 @@ func (c *converter) array(n *Node, a *pyArray, depth int) {
 	case *lazyBytes:
 		st.Data, st.Offset, st.Size = raw.src, raw.off, raw.n
 		st.Location = "file"
+		if c.ck.decompressed[raw.src] {
+			st.Location = "decompressed"
+		}
 	default:
 		st.Data, st.Size = bytes.NewReader(nil), 0
 	}

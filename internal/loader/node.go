@@ -159,9 +159,13 @@ func (t *Tensor) NBytes() int64 {
 
 // Storage is a flat run of bytes in the file that one or more tensors view.
 type Storage struct {
-	Key      string // the storage key in the archive ("0", "data/0"), or a synthetic one
-	DType    string
-	Location string // "cpu", "cuda:0": metadata only
+	Key   string // the storage key in the archive ("0", "data/0"), or a synthetic one
+	DType string
+	// Location is where the tensor was saved from ("cpu", "cuda:0": metadata only), or for
+	// arrays where the bytes are: "file" (in place), "decompressed" (in the decompressed
+	// stream of a compressed file), "inline" (inside the pickle), "field" (a structured
+	// array's column).
+	Location string
 	// Offset and Size locate the bytes in Data. Size is in bytes.
 	Offset int64
 	Size   int64

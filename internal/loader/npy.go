@@ -401,7 +401,9 @@ func (op *opener) memberData(f *zip.File) (io.ReaderAt, int64, error) {
 				return nil, 0, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", f.Name, strings.TrimPrefix(rerr.Error(), "zip: ")), Offset: -1}
 			}
 		}
-		return sp.readerAt(), sp.size, nil
+		ra := sp.readerAt()
+		op.ck.markDecompressed(ra)
+		return ra, sp.size, nil
 	}
 	return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s uses compression method %d, which numpy never writes", f.Name, f.Method), Offset: -1}
 }

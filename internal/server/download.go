@@ -41,8 +41,8 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	if format == "" {
 		format = "json"
 	}
-	if format != "json" && format != "npy" && format != "raw" {
-		return badRequestf("format must be json, npy or raw, got %q", format)
+	if format != "json" && format != "npy" && format != "raw" && format != "safetensors" {
+		return badRequestf("format must be json, npy, raw or safetensors, got %q", format)
 	}
 	as := c.QueryParam("as")
 	if as != "" && as != "raw" {
@@ -68,6 +68,9 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	tag := etag(o.id, pointer, format, as, strconv.FormatInt(limit, 10))
 	if format == "json" {
 		return s.serveJSON(c, o, n, limit, tag)
+	}
+	if format == "safetensors" {
+		return s.serveSafetensors(c, o, n, pointer, tag)
 	}
 
 	t, err := resolve(o.ck, n)
@@ -96,6 +99,31 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	h.Set("Content-Disposition", `attachment; filename="`+downloadName(o.meta.Name, pointer, ext)+`"`)
 	h.Set("X-Ckptview-Dtype", st.OutDType)
 	h.Set("X-Ckptview-Shape", shapeHeader(v.Shape))
+	h.Set("ETag", tag)
+	http.ServeContent(c.Response(), c.Request(), "", time.Time{}, io.NewSectionReader(st, 0, st.Size()))
+	return nil
+}
+
+// serveSafetensors streams the tensors under n as one safetensors file (export.Safetensors):
+// constant memory, a Content-Length, Range requests honoured.
+func (s *Server) serveSafetensors(c echo.Context, o *opened, n *loader.Node, pointer, tag string) error {
+	st, err := export.NewSafetensors(n, func(r *loader.Node) *loader.Node {
+		t, err := resolve(o.ck, r)
+		if err != nil {
+			return nil
+		}
+		return t
+	})
+	if errors.Is(err, export.ErrNoTensors) {
+		return &notTensorError{msg: fmt.Sprintf("%s: %v", displayPath(n.Path), err)}
+	}
+	if err != nil {
+		return &notTensorError{msg: strings.TrimPrefix(err.Error(), "export: ")}
+	}
+	h := c.Response().Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Disposition", `attachment; filename="`+downloadName(o.meta.Name, pointer, ".safetensors")+`"`)
+	h.Set("X-Ckptview-Tensors", strconv.Itoa(st.Tensors))
 	h.Set("ETag", tag)
 	http.ServeContent(c.Response(), c.Request(), "", time.Time{}, io.NewSectionReader(st, 0, st.Size()))
 	return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -204,7 +205,11 @@ type valueError struct {
 
 func (e *valueError) Error() string {
 	if errors.Is(e.err, tensor.ErrUnsupported) {
-		return fmt.Sprintf("the values of %s cannot be decoded as numbers (dtype %s): no statistics, .npy or raw bytes; download it as JSON instead",
+		if strings.HasPrefix(e.dtype, "void") {
+			return fmt.Sprintf("the values of %s cannot be decoded as numbers (a structured dtype, %s): no statistics of the whole; each field is an array of its own below it, with statistics, and the whole downloads as .npy, raw or JSON",
+				displayPath(e.path), e.dtype)
+		}
+		return fmt.Sprintf("the values of %s cannot be decoded as numbers (dtype %s): no statistics; download it as .npy, raw or JSON",
 			displayPath(e.path), e.dtype)
 	}
 	return fmt.Sprintf("the values of %s cannot be read: %v", displayPath(e.path), e.err)

@@ -44,6 +44,8 @@ type CheckpointPage struct {
 	Tree Children
 	// Stats is the all-statistics job's state, set by the server for files with tensors.
 	Stats *StatsJob
+	// SafetensorsURL downloads every tensor as one safetensors file ("" without tensors).
+	SafetensorsURL string
 }
 
 // AddStats gives the tree's tensor rows (raw and modules) a sparkline from the statistics
@@ -170,6 +172,9 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 		p.Format = ck.Format
 	}
 	p.Tensors, p.Parameters = ck.Tensors, ck.Parameters
+	if ck.Tensors > 0 {
+		p.SafetensorsURL = DownloadURL(meta.ID, "", "safetensors", false)
+	}
 	p.ParametersText = HumanCount(ck.Parameters)
 	p.DTypes = dtypeRows(ck)
 	for _, d := range p.DTypes {

@@ -81,8 +81,13 @@ type TensorMeta struct {
 	StorageKey, StorageDType, Location string
 	ByteOrder                          string
 	StorageSize, FileOffset            int64
-	StorageSizeText                    string
-	RequiresGrad                       bool
+	// OffsetLabel says what FileOffset counts in ("at file byte"); "" hides it (a value held
+	// inside the pickle, a structured array's column).
+	OffsetLabel string
+	// Fields are a structured dtype's fields, each linked to its column.
+	Fields          []FieldRow
+	StorageSizeText string
+	RequiresGrad    bool
 	// OutOfBounds is set when the view reaches past the end of its storage: a broken or
 	// hostile file.
 	OutOfBounds bool
@@ -168,6 +173,18 @@ func downloads(id string, n *loader.Node) []Download {
 	out := []Download{{Label: "JSON", URL: DownloadURL(id, n.Path, "json", false), TestID: "download-json",
 		Title: "this node and everything below it as lossless JSON (tensors inline up to 1,048,576 elements)"}}
 	t := n.Tensor
+	if hasTensor(n, 100_000) {
+		out = append(out, Download{Label: "safetensors", URL: DownloadURL(id, n.Path, "safetensors", false), TestID: "download-safetensors",
+			Title: "the tensors here as one safetensors file: dtypes kept, tied weights once, named as in a state dict"})
+	}
+	if t != nil && t.Objects == nil && export.ViewOf(t) == nil && export.ItemViewOf(t) != nil {
+		// str, bytes, structured: no numbers, but numpy reads the items
+		return append(out,
+			Download{Label: ".npy", URL: DownloadURL(id, n.Path, "npy", false), TestID: "download-npy",
+				Title: "numpy.load reads it (dtype " + t.Descr + "), no pickle needed"},
+			Download{Label: "raw", URL: DownloadURL(id, n.Path, "raw", false), TestID: "download-raw",
+				Title: "the items' bytes as they are stored, C order"})
+	}
 	if t == nil || t.Objects != nil || export.ViewOf(t) == nil {
 		return out
 	}
@@ -192,6 +209,32 @@ func downloads(id string, n *loader.Node) []Download {
 			TestID: "download-npy-bits", Title: "the " + t.DType + " bit patterns as " + bits})
 	}
 	return out
+}
+
+// hasTensor says whether a tensor safetensors can hold is at or below n, looking at no more
+// than budget nodes (past that it answers yes: the download itself says if there is none).
+func hasTensor(n *loader.Node, budget int) bool {
+	found := false
+	seen := 0
+	var walk func(n *loader.Node)
+	walk = func(n *loader.Node) {
+		if found || seen > budget {
+			return
+		}
+		seen++
+		if t := n.Tensor; t != nil && t.Objects == nil && t.Layout == "" && t.Quant == nil && !t.Column && export.ViewOf(t) != nil {
+			found = true
+			return
+		}
+		if n.Tensor != nil {
+			return
+		}
+		for _, k := range n.Children {
+			walk(k)
+		}
+	}
+	walk(n)
+	return found || seen > budget
 }
 
 // AddStats gives the children's tensor rows a sparkline from the statistics lookup has
@@ -253,6 +296,9 @@ func NewTensorMeta(id string, n *loader.Node) *TensorMeta {
 		RequiresGrad:  t.RequiresGrad,
 	}
 	m.NumelText, m.NBytesText, m.NBytesHuman = Thousands(m.Numel), Thousands(m.NBytes), HumanBytes(m.NBytes)
+	if len(t.Fields) > 0 {
+		m.Fields = fieldRows(id, n)
+	}
 	m.Layout, m.Contiguous = Contiguity(t.Shape, t.Strides)
 	if t.Layout != "" {
 		m.Sparse, m.Layout = t.Layout, t.Layout
@@ -274,10 +320,42 @@ func NewTensorMeta(id string, n *loader.Node) *TensorMeta {
 		m.HasStorage = true
 		m.StorageKey, m.StorageDType, m.Location, m.ByteOrder = s.Key, s.DType, s.Location, s.ByteOrder
 		m.StorageSize, m.FileOffset, m.StorageSizeText = s.Size, s.Offset, HumanBytes(s.Size)
+		switch s.Location {
+		case "decompressed":
+			m.OffsetLabel = "at byte of the decompressed stream"
+		case "inline", "field":
+		default:
+			m.OffsetLabel = "at file byte"
+		}
 		m.OutOfBounds = outOfBounds(t)
 		m.SharedWith, _ = sharedWith(id, n, -1)
 	}
 	return m
+}
+
+// FieldRow is one field of a structured dtype: its name, type, byte offset in an element,
+// and the column that holds its values.
+type FieldRow struct {
+	Name, DType, Descr, Shape, URL string
+	Offset                         int64
+}
+
+// fieldRows lists a structured array's fields with links to their columns.
+func fieldRows(id string, n *loader.Node) []FieldRow {
+	var out []FieldRow
+	for _, f := range n.Tensor.Fields {
+		r := FieldRow{Name: f.Name, DType: f.DType, Descr: f.Descr, Offset: f.Offset}
+		if len(f.Shape) > 0 {
+			r.Shape = FormatShape(f.Shape)
+		}
+		for _, k := range n.Children {
+			if k.Seg == f.Name && k.Tensor != nil && k.Tensor.Column {
+				r.URL = NodeURL(id, k.Path)
+			}
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // outOfBounds reports whether the view's last element lies past the end of its storage.

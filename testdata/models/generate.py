@@ -2100,6 +2100,9 @@ def describe(fx):
             out["decompressed_size"] = len(stream)
     if fx.notes:
         out["notes"] = fx.notes
+    if isinstance(fx.obj, torch.nn.Module):
+        # what a safetensors export of the module must name its tensors
+        out["state_dict_keys"] = list(fx.obj.state_dict().keys())
     out["file_size"] = os.path.getsize(path)
     return out
 
