@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"archive/zip"
 	"errors"
 	"fmt"
 	"io"
@@ -51,6 +52,11 @@ type Checkpoint struct {
 	// pickle, values left on the pickle stack, the torch version records...).
 	Notes []string
 
+	// Members lists a zip archive's members (torch archives, TorchScript, .npz) with what
+	// each holds, so a reader can see the TorchScript code and the files the tree does not
+	// show; ReadMember reads one.
+	Members []Member
+
 	Tensors      int   // tensor and array nodes (refs not counted)
 	Parameters   int64 // total elements of those tensors
 	BytesByDType map[string]int64
@@ -82,6 +88,51 @@ func (c *Checkpoint) Close() error {
 	}
 	c.closers = nil
 	return first
+}
+
+// Member is one member of a zip archive.
+type Member struct {
+	Name string
+	Size int64 // uncompressed
+	// Kind is what torch or numpy makes of it: "code" (TorchScript source, compiled and run
+	// by torch.jit.load), "pickle", "debug" (TorchScript debug info, a pickle), "data" (a
+	// tensor storage), "extra" (files saved with _extra_files), "record" (version and
+	// format records), "array" (.npy), or "other".
+	Kind string
+	file *zip.File
+}
+
+// ErrMemberNotFound is returned by ReadMember for a name the archive does not hold. Its text
+// is shown to users as it is.
+var ErrMemberNotFound = errors.New("this archive has no member of that name")
+
+// ReadMember reads a whole archive member, at most limit bytes (it is an *Error past that).
+func (c *Checkpoint) ReadMember(name string, limit int64) ([]byte, error) {
+	var f *zip.File
+	for i := range c.Members {
+		if c.Members[i].Name == name {
+			f = c.Members[i].file // the last of a repeated name, as torch reads it
+		}
+	}
+	if f == nil {
+		return nil, ErrMemberNotFound
+	}
+	if f.UncompressedSize64 > uint64(limit) {
+		return nil, &Error{Msg: fmt.Sprintf("archive member %s is %d bytes, more than the %d shown", name, f.UncompressedSize64, limit), Offset: -1}
+	}
+	rc, err := f.Open()
+	if err != nil {
+		return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", name, err), Offset: -1}
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err != nil && !errors.Is(err, zip.ErrChecksum) {
+		return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", name, err), Offset: -1}
+	}
+	if int64(len(b)) > limit {
+		return nil, &Error{Msg: fmt.Sprintf("archive member %s holds more than the %d bytes shown", name, limit), Offset: -1}
+	}
+	return b, nil
 }
 
 // ErrNotFound is returned by Checkpoint.Node for a pointer that names no node. Its text is

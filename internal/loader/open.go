@@ -528,6 +528,7 @@ func (op *opener) openZip() error {
 	}
 	byName := map[string]*zip.File{}
 	var dataPkl *zip.File
+	op.listMembers(zr)
 	for _, f := range zr.File {
 		if _, dup := byName[f.Name]; dup {
 			op.ck.Notes = append(op.ck.Notes, "the archive holds two members named "+f.Name+"; the first is used")
@@ -617,6 +618,45 @@ func (op *opener) openZip() error {
 		return err
 	}
 	return op.checkViews()
+}
+
+// listMembers records an archive's members and what each holds.
+func (op *opener) listMembers(zr *zip.Reader) {
+	if len(zr.File) > 100_000 {
+		return
+	}
+	for _, f := range zr.File {
+		if f.FileInfo().IsDir() {
+			continue
+		}
+		op.ck.Members = append(op.ck.Members, Member{Name: f.Name, Size: int64(f.UncompressedSize64), Kind: memberKind(f.Name), file: f})
+	}
+}
+
+// memberKind says what torch (or numpy) makes of an archive member, by its name below the
+// archive's root folder.
+func memberKind(name string) string {
+	rel := name
+	if i := strings.IndexByte(name, '/'); i >= 0 {
+		rel = name[i+1:]
+	}
+	switch {
+	case strings.HasPrefix(rel, "code/") && strings.HasSuffix(rel, ".debug_pkl"):
+		return "debug"
+	case strings.HasPrefix(rel, "code/"):
+		return "code"
+	case strings.HasPrefix(rel, "extra/"):
+		return "extra"
+	case strings.HasPrefix(rel, "data/") || strings.HasPrefix(rel, "constants/"):
+		return "data"
+	case strings.HasSuffix(rel, ".pkl"):
+		return "pickle"
+	case strings.HasSuffix(name, ".npy"):
+		return "array"
+	case rel == "version" || rel == ".data/version" || rel == "byteorder" || strings.HasPrefix(rel, ".data/") || strings.HasPrefix(rel, "."):
+		return "record"
+	}
+	return "other"
 }
 
 // readMember reads a whole (small) archive member, at most limit bytes.

@@ -89,6 +89,39 @@ func (s *Server) handleCheckpoint(c echo.Context) error {
 	return s.render(c, http.StatusOK, templates.CheckpointPage(p))
 }
 
+// maxCodeBytes bounds an archive member shown as text.
+const maxCodeBytes = 4 << 20
+
+// handleCode serves GET /c/:id/code?member=NAME: a member of the checkpoint's archive
+// (TorchScript code, extra files) as numbered text, or its bytes with &raw=1.
+func (s *Server) handleCode(c echo.Context) error {
+	o, release, err := s.checkpoint(c)
+	if err != nil {
+		return err
+	}
+	defer release()
+	name := c.QueryParam("member")
+	var m *loader.Member
+	for i := range o.ck.Members {
+		if o.ck.Members[i].Name == name {
+			m = &o.ck.Members[i]
+		}
+	}
+	if m == nil {
+		return echo.NewHTTPError(http.StatusNotFound, loader.ErrMemberNotFound.Error())
+	}
+	data, err := o.ck.ReadMember(name, maxCodeBytes)
+	if err != nil {
+		return err
+	}
+	if c.QueryParam("raw") != "" {
+		base := name[strings.LastIndexByte(name, '/')+1:]
+		c.Response().Header().Set("Content-Disposition", `attachment; filename="`+downloadName(base, "", "")+`"`)
+		return c.Blob(http.StatusOK, "application/octet-stream", data)
+	}
+	return s.render(c, http.StatusOK, templates.CodePage(views.NewCodePage(fileMeta(o), *m, data)))
+}
+
 // handleNodeRoot serves GET /c/:id/n by redirecting to the root node's page.
 func (s *Server) handleNodeRoot(c echo.Context) error {
 	id := c.Param("id")

@@ -23,6 +23,7 @@ func (s *Server) routes() {
 	e.GET("/c/:id", s.handleCheckpoint)
 	e.GET("/c/:id/n", s.handleNodeRoot)
 	e.GET("/c/:id/n/*", s.handleNode)
+	e.GET("/c/:id/code", s.handleCode)
 	e.GET("/c/:id/fragment/children", s.handleChildren)
 	e.GET("/c/:id/fragment/stats", s.handleStatsFragment)
 	e.GET("/c/:id/fragment/stats-all", s.handleStatsAllFragment)

@@ -46,6 +46,10 @@ type CheckpointPage struct {
 	Stats *StatsJob
 	// SafetensorsURL downloads every tensor as one safetensors file ("" without tensors).
 	SafetensorsURL string
+	// Members are the file's archive members (zip formats), CodeFiles how many are
+	// TorchScript code.
+	Members   []MemberRow
+	CodeFiles int
 }
 
 // AddStats gives the tree's tensor rows (raw and modules) a sparkline from the statistics
@@ -191,6 +195,12 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 		}
 	}
 	p.Findings = FindingRows(meta.ID, ck.Findings)
+	p.Members = MemberRows(meta.ID, ck.Members)
+	for _, m := range ck.Members {
+		if m.Kind == "code" {
+			p.CodeFiles++
+		}
+	}
 	p.Notes = ck.Notes
 	if ck.Root != nil {
 		p.Root = NewRow(meta.ID, ck, ck.Root)

@@ -2318,6 +2318,45 @@ def main():
     # sparse and per-channel quantized tensors, described in a file of their own
     with open(os.path.join(HERE, "expected_layouts.json"), "w") as f:
         f.write(dump_json({"layouts.pt": make_layouts()}))
+    # a TorchScript archive, described in a file of its own
+    with open(os.path.join(HERE, "expected_torchscript.json"), "w") as f:
+        f.write(dump_json({"torchscript.pt": make_torchscript()}))
+
+
+class ScriptedNet(nn.Module):
+    """A small module for torch.jit.script: a parameter, a buffer, a submodule and methods."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.register_buffer("scale", torch.tensor([0.5, 2.0, -1.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(x)) * self.scale
+
+    @torch.jit.export
+    def describe(self) -> str:
+        return "ckptview fixture"
+
+
+def make_torchscript():
+    """torchscript.pt: torch.jit.save of a scripted module with an extra file. The facts are
+    what zipfile lists and holds (members, the code text) and what torch.jit.load gives back
+    (the parameters and buffers)."""
+    torch.manual_seed(5)
+    path = os.path.join(HERE, "torchscript.pt")
+    m = torch.jit.script(ScriptedNet())
+    torch.jit.save(m, path, _extra_files={"config.txt": "hidden=3\n"})
+    with zipfile.ZipFile(path) as z:
+        members = z.namelist()
+        code = {n: z.read(n).decode("utf-8") for n in members if "/code/" in n and n.endswith(".py")}
+        extra = {n: z.read(n).decode("utf-8") for n in members if "/extra/" in n}
+    loaded = torch.jit.load(path)
+    tensors = {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape),
+                   "first": [float(x) for x in v.reshape(-1)[:8]]}
+               for k, v in loaded.state_dict().items()}
+    return {"format": "torchscript", "members": members, "code": code, "extra": extra,
+            "state_dict": tensors, "file_size": os.path.getsize(path)}
 
 
 def make_layouts():

@@ -1,0 +1,89 @@
+package views
+
+import (
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/ckptview/ckptview/internal/loader"
+)
+
+// MemberRow is one member of a checkpoint's zip archive, for the archive listing.
+type MemberRow struct {
+	Name, Kind, SizeText string
+	// URL shows the member as text (TorchScript code, extra files, records); "" for binary
+	// members (storages, pickles: the tree shows those).
+	URL string
+}
+
+// kindText says in a reader's words what each kind of member is.
+var kindText = map[string]string{
+	"code":   "TorchScript code (compiled and run by torch.jit.load)",
+	"debug":  "TorchScript debug info (a pickle)",
+	"pickle": "pickle",
+	"data":   "tensor storage",
+	"extra":  "extra file (_extra_files)",
+	"record": "record",
+	"array":  ".npy array",
+	"other":  "other",
+}
+
+// MemberRows lists an archive's members, code first.
+func MemberRows(id string, ms []loader.Member) []MemberRow {
+	var out []MemberRow
+	for _, want := range []string{"code", "extra", "record", "pickle", "debug", "array", "data", "other"} {
+		for _, m := range ms {
+			if m.Kind != want {
+				continue
+			}
+			r := MemberRow{Name: m.Name, Kind: kindText[m.Kind], SizeText: HumanBytes(m.Size)}
+			switch m.Kind {
+			case "code", "extra", "record", "other":
+				r.URL = CodeURL(id, m.Name)
+			}
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// CodeURL is the page that shows an archive member as text with line numbers.
+func CodeURL(id, member string) string {
+	return "/c/" + url.PathEscape(id) + "/code?member=" + url.QueryEscape(member)
+}
+
+// CodeLine is one numbered line of a member shown as text.
+type CodeLine struct {
+	N    int
+	Text string
+}
+
+// CodePage shows one archive member as read-only text: TorchScript code, which torch.jit.load
+// would compile and run, is shown and never interpreted.
+type CodePage struct {
+	Meta       FileMeta
+	Member     string
+	Kind       string
+	Lines      []CodeLine
+	Binary     bool // not UTF-8 text: not shown
+	SizeText   string
+	BackURL    string
+	RawURL     string
+	Breadcrumb []Link
+}
+
+// NewCodePage numbers the lines of a member's text.
+func NewCodePage(meta FileMeta, m loader.Member, data []byte) CodePage {
+	p := CodePage{Meta: meta, Member: m.Name, Kind: kindText[m.Kind], SizeText: HumanBytes(m.Size),
+		BackURL: CheckpointURL(meta.ID), RawURL: CodeURL(meta.ID, m.Name) + "&raw=1"}
+	p.Breadcrumb = []Link{{Label: meta.Name, URL: CheckpointURL(meta.ID)}, {Label: m.Name}}
+	if !utf8.Valid(data) || strings.IndexByte(string(data), 0) >= 0 {
+		p.Binary = true
+		return p
+	}
+	text := strings.TrimSuffix(string(data), "\n")
+	for i, l := range strings.Split(text, "\n") {
+		p.Lines = append(p.Lines, CodeLine{N: i + 1, Text: strings.TrimSuffix(l, "\r")})
+	}
+	return p
+}
