@@ -175,6 +175,8 @@ type Storage struct {
 	ByteOrder string
 	// Users are the Paths of the tensors that view this storage, in tree order.
 	Users []string
+	// File names the file of a set (a shard of a sharded checkpoint) the bytes are in.
+	File string
 }
 
 // Section returns a reader over the storage's bytes.

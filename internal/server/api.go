@@ -18,6 +18,14 @@ type uploadJSON struct {
 	Size   int64  `json:"size"`
 	Format string `json:"format"`
 	URL    string `json:"url"`
+	// Files are the files of an upload of several (a sharded checkpoint), stored one by one.
+	Files []uploadFileJSON `json:"files,omitempty"`
+}
+
+type uploadFileJSON struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Size int64  `json:"size"`
 }
 
 // checkpointJSON answers GET /api/checkpoints/:id.
@@ -79,6 +87,8 @@ type storageJSON struct {
 	Key        string   `json:"key"`
 	Location   string   `json:"location"`
 	SharedWith []string `json:"shared_with"`
+	// File names the file of a set (a shard) that holds the bytes.
+	File string `json:"file,omitempty"`
 }
 
 type globalJSON struct {
@@ -103,13 +113,24 @@ func (s *Server) handleAPIUpload(c echo.Context) error {
 	}
 	defer release()
 	c.Response().Header().Set("Location", "/api/checkpoints/"+meta.ID)
-	return c.JSON(http.StatusCreated, uploadJSON{
+	up := uploadJSON{
 		ID:     meta.ID,
 		Name:   o.meta.Name,
 		Size:   o.meta.Size,
 		Format: o.ck.Format,
 		URL:    views.CheckpointURL(meta.ID),
-	})
+	}
+	if o.files != nil {
+		if b, _, err := s.store.Open(meta.ID); err == nil {
+			if m, ok, _ := readSet(b); ok {
+				for _, f := range m.Files {
+					up.Files = append(up.Files, uploadFileJSON{ID: f.ID, Name: f.Name, Size: f.Size})
+				}
+			}
+			b.Close()
+		}
+	}
+	return c.JSON(http.StatusCreated, up)
 }
 
 // handleAPICheckpoint serves GET /api/checkpoints/:id: the summary of a checkpoint.
@@ -217,7 +238,7 @@ func tensorLayout(n *loader.Node) *tensorJSON {
 				shared = append(shared, p)
 			}
 		}
-		out.Storage = &storageJSON{Key: st.Key, Location: st.Location, SharedWith: shared}
+		out.Storage = &storageJSON{Key: st.Key, Location: st.Location, SharedWith: shared, File: st.File}
 	}
 	return out
 }

@@ -18,6 +18,8 @@ type opened struct {
 	meta store.Meta
 	ck   *loader.Checkpoint
 	blob *store.Blob
+	// files are the blobs of a set's files (a sharded checkpoint's shards).
+	files []*store.Blob
 	// err is the *loader.Error for a file that cannot be read. Rejections are cached like
 	// successes: the same bytes give the same answer.
 	err error
@@ -202,6 +204,9 @@ func (o *opened) close() {
 	if o.blob != nil {
 		o.blob.Close()
 	}
+	for _, b := range o.files {
+		b.Close()
+	}
 	if o.ck != nil {
 		o.ck.Close()
 	}
@@ -238,6 +243,25 @@ func (s *Server) openCheckpoint(ctx context.Context, id string) (*opened, error)
 	blob, meta, err := s.store.Open(id)
 	if err != nil {
 		return nil, err
+	}
+	if m, ok, err := readSet(blob); ok {
+		blob.Close()
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", id, err)
+		}
+		ck, files, err := s.openSet(m)
+		var lerr *loader.Error
+		if errors.As(err, &lerr) {
+			return &opened{id: id, meta: meta, err: err, size: findingsBytes(lerr.Findings)}, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", id, err)
+		}
+		meta.Size = 0 // the set's size is its files'
+		for _, f := range m.Files {
+			meta.Size += f.Size
+		}
+		return &opened{id: id, meta: meta, ck: ck, files: files, size: treeBytes(ck)}, nil
 	}
 	ck, err := s.load(blob, blob.Size())
 	if err != nil {

@@ -61,13 +61,22 @@ func (s *Server) receive(c echo.Context) (store.Meta, error) {
 	if err != nil {
 		return store.Meta{}, badRequestf("reading the multipart body: %v", err)
 	}
+	var files []store.Meta
+	var total int64
 	for skipped := 0; ; skipped++ {
 		if skipped > maxFormFields {
 			return store.Meta{}, badRequestf(`too many form fields before the file: send it in the multipart field "file"`)
 		}
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
-			return store.Meta{}, badRequestf(`no file in the upload: send it in the multipart field "file"`)
+			switch {
+			case len(files) == 0:
+				return store.Meta{}, badRequestf(`no file in the upload: send it in the multipart field "file"`)
+			case len(files) == 1:
+				return files[0], nil
+			}
+			// several files: a sharded checkpoint, or files that belong together
+			return s.putSet(c, files)
 		}
 		if err != nil {
 			return store.Meta{}, &bodyError{err}
@@ -89,13 +98,19 @@ func (s *Server) receive(c echo.Context) (store.Meta, error) {
 		if !authorized {
 			return store.Meta{}, errUnauthorized
 		}
+		if len(files) >= maxSetFiles {
+			return store.Meta{}, badRequestf("more than %d files in one upload", maxSetFiles)
+		}
 		meta, err := s.put(c, part.FileName(), part)
 		part.Close()
-		if err == nil {
-			// Read the closing boundary, so the body is done with (see stallRead).
-			io.CopyN(io.Discard, r.Body, multipartSlack)
+		if err != nil {
+			return store.Meta{}, err
 		}
-		return meta, err
+		if total += meta.Size; total > max {
+			return store.Meta{}, tooLarge
+		}
+		files = append(files, meta)
+		skipped = 0
 	}
 }
 

@@ -79,8 +79,10 @@ type TensorMeta struct {
 	// Storage describes the bytes the tensor views; HasStorage is false for object arrays.
 	HasStorage                         bool
 	StorageKey, StorageDType, Location string
-	ByteOrder                          string
-	StorageSize, FileOffset            int64
+	// StorageFile names the file of a set (a shard) that holds the bytes.
+	StorageFile             string
+	ByteOrder               string
+	StorageSize, FileOffset int64
 	// OffsetLabel says what FileOffset counts in ("at file byte"); "" hides it (a value held
 	// inside the pickle, a structured array's column).
 	OffsetLabel string
@@ -319,6 +321,7 @@ func NewTensorMeta(id string, n *loader.Node) *TensorMeta {
 	if s := t.Storage; s != nil {
 		m.HasStorage = true
 		m.StorageKey, m.StorageDType, m.Location, m.ByteOrder = s.Key, s.DType, s.Location, s.ByteOrder
+		m.StorageFile = s.File
 		m.StorageSize, m.FileOffset, m.StorageSizeText = s.Size, s.Offset, HumanBytes(s.Size)
 		switch s.Location {
 		case "decompressed":

@@ -2318,9 +2318,61 @@ def main():
     # sparse and per-channel quantized tensors, described in a file of their own
     with open(os.path.join(HERE, "expected_layouts.json"), "w") as f:
         f.write(dump_json({"layouts.pt": make_layouts()}))
+    # sharded checkpoints (an index and its shards), described in a file of their own
+    with open(os.path.join(HERE, "expected_sharded.json"), "w") as f:
+        f.write(dump_json(make_sharded(gpt)))
     # a TorchScript archive, described in a file of its own
     with open(os.path.join(HERE, "expected_torchscript.json"), "w") as f:
         f.write(dump_json({"torchscript.pt": make_torchscript()}))
+
+
+def make_sharded(gpt):
+    """sharded/: the tiny GPT's state dict split in two shards the way transformers'
+    save_pretrained lays them out (an index whose weight_map names each tensor's shard, its
+    metadata.total_size), once as torch.save .bin shards and once as safetensors shards (tied
+    lm_head.weight left out, as transformers does for safetensors). The facts are the state
+    dict's own tensors and the index torch and json wrote."""
+    sd = gpt.state_dict()
+    names = list(sd)
+    half = len(names) // 2
+    out = {}
+    d = os.path.join(HERE, "sharded")
+    os.makedirs(d, exist_ok=True)
+    for kind in ("bin", "safetensors"):
+        keys = names if kind == "bin" else [n for n in names if n != "lm_head.weight"]
+        parts = [keys[:half], keys[half:]]
+        if kind == "bin":
+            files = [f"pytorch_model-{i + 1:05d}-of-00002.bin" for i in range(2)]
+            index_name = "pytorch_model.bin.index.json"
+        else:
+            files = [f"model-{i + 1:05d}-of-00002.safetensors" for i in range(2)]
+            index_name = "model.safetensors.index.json"
+        weight_map, total = {}, 0
+        for fname, part in zip(files, parts):
+            path = os.path.join(d, fname)
+            if kind == "bin":
+                torch.save(OrderedDict((k, sd[k]) for k in part), path)
+            else:
+                tensors = {}
+                for k in part:
+                    a = sd[k].contiguous().numpy()
+                    dt = {"float32": "F32", "bool": "BOOL", "int64": "I64"}[str(a.dtype)]
+                    tensors[k] = (dt, list(a.shape), a.tobytes())
+                write_safetensors(tensors, path, metadata={"format": "pt"})
+            for k in part:
+                weight_map[k] = fname
+                total += sd[k].numel() * sd[k].element_size()
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        with open(os.path.join(d, index_name), "w") as f:
+            json.dump(index, f, indent=2)
+        facts = {}
+        for k in keys:
+            t = sd[k]
+            facts[k] = {"shard": weight_map[k], "dtype": str(t.dtype).replace("torch.", ""),
+                        "shape": list(t.shape), "sha256_le": le_digest(t.contiguous().numpy())}
+        out[index_name] = {"files": [index_name] + files, "tensors": facts, "order": keys,
+                           "total_size": total}
+    return out
 
 
 class ScriptedNet(nn.Module):

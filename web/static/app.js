@@ -96,10 +96,15 @@
       errorBox.hidden = false;
     }
 
-    function upload(file) {
-      if (busy || !file) return;
-      if (max > 0 && file.size > max) {
-        showError(file.name + " is " + humanBytes(file.size) + "; the limit is " + humanBytes(max) + ".");
+    // upload sends one file, or several in one request: a sharded checkpoint (its index and
+    // shards) or files that belong together, which the server opens as one.
+    function upload(list) {
+      const files = Array.from(list || []);
+      if (busy || files.length === 0) return;
+      const total = files.reduce(function (n, f) { return n + f.size; }, 0);
+      const file = files[0];
+      if (max > 0 && total > max) {
+        showError((files.length > 1 ? files.length + " files are " : file.name + " is ") + humanBytes(total) + "; the limit is " + humanBytes(max) + ".");
         return;
       }
       if (token && !token.value.trim()) {
@@ -112,7 +117,7 @@
       errorBox.hidden = true;
       bar.hidden = false;
       progress.value = 0;
-      text.textContent = "Uploading " + file.name + "…";
+      text.textContent = "Uploading " + (files.length > 1 ? files.length + " files" : file.name) + "…";
       const started = performance.now();
 
       const xhr = new XMLHttpRequest();
@@ -145,16 +150,16 @@
         showError("Upload failed: the connection to the server was lost.");
       });
       const data = new FormData();
-      data.append("file", file, file.name);
+      for (const f of files) data.append("file", f, f.name);
       xhr.send(data);
     }
 
     input.addEventListener("change", function () {
-      if (input.files && input.files.length > 0) upload(input.files[0]);
+      upload(input.files);
     });
     form.addEventListener("submit", function (e) {
       e.preventDefault();
-      if (input.files && input.files.length > 0) upload(input.files[0]);
+      upload(input.files);
     });
 
     // The whole page takes drops, so a file dropped beside the zone is not opened by the
@@ -177,7 +182,7 @@
       depth = 0;
       zone.classList.remove("dragover");
       const files = e.dataTransfer && e.dataTransfer.files;
-      if (files && files.length > 0) upload(files[0]);
+      upload(files);
     });
   }
 

@@ -95,7 +95,7 @@ func HomePage(v views.Home) templ.Component {
 					return templ_7745c5c3_Err
 				}
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 7, "<label class=\"dropzone\" for=\"upload-file\" data-testid=\"dropzone\"><span class=\"dropzone-title\">Drop a checkpoint here</span> <span class=\"dropzone-sub\">or choose a file ")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 7, "<label class=\"dropzone\" for=\"upload-file\" data-testid=\"dropzone\"><span class=\"dropzone-title\">Drop a checkpoint here</span> <span class=\"dropzone-sub\">or choose a file (several for a sharded checkpoint: its index and shards) ")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -114,7 +114,7 @@ func HomePage(v views.Home) templ.Component {
 					return templ_7745c5c3_Err
 				}
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 9, "</span></label><div class=\"upload-controls\"><input type=\"file\" id=\"upload-file\" name=\"file\" required data-testid=\"file-input\"> <button type=\"submit\" class=\"btn\" data-testid=\"upload-submit\">Upload and inspect</button></div><div class=\"progress\" hidden data-testid=\"upload-progress\"><progress max=\"100\" value=\"0\"></progress> <span class=\"progress-text\" aria-live=\"polite\"></span></div><div class=\"upload-error\" role=\"alert\" hidden data-testid=\"upload-error\"></div></form>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 9, "</span></label><div class=\"upload-controls\"><input type=\"file\" id=\"upload-file\" name=\"file\" multiple required data-testid=\"file-input\"> <button type=\"submit\" class=\"btn\" data-testid=\"upload-submit\">Upload and inspect</button></div><div class=\"progress\" hidden data-testid=\"upload-progress\"><progress max=\"100\" value=\"0\"></progress> <span class=\"progress-text\" aria-live=\"polite\"></span></div><div class=\"upload-error\" role=\"alert\" hidden data-testid=\"upload-error\"></div></form>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}

@@ -1,0 +1,356 @@
+package loader
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/ckptview/ckptview/internal/pyrepr"
+)
+
+// A set is several files opened as one checkpoint: a sharded checkpoint (an index such as
+// model.safetensors.index.json or pytorch_model.bin.index.json with its shards), or files
+// uploaded together. With an index, the tree is the index's weight_map: every tensor name,
+// in the index's order, taken from the shard the index names for it (never found by globbing
+// names), with the shard named in its storage. Without one, the root has one entry per file.
+
+// File is one file of a set.
+type File struct {
+	Name string
+	R    io.ReaderAt
+	Size int64
+}
+
+// maxIndexBytes bounds a shard index read into memory.
+const maxIndexBytes = 64 << 20
+
+// OpenSet opens files as one checkpoint.
+func OpenSet(files []File, opts Options) (*Checkpoint, error) {
+	o := opts.withDefaults()
+	if len(files) == 0 {
+		return nil, &Error{Msg: "no files", Offset: -1}
+	}
+	var indexes []File
+	byName := map[string]File{}
+	for _, f := range files {
+		if _, dup := byName[f.Name]; dup {
+			return nil, &Error{Msg: fmt.Sprintf("two files of the set are named %s", f.Name), Offset: -1}
+		}
+		byName[f.Name] = f
+		if strings.HasSuffix(f.Name, ".index.json") {
+			indexes = append(indexes, f)
+		}
+	}
+	ck := &Checkpoint{BytesByDType: map[string]int64{}}
+	var err error
+	switch {
+	case len(indexes) > 1:
+		names := make([]string, len(indexes))
+		for i, f := range indexes {
+			names[i] = f.Name
+		}
+		return nil, &Error{Msg: "the set holds more than one shard index (" + strings.Join(names, ", ") + "); upload each sharded checkpoint on its own", Offset: -1}
+	case len(indexes) == 1:
+		err = openSharded(ck, indexes[0], byName, o)
+	default:
+		err = openFiles(ck, files, o)
+	}
+	if err != nil {
+		ck.Close()
+		return nil, err
+	}
+	ck.reindex()
+	return ck, nil
+}
+
+// shardIndex is the JSON of a Hugging Face shard index.
+type shardIndex struct {
+	Metadata  map[string]any
+	WeightMap [][2]string // tensor name -> shard file, in the file's order
+}
+
+// parseShardIndex reads {"metadata": {...}, "weight_map": {name: file, ...}} keeping the
+// weight_map's order and refusing a name given twice.
+func parseShardIndex(b []byte) (*shardIndex, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, fmt.Errorf("not a JSON object")
+	}
+	idx := &shardIndex{}
+	sawMap := false
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, jsonErr(err)
+		}
+		switch t.(string) {
+		case "metadata":
+			if err := dec.Decode(&idx.Metadata); err != nil {
+				return nil, fmt.Errorf("metadata: %v", jsonErr(err))
+			}
+		case "weight_map":
+			sawMap = true
+			if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+				return nil, fmt.Errorf("weight_map is not an object")
+			}
+			seen := map[string]bool{}
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					return nil, jsonErr(err)
+				}
+				var file string
+				if err := dec.Decode(&file); err != nil {
+					return nil, fmt.Errorf("weight_map[%s] is not a file name", pyrepr.Quote(k.(string)))
+				}
+				if seen[k.(string)] {
+					return nil, fmt.Errorf("weight_map names the tensor %s twice", pyrepr.Quote(k.(string)))
+				}
+				seen[k.(string)] = true
+				idx.WeightMap = append(idx.WeightMap, [2]string{k.(string), file})
+			}
+			if _, err := dec.Token(); err != nil {
+				return nil, jsonErr(err)
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return nil, jsonErr(err)
+			}
+		}
+	}
+	if !sawMap {
+		return nil, fmt.Errorf("it has no weight_map")
+	}
+	return idx, nil
+}
+
+func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) error {
+	if index.Size > maxIndexBytes {
+		return &Error{Msg: fmt.Sprintf("the shard index %s is larger than %d MiB", index.Name, maxIndexBytes>>20), Offset: -1}
+	}
+	raw := make([]byte, index.Size)
+	if _, err := index.R.ReadAt(raw, 0); err != nil && err != io.EOF {
+		return fmt.Errorf("loader: read %s: %w", index.Name, err)
+	}
+	idx, err := parseShardIndex(raw)
+	if err != nil {
+		return &Error{Msg: fmt.Sprintf("the shard index %s is not valid: %v", index.Name, err), Offset: -1}
+	}
+	// the shards, in the order the index first names them
+	var shardNames []string
+	shardOf := map[string]string{}
+	for _, kv := range idx.WeightMap {
+		if _, ok := shardOf[kv[1]]; !ok {
+			shardNames = append(shardNames, kv[1])
+			shardOf[kv[1]] = kv[1]
+		}
+	}
+	opened := map[string]*Checkpoint{}
+	var missing []string
+	formats := map[string]bool{}
+	for _, name := range shardNames {
+		f, ok := byName[name]
+		if !ok {
+			missing = append(missing, name)
+			continue
+		}
+		sck, err := Open(f.R, f.Size, o)
+		if err != nil {
+			var le *Error
+			if errors.As(err, &le) {
+				le.Msg = name + ": " + le.Msg
+				for i := range le.Findings {
+					le.Findings[i].Where = name + ": " + le.Findings[i].Where
+				}
+			}
+			return err
+		}
+		ck.closers = append(ck.closers, sck)
+		opened[name] = sck
+		formats[sck.Format] = true
+		ck.absorb(sck, name, "")
+	}
+	var fs []string
+	for f := range formats {
+		fs = append(fs, f)
+	}
+	sort.Strings(fs)
+	ck.Format = "sharded " + strings.Join(fs, "+")
+	root := &Node{Kind: KindDict, Type: "sharded checkpoint", Path: ""}
+	used := map[*Node]bool{}
+	absent := 0
+	for _, kv := range idx.WeightMap {
+		name, shard := kv[0], kv[1]
+		sck := opened[shard]
+		if sck == nil {
+			continue
+		}
+		n, err := sck.Node("/" + EscapeSegment(name))
+		if err != nil {
+			absent++
+			if absent <= 5 {
+				ck.Notes = append(ck.Notes, fmt.Sprintf("the index puts %s in %s, which does not hold it", pyrepr.Quote(name), shard))
+			}
+			continue
+		}
+		used[n] = true
+		root.Children = append(root.Children, graft(n, name, EscapeSegment(name)))
+	}
+	if absent > 5 {
+		ck.Notes = append(ck.Notes, fmt.Sprintf("%d tensors of the index are not in the shard it names", absent))
+	}
+	// tensors a shard holds that the index does not name: transformers loads them too
+	extra := 0
+	for _, name := range shardNames {
+		sck := opened[name]
+		if sck == nil || sck.Root == nil {
+			continue
+		}
+		for _, k := range sck.Root.Children {
+			if used[k] || k.Attr {
+				continue
+			}
+			extra++
+			key := name + ":" + k.Key
+			root.Children = append(root.Children, graft(k, key, EscapeSegment(key)))
+		}
+	}
+	root.Len = int64(len(root.Children))
+	ck.Root = root
+	ck.Notes = append([]string{fmt.Sprintf("a sharded checkpoint: %s names %d tensors in %d shard(s); each tensor's storage names its shard", index.Name, len(idx.WeightMap), len(shardNames))}, ck.Notes...)
+	if len(missing) > 0 {
+		ck.Notes = append(ck.Notes, fmt.Sprintf("missing shard(s), not uploaded with the index: %s; their tensors are not shown", strings.Join(missing, ", ")))
+	}
+	if extra > 0 {
+		ck.Notes = append(ck.Notes, fmt.Sprintf("%d tensor(s) are in a shard but not in the index; they are shown as shard:name (transformers loads every tensor of the shards it opens)", extra))
+	}
+	if len(idx.Metadata) > 0 {
+		md := &Node{Kind: KindDict, Type: "dict", Key: "__metadata__", Seg: "__metadata__", Path: "/__metadata__", Attr: true}
+		keys := make([]string, 0, len(idx.Metadata))
+		for k := range idx.Metadata {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			md.Children = append(md.Children, jsonNode(idx.Metadata[k], k, md.Path+"/"+EscapeSegment(k)))
+		}
+		md.Len = int64(len(md.Children))
+		root.Children = append(root.Children, md)
+		root.Len = int64(len(root.Children))
+	}
+	return nil
+}
+
+// openFiles opens files uploaded together with no index: one entry per file.
+func openFiles(ck *Checkpoint, files []File, o Options) error {
+	ck.Format = "set"
+	root := &Node{Kind: KindDict, Type: "files", Path: ""}
+	sorted := append([]File(nil), files...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	for _, f := range sorted {
+		sck, err := Open(f.R, f.Size, o)
+		if err != nil {
+			var le *Error
+			if errors.As(err, &le) {
+				le.Msg = f.Name + ": " + le.Msg
+			}
+			return err
+		}
+		ck.closers = append(ck.closers, sck)
+		seg := EscapeSegment(f.Name)
+		ck.absorb(sck, f.Name, "/"+seg)
+		root.Children = append(root.Children, graft(sck.Root, f.Name, seg))
+	}
+	root.Len = int64(len(root.Children))
+	ck.Root = root
+	ck.Notes = append([]string{fmt.Sprintf("%d files uploaded together, each shown under its name", len(files))}, ck.Notes...)
+	return nil
+}
+
+// absorb takes a member file's findings, notes, totals and storages into the set, the
+// storages naming the file; prefix is where the file's tree will sit.
+func (ck *Checkpoint) absorb(sck *Checkpoint, file, prefix string) {
+	for _, f := range sck.Findings {
+		f.Where = file + ": " + f.Where
+		if !f.Outside {
+			f.Path = prefix + f.Path
+		}
+		ck.Findings = append(ck.Findings, f)
+	}
+	for _, n := range sck.Notes {
+		ck.Notes = append(ck.Notes, file+": "+n)
+	}
+	ck.Tensors += sck.Tensors
+	ck.Parameters = addSat(ck.Parameters, sck.Parameters)
+	for k, v := range sck.BytesByDType {
+		ck.BytesByDType[k] = addSat(ck.BytesByDType[k], v)
+	}
+	for _, st := range sck.Storages {
+		st.File = file
+		ck.Storages = append(ck.Storages, st)
+	}
+	for _, m := range sck.Members {
+		m.Name = file + "/" + m.Name
+		ck.Members = append(ck.Members, m)
+	}
+}
+
+// graft moves a member file's subtree under the set's root as key (seg), rewriting the
+// paths in it (and the refs and storage users that name them).
+func graft(n *Node, key, seg string) *Node {
+	old := n.Path
+	prefix := "/" + seg
+	Walk(n, func(m *Node) {
+		m.Path = prefix + strings.TrimPrefix(m.Path, old)
+		if m.Kind == KindRef && (m.Target == old || strings.HasPrefix(m.Target, old+"/")) {
+			m.Target = prefix + strings.TrimPrefix(m.Target, old)
+		}
+		if m.Tensor != nil && m.Tensor.Storage != nil {
+			st := m.Tensor.Storage
+			for i, u := range st.Users {
+				if u == old || strings.HasPrefix(u, old+"/") || old == "" {
+					st.Users[i] = prefix + strings.TrimPrefix(u, old)
+				}
+			}
+		}
+	})
+	n.Key, n.Seg = key, seg
+	return n
+}
+
+// jsonNode is a node for a JSON value of an index's metadata.
+func jsonNode(v any, key, path string) *Node {
+	n := &Node{Key: key, Seg: key, Path: path}
+	switch x := v.(type) {
+	case nil:
+		n.Kind, n.Type = KindNone, "NoneType"
+	case bool:
+		n.Kind, n.Type, n.Bool = KindBool, "bool", x
+	case float64:
+		if x == float64(int64(x)) && x < 1<<53 && x > -(1<<53) {
+			n.Kind, n.Type, n.Int = KindInt, "int", fmt.Sprint(int64(x))
+		} else {
+			n.Kind, n.Type, n.Float = KindFloat, "float", x
+		}
+	case string:
+		n.Kind, n.Type, n.Str, n.Len = KindStr, "str", x, int64(len([]rune(x)))
+	default:
+		b, _ := json.Marshal(x)
+		n.Kind, n.Type, n.Str, n.Len = KindStr, "json", string(b), int64(len(b))
+	}
+	return n
+}
+
+// reindex rebuilds the pointer index of an assembled tree.
+func (ck *Checkpoint) reindex() {
+	ck.index = map[string]*Node{}
+	Walk(ck.Root, func(n *Node) { ck.index[n.Path] = n })
+	sort.SliceStable(ck.Findings, func(i, j int) bool {
+		return ck.Findings[i].Severity == SeverityDanger && ck.Findings[j].Severity != SeverityDanger
+	})
+}
