@@ -252,6 +252,9 @@ func openFiles(ck *Checkpoint, files []File, o Options) error {
 	root := &Node{Kind: KindDict, Type: "files", Path: ""}
 	sorted := append([]File(nil), files...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	if done, err := openSideCars(ck, sorted, o); done || err != nil {
+		return err
+	}
 	for _, f := range sorted {
 		sck, err := Open(f.R, f.Size, o)
 		if err != nil {
@@ -270,6 +273,104 @@ func openFiles(ck *Checkpoint, files []File, o Options) error {
 	ck.Root = root
 	ck.Notes = append([]string{fmt.Sprintf("%d files uploaded together, each shown under its name", len(files))}, ck.Notes...)
 	return nil
+}
+
+// openSideCars opens a joblib < 0.10 pickle with the side-car .npy files its
+// NDArrayWrapper objects name (joblib/numpy_pickle_compat.py NDArrayWrapper.read loads
+// os.path.join(the pickle's folder, wrapper.filename) with numpy.load): when the other files
+// of the set are exactly such side-cars, the tree is the pickle's, each wrapper replaced by
+// the array its side-car holds. It reports whether the set was such a one.
+func openSideCars(ck *Checkpoint, files []File, o Options) (bool, error) {
+	if len(files) < 2 {
+		return false, nil
+	}
+	opened := make([]*Checkpoint, len(files))
+	for i, f := range files {
+		sck, err := Open(f.R, f.Size, o)
+		if err != nil {
+			for _, c := range opened[:i] {
+				c.Close()
+			}
+			var le *Error
+			if errors.As(err, &le) {
+				le.Msg = f.Name + ": " + le.Msg
+			}
+			return true, err
+		}
+		opened[i] = sck
+	}
+	for mi, main := range opened {
+		// the wrappers of this file and the side-cars they name
+		wrappers := map[*Node]int{}
+		named := map[int]bool{}
+		Walk(main.Root, func(n *Node) {
+			if n.Kind != KindObject || wrapperKind(n.Global) != "NDArrayWrapper" {
+				return
+			}
+			for _, k := range n.Children {
+				if k.Key == "filename" && k.Kind == KindStr {
+					for j, f := range files {
+						if j != mi && (f.Name == k.Str || strings.HasSuffix(f.Name, "/"+k.Str)) {
+							wrappers[n] = j
+							named[j] = true
+						}
+					}
+				}
+			}
+		})
+		if len(named) != len(files)-1 {
+			continue
+		}
+		for i, sck := range opened {
+			ck.closers = append(ck.closers, sck)
+			ck.absorb(sck, files[i].Name, "")
+		}
+		for w, j := range wrappers {
+			side := opened[j].Root
+			if side.Tensor == nil {
+				continue
+			}
+			typ := w.Type
+			for _, k := range w.Children {
+				if k.Key == "subclass" && k.Kind == KindGlobal && k.Global != "numpy.ndarray" {
+					typ = k.Global
+				}
+			}
+			key, seg, path := w.Key, w.Seg, w.Path
+			*w = *side
+			w.Key, w.Seg = key, seg
+			w.Type = "numpy.ndarray"
+			if typ != "" && !strings.HasSuffix(typ, "NDArrayWrapper") {
+				w.Type = typ
+			}
+			graftAt(w, side.Path, path)
+		}
+		ck.Root = main.Root
+		ck.Format = "joblib"
+		ck.Notes = append([]string{fmt.Sprintf("a joblib < 0.10 pickle (%s) with the %d side-car file(s) its NDArrayWrapper objects name, shown in place as joblib.load reads them", files[mi].Name, len(files)-1)}, ck.Notes...)
+		return true, nil
+	}
+	for _, c := range opened {
+		c.Close()
+	}
+	return false, nil
+}
+
+// graftAt rewrites the paths under n from old to new.
+func graftAt(n *Node, old, new string) {
+	Walk(n, func(m *Node) {
+		m.Path = new + strings.TrimPrefix(m.Path, old)
+		if m.Kind == KindRef && (m.Target == old || strings.HasPrefix(m.Target, old+"/") || old == "") {
+			m.Target = new + strings.TrimPrefix(m.Target, old)
+		}
+		if m.Tensor != nil && m.Tensor.Storage != nil {
+			for i, u := range m.Tensor.Storage.Users {
+				if u == old || old == "" || strings.HasPrefix(u, old+"/") {
+					m.Tensor.Storage.Users[i] = new + strings.TrimPrefix(u, old)
+				}
+			}
+		}
+	})
 }
 
 // absorb takes a member file's findings, notes, totals and storages into the set, the

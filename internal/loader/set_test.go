@@ -111,3 +111,49 @@ func TestSharded(t *testing.T) {
 		})
 	}
 }
+
+// TestJoblibSideCars opens a joblib 0.9.2 pickle with the side-car .npy files its
+// NDArrayWrapper objects name (../shared/corpus, read in place): the arrays appear where the
+// wrappers were, as joblib.load returns them. The values are the corpus MANIFEST's
+// [arange(5) int64, arange(5) float64, an object array, bytes, np.matrix([0, 1, 2]), str].
+func TestJoblibSideCars(t *testing.T) {
+	base := "joblib_0.9.2_pickle_py35_np19.pkl"
+	var files []File
+	for _, n := range []string{base, base + "_01.npy", base + "_02.npy", base + "_03.npy", base + "_04.npy"} {
+		f, err := os.Open(filepath.Join(corpusDir, "joblib", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		st, _ := f.Stat()
+		files = append(files, File{Name: n, R: f, Size: st.Size()})
+	}
+	ck, err := OpenSet(files, Options{})
+	if err != nil {
+		t.Fatalf("OpenSet: %v", err)
+	}
+	defer ck.Close()
+	for _, tc := range []struct {
+		path, typ, dtype string
+		shape            []int64
+		first            []any
+	}{
+		{"/0", "numpy.ndarray", "int64", []int64{5}, []any{0.0, 1.0, 2.0, 3.0, 4.0}},
+		{"/1", "numpy.ndarray", "float64", []int64{5}, []any{0.0, 1.0, 2.0, 3.0, 4.0}},
+		{"/4", "numpy.matrixlib.defmatrix.matrix", "int64", []int64{1, 3}, []any{0.0, 1.0, 2.0}},
+	} {
+		n, err := ck.Node(tc.path)
+		if err != nil || n.Tensor == nil || n.Type != tc.typ || n.Tensor.DType != tc.dtype || !equalShape(n.Tensor.Shape, tc.shape) {
+			t.Errorf("Node(%q) = %+v, %v; want %s %s %v", tc.path, n, err, tc.typ, tc.dtype, tc.shape)
+			continue
+		}
+		for i, w := range tc.first {
+			if v, ok := readElement(n.Tensor, int64(i)); !ok || !sameValue(v, w) {
+				t.Errorf("%s element %d = %v, want %v", tc.path, i, v, w)
+			}
+		}
+	}
+	if n, err := ck.Node("/2/1"); err != nil || n.Str != "abc" {
+		t.Errorf("the object array's side-car: /2/1 = %+v, %v; want 'abc'", n, err)
+	}
+}
