@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -505,4 +506,52 @@ func gpt2Pickle(tensors []gpt2Tensor, modules []string, storageClass string) []b
 	}
 	w.op('u', 's', 'b', '.')
 	return w.buf.Bytes()
+}
+
+// BenchmarkSafetensorsOpen opens the safetensors file named by CKPTVIEW_BENCH_SAFETENSORS;
+// BenchmarkSafetensorsHeaderJSON only reads its header and parses the JSON into a map, the
+// least any reader does: issue 7 wants the first within 2x of the second.
+func BenchmarkSafetensorsOpen(b *testing.B) {
+	f := benchSafetensors(b)
+	st, _ := f.Stat()
+	b.SetBytes(st.Size())
+	b.ResetTimer()
+	for b.Loop() {
+		ck, err := loader.Open(f, st.Size(), loader.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ck.Close()
+	}
+}
+
+func BenchmarkSafetensorsHeaderJSON(b *testing.B) {
+	f := benchSafetensors(b)
+	for b.Loop() {
+		var nb [8]byte
+		if _, err := f.ReadAt(nb[:], 0); err != nil {
+			b.Fatal(err)
+		}
+		h := make([]byte, binary.LittleEndian.Uint64(nb[:]))
+		if _, err := f.ReadAt(h, 8); err != nil {
+			b.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(h, &m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchSafetensors(b *testing.B) *os.File {
+	path := os.Getenv("CKPTVIEW_BENCH_SAFETENSORS")
+	if path == "" {
+		b.Skip("set CKPTVIEW_BENCH_SAFETENSORS to a .safetensors file (scripts/bench-formats makes one)")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return f
 }

@@ -371,7 +371,7 @@ func (c *converter) tensor(n *Node, t *pyTensor) {
 }
 
 func (c *converter) count(t *Tensor) {
-	k := tensorKey{st: t.Storage, off: t.StorageOffset, shape: fmt.Sprint(t.Shape), stride: fmt.Sprint(t.Strides)}
+	k := tensorKey{st: t.Storage, off: t.StorageOffset, shape: intsKey(t.Shape), stride: intsKey(t.Strides)}
 	c.ck.Tensors++
 	if t.Storage != nil && c.counted[k] {
 		return
@@ -542,6 +542,16 @@ func (f *fieldBytes) ReadAt(p []byte, off int64) (int, error) {
 		return int(done), io.EOF
 	}
 	return int(done), nil
+}
+
+// intsKey spells a shape or strides as a map key.
+func intsKey(v []int64) string {
+	b := make([]byte, 0, 8*len(v))
+	for _, x := range v {
+		b = strconv.AppendInt(b, x, 10)
+		b = append(b, ',')
+	}
+	return string(b)
 }
 
 func displayPath(p string) string {

@@ -150,13 +150,15 @@ func isHTML(h []byte) bool {
 }
 
 // isSafetensors says whether a file starts like safetensors: a little-endian u64 header
-// length that fits the file, then the header's "{".
+// length, then the header's "{". A length that does not fit the file is still taken (the
+// reader then says the file is cut short) as long as it is below 4 GiB: the first bytes of a
+// pickle or any other format read as a length are far larger.
 func isSafetensors(h []byte, size int64) bool {
 	if len(h) < 9 || h[8] != '{' {
 		return false
 	}
 	n := binary.LittleEndian.Uint64(h)
-	return n > 0 && n <= uint64(size-8)
+	return n > 0 && (n <= uint64(size-8) || n < 1<<32)
 }
 
 // scanOne scans the pickle at [start, end) of src and returns its rewritten stream.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -163,165 +164,282 @@ func numelOf(shape []int64) int64 {
 
 // parseSafetensorsHeader reads the header JSON in order. Unlike Go's encoding/json into a
 // map, it sees repeated keys: a repeated tensor name is refused (readers disagree on which
-// one wins), and so is a repeated field of a tensor, as serde refuses it.
+// one wins), and so is a repeated field of a tensor, as serde refuses it. The JSON is first
+// checked whole by encoding/json's validator; a small walker over the known structure then
+// reads it, several times faster than decoding it token by token.
 func parseSafetensorsHeader(h []byte) ([]*stEntry, [][2]string, error) {
 	trimmed := bytes.TrimLeft(h, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, nil, fmt.Errorf("it does not start with '{'")
 	}
-	dec := json.NewDecoder(bytes.NewReader(h))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, nil, fmt.Errorf("not a JSON object")
+	if !json.Valid(h) {
+		var v any
+		err := json.Unmarshal(h, &v)
+		return nil, nil, fmt.Errorf("it is not valid JSON (%v)", jsonErr(err))
 	}
+	p := &jsonWalk{b: h}
 	var entries []*stEntry
 	var meta [][2]string
 	seen := map[string]bool{}
 	sawMeta := false
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, nil, jsonErr(err)
-		}
-		key := t.(string)
+	err := p.object(func(key string) error {
 		if key == "__metadata__" {
 			if sawMeta {
-				return nil, nil, fmt.Errorf("__metadata__ appears twice")
+				return fmt.Errorf("__metadata__ appears twice")
 			}
 			sawMeta = true
-			m, err := readStrMap(dec)
+			m, err := p.strMap()
 			if err != nil {
-				return nil, nil, fmt.Errorf("__metadata__: %v", err)
+				return fmt.Errorf("__metadata__: %v", err)
 			}
 			meta = m
-			continue
+			return nil
 		}
 		if seen[key] {
-			return nil, nil, fmt.Errorf("the tensor name %s appears twice (readers disagree on which one counts)", pyrepr.Quote(key))
+			return fmt.Errorf("the tensor name %s appears twice (readers disagree on which one counts)", pyrepr.Quote(key))
 		}
 		seen[key] = true
-		e, err := readTensorInfo(dec, key)
+		e, err := p.tensorInfo(key)
 		if err != nil {
-			return nil, nil, fmt.Errorf("tensor %s: %v", pyrepr.Quote(key), err)
+			return fmt.Errorf("tensor %s: %v", pyrepr.Quote(key), err)
 		}
 		entries = append(entries, e)
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, nil, jsonErr(err)
-	}
-	if tail := bytes.Trim(h[dec.InputOffset():], " \t\r\n"); len(tail) > 0 {
-		return nil, nil, fmt.Errorf("%d bytes that are not white space follow the JSON object", len(tail))
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return entries, meta, nil
 }
 
 func jsonErr(err error) error {
+	if err == nil {
+		return errors.New("invalid JSON")
+	}
 	return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "json: "))
 }
 
-func readStrMap(dec *json.Decoder) ([][2]string, error) {
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		if t == nil && err == nil {
-			return nil, nil // null: no metadata
+// jsonWalk reads JSON that encoding/json has already validated.
+type jsonWalk struct {
+	b []byte
+	i int
+}
+
+func (p *jsonWalk) ws() {
+	for p.i < len(p.b) && (p.b[p.i] == ' ' || p.b[p.i] == '\t' || p.b[p.i] == '\n' || p.b[p.i] == '\r') {
+		p.i++
+	}
+}
+
+func (p *jsonWalk) peek() byte {
+	p.ws()
+	if p.i < len(p.b) {
+		return p.b[p.i]
+	}
+	return 0
+}
+
+// object calls field for each key of an object, with the walker at the key's value.
+func (p *jsonWalk) object(field func(key string) error) error {
+	if p.peek() != '{' {
+		return fmt.Errorf("not an object")
+	}
+	p.i++
+	if p.peek() == '}' {
+		p.i++
+		return nil
+	}
+	for {
+		p.ws()
+		key, err := p.str()
+		if err != nil {
+			return err
 		}
-		return nil, fmt.Errorf("not an object of strings")
+		p.ws()
+		p.i++ // ':'
+		if err := field(key); err != nil {
+			return err
+		}
+		switch p.peek() {
+		case ',':
+			p.i++
+		case '}':
+			p.i++
+			return nil
+		default:
+			return fmt.Errorf("malformed object")
+		}
+	}
+}
+
+// str reads a string; escapes are decoded by encoding/json.
+func (p *jsonWalk) str() (string, error) {
+	if p.peek() != '"' {
+		return "", fmt.Errorf("not a string")
+	}
+	start := p.i
+	p.i++
+	escaped := false
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case '\\':
+			escaped = true
+			p.i += 2
+			continue
+		case '"':
+			p.i++
+			if !escaped {
+				return string(p.b[start+1 : p.i-1]), nil
+			}
+			var s string
+			if err := json.Unmarshal(p.b[start:p.i], &s); err != nil {
+				return "", jsonErr(err)
+			}
+			return s, nil
+		}
+		p.i++
+	}
+	return "", fmt.Errorf("a string without its end")
+}
+
+// skip passes over any value.
+func (p *jsonWalk) skip() error {
+	switch p.peek() {
+	case '"':
+		_, err := p.str()
+		return err
+	case '{':
+		return p.object(func(string) error { return p.skip() })
+	case '[':
+		p.i++
+		if p.peek() == ']' {
+			p.i++
+			return nil
+		}
+		for {
+			if err := p.skip(); err != nil {
+				return err
+			}
+			switch p.peek() {
+			case ',':
+				p.i++
+			case ']':
+				p.i++
+				return nil
+			default:
+				return fmt.Errorf("malformed array")
+			}
+		}
+	default: // a number or a literal
+		for p.i < len(p.b) && !strings.ContainsRune(",]} \t\r\n", rune(p.b[p.i])) {
+			p.i++
+		}
+		return nil
+	}
+}
+
+// uints reads an array of non-negative integers.
+func (p *jsonWalk) uints() ([]int64, error) {
+	if p.peek() != '[' {
+		return nil, fmt.Errorf("not a list")
+	}
+	p.i++
+	out := []int64{}
+	if p.peek() == ']' {
+		p.i++
+		return out, nil
+	}
+	for {
+		p.ws()
+		start := p.i
+		for p.i < len(p.b) && !strings.ContainsRune(",] \t\r\n", rune(p.b[p.i])) {
+			p.i++
+		}
+		v, err := parseUint(json.Number(p.b[start:p.i]))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+		switch p.peek() {
+		case ',':
+			p.i++
+		case ']':
+			p.i++
+			return out, nil
+		default:
+			return nil, fmt.Errorf("not a list of integers")
+		}
+	}
+}
+
+func (p *jsonWalk) strMap() ([][2]string, error) {
+	if p.peek() == 'n' { // null: no metadata
+		return nil, p.skip()
 	}
 	var out [][2]string
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
+	err := p.object(func(k string) error {
+		if p.peek() != '"' {
+			return fmt.Errorf("the value of %s is not a string (the format allows only strings)", pyrepr.Quote(k))
+		}
+		v, err := p.str()
 		if err != nil {
-			return nil, jsonErr(err)
+			return err
 		}
-		k := t.(string)
-		v, err := dec.Token()
-		if err != nil {
-			return nil, jsonErr(err)
-		}
-		s, ok := v.(string)
-		if !ok {
-			return nil, fmt.Errorf("the value of %s is not a string (the format allows only strings)", pyrepr.Quote(k))
-		}
-		if seen[k] {
-			out = append(out[:0:0], filterKey(out, k)...)
-		}
-		seen[k] = true
-		out = append(out, [2]string{k, s})
+		out = append(filterKey(out, k), [2]string{k, v}) // a repeated key: the last, as serde's map
+		return nil
+	})
+	if err != nil && strings.HasPrefix(err.Error(), "not an object") {
+		return nil, fmt.Errorf("not an object of strings")
 	}
-	if _, err := dec.Token(); err != nil {
-		return nil, jsonErr(err)
-	}
-	return out, nil
+	return out, err
 }
 
 func filterKey(kv [][2]string, k string) [][2]string {
-	var out [][2]string
-	for _, p := range kv {
-		if p[0] != k {
-			out = append(out, p)
+	for i, p := range kv {
+		if p[0] == k {
+			return append(kv[:i:i], kv[i+1:]...)
 		}
 	}
-	return out
+	return kv
 }
 
-func readTensorInfo(dec *json.Decoder, name string) (*stEntry, error) {
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+func (p *jsonWalk) tensorInfo(name string) (*stEntry, error) {
+	if p.peek() != '{' {
 		return nil, fmt.Errorf("not an object with dtype, shape and data_offsets")
 	}
 	e := &stEntry{name: name}
 	got := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, jsonErr(err)
-		}
-		field := t.(string)
+	err := p.object(func(field string) error {
 		if got[field] {
-			return nil, fmt.Errorf("the field %s appears twice", field)
+			return fmt.Errorf("the field %s appears twice", field)
 		}
 		got[field] = true
 		switch field {
 		case "dtype":
-			var s string
-			if err := dec.Decode(&s); err != nil {
-				return nil, fmt.Errorf("dtype is not a string")
+			s, err := p.str()
+			if err != nil {
+				return fmt.Errorf("dtype is not a string")
 			}
 			e.dtype = s
 		case "shape":
-			var raw []json.Number
-			if err := dec.Decode(&raw); err != nil {
-				return nil, fmt.Errorf("shape is not a list of non-negative integers")
+			v, err := p.uints()
+			if err != nil {
+				return fmt.Errorf("shape is not a list of non-negative integers")
 			}
-			for _, x := range raw {
-				v, err := parseUint(x)
-				if err != nil {
-					return nil, fmt.Errorf("shape is not a list of non-negative integers")
-				}
-				e.shape = append(e.shape, v)
-			}
-			if e.shape == nil {
-				e.shape = []int64{}
-			}
+			e.shape = v
 		case "data_offsets":
-			var raw []json.Number
-			if err := dec.Decode(&raw); err != nil || len(raw) != 2 {
-				return nil, fmt.Errorf("data_offsets is not two non-negative integers")
+			v, err := p.uints()
+			if err != nil || len(v) != 2 {
+				return fmt.Errorf("data_offsets is not two non-negative integers")
 			}
-			b, err1 := parseUint(raw[0])
-			en, err2 := parseUint(raw[1])
-			if err1 != nil || err2 != nil {
-				return nil, fmt.Errorf("data_offsets is not two non-negative integers")
-			}
-			e.begin, e.end = b, en
+			e.begin, e.end = v[0], v[1]
 		default:
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
-				return nil, jsonErr(err)
-			}
+			return p.skip()
 		}
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, jsonErr(err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	for _, f := range []string{"dtype", "shape", "data_offsets"} {
 		if !got[f] {

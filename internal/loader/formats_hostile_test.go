@@ -1,0 +1,128 @@
+package loader
+
+import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// safetensorsFile builds a safetensors file from a header and a data buffer.
+func safetensorsFile(header string, data []byte) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+	return append(append(b, header...), data...)
+}
+
+func npyFile(major byte, header string, data []byte) []byte {
+	b := []byte("\x93NUMPY")
+	b = append(b, major, 0)
+	if major == 1 {
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(header)))
+	} else {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(header)))
+	}
+	return append(append(b, header...), data...)
+}
+
+func zlibOf(b []byte) []byte {
+	var buf bytes.Buffer
+	w := zlib.NewWriter(&buf)
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+// TestHostileFormats gives the new readers files that break their format's rules, one rule
+// each: every one is refused with a message that says what is wrong, never a panic or a
+// huge allocation, and the limits name their flag.
+func TestHostileFormats(t *testing.T) {
+	f32 := make([]byte, 16)
+	joblibFixture, err := os.ReadFile(filepath.Join(modelsDir, "joblib_arrays.joblib"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bomb := zlibOf(make([]byte, 9<<20)) // 9 MiB of zeros in a few KB
+	var gz bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	gw.Write(joblibFixture[:200]) // a pickle cut short
+	gw.Close()
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		// safetensors, as safetensors/src/tensor.rs validates
+		{"st header too large", safetensorsFile("{", nil)[:8:8], ""},
+		{"st header past the end", append(binary.LittleEndian.AppendUint64(nil, 1<<20), "{}"...), "InvalidHeaderLength"},
+		{"st header over 100 MB", append(binary.LittleEndian.AppendUint64(nil, 200_000_000), make([]byte, 64)...), ""},
+		{"st not UTF-8", safetensorsFile("{\"a\xff\":{}}", nil), "not UTF-8"},
+		{"st gap", safetensorsFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, f32), "gap"},
+		{"st overlap", safetensorsFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}`, f32), "overlaps"},
+		{"st size", safetensorsFile(`{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}`, f32), "TensorInvalidInfo"},
+		{"st trailing bytes", safetensorsFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, f32), "follow the last tensor"},
+		{"st truncated", safetensorsFile(`{"a":{"dtype":"F32","shape":[8],"data_offsets":[0,32]}}`, f32), "truncated"},
+		{"st repeated name", safetensorsFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, f32), "appears twice"},
+		{"st repeated field", safetensorsFile(`{"a":{"dtype":"F32","dtype":"F16","shape":[2],"data_offsets":[0,8]}}`, f32[:8]), "appears twice"},
+		{"st metadata not str", safetensorsFile(`{"__metadata__":{"k":1},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, f32[:8]), "not a string"},
+		{"st shape overflow", safetensorsFile(`{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}`, f32[:8]), "overflows"},
+		{"st negative shape", safetensorsFile(`{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,8]}}`, f32[:8]), "non-negative"},
+		{"st packed misaligned", safetensorsFile(`{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}`, f32[:2]), "MisalignedSlice"},
+		{"st trailing json", safetensorsFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}} x`, f32[:8]), "not valid JSON"},
+		// .npy, as numpy/lib/format.py reads it
+		{"npy version", npyFile(4, "{}", nil), "format version 4.0"},
+		{"npy header past the end", npyFile(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", nil)[:20], "declares"},
+		{"npy extra key", npyFile(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}", f32[:8]), "exactly the keys"},
+		{"npy not a literal", npyFile(1, "{'descr': '<f4', 'fortran_order': False, 'shape': __import__('os')}", nil), "not a Python literal"},
+		{"npy negative dimension", npyFile(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }", f32[:8]), "negative dimension"},
+		{"npy short data", npyFile(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (100,), }", f32[:8]), "needs 400 bytes"},
+		{"npy huge shape", npyFile(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }", f32[:8]), "2^63"},
+		{"npy bad descr", npyFile(1, "{'descr': '<q9', 'fortran_order': False, 'shape': (1,), }", f32[:8]), "type code"},
+		{"npy fortran not bool", npyFile(1, "{'descr': '<f4', 'fortran_order': 0, 'shape': (2,), }", f32[:8]), "True or False"},
+		// joblib
+		{"joblib cut inside its array data", joblibFixture[:700], ""},
+		{"joblib zlib bomb", bomb, "-max-decompress"},
+		{"joblib gzip of a cut pickle", gz.Bytes(), ""},
+		{"joblib ZF length not a number", append([]byte("ZFzz                 "), zlibOf([]byte("\x80\x02K\x01."))...), "not a number"},
+		{"zlib of no pickle", zlibOf([]byte("hello world")), "not a pickle"},
+		{"bad zlib", []byte("x\x9c\xff\xff\xff\xff"), "zlib"},
+		{"lfs pointer", []byte("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n"), "Git LFS pointer"},
+		{"html page", []byte("<!DOCTYPE html><html><body>Sign in</body></html>"), "HTML page"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ck, err := Open(bytes.NewReader(tc.data), int64(len(tc.data)), Options{MaxDecompress: 8 << 20})
+			if err == nil {
+				ck.Close()
+				t.Fatalf("Open(%s) succeeded, want an error", tc.name)
+			}
+			var le *Error
+			if !errors.As(err, &le) {
+				t.Fatalf("Open(%s) = %T %v, want a *loader.Error", tc.name, err, err)
+			}
+			if strings.Contains(le.Msg, "could not be read (") {
+				t.Fatalf("Open(%s) recovered a panic: %v", tc.name, err)
+			}
+			if tc.want != "" && !strings.Contains(le.Msg, tc.want) {
+				t.Errorf("Open(%s) = %q, want it to say %q", tc.name, le.Msg, tc.want)
+			}
+		})
+	}
+}
+
+// A joblib wrapper whose shape or dtype the scanner cannot evaluate refuses the file: where
+// the array data ends, and so what joblib.load reads next, would be unknown.
+func TestJoblibFailsClosed(t *testing.T) {
+	// protocol 2: NumpyArrayWrapper via NEWOBJ, BUILD with a dict whose dtype is a global
+	// (not a numpy.dtype instance), then "raw data" that a guess could misread
+	p := []byte("\x80\x02cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81}(U\x05shape" +
+		"K\x03\x85U\x05dtypecbuiltins\nfloat\nU\x05order" + "U\x01Cub" + "cos\nsystem\n.")
+	_, err := Open(bytes.NewReader(p), int64(len(p)), Options{})
+	var le *Error
+	if !errors.As(err, &le) || !strings.Contains(le.Msg, "could not be checked") {
+		t.Fatalf("Open = %v, want a refusal saying it could not be checked", err)
+	}
+}
