@@ -5,8 +5,10 @@ package export
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -297,41 +299,21 @@ func (e *encoder) tensor(n *loader.Node) error {
 		fmt.Fprintf(e.w, `,"omitted":true,"note":"more than %d elements; raise limit= or download as npy"`, e.limit)
 		return nil
 	}
-	v := ViewOf(t)
-	if v == nil {
-		e.w.WriteString(`,"omitted":true,"note":"values of this dtype are not decoded"`)
-		return nil
-	}
-	vals, err := tensor.NewValues(v)
+	next, err := elementSource(n)
 	if err != nil {
 		fmt.Fprintf(e.w, `,"omitted":true,"note":%q`, err.Error())
 		return nil
 	}
 	e.w.WriteString(`,"data":`)
-	// values are read in chunks as the nested lists are written: constant memory
-	const chunk = 1 << 14
-	var els []tensor.Element
-	var base, i int64
 	var rerr error
-	next := func() string {
-		if i-base >= int64(len(els)) {
-			base += int64(len(els))
-			els, rerr = vals.Read(base, chunk)
-			if rerr != nil || len(els) == 0 {
-				if rerr == nil {
-					rerr = fmt.Errorf("export: tensor ended early")
-				}
-				return "null"
-			}
-		}
-		s := vals.JSON(els[i-base])
-		i++
-		return s
-	}
 	var rec func(d int)
 	rec = func(d int) {
 		if d == len(t.Shape) {
-			e.w.WriteString(next())
+			s, err := next()
+			if err != nil && rerr == nil {
+				rerr = err
+			}
+			e.w.WriteString(s)
 			return
 		}
 		e.w.WriteByte('[')
@@ -345,6 +327,159 @@ func (e *encoder) tensor(n *loader.Node) error {
 	}
 	rec(0)
 	return rerr
+}
+
+// elementSource returns the JSON of a tensor's elements one after another in C order, read
+// in chunks (constant memory): numbers as numbers, a str array's items as strings, a bytes
+// array's as {"$bytes": ...}, a structured array's as objects of its fields.
+func elementSource(n *loader.Node) (func() (string, error), error) {
+	t := n.Tensor
+	if v := ViewOf(t); v != nil {
+		vals, err := tensor.NewValues(v)
+		if err != nil {
+			return nil, err
+		}
+		const chunk = 1 << 14
+		var els []tensor.Element
+		var base, i int64
+		return func() (string, error) {
+			if i-base >= int64(len(els)) {
+				base += int64(len(els))
+				var err error
+				if els, err = vals.Read(base, chunk); err != nil || len(els) == 0 {
+					if err == nil {
+						err = fmt.Errorf("export: tensor ended early")
+					}
+					return "null", err
+				}
+			}
+			s := vals.JSON(els[i-base])
+			i++
+			return s, nil
+		}, nil
+	}
+	if len(t.Fields) > 0 {
+		return recordSource(n)
+	}
+	iv := ItemViewOf(t)
+	if iv == nil {
+		return nil, fmt.Errorf("values of this dtype are not decoded")
+	}
+	st, err := tensor.NewStream(iv, tensor.StreamOptions{})
+	if err != nil {
+		return nil, err
+	}
+	size := iv.ItemSize
+	big := t.Storage.ByteOrder == "big" || strings.HasPrefix(t.Descr, ">")
+	isStr := strings.HasPrefix(t.DType, "str")
+	buf := make([]byte, 0, 64<<10)
+	var off, pos int64
+	return func() (string, error) {
+		if pos+size > int64(len(buf)) {
+			want := max(size, (int64(cap(buf))/size)*size)
+			want = min(want, st.Size()-off)
+			if want < size {
+				return "null", fmt.Errorf("export: array ended early")
+			}
+			buf = buf[:want]
+			if _, err := st.ReadAt(buf, off); err != nil && err != io.EOF {
+				return "null", err
+			}
+			off += want
+			pos = 0
+		}
+		item := buf[pos : pos+size]
+		pos += size
+		if isStr {
+			return jsonString(ucs4(item, big)), nil
+		}
+		return `{"$bytes":"` + base64.StdEncoding.EncodeToString(bytes.TrimRight(item, "\x00")) + `"}`, nil
+	}, nil
+}
+
+// recordSource writes a structured array's elements as objects, each field read from the
+// column (the child array) that holds it.
+func recordSource(n *loader.Node) (func() (string, error), error) {
+	type col struct {
+		name string
+		next func() (string, error)
+		sub  []int64
+	}
+	var cols []col
+	for _, f := range n.Tensor.Fields {
+		var child *loader.Node
+		for _, k := range n.Children {
+			if k.Seg == f.Name && k.Tensor != nil && k.Tensor.Column {
+				child = k
+			}
+		}
+		if child == nil {
+			return nil, fmt.Errorf("the field %s cannot be read", f.Name)
+		}
+		next, err := elementSource(child)
+		if err != nil {
+			return nil, fmt.Errorf("the field %s: %v", f.Name, err)
+		}
+		cols = append(cols, col{name: f.Name, next: next, sub: f.Shape})
+	}
+	return func() (string, error) {
+		var b strings.Builder
+		b.WriteByte('{')
+		for i, c := range cols {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(jsonString(c.name))
+			b.WriteByte(':')
+			var rec func(d int) error
+			rec = func(d int) error {
+				if d == len(c.sub) {
+					s, err := c.next()
+					b.WriteString(s)
+					return err
+				}
+				b.WriteByte('[')
+				for k := int64(0); k < c.sub[d]; k++ {
+					if k > 0 {
+						b.WriteByte(',')
+					}
+					if err := rec(d + 1); err != nil {
+						return err
+					}
+				}
+				b.WriteByte(']')
+				return nil
+			}
+			if err := rec(0); err != nil {
+				return b.String(), err
+			}
+		}
+		b.WriteByte('}')
+		return b.String(), nil
+	}, nil
+}
+
+// ucs4 decodes a numpy str item: UTF-32 code units, trailing NULs dropped.
+func ucs4(b []byte, big bool) string {
+	var r []rune
+	for i := 0; i+4 <= len(b); i += 4 {
+		var c uint32
+		if big {
+			c = binary.BigEndian.Uint32(b[i:])
+		} else {
+			c = binary.LittleEndian.Uint32(b[i:])
+		}
+		r = append(r, rune(c))
+	}
+	for len(r) > 0 && r[len(r)-1] == 0 {
+		r = r[:len(r)-1]
+	}
+	return string(r)
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(strings.ToValidUTF8(s, "\ufffd"))
+	return string(b)
 }
 
 func ints(v []int64) string {
