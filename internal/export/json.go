@@ -132,6 +132,21 @@ func (e *encoder) node(n *loader.Node) error {
 		}
 		e.w.WriteString(`{"` + tag + `":"` + base64.StdEncoding.EncodeToString(b) + `"}`)
 	case loader.KindList:
+		if n.IsLazy() { // a large list read from the file in pages
+			e.w.WriteByte('[')
+			for from := 0; from < n.NumItems(); from += 4096 {
+				for i, k := range n.Items(from, from+4096) {
+					if from+i > 0 {
+						e.w.WriteByte(',')
+					}
+					if err := e.node(k); err != nil {
+						return err
+					}
+				}
+			}
+			e.w.WriteByte(']')
+			return nil
+		}
 		return e.list(n.Children)
 	case loader.KindTuple, loader.KindSet, loader.KindFrozenSet:
 		return e.tagged("$"+string(n.Kind), func() error { return e.list(n.Children) })

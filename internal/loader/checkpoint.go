@@ -208,6 +208,12 @@ func Walk(root *Node, visit func(*Node)) {
 }
 
 func childBySeg(n *Node, seg string) *Node {
+	if n.lazy != nil {
+		if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < n.lazy.Len() && strconv.Itoa(i) == seg {
+			return n.Items(i, i+1)[0]
+		}
+		return nil
+	}
 	kids := n.Children
 	if n.Tensor != nil && n.Tensor.Objects != nil {
 		kids = n.Tensor.Objects

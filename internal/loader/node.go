@@ -85,7 +85,58 @@ type Node struct {
 
 	// Danger is set on global/object nodes whose global would run code or touch the system.
 	Danger bool
+
+	// lazy holds the items of a very large list that are read from the file on demand (a
+	// GGUF tokenizer vocabulary of 150,000 strings) instead of being Children.
+	lazy LazyItems
 }
+
+// LazyItems are the items of a large list, made when they are looked at.
+type LazyItems interface {
+	Len() int
+	// Item makes item i (0 <= i < Len()) as a node with the given key and path.
+	Item(i int, key, path string) (*Node, error)
+}
+
+// NumItems is how many children a reader can open in n: its Children, a numpy object
+// array's items, or a large list's lazily read items.
+func (n *Node) NumItems() int {
+	switch {
+	case n.lazy != nil:
+		return n.lazy.Len()
+	case n.Tensor != nil && n.Tensor.Objects != nil:
+		return len(n.Tensor.Objects)
+	}
+	return len(n.Children)
+}
+
+// Items returns n's children [from, to) (see NumItems), reading lazy ones as needed.
+func (n *Node) Items(from, to int) []*Node {
+	from, to = max(0, from), min(to, n.NumItems())
+	if from >= to {
+		return nil
+	}
+	switch {
+	case n.lazy != nil:
+		out := make([]*Node, 0, to-from)
+		for i := from; i < to; i++ {
+			s := strconv.Itoa(i)
+			k, err := n.lazy.Item(i, s, n.Path+"/"+s)
+			if err != nil {
+				k = &Node{Kind: KindStr, Type: "error", Key: s, Seg: s, Path: n.Path + "/" + s, Str: err.Error()}
+			}
+			k.Key, k.Seg = s, s
+			out = append(out, k)
+		}
+		return out
+	case n.Tensor != nil && n.Tensor.Objects != nil:
+		return n.Tensor.Objects[from:to]
+	}
+	return n.Children[from:to]
+}
+
+// IsLazy says whether n's items are read on demand (then Walk does not visit them).
+func (n *Node) IsLazy() bool { return n.lazy != nil }
 
 // Tensor is a strided view on a Storage: the metadata of a torch.Tensor or numpy.ndarray.
 // Its values are never read by the loader.

@@ -184,24 +184,21 @@ func (s *Server) handleAPINode(c echo.Context) error {
 	defer release()
 	pointer := c.QueryParam("path")
 
-	kids := n.Children
-	if n.Tensor != nil && n.Tensor.Objects != nil {
-		kids = n.Tensor.Objects
-	}
+	total := n.NumItems()
 	out := nodeJSON{
 		childJSON: child(n),
 		Len:       n.Len,
 		Children:  []childJSON{},
 	}
 	if out.Len == 0 {
-		out.Len = int64(len(kids))
+		out.Len = int64(total)
 	}
-	start := min(offset, len(kids))
-	end := min(start+limit, len(kids))
-	for _, k := range kids[start:end] {
+	start := min(offset, total)
+	end := min(start+limit, total)
+	for _, k := range n.Items(start, end) {
 		out.Children = append(out.Children, child(k))
 	}
-	if end < len(kids) {
+	if end < total {
 		q := url.Values{"path": {pointer}, "offset": {strconv.Itoa(end)}, "limit": {strconv.Itoa(limit)}}
 		next := "/api/checkpoints/" + o.id + "/node?" + q.Encode()
 		out.Next = &next

@@ -55,7 +55,7 @@ func Summary(n *loader.Node) string {
 	case loader.KindBytes:
 		return bytesSummary(n)
 	case loader.KindList, loader.KindTuple, loader.KindDict, loader.KindSet, loader.KindFrozenSet:
-		return ShortType(typeOr(n)) + " (" + plural(int64(len(childrenOf(n))), "item") + ")"
+		return ShortType(typeOr(n)) + " (" + plural(int64(n.NumItems()), "item") + ")"
 	case loader.KindObject, loader.KindGlobal:
 		if n.Global != "" {
 			return n.Global
@@ -137,8 +137,11 @@ func ShortType(t string) string {
 }
 
 // childrenOf is what a reader sees inside a node: a numpy object array's items, or the
-// node's children.
+// node's children (a large list's first items only: the rest is read page by page).
 func childrenOf(n *loader.Node) []*loader.Node {
+	if n.IsLazy() {
+		return n.Items(0, MaxLimit)
+	}
 	if n.Tensor != nil && n.Tensor.Objects != nil {
 		return n.Tensor.Objects
 	}

@@ -150,17 +150,21 @@ func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 		limit = DefaultLimit
 	}
 	limit = min(limit, MaxLimit)
-	kids := childrenOf(n)
-	c.Total = len(kids)
-	offset = max(0, min(offset, len(kids)))
-	end := min(len(kids), offset+limit)
+	total := n.NumItems()
+	c.Total = total
+	offset = max(0, min(offset, total))
+	end := min(total, offset+limit)
 	c.Offset, c.Limit = offset, limit
-	c.KeyWidth = keyWidth(kids)
+	page := n.Items(offset, end)
+	c.KeyWidth = keyWidth(page)
+	if !n.IsLazy() {
+		c.KeyWidth = keyWidth(childrenOf(n))
+	}
 	c.Rows = make([]Row, 0, end-offset)
-	for _, k := range kids[offset:end] {
+	for _, k := range page {
 		c.Rows = append(c.Rows, NewRow(meta.ID, ck, k))
 	}
-	c.Remaining = len(kids) - end
+	c.Remaining = total - end
 	if c.Remaining > 0 {
 		c.MoreURL = ChildrenURL(meta.ID, n.Path, end)
 		c.MorePageURL = withOffset(NodeURL(meta.ID, n.Path), end)
@@ -185,10 +189,10 @@ func NewRow(id string, ck *loader.Checkpoint, n *loader.Node) Row {
 	}
 	switch n.Kind {
 	case loader.KindList, loader.KindTuple, loader.KindDict, loader.KindSet, loader.KindFrozenSet:
-		r.Brief = plural(int64(len(n.Children)), "item")
+		r.Brief = plural(int64(n.NumItems()), "item")
 	}
 	if isContainer(n) {
-		r.Count = len(childrenOf(n))
+		r.Count = n.NumItems()
 		if r.Count > 0 {
 			r.ChildrenURL = ChildrenURL(id, n.Path, 0)
 			r.KidsKeyWidth = keyWidth(childrenOf(n))
