@@ -606,6 +606,11 @@ func ItemViewOf(t *loader.Tensor) *tensor.View {
 
 // ViewOf is the tensor view of a loader tensor, or nil when it has no decodable storage.
 func ViewOf(t *loader.Tensor) *tensor.View {
+	if t != nil && t.Decoded != nil {
+		// a packed (quantized) tensor: its dequantized float32 values, dense in C order
+		d := t.Decoded
+		return &tensor.View{DType: "float32", Shape: t.Shape, Strides: t.Strides, Data: d.Data, DataOffset: d.Offset, DataSize: d.Size}
+	}
 	if t == nil || t.Storage == nil || t.Storage.Data == nil || tensor.ElementSize(t.DType) == 0 {
 		return nil
 	}

@@ -162,6 +162,12 @@ type Tensor struct {
 	// Column marks one field of a structured array shown as an array of its own: a view of
 	// its parent's bytes, so totals do not count it again.
 	Column bool
+	// Packed marks a dtype stored in blocks (GGUF's quantized types, "q4_k"): it has no size
+	// per element, its bytes are Storage.Size.
+	Packed bool
+	// Decoded is a float32 view of a packed tensor's values (dequantized as ggml does), for
+	// the types that can be dequantized; its Data makes the values as they are read.
+	Decoded *Storage
 }
 
 // Field is one field of a structured numpy dtype: its name, type, byte offset in an
@@ -201,6 +207,9 @@ func (t *Tensor) Numel() int64 {
 // NBytes is the size of the view's elements in bytes (saturating at the largest int64 for
 // broadcast views that describe more than that).
 func (t *Tensor) NBytes() int64 {
+	if t.Packed && t.Storage != nil {
+		return t.Storage.Size
+	}
 	n, es := t.Numel(), int64(DTypeSize(t.DType))
 	if es > 0 && n > math.MaxInt64/es {
 		return math.MaxInt64

@@ -75,6 +75,8 @@ func (op *opener) open() (*Checkpoint, error) {
 		return nil, fmt.Errorf("loader: read header: %w", err)
 	}
 	switch {
+	case bytes.HasPrefix(head, []byte("GGUF")):
+		return op.done(op.openGGUF())
 	case bytes.HasPrefix(head, []byte(npyMagic)):
 		return op.done(op.openNPY())
 	case isSafetensors(head, size):

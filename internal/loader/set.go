@@ -46,6 +46,13 @@ func OpenSet(files []File, opts Options) (*Checkpoint, error) {
 		}
 	}
 	ck := &Checkpoint{BytesByDType: map[string]int64{}}
+	if done, err := openGGUFSplit(ck, files, o); done {
+		if err != nil {
+			return nil, err
+		}
+		ck.reindex()
+		return ck, nil
+	}
 	var err error
 	switch {
 	case len(indexes) > 1:

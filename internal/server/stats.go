@@ -290,7 +290,7 @@ func numeric(n *loader.Node) error {
 	if t.Objects != nil {
 		return &notTensorError{msg: fmt.Sprintf("not a tensor of numbers: %s is a numpy object array; download it as JSON instead", displayPath(n.Path))}
 	}
-	if tensor.ElementSize(t.DType) == 0 {
+	if tensor.ElementSize(t.DType) == 0 && t.Decoded == nil {
 		return &valueError{path: n.Path, dtype: t.DType, err: fmt.Errorf("%w: %s", tensor.ErrUnsupported, t.DType)}
 	}
 	return nil

@@ -196,6 +196,8 @@ func downloads(id string, n *loader.Node) []Download {
 		conv = ", converted to float32"
 	case t.Quant != nil:
 		conv = ", the stored integers"
+	case t.Decoded != nil:
+		conv = ", dequantized to float32 as ggml does"
 	}
 	out = append(out,
 		Download{Label: ".npy", URL: DownloadURL(id, n.Path, "npy", false), TestID: "download-npy",
