@@ -47,6 +47,12 @@ var safetensorsDType = map[string]string{
 	"float64": "F64", "complex64": "C64", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
 }
 
+// CanSafetensors says whether a tensor can be written to a safetensors file as it is.
+func CanSafetensors(t *loader.Tensor) bool {
+	_, ok := safetensorsDType[t.DType]
+	return ok && t.Layout == "" && t.Objects == nil && t.Quant == nil && !t.Column && ViewOf(t) != nil
+}
+
 // ErrNoTensors is returned for a subtree with no tensor safetensors can hold. Its text is
 // shown to users as it is.
 var ErrNoTensors = errors.New("there is no tensor here that safetensors can hold")

@@ -86,6 +86,8 @@ type TensorMeta struct {
 	// OffsetLabel says what FileOffset counts in ("at file byte"); "" hides it (a value held
 	// inside the pickle, a structured array's column).
 	OffsetLabel string
+	// Packed says how a block-quantized (GGUF) tensor's values are read.
+	Packed string
 	// Fields are a structured dtype's fields, each linked to its column.
 	Fields          []FieldRow
 	StorageSizeText string
@@ -226,7 +228,7 @@ func hasTensor(n *loader.Node, budget int) bool {
 			return
 		}
 		seen++
-		if t := n.Tensor; t != nil && t.Objects == nil && t.Layout == "" && t.Quant == nil && !t.Column && export.ViewOf(t) != nil {
+		if t := n.Tensor; t != nil && export.CanSafetensors(t) {
 			found = true
 			return
 		}
@@ -300,6 +302,12 @@ func NewTensorMeta(id string, n *loader.Node) *TensorMeta {
 		RequiresGrad:  t.RequiresGrad,
 	}
 	m.NumelText, m.NBytesText, m.NBytesHuman = Thousands(m.Numel), Thousands(m.NBytes), HumanBytes(m.NBytes)
+	if t.Packed {
+		m.Packed = "a ggml block format: the values ckptview shows and downloads are dequantized as ggml's reference code does"
+		if t.Decoded == nil {
+			m.Packed = "a ggml block format that ckptview does not dequantize: only its type, shape and bytes are shown"
+		}
+	}
 	if len(t.Fields) > 0 {
 		m.Fields = fieldRows(id, n)
 	}
