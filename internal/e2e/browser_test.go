@@ -272,13 +272,13 @@ func TestUploadTreeTensor(t *testing.T) {
 		t.Fatal(err)
 	}
 	if f, err := os.Open(fixture); err != nil {
-		t.Skipf("fixture %s: %v", uploadFixture, err)
+		t.Fatalf("fixture %s: %v", uploadFixture, err)
 	} else {
 		fi, _ := f.Stat()
 		_, err := loader.Open(f, fi.Size(), loader.Options{})
 		f.Close()
 		if err != nil {
-			t.Skipf("the loader cannot open %s yet: %v", uploadFixture, err)
+			t.Fatalf("the loader cannot open %s: %v", uploadFixture, err)
 		}
 	}
 	byPath := map[string]expectedTensor{}
@@ -630,4 +630,52 @@ func TestStatsHistogramDownload(t *testing.T) {
 	}
 	shots.take("9-checkpoint-all-stats")
 	problems.check(t, "all statistics")
+}
+
+// TestUploadSharded drops a sharded checkpoint's index and shards on the file input at once:
+// the browser lands on one checkpoint named after the index, and a tensor's page names the
+// shard that holds it.
+func TestUploadSharded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test")
+	}
+	var files []string
+	for _, n := range []string{"model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"} {
+		p, err := filepath.Abs(filepath.Join(modelsDir, "sharded", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, p)
+	}
+	base := startServer(t)
+	ctx := browser(t)
+	var problems pageProblems
+	problems.listen(t, ctx)
+	shots := newScreenshots(t, ctx)
+	step(t, ctx, "upload the index and its shards",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="dropzone"]`)),
+		chromedp.SetUploadFiles(chromedp.CSS(`#upload-file`), files),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="summary"]`)),
+	)
+	if got := text(t, ctx, `[data-testid="file-name"]`); got != "model.safetensors" {
+		t.Errorf("file name = %q, want model.safetensors (the index's)", got)
+	}
+	if got := text(t, ctx, `[data-testid="format"]`); got != "sharded safetensors" {
+		t.Errorf("format = %q, want sharded safetensors", got)
+	}
+	shots.take("sharded-checkpoint")
+	loc, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
+	step(t, ctx, "open a tensor",
+		chromedp.Navigate(loc+"/n/wte.weight"),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="storage-file"]`)),
+	)
+	if got := text(t, ctx, `[data-testid="storage-file"]`); !strings.HasPrefix(got, "model-0000") {
+		t.Errorf("the tensor's shard = %q, want one of the shards", got)
+	}
+	shots.take("sharded-tensor")
+	problems.check(t, "sharded pages")
 }

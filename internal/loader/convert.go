@@ -360,7 +360,7 @@ func (c *converter) tensor(n *Node, t *pyTensor) {
 	}
 	n.Kind, n.Type = KindTensor, t.typeName
 	st := t.storage.st
-	tt := &Tensor{DType: st.DType, Shape: t.shape, Strides: t.stride, StorageOffset: t.offset, Storage: st, RequiresGrad: t.requiresGrad}
+	tt := &Tensor{DType: st.DType, Shape: t.shape, Strides: t.stride, StorageOffset: t.offset, Storage: st, RequiresGrad: t.requiresGrad, Packed: t.packed}
 	n.Tensor = tt
 	tt.Quant = t.quant
 	st.Users = append(st.Users, n.Path)

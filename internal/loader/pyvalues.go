@@ -88,6 +88,7 @@ type pyTensor struct {
 	quant        *Quantization
 	quantScales  any
 	quantZeros   any
+	packed       bool // elements smaller than a byte (safetensors F4, F6)
 }
 
 // pySparse is a sparse tensor: its index and value tensors and its dense size.

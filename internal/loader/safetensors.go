@@ -142,7 +142,7 @@ func (op *opener) openSafetensors() error {
 			Size: e.end - e.begin, ByteOrder: "little"}
 		op.ck.Storages = append(op.ck.Storages, st)
 		root.Set(e.name, &pyTensor{storage: &pyStorage{st: st, numel: numelOf(e.shape)}, shape: e.shape,
-			stride: contiguousStrides(e.shape, false), typeName: "safetensors." + e.dtype})
+			stride: contiguousStrides(e.shape, false), typeName: "safetensors." + e.dtype, packed: e.bits%8 != 0})
 	}
 	if meta != nil {
 		md := &pyDict{typeName: "dict"}
