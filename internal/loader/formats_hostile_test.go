@@ -126,3 +126,110 @@ func TestJoblibFailsClosed(t *testing.T) {
 		t.Fatalf("Open = %v, want a refusal saying it could not be checked", err)
 	}
 }
+
+// joblibWithArray is a protocol-2 joblib stream: [NumpyArrayWrapper of a float64 array of
+// shape (2,) followed by its 16 raw bytes (joblib 1.2 layout: padding count, padding), then
+// whatever after is, then the list closes.
+func joblibWithArray(raw []byte, after string, aligned bool) []byte {
+	align := "U\x1bnumpy_array_alignment_bytesK\x10"
+	if !aligned { // joblib < 1.2: the data follows at once
+		align = ""
+	}
+	p := "\x80\x02]q\x00(" +
+		"cjoblib.numpy_pickle\nNumpyArrayWrapper\nq\x01)\x81q\x02}q\x03(" +
+		"U\x08subclasscnumpy\nndarray\nq\x04" +
+		"U\x05shapeK\x02\x85" +
+		"U\x05orderU\x01C" +
+		"U\x05dtypecnumpy\ndtype\nq\x05U\x02f8\x89\x88\x87Rq\x06(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb" +
+		"U\x0aallow_mmap\x88" +
+		align +
+		"ub"
+	out := []byte(p)
+	if aligned {
+		out = append(out, 0) // padding count: none
+	}
+	out = append(out, raw...)
+	out = append(out, after...)
+	return append(out, "e."...)
+}
+
+// A payload placed after a joblib array's data is found (the scan goes on where joblib's
+// reader does), and one hidden inside the array data, which joblib.load never runs but
+// pickle.load of the same file would, is reported as pickle.load's.
+func TestJoblibPayloadAfterArray(t *testing.T) {
+	raw := make([]byte, 16)
+	after := joblibWithArray(raw, "cposix\nsystem\nq\x07U\x02lsq\x08\x85R", true)
+	ck, err := Open(bytes.NewReader(after), int64(len(after)), Options{})
+	if err != nil {
+		t.Fatalf("Open = %v", err)
+	}
+	found := false
+	for _, f := range ck.Findings {
+		if f.Severity == SeverityDanger && f.Global == "posix.system" && !strings.Contains(f.Where, "pickle.load reads it") {
+			found = true
+		}
+	}
+	if !found || ck.Format != "joblib" {
+		t.Errorf("findings %+v (%s), want posix.system found in joblib's reading", ck.Findings, ck.Format)
+	}
+	if n, err := ck.Node("/0"); err != nil || n.Tensor == nil || n.Tensor.Storage.Size != 16 {
+		t.Errorf("the array: %+v, %v", n, err)
+	}
+
+	// the payload inside the array data (16 bytes: GLOBAL, None, TUPLE1, REDUCE, POP, POP):
+	// only pickle.load would read it as opcodes
+	decoy := []byte("cos\nsystem\nN\x85R00")
+	inside := joblibWithArray(decoy, "", false)
+	ck2, err := Open(bytes.NewReader(inside), int64(len(inside)), Options{})
+	var findings []Finding
+	if err == nil {
+		findings = ck2.Findings
+	} else if le, ok := err.(*Error); ok {
+		findings = le.Findings
+	}
+	found = false
+	for _, f := range findings {
+		if f.Global == "os.system" && f.Severity == SeverityDanger && strings.Contains(f.Where, "pickle.load reads it") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("findings %+v, want os.system reported as what pickle.load would read", findings)
+	}
+}
+
+// Python's unpickler reads a FRAME whole, so an array whose wrapper's BUILD sits inside a
+// frame is read from the file after the frame, and the frame's remaining opcodes come
+// before the bytes after the array (pickle._Unpickler with joblib's file_handle reads).
+func TestJoblibArrayAfterFrame(t *testing.T) {
+	stream := joblibWithArray(nil, "", false)
+	stream = stream[:len(stream)-2] // ... BUILD, without "e."
+	body := stream[2:]              // after PROTO 2
+	inFrame := append(append([]byte{}, body...), "cposix\nsystem\nU\x02ls\x85R"...)
+	raw := []byte{0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0, 0, 0, 0, 0, 0, 0, 0x40} // 1.0, 2.0
+	p := []byte("\x80\x04\x95")
+	p = binary.LittleEndian.AppendUint64(p, uint64(len(inFrame)))
+	p = append(p, inFrame...)
+	p = append(p, raw...)
+	p = append(p, "e."...)
+	ck, err := Open(bytes.NewReader(p), int64(len(p)), Options{})
+	if err != nil {
+		t.Fatalf("Open = %v", err)
+	}
+	found := false
+	for _, f := range ck.Findings {
+		if f.Global == "posix.system" && f.Severity == SeverityDanger && !strings.Contains(f.Where, "pickle.load reads it") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("findings %+v: the call after the BUILD, inside the frame, is not found", ck.Findings)
+	}
+	n, err := ck.Node("/0")
+	if err != nil || n.Tensor == nil || n.Tensor.Storage.Offset != int64(len(p)-len(raw)-2) {
+		t.Fatalf("the array = %+v, %v; want its data right after the frame", n, err)
+	}
+	if v, ok := readElement(n.Tensor, 1); !ok || !sameValue(v, 2.0) {
+		t.Errorf("the array's second value = %v, want 2", v)
+	}
+}
