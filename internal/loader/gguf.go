@@ -133,6 +133,9 @@ func (op *opener) ggufTensor(f *gguf.File, t *gguf.TensorInfo, part, parent stri
 	}
 	st := &Storage{Key: t.Name, DType: dtype, Location: "file", Data: op.r, Offset: t.Offset, Size: t.Size, ByteOrder: "little", File: part}
 	tt := &Tensor{DType: dtype, Shape: t.Shape, Strides: contiguousStrides(t.Shape, false), Storage: st, Packed: !plain}
+	if info, ok := gguf.LookupType(t.Type); ok && !plain {
+		tt.Descr = fmt.Sprintf("ggml %s: blocks of %d values in %d bytes", info.Name, info.BlockSize, info.TypeSize)
+	}
 	if !plain && gguf.Dequantizable(t.Type) {
 		tt.Decoded = &Storage{Key: t.Name, DType: "float32", Location: "dequantized", Data: &dequantized{f: f, t: t},
 			Size: t.Elements * 4, ByteOrder: "little", File: part}

@@ -303,9 +303,13 @@ func NewTensorMeta(id string, n *loader.Node) *TensorMeta {
 	}
 	m.NumelText, m.NBytesText, m.NBytesHuman = Thousands(m.Numel), Thousands(m.NBytes), HumanBytes(m.NBytes)
 	if t.Packed {
-		m.Packed = "a ggml block format: the values ckptview shows and downloads are dequantized as ggml's reference code does"
+		what := t.Descr
+		if what == "" {
+			what = "a packed format (elements smaller than a byte)"
+		}
+		m.Packed = what + "; the values ckptview shows and downloads are dequantized as ggml's reference code does"
 		if t.Decoded == nil {
-			m.Packed = "a ggml block format that ckptview does not dequantize: only its type, shape and bytes are shown"
+			m.Packed = what + ", which ckptview does not decode: only its type, shape and bytes are shown"
 		}
 	}
 	if len(t.Fields) > 0 {
