@@ -157,6 +157,19 @@ func (e *Error) Text() string {
 	return e.Msg
 }
 
+// InternalError is a bug of ckptview's own met while opening a file (a panic the loader
+// recovered from): not something wrong with the file, so it is no *Error. The findings made
+// before it are kept, and the stack for the log.
+type InternalError struct {
+	Panic    any
+	Stack    []byte
+	Findings []Finding
+}
+
+func (e *InternalError) Error() string {
+	return fmt.Sprintf("loader: internal error while reading the file: %v", e.Panic)
+}
+
 // Node returns the node at a JSON Pointer ("" or "/" is the root).
 func (c *Checkpoint) Node(pointer string) (*Node, error) {
 	if pointer == "/" {

@@ -221,7 +221,7 @@ func (op *opener) decompress(c compressor, src io.Reader) (*decompressed, error)
 	for {
 		n, err := dec.Read(buf)
 		if n > 0 {
-			if sp.size+int64(n) > limit {
+			if op.decompressed += int64(n); sp.size+int64(n) > limit || op.decompressed > limit {
 				return nil, &Error{Msg: fmt.Sprintf("the %s stream decompresses to more than %s, this server's limit (-max-decompress)", c.name, sizeText(limit)), Offset: -1}
 			}
 			if _, werr := sp.Write(buf[:n]); werr != nil {

@@ -1,11 +1,13 @@
 package loader
 
 import (
+	"archive/zip"
 	"bytes"
 	"compress/gzip"
 	"compress/zlib"
 	"encoding/binary"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -231,5 +233,70 @@ func TestJoblibArrayAfterFrame(t *testing.T) {
 	}
 	if v, ok := readElement(n.Tensor, 1); !ok || !sameValue(v, 2.0) {
 		t.Errorf("the array's second value = %v, want 2", v)
+	}
+}
+
+// deflateStorages rewrites a torch zip with its data/ members deflated (torch stores them).
+func deflateStorages(t *testing.T, data []byte) []byte {
+	t.Helper()
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	zw := zip.NewWriter(&out)
+	for _, f := range zr.File {
+		method := zip.Store
+		if strings.Contains(f.Name, "/data/") {
+			method = zip.Deflate
+		}
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.Name, Method: method})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, _ := f.Open()
+		io.Copy(w, rc)
+		rc.Close()
+	}
+	zw.Close()
+	return out.Bytes()
+}
+
+// A torch archive whose storages are deflated opens with each storage inflated once (so
+// statistics and downloads never inflate it again from the start), within -max-decompress.
+func TestDeflatedStorages(t *testing.T) {
+	orig, err := os.ReadFile(filepath.Join(modelsDir, "state_dict.pt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := deflateStorages(t, orig)
+	a, err := Open(bytes.NewReader(orig), int64(len(orig)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(bytes.NewReader(def), int64(len(def)), Options{})
+	if err != nil {
+		t.Fatalf("Open of the deflated archive: %v", err)
+	}
+	defer b.Close()
+	for _, p := range []string{"/wte.weight", "/blocks.0.attn.mask"} {
+		na, _ := a.Node(p)
+		nb, err := b.Node(p)
+		if err != nil || nb.Tensor == nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if _, inZip := nb.Tensor.Storage.Data.(interface{ Open() (io.ReadCloser, error) }); inZip {
+			t.Errorf("%s reads through the zip member", p)
+		}
+		sa, sb := na.Tensor.Storage, nb.Tensor.Storage
+		x, y := make([]byte, sa.Size), make([]byte, sb.Size)
+		sa.Data.ReadAt(x, sa.Offset)
+		sb.Data.ReadAt(y, sb.Offset)
+		if !bytes.Equal(x, y) {
+			t.Errorf("%s: the inflated storage differs from the stored one", p)
+		}
+	}
+	if _, err := Open(bytes.NewReader(def), int64(len(def)), Options{MaxDecompress: 10_000}); err == nil || !strings.Contains(err.Error(), "-max-decompress") {
+		t.Errorf("Open with a 10 kB -max-decompress = %v, want the limit named", err)
 	}
 }

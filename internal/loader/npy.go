@@ -375,7 +375,7 @@ func (op *opener) memberData(f *zip.File) (io.ReaderAt, int64, error) {
 		}
 		return io.NewSectionReader(op.r, off, size), size, nil
 	case zip.Deflate:
-		if f.UncompressedSize64 > uint64(op.o.MaxDecompress) {
+		if f.UncompressedSize64 > uint64(op.o.MaxDecompress-op.decompressed) {
 			return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s inflates to %d bytes, more than this server's limit of %s (-max-decompress)", f.Name, f.UncompressedSize64, sizeText(op.o.MaxDecompress)), Offset: -1}
 		}
 		rc, err := f.Open()
@@ -389,6 +389,9 @@ func (op *opener) memberData(f *zip.File) (io.ReaderAt, int64, error) {
 		for {
 			k, rerr := rc.Read(buf)
 			if k > 0 {
+				if op.decompressed += int64(k); op.decompressed > op.o.MaxDecompress {
+					return nil, 0, &Error{Msg: fmt.Sprintf("the archive's members inflate to more than %s, this server's limit (-max-decompress)", sizeText(op.o.MaxDecompress)), Offset: -1}
+				}
 				_, _ = sp.Write(buf[:k])
 				if err := sp.spill(op.o.Scratch); err != nil {
 					return nil, 0, err

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"archive/zip"
+	"runtime/debug"
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
@@ -34,13 +35,18 @@ type opener struct {
 	ops   int
 	nonce string
 	ck    *Checkpoint
+	// decompressed counts the bytes inflated into spools for this file, against MaxDecompress
+	decompressed int64
 }
 
 func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
 	op := newOpener(r, size, o)
 	defer func() {
 		if p := recover(); p != nil {
-			err = &Error{Msg: fmt.Sprintf("the file could not be read (%v)", p), Offset: -1}
+			// our own bug, not the file's: the server says so (5xx) and logs the stack
+			ck, err = nil, &InternalError{Panic: p, Stack: debug.Stack(), Findings: op.fs.list}
+			op.ck.Close()
+			return
 		}
 		var le *Error
 		if errors.As(err, &le) {
@@ -595,7 +601,21 @@ func (op *opener) openZip() error {
 			}
 			st.Data, st.Offset = op.r, off
 		} else {
-			st.Data = &zipMemberReaderAt{f: f}
+			// torch writes storages stored; a deflated one is inflated once, into a spool
+			// counted against -max-decompress, so that reading it never inflates it again
+			// from the start (which made statistics quadratic in its size)
+			data, n, err := op.memberData(f)
+			if err != nil {
+				var le *Error
+				if errors.As(err, &le) {
+					return nil, errors.New(le.Msg)
+				}
+				return nil, err
+			}
+			if n < st.Size {
+				return nil, fmt.Errorf("storage %q needs %d bytes but its member inflates to %d", key, st.Size, n)
+			}
+			st.Data = data
 		}
 		op.ck.Storages = append(op.ck.Storages, st)
 		return st, nil
@@ -811,21 +831,4 @@ func looksLikePickle(b []byte) bool {
 		return true
 	}
 	return strings.IndexByte("(c]}lNV", b[0]) >= 0
-}
-
-// zipMemberReaderAt reads a compressed member by decompressing from its start.
-type zipMemberReaderAt struct {
-	f *zip.File
-}
-
-func (z *zipMemberReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	rc, err := z.f.Open()
-	if err != nil {
-		return 0, err
-	}
-	defer rc.Close()
-	if _, err := io.CopyN(io.Discard, rc, off); err != nil {
-		return 0, err
-	}
-	return io.ReadFull(rc, p)
 }

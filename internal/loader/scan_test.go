@@ -172,8 +172,21 @@ func TestTruncatedCheckpoints(t *testing.T) {
 		if len(data) > 4096 {
 			step = len(data) / 4096
 		}
+		refused := 0
 		for n := 0; n < len(data); n += step {
-			_, _ = openBytes(data[:n])
+			ck, err := openBytes(data[:n])
+			var le *Error
+			switch {
+			case err == nil:
+				ck.Close()
+			case errors.As(err, &le) && le.Msg != "":
+				refused++
+			default:
+				t.Fatalf("%s cut to %d bytes: %T %v, want a *loader.Error saying what is wrong", f, n, err, err)
+			}
+		}
+		if tries := (len(data) + step - 1) / step; refused < tries*9/10 {
+			t.Errorf("%s: only %d of %d truncations refused", f, refused, tries)
 		}
 	}
 }
@@ -251,4 +264,26 @@ func FuzzScan(f *testing.F) {
 			t.Fatalf("rewritten stream of %d bytes exceeds MaxPickle", len(s.out))
 		}
 	})
+}
+
+// panicReader panics on the first read past its header: a stand-in for a bug of ours.
+type panicReader struct{ data []byte }
+
+func (p panicReader) ReadAt(b []byte, off int64) (int, error) {
+	if off > 0 {
+		panic("a planted bug")
+	}
+	return copy(b, p.data), nil
+}
+
+// A panic inside the loader is reported as an internal error, never as a problem of the
+// file (which a "could not be read" *Error would claim).
+func TestPanicIsInternalError(t *testing.T) {
+	data := []byte("\x80\x02}q\x00.")
+	_, err := Open(panicReader{data}, int64(len(data))+100, Options{})
+	var ie *InternalError
+	var le *Error
+	if !errors.As(err, &ie) || errors.As(err, &le) || len(ie.Stack) == 0 {
+		t.Fatalf("Open over a panicking reader = %T %v, want an *InternalError with its stack", err, err)
+	}
 }

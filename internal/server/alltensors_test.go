@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -72,5 +73,30 @@ func TestEveryFixtureValue(t *testing.T) {
 	}
 	if asked < 400 {
 		t.Errorf("asked %d values, want more", asked)
+	}
+}
+
+// An internal error of the loader is a 500 that says the file is not at fault, with the
+// stack in the log, and the server goes on serving.
+func TestLoaderInternalError(t *testing.T) {
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	s := New(Config{}, Deps{Store: st, Static: testStatic, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	t.Cleanup(s.Close)
+	s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
+		return nil, &loader.InternalError{Panic: "a planted bug", Stack: []byte("goroutine 1 [running]: planted")}
+	}
+	rec := do(s, http.MethodPost, "/api/checkpoints?name=x.pkl", strings.NewReader("\x80\x02K\x01."))
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), "not at fault") {
+		t.Errorf("upload = %d %s, want 500 saying the file is not at fault", rec.Code, rec.Body)
+	}
+	if !strings.Contains(logs.String(), "planted") || !strings.Contains(logs.String(), "internal error in the loader") {
+		t.Errorf("the log does not have the stack: %s", logs.String())
+	}
+	if rec := do(s, http.MethodGet, "/", nil); rec.Code != http.StatusOK {
+		t.Errorf("GET / after = %d", rec.Code)
 	}
 }

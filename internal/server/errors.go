@@ -47,6 +47,7 @@ type errorKind struct {
 // errorKinds is the one table from error kinds to statuses; the first match wins. Anything
 // else is a 500 whose details stay in the log.
 var errorKinds = []errorKind{
+	{as[*loader.InternalError], http.StatusInternalServerError, "ckptview met an internal error reading this file; it is logged, and the file is not at fault"},
 	{as[*loader.Error], http.StatusUnprocessableEntity, ""},
 	{is(store.ErrNotFound), http.StatusNotFound, "no checkpoint with that id"},
 	{is(loader.ErrNotFound), http.StatusNotFound, ""},
@@ -150,7 +151,13 @@ func (s *Server) handleError(err error, c echo.Context) {
 	status, msg := classify(err)
 	req := c.Request()
 	if status >= 500 {
-		s.log.Error("request failed", "method", req.Method, "path", req.URL.Path, "status", status, "err", err)
+		var ie *loader.InternalError
+		if errors.As(err, &ie) {
+			s.log.Error("request failed: internal error in the loader", "method", req.Method, "path", req.URL.Path,
+				"status", status, "err", err, "stack", string(ie.Stack))
+		} else {
+			s.log.Error("request failed", "method", req.Method, "path", req.URL.Path, "status", status, "err", err)
+		}
 	}
 	if c.Response().Committed {
 		return
