@@ -2,7 +2,6 @@ package loader
 
 import (
 	"archive/zip"
-	"runtime/debug"
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
@@ -13,6 +12,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"runtime/debug"
 	"sort"
 	"strings"
 
