@@ -7,9 +7,11 @@ import (
 	"compress/zlib"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -298,5 +300,43 @@ func TestDeflatedStorages(t *testing.T) {
 	}
 	if _, err := Open(bytes.NewReader(def), int64(len(def)), Options{MaxDecompress: 10_000}); err == nil || !strings.Contains(err.Error(), "-max-decompress") {
 		t.Errorf("Open with a 10 kB -max-decompress = %v, want the limit named", err)
+	}
+}
+
+// Warnings are capped and counted; a danger is never dropped, however many warnings come
+// first, and a flood of dangerous calls is counted on the global's finding.
+func TestDangerNeverDropped(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("\x80\x02(")
+	for i := 0; i < 700; i++ {
+		fmt.Fprintf(&b, "cunknown%d\nThing\n", i)
+	}
+	b.WriteString("cposix\nsystem\nU\x02id\x85R")
+	for i := 0; i < maxDangers+50; i++ {
+		arg := strconv.Itoa(i)
+		fmt.Fprintf(&b, "cposix\nsystem\nU%c%s\x85R", byte(len(arg)), arg)
+	}
+	b.WriteString("l.")
+	p := []byte(b.String())
+	ck, err := Open(bytes.NewReader(p), int64(len(p)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warnings, dangers := 0, 0
+	counted := false
+	for _, f := range ck.Findings {
+		switch f.Severity {
+		case SeverityWarning:
+			warnings++
+		case SeverityDanger:
+			dangers++
+			counted = counted || strings.Contains(f.Detail, "more calls of it")
+		}
+	}
+	if warnings != maxWarnings || dangers == 0 || !counted {
+		t.Errorf("%d warnings, %d dangers (counted: %v), want %d warnings and the dangers with the rest counted", warnings, dangers, counted, maxWarnings)
+	}
+	if !strings.Contains(strings.Join(ck.Notes, "\n"), "200 more warnings") {
+		t.Errorf("notes %v do not count the warnings left out", ck.Notes)
 	}
 }

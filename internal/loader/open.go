@@ -334,6 +334,12 @@ func (op *opener) finish() {
 			f.Outside = true
 		}
 	}
+	for i, n := range op.fs.moreCalls {
+		op.fs.list[i].Detail += fmt.Sprintf(" (and %d more calls of it, not listed one by one)", n)
+	}
+	if n := op.fs.droppedWarnings; n > 0 {
+		ck.Notes = append(ck.Notes, fmt.Sprintf("%d more warnings (unknown globals) are not listed; every danger is", n))
+	}
 	ck.Findings = append(ck.Findings, op.fs.list...)
 	sort.SliceStable(ck.Findings, func(i, j int) bool {
 		return ck.Findings[i].Severity == SeverityDanger && ck.Findings[j].Severity != SeverityDanger

@@ -195,24 +195,50 @@ func (v *sv) addItems(items []*sv) {
 	}
 }
 
-// findingSet collects findings once each.
+// findingSet collects findings once each. Warnings are capped (the rest are counted); a
+// danger is never dropped: past maxDangers distinct ones, further calls of a global already
+// reported are counted on its first finding, and a new dangerous global is still listed.
 type findingSet struct {
-	list []Finding
-	seen map[string]int
+	list     []Finding
+	seen     map[string]int
+	warnings int
+	// droppedWarnings counts the warnings past maxWarnings; moreCalls the dangerous calls
+	// past maxDangers, by the index of their global's first finding
+	droppedWarnings int
+	dangers         int
+	firstOf         map[string]int
+	moreCalls       map[int]int
 }
 
-const maxFindings = 500
+const (
+	maxWarnings = 500
+	maxDangers  = 10_000
+)
 
 func (f *findingSet) add(fd Finding) int {
 	if f.seen == nil {
-		f.seen = map[string]int{}
+		f.seen, f.firstOf, f.moreCalls = map[string]int{}, map[string]int{}, map[int]int{}
 	}
 	key := string(fd.Severity) + "\x00" + fd.Global + "\x00" + fd.Detail
 	if i, ok := f.seen[key]; ok {
 		return i
 	}
-	if len(f.list) >= maxFindings {
-		return -1
+	switch fd.Severity {
+	case SeverityWarning:
+		if f.warnings >= maxWarnings {
+			f.droppedWarnings++
+			return -1
+		}
+		f.warnings++
+	case SeverityDanger:
+		if first, ok := f.firstOf[fd.Global]; ok && f.dangers >= maxDangers {
+			f.moreCalls[first]++
+			return first
+		}
+		f.dangers++
+	}
+	if _, ok := f.firstOf[fd.Global]; !ok && fd.Severity == SeverityDanger {
+		f.firstOf[fd.Global] = len(f.list)
 	}
 	f.list = append(f.list, fd)
 	f.seen[key] = len(f.list) - 1
