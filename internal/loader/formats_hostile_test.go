@@ -340,3 +340,46 @@ func TestDangerNeverDropped(t *testing.T) {
 		t.Errorf("notes %v do not count the warnings left out", ck.Notes)
 	}
 }
+
+// The policy "judge calls, not names": calling a global no allowlist knows is a danger,
+// however harmless its name; rebuilding an object the standard way is a warning.
+func TestJudgeCalls(t *testing.T) {
+	for _, tc := range []struct {
+		name, pickle string
+		danger       bool
+	}{
+		{"REDUCE of an unknown function", "\x80\x02ctorch.fx.graph_module\n_exec_with_source\nU\x05x = 1U\x01g\x86R.", true},
+		{"INST of an unknown class", "(S'arg'\nimymodule\nRunner\n.", true},
+		{"OBJ of an unknown class", "(cmymodule\nRunner\nS'arg'\no.", true},
+		{"NEWOBJ_EX of an unknown class", "\x80\x04cmymodule\nThing\n)}\x92.", true},
+		{"APPEND on an unknown object", "\x80\x02cmymodule\nThing\n)\x81(U\x01xe.", true},
+		{"a planted __setstate__", "\x80\x02cmymodule\nThing\n)\x81}U\x0c__setstate__cmymodule\nhook\nsb}b.", true},
+		{"NEWOBJ of an unknown class and its state", "\x80\x02cmymodule\nThing\n)\x81}U\x01aK\x01sb.", false},
+		{"copyreg._reconstructor", "ccopy_reg\n_reconstructor\n(cmymodule\nThing\nc__builtin__\nobject\nNtR(dS'a'\nI1\nsb.", false},
+		{"a vetted data class", "\x80\x02csklearn.tree._tree\nTree\nK\x02K\x01\x86R.", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := []byte(tc.pickle)
+			ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+			var fs []Finding
+			if err != nil {
+				var le *Error
+				if !errors.As(err, &le) {
+					t.Fatal(err)
+				}
+				fs = le.Findings
+			} else {
+				fs = ck.Findings
+			}
+			danger := false
+			for _, f := range fs {
+				if f.Severity == SeverityDanger {
+					danger = true
+				}
+			}
+			if danger != tc.danger {
+				t.Errorf("findings %+v: danger = %v, want %v", fs, danger, tc.danger)
+			}
+		})
+	}
+}

@@ -138,6 +138,24 @@ func init() {
 	}
 }
 
+// vettedCalls are globals that benign checkpoints call with arguments (REDUCE) and that are
+// data classes: constructing them stores the arguments and runs nothing else. Calling any
+// other global that is not a stand-in is a danger (scanner.judge).
+var vettedCalls = map[string]bool{
+	// scikit-learn: Tree(n_features, n_classes, n_outputs) allocates its arrays; its nodes
+	// and values come in the state
+	"sklearn.tree._tree.Tree": true,
+	// pandas: blocks, indexes and managers of DataFrames rebuilt from their arrays
+	"pandas._libs.internals._unpickle_block": true, "pandas.core.indexes.base._new_Index": true,
+	"pandas.core.internals.managers.BlockManager": true, "pandas.core.internals.managers.SingleBlockManager": true,
+	"pandas._libs.tslibs.timestamps._unpickle_timestamp": true, "pandas._libs.tslibs.timedeltas._timedelta_unpickle": true,
+	// pathlib: a path value (no file is touched)
+	"pathlib.PosixPath": true, "pathlib.WindowsPath": true, "pathlib.PurePosixPath": true,
+	"pathlib.PureWindowsPath": true, "pathlib.Path": true,
+	// enums of public projects pickled as Enum members are (their class, (value,))
+	"pyannote.audio.core.task.Problem": true, "pyannote.audio.core.task.Resolution": true,
+}
+
 // canonicalGlobal maps Python 2 module spellings to their Python 3 names, so one allowlist
 // and one denylist serve both.
 func canonicalGlobal(module, name string) string {

@@ -434,6 +434,55 @@ func (s *scanner) call(off int64, callee *sv, args []*sv) *sv {
 	return c
 }
 
+// judge applies the policy "judge calls, not names": a global that the pickle calls with
+// arguments (REDUCE, INST/OBJ, NEWOBJ_EX, a planted __setstate__) runs whatever code it is,
+// so a global that is neither one of the stand-ins nor a data class ckptview has vetted is a
+// danger when it is called, not a mere unknown import. Objects rebuilt the standard way
+// (copyreg._reconstructor, NEWOBJ: the class's __new__ and its state) stay warnings.
+func (s *scanner) judge(off int64, callee *sv, args []*sv, how string) {
+	if callee == nil || callee.kind != svGlobal {
+		return
+	}
+	full := canonicalGlobal(callee.mod, callee.name)
+	if classifyGlobal(callee.mod, callee.name) != globalUnknown || vettedCalls[full] {
+		return
+	}
+	c := &sv{kind: svCall, callee: callee, fidx: -1}
+	c.items, c.more = keep(args)
+	s.fs.add(Finding{Severity: SeverityDanger, Global: callee.s, Where: s.where, Offset: off - s.start,
+		Detail: "calls " + c.repr(400) + " " + how + "when unpickled: code this viewer has not vetted (not a data class it knows), which Python would run"})
+}
+
+// judgeAppend is judge for APPEND and APPENDS on an object that is no list: pickle calls
+// its append or extend method, whatever it does.
+func (s *scanner) judgeAppend(off int64, target *sv, items []*sv) {
+	if target.kind != svCall {
+		return
+	}
+	cls := instanceClass(target)
+	if cls == "" || vettedCalls[cls] || safeGlobals[cls] {
+		return
+	}
+	if rg := rootGlobal(target); rg == nil || rg.kind != svGlobal {
+		return
+	}
+	mod, name := splitGlobal(cls)
+	if classifyGlobal(mod, name) != globalUnknown {
+		return
+	}
+	c := &sv{kind: svCall, callee: &sv{kind: svGlobal, s: cls + ".append", fidx: -1}, fidx: -1}
+	c.items, c.more = keep(items)
+	s.fs.add(Finding{Severity: SeverityDanger, Global: cls, Where: s.where, Offset: off - s.start,
+		Detail: "calls " + c.repr(400) + " on an instance of " + cls + " when unpickled (APPEND calls the object's own append/extend): code this viewer has not vetted, which Python would run"})
+}
+
+func splitGlobal(full string) (string, string) {
+	if i := strings.LastIndexByte(full, '.'); i > 0 {
+		return full[:i], full[i+1:]
+	}
+	return full, ""
+}
+
 // nested scans a pickle handed to pickle.loads and the like: its findings are the file's.
 func (s *scanner) nested(off int64, fn string, arg *sv) {
 	if s.depth >= 8 {
@@ -881,6 +930,7 @@ func (s *scanner) step(off int64, op byte) error {
 			items = []*sv{args}
 		}
 		s.push(s.call(off, callee, items))
+		s.judge(off, callee, items, "")
 		return s.emit(op)
 	case 'b': // BUILD
 		state, err := s.pop(off, "BUILD")
@@ -894,6 +944,7 @@ func (s *scanner) step(off int64, op byte) error {
 		if set := s.setstateOf(inst); set != nil {
 			// BUILD calls a __setstate__ the file planted: the state is its argument
 			s.push(s.call(off, set, []*sv{state}))
+			s.judge(off, set, []*sv{state}, "as the __setstate__ the file planted ")
 			s.stack = s.stack[:len(s.stack)-1]
 		}
 		if state.kind == svDict {
@@ -951,6 +1002,7 @@ func (s *scanner) step(off int64, op byte) error {
 				return err
 			}
 			s.push(s.call(off, g, args))
+			s.judge(off, g, args, "")
 		} else {
 			s.push(g)
 		}
@@ -1009,6 +1061,9 @@ func (s *scanner) step(off int64, op byte) error {
 			items = append(append([]*sv(nil), items...), kw)
 		}
 		s.push(s.call(off, cls, items))
+		if op == 0x92 {
+			s.judge(off, cls, items, "")
+		}
 		return s.emit(op)
 	case 'o': // OBJ
 		items, err := s.popMark(off, "OBJ")
@@ -1019,6 +1074,7 @@ func (s *scanner) step(off int64, op byte) error {
 			return s.fail(off, "OBJ without a class")
 		}
 		s.push(s.call(off, items[0], items[1:]))
+		s.judge(off, items[0], items[1:], "")
 		return s.emit(op)
 	case 'a': // APPEND
 		v, err := s.pop(off, "APPEND")
@@ -1029,6 +1085,7 @@ func (s *scanner) step(off int64, op byte) error {
 		if err != nil {
 			return err
 		}
+		s.judgeAppend(off, l, []*sv{v})
 		l.addItems([]*sv{v})
 		return s.emit(op)
 	case 'e', 0x90: // APPENDS, ADDITEMS
@@ -1039,6 +1096,9 @@ func (s *scanner) step(off int64, op byte) error {
 		l, err := s.top(off, "APPENDS")
 		if err != nil {
 			return err
+		}
+		if op == 'e' {
+			s.judgeAppend(off, l, items)
 		}
 		l.addItems(items)
 		return s.emit(op)
