@@ -340,7 +340,18 @@ func (op *opener) finish() {
 	if n := op.fs.droppedWarnings; n > 0 {
 		ck.Notes = append(ck.Notes, fmt.Sprintf("%d more warnings (unknown globals) are not listed; every danger is", n))
 	}
-	ck.Findings = append(ck.Findings, op.fs.list...)
+	// a global reported as a danger is not also listed as a mere unknown import
+	dangerous := map[string]bool{}
+	for _, f := range op.fs.list {
+		if f.Severity == SeverityDanger {
+			dangerous[f.Global] = true
+		}
+	}
+	for _, f := range op.fs.list {
+		if f.Severity == SeverityDanger || !dangerous[f.Global] {
+			ck.Findings = append(ck.Findings, f)
+		}
+	}
 	sort.SliceStable(ck.Findings, func(i, j int) bool {
 		return ck.Findings[i].Severity == SeverityDanger && ck.Findings[j].Severity != SeverityDanger
 	})
