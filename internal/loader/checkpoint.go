@@ -57,6 +57,10 @@ type Checkpoint struct {
 	// show; ReadMember reads one.
 	Members []Member
 
+	// WeightsOnly is what torch.load(weights_only=True) would do with the file; nil for
+	// files torch.load does not read (a plain pickle, joblib, numpy, safetensors, GGUF).
+	WeightsOnly *WeightsOnly
+
 	Tensors      int   // tensor and array nodes (refs not counted)
 	Parameters   int64 // total elements of those tensors
 	BytesByDType map[string]int64

@@ -37,6 +37,8 @@ type opener struct {
 	ck    *Checkpoint
 	// decompressed counts the bytes inflated into spools for this file, against MaxDecompress
 	decompressed int64
+	// wo, when set, follows the pickles torch.load reads for its weights_only verdict
+	wo *woState
 }
 
 func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
@@ -177,7 +179,7 @@ func (op *opener) scanOne(src io.ReaderAt, start, end int64, where string) (*sca
 // scanMode scans one pickle by the reading rules of the consumer mode names.
 func (op *opener) scanMode(src io.ReaderAt, start, end int64, where string, mode scanMode) (*scanner, *sv, error) {
 	s := &scanner{r: newSeqReader(src, start, end), o: op.o, where: where, start: start, fs: &op.fs,
-		nonce: op.nonce, ops: &op.ops, lazyMin: 4096, mode: mode}
+		nonce: op.nonce, ops: &op.ops, lazyMin: 4096, mode: mode, wo: op.wo}
 	s.r.pyFrames = mode != modePickle
 	v, err := s.run()
 	if err != nil {
@@ -241,7 +243,15 @@ func (op *opener) openPickleFile() error {
 		return err
 	}
 	if fv.kind == svInt && fv.s == legacyMagic {
-		return op.openLegacy(first.r.pos)
+		// torch.load's weights_only unpickler reads every pickle of a legacy file
+		op.wo = &woState{needs: map[string]bool{}}
+		op.wo.pickle(op.r, 0, first.r.pos)
+		if err := op.openLegacy(first.r.pos); err != nil {
+			return err
+		}
+		op.ck.WeightsOnly = op.wo.verdict()
+		op.wo = nil
+		return nil
 	}
 	op.ck.Format = "pickle"
 	ctx := op.newCtx(op.r)
@@ -637,9 +647,18 @@ func (op *opener) openZip() error {
 		op.ck.Storages = append(op.ck.Storages, st)
 		return st, nil
 	}
+	if op.ck.Format == "torchscript" {
+		op.ck.WeightsOnly = &WeightsOnly{Refusal: "a TorchScript archive: torch.load(weights_only=True) refuses it (torch.jit.load reads it, and runs its code)"}
+	} else {
+		op.wo = &woState{needs: map[string]bool{}}
+	}
 	s, _, err := op.scanOne(src, 0, srcSize, dataPkl.Name)
+	op.wo = nil
 	if err != nil {
 		return err
+	}
+	if s.wo != nil {
+		op.ck.WeightsOnly = s.wo.verdict()
 	}
 	// every other pickle in the archive is scanned for findings too
 	for _, f := range zr.File {

@@ -273,6 +273,8 @@ type scanner struct {
 	// the unpickler reads through their markers.
 	objPickles     [][]byte
 	objPickleBytes int64
+	// wo follows the pickle for torch.load(weights_only=True)'s verdict (torch files only)
+	wo *woState
 }
 
 type scanError struct {
@@ -529,6 +531,9 @@ func (s *scanner) run() (result *sv, err error) {
 		}
 		if err != nil {
 			return nil, s.fail(off, "pickle ends before its STOP opcode")
+		}
+		if s.wo != nil {
+			s.woPre(op)
 		}
 		if err := s.step(off, op); err != nil {
 			if err == errStop {
@@ -996,6 +1001,9 @@ func (s *scanner) step(off int64, op byte) error {
 			return s.fail(off, "GLOBAL names a module or attribute that is not valid text")
 		}
 		g := s.global(off, mod, name)
+		if s.wo != nil {
+			s.woGlobal(g)
+		}
 		if op == 'i' {
 			args, err := s.popMark(off, "INST")
 			if err != nil {

@@ -100,3 +100,22 @@ func TestLoaderInternalError(t *testing.T) {
 		t.Errorf("GET / after = %d", rec.Code)
 	}
 }
+
+// The summary says what torch.load(weights_only=True) would do with a torch.save file, and
+// nothing for files torch.load does not read.
+func TestWeightsOnlyInSummary(t *testing.T) {
+	s := realServer(t, Config{})
+	get := func(name string) *weightsOnlyJSON {
+		id := uploadFixture(t, s, name)
+		return decode[checkpointJSON](t, do(s, http.MethodGet, "/api/checkpoints/"+id, nil)).WeightsOnly
+	}
+	if v := get("state_dict.pt"); v == nil || !v.Loads {
+		t.Errorf("state_dict.pt: %+v, want it to load", v)
+	}
+	if v := get("whole_module.pt"); v == nil || v.Loads || !strings.Contains(v.AddSafeGlobals, "add_safe_globals([Net") {
+		t.Errorf("whole_module.pt: %+v, want the add_safe_globals call it needs", v)
+	}
+	if v := get("numpy_arrays_p4.pkl"); v != nil {
+		t.Errorf("a plain pickle: %+v, want no verdict", v)
+	}
+}

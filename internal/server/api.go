@@ -39,6 +39,32 @@ type checkpointJSON struct {
 	BytesByDType map[string]int64 `json:"bytes_by_dtype"`
 	Findings     []findingJSON    `json:"findings"`
 	Notes        []string         `json:"notes"`
+	// WeightsOnly is torch.load(weights_only=True)'s verdict, for torch.save files.
+	WeightsOnly *weightsOnlyJSON `json:"weights_only,omitempty"`
+}
+
+// weightsOnlyJSON is a loader.WeightsOnly in the API.
+type weightsOnlyJSON struct {
+	Loads   bool     `json:"loads"`
+	Needs   []string `json:"needs"`
+	Refusal string   `json:"refusal,omitempty"`
+	// AddSafeGlobals is the call that makes torch load the file, when only data classes
+	// are missing.
+	AddSafeGlobals string `json:"add_safe_globals,omitempty"`
+}
+
+func newWeightsOnlyJSON(v *loader.WeightsOnly) *weightsOnlyJSON {
+	if v == nil {
+		return nil
+	}
+	out := &weightsOnlyJSON{Loads: v.Loads, Needs: v.Needs, Refusal: v.Refusal}
+	if out.Needs == nil {
+		out.Needs = []string{}
+	}
+	if v.Refusal == "" && len(v.Needs) > 0 {
+		out.AddSafeGlobals = views.AddSafeGlobals(v.Needs)
+	}
+	return out
 }
 
 // findingJSON is a loader.Finding in the API.
@@ -159,6 +185,7 @@ func (s *Server) handleAPICheckpoint(c echo.Context) error {
 		BytesByDType: byDType,
 		Findings:     findingsJSON(ck.Findings),
 		Notes:        notes,
+		WeightsOnly:  newWeightsOnlyJSON(ck.WeightsOnly),
 	})
 }
 

@@ -50,6 +50,8 @@ type CheckpointPage struct {
 	// TorchScript code.
 	Members   []MemberRow
 	CodeFiles int
+	// WeightsOnly is torch.load(weights_only=True)'s verdict (torch.save files only).
+	WeightsOnly *WeightsOnlyView
 }
 
 // AddStats gives the tree's tensor rows (raw and modules) a sparkline from the statistics
@@ -157,6 +159,29 @@ type FindingRow struct {
 	Offset int64
 }
 
+// WeightsOnlyView says what torch.load(weights_only=True) (torch 2.6's rules) would do.
+type WeightsOnlyView struct {
+	Loads   bool
+	Needs   []string
+	Refusal string
+	Call    string // the add_safe_globals call that would make it load
+}
+
+// AddSafeGlobals is the Python that allowlists globals for torch.load(weights_only=True):
+// the imports and the call.
+func AddSafeGlobals(needs []string) string {
+	var imports, names []string
+	for _, g := range needs {
+		i := strings.LastIndexByte(g, '.')
+		if i < 0 {
+			continue
+		}
+		imports = append(imports, "from "+g[:i]+" import "+g[i+1:])
+		names = append(names, g[i+1:])
+	}
+	return strings.Join(imports, "\n") + "\ntorch.serialization.add_safe_globals([" + strings.Join(names, ", ") + "])"
+}
+
 // NewCheckpointPage describes an opened checkpoint, in the default view (modules when the
 // file holds a state dict).
 func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
@@ -196,6 +221,12 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 	}
 	p.Findings = FindingRows(meta.ID, ck.Findings)
 	p.Members = MemberRows(meta.ID, ck.Members)
+	if v := ck.WeightsOnly; v != nil {
+		p.WeightsOnly = &WeightsOnlyView{Loads: v.Loads, Needs: v.Needs, Refusal: v.Refusal}
+		if v.Refusal == "" && len(v.Needs) > 0 {
+			p.WeightsOnly.Call = AddSafeGlobals(v.Needs)
+		}
+	}
 	for _, m := range ck.Members {
 		if m.Kind == "code" {
 			p.CodeFiles++

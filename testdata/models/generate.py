@@ -2100,6 +2100,14 @@ def describe(fx):
             out["decompressed_size"] = len(stream)
     if fx.notes:
         out["notes"] = fx.notes
+    if fmt in ("torch-zip", "torch-legacy") and fx.load:
+        # what torch 1.13's own weights_only unpickler makes of the (benign) file: torch 2.6's
+        # allowlist is a superset, so a file 1.13 loads, 2.6 loads too
+        try:
+            torch.load(path, weights_only=True)
+            out["weights_only_torch_1_13"] = "loads"
+        except Exception as e:  # noqa: BLE001 - the refusal is the fact recorded
+            out["weights_only_torch_1_13"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
     if isinstance(fx.obj, torch.nn.Module):
         # what a safetensors export of the module must name its tensors
         out["state_dict_keys"] = list(fx.obj.state_dict().keys())
