@@ -383,3 +383,81 @@ func TestJudgeCalls(t *testing.T) {
 		})
 	}
 }
+
+// withMembers rewrites a torch zip adding members (after the original ones).
+func withMembers(t *testing.T, data []byte, add func(zw *zip.Writer, prefix string)) []byte {
+	t.Helper()
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	zw := zip.NewWriter(&out)
+	prefix := ""
+	for _, f := range zr.File {
+		if prefix == "" {
+			prefix = f.Name[:strings.IndexByte(f.Name, '/')+1]
+		}
+		w, _ := zw.CreateHeader(&zip.FileHeader{Name: f.Name, Method: zip.Store})
+		rc, _ := f.Open()
+		io.Copy(w, rc)
+		rc.Close()
+	}
+	add(zw, prefix)
+	zw.Close()
+	return out.Bytes()
+}
+
+// torch's zip reader finds members without regard to case and may open a duplicate: every
+// member it could read as a pickle is scanned, and one ckptview cannot read is a danger
+// ("could not be checked"), never silence.
+func TestTorchZipMembersFailClosed(t *testing.T) {
+	orig, err := os.ReadFile(filepath.Join(modelsDir, "state_dict.pt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := []byte("\x80\x02cposix\nsystem\nU\x02id\x85R.")
+	for _, tc := range []struct {
+		name string
+		add  func(zw *zip.Writer, prefix string)
+		want string
+	}{
+		{"a data.pkl in other case", func(zw *zip.Writer, p string) {
+			w, _ := zw.CreateHeader(&zip.FileHeader{Name: p + "DATA.PKL", Method: zip.Store})
+			w.Write(payload)
+		}, "posix.system"},
+		{"a second data.pkl", func(zw *zip.Writer, p string) {
+			w, _ := zw.CreateHeader(&zip.FileHeader{Name: p + "data.pkl", Method: zip.Store})
+			w.Write(payload)
+		}, "posix.system"},
+		{"a pickle under another name", func(zw *zip.Writer, p string) {
+			w, _ := zw.CreateHeader(&zip.FileHeader{Name: p + "extra/blob", Method: zip.Store})
+			w.Write(payload)
+		}, "posix.system"},
+		{"a pickle member in a compression ckptview cannot read", func(zw *zip.Writer, p string) {
+			w, _ := zw.CreateRaw(&zip.FileHeader{Name: p + "other.pkl", Method: 12, CompressedSize64: 4, UncompressedSize64: 40})
+			w.Write([]byte("BZh9"))
+		}, "could not be checked"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := withMembers(t, orig, tc.add)
+			ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+			var fs []Finding
+			if err != nil {
+				var le *Error
+				if !errors.As(err, &le) {
+					t.Fatal(err)
+				}
+				fs = le.Findings
+			} else {
+				fs = ck.Findings
+			}
+			for _, f := range fs {
+				if f.Severity == SeverityDanger && (f.Global == tc.want || strings.Contains(f.Detail, tc.want)) {
+					return
+				}
+			}
+			t.Errorf("findings %+v, want a danger about %s", fs, tc.want)
+		})
+	}
+}

@@ -660,15 +660,7 @@ func (op *opener) openZip() error {
 	if s.wo != nil {
 		op.ck.WeightsOnly = s.wo.verdict()
 	}
-	// every other pickle in the archive is scanned for findings too
-	for _, f := range zr.File {
-		if f == dataPkl || !(strings.HasSuffix(f.Name, ".pkl") || strings.HasSuffix(f.Name, "debug_pkl")) {
-			continue
-		}
-		if m, n, err := op.member(f, op.o.MaxPickle); err == nil {
-			_, _, _ = op.scanOne(m, 0, n, f.Name)
-		}
-	}
+	op.scanOtherPickles(zr, dataPkl)
 	v, err := op.unpickle(s, ctx, dataPkl.Name)
 	if err != nil {
 		return err
@@ -717,6 +709,50 @@ func memberKind(name string) string {
 		return "record"
 	}
 	return "other"
+}
+
+// scanOtherPickles scans, for findings, every member of a torch archive but the one shown that
+// torch could read as a pickle: torch's reader (miniz, through PyTorchStreamReader) finds
+// members by name without regard to case, and another data.pkl, a duplicate or one under
+// another folder, may be the one it opens. Members named like pickles in any case, and any
+// member outside data/ whose bytes start like a pickle, are scanned. One that cannot be
+// read (too large, another compression method, encrypted, damaged) is a danger: what it
+// would do is unknown, and fail closed means saying so.
+func (op *opener) scanOtherPickles(zr *zip.Reader, shown *zip.File) {
+	for _, f := range zr.File {
+		if f == shown || f.FileInfo().IsDir() {
+			continue
+		}
+		lname := strings.ToLower(f.Name)
+		named := strings.HasSuffix(lname, ".pkl") || strings.HasSuffix(lname, "debug_pkl")
+		inData := strings.Contains("/"+lname, "/data/")
+		if !named && inData {
+			continue // tensor storages
+		}
+		m, n, err := op.member(f, op.o.MaxPickle)
+		if err != nil {
+			if named {
+				op.fs.add(Finding{Severity: SeverityDanger, Global: "(unchecked member)", Where: f.Name, Offset: -1,
+					Detail: "could not be checked: the archive member " + f.Name + ", which torch may read as a pickle, cannot be read by ckptview (" + strings.TrimPrefix(errorText(err), "loader: ") + "); what it would run is unknown"})
+			}
+			continue
+		}
+		if !named {
+			var head [2]byte
+			if k, _ := m.ReadAt(head[:], 0); k < 2 || head[0] != 0x80 || head[1] > 5 {
+				continue
+			}
+		}
+		_, _, _ = op.scanOne(m, 0, n, f.Name)
+	}
+}
+
+func errorText(err error) string {
+	var le *Error
+	if errors.As(err, &le) {
+		return le.Msg
+	}
+	return err.Error()
 }
 
 // readMember reads a whole (small) archive member, at most limit bytes.
