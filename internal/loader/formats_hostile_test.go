@@ -461,3 +461,68 @@ func TestTorchZipMembersFailClosed(t *testing.T) {
 		})
 	}
 }
+
+// torch reads the legacy format's magic number and protocol version with pickle.load, which
+// parses text integers as C's strtol with base 0 (hex, octal) or int(s, 0): every spelling
+// it accepts makes the file a legacy checkpoint, and opens as one here.
+func TestLegacyMagicSpellings(t *testing.T) {
+	orig, err := os.ReadFile(filepath.Join(modelsDir, "legacy.pt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if orig[2] != 0x8a {
+		t.Fatalf("legacy.pt does not start with a LONG1 magic number")
+	}
+	end1 := 4 + int(orig[3]) + 1
+	if orig[end1-1] != '.' {
+		t.Fatalf("legacy.pt's magic pickle does not end at byte %d", end1)
+	}
+	rest := orig[end1:] // the protocol-version pickle and the rest
+	for _, tc := range []struct{ magic, protocol string }{
+		{"I0x1950a86a20f9469cfc6c\n.", ""},
+		{"L0x1950A86A20F9469CFC6CL\n.", ""},
+		{"I 119547037146038801333356\n.", ""},
+		{"L119_547_037_146_038_801_333_356\n.", ""},
+		{"I119547037146038801333356\n.", "I01751\n."}, // 1001 in octal, as strtol reads it
+	} {
+		data := append([]byte(tc.magic), rest...)
+		if tc.protocol != "" {
+			// replace the protocol-version pickle (protocol 2, BININT2 1001, STOP)
+			if string(rest[:5]) != "\x80\x02M\xe9\x03" || rest[5] != '.' {
+				t.Fatalf("legacy.pt's protocol pickle is %q", rest[:6])
+			}
+			data = append(append([]byte(tc.magic), tc.protocol...), rest[6:]...)
+		}
+		ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+		if err != nil {
+			t.Errorf("magic %q: %v", tc.magic, err)
+			continue
+		}
+		if ck.Format != "torch-legacy" {
+			t.Errorf("magic %q protocol %q: format %s, want torch-legacy", tc.magic, tc.protocol, ck.Format)
+		}
+		for _, n := range ck.Notes {
+			if strings.Contains(n, "protocol version") {
+				t.Errorf("protocol %q: note %q, but it is 1001 as Python reads it", tc.protocol, n)
+			}
+		}
+	}
+}
+
+// The scanner reads text integers as CPython does.
+func TestPickleTextInts(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want string
+		ok   bool
+	}{{"010", "8", true}, {"0x1f", "31", true}, {"-0x10", "-16", true}, {" 7", "7", true}, {"99999999999999999999", "99999999999999999999", true},
+		{"0x_ff", "255", true}, {"1_000", "1000", true}, {"0b101", "5", true}, {"012345678901234567890", "", false}, {"1__0", "", false}, {"abc", "", false}} {
+		v, isBool, _, ok := pickleINT(tc.line)
+		if ok != tc.ok || (ok && !isBool && v.String() != tc.want) {
+			t.Errorf("pickleINT(%q) = %v %v, want %s %v", tc.line, v, ok, tc.want, tc.ok)
+		}
+	}
+	if _, isBool, b, _ := pickleINT("+1"); !isBool || !b {
+		t.Errorf(`pickleINT("+1") is not True (load_int makes a bool of a 2-character 0 or 1)`)
+	}
+}

@@ -718,23 +718,36 @@ func (s *scanner) step(off int64, op byte) error {
 		if err != nil {
 			return err
 		}
-		if op == 'I' && (l == "00" || l == "01") {
-			if l == "01" {
-				s.push(svTrueVal)
-				return s.emit(0x88)
+		// the value Python reads (cint.go): C's strtol base 0 first for INT in pickle.load,
+		// int(line, 0) for LONG and for Python's own unpickler (joblib)
+		var v *big.Int
+		var ok bool
+		switch {
+		case op == 'I' && s.mode != modePickle:
+			if l == "00" || l == "01" {
+				s.push(map[bool]*sv{true: svTrueVal, false: svFalseVal}[l == "01"])
+				return s.emit(map[bool]byte{true: 0x88, false: 0x89}[l == "01"])
 			}
-			s.push(svFalseVal)
-			return s.emit(0x89)
+			v, ok = pyIntBase0(l)
+		case op == 'I':
+			var isBool, b bool
+			v, isBool, b, ok = pickleINT(l)
+			if ok && isBool {
+				s.push(map[bool]*sv{true: svTrueVal, false: svFalseVal}[b])
+				return s.emit(map[bool]byte{true: 0x88, false: 0x89}[b])
+			}
+		default:
+			v, ok = pickleLONG(l)
 		}
-		l = strings.TrimSuffix(strings.TrimSpace(l), "L")
-		if !isDecimal(l) {
-			return s.fail(off, "integer argument %q is not a decimal number", clip(l))
+		if !ok {
+			return s.fail(off, "integer argument %q is not a number Python reads", clip(l))
 		}
-		if len(l) > s.o.MaxIntChars {
+		digits := v.String()
+		if len(strings.TrimPrefix(digits, "-")) > s.o.MaxIntChars {
 			return s.fail(off, "integer with more than %d digits, this server's limit (-max-int-digits)", s.o.MaxIntChars)
 		}
-		s.push(&sv{kind: svInt, s: l, fidx: -1})
-		return s.emit([]byte("L" + l + "\n")...)
+		s.push(&sv{kind: svInt, s: digits, fidx: -1})
+		return s.emit([]byte("L" + digits + "\n")...)
 	case 'J':
 		b, err := r.read(4)
 		if err != nil {
