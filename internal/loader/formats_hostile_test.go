@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"archive/tar"
 	"archive/zip"
 	"bytes"
 	"compress/gzip"
@@ -524,5 +525,99 @@ func TestPickleTextInts(t *testing.T) {
 	}
 	if _, isBool, b, _ := pickleINT("+1"); !isBool || !b {
 		t.Errorf(`pickleINT("+1") is not True (load_int makes a bool of a 2-character 0 or 1)`)
+	}
+}
+
+// tarOf writes a tar of (name, type, data or link) members.
+func tarOf(t *testing.T, members [][3]string) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	tw := tar.NewWriter(&out)
+	for _, m := range members {
+		h := &tar.Header{Name: m[0], Mode: 0o644, Format: tar.FormatGNU}
+		switch m[1] {
+		case "file":
+			h.Typeflag, h.Size = tar.TypeReg, int64(len(m[2]))
+		case "symlink":
+			h.Typeflag, h.Linkname = tar.TypeSymlink, m[2]
+		case "hardlink":
+			h.Typeflag, h.Linkname = tar.TypeLink, m[2]
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if m[1] == "file" {
+			tw.Write([]byte(m[2]))
+		}
+	}
+	tw.Close()
+	return out.Bytes()
+}
+
+// torch's legacy loader reads a tar with Python's tarfile: getmember takes the last member of
+// exactly a name ("./pickle" is not "pickle"), a link reads the member it names, a header
+// with a bad checksum ends the archive. The member torch would unpickle is the one scanned.
+func TestLegacyTarMembers(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(corpusDir, "burn", "tar_float32.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(bytes.NewReader(src))
+	parts := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		b, _ := io.ReadAll(tr)
+		parts[h.Name] = string(b)
+	}
+	evil := "\x80\x02cposix\nsystem\nU\x02id\x85R."
+	danger := func(data []byte) bool {
+		ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+		var fs []Finding
+		if err == nil {
+			fs = ck.Findings
+		} else if le, ok := err.(*Error); ok {
+			fs = le.Findings
+		}
+		for _, f := range fs {
+			if f.Severity == SeverityDanger {
+				return true
+			}
+		}
+		return false
+	}
+	base := [][3]string{{"sys_info", "file", parts["sys_info"]}, {"storages", "file", parts["storages"]}}
+	for _, tc := range []struct {
+		name    string
+		members [][3]string
+		danger  bool
+	}{
+		{"the exact name, not ./pickle", append(append([][3]string{}, base...), [3]string{"pickle", "file", evil}, [3]string{"./pickle", "file", parts["pickle"]}), true},
+		{"the last of a name", append(append([][3]string{}, base...), [3]string{"pickle", "file", parts["pickle"]}, [3]string{"pickle", "file", evil}), true},
+		{"a link to another member", append(append([][3]string{}, base...), [3]string{"payload", "file", evil}, [3]string{"pickle", "symlink", "payload"}), true},
+		{"a link out of the archive", append(append([][3]string{}, base...), [3]string{"pickle", "file", parts["pickle"]}, [3]string{"storages", "symlink", "/tmp/elsewhere.pkl"}), true},
+		{"the benign original", append(append([][3]string{}, base...), [3]string{"pickle", "file", parts["pickle"]}), false},
+	} {
+		if got := danger(tarOf(t, tc.members)); got != tc.danger {
+			t.Errorf("%s: danger = %v, want %v", tc.name, got, tc.danger)
+		}
+	}
+	// a header with a bad checksum ends the archive: the member after it is not read
+	data := tarOf(t, append(append([][3]string{}, base...), [3]string{"pickle", "file", parts["pickle"]}, [3]string{"pickle", "file", evil}))
+	second := bytes.LastIndex(data, []byte("pickle\x00"))
+	data[second+148] ^= 1 // break the checksum of the last header
+	ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	for _, f := range ck.Findings {
+		if f.Severity == SeverityDanger {
+			t.Errorf("the member after a bad header was read: %+v", f)
+		}
+	}
+	if !strings.Contains(strings.Join(ck.Notes, "\n"), "bad checksum") {
+		t.Errorf("notes %v do not say the archive ends at a bad header", ck.Notes)
 	}
 }

@@ -107,8 +107,11 @@ func (op *opener) open() (*Checkpoint, error) {
 	switch {
 	case bytes.HasPrefix(head, []byte("PK\x03\x04")) || bytes.HasPrefix(head, []byte("PK\x05\x06")):
 		err = op.openZip()
-	case len(head) >= 262 && string(head[257:262]) == "ustar":
+	case isTar(head):
 		err = op.openTar()
+		// torch falls back to pickle when tarfile refuses the file, and pickle.load would
+		// read it as one: what the bytes say as a pickle is scanned too
+		op.scanAsPickleToo()
 	default:
 		err = op.openPickleFile()
 	}
@@ -281,6 +284,19 @@ func (op *opener) openJoblib(src io.ReaderAt, size int64, mode scanMode) error {
 	op.trailing(src, size, s.r.filePosition())
 	op.ck.Notes = append(op.ck.Notes, ctx.legacyNotes...)
 	return op.build(v)
+}
+
+// scanAsPickleToo scans the file from its start as pickle.load would read it, for findings
+// only (the file was opened as another format a consumer reads differently).
+func (op *opener) scanAsPickleToo() {
+	var b [1]byte
+	if _, err := op.r.ReadAt(b[:], 0); err != nil || !(b[0] == 0x80 || strings.IndexByte("(c]}lNVIL", b[0]) >= 0) {
+		return
+	}
+	where := "the file read as a pickle (pickle.load)"
+	if s, _, err := op.scanOne(op.r, 0, op.size, where); err == nil {
+		op.trailing(op.r, op.size, s.r.pos)
+	}
 }
 
 // notPickleStart says whether a failure at the first opcode means the file is no pickle at

@@ -1,8 +1,10 @@
 package loader
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"path"
 	"strconv"
 	"strings"
 
@@ -12,35 +14,237 @@ import (
 // tarMember is a member's data range in the file.
 type tarMember struct{ off, size int64 }
 
-// tarMembers lists a tar archive's regular members without reading their data.
+// tarEntry is one member as CPython's tarfile reads it.
+type tarEntry struct {
+	name, linkname string
+	typ            byte
+	off, size      int64
+}
+
+// tarMembers lists a tar archive's members as torch's legacy loader finds them: torch opens
+// any file that is not a zip with tarfile.open(mode="r:") first, and takes
+// tar.getmember(name), which is the LAST member of exactly that name (tarfile's
+// _getmember, no "./" removed); a hard or symbolic link is read as the member it points to
+// (extractfile follows links inside the archive). Headers are read as tarfile.TarInfo
+// frombuf reads them: the checksum must match (signed or unsigned sum), an all-zero block
+// or a bad header after the first ends the archive there, the ustar prefix is joined to the
+// name, and GNU long names and PAX "path"/"linkpath"/"size" records apply to the next
+// member.
 func (op *opener) tarMembers() (map[string]tarMember, error) {
-	out := map[string]tarMember{}
+	var entries []tarEntry
 	var hdr [512]byte
+	var longName, longLink string
+	pax := map[string]string{}
+	global := map[string]string{}
 	for pos := int64(0); pos+512 <= op.size; {
 		if _, err := op.r.ReadAt(hdr[:], pos); err != nil {
 			return nil, &Error{Msg: "tar header cut short", Offset: pos}
 		}
-		if hdr[0] == 0 {
+		if allZero(hdr[:]) {
 			break
 		}
-		name := strings.TrimRight(string(hdr[0:100]), "\x00")
-		if prefix := strings.TrimRight(string(hdr[345:500]), "\x00"); prefix != "" && string(hdr[257:262]) == "ustar" {
+		if !tarChecksumOK(hdr[:]) {
+			if pos == 0 {
+				return nil, &Error{Msg: "a tar header with a bad checksum", Offset: 0}
+			}
+			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("the tar header at byte %d has a bad checksum: Python's tarfile stops reading there, so nothing after it is part of the archive", pos))
+			break
+		}
+		size, ok := tarNumber(hdr[124:136])
+		if !ok || size < 0 || size > op.size-pos-512 {
+			return nil, &Error{Msg: fmt.Sprintf("tar member at byte %d has an invalid size", pos), Offset: pos + 124}
+		}
+		typ := hdr[156]
+		data := pos + 512
+		next := data + (size+511)/512*512
+		switch typ {
+		case 'L', 'K': // GNU long name / long link name of the next member
+			if size > 1<<20 {
+				return nil, &Error{Msg: "a GNU long name longer than 1 MiB", Offset: pos}
+			}
+			b := make([]byte, size)
+			_, _ = op.r.ReadAt(b, data)
+			if typ == 'L' {
+				longName = cString(b)
+			} else {
+				longLink = cString(b)
+			}
+			pos = next
+			continue
+		case 'x', 'g': // PAX extended header of the next member, or of all that follow
+			if size > 1<<20 {
+				return nil, &Error{Msg: "a PAX header longer than 1 MiB", Offset: pos}
+			}
+			b := make([]byte, size)
+			_, _ = op.r.ReadAt(b, data)
+			target := pax
+			if typ == 'g' {
+				target = global
+			}
+			for k, v := range parsePAX(b) {
+				target[k] = v
+			}
+			pos = next
+			continue
+		}
+		name := cString(hdr[0:100])
+		if prefix := cString(hdr[345:500]); prefix != "" && typ != 'D' && typ != 'M' && typ != 'N' && typ != 'S' {
 			name = prefix + "/" + name
 		}
-		sizeField := strings.TrimSpace(strings.TrimRight(string(hdr[124:136]), "\x00 "))
-		size, err := strconv.ParseInt(sizeField, 8, 64)
-		if err != nil || size < 0 || size > op.size-pos-512 {
-			return nil, &Error{Msg: fmt.Sprintf("tar member %q has an invalid size", name), Offset: pos + 124}
+		linkname := cString(hdr[157:257])
+		for _, m := range []map[string]string{global, pax} {
+			if v, ok := m["path"]; ok {
+				name = v
+			}
+			if v, ok := m["linkpath"]; ok {
+				linkname = v
+			}
+			if v, ok := m["size"]; ok {
+				if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 && n <= op.size-data {
+					size = n
+					next = data + (size+511)/512*512
+				}
+			}
 		}
-		if t := hdr[156]; t == '0' || t == 0 {
-			out[strings.TrimPrefix(name, "./")] = tarMember{off: pos + 512, size: size}
+		if longName != "" {
+			name = longName
 		}
-		pos += 512 + (size+511)/512*512
-		if len(out) > 10000 {
+		if longLink != "" {
+			linkname = longLink
+		}
+		longName, longLink, pax = "", "", map[string]string{}
+		if typ == '5' || (typ == 0 || typ == '0') && strings.HasSuffix(name, "/") {
+			name = strings.TrimRight(name, "/")
+			typ = '5'
+		}
+		entries = append(entries, tarEntry{name: name, linkname: linkname, typ: typ, off: data, size: size})
+		if len(entries) > 10000 {
 			return nil, &Error{Msg: "tar archive with too many members", Offset: -1}
+		}
+		pos = next
+	}
+	out := map[string]tarMember{}
+	for i, e := range entries {
+		m, ok := op.tarData(entries, i, 0)
+		if ok {
+			out[e.name] = m // a later member of the same name wins, as in getmember
+		} else {
+			delete(out, e.name)
 		}
 	}
 	return out, nil
+}
+
+// tarData is the data a member stands for: its own, or that of the member a link names
+// (tarfile's _find_link_target: the last member of that name before it; a symbolic link's
+// target is relative to its folder). A link out of the archive is a danger: torch extracts
+// storages and tensors into a folder and opens them, so it would read that file of the
+// loading machine.
+func (op *opener) tarData(entries []tarEntry, i, depth int) (tarMember, bool) {
+	e := entries[i]
+	switch e.typ {
+	case 0, '0', '7':
+		return tarMember{off: e.off, size: e.size}, true
+	case '1', '2':
+		target := e.linkname
+		if e.typ == '2' {
+			target = path.Clean(path.Join(path.Dir(e.name), e.linkname))
+		}
+		for j := i - 1; j >= 0 && depth < 8; j-- {
+			if path.Clean(entries[j].name) == path.Clean(target) {
+				return op.tarData(entries, j, depth+1)
+			}
+		}
+		op.fs.add(Finding{Severity: SeverityDanger, Global: "(tar link)", Where: e.name, Offset: e.off - 512,
+			Detail: fmt.Sprintf("the tar member %s is a link to %s, which is not in the archive: torch's legacy loader would read that file of the machine loading it", e.name, e.linkname)})
+	}
+	return tarMember{}, false
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// tarChecksumOK checks a header's checksum as tarfile does: the sum of its bytes with the
+// checksum field as spaces, unsigned or signed.
+func tarChecksumOK(h []byte) bool {
+	want, ok := tarNumber(h[148:156])
+	if !ok {
+		return false
+	}
+	var unsigned, signed int64 = 256, 256
+	for i, c := range h {
+		if i >= 148 && i < 156 {
+			continue
+		}
+		unsigned += int64(c)
+		signed += int64(int8(c))
+	}
+	return want == unsigned || want == signed
+}
+
+// tarNumber reads a numeric header field as tarfile's nti: base-256 when the first byte is
+// 0x80 or 0xff, else octal text up to a NUL, surrounding white space ignored.
+func tarNumber(b []byte) (int64, bool) {
+	if len(b) > 0 && (b[0] == 0x80 || b[0] == 0xff) {
+		var n int64
+		for _, c := range b[1:] {
+			if n > (1<<62)>>8 {
+				return 0, false
+			}
+			n = n<<8 | int64(c)
+		}
+		if b[0] == 0xff {
+			n -= 1 << (8*len(b) - 8)
+		}
+		return n, true
+	}
+	s := strings.TrimSpace(cString(b))
+	if s == "" {
+		return 0, true
+	}
+	n, err := strconv.ParseInt(s, 8, 64)
+	return n, err == nil
+}
+
+func cString(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// parsePAX reads PAX records "LEN key=value\n".
+func parsePAX(b []byte) map[string]string {
+	out := map[string]string{}
+	for len(b) > 0 {
+		sp := bytes.IndexByte(b, ' ')
+		if sp <= 0 {
+			break
+		}
+		n, err := strconv.Atoi(string(b[:sp]))
+		if err != nil || n <= sp+1 || n > len(b) {
+			break
+		}
+		rec := b[sp+1 : n]
+		rec = bytes.TrimSuffix(rec, []byte("\n"))
+		if eq := bytes.IndexByte(rec, '='); eq > 0 {
+			out[string(rec[:eq])] = string(rec[eq+1:])
+		}
+		b = b[n:]
+	}
+	return out
+}
+
+// isTar says whether a file starts with a header tarfile accepts (its checksum matches):
+// torch.load tries tarfile first on any file that is not a zip, ustar magic or not.
+func isTar(head []byte) bool {
+	return len(head) >= 512 && !allZero(head[:512]) && tarChecksumOK(head[:512])
 }
 
 // openTar reads torch's legacy tar format (torch < 0.1.10): members sys_info, storages,
