@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -554,4 +555,46 @@ func benchSafetensors(b *testing.B) *os.File {
 	}
 	b.Cleanup(func() { f.Close() })
 	return f
+}
+
+// BenchmarkNonASCIIStrings opens pickles of non-ASCII strings of growing count and length,
+// in protocols 0 (raw-unicode-escape text) and 4 (UTF-8): the cost must grow with the bytes,
+// not with their square (a red team's 2,000 strings once took 46 s).
+func BenchmarkNonASCIIStrings(b *testing.B) {
+	for _, proto := range []int{0, 4} {
+		for _, shape := range [][2]int{{2000, 50}, {2000, 2000}, {20000, 50}} {
+			n, length := shape[0], shape[1]
+			var p bytes.Buffer
+			if proto == 4 {
+				p.WriteString("\x80\x04]q\x00(")
+			} else {
+				p.WriteString("(l")
+			}
+			s := strings.Repeat("é", length)
+			for i := 0; i < n; i++ {
+				if proto == 4 {
+					v := s + strconv.Itoa(i)
+					p.WriteByte('X')
+					binary.Write(&p, binary.LittleEndian, uint32(len(v)))
+					p.WriteString(v)
+				} else {
+					p.WriteString("V" + strings.Repeat("\\u00e9", length) + strconv.Itoa(i) + "\na")
+				}
+			}
+			if proto == 4 {
+				p.WriteString("e.")
+			} else {
+				p.WriteString(".")
+			}
+			data := p.Bytes()
+			b.Run(fmt.Sprintf("proto%d/%dx%d", proto, n, length), func(b *testing.B) {
+				b.SetBytes(int64(len(data)))
+				for b.Loop() {
+					if _, err := loader.Open(bytes.NewReader(data), int64(len(data)), loader.Options{MaxPickle: 1 << 30}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
 }
