@@ -61,6 +61,7 @@ type options struct {
 	maxPickle    byteSize
 	maxInflate   byteSize
 	maxDecomp    byteSize
+	openTimeout  time.Duration
 
 	openConcurrency  int
 	cacheSize        int
@@ -93,6 +94,7 @@ func defaultOptions() options {
 		maxPickle:        16 << 20,
 		maxInflate:       16 << 20,
 		maxDecomp:        4 << 30,
+		openTimeout:      time.Minute,
 		openConcurrency:  2,
 		cacheSize:        1024,
 		cacheMemory:      64 << 20,
@@ -133,6 +135,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.IntVar(&o.maxNodes, "max-nodes", o.maxNodes, "values in a file's tree")
 	fs.Var(&o.maxPickle, "max-pickle", "bytes of one pickle held in memory (large values stay in the file)")
 	fs.Var(&o.maxInflate, "max-inflate", "bytes a compressed archive member may inflate to")
+	fs.DurationVar(&o.openTimeout, "open-timeout", o.openTimeout, "longest one file may take to open; past it the file is refused (422) naming this limit")
 	fs.Var(&o.maxDecomp, "max-decompress", "bytes a compressed file (joblib's zlib, gzip, bz2, lzma, xz, lz4; an .npz member) may decompress to, written to a temporary file in the data directory")
 
 	fs.IntVar(&o.openConcurrency, "open-concurrency", o.openConcurrency, "files opened at once server-wide; others wait")
@@ -203,6 +206,7 @@ func (o options) serverConfig() server.Config {
 			MaxDecompress: int64(o.maxDecomp),
 		},
 		OpenConcurrency:  o.openConcurrency,
+		OpenTimeout:      o.openTimeout,
 		CacheSize:        o.cacheSize,
 		CacheBytes:       int64(o.cacheMemory),
 		StatsConcurrency: o.statsConcurrency,

@@ -93,7 +93,7 @@ func TestServerConfig(t *testing.T) {
 		"-max-pickle-ops", "1", "-max-depth", "2", "-max-memo", "3", "-max-int-digits", "4", "-max-nodes", "5",
 		"-max-pickle", "6MiB", "-max-inflate", "7MiB", "-open-concurrency", "8", "-cache-size", "9", "-cache-memory", "10MiB",
 		"-stats-concurrency", "11", "-stats-workers", "12", "-stats-cache-size", "13", "-max-json-export", "14MiB",
-		"-stall-timeout", "15s", "-shutdown-timeout", "16s", "-max-decompress", "17MiB"}, func(string) string { return "" }, io.Discard)
+		"-stall-timeout", "15s", "-shutdown-timeout", "16s", "-max-decompress", "17MiB", "-open-timeout", "18s"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestServerConfig(t *testing.T) {
 		Addr: "127.0.0.1:1", MaxUpload: 1 << 20, UploadToken: "tok",
 		Loader: loader.Options{MaxOps: 1, MaxDepth: 2, MaxMemo: 3, MaxIntChars: 4, MaxNodes: 5, MaxPickle: 6 << 20, MaxInflate: 7 << 20,
 			MaxDecompress: 17 << 20},
-		OpenConcurrency: 8, CacheSize: 9, CacheBytes: 10 << 20,
+		OpenConcurrency: 8, OpenTimeout: 18 * time.Second, CacheSize: 9, CacheBytes: 10 << 20,
 		StatsConcurrency: 11, StatsWorkers: 12, StatsCacheSize: 13, MaxJSONExport: 14 << 20,
 		StallTimeout: 15 * time.Second, ShutdownTimeout: 16 * time.Second,
 	}

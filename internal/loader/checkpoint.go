@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Severity ranks a Finding.
@@ -174,6 +175,18 @@ func (e *InternalError) Error() string {
 	return fmt.Sprintf("loader: internal error while reading the file: %v", e.Panic)
 }
 
+// pastDeadline says whether an Open has run out of its time budget.
+func (o *Options) pastDeadline() bool { return !o.Deadline.IsZero() && time.Now().After(o.Deadline) }
+
+// timeError is the refusal of a file that took longer to open than the budget.
+func (o *Options) timeError() *Error {
+	limit := o.TimeLimit
+	if limit == "" {
+		limit = "the time allowed"
+	}
+	return &Error{Msg: fmt.Sprintf("reading the file took longer than %s, this server's limit (-open-timeout)", limit), Offset: -1}
+}
+
 // Node returns the node at a JSON Pointer ("" or "/" is the root).
 func (c *Checkpoint) Node(pointer string) (*Node, error) {
 	if pointer == "/" {
@@ -250,7 +263,11 @@ func childBySeg(n *Node, seg string) *Node {
 
 // Options bounds the work Open does on one file. The zero value means the defaults.
 type Options struct {
-	MaxOps      int   // pickle opcodes per file
+	MaxOps int // pickle opcodes per file
+	// Deadline bounds the time one Open takes (zero: none); past it the file is refused
+	// saying so. TimeLimit names it in that message ("60s", with its flag).
+	Deadline    time.Time
+	TimeLimit   string
 	MaxDepth    int   // nesting of the tree and of MARKs
 	MaxMemo     int   // memo entries per pickle
 	MaxIntChars int   // digits of a decimal integer in a text opcode

@@ -16,7 +16,9 @@ import (
 // Mirroring this is what keeps the scanner's values (the legacy magic number among them)
 // those Python computes.
 
-func isCSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' }
+func isCSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
 
 // strtol0 is C's strtol(s, &end, 0) on a 64-bit long: the value, and whether the whole of
 // s was consumed without overflow.

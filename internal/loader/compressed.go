@@ -238,6 +238,9 @@ func (op *opener) decompress(c compressor, src io.Reader) (*decompressed, error)
 			derr = err
 			break
 		}
+		if op.o.pastDeadline() {
+			return nil, op.o.timeError()
+		}
 	}
 	d := &decompressed{data: sp.readerAt(), size: sp.size}
 	op.ck.markDecompressed(d.data)

@@ -52,6 +52,10 @@ func (c *converter) node(v any, path string, depth int) *Node {
 		return &Node{Kind: KindNone, Type: "NoneType", Path: path}
 	}
 	c.nodes++
+	if c.nodes&0xffff == 0 && c.o.pastDeadline() {
+		c.err = c.o.timeError()
+		return &Node{Kind: KindNone, Path: path}
+	}
 	if c.nodes > c.o.MaxNodes {
 		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %d values, this server's limit (-max-nodes)", c.o.MaxNodes), Offset: -1}
 		return &Node{Kind: KindNone, Path: path}

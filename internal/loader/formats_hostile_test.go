@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // safetensorsFile builds a safetensors file from a header and a data buffer.
@@ -619,5 +620,24 @@ func TestLegacyTarMembers(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(ck.Notes, "\n"), "bad checksum") {
 		t.Errorf("notes %v do not say the archive ends at a bad header", ck.Notes)
+	}
+}
+
+// A file that takes longer than the time budget to open is refused naming the limit.
+func TestOpenDeadline(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("\x80\x02]q\x00(")
+	for i := 0; i < 200_000; i++ {
+		b.WriteString("K\x01")
+	}
+	b.WriteString("e.")
+	p := []byte(b.String())
+	_, err := Open(bytes.NewReader(p), int64(len(p)), Options{Deadline: time.Now().Add(-time.Second), TimeLimit: "1ms"})
+	var le *Error
+	if !errors.As(err, &le) || !strings.Contains(le.Msg, "longer than 1ms") || !strings.Contains(le.Msg, "-open-timeout") {
+		t.Fatalf("Open past its deadline = %v, want a refusal naming -open-timeout", err)
+	}
+	if _, err := Open(bytes.NewReader(p), int64(len(p)), Options{Deadline: time.Now().Add(time.Minute)}); err != nil {
+		t.Fatalf("Open within its deadline = %v", err)
 	}
 }

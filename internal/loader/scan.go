@@ -522,6 +522,9 @@ func (s *scanner) run() (result *sv, err error) {
 	for {
 		off := r.pos
 		*s.ops++
+		if *s.ops&0xffff == 0 && s.o.pastDeadline() {
+			return nil, s.o.timeError()
+		}
 		if *s.ops > s.o.MaxOps {
 			return nil, s.fail(off, "more than %d pickle opcodes, this server's limit (-max-pickle-ops)", s.o.MaxOps)
 		}
@@ -1293,21 +1296,6 @@ func (s *scanner) emitMemo(op byte, idx int64) error {
 	b[0] = op
 	binary.LittleEndian.PutUint32(b[1:], uint32(idx))
 	return s.emit(b[:]...)
-}
-
-func isDecimal(s string) bool {
-	if strings.HasPrefix(s, "-") || strings.HasPrefix(s, "+") {
-		s = s[1:]
-	}
-	if s == "" {
-		return false
-	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // pyUnquote decodes a protocol-0 STRING argument: a Python 2 str literal in quotes.

@@ -58,6 +58,9 @@ type Config struct {
 	// Loader bounds the work and memory of opening one file; zero fields mean the loader's
 	// defaults.
 	Loader loader.Options
+	// OpenTimeout bounds the time one file takes to open (0: 60 s); past it the file is
+	// refused with a 422 that names the limit.
+	OpenTimeout time.Duration
 	// OpenConcurrency is how many files the loader may open at once server-wide; 2 if zero.
 	// Further opens wait for a slot, so many hostile uploads at once cannot add up.
 	OpenConcurrency int
@@ -161,10 +164,7 @@ func New(cfg Config, deps Deps) *Server {
 		examples: deps.Examples,
 		static:   deps.Static,
 		log:      deps.Logger,
-		load: func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
-			return loader.Open(r, size, cfg.Loader)
-		},
-		opens: make(chan struct{}, cfg.OpenConcurrency),
+		opens:    make(chan struct{}, cfg.OpenConcurrency),
 	}
 	if s.cfg.Loader.Scratch == nil && s.store != nil {
 		// decompressed streams go to the store's own temporary directory (same disk as
@@ -177,8 +177,13 @@ func New(cfg Config, deps Deps) *Server {
 			}
 			return f, err
 		}
-		lo := s.cfg.Loader
-		s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) { return loader.Open(r, size, lo) }
+	}
+	if cfg.OpenTimeout <= 0 {
+		s.cfg.OpenTimeout = 60 * time.Second
+	}
+	lo := s.cfg.Loader
+	s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
+		return loader.Open(r, size, s.loaderOptions(lo))
 	}
 	if s.static == nil {
 		s.static = echo.MustSubFS(web.Static, "static")
@@ -200,6 +205,13 @@ func New(cfg Config, deps Deps) *Server {
 	s.echo = e
 	s.routes()
 	return s
+}
+
+// loaderOptions are the loader's limits for one open, its time budget starting now.
+func (s *Server) loaderOptions(o loader.Options) loader.Options {
+	o.Deadline = time.Now().Add(s.cfg.OpenTimeout)
+	o.TimeLimit = s.cfg.OpenTimeout.String()
+	return o
 }
 
 // ServeHTTP serves one request.

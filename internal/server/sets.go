@@ -104,7 +104,7 @@ func (s *Server) openSet(m *setManifest) (*loader.Checkpoint, []*store.Blob, err
 		blobs = append(blobs, b)
 		files = append(files, loader.File{Name: f.Name, R: b, Size: b.Size()})
 	}
-	ck, err := loader.OpenSet(files, s.cfg.Loader)
+	ck, err := loader.OpenSet(files, s.loaderOptions(s.cfg.Loader))
 	if err != nil {
 		closeAll()
 		return nil, nil, err
