@@ -40,6 +40,24 @@ type Finding struct {
 	// and Offset is the byte offset of the opcode in that pickle.
 	Where  string
 	Offset int64
+	// Call is the call the finding is about as data, when the pickle makes one: what is
+	// called and with what, so a page or the API can show it without parsing Detail.
+	Call *Call
+}
+
+// Call is a call a pickle makes: the callable and its arguments as Python would print them.
+type Call struct {
+	Callable string
+	Args     []CallArg
+	// More counts arguments the scanner did not keep (a long argument list).
+	More int
+}
+
+// CallArg is one argument of a Call: its kind (str, bytes, int, tuple, global, call...) and
+// its repr as Python would print it (bytes as b'\xc3\xa9'), cut at a few hundred characters.
+type CallArg struct {
+	Kind string
+	Repr string
 }
 
 // Checkpoint is an opened file: its format, tree and findings.

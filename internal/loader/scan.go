@@ -116,7 +116,11 @@ func (v *sv) write(b *strings.Builder, budget, depth int) {
 	case svStr:
 		b.WriteString(pyQuote(v.s))
 	case svBytes:
-		b.WriteString("b" + pyQuote(v.s))
+		if v.raw != nil {
+			b.WriteString(pyrepr.Bytes(v.raw, budget))
+		} else {
+			b.WriteString("b" + pyQuote(v.s))
+		}
 	case svInt, svFloat, svBool:
 		b.WriteString(v.s)
 	case svNone:
@@ -424,13 +428,15 @@ func (s *scanner) call(off int64, callee *sv, args []*sv) *sv {
 		case callee.kind == svCall && callee.fidx >= 0:
 			// a chained call (attrgetter('system')(os)('ls')): extend the finding
 			s.fs.list[callee.fidx].Detail = detail
+			s.fs.list[callee.fidx].Call = callData(c)
 			c.fidx = callee.fidx
 		case strings.HasPrefix(s.fs.list[i].Detail, "imports "):
 			s.fs.list[i].Detail = detail
 			s.fs.list[i].Offset = off - s.start
+			s.fs.list[i].Call = callData(c)
 			c.fidx = i
 		default:
-			c.fidx = s.fs.add(Finding{Severity: SeverityDanger, Global: full, Where: s.where, Offset: off - s.start, Detail: detail})
+			c.fidx = s.fs.add(Finding{Severity: SeverityDanger, Global: full, Where: s.where, Offset: off - s.start, Detail: detail, Call: callData(c)})
 		}
 	}
 	return c
@@ -452,7 +458,8 @@ func (s *scanner) judge(off int64, callee *sv, args []*sv, how string) {
 	c := &sv{kind: svCall, callee: callee, fidx: -1}
 	c.items, c.more = keep(args)
 	s.fs.add(Finding{Severity: SeverityDanger, Global: callee.s, Where: s.where, Offset: off - s.start,
-		Detail: "calls " + c.repr(400) + " " + how + "when unpickled: code this viewer has not vetted (not a data class it knows), which Python would run"})
+		Detail: "calls " + c.repr(400) + " " + how + "when unpickled: code this viewer has not vetted (not a data class it knows), which Python would run",
+		Call:   callData(c)})
 }
 
 // judgeAppend is judge for APPEND and APPENDS on an object that is no list: pickle calls
@@ -475,7 +482,49 @@ func (s *scanner) judgeAppend(off int64, target *sv, items []*sv) {
 	c := &sv{kind: svCall, callee: &sv{kind: svGlobal, s: cls + ".append", fidx: -1}, fidx: -1}
 	c.items, c.more = keep(items)
 	s.fs.add(Finding{Severity: SeverityDanger, Global: cls, Where: s.where, Offset: off - s.start,
-		Detail: "calls " + c.repr(400) + " on an instance of " + cls + " when unpickled (APPEND calls the object's own append/extend): code this viewer has not vetted, which Python would run"})
+		Detail: "calls " + c.repr(400) + " on an instance of " + cls + " when unpickled (APPEND calls the object's own append/extend): code this viewer has not vetted, which Python would run",
+		Call:   callData(c)})
+}
+
+// callData is a symbolic call as a Finding's Call.
+func callData(c *sv) *Call {
+	out := &Call{Callable: c.callee.repr(200), More: c.more}
+	for _, a := range c.items {
+		out.Args = append(out.Args, CallArg{Kind: svKindName(a), Repr: a.repr(300)})
+	}
+	return out
+}
+
+func svKindName(v *sv) string {
+	switch v.kind {
+	case svStr:
+		return "str"
+	case svBytes:
+		return "bytes"
+	case svInt:
+		return "int"
+	case svFloat:
+		return "float"
+	case svNone:
+		return "none"
+	case svBool:
+		return "bool"
+	case svTuple:
+		return "tuple"
+	case svList:
+		return "list"
+	case svDict:
+		return "dict"
+	case svSet:
+		return "set"
+	case svGlobal:
+		return "global"
+	case svCall:
+		return "call"
+	case svPersid:
+		return "persistent id"
+	}
+	return "object"
 }
 
 func splitGlobal(full string) (string, string) {

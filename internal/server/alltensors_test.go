@@ -119,3 +119,18 @@ func TestWeightsOnlyInSummary(t *testing.T) {
 		t.Errorf("a plain pickle: %+v, want no verdict", v)
 	}
 }
+
+// A danger finding carries its call as data: the callable and each argument's Python repr.
+func TestFindingCallAsData(t *testing.T) {
+	s := realServer(t, Config{})
+	p := "\x80\x02cposix\nsystem\nC\x03\xc3\xa9x\x85R."
+	up := decode[uploadJSON](t, do(s, http.MethodPost, "/api/checkpoints?name=x.pkl", strings.NewReader(p)))
+	sum := decode[checkpointJSON](t, do(s, http.MethodGet, "/api/checkpoints/"+up.ID, nil))
+	for _, f := range sum.Findings {
+		if f.Severity == "danger" && f.Call != nil && f.Call.Callable == "posix.system" && len(f.Call.Args) == 1 &&
+			f.Call.Args[0].Kind == "bytes" && f.Call.Args[0].Repr == `b'\xc3\xa9x'` {
+			return
+		}
+	}
+	t.Errorf("findings %+v, want posix.system's call with b'\\xc3\\xa9x' as data", sum.Findings)
+}

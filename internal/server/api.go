@@ -73,6 +73,23 @@ type findingJSON struct {
 	Global   string `json:"global"`
 	Path     string `json:"path"`
 	Detail   string `json:"detail"`
+	// Where names the pickle in the file and Offset the opcode's byte in it.
+	Where  string `json:"where,omitempty"`
+	Offset int64  `json:"offset"`
+	// Call is the call as data, when the finding is about one.
+	Call *callJSON `json:"call,omitempty"`
+}
+
+// callJSON is a loader.Call: the callable and each argument's kind and Python repr.
+type callJSON struct {
+	Callable string        `json:"callable"`
+	Args     []callArgJSON `json:"args"`
+	More     int           `json:"more_args,omitempty"`
+}
+
+type callArgJSON struct {
+	Kind string `json:"kind"`
+	Repr string `json:"repr"`
 }
 
 // nodeJSON answers GET /api/checkpoints/:id/node. The embedded parts appear only for the
@@ -270,7 +287,14 @@ func tensorLayout(n *loader.Node) *tensorJSON {
 func findingsJSON(fs []loader.Finding) []findingJSON {
 	out := make([]findingJSON, 0, len(fs))
 	for _, f := range fs {
-		out = append(out, findingJSON{Severity: string(f.Severity), Global: f.Global, Path: f.Path, Detail: f.Detail})
+		fj := findingJSON{Severity: string(f.Severity), Global: f.Global, Path: f.Path, Detail: f.Detail, Where: f.Where, Offset: f.Offset}
+		if c := f.Call; c != nil {
+			fj.Call = &callJSON{Callable: c.Callable, Args: []callArgJSON{}, More: c.More}
+			for _, a := range c.Args {
+				fj.Call.Args = append(fj.Call.Args, callArgJSON{Kind: a.Kind, Repr: a.Repr})
+			}
+		}
+		out = append(out, fj)
 	}
 	return out
 }
