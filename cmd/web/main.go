@@ -68,6 +68,8 @@ type options struct {
 	cacheMemory      byteSize
 	statsConcurrency int
 	statsWorkers     int
+	statsTimeout     time.Duration
+	statsJobIdle     time.Duration
 	statsCacheSize   int
 	maxJSONExport    byteSize
 }
@@ -95,6 +97,8 @@ func defaultOptions() options {
 		maxInflate:       16 << 20,
 		maxDecomp:        4 << 30,
 		openTimeout:      time.Minute,
+		statsTimeout:     10 * time.Minute,
+		statsJobIdle:     3 * time.Minute,
 		openConcurrency:  2,
 		cacheSize:        1024,
 		cacheMemory:      64 << 20,
@@ -135,6 +139,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.IntVar(&o.maxNodes, "max-nodes", o.maxNodes, "values in a file's tree")
 	fs.Var(&o.maxPickle, "max-pickle", "bytes of one pickle held in memory (large values stay in the file)")
 	fs.Var(&o.maxInflate, "max-inflate", "bytes a compressed archive member may inflate to")
+	fs.DurationVar(&o.statsTimeout, "stats-timeout", o.statsTimeout, "longest the statistics of one tensor may take once they run; past it the request gets a 503 naming this limit")
+	fs.DurationVar(&o.statsJobIdle, "stats-job-idle", o.statsJobIdle, "an all-statistics job nobody has asked the progress of for this long stops (its client left)")
 	fs.DurationVar(&o.openTimeout, "open-timeout", o.openTimeout, "longest one file may take to open; past it the file is refused (422) naming this limit")
 	fs.Var(&o.maxDecomp, "max-decompress", "bytes a compressed file (joblib's zlib, gzip, bz2, lzma, xz, lz4; an .npz member) may decompress to, written to a temporary file in the data directory")
 
@@ -211,6 +217,8 @@ func (o options) serverConfig() server.Config {
 		CacheBytes:       int64(o.cacheMemory),
 		StatsConcurrency: o.statsConcurrency,
 		StatsWorkers:     o.statsWorkers,
+		StatsTimeout:     o.statsTimeout,
+		StatsJobIdle:     o.statsJobIdle,
 		StatsCacheSize:   o.statsCacheSize,
 		MaxJSONExport:    int64(o.maxJSONExport),
 		UploadToken:      o.uploadToken,

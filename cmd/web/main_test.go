@@ -93,7 +93,8 @@ func TestServerConfig(t *testing.T) {
 		"-max-pickle-ops", "1", "-max-depth", "2", "-max-memo", "3", "-max-int-digits", "4", "-max-nodes", "5",
 		"-max-pickle", "6MiB", "-max-inflate", "7MiB", "-open-concurrency", "8", "-cache-size", "9", "-cache-memory", "10MiB",
 		"-stats-concurrency", "11", "-stats-workers", "12", "-stats-cache-size", "13", "-max-json-export", "14MiB",
-		"-stall-timeout", "15s", "-shutdown-timeout", "16s", "-max-decompress", "17MiB", "-open-timeout", "18s"}, func(string) string { return "" }, io.Discard)
+		"-stall-timeout", "15s", "-shutdown-timeout", "16s", "-max-decompress", "17MiB", "-open-timeout", "18s",
+		"-stats-timeout", "19s", "-stats-job-idle", "20s"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +105,7 @@ func TestServerConfig(t *testing.T) {
 		OpenConcurrency: 8, OpenTimeout: 18 * time.Second, CacheSize: 9, CacheBytes: 10 << 20,
 		StatsConcurrency: 11, StatsWorkers: 12, StatsCacheSize: 13, MaxJSONExport: 14 << 20,
 		StallTimeout: 15 * time.Second, ShutdownTimeout: 16 * time.Second,
+		StatsTimeout: 19 * time.Second, StatsJobIdle: 20 * time.Second,
 	}
 	if diff := cmp.Diff(want, o.serverConfig()); diff != "" {
 		t.Errorf("serverConfig (-want +got):\n%s", diff)

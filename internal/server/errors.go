@@ -61,6 +61,8 @@ var errorKinds = []errorKind{
 	{is(errUnauthorized), http.StatusUnauthorized, ""},
 	{as[*badRequest], http.StatusBadRequest, ""},
 	{as[*bodyError], http.StatusBadRequest, ""},
+	{as[*statsTimeoutError], http.StatusServiceUnavailable, ""},
+	{as[*jobIdleError], http.StatusServiceUnavailable, ""},
 	{is(context.Canceled), http.StatusBadRequest, "request cancelled"},
 	{clientGone, http.StatusBadRequest, "the connection was closed or stalled"},
 	{is(syscall.ENOSPC), http.StatusInsufficientStorage, "the server is out of disk space"},

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/tensor"
@@ -38,6 +40,22 @@ type jobProgress struct {
 type statsJob struct {
 	mu sync.Mutex
 	p  jobProgress
+	// polled is when someone last asked for the job's progress (Unix nanoseconds); a job
+	// nobody has asked about for -stats-job-idle stops.
+	polled atomic.Int64
+}
+
+func (j *statsJob) touch() { j.polled.Store(time.Now().UnixNano()) }
+
+func (j *statsJob) idleFor() time.Duration {
+	return time.Since(time.Unix(0, j.polled.Load()))
+}
+
+// jobIdleError stops a job whose client left: nobody asked for its progress for the limit.
+type jobIdleError struct{ limit time.Duration }
+
+func (e *jobIdleError) Error() string {
+	return fmt.Sprintf("stopped: nobody asked for its progress for %s (-stats-job-idle); start it again to go on from where it stopped", e.limit)
 }
 
 func (j *statsJob) progress() jobProgress {
@@ -156,6 +174,7 @@ func (s *Server) unitCached(id string, u *statsUnit) *tensor.Stats {
 // is no job.
 func (s *Server) statsProgress(o *opened) jobProgress {
 	if j := s.jobs.job(o.id); j != nil {
+		j.touch()
 		p := j.progress()
 		if p.State != jobDone || s.idleProgress(o).State == jobDone {
 			return p
@@ -172,6 +191,7 @@ func (s *Server) startStatsJob(o *opened) jobProgress {
 	s.jobs.mu.Lock()
 	defer s.jobs.mu.Unlock()
 	if j := s.jobs.byID[o.id]; j != nil && j.progress().State == jobRunning {
+		j.touch()
 		return j.progress()
 	}
 	if p := s.idleProgress(o); p.State == jobDone {
@@ -183,6 +203,7 @@ func (s *Server) startStatsJob(o *opened) jobProgress {
 	// from what GET said before the job.
 	var units []*statsUnit
 	j := &statsJob{p: jobProgress{State: jobRunning, Queued: true}}
+	j.touch()
 	all, _ := o.statsUnits()
 	for _, u := range all {
 		j.p.TensorsTotal += len(u.paths)
@@ -205,8 +226,13 @@ func (s *Server) startStatsJob(o *opened) jobProgress {
 
 // runStatsJob computes the units one after the other once the job slot is free.
 func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
-	ctx := s.base
+	ctx, cancel := context.WithCancelCause(s.base)
+	defer cancel(nil)
+	go s.watchJob(ctx, j, cancel)
 	fail := func(err error) {
+		if c := context.Cause(ctx); c != nil && errors.Is(err, ctx.Err()) {
+			err = c // say why the job stopped, not just that it did
+		}
 		j.update(func(p *jobProgress) { p.State, p.Queued, p.Error = jobFailed, false, forPeople(err) })
 		if !errors.Is(err, context.Canceled) {
 			s.log.Error("statistics job failed", "id", id, "err", err)
@@ -319,4 +345,23 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 		return
 	}
 	j.update(func(p *jobProgress) { p.State = jobDone })
+}
+
+// watchJob cancels a job once nobody has asked for its progress for -stats-job-idle: the
+// page polls while it is open, so a job outlives its client by at most that long.
+func (s *Server) watchJob(ctx context.Context, j *statsJob, cancel context.CancelCauseFunc) {
+	limit := s.cfg.StatsJobIdle
+	t := time.NewTicker(min(limit/4+1, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if j.idleFor() > limit {
+				cancel(&jobIdleError{limit: limit})
+				return
+			}
+		}
+	}
 }

@@ -51,6 +51,13 @@ type Config struct {
 	StatsConcurrency int
 	// StatsWorkers is how many goroutines read one tensor; GOMAXPROCS, at most 8, if zero.
 	StatsWorkers int
+	// StatsTimeout bounds the time the statistics of one tensor take (0: 10 minutes); past
+	// it the request gets a 503 that names the limit, and the reading stops.
+	StatsTimeout time.Duration
+	// StatsJobIdle stops an all-statistics job nobody has asked the progress of for this
+	// long (0: 3 minutes): a page that polls keeps it going, a client that left does not.
+	// (Browsers poll a hidden tab as seldom as once a minute.)
+	StatsJobIdle time.Duration
 	// MaxJSONExport is the largest JSON download, in bytes; 1 GiB if zero. A subtree whose
 	// JSON is larger is refused with a message saying to lower limit= or use .npy.
 	MaxJSONExport int64
@@ -134,6 +141,12 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.StatsCacheSize <= 0 {
 		cfg.StatsCacheSize = 16384
 	}
+	if cfg.StatsTimeout <= 0 {
+		cfg.StatsTimeout = 10 * time.Minute
+	}
+	if cfg.StatsJobIdle <= 0 {
+		cfg.StatsJobIdle = 3 * time.Minute
+	}
 	if cfg.StatsConcurrency <= 0 {
 		cfg.StatsConcurrency = 2
 	}
@@ -193,7 +206,7 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	s.cache = newCheckpointCache(cfg.CacheSize, cfg.CacheBytes, s.openCheckpoint)
 	s.base, s.stop = context.WithCancel(context.Background())
-	s.stats = newStatsCache(s.base, cfg.StatsCacheSize, cfg.StatsWorkers, cfg.StatsConcurrency)
+	s.stats = newStatsCache(s.base, cfg.StatsCacheSize, cfg.StatsWorkers, cfg.StatsConcurrency, cfg.StatsTimeout)
 	s.jobs = newStatsJobs()
 	s.exports = make(chan struct{}, 2)
 

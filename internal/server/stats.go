@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ckptview/ckptview/internal/export"
 	"github.com/ckptview/ckptview/internal/loader"
@@ -26,6 +27,7 @@ type statsCache struct {
 	workers int           // goroutines per computation
 	sem     chan struct{} // one token per computation running
 	base    context.Context
+	timeout time.Duration // of one computation, once it runs
 
 	mu      sync.Mutex
 	lru     *list.List // of *statsEntry, most recent first
@@ -63,9 +65,10 @@ func (f *statsFlight) report(elements int64) {
 	}
 }
 
-func newStatsCache(base context.Context, max, workers, concurrency int) *statsCache {
+func newStatsCache(base context.Context, max, workers, concurrency int, timeout time.Duration) *statsCache {
 	return &statsCache{
 		max:     max,
+		timeout: timeout,
 		workers: workers,
 		sem:     make(chan struct{}, concurrency),
 		base:    base,
@@ -161,7 +164,16 @@ func (c *statsCache) run(ctx context.Context, key statsKey, f *statsFlight, fn c
 	var err error
 	select {
 	case c.sem <- struct{}{}:
-		s, err = runGuarded(ctx, fn, f.report)
+		// The budget starts once the computation may run: waiting for a slot is not its cost.
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if c.timeout > 0 {
+			rctx, cancel = context.WithTimeout(ctx, c.timeout)
+		}
+		s, err = runGuarded(rctx, fn, f.report)
+		if err != nil && ctx.Err() == nil && errors.Is(rctx.Err(), context.DeadlineExceeded) {
+			err = &statsTimeoutError{limit: c.timeout}
+		}
+		cancel()
 		<-c.sem
 	case <-ctx.Done():
 		err = ctx.Err()
@@ -331,4 +343,12 @@ func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, pro
 		}
 		return st, nil
 	}, progress)
+}
+
+// statsTimeoutError is a tensor whose statistics took longer than -stats-timeout: the
+// server's limit, not a fault of the file.
+type statsTimeoutError struct{ limit time.Duration }
+
+func (e *statsTimeoutError) Error() string {
+	return fmt.Sprintf("computing these statistics took longer than %s, this server's limit (-stats-timeout); try again when the server is less busy, or ask its operator to raise the limit", e.limit)
 }

@@ -213,7 +213,7 @@ func statsOf(release <-chan struct{}, runs *atomic.Int32) computeFunc {
 
 // Concurrent requests for one tensor's statistics compute them once.
 func TestStatsCacheFlight(t *testing.T) {
-	c := newStatsCache(context.Background(), 8, 1, 2)
+	c := newStatsCache(context.Background(), 8, 1, 2, 0)
 	var runs atomic.Int32
 	release := make(chan struct{})
 	var wg sync.WaitGroup
@@ -238,7 +238,7 @@ func TestStatsCacheFlight(t *testing.T) {
 // No more computations run at once than the semaphore allows.
 func TestStatsCacheBounded(t *testing.T) {
 	const limit = 2
-	c := newStatsCache(context.Background(), 64, 1, limit)
+	c := newStatsCache(context.Background(), 64, 1, limit, 0)
 	var running, peak atomic.Int32
 	fn := func(ctx context.Context, _ func(int64)) (*tensor.Stats, error) {
 		n := running.Add(1)
@@ -269,7 +269,7 @@ func TestStatsCacheBounded(t *testing.T) {
 // When the only request waiting for a computation goes away, the computation is cancelled
 // and the next request starts a fresh one.
 func TestStatsCacheCancel(t *testing.T) {
-	c := newStatsCache(context.Background(), 8, 1, 1)
+	c := newStatsCache(context.Background(), 8, 1, 1, 0)
 	var runs atomic.Int32
 	never := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -299,7 +299,7 @@ func TestStatsCacheCancel(t *testing.T) {
 
 // A panic in a computation is an error, not a crash.
 func TestStatsCachePanic(t *testing.T) {
-	c := newStatsCache(context.Background(), 8, 1, 1)
+	c := newStatsCache(context.Background(), 8, 1, 1, 0)
 	_, err := c.compute(context.Background(), statsKey{"a", "/w"}, func(context.Context, func(int64)) (*tensor.Stats, error) {
 		panic("boom")
 	}, nil)
@@ -310,7 +310,7 @@ func TestStatsCachePanic(t *testing.T) {
 
 // The cache keeps at most its size, dropping the least recently used.
 func TestStatsCacheEvicts(t *testing.T) {
-	c := newStatsCache(context.Background(), 2, 1, 1)
+	c := newStatsCache(context.Background(), 2, 1, 1, 0)
 	for _, p := range []string{"/a", "/b"} {
 		c.put(statsKey{"x", p}, &tensor.Stats{})
 	}

@@ -895,3 +895,64 @@ func TestLayoutsMatchTorch(t *testing.T) {
 		}
 	}
 }
+
+// Statistics past -stats-timeout are a 503 that names the limit, never a stuck request, and
+// the next request with a larger budget computes them.
+func TestStatsTimeout(t *testing.T) {
+	s := realServer(t, Config{StatsTimeout: time.Nanosecond})
+	id := uploadFixture(t, s, "state_dict.pt")
+	rec := do(s, http.MethodGet, statsURL(id, "/wpe.weight"), nil)
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "-stats-timeout") {
+		t.Fatalf("GET stats with a 1ns budget = %d %.300s, want 503 naming -stats-timeout", rec.Code, rec.Body)
+	}
+	s.stats.timeout = time.Minute
+	if rec := do(s, http.MethodGet, statsURL(id, "/wpe.weight"), nil); rec.Code != http.StatusOK {
+		t.Errorf("GET stats after the budget was raised = %d %.300s, want 200 (a timeout is not cached)", rec.Code, rec.Body)
+	}
+}
+
+// An all-statistics job nobody polls stops after -stats-job-idle and says why; polling
+// keeps it alive, and starting it again finishes it.
+func TestStatsJobStopsWhenNobodyPolls(t *testing.T) {
+	s := realServer(t, Config{StatsJobIdle: 50 * time.Millisecond, StatsConcurrency: 1})
+	id := uploadFixture(t, s, "state_dict.pt")
+	api := "/api/checkpoints/" + id + "/stats/all"
+	// Hold the only statistics slot, so the job cannot get past its first tensor.
+	s.stats.sem <- struct{}{}
+	if rec := do(s, http.MethodPost, api, nil); rec.Code != http.StatusAccepted {
+		t.Fatalf("POST %s = %d", api, rec.Code)
+	}
+	// Polling for longer than the limit keeps the job going.
+	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if p := decode[jobProgress](t, do(s, http.MethodGet, api, nil)); p.State != jobRunning {
+			t.Fatalf("a polled job is %+v, want running", p)
+		}
+	}
+	// Then the client leaves.
+	time.Sleep(300 * time.Millisecond)
+	<-s.stats.sem
+	var p jobProgress
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if p = s.jobs.job(id).progress(); p.State != jobRunning {
+			break
+		}
+	}
+	if p.State != jobFailed || !strings.Contains(p.Error, "-stats-job-idle") {
+		t.Fatalf("a job nobody polled is %+v, want failed naming -stats-job-idle", p)
+	}
+	if p.TensorsDone == p.TensorsTotal {
+		t.Errorf("the job ran to its end (%+v) although nobody polled it", p)
+	}
+	s.cfg.StatsJobIdle = time.Minute
+	if rec := do(s, http.MethodPost, api, nil); rec.Code != http.StatusAccepted {
+		t.Fatalf("POST again = %d", rec.Code)
+	}
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if p = decode[jobProgress](t, do(s, http.MethodGet, api, nil)); p.State != jobRunning {
+			break
+		}
+	}
+	if p.State != jobDone || p.TensorsDone != p.TensorsTotal || p.Failed != 0 {
+		t.Errorf("the restarted job ended %+v, want done with every tensor", p)
+	}
+}
