@@ -74,7 +74,7 @@ func init() {
 		"torch._tensor._rebuild_from_type_v2", "torch._tensor._rebuild_from_type",
 		"torch.nn.parameter.Parameter", "torch.Tensor", "torch._utils._restore_device_fake_mode",
 		"torch.device", "torch.Size", "torch.torch_version.TorchVersion", "torch.storage.UntypedStorage",
-		"torch.storage._load_from_bytes_noop", "torch.serialization._get_layout",
+		"torch.storage._load_from_bytes_noop", "torch.storage._load_from_bytes", "torch.serialization._get_layout",
 		"torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist",
 		"torch.jit._pickle.build_boollist", "torch.jit._pickle.build_tensorlist",
 		"torch.jit._pickle.build_tensor_from_id", "torch.jit._pickle.restore_type_tag",

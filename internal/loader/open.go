@@ -39,6 +39,8 @@ type opener struct {
 	decompressed int64
 	// wo, when set, follows the pickles torch.load reads for its weights_only verdict
 	wo *woState
+	// nestDepth is how deep in torch files passed to _load_from_bytes the reading is
+	nestDepth int
 }
 
 func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
@@ -217,13 +219,18 @@ func (op *opener) unpickleWith(s *scanner, ctx *unpickleCtx, where string, pload
 	u.PersistentLoad = pload
 	v, err = u.Load()
 	if err != nil {
+		var le *Error
+		if errors.As(err, &le) { // a stand-in's own reading (a nested torch file) said it
+			return nil, le
+		}
 		return nil, &Error{Msg: fmt.Sprintf("malformed pickle in %s: %v", where, err), Offset: -1}
 	}
 	return v, nil
 }
 
 func (op *opener) newCtx(src io.ReaderAt) *unpickleCtx {
-	return &unpickleCtx{src: src, nonce: op.nonce, storages: map[string]*pyStorage{}}
+	return &unpickleCtx{src: src, nonce: op.nonce, storages: map[string]*pyStorage{},
+		depth: op.nestDepth, loadBytes: op.loadFromBytes}
 }
 
 // openPickleFile opens a raw pickle or a legacy torch file (a sequence of pickles).
@@ -394,9 +401,29 @@ func (op *opener) finish() {
 // pickle, the storage keys, then each storage as an 8-byte element count and raw data.
 func (op *opener) openLegacy(pos int64) error {
 	op.ck.Format = "torch-legacy"
-	ctx := op.newCtx(op.r)
+	main, ctx, end, err := op.readLegacy(op.r, op.size, pos, "")
+	if err != nil {
+		return err
+	}
+	if end < op.size {
+		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("%d bytes follow the last storage", op.size-end))
+	}
+	op.ck.Notes = append(op.ck.Notes, ctx.legacyNotes...)
+	if err := op.build(main); err != nil {
+		return err
+	}
+	return op.checkViews()
+}
+
+// readLegacy reads the legacy torch format in src from pos, after its magic number: the
+// protocol version, sys_info, the object and the storage keys, each a pickle, then each
+// storage's element count and bytes. It returns the object, its unpickling context and
+// where the last storage ends. in names the file in messages ("" for the one uploaded).
+func (op *opener) readLegacy(src io.ReaderAt, size, pos int64, in string) (any, *unpickleCtx, int64, error) {
+	ctx := op.newCtx(src)
 	next := func(where string) (any, error) {
-		s, _, err := op.scanOne(op.r, pos, op.size, where)
+		where += in
+		s, _, err := op.scanOne(src, pos, size, where)
 		if err != nil {
 			return nil, err
 		}
@@ -409,14 +436,14 @@ func (op *opener) openLegacy(pos int64) error {
 	}
 	proto, err := next("the protocol-version pickle")
 	if err != nil {
-		return err
+		return nil, nil, 0, err
 	}
 	if n, _ := toInt64(proto); n != 1001 {
-		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("legacy protocol version is %v (torch writes 1001)", reprValue(proto)))
+		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("legacy protocol version%s is %v (torch writes 1001)", in, reprValue(proto)))
 	}
 	sysInfo, err := next("the sys_info pickle")
 	if err != nil {
-		return err
+		return nil, nil, 0, err
 	}
 	order := "little"
 	if d, ok := sysInfo.(*types.Dict); ok {
@@ -425,17 +452,17 @@ func (op *opener) openLegacy(pos int64) error {
 		}
 	}
 	ctx.storageFor = func(key, dtype, location string, numel int64) (*Storage, error) {
-		st := &Storage{Key: key, DType: dtype, Location: location, ByteOrder: order, Data: op.r, Offset: -1}
+		st := &Storage{Key: key, DType: dtype, Location: location, ByteOrder: order, Data: src, Offset: -1}
 		op.ck.Storages = append(op.ck.Storages, st)
 		return st, nil
 	}
 	main, err := next("the main pickle")
 	if err != nil {
-		return err
+		return nil, nil, 0, err
 	}
 	keysV, err := next("the storage-keys pickle")
 	if err != nil {
-		return err
+		return nil, nil, 0, err
 	}
 	keys := iterItems(keysV)
 	var bo binary.ByteOrder = binary.LittleEndian
@@ -446,20 +473,20 @@ func (op *opener) openLegacy(pos int64) error {
 		key := fmt.Sprint(k)
 		ps, ok := ctx.storages[key]
 		if !ok {
-			return &Error{Msg: fmt.Sprintf("storage %q is listed after the pickle but no tensor uses it", key), Offset: pos}
+			return nil, nil, 0, &Error{Msg: fmt.Sprintf("storage %q%s is listed after the pickle but no tensor uses it", key, in), Offset: pos}
 		}
 		var nb [8]byte
-		if _, err := op.r.ReadAt(nb[:], pos); err != nil {
-			return &Error{Msg: fmt.Sprintf("the file ends before the data of storage %q", key), Offset: pos}
+		if _, err := src.ReadAt(nb[:], pos); err != nil {
+			return nil, nil, 0, &Error{Msg: fmt.Sprintf("the file%s ends before the data of storage %q", in, key), Offset: pos}
 		}
 		numel := int64(bo.Uint64(nb[:]))
 		es := int64(DTypeSize(ps.st.DType))
-		if numel < 0 || es == 0 || numel > (op.size-pos-8)/max(es, 1) {
-			return &Error{Msg: fmt.Sprintf("storage %q declares %d elements, more than the file holds", key, numel), Offset: pos}
+		if numel < 0 || es == 0 || numel > (size-pos-8)/max(es, 1) {
+			return nil, nil, 0, &Error{Msg: fmt.Sprintf("storage %q%s declares %d elements, more than the file holds", key, in, numel), Offset: pos}
 		}
 		ps.st.Offset, ps.st.Size = pos+8, numel*es
 		if numel != ps.numel {
-			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("storage %q holds %d elements; the pickle said %d", key, numel, ps.numel))
+			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("storage %q%s holds %d elements; the pickle said %d", key, in, numel, ps.numel))
 			ps.numel = numel
 		}
 		pos += 8 + numel*es
@@ -470,17 +497,43 @@ func (op *opener) openLegacy(pos int64) error {
 	}
 	for key, ps := range ctx.storages {
 		if ps.st.Offset < 0 {
-			return &Error{Msg: fmt.Sprintf("storage %q has no data in the file", key), Offset: -1}
+			return nil, nil, 0, &Error{Msg: fmt.Sprintf("storage %q%s has no data in the file", key, in), Offset: -1}
 		}
 	}
-	if pos < op.size {
-		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("%d bytes follow the last storage", op.size-pos))
+	return main, ctx, pos, nil
+}
+
+// loadFromBytes rebuilds what torch.storage._load_from_bytes returns: the storage in the
+// legacy torch file b (see scanner.nestedTorch, which checked every pickle in it). Its
+// storage reads its bytes from b.
+func (op *opener) loadFromBytes(src io.ReaderAt, size int64, depth int) (any, error) {
+	in := " of a torch file passed to " + loadFromBytes
+	if depth >= 8 {
+		return nil, &Error{Msg: "torch files passed to " + loadFromBytes + " nest more than 8 deep", Offset: -1}
+	}
+	var head [4]byte
+	if n, _ := src.ReadAt(head[:], 0); n == 4 && string(head[:]) == "PK\x03\x04" {
+		return nil, &Error{Msg: "a torch file passed to " + loadFromBytes + " is a zip archive; ckptview reads only the legacy format torch writes there", Offset: -1}
+	}
+	// Findings and notes of these pickles were made when the outer pickle was scanned, and
+	// weights_only never reads them (it refuses _load_from_bytes).
+	fs, wo, notes := op.fs, op.wo, len(op.ck.Notes)
+	op.fs, op.wo, op.nestDepth = findingSet{}, nil, depth+1
+	defer func() { op.fs, op.wo, op.nestDepth = fs, wo, depth }()
+	s, magic, err := op.scanOne(src, 0, size, "the magic-number pickle"+in)
+	if err != nil {
+		return nil, err
+	}
+	if magic == nil || magic.kind != svInt || magic.s != legacyMagic {
+		return nil, &Error{Msg: "a torch file passed to " + loadFromBytes + " does not start with torch's magic number", Offset: -1}
+	}
+	main, ctx, _, err := op.readLegacy(src, size, s.r.pos, in)
+	op.ck.Notes = op.ck.Notes[:notes]
+	if err != nil {
+		return nil, err
 	}
 	op.ck.Notes = append(op.ck.Notes, ctx.legacyNotes...)
-	if err := op.build(main); err != nil {
-		return err
-	}
-	return op.checkViews()
+	return main, nil
 }
 
 // checkViews rejects tensors whose view runs past their storage.

@@ -175,6 +175,10 @@ type unpickleCtx struct {
 	viewsOf     []storageView
 	// objPickles are the rewritten pickles of joblib's object arrays (scanner.objPickles).
 	objPickles [][]byte
+	// loadBytes reads the torch file given to torch.storage._load_from_bytes; depth is how
+	// deep in such files this context is.
+	loadBytes func(src io.ReaderAt, size int64, depth int) (any, error)
+	depth     int
 }
 
 func (c *unpickleCtx) findClass(module, name string) (any, error) {
@@ -554,6 +558,24 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 		return &pyObject{cls: g, args: args, display: "device(" + strings.Join(parts, ", ") + ")", typeName: g.full}, true, nil
 	case "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3":
 		return c.rebuildTensor(args)
+	case loadFromBytes:
+		if len(args) != 1 || c.loadBytes == nil {
+			return nil, false, nil
+		}
+		var src io.ReaderAt
+		var n int64
+		switch b := args[0].(type) {
+		case []byte:
+			src, n = bytes.NewReader(b), int64(len(b))
+		case *lazyBytes:
+			src, n = io.NewSectionReader(b.src, b.off, b.n), b.n
+		case string: // Python 2's str
+			src, n = strings.NewReader(b), int64(len(b))
+		default:
+			return nil, false, nil
+		}
+		v, err := c.loadBytes(src, n, c.depth)
+		return v, true, err
 	case "torch.serialization._get_layout":
 		if name, ok := arg(args, 0).(string); ok {
 			return name, true, nil

@@ -452,6 +452,19 @@ func (s *scanner) judge(off int64, callee *sv, args []*sv, how string) {
 		return
 	}
 	full := canonicalGlobal(callee.mod, callee.name)
+	if full == loadFromBytes {
+		// torch.load of the bytes: harmless exactly when the torch file in them is
+		if len(args) == 1 {
+			if why := s.nestedTorch(off, full, args[0]); why != "" {
+				c := &sv{kind: svCall, callee: callee, fidx: -1}
+				c.items, c.more = keep(args)
+				s.fs.add(Finding{Severity: SeverityDanger, Global: callee.s, Where: s.where, Offset: off - s.start,
+					Detail: "calls " + c.repr(400) + " when unpickled, which runs torch.load(weights_only=False) on those bytes; the torch file in them could not be checked: " + why,
+					Call:   callData(c)})
+			}
+			return
+		}
+	}
 	if classifyGlobal(callee.mod, callee.name) != globalUnknown || vettedCalls[full] {
 		return
 	}
@@ -460,6 +473,49 @@ func (s *scanner) judge(off int64, callee *sv, args []*sv, how string) {
 	s.fs.add(Finding{Severity: SeverityDanger, Global: callee.s, Where: s.where, Offset: off - s.start,
 		Detail: "calls " + c.repr(400) + " " + how + "when unpickled: code this viewer has not vetted (not a data class it knows), which Python would run",
 		Call:   callData(c)})
+}
+
+// loadFromBytes is what pickling a torch storage with pickle (not torch.save) calls to
+// rebuild it: torch.load(io.BytesIO(b), weights_only=False) of the legacy torch file that
+// StorageBase.__reduce__ wrote with torch.save(storage, _use_new_zipfile_serialization=False).
+const loadFromBytes = "torch.storage._load_from_bytes"
+
+// nestedTorch scans the bytes handed to torch.storage._load_from_bytes as torch.load reads
+// an in-memory file: a zip archive if they start with a zip local header (_is_zipfile),
+// otherwise the legacy format's pickles one after the other (magic number, protocol,
+// sys_info, the object, the storage keys; the storages' raw bytes follow). A BytesIO has no
+// fileno, so the tar format is never tried. It returns why the bytes could not be checked,
+// or "" when every pickle torch would read was scanned, its findings being the file's.
+func (s *scanner) nestedTorch(off int64, fn string, arg *sv) string {
+	var src io.ReaderAt
+	var start, end int64
+	switch {
+	case arg.raw != nil:
+		src, start, end = bytes.NewReader(arg.raw), 0, int64(len(arg.raw))
+	case arg.dataLen > 0:
+		src, start, end = s.r.r, arg.dataOff, arg.dataOff+arg.dataLen
+	default:
+		return "its argument is not bytes ckptview can read (" + arg.repr(60) + ")"
+	}
+	if s.depth >= 8 {
+		return "it is the ninth torch file or pickle nested in one another, more than ckptview follows"
+	}
+	var head [4]byte
+	if n, _ := src.ReadAt(head[:], start); n == 4 && string(head[:]) == "PK\x03\x04" {
+		return "they are a zip archive, which torch.load would open as its zip format; ckptview reads only the legacy format torch writes there"
+	}
+	pos := start
+	for _, what := range []string{"magic-number", "protocol-version", "sys_info", "main", "storage-keys"} {
+		sub := &scanner{r: newSeqReader(src, pos, end), o: s.o, start: start, fs: s.fs, nonce: s.nonce,
+			ops: s.ops, lazyMin: s.lazyMin, depth: s.depth + 1,
+			where: fmt.Sprintf("the %s pickle of the torch file passed to %s at byte %d of %s", what, fn, off-s.start, s.where)}
+		if _, err := sub.run(); err != nil {
+			return sub.where + ": " + err.Error()
+		}
+		s.notes = append(s.notes, sub.notes...)
+		pos = sub.r.pos
+	}
+	return ""
 }
 
 // judgeAppend is judge for APPEND and APPENDS on an object that is no list: pickle calls

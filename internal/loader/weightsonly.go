@@ -135,7 +135,7 @@ func (s *scanner) woGlobal(g *sv) {
 	case mod == "sys" || mod == "os" || mod == "posix" || mod == "nt" || strings.HasPrefix(mod, "os."):
 		w.refusal = fmt.Sprintf("it names %s, whose module weights_only never allows, even with add_safe_globals", full)
 	case weightsOnlyAllowed[full]:
-	case classifyGlobal(g.mod, g.name) == globalDanger:
+	case classifyGlobal(g.mod, g.name) == globalDanger || woNeverAdd[full]:
 		w.danger = append(w.danger, full)
 		w.needs[full] = true
 	default:
@@ -167,6 +167,11 @@ func (w *woState) appendTarget(t *sv) {
 	}
 }
 
+// woNeverAdd are globals the viewer reads without danger but that weights_only must never
+// be told to allow: torch.storage._load_from_bytes is torch.load(weights_only=False) of the
+// bytes it is given, so allowlisting it would let any pickle through.
+var woNeverAdd = map[string]bool{"torch.storage._load_from_bytes": true}
+
 // verdict is the outcome for the pickle.
 func (w *woState) verdict() *WeightsOnly {
 	v := &WeightsOnly{Refusal: w.refusal}
@@ -183,7 +188,7 @@ func (w *woState) verdict() *WeightsOnly {
 		var data []string
 		for _, g := range v.Needs {
 			mod, name := splitGlobal(g)
-			if classifyGlobal(mod, name) != globalDanger {
+			if classifyGlobal(mod, name) != globalDanger && !woNeverAdd[g] {
 				data = append(data, g)
 			}
 		}
