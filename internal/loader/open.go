@@ -184,7 +184,7 @@ func (op *opener) scanOne(src io.ReaderAt, start, end int64, where string) (*sca
 // scanMode scans one pickle by the reading rules of the consumer mode names.
 func (op *opener) scanMode(src io.ReaderAt, start, end int64, where string, mode scanMode) (*scanner, *sv, error) {
 	s := &scanner{r: newSeqReader(src, start, end), o: op.o, where: where, start: start, fs: &op.fs,
-		nonce: op.nonce, ops: &op.ops, lazyMin: 4096, mode: mode, wo: op.wo}
+		nonce: op.nonce, ops: &op.ops, lazyMin: 4096, mode: mode, wo: op.wo, depth: op.nestDepth}
 	s.r.pyFrames = mode != modePickle
 	v, err := s.run()
 	if err != nil {
@@ -513,7 +513,9 @@ func (op *opener) loadFromBytes(src io.ReaderAt, size int64, depth int) (any, er
 	}
 	var head [4]byte
 	if n, _ := src.ReadAt(head[:], 0); n == 4 && string(head[:]) == "PK\x03\x04" {
-		return nil, &Error{Msg: "a torch file passed to " + loadFromBytes + " is a zip archive; ckptview reads only the legacy format torch writes there", Offset: -1}
+		// torch writes the legacy format here; a zip archive was scanned (nestedTorchZip)
+		// and stays an opaque object
+		return nil, errNotStandIn
 	}
 	// Findings and notes of these pickles were made when the outer pickle was scanned, and
 	// weights_only never reads them (it refuses _load_from_bytes).

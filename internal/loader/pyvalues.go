@@ -3,6 +3,7 @@ package loader
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"github.com/ckptview/ckptview/internal/pyrepr"
 	"github.com/ckptview/ckptview/internal/tensor"
@@ -575,6 +576,9 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 			return nil, false, nil
 		}
 		v, err := c.loadBytes(src, n, c.depth)
+		if err == errNotStandIn {
+			return nil, false, nil
+		}
 		return v, true, err
 	case "torch.serialization._get_layout":
 		if name, ok := arg(args, 0).(string); ok {
@@ -815,6 +819,9 @@ func datetimeText(kind string, args []any) string {
 	}
 	return kind + "(" + strings.Join(parts, ", ") + ")"
 }
+
+// errNotStandIn is a stand-in declining a call it cannot model: the value stays opaque.
+var errNotStandIn = errors.New("loader: not modelled")
 
 func (c *unpickleCtx) rebuildTensor(args []any) (any, bool, error) {
 	ps, ok := arg(args, 0).(*pyStorage)

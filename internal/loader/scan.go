@@ -475,6 +475,29 @@ func (s *scanner) judge(off int64, callee *sv, args []*sv, how string) {
 		Call:   callData(c)})
 }
 
+// nestedTorchZip scans a torch zip archive handed to _load_from_bytes by the rules of
+// torch's zip reader, as the uploaded file would be (openZip): its findings are the file's,
+// placed in it, and what could not be read through is returned.
+func (s *scanner) nestedTorchZip(off int64, fn string, r io.ReaderAt, size int64) string {
+	sub := newOpener(r, size, s.o)
+	sub.nestDepth, sub.ops = s.depth+1, *s.ops
+	err := sub.openZip()
+	*s.ops = sub.ops
+	sub.ck.Close()
+	in := fmt.Sprintf(" in the torch zip archive passed to %s at byte %d of %s", fn, off-s.start, s.where)
+	for _, f := range sub.fs.list {
+		f.Where += in
+		s.fs.add(f)
+	}
+	for _, n := range sub.ck.Notes {
+		s.notes = append(s.notes, n+in)
+	}
+	if err != nil {
+		return "the zip archive" + in + ": " + errorText(err)
+	}
+	return ""
+}
+
 // loadFromBytes is what pickling a torch storage with pickle (not torch.save) calls to
 // rebuild it: torch.load(io.BytesIO(b), weights_only=False) of the legacy torch file that
 // StorageBase.__reduce__ wrote with torch.save(storage, _use_new_zipfile_serialization=False).
@@ -502,7 +525,7 @@ func (s *scanner) nestedTorch(off int64, fn string, arg *sv) string {
 	}
 	var head [4]byte
 	if n, _ := src.ReadAt(head[:], start); n == 4 && string(head[:]) == "PK\x03\x04" {
-		return "they are a zip archive, which torch.load would open as its zip format; ckptview reads only the legacy format torch writes there"
+		return s.nestedTorchZip(off, fn, io.NewSectionReader(src, start, end-start), end-start)
 	}
 	pos := start
 	for _, what := range []string{"magic-number", "protocol-version", "sys_info", "main", "storage-keys"} {
