@@ -208,6 +208,8 @@ func TestTruncatedArchiveSaysSo(t *testing.T) {
 // legacy and tar readers, view checks) with mutated fixtures.
 func FuzzOpen(f *testing.F) {
 	seeds, _ := filepath.Glob("../../testdata/models/*")
+	nested, _ := filepath.Glob("testdata/nested/*.pkl")
+	seeds = append(seeds, nested...)
 	for _, dir := range []string{"gopickle", "picklescan", "burn"} {
 		more, _ := filepath.Glob(filepath.Join(corpusDir, dir, "*"))
 		seeds = append(seeds, more...)
