@@ -242,6 +242,22 @@ func TestJoblibArrayAfterFrame(t *testing.T) {
 
 // deflateStorages rewrites a torch zip with its data/ members deflated (torch stores them).
 func deflateStorages(t *testing.T, data []byte) []byte {
+	return rewriteZip(t, data, func(name string) uint16 {
+		if strings.Contains(name, "/data/") {
+			return zip.Deflate
+		}
+		return zip.Store
+	}, nil)
+}
+
+// withMembers rewrites a torch zip adding members (after the original ones).
+func withMembers(t *testing.T, data []byte, add func(zw *zip.Writer, prefix string)) []byte {
+	return rewriteZip(t, data, func(string) uint16 { return zip.Store }, add)
+}
+
+// rewriteZip copies a torch zip's members, each with the compression method says, then
+// lets add write more members given the archive's folder prefix.
+func rewriteZip(t *testing.T, data []byte, method func(name string) uint16, add func(zw *zip.Writer, prefix string)) []byte {
 	t.Helper()
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
@@ -249,18 +265,21 @@ func deflateStorages(t *testing.T, data []byte) []byte {
 	}
 	var out bytes.Buffer
 	zw := zip.NewWriter(&out)
+	prefix := ""
 	for _, f := range zr.File {
-		method := zip.Store
-		if strings.Contains(f.Name, "/data/") {
-			method = zip.Deflate
+		if prefix == "" {
+			prefix = f.Name[:strings.IndexByte(f.Name, '/')+1]
 		}
-		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.Name, Method: method})
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.Name, Method: method(f.Name)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		rc, _ := f.Open()
 		io.Copy(w, rc)
 		rc.Close()
+	}
+	if add != nil {
+		add(zw, prefix)
 	}
 	zw.Close()
 	return out.Bytes()
@@ -384,30 +403,6 @@ func TestJudgeCalls(t *testing.T) {
 			}
 		})
 	}
-}
-
-// withMembers rewrites a torch zip adding members (after the original ones).
-func withMembers(t *testing.T, data []byte, add func(zw *zip.Writer, prefix string)) []byte {
-	t.Helper()
-	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	zw := zip.NewWriter(&out)
-	prefix := ""
-	for _, f := range zr.File {
-		if prefix == "" {
-			prefix = f.Name[:strings.IndexByte(f.Name, '/')+1]
-		}
-		w, _ := zw.CreateHeader(&zip.FileHeader{Name: f.Name, Method: zip.Store})
-		rc, _ := f.Open()
-		io.Copy(w, rc)
-		rc.Close()
-	}
-	add(zw, prefix)
-	zw.Close()
-	return out.Bytes()
 }
 
 // torch's zip reader finds members without regard to case and may open a duplicate: every

@@ -508,11 +508,10 @@ func (op *opener) readLegacy(src io.ReaderAt, size, pos int64, in string) (any, 
 // storage reads its bytes from b.
 func (op *opener) loadFromBytes(src io.ReaderAt, size int64, depth int) (any, error) {
 	in := " of a torch file passed to " + loadFromBytes
-	if depth >= 8 {
-		return nil, &Error{Msg: "torch files passed to " + loadFromBytes + " nest more than 8 deep", Offset: -1}
+	if depth >= maxNesting {
+		return nil, &Error{Msg: fmt.Sprintf("torch files passed to %s nest more than %d deep", loadFromBytes, maxNesting), Offset: -1}
 	}
-	var head [4]byte
-	if n, _ := src.ReadAt(head[:], 0); n == 4 && string(head[:]) == "PK\x03\x04" {
+	if isZipLocal(src, 0) {
 		// torch writes the legacy format here; a zip archive was scanned (nestedTorchZip)
 		// and stays an opaque object
 		return nil, errNotStandIn

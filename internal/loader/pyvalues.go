@@ -570,8 +570,6 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 			src, n = bytes.NewReader(b), int64(len(b))
 		case *lazyBytes:
 			src, n = io.NewSectionReader(b.src, b.off, b.n), b.n
-		case string: // Python 2's str
-			src, n = strings.NewReader(b), int64(len(b))
 		default:
 			return nil, false, nil
 		}

@@ -510,28 +510,20 @@ const loadFromBytes = "torch.storage._load_from_bytes"
 // fileno, so the tar format is never tried. It returns why the bytes could not be checked,
 // or "" when every pickle torch would read was scanned, its findings being the file's.
 func (s *scanner) nestedTorch(off int64, fn string, arg *sv) string {
-	var src io.ReaderAt
-	var start, end int64
-	switch {
-	case arg.raw != nil:
-		src, start, end = bytes.NewReader(arg.raw), 0, int64(len(arg.raw))
-	case arg.dataLen > 0:
-		src, start, end = s.r.r, arg.dataOff, arg.dataOff+arg.dataLen
-	default:
+	src, start, end, ok := s.bytesArg(arg)
+	if !ok {
 		return "its argument is not bytes ckptview can read (" + arg.repr(60) + ")"
 	}
-	if s.depth >= 8 {
-		return "it is the ninth torch file or pickle nested in one another, more than ckptview follows"
+	if s.depth >= maxNesting {
+		return fmt.Sprintf("it is nested more than %d deep in torch files and pickles, more than ckptview follows", maxNesting)
 	}
-	var head [4]byte
-	if n, _ := src.ReadAt(head[:], start); n == 4 && string(head[:]) == "PK\x03\x04" {
+	if isZipLocal(src, start) {
 		return s.nestedTorchZip(off, fn, io.NewSectionReader(src, start, end-start), end-start)
 	}
 	pos := start
 	for _, what := range []string{"magic-number", "protocol-version", "sys_info", "main", "storage-keys"} {
-		sub := &scanner{r: newSeqReader(src, pos, end), o: s.o, start: start, fs: s.fs, nonce: s.nonce,
-			ops: s.ops, lazyMin: s.lazyMin, depth: s.depth + 1,
-			where: fmt.Sprintf("the %s pickle of the torch file passed to %s at byte %d of %s", what, fn, off-s.start, s.where)}
+		sub := s.subScanner(src, start, pos, end,
+			fmt.Sprintf("the %s pickle of the torch file passed to %s at byte %d of %s", what, fn, off-s.start, s.where))
 		if _, err := sub.run(); err != nil {
 			return sub.where + ": " + err.Error()
 		}
@@ -613,24 +605,43 @@ func splitGlobal(full string) (string, string) {
 	return full, ""
 }
 
-// nested scans a pickle handed to pickle.loads and the like: its findings are the file's.
-func (s *scanner) nested(off int64, fn string, arg *sv) {
-	if s.depth >= 8 {
-		return
-	}
-	var src io.ReaderAt
-	var start, end int64
+// maxNesting is how deep pickles and torch files handed to loaders inside a pickle are
+// followed.
+const maxNesting = 8
+
+// bytesArg is where the bytes of a value a pickle hands to a loader are: in memory, or (a
+// large byte string left in place) in the file; ok is false for anything else.
+func (s *scanner) bytesArg(arg *sv) (src io.ReaderAt, start, end int64, ok bool) {
 	switch {
 	case arg.raw != nil:
-		src, start, end = bytes.NewReader(arg.raw), 0, int64(len(arg.raw))
+		return bytes.NewReader(arg.raw), 0, int64(len(arg.raw)), true
 	case arg.dataLen > 0:
-		src, start, end = s.r.r, arg.dataOff, arg.dataOff+arg.dataLen
-	default:
+		return s.r.r, arg.dataOff, arg.dataOff + arg.dataLen, true
+	}
+	return nil, 0, 0, false
+}
+
+// subScanner scans the pickle at pos of the bytes [start, end) of src, nested in this one:
+// offsets count from start, findings and the opcode budget are shared.
+func (s *scanner) subScanner(src io.ReaderAt, start, pos, end int64, where string) *scanner {
+	return &scanner{r: newSeqReader(src, pos, end), o: s.o, start: start, fs: s.fs, nonce: s.nonce,
+		ops: s.ops, lazyMin: s.lazyMin, depth: s.depth + 1, where: where}
+}
+
+// isZipLocal says whether src holds a zip local file header at off: torch's _is_zipfile.
+func isZipLocal(src io.ReaderAt, off int64) bool {
+	var head [4]byte
+	n, _ := src.ReadAt(head[:], off)
+	return n == 4 && string(head[:]) == "PK\x03\x04"
+}
+
+// nested scans a pickle handed to pickle.loads and the like: its findings are the file's.
+func (s *scanner) nested(off int64, fn string, arg *sv) {
+	src, start, end, ok := s.bytesArg(arg)
+	if !ok || s.depth >= maxNesting {
 		return
 	}
-	sub := &scanner{r: newSeqReader(src, start, end), o: s.o, start: start, fs: s.fs, nonce: s.nonce,
-		ops: s.ops, lazyMin: s.lazyMin, depth: s.depth + 1,
-		where: fmt.Sprintf("the pickle passed to %s at byte %d of %s", fn, off-s.start, s.where)}
+	sub := s.subScanner(src, start, start, end, fmt.Sprintf("the pickle passed to %s at byte %d of %s", fn, off-s.start, s.where))
 	if _, err := sub.run(); err != nil {
 		s.notes = append(s.notes, sub.where+": "+err.Error())
 	}

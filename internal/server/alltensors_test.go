@@ -16,17 +16,24 @@ import (
 	"github.com/ckptview/ckptview/internal/store"
 )
 
-// TestEveryFixtureValue asks for the statistics and every download of every tensor and
-// array of every fixture (structured fields, str and bytes arrays, float8 included): each
-// answer is a value or a 4xx saying why, never a 5xx.
-func TestEveryFixtureValue(t *testing.T) {
+// loggingServer is a real server whose log the test reads.
+func loggingServer(t *testing.T) (*Server, *bytes.Buffer) {
+	t.Helper()
 	st, err := store.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
-	s := New(Config{}, Deps{Store: st, Static: testStatic, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	logs := new(bytes.Buffer)
+	s := New(Config{}, Deps{Store: st, Static: testStatic, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	t.Cleanup(s.Close)
+	return s, logs
+}
+
+// TestEveryFixtureValue asks for the statistics and every download of every tensor and
+// array of every fixture (structured fields, str and bytes arrays, float8 included): each
+// answer is a value or a 4xx saying why, never a 5xx.
+func TestEveryFixtureValue(t *testing.T) {
+	s, logs := loggingServer(t)
 	raw, err := os.ReadFile(filepath.Join(fixturesDir, "expected.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -79,13 +86,7 @@ func TestEveryFixtureValue(t *testing.T) {
 // An internal error of the loader is a 500 that says the file is not at fault, with the
 // stack in the log, and the server goes on serving.
 func TestLoaderInternalError(t *testing.T) {
-	st, err := store.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	s := New(Config{}, Deps{Store: st, Static: testStatic, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	t.Cleanup(s.Close)
+	s, logs := loggingServer(t)
 	s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
 		return nil, &loader.InternalError{Panic: "a planted bug", Stack: []byte("goroutine 1 [running]: planted")}
 	}
