@@ -420,6 +420,17 @@ func (s *scanner) call(off int64, callee *sv, args []*sv) *sv {
 			if len(args) > 0 {
 				s.nested(off, full, args[0])
 			}
+		case loadFromBytes:
+			// torch.load of the bytes: harmless exactly when the torch file in them is
+			why := "it is not called with one argument"
+			if len(args) == 1 {
+				why = s.nestedTorch(off, full, args[0])
+			}
+			if why != "" {
+				c.fidx = s.fs.add(Finding{Severity: SeverityDanger, Global: root.s, Where: s.where, Offset: off - s.start,
+					Detail: "calls " + c.repr(400) + " when unpickled, which runs torch.load(weights_only=False) on those bytes; the torch file in them could not be checked: " + why,
+					Call:   callData(c)})
+			}
 		}
 	}
 	if i, ok := s.refFinds[full]; ok && i >= 0 && s.fs.list[i].Severity == SeverityDanger {
@@ -452,19 +463,6 @@ func (s *scanner) judge(off int64, callee *sv, args []*sv, how string) {
 		return
 	}
 	full := canonicalGlobal(callee.mod, callee.name)
-	if full == loadFromBytes {
-		// torch.load of the bytes: harmless exactly when the torch file in them is
-		if len(args) == 1 {
-			if why := s.nestedTorch(off, full, args[0]); why != "" {
-				c := &sv{kind: svCall, callee: callee, fidx: -1}
-				c.items, c.more = keep(args)
-				s.fs.add(Finding{Severity: SeverityDanger, Global: callee.s, Where: s.where, Offset: off - s.start,
-					Detail: "calls " + c.repr(400) + " when unpickled, which runs torch.load(weights_only=False) on those bytes; the torch file in them could not be checked: " + why,
-					Call:   callData(c)})
-			}
-			return
-		}
-	}
 	if classifyGlobal(callee.mod, callee.name) != globalUnknown || vettedCalls[full] {
 		return
 	}
