@@ -135,3 +135,39 @@ func TestFindingCallAsData(t *testing.T) {
 	}
 	t.Errorf("findings %+v, want posix.system's call with b'\\xc3\\xa9x' as data", sum.Findings)
 }
+
+// A structured array's node in the API lists its fields with numpy's descr and byte offset,
+// as numpy reported them when the fixtures were written.
+func TestStructuredFieldsInAPI(t *testing.T) {
+	s := realServer(t, Config{})
+	checked := 0
+	for _, name := range []string{"joblib_arrays.joblib", "npy_structured.npy", "npy_v3.npy"} {
+		id := uploadFixture(t, s, name)
+		for _, wt := range fixtureTensors(t, name) {
+			if len(wt.Fields) == 0 {
+				continue
+			}
+			rec := do(s, http.MethodGet, "/api/checkpoints/"+id+"/node?path="+url.QueryEscape(wt.Path), nil)
+			var got struct {
+				Fields []fieldJSON `json:"fields"`
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != http.StatusOK {
+				t.Fatalf("%s %s: %d %v", name, wt.Path, rec.Code, err)
+			}
+			if len(got.Fields) != len(wt.Fields) {
+				t.Errorf("%s %s: %d fields, want %d", name, wt.Path, len(got.Fields), len(wt.Fields))
+				continue
+			}
+			for i, w := range wt.Fields {
+				g := got.Fields[i]
+				if g.Name != w.Name || g.Descr != w.Descr || g.Offset != w.Offset {
+					t.Errorf("%s %s field %d = %+v, want %+v", name, wt.Path, i, g, w)
+				}
+			}
+			checked++
+		}
+	}
+	if checked < 3 {
+		t.Errorf("checked %d structured arrays, want at least 3", checked)
+	}
+}

@@ -123,6 +123,18 @@ type tensorJSON struct {
 	Numel         int64        `json:"numel"`
 	NBytes        int64        `json:"nbytes"`
 	Storage       *storageJSON `json:"storage,omitempty"`
+	// Fields are a structured dtype's fields (dtype is then numpy's "voidN").
+	Fields []fieldJSON `json:"fields,omitempty"`
+}
+
+// fieldJSON is one field of a structured dtype: numpy's name and descr, its byte offset in
+// an element and, for a sub-array field, its shape.
+type fieldJSON struct {
+	Name   string  `json:"name"`
+	DType  string  `json:"dtype"`
+	Descr  string  `json:"descr"`
+	Offset int64   `json:"offset"`
+	Shape  []int64 `json:"shape,omitempty"`
 }
 
 // storageJSON names a tensor's storage and the other tensors that view it (tied weights).
@@ -271,6 +283,9 @@ func tensorLayout(n *loader.Node) *tensorJSON {
 		StorageOffset: t.StorageOffset,
 		Numel:         t.Numel(),
 		NBytes:        t.NBytes(),
+	}
+	for _, f := range t.Fields {
+		out.Fields = append(out.Fields, fieldJSON{Name: f.Name, DType: f.DType, Descr: f.Descr, Offset: f.Offset, Shape: f.Shape})
 	}
 	if st := t.Storage; st != nil {
 		shared := []string{}

@@ -64,7 +64,9 @@ type wantTensor struct {
 	} `json:"quantization"`
 	First  []any `json:"first"`
 	Fields []struct {
-		Name string `json:"name"`
+		Name   string `json:"name"`
+		Descr  string `json:"descr"`
+		Offset int64  `json:"offset"`
 	} `json:"fields"`
 }
 
@@ -73,7 +75,7 @@ func fixtureTensors(t *testing.T, name string) []wantTensor {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(fixturesDir, "expected.json"))
 	if err != nil {
-		t.Skipf("no fixtures: %v", err)
+		t.Fatalf("no fixtures: %v", err)
 	}
 	var all map[string]json.RawMessage
 	if err := json.Unmarshal(b, &all); err != nil {

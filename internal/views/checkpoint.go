@@ -132,7 +132,9 @@ func (j *StatsJob) Summary() string {
 
 // DTypeRow is one line of the bytes-per-dtype table.
 type DTypeRow struct {
-	DType   string
+	DType string
+	// Fields lists a structured dtype's fields (FieldsText), "" for others.
+	Fields  string
 	Tensors int
 	Params  int64
 	Bytes   int64
@@ -277,7 +279,7 @@ func dtypeRows(ck *loader.Checkpoint) []DTypeRow {
 		t := n.Tensor
 		r := byName[t.DType]
 		if r == nil {
-			r = &DTypeRow{DType: t.DType}
+			r = &DTypeRow{DType: t.DType, Fields: FieldsText(t)}
 			byName[t.DType] = r
 		}
 		r.Tensors++

@@ -282,3 +282,32 @@ func Percent(part, total int64) string {
 	}
 	return strconv.FormatFloat(p, 'f', 1, 64) + "%"
 }
+
+// structNameFields is how many fields a structured dtype's name shows.
+const structNameFields = 3
+
+// FieldsText lists a structured dtype's fields beside numpy's name for it ("void448"), for
+// people: "{left_child: int64, right_child: int64, feature: int64, … 7 fields}"; "" for any
+// other dtype.
+func FieldsText(t *loader.Tensor) string {
+	if len(t.Fields) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, structNameFields+1)
+	for i, f := range t.Fields {
+		if i == structNameFields {
+			parts = append(parts, "… "+plural(int64(len(t.Fields)), "field"))
+			break
+		}
+		parts = append(parts, f.Name+": "+f.DType+FormatSubShape(f.Shape))
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// FormatSubShape is a field's own shape, "" for a scalar field.
+func FormatSubShape(shape []int64) string {
+	if len(shape) == 0 {
+		return ""
+	}
+	return FormatShape(shape)
+}

@@ -60,8 +60,10 @@ func (r Row) Expandable() bool { return r.ChildrenURL != "" && r.Count > 0 }
 // TensorBrief is the part of a tensor's metadata a tree row shows.
 type TensorBrief struct {
 	DType, Shape string
-	Numel        int64
-	NBytes       int64
+	// Fields lists a structured dtype's fields (FieldsText), "" for others.
+	Fields string
+	Numel  int64
+	NBytes int64
 	// NumelText and BytesText are the human forms ("2.4M", "9.44 MB").
 	NumelText, BytesText string
 	// SharedWith names other tensors that view the same storage (tied weights); SharedMore
@@ -216,6 +218,7 @@ func newTensorBrief(id string, n *loader.Node) *TensorBrief {
 	t := n.Tensor
 	b := &TensorBrief{
 		DType:     t.DType,
+		Fields:    FieldsText(t),
 		Shape:     FormatShape(t.Shape),
 		Numel:     t.Numel(),
 		NBytes:    t.NBytes(),
