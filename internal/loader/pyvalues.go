@@ -1051,15 +1051,20 @@ func (d *pyDType) fieldDescr() string {
 	return pyQuote(s)
 }
 
-// descr is numpy's description of the dtype: dtype.str for plain ones ("<f4"), and for
-// structured ones the fields with their types and offsets, as numpy's repr gives them when
-// they are not packed: {'names': [...], 'formats': [...], 'offsets': [...], 'itemsize': n}.
+// descr is numpy's description of the dtype: dtype.str for plain ones ("<f4"); for
+// structured ones dtype.descr, the list .npy headers hold ("[('x', '<i4'), ('', '|V4')]",
+// gaps as unnamed void fields), or, for fields out of offset order or overlapping, which
+// dtype.descr cannot say, numpy's repr: {'names': [...], 'formats': [...], 'offsets': [...],
+// 'itemsize': n}.
 func (d *pyDType) descr() string {
 	name, size, order := d.resolve()
 	if len(d.names) > 0 {
 		fs := d.structFields()
 		if fs == nil {
 			return fmt.Sprintf("structured %s: fields %s", name, strings.Join(d.names, ", "))
+		}
+		if l, ok := descrList(fs, int64(size)); ok {
+			return l
 		}
 		names, formats, offsets := make([]string, len(fs)), make([]string, len(fs)), make([]string, len(fs))
 		for i, f := range fs {
@@ -1085,6 +1090,51 @@ func (d *pyDType) descr() string {
 		size /= 4 // numpy counts str in characters of 4 bytes
 	}
 	return fmt.Sprintf("%c%c%d", order, code[0], size)
+}
+
+// descrList is numpy's dtype.descr of a structured dtype (numpy/core/_internal.py's
+// _array_descr): the fields in order, each (name, descr) or (name, descr, shape), with an
+// unnamed '|Vn' field for each gap and for padding up to the itemsize. ok is false when the
+// fields are out of offset order or overlap, where numpy raises instead.
+func descrList(fs []structField, itemsize int64) (string, bool) {
+	var parts []string
+	var off int64
+	for _, f := range fs {
+		if f.offset > off {
+			parts = append(parts, fmt.Sprintf("('', '|V%d')", f.offset-off))
+			off = f.offset
+		}
+		if f.offset < off {
+			return "", false
+		}
+		_, fsize, _ := f.dtype.resolve()
+		unit := int64(fsize)
+		for _, n := range f.dtype.subShape {
+			unit *= n
+		}
+		inner := f.dtype.descr()
+		if len(f.dtype.names) == 0 {
+			inner = pyQuote(inner)
+		}
+		if len(f.dtype.subShape) > 0 {
+			dims := make([]string, len(f.dtype.subShape))
+			for i, n := range f.dtype.subShape {
+				dims[i] = strconv.FormatInt(n, 10)
+			}
+			sh := strings.Join(dims, ", ")
+			if len(dims) == 1 {
+				sh += ","
+			}
+			parts = append(parts, "("+pyQuote(f.name)+", "+inner+", ("+sh+"))")
+		} else {
+			parts = append(parts, "("+pyQuote(f.name)+", "+inner+")")
+		}
+		off += unit
+	}
+	if itemsize > off {
+		parts = append(parts, fmt.Sprintf("('', '|V%d')", itemsize-off))
+	}
+	return "[" + strings.Join(parts, ", ") + "]", true
 }
 
 // setState applies an ndarray's BUILD state: (version, shape, dtype, is_fortran, rawdata).

@@ -171,3 +171,54 @@ func TestStructuredFieldsInAPI(t *testing.T) {
 		t.Errorf("checked %d structured arrays, want at least 3", checked)
 	}
 }
+
+// A structured array downloads as an .npy whose header holds numpy's dtype.descr (the list
+// numpy.save writes and numpy.load reads back), as numpy reported it for every structured
+// fixture; numpy 1.24's reader refuses the {'names': ...} form.
+func TestStructuredNPYDescr(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(fixturesDir, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all map[string]struct {
+		Tensors []struct {
+			Path  string `json:"path"`
+			Descr any    `json:"descr"`
+		} `json:"tensors"`
+	}
+	if err := json.Unmarshal(raw, &all); err != nil {
+		t.Fatal(err)
+	}
+	s := realServer(t, Config{})
+	checked := 0
+	for name, f := range all {
+		var id string
+		for _, wt := range f.Tensors {
+			fields, ok := wt.Descr.([]any)
+			if !ok {
+				continue
+			}
+			parts := make([]string, len(fields))
+			for i, fd := range fields {
+				p := fd.([]any)
+				parts[i] = "('" + p[0].(string) + "', '" + p[1].(string) + "')"
+			}
+			want := "'descr': [" + strings.Join(parts, ", ") + "],"
+			if id == "" {
+				id = uploadFixture(t, s, name)
+			}
+			rec := do(s, http.MethodGet, downloadURL(id, wt.Path, "npy"), nil)
+			if rec.Code != http.StatusOK {
+				t.Errorf("%s %s: npy download = %d %.200s", name, wt.Path, rec.Code, rec.Body)
+				continue
+			}
+			if head := rec.Body.String()[:min(rec.Body.Len(), 512)]; !strings.Contains(head, want) {
+				t.Errorf("%s %s: npy header %q, want it to hold %q", name, wt.Path, strings.SplitN(head, "\n", 2)[0], want)
+			}
+			checked++
+		}
+	}
+	if checked < 18 {
+		t.Errorf("checked %d structured arrays, want the 19 of expected.json", checked)
+	}
+}
