@@ -1052,10 +1052,10 @@ func (d *pyDType) fieldDescr() string {
 }
 
 // descr is numpy's description of the dtype: dtype.str for plain ones ("<f4"); for
-// structured ones dtype.descr, the list .npy headers hold ("[('x', '<i4'), ('', '|V4')]",
-// gaps as unnamed void fields), or, for fields out of offset order or overlapping, which
-// dtype.descr cannot say, numpy's repr: {'names': [...], 'formats': [...], 'offsets': [...],
-// 'itemsize': n}.
+// structured ones dtype.descr, the list .npy headers hold ("[('x', '<i4'), ...]", each gap
+// a void field with an empty name), or, for fields out of offset order or overlapping,
+// which dtype.descr cannot say, numpy's repr: {'names': [...], 'formats': [...],
+// 'offsets': [...], 'itemsize': n}.
 func (d *pyDType) descr() string {
 	name, size, order := d.resolve()
 	if len(d.names) > 0 {
@@ -1093,9 +1093,9 @@ func (d *pyDType) descr() string {
 }
 
 // descrList is numpy's dtype.descr of a structured dtype (numpy/core/_internal.py's
-// _array_descr): the fields in order, each (name, descr) or (name, descr, shape), with an
-// unnamed '|Vn' field for each gap and for padding up to the itemsize. ok is false when the
-// fields are out of offset order or overlap, where numpy raises instead.
+// _array_descr): the fields in order, each (name, descr) or (name, descr, shape), with a
+// void field of empty name for each gap and for padding up to the itemsize. ok is false
+// when the fields are out of offset order or overlap, where numpy raises instead.
 func descrList(fs []structField, itemsize int64) (string, bool) {
 	var parts []string
 	var off int64
