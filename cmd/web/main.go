@@ -27,15 +27,36 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	code := dispatch(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// dispatch runs the command args name (serve when none is named: the flags alone start the
+// server) and returns the exit status.
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "scan":
+			return runScan(ctx, args[1:], getenv, stdout, stderr)
+		case "inspect":
+			return runInspect(ctx, args[1:], getenv, stdout, stderr)
+		case "serve":
+			args = args[1:]
+		case "help", "-h", "-help", "--help":
+			fmt.Fprint(stdout, usageText)
+			return 0
+		}
+	}
+	err := run(ctx, args, getenv, stderr)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
+		return 0
 	case err != nil:
-		fmt.Fprintln(os.Stderr, "ckptview:", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "ckptview:", err)
+		return 1
 	}
+	return 0
 }
 
 // options are the command line, after the environment has filled in what it sets.
@@ -79,6 +100,7 @@ type options struct {
 // openConcurrency files opened at once and cacheMemory of trees kept, the process stays
 // within the memory the README documents whatever is uploaded.
 func defaultOptions() options {
+	lo := loader.ServerOptions()
 	return options{
 		addr:             ":8080",
 		examples:         "testdata/models",
@@ -88,14 +110,14 @@ func defaultOptions() options {
 		memoryLimit:      224 << 20,
 		stallTimeout:     time.Minute,
 		shutdownTimeout:  30 * time.Second,
-		maxPickleOps:     20_000_000,
-		maxDepth:         2000,
-		maxMemo:          100_000,
-		maxIntDigits:     4300,
-		maxNodes:         100_000,
-		maxPickle:        16 << 20,
-		maxInflate:       16 << 20,
-		maxDecomp:        4 << 30,
+		maxPickleOps:     lo.MaxOps,
+		maxDepth:         lo.MaxDepth,
+		maxMemo:          lo.MaxMemo,
+		maxIntDigits:     lo.MaxIntChars,
+		maxNodes:         lo.MaxNodes,
+		maxPickle:        byteSize(lo.MaxPickle),
+		maxInflate:       byteSize(lo.MaxInflate),
+		maxDecomp:        byteSize(lo.MaxDecompress),
 		openTimeout:      time.Minute,
 		statsTimeout:     10 * time.Minute,
 		statsJobIdle:     3 * time.Minute,
@@ -116,6 +138,19 @@ func envName(flagName string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// applyEnv sets each flag of fs that the environment sets (CKPTVIEW_ and its name).
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+			}
+		}
+	})
+	return envErr
+}
+
 // parseOptions reads flags from args, with defaults from the environment.
 func parseOptions(args []string, getenv func(string) string, out io.Writer) (options, error) {
 	o := defaultOptions()
@@ -132,17 +167,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", o.stallTimeout, "drop an upload that sends no byte, or a download that takes none, for this long")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", o.shutdownTimeout, "how long to wait for requests in flight on shutdown")
 
-	fs.IntVar(&o.maxPickleOps, "max-pickle-ops", o.maxPickleOps, "pickle opcodes per file")
-	fs.IntVar(&o.maxDepth, "max-depth", o.maxDepth, "nesting of values and MARKs in a file")
-	fs.IntVar(&o.maxMemo, "max-memo", o.maxMemo, "memo entries per pickle")
-	fs.IntVar(&o.maxIntDigits, "max-int-digits", o.maxIntDigits, "digits of a decimal integer in a text opcode")
-	fs.IntVar(&o.maxNodes, "max-nodes", o.maxNodes, "values in a file's tree")
-	fs.Var(&o.maxPickle, "max-pickle", "bytes of one pickle held in memory (large values stay in the file)")
-	fs.Var(&o.maxInflate, "max-inflate", "bytes a compressed archive member may inflate to")
+	addLoaderFlags(fs, &o)
 	fs.DurationVar(&o.statsTimeout, "stats-timeout", o.statsTimeout, "longest the statistics of one tensor may take once they run; past it the request gets a 503 naming this limit")
 	fs.DurationVar(&o.statsJobIdle, "stats-job-idle", o.statsJobIdle, "an all-statistics job nobody has asked the progress of for this long stops (its client left)")
-	fs.DurationVar(&o.openTimeout, "open-timeout", o.openTimeout, "longest one file may take to open; past it the file is refused (422) naming this limit")
-	fs.Var(&o.maxDecomp, "max-decompress", "bytes a compressed file (joblib's zlib, gzip, bz2, lzma, xz, lz4; an .npz member) may decompress to, written to a temporary file in the data directory")
 
 	fs.IntVar(&o.openConcurrency, "open-concurrency", o.openConcurrency, "files opened at once server-wide; others wait")
 	fs.IntVar(&o.cacheSize, "cache-size", o.cacheSize, "opened checkpoints kept")
@@ -152,25 +179,20 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.IntVar(&o.statsCacheSize, "stats-cache-size", o.statsCacheSize, "tensors whose statistics are kept (about 1 kB each)")
 	fs.Var(&o.maxJSONExport, "max-json-export", "largest JSON download")
 	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: ckptview [flags]\n\nServes the checkpoint viewer. Each flag is also the environment variable %sNAME.\n\n", envPrefix)
+		fmt.Fprintf(out, "Usage: ckptview [serve] [flags]\n\nServes the checkpoint viewer (see ckptview help for the scan and inspect commands).\nEach flag is also the environment variable %sNAME.\n\n", envPrefix)
 		fs.PrintDefaults()
 	}
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return o, envErr
+	if err := applyEnv(fs, getenv); err != nil {
+		return o, err
 	}
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if err := o.checkLoaderLimits(); err != nil {
+		return o, err
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return o, fmt.Errorf("-log-format must be text or json, got %q", o.logFormat)
@@ -180,8 +202,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 		v    int
 		min  int
 	}{
-		{"max-pickle-ops", o.maxPickleOps, 1}, {"max-depth", o.maxDepth, 1}, {"max-memo", o.maxMemo, 1},
-		{"max-int-digits", o.maxIntDigits, 1}, {"max-nodes", o.maxNodes, 1}, {"open-concurrency", o.openConcurrency, 1},
+		{"open-concurrency", o.openConcurrency, 1},
 		{"cache-size", o.cacheSize, 1}, {"stats-concurrency", o.statsConcurrency, 1}, {"stats-workers", o.statsWorkers, 0},
 		{"stats-cache-size", o.statsCacheSize, 1},
 	} {
@@ -195,22 +216,58 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	return o, nil
 }
 
+// addLoaderFlags defines the flags that bound what one file may make the loader do: the
+// server and the scan and inspect commands share them, so a file the server opens is
+// opened the same way from the command line.
+func addLoaderFlags(fs *flag.FlagSet, o *options) {
+	fs.IntVar(&o.maxPickleOps, "max-pickle-ops", o.maxPickleOps, "pickle opcodes per file")
+	fs.IntVar(&o.maxDepth, "max-depth", o.maxDepth, "nesting of values and MARKs in a file")
+	fs.IntVar(&o.maxMemo, "max-memo", o.maxMemo, "memo entries per pickle")
+	fs.IntVar(&o.maxIntDigits, "max-int-digits", o.maxIntDigits, "digits of a decimal integer in a text opcode")
+	fs.IntVar(&o.maxNodes, "max-nodes", o.maxNodes, "values in a file's tree")
+	fs.Var(&o.maxPickle, "max-pickle", "bytes of one pickle held in memory (large values stay in the file)")
+	fs.Var(&o.maxInflate, "max-inflate", "bytes a compressed archive member may inflate to")
+	fs.DurationVar(&o.openTimeout, "open-timeout", o.openTimeout, "longest one file may take to open; past it the file is refused, naming this limit")
+	fs.Var(&o.maxDecomp, "max-decompress", "bytes a compressed file (joblib's zlib, gzip, bz2, lzma, xz, lz4; an .npz member) may decompress to, written to a temporary file in the data directory")
+}
+
+// loaderOptions are the loader's limits the flags set.
+func (o options) loaderOptions() loader.Options {
+	return loader.Options{
+		MaxOps:      o.maxPickleOps,
+		MaxDepth:    o.maxDepth,
+		MaxMemo:     o.maxMemo,
+		MaxIntChars: o.maxIntDigits,
+		MaxNodes:    o.maxNodes,
+		MaxPickle:   int64(o.maxPickle),
+		MaxInflate:  int64(o.maxInflate),
+		// Scratch is set by the server: its temporary files live in the store
+		MaxDecompress: int64(o.maxDecomp),
+	}
+}
+
+// checkLoaderLimits refuses limits that make no sense.
+func (o options) checkLoaderLimits() error {
+	for _, c := range []struct {
+		name string
+		v    int
+	}{
+		{"max-pickle-ops", o.maxPickleOps}, {"max-depth", o.maxDepth}, {"max-memo", o.maxMemo},
+		{"max-int-digits", o.maxIntDigits}, {"max-nodes", o.maxNodes},
+	} {
+		if c.v < 1 {
+			return fmt.Errorf("-%s must be at least 1, got %d", c.name, c.v)
+		}
+	}
+	return nil
+}
+
 // serverConfig is the server's part of the options.
 func (o options) serverConfig() server.Config {
 	return server.Config{
-		Addr:      o.addr,
-		MaxUpload: int64(o.maxUpload),
-		Loader: loader.Options{
-			MaxOps:      o.maxPickleOps,
-			MaxDepth:    o.maxDepth,
-			MaxMemo:     o.maxMemo,
-			MaxIntChars: o.maxIntDigits,
-			MaxNodes:    o.maxNodes,
-			MaxPickle:   int64(o.maxPickle),
-			MaxInflate:  int64(o.maxInflate),
-			// Scratch is set by the server: its temporary files live in the store
-			MaxDecompress: int64(o.maxDecomp),
-		},
+		Addr:             o.addr,
+		MaxUpload:        int64(o.maxUpload),
+		Loader:           o.loaderOptions(),
 		OpenConcurrency:  o.openConcurrency,
 		OpenTimeout:      o.openTimeout,
 		CacheSize:        o.cacheSize,

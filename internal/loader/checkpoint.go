@@ -168,6 +168,9 @@ type Error struct {
 	Msg      string
 	Offset   int64 // byte offset of the problem, -1 if none applies
 	Findings []Finding
+	// NotCheckpoint is set when the file is no checkpoint at all (an image, a web page, a
+	// text file whose first byte no pickle starts with): nothing in it would run.
+	NotCheckpoint bool
 }
 
 func (e *Error) Error() string { return "loader: " + e.Text() }
@@ -298,6 +301,23 @@ type Options struct {
 	// Scratch makes the temporary file a decompressed stream is written to; it should be
 	// unlinked already, so that closing it frees it. nil means an unlinked os.CreateTemp.
 	Scratch func() (*os.File, error)
+}
+
+// ServerOptions are the limits a shared server opens files with, and the command line
+// with it (the flags' defaults): lower than Open's own defaults, which let one 10 MB file
+// build a tree of 2 GB, so that a few files opened at once stay within the memory the
+// README's "Limits and memory" works out. Tests that check the server's behaviour use them.
+func ServerOptions() Options {
+	return Options{
+		MaxOps:        20_000_000,
+		MaxDepth:      2000,
+		MaxMemo:       100_000,
+		MaxIntChars:   4300,
+		MaxNodes:      100_000,
+		MaxPickle:     16 << 20,
+		MaxInflate:    16 << 20,
+		MaxDecompress: 4 << 30,
+	}
 }
 
 func (o Options) withDefaults() Options {

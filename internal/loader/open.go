@@ -103,7 +103,7 @@ func (op *opener) open() (*Checkpoint, error) {
 		}
 	}
 	if kind := sniffForeign(head, size); kind != "" {
-		return nil, &Error{Msg: kind, Offset: -1}
+		return nil, &Error{Msg: kind, Offset: -1, NotCheckpoint: true}
 	}
 	var err error
 	switch {
@@ -248,7 +248,7 @@ func (op *opener) openPickleFile() error {
 			// the very first opcode makes no sense: this is not a pickle at all
 			head := make([]byte, min(op.size, 16))
 			_, _ = op.r.ReadAt(head, 0)
-			return &Error{Msg: fmt.Sprintf("not a checkpoint: the file is neither a pickle, a torch archive nor another known format (it starts with %s)", pyrepr.Bytes(head, 16)), Offset: -1}
+			return &Error{Msg: fmt.Sprintf("not a checkpoint: the file is neither a pickle, a torch archive nor another known format (it starts with %s)", pyrepr.Bytes(head, 16)), Offset: -1, NotCheckpoint: true}
 		}
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/report"
 	"github.com/ckptview/ckptview/internal/views"
 )
 
@@ -43,54 +44,12 @@ type checkpointJSON struct {
 	WeightsOnly *weightsOnlyJSON `json:"weights_only,omitempty"`
 }
 
-// weightsOnlyJSON is a loader.WeightsOnly in the API.
-type weightsOnlyJSON struct {
-	Loads   bool     `json:"loads"`
-	Needs   []string `json:"needs"`
-	Refusal string   `json:"refusal,omitempty"`
-	// AddSafeGlobals is the call that makes torch load the file, when only data classes
-	// are missing.
-	AddSafeGlobals string `json:"add_safe_globals,omitempty"`
-}
-
-func newWeightsOnlyJSON(v *loader.WeightsOnly) *weightsOnlyJSON {
-	if v == nil {
-		return nil
-	}
-	out := &weightsOnlyJSON{Loads: v.Loads, Needs: v.Needs, Refusal: v.Refusal}
-	if out.Needs == nil {
-		out.Needs = []string{}
-	}
-	if v.Refusal == "" && len(v.Needs) > 0 {
-		out.AddSafeGlobals = views.AddSafeGlobals(v.Needs)
-	}
-	return out
-}
-
-// findingJSON is a loader.Finding in the API.
-type findingJSON struct {
-	Severity string `json:"severity"`
-	Global   string `json:"global"`
-	Path     string `json:"path"`
-	Detail   string `json:"detail"`
-	// Where names the pickle in the file and Offset the opcode's byte in it.
-	Where  string `json:"where,omitempty"`
-	Offset int64  `json:"offset"`
-	// Call is the call as data, when the finding is about one.
-	Call *callJSON `json:"call,omitempty"`
-}
-
-// callJSON is a loader.Call: the callable and each argument's kind and Python repr.
-type callJSON struct {
-	Callable string        `json:"callable"`
-	Args     []callArgJSON `json:"args"`
-	More     int           `json:"more_args,omitempty"`
-}
-
-type callArgJSON struct {
-	Kind string `json:"kind"`
-	Repr string `json:"repr"`
-}
+// The findings and weights_only shapes are the report package's, shared with the scan
+// command.
+type (
+	weightsOnlyJSON = report.WeightsOnly
+	findingJSON     = report.Finding
+)
 
 // nodeJSON answers GET /api/checkpoints/:id/node. The embedded parts appear only for the
 // kinds they describe.
@@ -214,7 +173,7 @@ func (s *Server) handleAPICheckpoint(c echo.Context) error {
 		BytesByDType: byDType,
 		Findings:     findingsJSON(ck.Findings),
 		Notes:        notes,
-		WeightsOnly:  newWeightsOnlyJSON(ck.WeightsOnly),
+		WeightsOnly:  report.NewWeightsOnly(ck.WeightsOnly),
 	})
 }
 
@@ -299,20 +258,7 @@ func tensorLayout(n *loader.Node) *tensorJSON {
 	return out
 }
 
-func findingsJSON(fs []loader.Finding) []findingJSON {
-	out := make([]findingJSON, 0, len(fs))
-	for _, f := range fs {
-		fj := findingJSON{Severity: string(f.Severity), Global: f.Global, Path: f.Path, Detail: f.Detail, Where: f.Where, Offset: f.Offset}
-		if c := f.Call; c != nil {
-			fj.Call = &callJSON{Callable: c.Callable, Args: []callArgJSON{}, More: c.More}
-			for _, a := range c.Args {
-				fj.Call.Args = append(fj.Call.Args, callArgJSON{Kind: a.Kind, Repr: a.Repr})
-			}
-		}
-		out = append(out, fj)
-	}
-	return out
-}
+func findingsJSON(fs []loader.Finding) []findingJSON { return report.Findings(fs) }
 
 func nonNil(s []int64) []int64 {
 	if s == nil {
