@@ -190,6 +190,9 @@ func (op *opener) scanMode(src io.ReaderAt, start, end int64, where string, mode
 	if err != nil {
 		var se *scanError
 		if errors.As(err, &se) {
+			if se.limit {
+				return s, nil, &Error{Msg: fmt.Sprintf("over a limit in %s: %s", where, se.msg), Offset: se.off}
+			}
 			if where == mainPickle {
 				return s, nil, &Error{Msg: "malformed pickle: " + se.msg, Offset: se.off}
 			}

@@ -284,9 +284,18 @@ type scanner struct {
 type scanError struct {
 	msg string
 	off int64
+	// limit marks a refusal at one of the server's limits: the file may be fine, and the
+	// message names the limit and its flag.
+	limit bool
 }
 
 func (e *scanError) Error() string { return e.msg }
+
+// overLimit is fail for a pickle over one of the limits: not malformed, too big for this
+// server, so the message (which names the limit and its flag) is never called malformed.
+func (s *scanner) overLimit(off int64, format string, args ...any) error {
+	return &scanError{msg: fmt.Sprintf(format, args...), off: off, limit: true}
+}
 
 func (s *scanner) fail(off int64, format string, args ...any) error {
 	return &scanError{msg: fmt.Sprintf(format, args...), off: off}
@@ -332,7 +341,7 @@ func keepN(items []*sv, n int) ([]*sv, int) {
 func (s *scanner) emit(b ...byte) error {
 	s.out = append(s.out, b...)
 	if int64(len(s.out)) > s.o.MaxPickle {
-		return s.fail(s.r.pos, "the pickle holds more than %d MB of values besides its large byte strings, this server's limit (-max-pickle)", s.o.MaxPickle>>20)
+		return s.overLimit(s.r.pos, "the pickle holds more than %d MB of values besides its large byte strings, this server's limit (-max-pickle)", s.o.MaxPickle>>20)
 	}
 	return nil
 }
@@ -663,7 +672,7 @@ func (s *scanner) run() (result *sv, err error) {
 			return nil, s.o.timeError()
 		}
 		if *s.ops > s.o.MaxOps {
-			return nil, s.fail(off, "more than %d pickle opcodes, this server's limit (-max-pickle-ops)", s.o.MaxOps)
+			return nil, s.overLimit(off, "more than %d pickle opcodes, this server's limit (-max-pickle-ops)", s.o.MaxOps)
 		}
 		op, err := r.readByte()
 		if err == errFrame {
@@ -811,7 +820,7 @@ func (s *scanner) step(off int64, op byte) error {
 	switch op {
 	case '(': // MARK
 		if len(s.meta) >= s.o.MaxDepth {
-			return s.fail(off, "MARKs nested deeper than %d, this server's limit (-max-depth)", s.o.MaxDepth)
+			return s.overLimit(off, "MARKs nested deeper than %d, this server's limit (-max-depth)", s.o.MaxDepth)
 		}
 		s.meta = append(s.meta, s.stack)
 		s.stack = nil
@@ -884,7 +893,7 @@ func (s *scanner) step(off int64, op byte) error {
 		}
 		digits := v.String()
 		if len(strings.TrimPrefix(digits, "-")) > s.o.MaxIntChars {
-			return s.fail(off, "integer with more than %d digits, this server's limit (-max-int-digits)", s.o.MaxIntChars)
+			return s.overLimit(off, "integer with more than %d digits, this server's limit (-max-int-digits)", s.o.MaxIntChars)
 		}
 		s.push(&sv{kind: svInt, s: digits, fidx: -1})
 		return s.emit([]byte("L" + digits + "\n")...)
@@ -1422,7 +1431,7 @@ func (s *scanner) memoIndex(off int64, op byte) (int64, error) {
 
 func (s *scanner) memoPut(off, idx int64, v *sv) error {
 	if _, ok := s.memo[idx]; !ok && len(s.memo) >= s.o.MaxMemo {
-		return s.fail(off, "more than %d memo entries, this server's limit (-max-memo)", s.o.MaxMemo)
+		return s.overLimit(off, "more than %d memo entries, this server's limit (-max-memo)", s.o.MaxMemo)
 	}
 	s.memo[idx] = v
 	return nil

@@ -289,3 +289,36 @@ func TestPanicIsInternalError(t *testing.T) {
 		t.Fatalf("Open over a panicking reader = %T %v, want an *InternalError with its stack", err, err)
 	}
 }
+
+// TestLimitsAreNotMalformed checks that a pickle refused at a limit says which limit and its
+// flag, and is never called malformed: the file may be fine, the server's limit is lower.
+func TestLimitsAreNotMalformed(t *testing.T) {
+	// [[0, 1, ..., 1999]] with every value memoized, in protocol 4's opcodes (unframed)
+	var p bytes.Buffer
+	p.WriteString("\x80\x04]\x94(]\x94(")
+	for i := range 2000 {
+		p.Write([]byte{'M', byte(i), byte(i >> 8), 0x94})
+	}
+	p.WriteString("ee.")
+	for _, c := range []struct {
+		opts Options
+		flag string
+	}{
+		{Options{MaxMemo: 100}, "-max-memo"},
+		{Options{MaxOps: 100}, "-max-pickle-ops"},
+		{Options{MaxNodes: 100}, "-max-nodes"},
+		{Options{MaxDepth: 1}, "-max-depth"},
+	} {
+		_, err := Open(bytes.NewReader(p.Bytes()), int64(p.Len()), c.opts)
+		var le *Error
+		if !errors.As(err, &le) {
+			t.Fatalf("%s: %v, want an *Error", c.flag, err)
+		}
+		if !strings.Contains(le.Msg, c.flag) || strings.Contains(le.Msg, "malformed") {
+			t.Errorf("%s: %q should name the limit and not call the file malformed", c.flag, le.Msg)
+		}
+	}
+	if _, err := Open(bytes.NewReader(p.Bytes()), int64(p.Len()), Options{}); err != nil {
+		t.Fatalf("the pickle itself is fine: %v", err)
+	}
+}
