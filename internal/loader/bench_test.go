@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -94,15 +95,33 @@ func benchmarkOpenFile(b *testing.B, path string, sizeMetric bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := loader.Open(f, st.Size(), loader.Options{}); err != nil {
+	opts := loader.Options{}
+	if os.Getenv("CKPTVIEW_BENCH_LIMITS") == "server" {
+		opts = loader.ServerOptions()
+	}
+	// the heap an opened tree holds, per value: in use after the open minus before
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ck, err := loader.Open(f, st.Size(), opts)
+	if err != nil {
 		b.Skipf("Open(%s) = %v; nothing to time", path, err)
 	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	values := 0
+	loader.Walk(ck.Root, func(*loader.Node) { values++ })
+	held := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+	runtime.KeepAlive(ck)
+	ck = nil
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := loader.Open(f, st.Size(), loader.Options{}); err != nil {
+		if _, err := loader.Open(f, st.Size(), opts); err != nil {
 			b.Fatalf("Open(%s) = %v", path, err)
 		}
 	}
+	b.ReportMetric(held/float64(max(values, 1)), "heap-B/value")
+	b.ReportMetric(float64(values), "values")
 	if sizeMetric {
 		b.ReportMetric(float64(st.Size())/1e6, "file-MB")
 	}

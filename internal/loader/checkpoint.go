@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -85,7 +86,10 @@ type Checkpoint struct {
 	BytesByDType map[string]int64
 	Storages     []*Storage
 
-	index map[string]*Node
+	// keys indexes the children of large containers by segment, each built the first time
+	// a pointer goes through the container (keysMu guards it: pages are served at once).
+	keysMu sync.Mutex
+	keys   map[*Node]map[string]*Node
 	// closers release what the checkpoint's storages read from besides the file itself
 	// (the spool of a decompressed stream).
 	closers []io.Closer
@@ -208,16 +212,13 @@ func (o *Options) timeError() *Error {
 	return &Error{Msg: fmt.Sprintf("reading the file took longer than %s, this server's limit (-open-timeout)", limit), Offset: -1}
 }
 
-// Node returns the node at a JSON Pointer ("" or "/" is the root).
+// Node returns the node at a JSON Pointer ("" or "/" is the root). It walks the tree
+// segment by segment, so equivalent spellings (an int key written "01") fail the same way;
+// a container of many children is looked up through its own key index.
 func (c *Checkpoint) Node(pointer string) (*Node, error) {
 	if pointer == "/" {
 		pointer = ""
 	}
-	if n, ok := c.index[pointer]; ok {
-		return n, nil
-	}
-	// Walk segment by segment so that equivalent spellings (an int key written "01") fail
-	// the same way and unindexed nodes (deep object-array items) are still found.
 	n := c.Root
 	if pointer == "" {
 		return n, nil
@@ -226,14 +227,58 @@ func (c *Checkpoint) Node(pointer string) (*Node, error) {
 		return nil, ErrNotFound
 	}
 	for _, raw := range strings.Split(pointer[1:], "/") {
-		seg := UnescapeSegment(raw)
-		next := childBySeg(n, seg)
+		next := c.child(n, UnescapeSegment(raw))
 		if next == nil {
 			return nil, ErrNotFound
 		}
 		n = next
 	}
 	return n, nil
+}
+
+// keyIndexMin is the number of children from which a container gets a key index rather
+// than a scan of its children on each lookup.
+const keyIndexMin = 64
+
+// child is n's child at segment seg, or nil.
+func (c *Checkpoint) child(n *Node, seg string) *Node {
+	if n.lazy != nil {
+		if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < n.lazy.Len() && strconv.Itoa(i) == seg {
+			return n.Items(i, i+1)[0]
+		}
+		return nil
+	}
+	kids := n.Children
+	if n.Tensor != nil && n.Tensor.Objects != nil {
+		kids = n.Tensor.Objects
+	}
+	if n.Kind == KindList || n.Kind == KindTuple || n.Kind == KindSet || n.Kind == KindFrozenSet {
+		if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < len(kids) {
+			return kids[i]
+		}
+	}
+	if len(kids) < keyIndexMin {
+		for _, k := range kids {
+			if k.Seg == seg {
+				return k
+			}
+		}
+		return nil
+	}
+	c.keysMu.Lock()
+	defer c.keysMu.Unlock()
+	idx, ok := c.keys[n]
+	if !ok {
+		idx = make(map[string]*Node, len(kids))
+		for i := len(kids) - 1; i >= 0; i-- { // the first of a repeated segment wins
+			idx[kids[i].Seg] = kids[i]
+		}
+		if c.keys == nil {
+			c.keys = map[*Node]map[string]*Node{}
+		}
+		c.keys[n] = idx
+	}
+	return idx[seg]
 }
 
 // Walk visits every value of the tree under root once, depth first in tree order (a
@@ -256,30 +301,6 @@ func Walk(root *Node, visit func(*Node)) {
 			stack = append(stack, kids[i])
 		}
 	}
-}
-
-func childBySeg(n *Node, seg string) *Node {
-	if n.lazy != nil {
-		if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < n.lazy.Len() && strconv.Itoa(i) == seg {
-			return n.Items(i, i+1)[0]
-		}
-		return nil
-	}
-	kids := n.Children
-	if n.Tensor != nil && n.Tensor.Objects != nil {
-		kids = n.Tensor.Objects
-	}
-	if n.Kind == KindList || n.Kind == KindTuple || n.Kind == KindSet || n.Kind == KindFrozenSet {
-		if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < len(kids) {
-			return kids[i]
-		}
-	}
-	for _, k := range kids {
-		if k.Seg == seg {
-			return k
-		}
-	}
-	return nil
 }
 
 // Options bounds the work Open does on one file. The zero value means the defaults.

@@ -116,10 +116,6 @@ func FuzzJoblib(f *testing.F) {
 			return
 		}
 		checkStorages(t, ck, int64(len(data)))
-		for p, n := range ck.index {
-			if n.Path != p {
-				t.Fatalf("index %q holds node with path %q", p, n.Path)
-			}
-		}
+		checkPointers(t, ck)
 	})
 }

@@ -352,10 +352,12 @@ func (op *opener) build(v any) error {
 // finish attaches tree paths to findings and builds the pointer index.
 func (op *opener) finish() {
 	ck := op.ck
-	ck.index = map[string]*Node{}
 	firstPath := map[string]string{}
+	var storages []*Storage
 	Walk(ck.Root, func(n *Node) {
-		ck.index[n.Path] = n
+		if n.Tensor != nil && n.Tensor.Storage != nil {
+			storages = append(storages, n.Tensor.Storage)
+		}
 		if n.Global != "" {
 			if _, ok := firstPath[n.Global]; !ok {
 				firstPath[n.Global] = n.Path
@@ -392,10 +394,10 @@ func (op *opener) finish() {
 		return ck.Findings[i].Severity == SeverityDanger && ck.Findings[j].Severity != SeverityDanger
 	})
 	seen := map[*Storage]bool{}
-	for _, n := range ck.index {
-		if n.Tensor != nil && n.Tensor.Storage != nil && !seen[n.Tensor.Storage] {
-			seen[n.Tensor.Storage] = true
-			sort.Strings(n.Tensor.Storage.Users)
+	for _, st := range storages {
+		if !seen[st] {
+			seen[st] = true
+			sort.Strings(st.Users)
 		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -71,8 +73,8 @@ func TestHostilePickles(t *testing.T) {
 			}
 		}},
 		{name: "billion laughs", data: laughs.Bytes(), check: func(t *testing.T, ck *Checkpoint) {
-			if len(ck.index) > 1000 {
-				t.Errorf("tree has %d nodes; shared lists must become refs", len(ck.index))
+			if countNodes(ck) > 1000 {
+				t.Errorf("tree has %d nodes; shared lists must become refs", countNodes(ck))
 			}
 		}},
 		{name: "self-referencing list", data: []byte("\x80\x02]q\x00(K\x01h\x00e."), check: func(t *testing.T, ck *Checkpoint) {
@@ -229,11 +231,7 @@ func FuzzOpen(f *testing.F) {
 			}
 			return
 		}
-		for p, n := range ck.index {
-			if n.Path != p {
-				t.Fatalf("index %q holds node with path %q", p, n.Path)
-			}
-		}
+		checkPointers(t, ck)
 	})
 }
 
@@ -320,5 +318,62 @@ func TestLimitsAreNotMalformed(t *testing.T) {
 	}
 	if _, err := Open(bytes.NewReader(p.Bytes()), int64(p.Len()), Options{}); err != nil {
 		t.Fatalf("the pickle itself is fine: %v", err)
+	}
+}
+
+// checkPointers checks that every node's Path leads back to it.
+func checkPointers(t *testing.T, ck *Checkpoint) {
+	t.Helper()
+	Walk(ck.Root, func(n *Node) {
+		got, err := ck.Node(n.Path)
+		if err != nil || got != n {
+			t.Fatalf("pointer %q leads to %p (%v), not to its node %p", n.Path, got, err, n)
+		}
+	})
+}
+
+// countNodes is the number of values in the tree.
+func countNodes(ck *Checkpoint) int {
+	n := 0
+	Walk(ck.Root, func(*Node) { n++ })
+	return n
+}
+
+// TestLargeContainerLookup looks up every entry of a dict of 5,000 str keys (past the size
+// from which a container is looked up through its own key index) from several goroutines at
+// once, as pages are served, and a key that is not there.
+func TestLargeContainerLookup(t *testing.T) {
+	// {"k0": 0, "k1": 1, ...} in protocol 2's opcodes: EMPTY_DICT MARK (BINUNICODE BININT)* SETITEMS STOP
+	var p bytes.Buffer
+	p.WriteString("\x80\x02}(")
+	const n = 5000
+	for i := range n {
+		k := "k" + strconv.Itoa(i)
+		p.Write([]byte{'X', byte(len(k)), 0, 0, 0})
+		p.WriteString(k)
+		p.Write([]byte{'J', byte(i), byte(i >> 8), 0, 0})
+	}
+	p.WriteString("u.")
+	ck, err := Open(bytes.NewReader(p.Bytes()), int64(p.Len()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < n; i += 4 {
+				k, err := ck.Node("/k" + strconv.Itoa(i))
+				if err != nil || k.Int != strconv.Itoa(i) {
+					t.Errorf("/k%d: %v %+v", i, err, k)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := ck.Node("/k5000"); err != ErrNotFound {
+		t.Errorf("/k5000: %v, want ErrNotFound", err)
 	}
 }

@@ -454,10 +454,10 @@ func jsonNode(v any, key, path string) *Node {
 	return n
 }
 
-// reindex rebuilds the pointer index of an assembled tree.
+// reindex puts an assembled tree's findings in order, dangers first (its pointer
+// indexes are built as pointers are looked up).
 func (ck *Checkpoint) reindex() {
-	ck.index = map[string]*Node{}
-	Walk(ck.Root, func(n *Node) { ck.index[n.Path] = n })
+	ck.keys = nil
 	sort.SliceStable(ck.Findings, func(i, j int) bool {
 		return ck.Findings[i].Severity == SeverityDanger && ck.Findings[j].Severity != SeverityDanger
 	})
