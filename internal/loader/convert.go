@@ -23,6 +23,22 @@ type converter struct {
 	ck      *Checkpoint
 	counted map[tensorKey]bool
 	err     error
+	// slab is where nodes are allocated, many at a time: one allocation (and one object for
+	// the collector) per nodeSlab nodes instead of one per value.
+	slab []Node
+}
+
+// nodeSlab is how many nodes the converter allocates at once.
+const nodeSlab = 512
+
+// newNode is a zero node from the slab.
+func (c *converter) newNode() *Node {
+	if len(c.slab) == 0 {
+		c.slab = make([]Node, nodeSlab)
+	}
+	n := &c.slab[0]
+	c.slab = c.slab[1:]
+	return n
 }
 
 type tensorKey struct {
@@ -70,7 +86,8 @@ func (c *converter) node(v any, path string, depth int) *Node {
 		}
 		c.seen[id] = path
 	}
-	n := &Node{Path: path}
+	n := c.newNode()
+	n.Path = path
 	switch x := v.(type) {
 	case nil:
 		n.Kind, n.Type = KindNone, "NoneType"

@@ -52,15 +52,13 @@ type Node struct {
 	// Path is the JSON Pointer of this node from the root ("" for the root).
 	Path string
 
-	Bool    bool
 	Int     string // decimal, any size
 	Float   float64
 	Complex complex128
 	// Str holds a str's text, or a preview of it when Truncated is set.
 	Str string
 	// Bytes holds bytes/bytearray content, or a preview of it when Truncated is set.
-	Bytes     []byte
-	Truncated bool
+	Bytes []byte
 	// Full locates the whole value of a truncated str or bytes in the file.
 	Full *Storage
 	// Len is the length of a str (in characters), bytes, or container.
@@ -71,9 +69,6 @@ type Node struct {
 	Children []*Node
 	// DictKey holds a dict entry's key when it is not a str (an int, a tuple...); nil otherwise.
 	DictKey *Node
-	// Attr marks an attribute of a dict-like object (an OrderedDict's _metadata set by BUILD)
-	// rather than one of its entries.
-	Attr bool
 
 	// Global is "module.name" for global and object nodes.
 	Global string
@@ -83,12 +78,20 @@ type Node struct {
 	// Tensor is set for tensor and ndarray nodes.
 	Tensor *Tensor
 
-	// Danger is set on global/object nodes whose global would run code or touch the system.
-	Danger bool
-
 	// lazy holds the items of a very large list that are read from the file on demand (a
 	// GGUF tokenizer vocabulary of 150,000 strings) instead of being Children.
 	lazy LazyItems
+
+	// The flags sit together, so that they share one word of the node.
+
+	Bool bool
+	// Truncated is set when Str or Bytes holds a preview of a longer value (see Full).
+	Truncated bool
+	// Attr marks an attribute of a dict-like object (an OrderedDict's _metadata set by BUILD)
+	// rather than one of its entries.
+	Attr bool
+	// Danger is set on global/object nodes whose global would run code or touch the system.
+	Danger bool
 }
 
 // LazyItems are the items of a large list, made when they are looked at.

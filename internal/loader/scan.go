@@ -257,7 +257,8 @@ type scanner struct {
 	start     int64
 	stack     []*sv
 	meta      [][]*sv
-	memo      map[int64]*sv
+	memo      memoTable
+	slab      []sv // where pushNew allocates
 	out       []byte
 	fs        *findingSet
 	refFinds  map[string]int // global -> finding index of its "imports" finding
@@ -302,6 +303,22 @@ func (s *scanner) fail(off int64, format string, args ...any) error {
 }
 
 func (s *scanner) push(v *sv) { s.stack = append(s.stack, v) }
+
+// pushNew pushes a new symbolic value, allocated from the scanner's slab: a pickle of a
+// million values makes a million of them, and one allocation per svSlab saves the
+// allocator and the collector most of that work.
+func (s *scanner) pushNew(v sv) {
+	if len(s.slab) == 0 {
+		s.slab = make([]sv, svSlab)
+	}
+	p := &s.slab[0]
+	*p = v
+	s.slab = s.slab[1:]
+	s.push(p)
+}
+
+// svSlab is how many symbolic values the scanner allocates at once.
+const svSlab = 256
 
 func (s *scanner) pop(off int64, op string) (*sv, error) {
 	if len(s.stack) == 0 {
@@ -657,7 +674,7 @@ func (s *scanner) nested(off int64, fn string, arg *sv) {
 
 // scanPickle scans one pickle starting at r.pos and returns the rewritten stream.
 func (s *scanner) run() (result *sv, err error) {
-	s.memo = map[int64]*sv{}
+	s.memo = memoTable{}
 	if s.refFinds == nil {
 		s.refFinds = map[string]int{}
 	}
@@ -766,7 +783,7 @@ func (s *scanner) payload(off int64, op string, n int64, kind byte) error {
 		if err := s.emitStr('X', s.lazyMarker(kind, at, n)); err != nil {
 			return err
 		}
-		s.push(&sv{kind: svBytes, s: "…", fidx: -1, dataOff: at, dataLen: n})
+		s.pushNew(sv{kind: svBytes, s: "…", fidx: -1, dataOff: at, dataLen: n})
 		return s.emit('Q')
 	}
 	b, err := s.r.read(n)
@@ -775,10 +792,10 @@ func (s *scanner) payload(off int64, op string, n int64, kind byte) error {
 	}
 	switch kind {
 	case 's': // py2 str: bytes in a str opcode
-		s.push(&sv{kind: svStr, s: clip(string(b)), fidx: -1, raw: append([]byte(nil), b...)})
+		s.pushNew(sv{kind: svStr, s: clip(string(b)), fidx: -1, raw: append([]byte(nil), b...)})
 		return s.emitStr('T', string(b))
 	case 'a':
-		s.push(&sv{kind: svBytes, s: clip(string(b)), fidx: -1, raw: append([]byte(nil), b...)})
+		s.pushNew(sv{kind: svBytes, s: clip(string(b)), fidx: -1, raw: append([]byte(nil), b...)})
 		var hdr [9]byte
 		hdr[0] = 0x96
 		binary.LittleEndian.PutUint64(hdr[1:], uint64(n))
@@ -787,7 +804,7 @@ func (s *scanner) payload(off int64, op string, n int64, kind byte) error {
 		}
 		return s.emit(b...)
 	default:
-		s.push(&sv{kind: svBytes, s: clip(string(b)), fidx: -1, raw: append([]byte(nil), b...)})
+		s.pushNew(sv{kind: svBytes, s: clip(string(b)), fidx: -1, raw: append([]byte(nil), b...)})
 		return s.emitStr('B', string(b))
 	}
 }
@@ -811,7 +828,7 @@ func (s *scanner) unicode(off int64, op string, n int64) error {
 		return s.fail(off, "%s cut short", op)
 	}
 	str := string(b)
-	s.push(&sv{kind: svStr, s: str, fidx: -1})
+	s.pushNew(sv{kind: svStr, s: str, fidx: -1})
 	return s.emitStr('X', str)
 }
 
@@ -857,7 +874,7 @@ func (s *scanner) step(off int64, op byte) error {
 		if perr != nil {
 			return s.fail(off, "FLOAT argument %q is not a number", clip(l))
 		}
-		s.push(&sv{kind: svFloat, s: strconv.FormatFloat(f, 'g', -1, 64), fidx: -1})
+		s.pushNew(sv{kind: svFloat, s: strconv.FormatFloat(f, 'g', -1, 64), fidx: -1})
 		var b [9]byte
 		b[0] = 'G'
 		binary.BigEndian.PutUint64(b[1:], math.Float64bits(f))
@@ -895,28 +912,28 @@ func (s *scanner) step(off int64, op byte) error {
 		if len(strings.TrimPrefix(digits, "-")) > s.o.MaxIntChars {
 			return s.overLimit(off, "integer with more than %d digits, this server's limit (-max-int-digits)", s.o.MaxIntChars)
 		}
-		s.push(&sv{kind: svInt, s: digits, fidx: -1})
+		s.pushNew(sv{kind: svInt, s: digits, fidx: -1})
 		return s.emit([]byte("L" + digits + "\n")...)
 	case 'J':
 		b, err := r.read(4)
 		if err != nil {
 			return errShort
 		}
-		s.push(&sv{kind: svInt, s: strconv.Itoa(int(int32(binary.LittleEndian.Uint32(b)))), fidx: -1})
+		s.pushNew(sv{kind: svInt, s: strconv.Itoa(int(int32(binary.LittleEndian.Uint32(b)))), fidx: -1})
 		return s.emit(append([]byte{op}, b...)...)
 	case 'K':
 		b, err := r.read(1)
 		if err != nil {
 			return errShort
 		}
-		s.push(&sv{kind: svInt, s: strconv.Itoa(int(b[0])), fidx: -1})
+		s.pushNew(sv{kind: svInt, s: strconv.Itoa(int(b[0])), fidx: -1})
 		return s.emit(op, b[0])
 	case 'M':
 		b, err := r.read(2)
 		if err != nil {
 			return errShort
 		}
-		s.push(&sv{kind: svInt, s: strconv.Itoa(int(binary.LittleEndian.Uint16(b))), fidx: -1})
+		s.pushNew(sv{kind: svInt, s: strconv.Itoa(int(binary.LittleEndian.Uint16(b))), fidx: -1})
 		return s.emit(op, b[0], b[1])
 	case 0x8a, 0x8b: // LONG1, LONG4
 		var n int64
@@ -943,7 +960,7 @@ func (s *scanner) step(off int64, op byte) error {
 		if err != nil {
 			return errShort
 		}
-		s.push(&sv{kind: svInt, s: decodeLongBytes(b), fidx: -1})
+		s.pushNew(sv{kind: svInt, s: decodeLongBytes(b), fidx: -1})
 		if op == 0x8a {
 			return s.emit(append([]byte{op, byte(n)}, b...)...)
 		}
@@ -966,14 +983,14 @@ func (s *scanner) step(off int64, op byte) error {
 			return errShort
 		}
 		f := math.Float64frombits(binary.BigEndian.Uint64(b))
-		s.push(&sv{kind: svFloat, s: strconv.FormatFloat(f, 'g', -1, 64), fidx: -1})
+		s.pushNew(sv{kind: svFloat, s: strconv.FormatFloat(f, 'g', -1, 64), fidx: -1})
 		return s.emit(append([]byte{op}, b...)...)
 	case 'P': // PERSID
 		l, err := s.readLine(off, "PERSID", 4096)
 		if err != nil {
 			return err
 		}
-		s.push(&sv{kind: svPersid, fidx: -1})
+		s.pushNew(sv{kind: svPersid, fidx: -1})
 		if err := s.emitStr('X', l); err != nil {
 			return err
 		}
@@ -982,7 +999,7 @@ func (s *scanner) step(off int64, op byte) error {
 		if _, err := s.pop(off, "BINPERSID"); err != nil {
 			return err
 		}
-		s.push(&sv{kind: svPersid, fidx: -1})
+		s.pushNew(sv{kind: svPersid, fidx: -1})
 		return s.emit(op)
 	case 'S': // STRING (quoted, escaped)
 		l, err := s.readLine(off, "STRING", int(s.o.MaxPickle))
@@ -993,7 +1010,7 @@ func (s *scanner) step(off int64, op byte) error {
 		if !ok {
 			return s.fail(off, "STRING argument is not a quoted string")
 		}
-		s.push(&sv{kind: svStr, s: clip(str), fidx: -1})
+		s.pushNew(sv{kind: svStr, s: clip(str), fidx: -1})
 		return s.emitStr('T', str)
 	case 'V': // UNICODE (raw-unicode-escape)
 		l, err := s.readLine(off, "UNICODE", int(s.o.MaxPickle))
@@ -1001,7 +1018,7 @@ func (s *scanner) step(off int64, op byte) error {
 			return err
 		}
 		str := rawUnicodeUnescape(l)
-		s.push(&sv{kind: svStr, s: str, fidx: -1})
+		s.pushNew(sv{kind: svStr, s: str, fidx: -1})
 		return s.emitStr('X', str)
 	case 'T': // BINSTRING
 		n, err := s.u32(off, "BINSTRING")
@@ -1322,19 +1339,19 @@ func (s *scanner) step(off int64, op byte) error {
 			return s.fail(off, "DICT with an odd number of values")
 		}
 		kept, more := keepN(items, 2*svKeepPairs)
-		s.push(&sv{kind: svDict, items: kept, more: more / 2, fidx: -1})
+		s.pushNew(sv{kind: svDict, items: kept, more: more / 2, fidx: -1})
 		return s.emit(op)
 	case '}':
-		s.push(&sv{kind: svDict, fidx: -1})
+		s.pushNew(sv{kind: svDict, fidx: -1})
 		return s.emit(op)
 	case ']':
-		s.push(&sv{kind: svList, fidx: -1})
+		s.pushNew(sv{kind: svList, fidx: -1})
 		return s.emit(op)
 	case ')':
-		s.push(&sv{kind: svTuple, fidx: -1})
+		s.pushNew(sv{kind: svTuple, fidx: -1})
 		return s.emit(op)
 	case 0x8f: // EMPTY_SET: built as set() by our stand-in, which keeps insertion order
-		s.push(&sv{kind: svSet, fidx: -1})
+		s.pushNew(sv{kind: svSet, fidx: -1})
 		if err := s.emitGlobal('c', "builtins", "set"); err != nil {
 			return err
 		}
@@ -1354,7 +1371,7 @@ func (s *scanner) step(off int64, op byte) error {
 		if kind == svTuple {
 			kept, more = keepN(items, svKeepTuple)
 		}
-		s.push(&sv{kind: kind, items: kept, more: more, fidx: -1})
+		s.pushNew(sv{kind: kind, items: kept, more: more, fidx: -1})
 		return s.emit(op)
 	case 0x85, 0x86, 0x87: // TUPLE1..3
 		n := int(op - 0x84)
@@ -1363,14 +1380,14 @@ func (s *scanner) step(off int64, op byte) error {
 		}
 		items := append([]*sv(nil), s.stack[len(s.stack)-n:]...)
 		s.stack = s.stack[:len(s.stack)-n]
-		s.push(&sv{kind: svTuple, items: items, fidx: -1})
+		s.pushNew(sv{kind: svTuple, items: items, fidx: -1})
 		return s.emit(op)
 	case 'g', 'h', 'j': // GET, BINGET, LONG_BINGET
 		idx, err := s.memoIndex(off, op)
 		if err != nil {
 			return err
 		}
-		v, ok := s.memo[idx]
+		v, ok := s.memo.get(idx)
 		if !ok {
 			return s.fail(off, "memo key %d is read before it is written", idx)
 		}
@@ -1394,7 +1411,7 @@ func (s *scanner) step(off int64, op byte) error {
 		if err != nil {
 			return err
 		}
-		if err := s.memoPut(off, int64(len(s.memo)), v); err != nil {
+		if err := s.memoPut(off, int64(s.memo.n), v); err != nil {
 			return err
 		}
 		return s.emit(op)
@@ -1430,11 +1447,45 @@ func (s *scanner) memoIndex(off int64, op byte) (int64, error) {
 }
 
 func (s *scanner) memoPut(off, idx int64, v *sv) error {
-	if _, ok := s.memo[idx]; !ok && len(s.memo) >= s.o.MaxMemo {
+	if _, ok := s.memo.get(idx); !ok && s.memo.n >= s.o.MaxMemo {
 		return s.overLimit(off, "more than %d memo entries, this server's limit (-max-memo)", s.o.MaxMemo)
 	}
-	s.memo[idx] = v
+	s.memo.put(idx, v)
 	return nil
+}
+
+// memoTable is the scanner's memo: a slice for the indexes pickle.dump writes (0, 1, 2...
+// in order, as MEMOIZE numbers them), a map for any other a hand-made file uses.
+type memoTable struct {
+	dense  []*sv // dense[i] is entry i, nil where unset
+	sparse map[int64]*sv
+	n      int // entries set
+}
+
+func (m *memoTable) get(idx int64) (*sv, bool) {
+	if idx >= 0 && idx < int64(len(m.dense)) {
+		v := m.dense[idx]
+		return v, v != nil
+	}
+	v, ok := m.sparse[idx]
+	return v, ok
+}
+
+func (m *memoTable) put(idx int64, v *sv) {
+	if _, ok := m.get(idx); !ok {
+		m.n++
+	}
+	switch {
+	case idx >= 0 && idx < int64(len(m.dense)):
+		m.dense[idx] = v
+	case idx == int64(len(m.dense)) && m.sparse[idx] == nil:
+		m.dense = append(m.dense, v)
+	default:
+		if m.sparse == nil {
+			m.sparse = map[int64]*sv{}
+		}
+		m.sparse[idx] = v
+	}
 }
 
 func (s *scanner) emitMemo(op byte, idx int64) error {
