@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/nlpodyssey/gopickle/types"
 )
@@ -26,6 +27,23 @@ type converter struct {
 	// slab is where nodes are allocated, many at a time: one allocation (and one object for
 	// the collector) per nodeSlab nodes instead of one per value.
 	slab []Node
+	// the last long str converted (see text)
+	lastText, lastValid string
+	lastLen             int64
+}
+
+// text is a str value as a node holds it, valid UTF-8, and its length in characters. A str
+// the pickle references many times through its memo is one Go string every time; its
+// checks are made once (the last one is remembered), and every node shares its bytes.
+func (c *converter) text(x string) (string, int64) {
+	if len(x) >= 1024 && len(x) == len(c.lastText) && unsafe.StringData(x) == unsafe.StringData(c.lastText) {
+		return c.lastValid, c.lastLen
+	}
+	v, l := strings.ToValidUTF8(x, "\ufffd"), int64(utf8.RuneCountInString(x))
+	if len(x) >= 1024 {
+		c.lastText, c.lastValid, c.lastLen = x, v, l
+	}
+	return v, l
 }
 
 // nodeSlab is how many nodes the converter allocates at once.
@@ -108,8 +126,7 @@ func (c *converter) node(v any, path string, depth int) *Node {
 		n.Kind, n.Type, n.Complex = KindComplex, "complex", x
 	case string:
 		n.Kind, n.Type = KindStr, "str"
-		n.Str = strings.ToValidUTF8(x, "\ufffd")
-		n.Len = int64(utf8.RuneCountInString(x))
+		n.Str, n.Len = c.text(x)
 	case []byte:
 		n.Kind, n.Type = KindBytes, "bytes"
 		n.Bytes, n.Len = x, int64(len(x))
@@ -242,10 +259,31 @@ func keySeg(k any) (key, seg string, isStr bool) {
 }
 
 func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
-	pos := map[string]int{}
+	// the position of each segment so far: a scan of the children for a small dict (most
+	// are: records, attributes), a map for a large one
+	var pos map[string]int
+	if len(entries) > 16 {
+		pos = make(map[string]int, len(entries))
+	}
+	base := len(n.Children) // an object's attributes may come first
+	find := func(seg string) (int, bool) {
+		if pos != nil {
+			i, ok := pos[seg]
+			return i, ok
+		}
+		for i := base; i < len(n.Children); i++ {
+			if n.Children[i].Seg == seg {
+				return i, true
+			}
+		}
+		return 0, false
+	}
+	if n.Children == nil {
+		n.Children = make([]*Node, 0, len(entries))
+	}
 	for _, e := range entries {
 		key, seg, isStr := keySeg(e.Key)
-		if i, ok := pos[seg]; ok && (n.Children[i].DictKey == nil) == isStr {
+		if i, ok := find(seg); ok && (n.Children[i].DictKey == nil) == isStr {
 			// Python keeps one entry per key, the last value at the first position
 			repl := c.child(e.Value, n, key, seg, depth)
 			repl.DictKey = n.Children[i].DictKey
@@ -257,7 +295,9 @@ func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
 			k.DictKey = c.node(e.Key, k.Path+"/__key__", depth+2)
 			c.nodes--
 		}
-		pos[seg] = len(n.Children)
+		if pos != nil {
+			pos[seg] = len(n.Children)
+		}
 		n.Children = append(n.Children, k)
 		if c.err != nil {
 			return

@@ -2,9 +2,11 @@ package loader
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -376,4 +378,37 @@ func TestLargeContainerLookup(t *testing.T) {
 	if _, err := ck.Node("/k5000"); err != ErrNotFound {
 		t.Errorf("/k5000: %v, want ErrNotFound", err)
 	}
+}
+
+// TestMemoizedValueStoredOnce opens a list that holds one 4 MiB str 200 times through the
+// memo, as pickle.dumps writes [s] * 200: the tree holds the string once, whatever the
+// number of references (not 800 MiB).
+func TestMemoizedValueStoredOnce(t *testing.T) {
+	var p bytes.Buffer
+	p.WriteString("\x80\x04]\x94(") // PROTO 4, EMPTY_LIST, MEMOIZE, MARK
+	text := bytes.Repeat([]byte("abcd"), 1<<20)
+	p.WriteByte(0x8d) // BINUNICODE8
+	p.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(text))))
+	p.Write(text)
+	p.WriteByte(0x94) // MEMOIZE: memo 1
+	for range 199 {
+		p.Write([]byte{'h', 1}) // BINGET 1
+	}
+	p.WriteString("e.") // APPENDS, STOP
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ck, err := Open(bytes.NewReader(p.Bytes()), int64(p.Len()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if kids := ck.Root.Children; len(kids) != 200 || kids[199].Str != kids[0].Str || kids[0].Len != 4<<20 {
+		t.Fatalf("%d items, the last one %d characters", len(kids), kids[len(kids)-1].Len)
+	}
+	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > 32<<20 {
+		t.Errorf("the opened tree holds %d MiB: the str is stored more than once", held>>20)
+	}
+	runtime.KeepAlive(ck)
 }
