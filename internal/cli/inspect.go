@@ -207,7 +207,7 @@ func writeSummary(w io.Writer, file string, size int64, ck *loader.Checkpoint) {
 
 // tree is n and its children down to depth levels, items per container.
 func tree(n *loader.Node, depth, items int) treeJSON {
-	t := treeJSON{Key: n.Key, Path: n.Path, Kind: n.Kind, Type: n.Type, Summary: views.Summary(n), Items: n.NumItems()}
+	t := treeJSON{Key: n.Key, Path: n.Path(), Kind: n.Kind, Type: n.Type, Summary: views.Summary(n), Items: n.NumItems()}
 	if depth > 0 {
 		for _, k := range n.Items(0, items) {
 			t.Children = append(t.Children, tree(k, depth-1, items))
@@ -246,7 +246,7 @@ func writeTree(w io.Writer, n *loader.Node, level, depth, items int) {
 
 func keyOf(n *loader.Node) string {
 	switch {
-	case n.Path == "":
+	case n.Path() == "":
 		return "/"
 	case n.Key == "":
 		return "''" // an empty str key, as Python prints it
@@ -276,7 +276,7 @@ func statsUnder(ctx context.Context, ck *loader.Checkpoint, n *loader.Node, work
 		if err != nil || (k.Kind != loader.KindTensor && k.Kind != loader.KindNDArray) || k.Tensor == nil {
 			return
 		}
-		row := statsRowJSON{Path: k.Path, DType: k.Tensor.DType, Shape: k.Tensor.Shape}
+		row := statsRowJSON{Path: k.Path(), DType: k.Tensor.DType, Shape: k.Tensor.Shape}
 		if row.Shape == nil {
 			row.Shape = []int64{}
 		}

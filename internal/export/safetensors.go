@@ -94,9 +94,9 @@ func NewSafetensors(root *loader.Node, resolve func(*loader.Node) *loader.Node) 
 				return nil
 			}
 			if prev, dup := names[name]; dup {
-				return fmt.Errorf("export: two tensors would both be named %q in the safetensors file (%s and %s)", name, prev, n.Path)
+				return fmt.Errorf("export: two tensors would both be named %q in the safetensors file (%s and %s)", name, prev, n.Path())
 			}
-			names[name] = n.Path
+			names[name] = n.Path()
 			key := fmt.Sprintf("%p/%d/%v/%v", t.Storage, t.StorageOffset, t.Shape, t.Strides)
 			if first, tied := byView[key]; tied {
 				aliases[name] = first
@@ -169,7 +169,7 @@ func NewSafetensors(root *loader.Node, resolve func(*loader.Node) *loader.Node) 
 	for _, e := range entries {
 		st, err := tensor.NewStream(e.v, tensor.StreamOptions{KeepBits: true})
 		if err != nil {
-			return nil, fmt.Errorf("export: %s: %w", e.node.Path, err)
+			return nil, fmt.Errorf("export: %s: %w", e.node.Path(), err)
 		}
 		shape := e.v.Shape
 		if shape == nil {

@@ -109,21 +109,21 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 			if tt == nil || tt.Column || tt.Layout != "" || tt.Objects != nil || tt.Quant != nil || ViewOf(tt) == nil || safetensorsDType[tt.DType] == "" {
 				return
 			}
-			key := stateDictName(n.Path)
+			key := stateDictName(n.Path())
 			if a, ok := aliases[key]; ok {
 				key = a
 			}
 			got, err := back.Node("/" + loader.EscapeSegment(key))
 			if err != nil || got.Tensor == nil {
-				t.Errorf("%s: %s was not written as %q (names %v)", name, n.Path, key, names)
+				t.Errorf("%s: %s was not written as %q (names %v)", name, n.Path(), key, names)
 				return
 			}
 			if got.Tensor.DType != tt.DType || !sameShape(got.Tensor.Shape, tt.Shape) {
-				t.Errorf("%s: %s read back as %s %v, want %s %v", name, n.Path, got.Tensor.DType, got.Tensor.Shape, tt.DType, tt.Shape)
+				t.Errorf("%s: %s read back as %s %v, want %s %v", name, n.Path(), got.Tensor.DType, got.Tensor.Shape, tt.DType, tt.Shape)
 				return
 			}
 			if bits(t, got.Tensor) != bits(t, tt) {
-				t.Errorf("%s: %s: the bytes read back differ", name, n.Path)
+				t.Errorf("%s: %s: the bytes read back differ", name, n.Path())
 			}
 		})
 		if len(want.StateDictKeys) > 0 {

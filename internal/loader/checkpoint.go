@@ -212,11 +212,12 @@ func (o *Options) timeError() *Error {
 	return &Error{Msg: fmt.Sprintf("reading the file took longer than %s, this server's limit (-open-timeout)", limit), Offset: -1}
 }
 
-// Node returns the node at a JSON Pointer ("" or "/" is the root). It walks the tree
-// segment by segment, so equivalent spellings (an int key written "01") fail the same way;
-// a container of many children is looked up through its own key index.
+// Node returns the node at a JSON Pointer ("" is the root; so is "/", unless the root has
+// a child whose key is the empty string, which "/" names). It walks the tree segment by
+// segment, so equivalent spellings (an int key written "01") fail the same way; a
+// container of many children is looked up through its own key index.
 func (c *Checkpoint) Node(pointer string) (*Node, error) {
-	if pointer == "/" {
+	if pointer == "/" && (c.Root == nil || c.child(c.Root, "") == nil) {
 		pointer = ""
 	}
 	n := c.Root

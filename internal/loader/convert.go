@@ -19,7 +19,7 @@ import (
 // cycles) become ref nodes pointing at their first occurrence.
 type converter struct {
 	o       Options
-	seen    map[any]string
+	seen    map[any]*Node
 	nodes   int
 	ck      *Checkpoint
 	counted map[tensorKey]bool
@@ -69,7 +69,7 @@ type tensorKey struct {
 const previewBytes = 256
 
 func newConverter(o Options, ck *Checkpoint) *converter {
-	return &converter{o: o, seen: map[any]string{}, ck: ck, counted: map[tensorKey]bool{}}
+	return &converter{o: o, seen: map[any]*Node{}, ck: ck, counted: map[tensorKey]bool{}}
 }
 
 func identity(v any) (any, bool) {
@@ -81,31 +81,34 @@ func identity(v any) (any, bool) {
 	return nil, false
 }
 
-func (c *converter) node(v any, path string, depth int) *Node {
+// node converts v into the node at segment seg of parent (nil for the root).
+func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 	if c.err != nil {
-		return &Node{Kind: KindNone, Type: "NoneType", Path: path}
+		return &Node{Kind: KindNone, Type: "NoneType", parent: parent, Seg: seg}
 	}
 	c.nodes++
 	if c.nodes&0xffff == 0 && c.o.pastDeadline() {
 		c.err = c.o.timeError()
-		return &Node{Kind: KindNone, Path: path}
+		return &Node{Kind: KindNone, parent: parent, Seg: seg}
 	}
 	if c.nodes > c.o.MaxNodes {
 		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %d values, this server's limit (-max-nodes)", c.o.MaxNodes), Offset: -1}
-		return &Node{Kind: KindNone, Path: path}
+		return &Node{Kind: KindNone, parent: parent, Seg: seg}
 	}
 	if depth > c.o.MaxDepth {
 		c.err = &Error{Msg: fmt.Sprintf("values nested deeper than %d levels, this server's limit (-max-depth)", c.o.MaxDepth), Offset: -1}
-		return &Node{Kind: KindNone, Path: path}
+		return &Node{Kind: KindNone, parent: parent, Seg: seg}
 	}
 	if id, ok := identity(v); ok {
-		if target, ok := c.seen[id]; ok {
-			return &Node{Kind: KindRef, Type: "ref", Path: path, Target: target}
+		if first, ok := c.seen[id]; ok {
+			return &Node{Kind: KindRef, Type: "ref", parent: parent, Seg: seg, Target: first.Path()}
 		}
-		c.seen[id] = path
 	}
 	n := c.newNode()
-	n.Path = path
+	n.parent, n.Seg = parent, seg
+	if id, ok := identity(v); ok {
+		c.seen[id] = n
+	}
 	switch x := v.(type) {
 	case nil:
 		n.Kind, n.Type = KindNone, "NoneType"
@@ -184,7 +187,7 @@ func (c *converter) node(v any, path string, depth int) *Node {
 			k.Attr = true
 		}
 	case *numpyScalar:
-		inner := c.node(x.value, path, depth)
+		inner := c.node(x.value, parent, seg, depth)
 		c.nodes--
 		inner.Type = x.typeName
 		return inner
@@ -192,7 +195,7 @@ func (c *converter) node(v any, path string, depth int) *Node {
 		n.Kind, n.Type, n.Global = KindGlobal, "global", x.raw
 		n.Danger = x.class == globalDanger
 		if x.state != nil {
-			n.Children = append(n.Children, c.child(x.state, n, "__state__", "__state__", depth))
+			c.add(n, x.state, "__state__", "__state__", depth)
 		}
 	case *pyObject:
 		c.object(n, x, depth)
@@ -225,7 +228,7 @@ func (c *converter) node(v any, path string, depth int) *Node {
 }
 
 func (c *converter) child(v any, parent *Node, key, seg string, depth int) *Node {
-	k := c.node(v, parent.Path+"/"+EscapeSegment(seg), depth+1)
+	k := c.node(v, parent, seg, depth+1)
 	k.Key, k.Seg = key, seg
 	return k
 }
@@ -283,16 +286,22 @@ func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
 	}
 	for _, e := range entries {
 		key, seg, isStr := keySeg(e.Key)
-		if i, ok := find(seg); ok && (n.Children[i].DictKey == nil) == isStr {
+		i, ok := find(seg)
+		if ok && (n.Children[i].DictKey == nil) == isStr {
 			// Python keeps one entry per key, the last value at the first position
 			repl := c.child(e.Value, n, key, seg, depth)
 			repl.DictKey = n.Children[i].DictKey
 			n.Children[i] = repl
 			continue
 		}
+		if ok || (base > 0 && hasSeg(n.Children[:base], seg)) {
+			// another key with this segment ({1: a, '1': b}), or an attribute of the object
+			// (its own namespace): a pointer must lead to one node
+			seg = freeSeg(n.Children, seg)
+		}
 		k := c.child(e.Value, n, key, seg, depth)
 		if !isStr {
-			k.DictKey = c.node(e.Key, k.Path+"/__key__", depth+2)
+			k.DictKey = c.node(e.Key, k, dictKeySeg, depth+2)
 			c.nodes--
 		}
 		if pos != nil {
@@ -309,9 +318,38 @@ func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
 func (c *converter) attrs(n *Node, entries []types.DictEntry, depth int) {
 	for _, e := range entries {
 		key, seg, _ := keySeg(e.Key)
-		n.Children = append(n.Children, c.child(e.Value, n, key, seg, depth))
+		c.add(n, e.Value, key, seg, depth)
 		if c.err != nil {
 			return
+		}
+	}
+}
+
+// add appends v to n's children as key, at segment seg unless an earlier child has it (an
+// attribute named like an entry, or like __args__), then at the first free "seg (2)".
+func (c *converter) add(n *Node, v any, key, seg string, depth int) {
+	if hasSeg(n.Children, seg) {
+		seg = freeSeg(n.Children, seg)
+	}
+	n.Children = append(n.Children, c.child(v, n, key, seg, depth))
+}
+
+// hasSeg says whether one of kids has segment seg.
+func hasSeg(kids []*Node, seg string) bool {
+	for _, k := range kids {
+		if k.Seg == seg {
+			return true
+		}
+	}
+	return false
+}
+
+// freeSeg is the first of "seg (2)", "seg (3)"... that none of kids has: the segment of a
+// child whose own is taken, so that every pointer leads to one node.
+func freeSeg(kids []*Node, seg string) string {
+	for i := 2; ; i++ {
+		if s := seg + " (" + strconv.Itoa(i) + ")"; !hasSeg(kids, s) {
+			return s
 		}
 	}
 }
@@ -355,19 +393,19 @@ func (c *converter) object(n *Node, x *pyObject, depth int) {
 					break
 				}
 			}
-			n.Children = append(n.Children, c.child(x.state, n, "__state__", "__state__", depth))
+			c.add(n, x.state, "__state__", "__state__", depth)
 		default:
-			n.Children = append(n.Children, c.child(x.state, n, "__state__", "__state__", depth))
+			c.add(n, x.state, "__state__", "__state__", depth)
 		}
 	}
 	if len(x.dict) > 0 {
 		c.entries(n, x.dict, depth)
 	}
 	if len(x.items) > 0 {
-		n.Children = append(n.Children, c.child(types.NewListFromSlice(x.items), n, "__items__", "__items__", depth))
+		c.add(n, types.NewListFromSlice(x.items), "__items__", "__items__", depth)
 	}
 	if len(x.args) > 0 {
-		n.Children = append(n.Children, c.child(types.NewTupleFromSlice(x.args), n, "__args__", "__args__", depth))
+		c.add(n, types.NewTupleFromSlice(x.args), "__args__", "__args__", depth)
 	}
 }
 
@@ -388,7 +426,7 @@ func (c *converter) joblibArray(n *Node, x *pyObject, depth int) {
 		cls = g.raw
 	}
 	if objs, ok := x.joblib.(*joblibObjects); ok {
-		inner := c.node(objs.value, n.Path, depth)
+		inner := c.node(objs.value, n.parent, n.Seg, depth)
 		c.nodes--
 		*n = *inner
 		if n.Kind == KindNDArray {
@@ -424,7 +462,7 @@ func (c *converter) tensor(n *Node, t *pyTensor) {
 	tt := &Tensor{DType: st.DType, Shape: t.shape, Strides: t.stride, StorageOffset: t.offset, Storage: st, RequiresGrad: t.requiresGrad, Packed: t.packed}
 	n.Tensor = tt
 	tt.Quant = t.quant
-	st.Users = append(st.Users, n.Path)
+	st.Users = append(st.Users, n.Path())
 	c.count(tt)
 	if t.quantScales != nil {
 		n.Children = append(n.Children, c.child(t.quantScales, n, "scales", "scales", 0), c.child(t.quantZeros, n, "zero_points", "zero_points", 0))
@@ -475,7 +513,7 @@ func (c *converter) array(n *Node, a *pyArray, depth int) {
 		t.Objects = make([]*Node, 0, len(items))
 		for i, it := range items {
 			s := strconv.Itoa(i)
-			k := c.node(it, n.Path+"/"+s, depth+1)
+			k := c.node(it, n, s, depth+1)
 			k.Key, k.Seg = s, s
 			t.Objects = append(t.Objects, k)
 			if c.err != nil {
@@ -490,7 +528,7 @@ func (c *converter) array(n *Node, a *pyArray, depth int) {
 	if order == '>' {
 		bo = "big"
 	}
-	st := &Storage{Key: n.Path, DType: name, Location: "inline", ByteOrder: bo}
+	st := &Storage{Key: n.Path(), DType: name, Location: "inline", ByteOrder: bo}
 	switch raw := a.raw.(type) {
 	case []byte:
 		st.Data, st.Size = bytes.NewReader(raw), int64(len(raw))
@@ -509,10 +547,10 @@ func (c *converter) array(n *Node, a *pyArray, depth int) {
 		st.Data, st.Size = bytes.NewReader(nil), 0
 	}
 	if numel*int64(size) != st.Size && !a.field {
-		c.ck.Notes = append(c.ck.Notes, fmt.Sprintf("%s: array data is %d bytes, but %v %s needs %d", displayPath(n.Path), st.Size, a.shape, name, numel*int64(size)))
+		c.ck.Notes = append(c.ck.Notes, fmt.Sprintf("%s: array data is %d bytes, but %v %s needs %d", displayPath(n.Path()), st.Size, a.shape, name, numel*int64(size)))
 	}
 	t.Storage = st
-	st.Users = append(st.Users, n.Path)
+	st.Users = append(st.Users, n.Path())
 	if a.field {
 		st.Location = "field"
 		t.Column = true

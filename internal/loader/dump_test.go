@@ -36,7 +36,7 @@ func TestDump(t *testing.T) {
 		if depth > 12 {
 			return
 		}
-		fmt.Fprintf(&b, "%s%s [%s %s] %s", strings.Repeat("  ", depth), n.Path, n.Kind, n.Type, n.Global)
+		fmt.Fprintf(&b, "%s%s [%s %s] %s", strings.Repeat("  ", depth), n.Path(), n.Kind, n.Type, n.Global)
 		switch n.Kind {
 		case KindStr:
 			fmt.Fprintf(&b, " %q", n.Str)

@@ -51,14 +51,14 @@ func checkStorages(t *testing.T, ck *Checkpoint, size int64) {
 		}
 		st := tt.Storage
 		if st.Offset < 0 || st.Size < 0 {
-			t.Fatalf("%s: storage at %d+%d", n.Path, st.Offset, st.Size)
+			t.Fatalf("%s: storage at %d+%d", n.Path(), st.Offset, st.Size)
 		}
 		if ra, ok := st.Data.(*bytes.Reader); ok && st.Offset+st.Size > ra.Size() {
-			t.Fatalf("%s: storage %d+%d past the end of its %d bytes", n.Path, st.Offset, st.Size, ra.Size())
+			t.Fatalf("%s: storage %d+%d past the end of its %d bytes", n.Path(), st.Offset, st.Size, ra.Size())
 		}
 		if es := int64(DTypeSize(tt.DType)); es > 0 && n.Kind == KindTensor {
 			if err := checkView(tt); err != nil {
-				t.Fatalf("%s: %v", n.Path, err)
+				t.Fatalf("%s: %v", n.Path(), err)
 			}
 		}
 	})

@@ -36,11 +36,11 @@ func (op *opener) openGGUF() error {
 	op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("GGUF version %d: %d metadata keys, %d tensors, data aligned to %d bytes from byte %d",
 		f.Version, len(f.Metadata), len(f.Tensors), f.Alignment, f.DataOffset))
 	op.ck.Notes = append(op.ck.Notes, f.Warnings...)
-	root := &Node{Kind: KindDict, Type: "gguf", Path: ""}
-	md := ggufMetadata(f.Metadata, "/metadata")
-	tensors := &Node{Kind: KindDict, Type: "dict", Key: "tensors", Seg: "tensors", Path: "/tensors"}
+	root := &Node{Kind: KindDict, Type: "gguf"}
+	md := ggufMetadata(f.Metadata)
+	tensors := &Node{Kind: KindDict, Type: "dict", Key: "tensors", Seg: "tensors"}
 	for i := range f.Tensors {
-		tensors.Children = append(tensors.Children, op.ggufTensor(f, &f.Tensors[i], "", "/tensors"))
+		tensors.Children = append(tensors.Children, op.ggufTensor(f, &f.Tensors[i], ""))
 	}
 	tensors.Len = int64(len(tensors.Children))
 	root.Children = []*Node{md, tensors}
@@ -58,19 +58,18 @@ func ggufError(err error) error {
 }
 
 // ggufMetadata is the metadata dict, keys in file order.
-func ggufMetadata(kvs []gguf.KV, path string) *Node {
-	md := &Node{Kind: KindDict, Type: "dict", Key: "metadata", Seg: "metadata", Path: path}
+func ggufMetadata(kvs []gguf.KV) *Node {
+	md := &Node{Kind: KindDict, Type: "dict", Key: "metadata", Seg: "metadata"}
 	for _, kv := range kvs {
-		seg := EscapeSegment(kv.Key)
-		md.Children = append(md.Children, ggufValue(kv.Value, kv.Key, seg, path+"/"+seg))
+		md.Children = append(md.Children, ggufValue(kv.Value, kv.Key, kv.Key))
 	}
 	md.Len = int64(len(md.Children))
 	return md
 }
 
 // ggufValue is one metadata value as a node.
-func ggufValue(v gguf.Value, key, seg, path string) *Node {
-	n := &Node{Key: key, Seg: seg, Path: path}
+func ggufValue(v gguf.Value, key, seg string) *Node {
+	n := &Node{Key: key, Seg: seg}
 	switch v.Type {
 	case gguf.ValueString:
 		s, _ := v.Str()
@@ -94,7 +93,7 @@ func ggufValue(v gguf.Value, key, seg, path string) *Node {
 			}
 			for i, x := range vals {
 				s := strconv.Itoa(i)
-				n.Children = append(n.Children, ggufValue(x, s, s, path+"/"+s))
+				n.Children = append(n.Children, ggufValue(x, s, s))
 			}
 		}
 	default: // the integer types
@@ -114,19 +113,18 @@ type ggufArray struct{ a *gguf.Array }
 
 func (g ggufArray) Len() int { return int(min(g.a.Len(), math.MaxInt32)) }
 
-func (g ggufArray) Item(i int, key, path string) (*Node, error) {
+func (g ggufArray) Item(i int) (*Node, error) {
 	vals, err := g.a.Values(int64(i), int64(i)+1)
 	if err != nil {
 		return nil, err
 	}
-	return ggufValue(vals[0], key, key, path), nil
+	return ggufValue(vals[0], "", ""), nil
 }
 
 // ggufTensor is one tensor's node: its bytes in place, and a dequantized view when ggml
 // can make one. part names the file of a split model the tensor is in.
-func (op *opener) ggufTensor(f *gguf.File, t *gguf.TensorInfo, part, parent string) *Node {
-	seg := EscapeSegment(t.Name)
-	n := &Node{Kind: KindTensor, Type: "gguf." + t.Type.String(), Key: t.Name, Seg: seg, Path: parent + "/" + seg}
+func (op *opener) ggufTensor(f *gguf.File, t *gguf.TensorInfo, part string) *Node {
+	n := &Node{Kind: KindTensor, Type: "gguf." + t.Type.String(), Key: t.Name, Seg: t.Name}
 	dtype, plain := ggufDTypes[t.Type]
 	if !plain {
 		dtype = strings.ToLower(t.Type.String())
@@ -140,7 +138,7 @@ func (op *opener) ggufTensor(f *gguf.File, t *gguf.TensorInfo, part, parent stri
 		tt.Decoded = &Storage{Key: t.Name, DType: "float32", Location: "dequantized", Data: &dequantized{f: f, t: t},
 			Size: t.Elements * 4, ByteOrder: "little", File: part}
 	}
-	st.Users = []string{n.Path}
+	st.Users = []string{"/tensors/" + EscapeSegment(t.Name)} // where openGGUF puts it
 	n.Tensor = tt
 	op.ck.Storages = append(op.ck.Storages, st)
 	op.ck.Tensors++
@@ -224,16 +222,16 @@ func openGGUFSplit(ck *Checkpoint, files []File, o Options) (bool, error) {
 	}
 	op := &opener{o: o, ck: ck}
 	ck.Format = "gguf"
-	root := &Node{Kind: KindDict, Type: "gguf", Path: ""}
-	tensors := &Node{Kind: KindDict, Type: "dict", Key: "tensors", Seg: "tensors", Path: "/tensors"}
+	root := &Node{Kind: KindDict, Type: "gguf"}
+	tensors := &Node{Kind: KindDict, Type: "dict", Key: "tensors", Seg: "tensors"}
 	for i := range sp.Tensors {
 		t := &sp.Tensors[i]
 		part := sp.Parts[t.Part]
 		op.r = readers[part.Name]
-		tensors.Children = append(tensors.Children, op.ggufTensor(part.File, &t.TensorInfo, part.Name, "/tensors"))
+		tensors.Children = append(tensors.Children, op.ggufTensor(part.File, &t.TensorInfo, part.Name))
 	}
 	tensors.Len = int64(len(tensors.Children))
-	root.Children = []*Node{ggufMetadata(sp.Metadata, "/metadata"), tensors}
+	root.Children = []*Node{ggufMetadata(sp.Metadata), tensors}
 	root.Len = 2
 	ck.Root = root
 	ck.Notes = append(ck.Notes, fmt.Sprintf("a GGUF model split in %d parts, shown as one: the first part's metadata and every part's %d tensors, each naming its part", len(sp.Parts), len(sp.Tensors)))

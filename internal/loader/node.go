@@ -49,8 +49,10 @@ type Node struct {
 	Key string
 	// Seg is this child's JSON Pointer segment, unescaped (the server escapes it).
 	Seg string
-	// Path is the JSON Pointer of this node from the root ("" for the root).
-	Path string
+	// parent is the node this one is a child (or an object array's item, or a dict key) of,
+	// nil for the root: a node's JSON Pointer is made from its parents' segments when it is
+	// asked for (Path), not stored in every node.
+	parent *Node
 
 	Int     string // decimal, any size
 	Float   float64
@@ -94,11 +96,69 @@ type Node struct {
 	Danger bool
 }
 
+// Path is the JSON Pointer of n from the root of its tree ("" for the root), made from the
+// segments of n and its parents.
+func (n *Node) Path() string {
+	depth, size := 0, 0
+	for m := n; m.parent != nil; m = m.parent {
+		depth++
+		size += 1 + len(m.Seg)
+	}
+	if depth == 0 {
+		return ""
+	}
+	segs := make([]string, depth)
+	for m, i := n, depth-1; m.parent != nil; m, i = m.parent, i-1 {
+		segs[i] = m.Seg
+	}
+	var b strings.Builder
+	b.Grow(size + 8)
+	for _, s := range segs {
+		b.WriteByte('/')
+		b.WriteString(EscapeSegment(s))
+	}
+	return b.String()
+}
+
+// Parent is the node n is a child of, nil for the root.
+func (n *Node) Parent() *Node { return n.parent }
+
+// Link makes root the root of a tree: it sets the parent of every node under it (children,
+// an object array's items, a dict entry's key), so that their paths are made from it. Open
+// returns linked trees; a tree built by hand (in a test) is linked once built.
+func Link(root *Node) {
+	if root == nil {
+		return
+	}
+	root.parent = nil
+	stack := []*Node{root}
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		kids := n.Children
+		if n.Tensor != nil && n.Tensor.Objects != nil {
+			kids = append(kids[:len(kids):len(kids)], n.Tensor.Objects...)
+		}
+		for _, k := range kids {
+			k.parent = n
+			if k.DictKey != nil {
+				k.DictKey.parent, k.DictKey.Seg = k, dictKeySeg
+			}
+			stack = append(stack, k)
+		}
+	}
+}
+
+// dictKeySeg is the segment of a dict entry's non-str key under its entry (the key is not
+// a child: no pointer leads to it, but its own values have paths).
+const dictKeySeg = "__key__"
+
 // LazyItems are the items of a large list, made when they are looked at.
 type LazyItems interface {
 	Len() int
-	// Item makes item i (0 <= i < Len()) as a node with the given key and path.
-	Item(i int, key, path string) (*Node, error)
+	// Item makes item i (0 <= i < Len()) as a node (its key, segment and parent are set by
+	// the caller).
+	Item(i int) (*Node, error)
 }
 
 // NumItems is how many children a reader can open in n: its Children, a numpy object
@@ -124,11 +184,13 @@ func (n *Node) Items(from, to int) []*Node {
 		out := make([]*Node, 0, to-from)
 		for i := from; i < to; i++ {
 			s := strconv.Itoa(i)
-			k, err := n.lazy.Item(i, s, n.Path+"/"+s)
+			k, err := n.lazy.Item(i)
 			if err != nil {
-				k = &Node{Kind: KindStr, Type: "error", Key: s, Seg: s, Path: n.Path + "/" + s, Str: err.Error()}
+				k = &Node{Kind: KindStr, Type: "error", Str: err.Error()}
 			}
 			k.Key, k.Seg = s, s
+			Link(k)
+			k.parent = n
 			out = append(out, k)
 		}
 		return out

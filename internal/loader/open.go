@@ -342,7 +342,7 @@ func (op *opener) trailing(src io.ReaderAt, size, pos int64) {
 // build converts the root value and indexes the tree.
 func (op *opener) build(v any) error {
 	c := newConverter(op.o, op.ck)
-	op.ck.Root = c.node(v, "", 0)
+	op.ck.Root = c.node(v, nil, "", 0)
 	if c.err != nil {
 		return c.err
 	}
@@ -352,6 +352,7 @@ func (op *opener) build(v any) error {
 // finish attaches tree paths to findings and builds the pointer index.
 func (op *opener) finish() {
 	ck := op.ck
+	Link(ck.Root)
 	firstPath := map[string]string{}
 	var storages []*Storage
 	Walk(ck.Root, func(n *Node) {
@@ -360,7 +361,7 @@ func (op *opener) finish() {
 		}
 		if n.Global != "" {
 			if _, ok := firstPath[n.Global]; !ok {
-				firstPath[n.Global] = n.Path
+				firstPath[n.Global] = n.Path()
 			}
 		}
 	})
@@ -552,7 +553,7 @@ func (op *opener) checkViews() error {
 		}
 		if n.Kind == KindTensor && n.Tensor != nil && n.Tensor.Storage != nil {
 			if err := checkView(n.Tensor); err != nil {
-				bad = &Error{Msg: fmt.Sprintf("tensor %s: %v", displayPath(n.Path), err), Offset: -1}
+				bad = &Error{Msg: fmt.Sprintf("tensor %s: %v", displayPath(n.Path()), err), Offset: -1}
 				return
 			}
 		}

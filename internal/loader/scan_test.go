@@ -327,9 +327,9 @@ func TestLimitsAreNotMalformed(t *testing.T) {
 func checkPointers(t *testing.T, ck *Checkpoint) {
 	t.Helper()
 	Walk(ck.Root, func(n *Node) {
-		got, err := ck.Node(n.Path)
+		got, err := ck.Node(n.Path())
 		if err != nil || got != n {
-			t.Fatalf("pointer %q leads to %p (%v), not to its node %p", n.Path, got, err, n)
+			t.Fatalf("pointer %q leads to %p (%v), not to its node %p", n.Path(), got, err, n)
 		}
 	})
 }
@@ -411,4 +411,24 @@ func TestMemoizedValueStoredOnce(t *testing.T) {
 		t.Errorf("the opened tree holds %d MiB: the str is stored more than once", held>>20)
 	}
 	runtime.KeepAlive(ck)
+}
+
+// TestEverySegmentLeadsToOneNode opens {1: 'a', '1': 'b'} (two keys Python keeps apart,
+// whose pointer segments are both "1"): each value gets a pointer of its own that leads to
+// it, the second at "1 (2)", and both keys still read "1".
+func TestEverySegmentLeadsToOneNode(t *testing.T) {
+	// pickle.dumps({1: 'a', '1': 'b'}, protocol=2) without the memo opcodes
+	p := []byte("\x80\x02}(K\x01X\x01\x00\x00\x00aX\x01\x00\x00\x001X\x01\x00\x00\x00bu.")
+	ck, err := Open(bytes.NewReader(p), int64(len(p)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPointers(t, ck)
+	kids := ck.Root.Children
+	if len(kids) != 2 || kids[0].Str != "a" || kids[1].Str != "b" || kids[0].Key != "1" || kids[1].Key != "1" {
+		t.Fatalf("children %+v", kids)
+	}
+	if b, err := ck.Node("/1 (2)"); err != nil || b.Str != "b" {
+		t.Errorf("/1 (2): %v %+v", err, b)
+	}
 }

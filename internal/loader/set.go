@@ -188,7 +188,7 @@ func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) 
 	}
 	sort.Strings(fs)
 	ck.Format = "sharded " + strings.Join(fs, "+")
-	root := &Node{Kind: KindDict, Type: "sharded checkpoint", Path: ""}
+	root := &Node{Kind: KindDict, Type: "sharded checkpoint"}
 	used := map[*Node]bool{}
 	absent := 0
 	for _, kv := range idx.WeightMap {
@@ -206,7 +206,7 @@ func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) 
 			continue
 		}
 		used[n] = true
-		root.Children = append(root.Children, graft(n, name, EscapeSegment(name)))
+		root.Children = append(root.Children, graft(n, name, name))
 	}
 	if absent > 5 {
 		ck.Notes = append(ck.Notes, fmt.Sprintf("%d tensors of the index are not in the shard it names", absent))
@@ -224,7 +224,7 @@ func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) 
 			}
 			extra++
 			key := name + ":" + k.Key
-			root.Children = append(root.Children, graft(k, key, EscapeSegment(key)))
+			root.Children = append(root.Children, graft(k, key, key))
 		}
 	}
 	root.Len = int64(len(root.Children))
@@ -237,14 +237,14 @@ func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) 
 		ck.Notes = append(ck.Notes, fmt.Sprintf("%d tensor(s) are in a shard but not in the index; they are shown as shard:name (transformers loads every tensor of the shards it opens)", extra))
 	}
 	if len(idx.Metadata) > 0 {
-		md := &Node{Kind: KindDict, Type: "dict", Key: "__metadata__", Seg: "__metadata__", Path: "/__metadata__", Attr: true}
+		md := &Node{Kind: KindDict, Type: "dict", Key: "__metadata__", Seg: "__metadata__", Attr: true}
 		keys := make([]string, 0, len(idx.Metadata))
 		for k := range idx.Metadata {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			md.Children = append(md.Children, jsonNode(idx.Metadata[k], k, md.Path+"/"+EscapeSegment(k)))
+			md.Children = append(md.Children, jsonNode(idx.Metadata[k], k))
 		}
 		md.Len = int64(len(md.Children))
 		root.Children = append(root.Children, md)
@@ -256,7 +256,7 @@ func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) 
 // openFiles opens files uploaded together with no index: one entry per file.
 func openFiles(ck *Checkpoint, files []File, o Options) error {
 	ck.Format = "set"
-	root := &Node{Kind: KindDict, Type: "files", Path: ""}
+	root := &Node{Kind: KindDict, Type: "files"}
 	sorted := append([]File(nil), files...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	if done, err := openSideCars(ck, sorted, o); done || err != nil {
@@ -274,7 +274,7 @@ func openFiles(ck *Checkpoint, files []File, o Options) error {
 		ck.closers = append(ck.closers, sck)
 		seg := EscapeSegment(f.Name)
 		ck.absorb(sck, f.Name, "/"+seg)
-		root.Children = append(root.Children, graft(sck.Root, f.Name, seg))
+		root.Children = append(root.Children, graft(sck.Root, f.Name, f.Name))
 	}
 	root.Len = int64(len(root.Children))
 	ck.Root = root
@@ -343,14 +343,14 @@ func openSideCars(ck *Checkpoint, files []File, o Options) (bool, error) {
 					typ = k.Global
 				}
 			}
-			key, seg, path := w.Key, w.Seg, w.Path
+			key, seg, path, parent := w.Key, w.Seg, w.Path(), w.parent
 			*w = *side
-			w.Key, w.Seg = key, seg
+			w.Key, w.Seg, w.parent = key, seg, parent
 			w.Type = "numpy.ndarray"
 			if typ != "" && !strings.HasSuffix(typ, "NDArrayWrapper") {
 				w.Type = typ
 			}
-			graftAt(w, side.Path, path)
+			graftAt(w, side.Path(), path)
 		}
 		ck.Root = main.Root
 		ck.Format = "joblib"
@@ -363,10 +363,10 @@ func openSideCars(ck *Checkpoint, files []File, o Options) (bool, error) {
 	return false, nil
 }
 
-// graftAt rewrites the paths under n from old to new.
+// graftAt rewrites the paths that nodes under n hold (ref targets, storage users) from old
+// to new; the nodes' own paths follow from their parents once the tree is linked.
 func graftAt(n *Node, old, new string) {
 	Walk(n, func(m *Node) {
-		m.Path = new + strings.TrimPrefix(m.Path, old)
 		if m.Kind == KindRef && (m.Target == old || strings.HasPrefix(m.Target, old+"/") || old == "") {
 			m.Target = new + strings.TrimPrefix(m.Target, old)
 		}
@@ -411,10 +411,9 @@ func (ck *Checkpoint) absorb(sck *Checkpoint, file, prefix string) {
 // graft moves a member file's subtree under the set's root as key (seg), rewriting the
 // paths in it (and the refs and storage users that name them).
 func graft(n *Node, key, seg string) *Node {
-	old := n.Path
-	prefix := "/" + seg
+	old := n.Path()
+	prefix := "/" + EscapeSegment(seg)
 	Walk(n, func(m *Node) {
-		m.Path = prefix + strings.TrimPrefix(m.Path, old)
 		if m.Kind == KindRef && (m.Target == old || strings.HasPrefix(m.Target, old+"/")) {
 			m.Target = prefix + strings.TrimPrefix(m.Target, old)
 		}
@@ -432,8 +431,8 @@ func graft(n *Node, key, seg string) *Node {
 }
 
 // jsonNode is a node for a JSON value of an index's metadata.
-func jsonNode(v any, key, path string) *Node {
-	n := &Node{Key: key, Seg: key, Path: path}
+func jsonNode(v any, key string) *Node {
+	n := &Node{Key: key, Seg: key}
 	switch x := v.(type) {
 	case nil:
 		n.Kind, n.Type = KindNone, "NoneType"
@@ -457,6 +456,7 @@ func jsonNode(v any, key, path string) *Node {
 // reindex puts an assembled tree's findings in order, dangers first (its pointer
 // indexes are built as pointers are looked up).
 func (ck *Checkpoint) reindex() {
+	Link(ck.Root)
 	ck.keys = nil
 	sort.SliceStable(ck.Findings, func(i, j int) bool {
 		return ck.Findings[i].Severity == SeverityDanger && ck.Findings[j].Severity != SeverityDanger

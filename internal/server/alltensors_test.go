@@ -66,7 +66,7 @@ func TestEveryFixtureValue(t *testing.T) {
 			if n.Tensor == nil {
 				return
 			}
-			for _, u := range []string{statsURL(id, n.Path), downloadURL(id, n.Path, "npy"), downloadURL(id, n.Path, "raw"), downloadURL(id, n.Path, "json")} {
+			for _, u := range []string{statsURL(id, n.Path()), downloadURL(id, n.Path(), "npy"), downloadURL(id, n.Path(), "raw"), downloadURL(id, n.Path(), "json")} {
 				asked++
 				if r := do(s, http.MethodGet, u, nil); r.Code >= 500 {
 					t.Errorf("GET %s (%s) = %d %.200s", u, filepath.Base(p), r.Code, r.Body)

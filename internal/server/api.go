@@ -230,7 +230,7 @@ func (s *Server) handleAPINode(c echo.Context) error {
 }
 
 func child(n *loader.Node) childJSON {
-	return childJSON{Key: n.Key, Path: n.Path, Kind: n.Kind, Type: n.Type, Summary: views.Summary(n)}
+	return childJSON{Key: n.Key, Path: n.Path(), Kind: n.Kind, Type: n.Type, Summary: views.Summary(n)}
 }
 
 func tensorLayout(n *loader.Node) *tensorJSON {
@@ -249,7 +249,7 @@ func tensorLayout(n *loader.Node) *tensorJSON {
 	if st := t.Storage; st != nil {
 		shared := []string{}
 		for _, p := range st.Users {
-			if p != n.Path {
+			if p != n.Path() {
 				shared = append(shared, p)
 			}
 		}

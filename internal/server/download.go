@@ -88,7 +88,7 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	}
 	st, err := tensor.NewStream(v, tensor.StreamOptions{NPY: format == "npy", KeepBits: as == "raw"})
 	if err != nil {
-		return &valueError{path: t.Path, dtype: t.Tensor.DType, err: err}
+		return &valueError{path: t.Path(), dtype: t.Tensor.DType, err: err}
 	}
 	ext := ".npy"
 	if format == "raw" {
@@ -115,7 +115,7 @@ func (s *Server) serveSafetensors(c echo.Context, o *opened, n *loader.Node, poi
 		return t
 	})
 	if errors.Is(err, export.ErrNoTensors) {
-		return &notTensorError{msg: fmt.Sprintf("%s: %v", displayPath(n.Path), err)}
+		return &notTensorError{msg: fmt.Sprintf("%s: %v", displayPath(n.Path()), err)}
 	}
 	if err != nil {
 		return &notTensorError{msg: strings.TrimPrefix(err.Error(), "export: ")}
@@ -154,14 +154,14 @@ func (s *Server) serveJSON(c echo.Context, o *opened, n *loader.Node, limit int6
 		if errors.As(err, &lerr) {
 			return err
 		}
-		return fmt.Errorf("json download of %s: %w", displayPath(n.Path), err)
+		return fmt.Errorf("json download of %s: %w", displayPath(n.Path()), err)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
 	h := c.Response().Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Disposition", `attachment; filename="`+downloadName(o.meta.Name, n.Path, ".json")+`"`)
+	h.Set("Content-Disposition", `attachment; filename="`+downloadName(o.meta.Name, n.Path(), ".json")+`"`)
 	h.Set("ETag", tag)
 	http.ServeContent(c.Response(), c.Request(), "", time.Time{}, f)
 	return nil

@@ -123,13 +123,13 @@ func statsUnits(ck *loader.Checkpoint) []*statsUnit {
 			k.quant = *t.Quant
 		}
 		if t.Storage == nil || t.Layout != "" || (t.Quant != nil && strings.HasPrefix(t.Quant.Scheme, "per_channel")) {
-			k.path = n.Path // sparse and per-channel views depend on their children: their own
+			k.path = n.Path() // sparse and per-channel views depend on their children: their own
 		}
 		if u, ok := byView[k]; ok {
-			u.paths = append(u.paths, n.Path)
+			u.paths = append(u.paths, n.Path())
 			return
 		}
-		u := &statsUnit{paths: []string{n.Path}, nbytes: t.NBytes(), numel: t.Numel()}
+		u := &statsUnit{paths: []string{n.Path()}, nbytes: t.NBytes(), numel: t.Numel()}
 		byView[k] = u
 		units = append(units, u)
 	})

@@ -69,24 +69,25 @@ const fakeItems = 450
 func fakeTree() *loader.Checkpoint {
 	st := &loader.Storage{Key: "0", DType: "float32", Location: "cpu", Size: 24, Users: []string{"/weight", "/tied"}}
 	tensor := func(seg string) *loader.Node {
-		return &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: seg, Seg: seg, Path: "/" + seg,
+		return &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: seg, Seg: seg,
 			Tensor: &loader.Tensor{DType: "float32", Shape: []int64{2, 3}, Strides: []int64{3, 1}, Storage: st}}
 	}
-	items := &loader.Node{Kind: loader.KindList, Type: "list", Key: "items", Seg: "items", Path: "/items", Len: fakeItems}
+	items := &loader.Node{Kind: loader.KindList, Type: "list", Key: "items", Seg: "items", Len: fakeItems}
 	for i := range fakeItems {
 		s := strconv.Itoa(i)
-		items.Children = append(items.Children, &loader.Node{Kind: loader.KindInt, Type: "int", Int: s, Key: s, Seg: s, Path: "/items/" + s})
+		items.Children = append(items.Children, &loader.Node{Kind: loader.KindInt, Type: "int", Int: s, Key: s, Seg: s})
 	}
 	root := &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict", Children: []*loader.Node{
 		tensor("weight"),
 		tensor("tied"),
-		{Kind: loader.KindStr, Type: "str", Key: "a/b", Seg: "a/b", Path: "/a~1b", Str: "hello", Len: 5},
-		{Kind: loader.KindStr, Type: "str", Key: "sp ace?%", Seg: "sp ace?%", Path: "/sp ace?%", Str: "odd key", Len: 7},
+		{Kind: loader.KindStr, Type: "str", Key: "a/b", Seg: "a/b", Str: "hello", Len: 5},
+		{Kind: loader.KindStr, Type: "str", Key: "sp ace?%", Seg: "sp ace?%", Str: "odd key", Len: 7},
 		items,
-		{Kind: loader.KindObject, Type: "posix.system", Key: "cmd", Seg: "cmd", Path: "/cmd", Global: "posix.system", Danger: true},
-		{Kind: loader.KindRef, Key: "self", Seg: "self", Path: "/self", Target: "/weight"},
+		{Kind: loader.KindObject, Type: "posix.system", Key: "cmd", Seg: "cmd", Global: "posix.system", Danger: true},
+		{Kind: loader.KindRef, Key: "self", Seg: "self", Target: "/weight"},
 	}}
 	root.Len = int64(len(root.Children))
+	loader.Link(root)
 	return &loader.Checkpoint{
 		Format:       "fake",
 		Root:         root,

@@ -252,7 +252,7 @@ func resolve(ck *loader.Checkpoint, n *loader.Node) (*loader.Node, error) {
 		}
 		n = t
 	}
-	return nil, &notTensorError{msg: fmt.Sprintf("%s: too many refs in a row", displayPath(n.Path))}
+	return nil, &notTensorError{msg: fmt.Sprintf("%s: too many refs in a row", displayPath(n.Path()))}
 }
 
 // statsSource is the view a tensor node's statistics describe (export.ViewOfNode): its
@@ -264,10 +264,10 @@ func statsSource(n *loader.Node) (*tensor.View, error) {
 	}
 	v := export.ViewOfNode(n)
 	if v == nil {
-		return nil, &valueError{path: n.Path, dtype: n.Tensor.DType, err: errors.New("the file holds no readable data for it")}
+		return nil, &valueError{path: n.Path(), dtype: n.Tensor.DType, err: errors.New("the file holds no readable data for it")}
 	}
 	if err := v.Check(); err != nil {
-		return nil, &valueError{path: n.Path, dtype: n.Tensor.DType, err: err}
+		return nil, &valueError{path: n.Path(), dtype: n.Tensor.DType, err: err}
 	}
 	return v, nil
 }
@@ -281,14 +281,14 @@ func storedView(n *loader.Node) (*tensor.View, error) {
 	t := n.Tensor
 	if t.Layout != "" {
 		return nil, &notTensorError{msg: fmt.Sprintf("%s is a %s tensor: its indices and values are its children; download those, or the whole as JSON",
-			displayPath(n.Path), t.Layout)}
+			displayPath(n.Path()), t.Layout)}
 	}
 	v := export.ViewOf(t)
 	if v == nil {
-		return nil, &valueError{path: n.Path, dtype: t.DType, err: errors.New("the file holds no data for it")}
+		return nil, &valueError{path: n.Path(), dtype: t.DType, err: errors.New("the file holds no data for it")}
 	}
 	if err := v.Check(); err != nil {
-		return nil, &valueError{path: n.Path, dtype: t.DType, err: err}
+		return nil, &valueError{path: n.Path(), dtype: t.DType, err: err}
 	}
 	return v, nil
 }
@@ -297,13 +297,13 @@ func storedView(n *loader.Node) (*tensor.View, error) {
 func numeric(n *loader.Node) error {
 	t := n.Tensor
 	if t == nil {
-		return &notTensorError{msg: fmt.Sprintf("not a tensor: %s is a %s", displayPath(n.Path), n.Kind)}
+		return &notTensorError{msg: fmt.Sprintf("not a tensor: %s is a %s", displayPath(n.Path()), n.Kind)}
 	}
 	if t.Objects != nil {
-		return &notTensorError{msg: fmt.Sprintf("not a tensor of numbers: %s is a numpy object array; download it as JSON instead", displayPath(n.Path))}
+		return &notTensorError{msg: fmt.Sprintf("not a tensor of numbers: %s is a numpy object array; download it as JSON instead", displayPath(n.Path()))}
 	}
 	if tensor.ElementSize(t.DType) == 0 && t.Decoded == nil {
-		return &valueError{path: n.Path, dtype: t.DType, err: fmt.Errorf("%w: %s", tensor.ErrUnsupported, t.DType)}
+		return &valueError{path: n.Path(), dtype: t.DType, err: fmt.Errorf("%w: %s", tensor.ErrUnsupported, t.DType)}
 	}
 	return nil
 }
@@ -321,7 +321,7 @@ func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, pro
 	if _, err := statsSource(n); err != nil {
 		return nil, err
 	}
-	id, path := o.id, n.Path
+	id, path := o.id, n.Path()
 	// Tied tensors share one key (statsKey), so a request for each joins one computation.
 	return s.stats.compute(ctx, o.statsKey(path), func(ctx context.Context, p func(int64)) (*tensor.Stats, error) {
 		o, release, err := s.cache.get(ctx, id)

@@ -76,22 +76,22 @@ func dataTree() *loader.Checkpoint {
 			n *= shape[i]
 		}
 		st.Users = append(st.Users, path)
-		return &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: key, Seg: key, Path: path,
+		return &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: key, Seg: key,
 			Tensor: &loader.Tensor{DType: dtype, Shape: shape, Strides: strides, Storage: st}}
 	}
 	hostile := tn(hostileKey, "/"+loader.EscapeSegment(hostileKey), "float32", f32(1, -2, 3, 0, 0, 6), 2, 3)
 	sparse := &loader.Node{Kind: loader.KindObject, Type: "torch.Tensor", Global: "torch._utils._rebuild_sparse_tensor",
-		Key: "sparse", Seg: "sparse", Path: "/sparse"}
-	args := &loader.Node{Kind: loader.KindTuple, Type: "tuple", Key: "__args__", Seg: "__args__", Path: "/sparse/__args__"}
+		Key: "sparse", Seg: "sparse"}
+	args := &loader.Node{Kind: loader.KindTuple, Type: "tuple", Key: "__args__", Seg: "__args__"}
 	args.Children = []*loader.Node{
-		{Kind: loader.KindGlobal, Global: "torch.sparse_coo", Key: "0", Seg: "0", Path: "/sparse/__args__/0"},
+		{Kind: loader.KindGlobal, Global: "torch.sparse_coo", Key: "0", Seg: "0"},
 		tn("1", "/sparse/__args__/1", "int64", i64(0, 1, 2, 0, 1, 2), 2, 3),
 		tn("2", "/sparse/__args__/2", "float32", f32(0.5, -1.5, 2.5), 3),
 	}
 	sparse.Children = []*loader.Node{args}
 	// The loader now shows a sparse tensor as a tensor with a layout and no storage, whose
 	// children are its indices and values.
-	coo := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "coo", Seg: "coo", Path: "/coo",
+	coo := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "coo", Seg: "coo",
 		Tensor: &loader.Tensor{DType: "float32", Shape: []int64{3, 3}, Layout: "sparse_coo"}}
 	coo.Children = []*loader.Node{
 		tn("indices", "/coo/indices", "int64", i64(0, 1, 2, 0, 1, 2), 2, 3),
@@ -108,6 +108,7 @@ func dataTree() *loader.Checkpoint {
 	}
 	root := &loader.Node{Kind: loader.KindDict, Type: "dict", Children: []*loader.Node{hostile, sparse, coo, q}}
 	root.Len = int64(len(root.Children))
+	loader.Link(root)
 	return &loader.Checkpoint{Format: "fake", Root: root, Tensors: 6, Parameters: 26, BytesByDType: map[string]int64{"float32": 44}}
 }
 

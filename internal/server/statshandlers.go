@@ -76,11 +76,11 @@ func (s *Server) handleAPIStatsExport(c echo.Context) error {
 			return
 		}
 		t := n.Tensor
-		row := export.StatsRow{Path: n.Path}
+		row := export.StatsRow{Path: n.Path()}
 		if t != nil {
 			row.DType, row.Shape = t.DType, t.Shape
 		}
-		if u := unitOf[n.Path]; u != nil {
+		if u := unitOf[n.Path()]; u != nil {
 			st := s.unitCached(o.id, u)
 			if st == nil {
 				var err error
@@ -187,8 +187,8 @@ func (s *Server) handleStatsFragment(c echo.Context) error {
 func statsView(id string, n *loader.Node, st *tensor.Stats, q views.NodeQuery) *views.StatsView {
 	return views.NewStatsView(n.Tensor, st, views.StatsOptions{
 		Log:     q.Log,
-		PageURL: q.URL(id, n.Path),
-		JSONURL: views.StatsJSONURL(id, n.Path),
+		PageURL: q.URL(id, n.Path()),
+		JSONURL: views.StatsJSONURL(id, n.Path()),
 	})
 }
 
@@ -223,7 +223,7 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 		}
 		return nil
 	}
-	st := s.cachedStats(o, n.Path)
+	st := s.cachedStats(o, n.Path())
 	var err error
 	if st == nil && c.QueryParam("stats") == "compute" {
 		if st, err = s.tensorStats(c.Request().Context(), o, n, nil); err != nil {
@@ -233,10 +233,10 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 	if st != nil {
 		p.Stats = statsView(o.id, n, st, q)
 	} else {
-		p.StatsURL = views.StatsFragmentURL(o.id, n.Path, q.Log)
+		p.StatsURL = views.StatsFragmentURL(o.id, n.Path(), q.Log)
 		now := q
 		now.ComputeStats = true
-		p.StatsNowURL = now.URL(o.id, n.Path) + "#stats"
+		p.StatsNowURL = now.URL(o.id, n.Path()) + "#stats"
 	}
 
 	v, err := storedView(n)
@@ -261,7 +261,7 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 		page := func(sq views.SliceQuery) string {
 			q := q
 			q.Slice = &sq
-			return q.URL(o.id, n.Path) + "#slice"
+			return q.URL(o.id, n.Path()) + "#slice"
 		}
 		if tbl, err := views.NewSliceTable(vals, shape, *q.Slice, page); err != nil {
 			tv.SliceError = "The slice cannot be read: " + forPeople(err)

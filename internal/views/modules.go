@@ -160,7 +160,7 @@ func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleT
 		return nil
 	}
 	kids := entries(dict)
-	t := &ModuleTree{Path: dict.Path, URL: NodeURL(id, dict.Path), Entries: len(kids)}
+	t := &ModuleTree{Path: dict.Path(), URL: NodeURL(id, dict.Path()), Entries: len(kids)}
 	root := &Module{}
 	for _, k := range kids {
 		parts := strings.Split(k.Key, ".")

@@ -124,10 +124,10 @@ func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 		return p
 	}
 	p.Node = NewRow(meta.ID, ck, n)
-	p.Path = displayPointer(n.Path)
-	p.JSONURL = NodeJSONURL(meta.ID, n.Path)
+	p.Path = displayPointer(n.Path())
+	p.JSONURL = NodeJSONURL(meta.ID, n.Path())
 	p.Crumbs = crumbs(meta, ck, n)
-	if n.Path == "" {
+	if n.Path() == "" {
 		p.Node.Key = meta.Name
 	}
 	if n.DictKey != nil {
@@ -136,7 +136,7 @@ func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 	if ck != nil {
 		var mine []loader.Finding
 		for _, f := range ck.Findings {
-			if under(f.Path, n.Path) {
+			if under(f.Path, n.Path()) {
 				mine = append(mine, f)
 			}
 		}
@@ -174,19 +174,19 @@ func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 
 // downloads lists the formats node n can be saved as.
 func downloads(id string, n *loader.Node) []Download {
-	out := []Download{{Label: "JSON", URL: DownloadURL(id, n.Path, "json", false), TestID: "download-json",
+	out := []Download{{Label: "JSON", URL: DownloadURL(id, n.Path(), "json", false), TestID: "download-json",
 		Title: "this node and everything below it as lossless JSON (tensors inline up to 1,048,576 elements)"}}
 	t := n.Tensor
 	if hasTensor(n, 100_000) {
-		out = append(out, Download{Label: "safetensors", URL: DownloadURL(id, n.Path, "safetensors", false), TestID: "download-safetensors",
+		out = append(out, Download{Label: "safetensors", URL: DownloadURL(id, n.Path(), "safetensors", false), TestID: "download-safetensors",
 			Title: "the tensors here as one safetensors file: dtypes kept, tied weights once, named as in a state dict"})
 	}
 	if t != nil && t.Objects == nil && export.ViewOf(t) == nil && export.ItemViewOf(t) != nil {
 		// str, bytes, structured: no numbers, but numpy reads the items
 		return append(out,
-			Download{Label: ".npy", URL: DownloadURL(id, n.Path, "npy", false), TestID: "download-npy",
+			Download{Label: ".npy", URL: DownloadURL(id, n.Path(), "npy", false), TestID: "download-npy",
 				Title: "numpy.load reads it (dtype " + t.Descr + "), no pickle needed"},
-			Download{Label: "raw", URL: DownloadURL(id, n.Path, "raw", false), TestID: "download-raw",
+			Download{Label: "raw", URL: DownloadURL(id, n.Path(), "raw", false), TestID: "download-raw",
 				Title: "the items' bytes as they are stored, C order"})
 	}
 	if t == nil || t.Objects != nil || export.ViewOf(t) == nil {
@@ -202,16 +202,16 @@ func downloads(id string, n *loader.Node) []Download {
 		conv = ", dequantized to float32 as ggml does"
 	}
 	out = append(out,
-		Download{Label: ".npy", URL: DownloadURL(id, n.Path, "npy", false), TestID: "download-npy",
+		Download{Label: ".npy", URL: DownloadURL(id, n.Path(), "npy", false), TestID: "download-npy",
 			Title: "numpy.load reads it" + conv},
-		Download{Label: "raw", URL: DownloadURL(id, n.Path, "raw", false), TestID: "download-raw",
+		Download{Label: "raw", URL: DownloadURL(id, n.Path(), "raw", false), TestID: "download-raw",
 			Title: "little-endian C-order bytes" + conv + "; dtype and shape are in the file name"})
 	if conv == ", converted to float32" {
 		bits := "uint16"
 		if t.DType != "bfloat16" {
 			bits = "uint8"
 		}
-		out = append(out, Download{Label: ".npy (" + bits + " bits)", URL: DownloadURL(id, n.Path, "npy", true),
+		out = append(out, Download{Label: ".npy (" + bits + " bits)", URL: DownloadURL(id, n.Path(), "npy", true),
 			TestID: "download-npy-bits", Title: "the " + t.DType + " bit patterns as " + bits})
 	}
 	return out
@@ -262,11 +262,11 @@ func crumbs(meta FileMeta, ck *loader.Checkpoint, n *loader.Node) []Link {
 	if out[0].Label == "" {
 		out[0].Label = "checkpoint"
 	}
-	if n.Path == "" {
+	if n.Path() == "" {
 		out[0].URL = ""
 		return out
 	}
-	segs := strings.Split(strings.TrimPrefix(n.Path, "/"), "/")
+	segs := strings.Split(strings.TrimPrefix(n.Path(), "/"), "/")
 	prefix := ""
 	for i, seg := range segs {
 		prefix += "/" + seg
@@ -367,7 +367,7 @@ func fieldRows(id string, n *loader.Node) []FieldRow {
 		}
 		for _, k := range n.Children {
 			if k.Seg == f.Name && k.Tensor != nil && k.Tensor.Column {
-				r.URL = NodeURL(id, k.Path)
+				r.URL = NodeURL(id, k.Path())
 			}
 		}
 		out = append(out, r)

@@ -147,7 +147,7 @@ func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 	if n == nil {
 		return c
 	}
-	c.Path = n.Path
+	c.Path = n.Path()
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
@@ -168,8 +168,8 @@ func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 	}
 	c.Remaining = total - end
 	if c.Remaining > 0 {
-		c.MoreURL = ChildrenURL(meta.ID, n.Path, end)
-		c.MorePageURL = withOffset(NodeURL(meta.ID, n.Path), end)
+		c.MoreURL = ChildrenURL(meta.ID, n.Path(), end)
+		c.MorePageURL = withOffset(NodeURL(meta.ID, n.Path()), end)
 	}
 	return c
 }
@@ -178,8 +178,8 @@ func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 func NewRow(id string, ck *loader.Checkpoint, n *loader.Node) Row {
 	r := Row{
 		Key:      n.Key,
-		Path:     n.Path,
-		URL:      NodeURL(id, n.Path),
+		Path:     n.Path(),
+		URL:      NodeURL(id, n.Path()),
 		Kind:     string(n.Kind),
 		Type:     ShortType(n.Type),
 		FullType: n.Type,
@@ -196,7 +196,7 @@ func NewRow(id string, ck *loader.Checkpoint, n *loader.Node) Row {
 	if isContainer(n) {
 		r.Count = n.NumItems()
 		if r.Count > 0 {
-			r.ChildrenURL = ChildrenURL(id, n.Path, 0)
+			r.ChildrenURL = ChildrenURL(id, n.Path(), 0)
 			r.KidsKeyWidth = keyWidth(childrenOf(n))
 		}
 	}
@@ -237,7 +237,7 @@ func sharedWith(id string, n *loader.Node, max int) ([]Link, int) {
 	var links []Link
 	more := 0
 	for _, p := range n.Tensor.Storage.Users {
-		if p == n.Path {
+		if p == n.Path() {
 			continue
 		}
 		if max >= 0 && len(links) >= max {

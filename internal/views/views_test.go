@@ -37,12 +37,12 @@ func list(key string, kids ...*loader.Node) *loader.Node {
 	return &loader.Node{Kind: loader.KindList, Type: "list", Key: key, Seg: key, Children: kids}
 }
 
-// checkpoint sets every node's Path from its Seg and the storages' users, as the loader does.
+// checkpoint links the tree (so every node's Path is made from its Seg) and sets the storages' users, as the loader does.
 func checkpoint(root *loader.Node) *loader.Checkpoint {
+	loader.Link(root)
 	ck := &loader.Checkpoint{Format: "torch-zip", Root: root, BytesByDType: map[string]int64{}}
 	var set func(n *loader.Node, path string)
 	set = func(n *loader.Node, path string) {
-		n.Path = path
 		if t := n.Tensor; t != nil && t.Storage != nil && n.Kind != loader.KindRef {
 			ck.Tensors++
 			ck.Parameters += t.Numel()
@@ -348,7 +348,7 @@ func TestFindStateDict(t *testing.T) {
 			got := FindStateDict(tc.root)
 			switch {
 			case tc.want == "-" && got != nil:
-				t.Errorf("FindStateDict = %q, want none", got.Path)
+				t.Errorf("FindStateDict = %q, want none", got.Path())
 			case tc.want != "-" && got == nil:
 				t.Errorf("FindStateDict = nil, want %q", tc.want)
 			case got != nil && got.Key != tc.want:

@@ -116,7 +116,7 @@ func TestNodePageStatsAndValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	tbl, err := views.NewSliceTable(vals, shape, views.SliceQuery{Lead: []int64{2}}, func(q views.SliceQuery) string {
-		return views.NodeQuery{Slice: &q}.URL(meta.ID, n.Path) + "#slice"
+		return views.NodeQuery{Slice: &q}.URL(meta.ID, n.Path()) + "#slice"
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func TestNodePageStatsAndValues(t *testing.T) {
 	if form.AttrOr("method", "") != "get" || form.Find(`input[name="d0"]`).AttrOr("value", "") != "2" || form.Find(`input[name="d0"]`).AttrOr("max", "") != "2" {
 		t.Errorf("slice form: method %q, d0 %q max %q", form.AttrOr("method", ""), form.Find(`input[name="d0"]`).AttrOr("value", ""), form.Find(`input[name="d0"]`).AttrOr("max", ""))
 	}
-	if got := testid(doc, "slice-next-rows").AttrOr("href", ""); got != views.NodeURL(meta.ID, n.Path)+"?d0=2&row=32#slice" {
+	if got := testid(doc, "slice-next-rows").AttrOr("href", ""); got != views.NodeURL(meta.ID, n.Path())+"?d0=2&row=32#slice" {
 		t.Errorf("next rows link = %q", got)
 	}
 
@@ -217,11 +217,12 @@ func TestSparklinesInTree(t *testing.T) {
 
 // A sparse tensor's page names its layout and stored values, not strides or a storage.
 func TestNodePageSparse(t *testing.T) {
-	vals := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "values", Seg: "values", Path: "/s/values",
+	vals := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "values", Seg: "values",
 		Tensor: &loader.Tensor{DType: "float32", Shape: []int64{4}, Strides: []int64{1}}}
-	n := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "s", Seg: "s", Path: "/s",
+	n := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "s", Seg: "s",
 		Tensor: &loader.Tensor{DType: "float32", Shape: []int64{3, 4}, Layout: "sparse_coo"}, Children: []*loader.Node{vals}}
 	ck := &loader.Checkpoint{Root: &loader.Node{Kind: loader.KindDict, Children: []*loader.Node{n}}}
+	loader.Link(ck.Root)
 	doc, _ := render(t, NodePage(views.NewNodePage(views.FileMeta{ID: "x", Name: "m.pt"}, ck, n, 0, 0)))
 	checkCSP(t, doc)
 	if testid(doc, "tensor-layout").Text() != "sparse_coo" || testid(doc, "tensor-nnz").Text() != "4" || testid(doc, "tensor-strides").Length() != 0 {

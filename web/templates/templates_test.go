@@ -68,10 +68,10 @@ func tensor(key, dtype string, shape ...int64) *loader.Node {
 
 // build sets paths, storage users and totals the way the loader does.
 func build(root *loader.Node) *loader.Checkpoint {
+	loader.Link(root)
 	ck := &loader.Checkpoint{Format: "torch-zip", Root: root, BytesByDType: map[string]int64{}}
 	var set func(n *loader.Node, path string)
 	set = func(n *loader.Node, path string) {
-		n.Path = path
 		if t := n.Tensor; t != nil && t.Storage != nil {
 			ck.Tensors++
 			ck.Parameters += t.Numel()
