@@ -129,6 +129,8 @@ func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 	p.Crumbs = crumbs(meta, ck, n)
 	if n.Path() == "" {
 		p.Node.Key = meta.Name
+	} else {
+		p.Node.Key = crumbLabel(p.Node.Key) // a '' key is not a blank heading
 	}
 	if n.DictKey != nil {
 		p.DictKey = Summary(n.DictKey)
@@ -280,12 +282,21 @@ func crumbs(meta FileMeta, ck *loader.Checkpoint, n *loader.Node) []Link {
 			if n.Key != "" {
 				label = n.Key
 			}
-			out = append(out, Link{Label: label})
+			out = append(out, Link{Label: crumbLabel(label)})
 			break
 		}
-		out = append(out, Link{Label: label, URL: NodeURL(meta.ID, prefix)})
+		out = append(out, Link{Label: crumbLabel(label), URL: NodeURL(meta.ID, prefix)})
 	}
 	return out
+}
+
+// crumbLabel is a breadcrumb's text: an empty key (a dict's '' entry) is shown as Python
+// writes it, so that the crumb, the heading and the title are not blank.
+func crumbLabel(key string) string {
+	if key == "" {
+		return "''"
+	}
+	return key
 }
 
 // NewTensorMeta describes a tensor's layout and storage.

@@ -568,3 +568,19 @@ func TestFindingsTitle(t *testing.T) {
 		t.Errorf("Plural(2, entry) = %q", got)
 	}
 }
+
+// TestEmptyKeyNodePage checks the page of a dict entry whose key is the empty string (an
+// OrderedDict's _metadata holds one): its heading and last crumb read '' as Python writes it.
+func TestEmptyKeyNodePage(t *testing.T) {
+	empty := &loader.Node{Kind: loader.KindDict, Type: "dict", Key: "", Seg: ""}
+	md := &loader.Node{Kind: loader.KindDict, Type: "dict", Key: "_metadata", Seg: "_metadata", Children: []*loader.Node{empty}}
+	ck := checkpoint(&loader.Node{Kind: loader.KindDict, Type: "dict", Children: []*loader.Node{md}})
+	n, err := ck.Node("/_metadata/")
+	if err != nil || n != empty {
+		t.Fatalf("/_metadata/: %v", err)
+	}
+	p := NewNodePage(FileMeta{ID: "id", Name: "m.pt"}, ck, n, 0, 10)
+	if p.Node.Key != "''" || p.Crumbs[len(p.Crumbs)-1].Label != "''" || p.Path != "/_metadata/" {
+		t.Errorf("heading %q, last crumb %q, path %q", p.Node.Key, p.Crumbs[len(p.Crumbs)-1].Label, p.Path)
+	}
+}
