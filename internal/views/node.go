@@ -290,7 +290,7 @@ func crumbs(meta FileMeta, ck *loader.Checkpoint, n *loader.Node) []Link {
 	return out
 }
 
-// crumbLabel is a breadcrumb's text: an empty key (a dict's '' entry) is shown as Python
+// crumbLabel is a breadcrumb's text: an empty key (a dict's ” entry) is shown as Python
 // writes it, so that the crumb, the heading and the title are not blank.
 func crumbLabel(key string) string {
 	if key == "" {
