@@ -290,8 +290,8 @@ func crumbs(meta FileMeta, ck *loader.Checkpoint, n *loader.Node) []Link {
 	return out
 }
 
-// crumbLabel is a breadcrumb's text: an empty key (a dict's ” entry) is shown as Python
-// writes it, so that the crumb, the heading and the title are not blank.
+// crumbLabel is a breadcrumb's text: an empty key (a dict entry keyed by the empty str) is
+// shown as Python writes it, a pair of quotes, so that the crumb and heading are not blank.
 func crumbLabel(key string) string {
 	if key == "" {
 		return "''"

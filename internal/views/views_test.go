@@ -570,7 +570,7 @@ func TestFindingsTitle(t *testing.T) {
 }
 
 // TestEmptyKeyNodePage checks the page of a dict entry whose key is the empty string (an
-// OrderedDict's _metadata holds one): its heading and last crumb read ” as Python writes it.
+// OrderedDict's _metadata holds one): its heading and last crumb read as a pair of quotes.
 func TestEmptyKeyNodePage(t *testing.T) {
 	empty := &loader.Node{Kind: loader.KindDict, Type: "dict", Key: "", Seg: ""}
 	md := &loader.Node{Kind: loader.KindDict, Type: "dict", Key: "_metadata", Seg: "_metadata", Children: []*loader.Node{empty}}
