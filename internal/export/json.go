@@ -132,24 +132,9 @@ func (e *encoder) node(n *loader.Node) error {
 		}
 		e.w.WriteString(`{"` + tag + `":"` + base64.StdEncoding.EncodeToString(b) + `"}`)
 	case loader.KindList:
-		if n.IsLazy() { // a large list read from the file in pages
-			e.w.WriteByte('[')
-			for from := 0; from < n.NumItems(); from += 4096 {
-				for i, k := range n.Items(from, from+4096) {
-					if from+i > 0 {
-						e.w.WriteByte(',')
-					}
-					if err := e.node(k); err != nil {
-						return err
-					}
-				}
-			}
-			e.w.WriteByte(']')
-			return nil
-		}
-		return e.list(n.Children)
+		return e.items(n)
 	case loader.KindTuple, loader.KindSet, loader.KindFrozenSet:
-		return e.tagged("$"+string(n.Kind), func() error { return e.list(n.Children) })
+		return e.tagged("$"+string(n.Kind), func() error { return e.items(n) })
 	case loader.KindDict:
 		return e.dict(n)
 	case loader.KindObject:
@@ -225,7 +210,49 @@ func (e *encoder) list(kids []*loader.Node) error {
 	return nil
 }
 
+// eachItem calls f with each of n's children in order, made a page at a time when they are
+// made on demand (a large list read from the file, plain data kept as values), so that an
+// export holds one page of them at a time.
+func eachItem(n *loader.Node, f func(i int, k *loader.Node) error) error {
+	if !n.IsLazy() {
+		for i, k := range n.Children {
+			if err := f(i, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	const page = 4096
+	for from := 0; from < n.NumItems(); from += page {
+		for i, k := range n.Items(from, from+page) {
+			if err := f(from+i, k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// items writes n's children as a JSON array.
+func (e *encoder) items(n *loader.Node) error {
+	e.w.WriteByte('[')
+	err := eachItem(n, func(i int, k *loader.Node) error {
+		if i > 0 {
+			e.w.WriteByte(',')
+		}
+		return e.node(k)
+	})
+	if err != nil {
+		return err
+	}
+	e.w.WriteByte(']')
+	return nil
+}
+
 func (e *encoder) dict(n *loader.Node) error {
+	if n.IsLazy() {
+		return e.lazyDict(n)
+	}
 	plain := true
 	for _, k := range n.Children {
 		if k.Attr {
@@ -274,6 +301,53 @@ func (e *encoder) dict(n *loader.Node) error {
 		}
 	}
 	e.w.WriteByte('}')
+	return nil
+}
+
+// lazyDict writes a dict whose entries are made on demand: str keys only (plain data kept
+// as values), so a JSON object unless a key starts with "$" (then the tagged form).
+func (e *encoder) lazyDict(n *loader.Node) error {
+	plain := true
+	_ = eachItem(n, func(_ int, k *loader.Node) error {
+		if strings.HasPrefix(k.Seg, "$") {
+			plain = false
+		}
+		return nil
+	})
+	if plain {
+		e.w.WriteByte('{')
+	} else {
+		e.w.WriteString(`{"$dict":[`)
+	}
+	err := eachItem(n, func(i int, k *loader.Node) error {
+		if i > 0 {
+			e.w.WriteByte(',')
+		}
+		if !plain {
+			e.w.WriteByte('[')
+		}
+		e.str(k.Seg)
+		if plain {
+			e.w.WriteByte(':')
+		} else {
+			e.w.WriteByte(',')
+		}
+		if err := e.node(k); err != nil {
+			return err
+		}
+		if !plain {
+			e.w.WriteByte(']')
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if plain {
+		e.w.WriteByte('}')
+	} else {
+		e.w.WriteString("]}")
+	}
 	return nil
 }
 

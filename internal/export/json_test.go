@@ -278,3 +278,57 @@ func sameJSON(got, want any) bool {
 	}
 	return true
 }
+
+// TestJSONOfPlainData writes dicts and lists of plain values, which the loader keeps as
+// values and makes into nodes on demand, and compares them with the JSON Python's
+// json.dumps writes for the same objects ({"k0": 0, ...} and [0.5, ...]), and the tagged
+// form for a dict whose keys start with "$".
+func TestJSONOfPlainData(t *testing.T) {
+	str := func(s string) []byte { return append([]byte{'X', byte(len(s)), 0, 0, 0}, s...) }
+	var p bytes.Buffer
+	// {"plain": {"k0": 0, ..., "k39": 39}, "dollars": {"$a0": None, ..., "$a39": None}, "list": [0, 1, ..., 39]}
+	p.WriteString("\x80\x02}(")
+	p.Write(str("plain"))
+	p.WriteString("}(")
+	want := `{"plain":{`
+	for i := range 40 {
+		p.Write(str("k" + strconv.Itoa(i)))
+		p.Write([]byte{'K', byte(i)})
+		want += fmt.Sprintf(`%s"k%d":%d`, map[bool]string{true: ",", false: ""}[i > 0], i, i)
+	}
+	p.WriteString("u")
+	want += `},"dollars":{"$dict":[`
+	p.Write(str("dollars"))
+	p.WriteString("}(")
+	for i := range 40 {
+		p.Write(str("$a" + strconv.Itoa(i)))
+		p.WriteString("N")
+		want += fmt.Sprintf(`%s["$a%d",null]`, map[bool]string{true: ",", false: ""}[i > 0], i)
+	}
+	p.WriteString("u")
+	want += `]},"list":[`
+	p.Write(str("list"))
+	p.WriteString("](")
+	for i := range 40 {
+		p.Write([]byte{'K', byte(i)})
+		want += fmt.Sprintf(`%s%d`, map[bool]string{true: ",", false: ""}[i > 0], i)
+	}
+	p.WriteString("eu.")
+	want += `]}`
+	ck, err := loader.Open(bytes.NewReader(p.Bytes()), int64(p.Len()), loader.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range ck.Root.Children {
+		if !k.IsLazy() {
+			t.Errorf("%s is made node by node: the test does not reach plain data kept as values", k.Key)
+		}
+	}
+	var buf bytes.Buffer
+	if err := (JSON{}).Write(context.Background(), &buf, ck.Root); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(buf.String()); got != want {
+		t.Errorf("JSON\n got  %s\n want %s", got, want)
+	}
+}

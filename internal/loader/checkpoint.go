@@ -81,6 +81,9 @@ type Checkpoint struct {
 	// files torch.load does not read (a plain pickle, joblib, numpy, safetensors, GGUF).
 	WeightsOnly *WeightsOnly
 
+	// Values counts the values of the tree as -max-nodes counts them, those of plain data
+	// kept as values (made into nodes when they are looked at) included.
+	Values       int
 	Tensors      int   // tensor and array nodes (refs not counted)
 	Parameters   int64 // total elements of those tensors
 	BytesByDType map[string]int64
@@ -244,6 +247,12 @@ const keyIndexMin = 64
 // child is n's child at segment seg, or nil.
 func (c *Checkpoint) child(n *Node, seg string) *Node {
 	if n.lazy != nil {
+		if p, ok := n.lazy.(*pureItems); ok && p.keyed() {
+			if i, ok := p.lookup(seg); ok {
+				return n.Items(i, i+1)[0]
+			}
+			return nil
+		}
 		if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < n.lazy.Len() && strconv.Itoa(i) == seg {
 			return n.Items(i, i+1)[0]
 		}
@@ -323,6 +332,10 @@ type Options struct {
 	// Scratch makes the temporary file a decompressed stream is written to; it should be
 	// unlinked already, so that closing it frees it. nil means an unlinked os.CreateTemp.
 	Scratch func() (*os.File, error)
+
+	// nodesOnly makes every value a node, plain data included (pure.go): the reference the
+	// tests hold the values-kept trees to.
+	nodesOnly bool
 }
 
 // ServerOptions are the limits a shared server opens files with, and the command line

@@ -24,6 +24,10 @@ type converter struct {
 	ck      *Checkpoint
 	counted map[tensorKey]bool
 	err     error
+	// plain subtrees kept as values (pure.go)
+	pureMemo  map[any]*pureInfo
+	judged    int
+	lazyRoots []lazyRoot
 	// slab is where nodes are allocated, many at a time: one allocation (and one object for
 	// the collector) per nodeSlab nodes instead of one per value.
 	slab []Node
@@ -44,6 +48,35 @@ func (c *converter) text(x string) (string, int64) {
 		c.lastText, c.lastValid, c.lastLen = x, v, l
 	}
 	return v, l
+}
+
+// keepPlain keeps container v of node n as values when its subtree is plain data (pure.go),
+// counting its values against the limits; it says whether it did.
+func (c *converter) keepPlain(n *Node, v any, depth int) bool {
+	if c.o.nodesOnly {
+		return false
+	}
+	info := c.pure(v)
+	if !info.ok || info.size < pureMin || depth+info.depth > c.o.MaxDepth {
+		return false
+	}
+	c.nodes += info.size - 1
+	if c.nodes > c.o.MaxNodes {
+		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %d values, this server's limit (-max-nodes)", c.o.MaxNodes), Offset: -1}
+		return true
+	}
+	p := &pureItems{bytes: info.bytes}
+	switch x := v.(type) {
+	case *types.List:
+		p.list = *x
+	case *types.Tuple:
+		p.list = *x
+	case *types.Dict:
+		p.dict = *x
+	}
+	n.lazy, n.Len = p, int64(p.Len())
+	c.markLazy(v, n)
+	return true
 }
 
 // nodeSlab is how many nodes the converter allocates at once.
@@ -103,6 +136,11 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		if first, ok := c.seen[id]; ok {
 			return &Node{Kind: KindRef, Type: "ref", parent: parent, Seg: seg, Target: first.Path()}
 		}
+		if m := c.pureMemo[id]; m != nil && m.inLazy {
+			if target, ok := c.lazyPath(id); ok { // first met in a subtree kept as values
+				return &Node{Kind: KindRef, Type: "ref", parent: parent, Seg: seg, Target: target}
+			}
+		}
 	}
 	n := c.newNode()
 	n.parent, n.Seg = parent, seg
@@ -156,10 +194,14 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		}
 	case *types.List:
 		n.Kind, n.Type = KindList, "list"
-		c.items(n, *x, depth)
+		if !c.keepPlain(n, x, depth) {
+			c.items(n, *x, depth)
+		}
 	case *types.Tuple:
 		n.Kind, n.Type = KindTuple, "tuple"
-		c.items(n, *x, depth)
+		if !c.keepPlain(n, x, depth) {
+			c.items(n, *x, depth)
+		}
 	case *pySet:
 		n.Kind, n.Type = KindSet, "set"
 		if x.frozen {
@@ -174,7 +216,9 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		c.items(n, sortedByRepr(iterItems(x)), depth)
 	case *types.Dict:
 		n.Kind, n.Type = KindDict, "dict"
-		c.entries(n, *x, depth)
+		if !c.keepPlain(n, x, depth) {
+			c.entries(n, *x, depth)
+		}
 	case *pyDict:
 		n.Kind, n.Type = KindDict, x.typeName
 		if n.Type == "builtins.dict" {

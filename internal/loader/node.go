@@ -188,7 +188,11 @@ func (n *Node) Items(from, to int) []*Node {
 			if err != nil {
 				k = &Node{Kind: KindStr, Type: "error", Str: err.Error()}
 			}
-			k.Key, k.Seg = s, s
+			key := s
+			if p, ok := n.lazy.(*pureItems); ok && p.keyed() {
+				key = p.dict[i].Key.(string)
+			}
+			k.Key, k.Seg = key, key
 			Link(k)
 			k.parent = n
 			out = append(out, k)
@@ -200,8 +204,19 @@ func (n *Node) Items(from, to int) []*Node {
 	return n.Children[from:to]
 }
 
-// IsLazy says whether n's items are read on demand (then Walk does not visit them).
+// IsLazy says whether n's items are made on demand (then Walk does not visit them): a
+// large list read from the file, or plain data kept as values (none of them is a tensor,
+// a global or a ref).
 func (n *Node) IsLazy() bool { return n.lazy != nil }
+
+// LazyBytes is the memory that n's items made on demand hold until then (0 when they are
+// read from the file).
+func (n *Node) LazyBytes() int64 {
+	if p, ok := n.lazy.(*pureItems); ok {
+		return p.memBytes()
+	}
+	return 0
+}
 
 // Tensor is a strided view on a Storage: the metadata of a torch.Tensor or numpy.ndarray.
 // Its values are never read by the loader.

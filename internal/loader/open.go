@@ -343,6 +343,7 @@ func (op *opener) trailing(src io.ReaderAt, size, pos int64) {
 func (op *opener) build(v any) error {
 	c := newConverter(op.o, op.ck)
 	op.ck.Root = c.node(v, nil, "", 0)
+	op.ck.Values += c.nodes
 	if c.err != nil {
 		return c.err
 	}

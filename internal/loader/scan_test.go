@@ -404,7 +404,7 @@ func TestMemoizedValueStoredOnce(t *testing.T) {
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	if kids := ck.Root.Children; len(kids) != 200 || kids[199].Str != kids[0].Str || kids[0].Len != 4<<20 {
+	if kids := ck.Root.Items(0, ck.Root.NumItems()); len(kids) != 200 || kids[199].Str != kids[0].Str || kids[0].Len != 4<<20 {
 		t.Fatalf("%d items, the last one %d characters", len(kids), kids[len(kids)-1].Len)
 	}
 	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > 32<<20 {

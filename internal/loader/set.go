@@ -394,6 +394,7 @@ func (ck *Checkpoint) absorb(sck *Checkpoint, file, prefix string) {
 		ck.Notes = append(ck.Notes, file+": "+n)
 	}
 	ck.Tensors += sck.Tensors
+	ck.Values += sck.Values
 	ck.Parameters = addSat(ck.Parameters, sck.Parameters)
 	for k, v := range sck.BytesByDType {
 		ck.BytesByDType[k] = addSat(ck.BytesByDType[k], v)
