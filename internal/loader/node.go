@@ -11,6 +11,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/ckptview/ckptview/internal/tensor"
 )
 
 // Kind is what a Node is, in Python's terms. The set is fixed by the JSON contract.
@@ -322,31 +324,9 @@ type Storage struct {
 // Section returns a reader over the storage's bytes.
 func (s *Storage) Section() *io.SectionReader { return io.NewSectionReader(s.Data, s.Offset, s.Size) }
 
-// DTypeSize is the size in bytes of one element of the named dtype, or 0 if unknown.
-func DTypeSize(dtype string) int {
-	switch dtype {
-	case "bool", "int8", "uint8", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "qint8", "quint8", "quint4x2", "quint2x4":
-		return 1
-	case "int16", "uint16", "float16", "bfloat16":
-		return 2
-	case "int32", "uint32", "float32", "qint32", "complex32":
-		return 4
-	case "int64", "uint64", "float64", "complex64":
-		return 8
-	case "complex128":
-		return 16
-	}
-	if strings.HasPrefix(dtype, "bytes") || strings.HasPrefix(dtype, "str") || strings.HasPrefix(dtype, "void") {
-		// numpy names fixed-size types by their size in bits: bytes40, str160, void128
-		i := strings.IndexAny(dtype, "0123456789")
-		if i > 0 {
-			if n, err := strconv.Atoi(dtype[i:]); err == nil {
-				return n / 8
-			}
-		}
-	}
-	return 0
-}
+// DTypeSize is the size in bytes of one element of the named dtype in its storage, or 0 if
+// unknown: the tensor package's one dtype table.
+func DTypeSize(dtype string) int { return tensor.StorageSize(dtype) }
 
 // EscapeSegment escapes a key for use in a JSON Pointer (RFC 6901).
 func EscapeSegment(s string) string {

@@ -6,22 +6,52 @@ package tensor
 import (
 	"encoding/binary"
 	"math"
+	"strconv"
+	"strings"
 )
+
+// dtypes is the one table of element types: the bytes an element takes in a storage, and
+// whether this package decodes its values as numbers. The loader's sizes (bytes per dtype,
+// totals) and the statistics both read it, so they cannot disagree.
+var dtypes = map[string]struct {
+	size    int
+	numeric bool
+}{
+	"bool": {1, true}, "int8": {1, true}, "uint8": {1, true},
+	"float8_e4m3fn": {1, true}, "float8_e5m2": {1, true}, "float8_e4m3fnuz": {1, true}, "float8_e5m2fnuz": {1, true},
+	"qint8": {1, true}, "quint8": {1, true},
+	// torch's packed quantized types: a byte per element in torch's element_size(), values
+	// this package does not decode
+	"quint4x2": {1, false}, "quint2x4": {1, false},
+	"int16": {2, true}, "uint16": {2, true}, "float16": {2, true}, "bfloat16": {2, true},
+	"int32": {4, true}, "uint32": {4, true}, "float32": {4, true}, "qint32": {4, true},
+	"complex32": {4, false}, // torch.chalf: two float16, not decoded
+	"int64": {8, true}, "uint64": {8, true}, "float64": {8, true}, "complex64": {8, true},
+	"complex128": {16, true},
+}
+
+// StorageSize is the size in bytes of one element of dtype in a storage, or 0 if unknown:
+// the numeric types, and numpy's fixed-size bytesN, strN and voidN (named by their size in
+// bits).
+func StorageSize(dtype string) int {
+	if d, ok := dtypes[dtype]; ok {
+		return d.size
+	}
+	for _, family := range []string{"bytes", "str", "void"} {
+		if bits, ok := strings.CutPrefix(dtype, family); ok {
+			if n, err := strconv.Atoi(bits); err == nil && n > 0 && n%8 == 0 {
+				return n / 8
+			}
+		}
+	}
+	return 0
+}
 
 // ElementSize is the size in bytes of one element of dtype, or 0 if it is not a numeric
 // dtype this package decodes.
 func ElementSize(dtype string) int {
-	switch dtype {
-	case "bool", "int8", "uint8", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "qint8", "quint8":
-		return 1
-	case "int16", "uint16", "float16", "bfloat16":
-		return 2
-	case "int32", "uint32", "float32", "qint32":
-		return 4
-	case "int64", "uint64", "float64", "complex64":
-		return 8
-	case "complex128":
-		return 16
+	if d, ok := dtypes[dtype]; ok && d.numeric {
+		return d.size
 	}
 	return 0
 }
