@@ -26,7 +26,7 @@ var dtypes = map[string]struct {
 	"int16": {2, true}, "uint16": {2, true}, "float16": {2, true}, "bfloat16": {2, true},
 	"int32": {4, true}, "uint32": {4, true}, "float32": {4, true}, "qint32": {4, true},
 	"complex32": {4, false}, // torch.chalf: two float16, not decoded
-	"int64": {8, true}, "uint64": {8, true}, "float64": {8, true}, "complex64": {8, true},
+	"int64":     {8, true}, "uint64": {8, true}, "float64": {8, true}, "complex64": {8, true},
 	"complex128": {16, true},
 }
 
