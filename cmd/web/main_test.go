@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/server"
@@ -107,7 +108,7 @@ func TestServerConfig(t *testing.T) {
 		StallTimeout: 15 * time.Second, ShutdownTimeout: 16 * time.Second,
 		StatsTimeout: 19 * time.Second, StatsJobIdle: 20 * time.Second,
 	}
-	if diff := cmp.Diff(want, o.serverConfig()); diff != "" {
+	if diff := cmp.Diff(want, o.serverConfig(), cmpopts.IgnoreUnexported(loader.Options{})); diff != "" {
 		t.Errorf("serverConfig (-want +got):\n%s", diff)
 	}
 }

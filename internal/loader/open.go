@@ -187,6 +187,10 @@ func (op *opener) scanMode(src io.ReaderAt, start, end int64, where string, mode
 		nonce: op.nonce, ops: &op.ops, lazyMin: 4096, mode: mode, wo: op.wo, depth: op.nestDepth}
 	s.r.pyFrames = mode != modePickle
 	v, err := s.run()
+	// The symbolic values (one per value of the pickle) are not needed past the scan: let
+	// them go before the unpickler makes the real ones. What callers read of the scanner
+	// is its rewritten pickle, position, notes and flags.
+	s.stack, s.meta, s.memo, s.slab, s.overrides, s.refFinds = nil, nil, memoTable{}, nil, nil, nil
 	if err != nil {
 		var se *scanError
 		if errors.As(err, &se) {
