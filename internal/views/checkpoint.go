@@ -159,6 +159,18 @@ type FindingRow struct {
 	// Where names the pickle in the file, with Offset the opcode's byte offset.
 	Where  string
 	Offset int64
+	// Callable and Args are the call the finding is about, from the loader's data (not
+	// from Detail's words): each argument's kind and Python repr; MoreArgs counts those
+	// past the ones kept.
+	Callable string
+	Args     []CallArgView
+	MoreArgs int
+}
+
+// CallArgView is one argument of a call a pickle makes.
+type CallArgView struct {
+	// Kind is the argument's kind: str, bytes, int, tuple, global, call...
+	Kind, Repr string
 }
 
 // WeightsOnlyView says what torch.load(weights_only=True) (torch 2.6's rules) would do.
@@ -387,6 +399,12 @@ func findingRow(id string, f loader.Finding) FindingRow {
 	}
 	if id != "" && f.Path != "" {
 		r.URL = NodeURL(id, f.Path)
+	}
+	if c := f.Call; c != nil {
+		r.Callable, r.MoreArgs = c.Callable, c.More
+		for _, a := range c.Args {
+			r.Args = append(r.Args, CallArgView{Kind: a.Kind, Repr: a.Repr})
+		}
 	}
 	// The loader writes "calls posix.system('ls')" for a call it saw, "imports x.y, which
 	// ..." for a global it only saw imported, or another sentence for anything else.

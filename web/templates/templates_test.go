@@ -3,6 +3,7 @@ package templates
 import (
 	"bytes"
 	"context"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -409,5 +410,30 @@ func TestErrorPage(t *testing.T) {
 	f := testid(doc, "finding")
 	if f.Length() != 1 || testid(doc, "finding-call").Text() != "builtins.exec('"+evil+"')" || f.Find("a").Length() != 0 {
 		t.Errorf("finding = %q (links %d), want the call as text and no links", f.Text(), f.Find("a").Length())
+	}
+}
+
+// TestFindingArguments renders the findings of malicious_torch.pt, which generate.py made to
+// call posix.system('touch /tmp/ckptview-pwned'): the call's argument is shown from the
+// finding's data, with its kind, one element per argument.
+func TestFindingArguments(t *testing.T) {
+	f, err := os.Open("../../testdata/models/malicious_torch.pt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	ck, err := loader.Open(f, st.Size(), loader.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := views.FileMeta{ID: "id", Name: "malicious_torch.pt", Size: st.Size(), Format: ck.Format}
+	doc, _ := render(t, CheckpointPage(views.NewCheckpointPage(meta, ck)))
+	args := doc.Find(`[data-testid="finding-arg"]`)
+	if args.Length() != 1 {
+		t.Fatalf("%d arguments shown, want 1", args.Length())
+	}
+	if kind, _ := args.Attr("data-kind"); kind != "str" || args.Find("code").Text() != "'touch /tmp/ckptview-pwned'" {
+		t.Errorf("argument %q of kind %q", args.Find("code").Text(), kind)
 	}
 }
