@@ -833,18 +833,51 @@ func (s *scanner) unicode(off int64, op string, n int64) error {
 }
 
 func (s *scanner) step(off int64, op byte) error {
+	if h := opHandlers[op]; h != nil {
+		return h(s, off, op)
+	}
+	return s.fail(off, "unknown opcode 0x%02x", op)
+}
+
+// opHandlers is the handler of each opcode: one function per family of opcodes.
+var opHandlers [256]func(s *scanner, off int64, op byte) error
+
+func init() {
+	for _, f := range []struct {
+		handler func(s *scanner, off int64, op byte) error
+		ops     []byte
+	}{
+		{(*scanner).stepStream, []byte{opMark, opStop, opPop, opPopMark, opDup, opFrame, opProto}},
+		{(*scanner).stepNumber, []byte{opFloat, opInt, opLong, opBinInt, opBinInt1, opBinInt2, opLong1, opLong4, opNone, opNewTrue, opNewFalse, opBinFloat}},
+		{(*scanner).stepText, []byte{opString, opUnicode, opBinString, opShortBinString, opBinBytes, opShortBinBytes, opBinBytes8, opByteArray8, opBinUnicode, opShortBinUnicode, opBinUnicode8}},
+		{(*scanner).stepCall, []byte{opPersID, opBinPersID, opReduce, opBuild, opGlobal, opInst, opStackGlobal, opNewObj, opNewObjEx, opObj}},
+		{(*scanner).stepContainer, []byte{opAppend, opAppends, opAddItems, opSetItem, opSetItems, opDict, opEmptyDict, opEmptyList, opEmptyTuple, opEmptySet, opList, opTuple, opFrozenSet, opTuple1, opTuple2, opTuple3}},
+		{(*scanner).stepMemo, []byte{opGet, opBinGet, opLongBinGet, opPut, opBinPut, opLongBinPut, opMemoize}},
+		{(*scanner).stepRefused, []byte{opExt1, opExt2, opExt4, opNextBuffer, opReadOnlyBuffer}},
+	} {
+		for _, op := range f.ops {
+			if opHandlers[op] != nil {
+				panic(fmt.Sprintf("opcode 0x%02x has two handlers", op))
+			}
+			opHandlers[op] = f.handler
+		}
+	}
+}
+
+// stepStream reads the opcodes of the stream and the stack: MARK, STOP, POP, POP_MARK, DUP, FRAME, PROTO.
+func (s *scanner) stepStream(off int64, op byte) error {
 	r := s.r
 	switch op {
-	case '(': // MARK
+	case opMark: // MARK
 		if len(s.meta) >= s.o.MaxDepth {
 			return s.overLimit(off, "MARKs nested deeper than %d, this server's limit (-max-depth)", s.o.MaxDepth)
 		}
 		s.meta = append(s.meta, s.stack)
 		s.stack = nil
 		return s.emit(op)
-	case '.':
+	case opStop:
 		return errStop
-	case '0': // POP
+	case opPop: // POP
 		if len(s.stack) == 0 {
 			if _, err := s.popMark(off, "POP"); err != nil {
 				return err
@@ -853,19 +886,51 @@ func (s *scanner) step(off int64, op byte) error {
 			s.stack = s.stack[:len(s.stack)-1]
 		}
 		return s.emit(op)
-	case '1': // POP_MARK
+	case opPopMark: // POP_MARK
 		if _, err := s.popMark(off, "POP_MARK"); err != nil {
 			return err
 		}
 		return s.emit(op)
-	case '2': // DUP
+	case opDup: // DUP
 		v, err := s.top(off, "DUP")
 		if err != nil {
 			return err
 		}
 		s.push(v)
 		return s.emit(op)
-	case 'F': // FLOAT
+	case opFrame: // FRAME: framing only; validate and drop
+		n, err := s.u64(off, "FRAME")
+		if err != nil {
+			return err
+		}
+		if err := s.checkLen(off, "FRAME", n); err != nil {
+			return err
+		}
+		if s.mode != modePickle {
+			if err := s.r.startFrame(n); err != nil {
+				return s.fail(off, "%v (Python's pickle module refuses this)", err)
+			}
+		}
+		return nil
+	case opProto: // PROTO
+		b, err := r.read(1)
+		if err != nil {
+			return errShort
+		}
+		if b[0] > 5 {
+			return s.fail(off, "unsupported pickle protocol %d", b[0])
+		}
+		s.proto = int(b[0])
+		return s.emit(op, b[0])
+	}
+	return s.fail(off, "unknown opcode 0x%02x", op)
+}
+
+// stepNumber reads numbers, None and the booleans.
+func (s *scanner) stepNumber(off int64, op byte) error {
+	r := s.r
+	switch op {
+	case opFloat: // FLOAT
 		l, err := s.readLine(off, "FLOAT", 64)
 		if err != nil {
 			return err
@@ -879,7 +944,7 @@ func (s *scanner) step(off int64, op byte) error {
 		b[0] = 'G'
 		binary.BigEndian.PutUint64(b[1:], math.Float64bits(f))
 		return s.emit(b[:]...)
-	case 'I', 'L': // INT, LONG (text)
+	case opInt, opLong: // INT, LONG (text)
 		l, err := s.readLine(off, "INT", s.o.MaxIntChars+3)
 		if err != nil {
 			return err
@@ -914,28 +979,28 @@ func (s *scanner) step(off int64, op byte) error {
 		}
 		s.pushNew(sv{kind: svInt, s: digits, fidx: -1})
 		return s.emit([]byte("L" + digits + "\n")...)
-	case 'J':
+	case opBinInt:
 		b, err := r.read(4)
 		if err != nil {
 			return errShort
 		}
 		s.pushNew(sv{kind: svInt, s: strconv.Itoa(int(int32(binary.LittleEndian.Uint32(b)))), fidx: -1})
 		return s.emit(append([]byte{op}, b...)...)
-	case 'K':
+	case opBinInt1:
 		b, err := r.read(1)
 		if err != nil {
 			return errShort
 		}
 		s.pushNew(sv{kind: svInt, s: strconv.Itoa(int(b[0])), fidx: -1})
 		return s.emit(op, b[0])
-	case 'M':
+	case opBinInt2:
 		b, err := r.read(2)
 		if err != nil {
 			return errShort
 		}
 		s.pushNew(sv{kind: svInt, s: strconv.Itoa(int(binary.LittleEndian.Uint16(b))), fidx: -1})
 		return s.emit(op, b[0], b[1])
-	case 0x8a, 0x8b: // LONG1, LONG4
+	case opLong1, opLong4: // LONG1, LONG4
 		var n int64
 		if op == 0x8a {
 			b, err := r.read(1)
@@ -968,16 +1033,16 @@ func (s *scanner) step(off int64, op byte) error {
 		h[0] = op
 		binary.LittleEndian.PutUint32(h[1:], uint32(n))
 		return s.emit(append(h[:], b...)...)
-	case 'N':
+	case opNone:
 		s.push(svNoneVal)
 		return s.emit(op)
-	case 0x88:
+	case opNewTrue:
 		s.push(svTrueVal)
 		return s.emit(op)
-	case 0x89:
+	case opNewFalse:
 		s.push(svFalseVal)
 		return s.emit(op)
-	case 'G':
+	case opBinFloat:
 		b, err := r.read(8)
 		if err != nil {
 			return errShort
@@ -985,23 +1050,15 @@ func (s *scanner) step(off int64, op byte) error {
 		f := math.Float64frombits(binary.BigEndian.Uint64(b))
 		s.pushNew(sv{kind: svFloat, s: strconv.FormatFloat(f, 'g', -1, 64), fidx: -1})
 		return s.emit(append([]byte{op}, b...)...)
-	case 'P': // PERSID
-		l, err := s.readLine(off, "PERSID", 4096)
-		if err != nil {
-			return err
-		}
-		s.pushNew(sv{kind: svPersid, fidx: -1})
-		if err := s.emitStr('X', l); err != nil {
-			return err
-		}
-		return s.emit('Q')
-	case 'Q': // BINPERSID
-		if _, err := s.pop(off, "BINPERSID"); err != nil {
-			return err
-		}
-		s.pushNew(sv{kind: svPersid, fidx: -1})
-		return s.emit(op)
-	case 'S': // STRING (quoted, escaped)
+	}
+	return s.fail(off, "unknown opcode 0x%02x", op)
+}
+
+// stepText reads str and bytes values, text and binary.
+func (s *scanner) stepText(off int64, op byte) error {
+	r := s.r
+	switch op {
+	case opString: // STRING (quoted, escaped)
 		l, err := s.readLine(off, "STRING", int(s.o.MaxPickle))
 		if err != nil {
 			return err
@@ -1012,7 +1069,7 @@ func (s *scanner) step(off int64, op byte) error {
 		}
 		s.pushNew(sv{kind: svStr, s: clip(str), fidx: -1})
 		return s.emitStr('T', str)
-	case 'V': // UNICODE (raw-unicode-escape)
+	case opUnicode: // UNICODE (raw-unicode-escape)
 		l, err := s.readLine(off, "UNICODE", int(s.o.MaxPickle))
 		if err != nil {
 			return err
@@ -1020,85 +1077,84 @@ func (s *scanner) step(off int64, op byte) error {
 		str := rawUnicodeUnescape(l)
 		s.pushNew(sv{kind: svStr, s: str, fidx: -1})
 		return s.emitStr('X', str)
-	case 'T': // BINSTRING
+	case opBinString: // BINSTRING
 		n, err := s.u32(off, "BINSTRING")
 		if err != nil {
 			return err
 		}
 		return s.payload(off, "BINSTRING", int64(int32(n)), 's')
-	case 'U': // SHORT_BINSTRING
+	case opShortBinString: // SHORT_BINSTRING
 		b, err := r.read(1)
 		if err != nil {
 			return errShort
 		}
 		return s.payload(off, "SHORT_BINSTRING", int64(b[0]), 's')
-	case 'B': // BINBYTES
+	case opBinBytes: // BINBYTES
 		n, err := s.u32(off, "BINBYTES")
 		if err != nil {
 			return err
 		}
 		return s.payload(off, "BINBYTES", n, 'b')
-	case 'C': // SHORT_BINBYTES
+	case opShortBinBytes: // SHORT_BINBYTES
 		b, err := r.read(1)
 		if err != nil {
 			return errShort
 		}
 		return s.payload(off, "SHORT_BINBYTES", int64(b[0]), 'b')
-	case 0x8e: // BINBYTES8
+	case opBinBytes8: // BINBYTES8
 		n, err := s.u64(off, "BINBYTES8")
 		if err != nil {
 			return err
 		}
 		return s.payload(off, "BINBYTES8", n, 'b')
-	case 0x96: // BYTEARRAY8
+	case opByteArray8: // BYTEARRAY8
 		n, err := s.u64(off, "BYTEARRAY8")
 		if err != nil {
 			return err
 		}
 		return s.payload(off, "BYTEARRAY8", n, 'a')
-	case 'X':
+	case opBinUnicode:
 		n, err := s.u32(off, "BINUNICODE")
 		if err != nil {
 			return err
 		}
 		return s.unicode(off, "BINUNICODE", n)
-	case 0x8c:
+	case opShortBinUnicode:
 		b, err := r.read(1)
 		if err != nil {
 			return errShort
 		}
 		return s.unicode(off, "SHORT_BINUNICODE", int64(b[0]))
-	case 0x8d:
+	case opBinUnicode8:
 		n, err := s.u64(off, "BINUNICODE8")
 		if err != nil {
 			return err
 		}
 		return s.unicode(off, "BINUNICODE8", n)
-	case 0x95: // FRAME: framing only; validate and drop
-		n, err := s.u64(off, "FRAME")
+	}
+	return s.fail(off, "unknown opcode 0x%02x", op)
+}
+
+// stepCall reads globals, persistent ids and calls: where findings come from.
+func (s *scanner) stepCall(off int64, op byte) error {
+	switch op {
+	case opPersID: // PERSID
+		l, err := s.readLine(off, "PERSID", 4096)
 		if err != nil {
 			return err
 		}
-		if err := s.checkLen(off, "FRAME", n); err != nil {
+		s.pushNew(sv{kind: svPersid, fidx: -1})
+		if err := s.emitStr('X', l); err != nil {
 			return err
 		}
-		if s.mode != modePickle {
-			if err := s.r.startFrame(n); err != nil {
-				return s.fail(off, "%v (Python's pickle module refuses this)", err)
-			}
+		return s.emit('Q')
+	case opBinPersID: // BINPERSID
+		if _, err := s.pop(off, "BINPERSID"); err != nil {
+			return err
 		}
-		return nil
-	case 0x80: // PROTO
-		b, err := r.read(1)
-		if err != nil {
-			return errShort
-		}
-		if b[0] > 5 {
-			return s.fail(off, "unsupported pickle protocol %d", b[0])
-		}
-		s.proto = int(b[0])
-		return s.emit(op, b[0])
-	case 'R': // REDUCE
+		s.pushNew(sv{kind: svPersid, fidx: -1})
+		return s.emit(op)
+	case opReduce: // REDUCE
 		args, err := s.pop(off, "REDUCE")
 		if err != nil {
 			return err
@@ -1116,7 +1172,7 @@ func (s *scanner) step(off int64, op byte) error {
 		s.push(s.call(off, callee, items))
 		s.judge(off, callee, items, "")
 		return s.emit(op)
-	case 'b': // BUILD
+	case opBuild: // BUILD
 		state, err := s.pop(off, "BUILD")
 		if err != nil {
 			return err
@@ -1167,7 +1223,7 @@ func (s *scanner) step(off int64, op byte) error {
 			}
 		}
 		return nil
-	case 'c', 'i': // GLOBAL, INST
+	case opGlobal, opInst: // GLOBAL, INST
 		mod, err := s.readLine(off, "GLOBAL", 1024)
 		if err != nil {
 			return err
@@ -1199,7 +1255,7 @@ func (s *scanner) step(off int64, op byte) error {
 		}
 		// emit what the name resolves to, which a BUILD on its module may have replaced
 		return s.emitGlobal(op, g.mod, g.name)
-	case 0x93: // STACK_GLOBAL
+	case opStackGlobal: // STACK_GLOBAL
 		name, err := s.pop(off, "STACK_GLOBAL")
 		if err != nil {
 			return err
@@ -1227,7 +1283,7 @@ func (s *scanner) step(off int64, op byte) error {
 		default:
 			return s.fail(off, "STACK_GLOBAL %s.%s resolves to a value the file planted with BUILD", mod.s, name.s)
 		}
-	case 0x81, 0x92: // NEWOBJ, NEWOBJ_EX
+	case opNewObj, opNewObjEx: // NEWOBJ, NEWOBJ_EX
 		var kw *sv
 		if op == 0x92 {
 			var err error
@@ -1252,7 +1308,7 @@ func (s *scanner) step(off int64, op byte) error {
 			s.judge(off, cls, items, "")
 		}
 		return s.emit(op)
-	case 'o': // OBJ
+	case opObj: // OBJ
 		items, err := s.popMark(off, "OBJ")
 		if err != nil {
 			return err
@@ -1263,7 +1319,14 @@ func (s *scanner) step(off int64, op byte) error {
 		s.push(s.call(off, items[0], items[1:]))
 		s.judge(off, items[0], items[1:], "")
 		return s.emit(op)
-	case 'a': // APPEND
+	}
+	return s.fail(off, "unknown opcode 0x%02x", op)
+}
+
+// stepContainer reads lists, tuples, dicts and sets.
+func (s *scanner) stepContainer(off int64, op byte) error {
+	switch op {
+	case opAppend: // APPEND
 		v, err := s.pop(off, "APPEND")
 		if err != nil {
 			return err
@@ -1275,7 +1338,7 @@ func (s *scanner) step(off int64, op byte) error {
 		s.judgeAppend(off, l, []*sv{v})
 		l.addItems([]*sv{v})
 		return s.emit(op)
-	case 'e', 0x90: // APPENDS, ADDITEMS
+	case opAppends, opAddItems: // APPENDS, ADDITEMS
 		items, err := s.popMark(off, "APPENDS")
 		if err != nil {
 			return err
@@ -1289,7 +1352,7 @@ func (s *scanner) step(off int64, op byte) error {
 		}
 		l.addItems(items)
 		return s.emit(op)
-	case 's': // SETITEM
+	case opSetItem: // SETITEM
 		v, err := s.pop(off, "SETITEM")
 		if err != nil {
 			return err
@@ -1308,7 +1371,7 @@ func (s *scanner) step(off int64, op byte) error {
 			d.more++
 		}
 		return s.emit(op)
-	case 'u': // SETITEMS
+	case opSetItems: // SETITEMS
 		items, err := s.popMark(off, "SETITEMS")
 		if err != nil {
 			return err
@@ -1330,7 +1393,7 @@ func (s *scanner) step(off int64, op byte) error {
 			}
 		}
 		return s.emit(op)
-	case 'd': // DICT
+	case opDict: // DICT
 		items, err := s.popMark(off, "DICT")
 		if err != nil {
 			return err
@@ -1341,22 +1404,22 @@ func (s *scanner) step(off int64, op byte) error {
 		kept, more := keepN(items, 2*svKeepPairs)
 		s.pushNew(sv{kind: svDict, items: kept, more: more / 2, fidx: -1})
 		return s.emit(op)
-	case '}':
+	case opEmptyDict:
 		s.pushNew(sv{kind: svDict, fidx: -1})
 		return s.emit(op)
-	case ']':
+	case opEmptyList:
 		s.pushNew(sv{kind: svList, fidx: -1})
 		return s.emit(op)
-	case ')':
+	case opEmptyTuple:
 		s.pushNew(sv{kind: svTuple, fidx: -1})
 		return s.emit(op)
-	case 0x8f: // EMPTY_SET: built as set() by our stand-in, which keeps insertion order
+	case opEmptySet: // EMPTY_SET: built as set() by our stand-in, which keeps insertion order
 		s.pushNew(sv{kind: svSet, fidx: -1})
 		if err := s.emitGlobal('c', "builtins", "set"); err != nil {
 			return err
 		}
 		return s.emit(')', 'R')
-	case 'l', 't', 0x91: // LIST, TUPLE, FROZENSET
+	case opList, opTuple, opFrozenSet: // LIST, TUPLE, FROZENSET
 		items, err := s.popMark(off, "LIST/TUPLE")
 		if err != nil {
 			return err
@@ -1373,7 +1436,7 @@ func (s *scanner) step(off int64, op byte) error {
 		}
 		s.pushNew(sv{kind: kind, items: kept, more: more, fidx: -1})
 		return s.emit(op)
-	case 0x85, 0x86, 0x87: // TUPLE1..3
+	case opTuple1, opTuple2, opTuple3: // TUPLE1..3
 		n := int(op - 0x84)
 		if len(s.stack) < n {
 			return s.fail(off, "TUPLE%d needs %d values but the stack holds %d (stack underflow)", n, n, len(s.stack))
@@ -1382,7 +1445,14 @@ func (s *scanner) step(off int64, op byte) error {
 		s.stack = s.stack[:len(s.stack)-n]
 		s.pushNew(sv{kind: svTuple, items: items, fidx: -1})
 		return s.emit(op)
-	case 'g', 'h', 'j': // GET, BINGET, LONG_BINGET
+	}
+	return s.fail(off, "unknown opcode 0x%02x", op)
+}
+
+// stepMemo reads the memo.
+func (s *scanner) stepMemo(off int64, op byte) error {
+	switch op {
+	case opGet, opBinGet, opLongBinGet: // GET, BINGET, LONG_BINGET
 		idx, err := s.memoIndex(off, op)
 		if err != nil {
 			return err
@@ -1393,7 +1463,7 @@ func (s *scanner) step(off int64, op byte) error {
 		}
 		s.push(v)
 		return s.emitMemo('j', idx)
-	case 'p', 'q', 'r': // PUT, BINPUT, LONG_BINPUT
+	case opPut, opBinPut, opLongBinPut: // PUT, BINPUT, LONG_BINPUT
 		idx, err := s.memoIndex(off, op)
 		if err != nil {
 			return err
@@ -1406,7 +1476,7 @@ func (s *scanner) step(off int64, op byte) error {
 			return err
 		}
 		return s.emitMemo('r', idx)
-	case 0x94: // MEMOIZE
+	case opMemoize: // MEMOIZE
 		v, err := s.top(off, "MEMOIZE")
 		if err != nil {
 			return err
@@ -1415,9 +1485,16 @@ func (s *scanner) step(off int64, op byte) error {
 			return err
 		}
 		return s.emit(op)
-	case 0x82, 0x83, 0x84:
+	}
+	return s.fail(off, "unknown opcode 0x%02x", op)
+}
+
+// stepRefused reads opcodes no checkpoint uses, which the scan refuses.
+func (s *scanner) stepRefused(off int64, op byte) error {
+	switch op {
+	case opExt1, opExt2, opExt4:
 		return s.fail(off, "the pickle uses the copyreg extension registry (EXT opcodes), which no checkpoint writer uses and which would import whatever the reading process registered")
-	case 0x97, 0x98:
+	case opNextBuffer, opReadOnlyBuffer:
 		return s.fail(off, "the pickle refers to out-of-band buffers (protocol 5) that are not in the file")
 	}
 	return s.fail(off, "unknown opcode 0x%02x", op)

@@ -432,3 +432,22 @@ func TestEverySegmentLeadsToOneNode(t *testing.T) {
 		t.Errorf("/1 (2): %v %+v", err, b)
 	}
 }
+
+// TestEveryOpcodeHasOneHandler checks the opcode table against CPython's own list (the 68
+// opcodes of pickletools.opcodes in Python 3.11, in its order): each has a handler, and no
+// other byte does (it is an unknown opcode, as for pickle.load).
+func TestEveryOpcodeHasOneHandler(t *testing.T) {
+	const cpython = "\x49\x4a\x4b\x4d\x4c\x8a\x8b\x53\x54\x55\x42\x43\x8e\x96\x97\x98\x4e\x88\x89\x56\x8c\x58\x8d\x46\x47\x5d\x61\x65\x6c\x29\x74\x85\x86\x87\x7d\x64\x73\x75\x8f\x90\x91\x30\x32\x28\x31\x67\x68\x6a\x70\x71\x72\x94\x82\x83\x84\x63\x93\x52\x62\x69\x6f\x81\x92\x80\x2e\x95\x50\x51"
+	known := map[byte]bool{}
+	for i := range len(cpython) {
+		known[cpython[i]] = true
+	}
+	if len(known) != 68 {
+		t.Fatalf("%d opcodes in the list", len(known))
+	}
+	for op := range 256 {
+		if has := opHandlers[op] != nil; has != known[byte(op)] {
+			t.Errorf("opcode 0x%02x: handler %v, CPython knows it %v", op, has, known[byte(op)])
+		}
+	}
+}
