@@ -649,7 +649,7 @@ func (op *opener) openZip() error {
 	op.listMembers(zr)
 	for _, f := range zr.File {
 		if _, dup := byName[f.Name]; dup {
-			op.ck.Notes = append(op.ck.Notes, "the archive holds two members named "+f.Name+"; the first is used")
+			op.ck.Notes = append(op.ck.Notes, "the archive holds two members named "+f.Name+"; torch finds one of them by a binary search over the sorted names, and that is the one shown; both are scanned")
 			continue
 		}
 		byName[f.Name] = f
@@ -663,18 +663,41 @@ func (op *opener) openZip() error {
 			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("the archive names a member %q outside its folder; nothing is ever extracted, so it is only read", f.Name))
 		}
 	}
+	// torch's own reading decides the pickle shown and the storages' bytes (torchzip.go);
+	// an archive torch refuses is shown as a plain zip reading finds it, saying so
+	tz, refusal := newTorchZip(zr)
+	var prefix string
+	record := func(name string) (*zip.File, bool) {
+		f, ok := byName[prefix+name]
+		return f, ok
+	}
+	if f := tz.lookup("data.pkl"); refusal == "" && f != nil {
+		dataPkl, prefix = f, tz.prefix
+		record = func(name string) (*zip.File, bool) {
+			f := tz.lookup(name)
+			return f, f != nil
+		}
+		refusal = tz.versionRefusal(func(f *zip.File) ([]byte, error) { return op.readMember(f, 64) })
+	} else if refusal == "" && dataPkl != nil {
+		refusal = "it has no " + tz.prefix + "data.pkl"
+	}
 	if dataPkl == nil {
 		return op.openPlainZip(zr)
 	}
-	prefix := strings.TrimSuffix(dataPkl.Name, "data.pkl")
+	if prefix == "" {
+		prefix = strings.TrimSuffix(dataPkl.Name, "data.pkl")
+	}
+	if refusal != "" {
+		op.ck.Notes = append(op.ck.Notes, "torch.load refuses this archive: "+refusal+"; it is shown as a zip reader finds it, and every member that could be a pickle is scanned")
+	}
 	op.ck.Format = "torch-zip"
 	order := "little"
-	if f, ok := byName[prefix+"byteorder"]; ok {
+	if f, ok := record("byteorder"); ok {
 		if b, err := op.readMember(f, 16); err == nil && strings.TrimSpace(string(b)) == "big" {
 			order = "big"
 		}
 	}
-	if _, ok := byName[prefix+"constants.pkl"]; ok {
+	if _, ok := record("constants.pkl"); ok {
 		op.ck.Format = "torchscript"
 		code := 0
 		for name := range byName {
@@ -690,7 +713,7 @@ func (op *opener) openZip() error {
 	}
 	ctx := op.newCtx(src)
 	ctx.storageFor = func(key, dtype, location string, numel int64) (*Storage, error) {
-		f, ok := byName[prefix+"data/"+key]
+		f, ok := record("data/" + key)
 		if !ok {
 			return nil, fmt.Errorf("tensor storage %q has no data/%s member in the archive", key, key)
 		}
@@ -728,9 +751,12 @@ func (op *opener) openZip() error {
 		op.ck.Storages = append(op.ck.Storages, st)
 		return st, nil
 	}
-	if op.ck.Format == "torchscript" {
+	switch {
+	case refusal != "":
+		op.ck.WeightsOnly = &WeightsOnly{Refusal: "torch.load refuses this archive, with or without weights_only: " + refusal}
+	case op.ck.Format == "torchscript":
 		op.ck.WeightsOnly = &WeightsOnly{Refusal: "a TorchScript archive: torch.load(weights_only=True) refuses it (torch.jit.load reads it, and runs its code)"}
-	} else {
+	default:
 		op.wo = &woState{needs: map[string]bool{}}
 	}
 	s, _, err := op.scanOne(src, 0, srcSize, dataPkl.Name)

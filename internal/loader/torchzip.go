@@ -1,0 +1,180 @@
+package loader
+
+import (
+	"archive/zip"
+	"fmt"
+	"strings"
+)
+
+// torchZip finds the members of a zip archive the way torch.load does. torch reads
+// torch.save archives with PyTorchStreamReader (caffe2/serialize/inline_container.cc) over
+// miniz, and its rules decide which bytes it unpickles:
+//
+//   - the archive's folder is the name of the first central directory entry up to its
+//     first '/'; an archive whose first entry has no '/' is refused, and so is one with
+//     any entry whose name does not start with that folder and a '/' (compared byte for
+//     byte, case and all);
+//   - a record ("data.pkl", "data/0", "byteorder", "version") is found by miniz's
+//     mz_zip_reader_locate_file with no flags: a binary search over the entries sorted by
+//     name without regard to ASCII case (a heap sort, so the order of names equal but for
+//     case, or repeated, is the heap's), which picks one of several equal names by where
+//     the search lands, not the first or the last;
+//   - the version is ".data/version" if there is one, else "version", read as an unsigned
+//     decimal (leading digits; nothing else after them is looked at) that torch 1.13
+//     accepts from 1 to 10.
+//
+// The tests hold this to torch.load itself on archives made to probe each rule
+// (testdata/zipdiff). Every member that could be a pickle is scanned anyway
+// (scanOtherPickles): these rules decide what the tree shows as the file.
+type torchZip struct {
+	files  []*zip.File
+	sorted []int // indexes of files, in miniz's sorted order
+	prefix string
+}
+
+// newTorchZip applies torch's folder rules; refusal says why torch would refuse the
+// archive ("" when it would not).
+func newTorchZip(zr *zip.Reader) (t *torchZip, refusal string) {
+	t = &torchZip{files: zr.File}
+	if len(t.files) == 0 {
+		return t, "the archive is empty"
+	}
+	first := t.files[0].Name
+	i := strings.IndexByte(first, '/')
+	if i < 0 {
+		return t, fmt.Sprintf("its first member %q is not in a folder", first)
+	}
+	t.prefix = first[:i+1]
+	for _, f := range t.files {
+		if !strings.HasPrefix(f.Name, t.prefix) {
+			return t, fmt.Sprintf("its member %q is not in the folder %s of its first member", f.Name, t.prefix)
+		}
+	}
+	t.sortLikeMiniz()
+	return t, ""
+}
+
+// lowerASCII is miniz's MZ_TOLOWER.
+func lowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c - 'A' + 'a'
+	}
+	return c
+}
+
+// nameLess is miniz's mz_zip_reader_filename_less: names compared byte by byte without
+// regard to ASCII case, a prefix before the longer name.
+func nameLess(a, b string) bool {
+	n := min(len(a), len(b))
+	for i := range n {
+		if l, r := lowerASCII(a[i]), lowerASCII(b[i]); l != r {
+			return l < r
+		}
+	}
+	return len(a) < len(b)
+}
+
+// nameCompare is miniz's mz_zip_filename_compare, the binary search's comparison.
+func nameCompare(a, b string) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if l, r := lowerASCII(a[i]), lowerASCII(b[i]); l != r {
+			return int(l) - int(r)
+		}
+	}
+	return len(a) - len(b)
+}
+
+// sortLikeMiniz orders the entries as mz_zip_reader_sort_central_dir_offsets_by_filename
+// does: the same heap sort, step for step, so that equal names end where miniz puts them.
+func (t *torchZip) sortLikeMiniz() {
+	idx := make([]int, len(t.files))
+	for i := range idx {
+		idx[i] = i
+	}
+	less := func(i, j int) bool { return nameLess(t.files[idx[i]].Name, t.files[idx[j]].Name) }
+	siftDown := func(root, end int) {
+		for {
+			child := 2*root + 1
+			if child >= end {
+				return
+			}
+			if child+1 < end && less(child, child+1) {
+				child++
+			}
+			if !less(root, child) {
+				return
+			}
+			idx[root], idx[child] = idx[child], idx[root]
+			root = child
+		}
+	}
+	size := len(idx)
+	for start := (size - 2) >> 1; start >= 0; start-- {
+		siftDown(start, size)
+	}
+	for end := size - 1; end > 0; end-- {
+		idx[end], idx[0] = idx[0], idx[end]
+		siftDown(0, end)
+	}
+	t.sorted = idx
+}
+
+// lookup finds record name (below the archive's folder) as torch does, nil if torch would
+// not find it.
+func (t *torchZip) lookup(name string) *zip.File {
+	if t.sorted == nil {
+		return nil
+	}
+	want := t.prefix + name
+	l, h := 0, len(t.sorted)-1
+	for l <= h {
+		m := l + (h-l)>>1
+		f := t.files[t.sorted[m]]
+		switch c := nameCompare(f.Name, want); {
+		case c == 0:
+			return f
+		case c < 0:
+			l = m + 1
+		default:
+			h = m - 1
+		}
+	}
+	return nil
+}
+
+// versionRefusal reads the archive's version record as torch 1.13 does and says why torch
+// would refuse it ("" when it would read it).
+func (t *torchZip) versionRefusal(read func(*zip.File) ([]byte, error)) string {
+	f := t.lookup(".data/version")
+	if f == nil {
+		f = t.lookup("version")
+	}
+	if f == nil {
+		return "it has no version record"
+	}
+	b, err := read(f)
+	if err != nil {
+		return "its version record cannot be read"
+	}
+	s := strings.TrimLeft(string(b), " \t\n\r\f\v")
+	digits := 0
+	for digits < len(s) && s[digits] >= '0' && s[digits] <= '9' {
+		digits++
+	}
+	if digits == 0 {
+		return fmt.Sprintf("its version record %q is not a number", clip(string(b)))
+	}
+	v := s[:digits]
+	if len(v) > 3 || v == "0" || strings.TrimLeft(v, "0") == "" {
+		return fmt.Sprintf("its version %s is outside the versions torch reads (1 to 10)", clip(v))
+	}
+	n := 0
+	for _, c := range v {
+		n = n*10 + int(c-'0')
+	}
+	if n < 1 || n > 10 {
+		return fmt.Sprintf("its version %d is outside the versions torch reads (1 to 10)", n)
+	}
+	return ""
+}

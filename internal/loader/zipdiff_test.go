@@ -1,0 +1,144 @@
+package loader
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// zipDiffCase is one archive of testdata/zipdiff and what torch.load (torch 1.13) made of
+// it: generate.py made every candidate pickle in it hold a different int or str, so the
+// value torch returned names the member it read.
+type zipDiffCase struct {
+	Why        string         `json:"why"`
+	TorchLoad  any            `json:"torch_load"`
+	Error      *string        `json:"error"`
+	ReadMember string         `json:"read_member"`
+	Members    []string       `json:"members"`
+	Values     map[string]any `json:"values"`
+}
+
+// rootValue is the value at the root of an opened tree, as torch would return it.
+func rootValue(ck *Checkpoint) any {
+	switch n := ck.Root; n.Kind {
+	case KindInt:
+		return n.Int
+	case KindStr:
+		return n.Str
+	}
+	return fmt.Sprintf("<%s %s>", ck.Root.Kind, ck.Root.Type)
+}
+
+// TestZipMembersAsTorchReadsThem opens each archive of testdata/zipdiff, made to probe how
+// torch's zip reader picks the pickle (duplicate names, case, folders, records, prepended,
+// appended and concatenated data, a forged end record, zip64), and holds the loader to
+// torch's verdict: where torch.load returned a value, the tree shows that value, or the
+// loader refuses the file (failing closed); where torch refused, the loader refuses too or
+// shows nothing it would not read. In no case does the loader show another member's value
+// as the file's.
+func TestZipMembersAsTorchReadsThem(t *testing.T) {
+	const dir = "testdata/zipdiff"
+	raw, err := os.ReadFile(filepath.Join(dir, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &cases); err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(cases))
+	for name := range cases {
+		if !strings.HasPrefix(name, "_") {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	if len(names) < 40 {
+		t.Fatalf("only %d archives", len(names))
+	}
+	same, refused := 0, 0
+	for _, name := range names {
+		var c zipDiffCase
+		if err := json.Unmarshal(cases[name], &c); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+		var le *Error
+		if err != nil && !errors.As(err, &le) {
+			t.Errorf("%s: %v, not an *Error", name, err)
+			continue
+		}
+		want := ""
+		if c.TorchLoad != nil {
+			want = fmt.Sprint(c.TorchLoad)
+		}
+		switch {
+		case err != nil && want != "":
+			refused++
+			t.Logf("%s: torch reads %s; ckptview refuses the file: %s", name, want, le.Text())
+		case err != nil:
+			refused++
+		case want != "" && fmt.Sprint(rootValue(ck)) == want:
+			same++
+		case want != "":
+			t.Errorf("%s (%s): the tree shows %v, torch.load returns %s (from %s)", name, c.Why, rootValue(ck), want, c.ReadMember)
+		case ck.Format == "torch-zip" || ck.Format == "torchscript":
+			// shown as a zip reader finds it: the page must say that torch refuses it
+			said := false
+			for _, n := range ck.Notes {
+				said = said || strings.HasPrefix(n, "torch.load refuses this archive: ")
+			}
+			if !said || ck.WeightsOnly == nil || ck.WeightsOnly.Loads {
+				t.Errorf("%s: torch refuses it (%s); ckptview shows %v without saying so (notes %q)", name, *c.Error, rootValue(ck), ck.Notes)
+			}
+		default:
+			t.Logf("%s: torch refuses it (%s); ckptview reads it as %s (%v), as that reader would", name, *c.Error, ck.Format, rootValue(ck))
+		}
+	}
+	t.Logf("%d archives: %d shown as torch reads them, %d refused", len(names), same, refused)
+}
+
+// FuzzTorchZipLookup checks the miniz lookup on any set of names: the sort and the binary
+// search agree, so a record is found exactly when some entry equals it without regard to
+// ASCII case, and what is found does equal it. (Which of several equal names torch picks
+// is held to torch itself by TestZipMembersAsTorchReadsThem.)
+func FuzzTorchZipLookup(f *testing.F) {
+	f.Add("archive/data.pkl\narchive/DATA.pkl\narchive/version\narchive/data/0", "data.pkl")
+	f.Add("a/data.pkl\na/data.pkl\na/data.pkl\na/version", "DATA.PKL")
+	f.Add("x/\x00\nx/\xff\nx/Z\nx/z\nx/[", "z")
+	f.Fuzz(func(t *testing.T, list, query string) {
+		names := strings.Split(list, "\n")
+		if len(names) > 200 {
+			return
+		}
+		tz := &torchZip{prefix: "", files: make([]*zip.File, len(names))}
+		for i, n := range names {
+			tz.files[i] = &zip.File{FileHeader: zip.FileHeader{Name: n}}
+		}
+		tz.sortLikeMiniz()
+		for i := 1; i < len(tz.sorted); i++ {
+			if nameLess(tz.files[tz.sorted[i]].Name, tz.files[tz.sorted[i-1]].Name) {
+				t.Fatalf("not sorted at %d: %q before %q", i, tz.files[tz.sorted[i-1]].Name, tz.files[tz.sorted[i]].Name)
+			}
+		}
+		exists := false
+		for _, n := range names {
+			exists = exists || nameCompare(n, query) == 0
+		}
+		got := tz.lookup(query)
+		if (got != nil) != exists || got != nil && nameCompare(got.Name, query) != 0 {
+			t.Fatalf("lookup(%q) = %v, an equal name exists: %v", query, got, exists)
+		}
+	})
+}
