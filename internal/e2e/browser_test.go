@@ -337,6 +337,36 @@ func TestUploadTreeTensor(t *testing.T) {
 	}
 	shots.take("2b-modules-expanded")
 
+	// Search as one types: "/" focuses the box (app.js), htmx asks for the results.
+	step(t, ctx, "press / to search",
+		chromedp.Click(chromedp.CSS(`[data-testid="file-name"]`)), // focus leaves any input
+		chromedp.KeyEvent("/"),
+	)
+	focused, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.activeElement.getAttribute("data-testid") || document.activeElement.tagName`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if focused != "search-input" {
+		t.Fatalf("after /, the focus is on %q, not the search box", focused)
+	}
+	// (chromedp sends the "/" as a separate character event, which a real keyboard's
+	// cancelled keydown does not produce: clear it)
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(document.querySelector('[data-testid="search-input"]').value = "") === ""`)); err != nil {
+		t.Fatal(err)
+	}
+	step(t, ctx, "type a query",
+		chromedp.KeyEvent("model.*.weight"),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="search-rows"] li[data-kind="tensor"]`)),
+	)
+	found, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('[data-testid="search-rows"] [data-testid="tree-row"]')).map(r => r.dataset.path)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(found, " ") != "/state_dict/model.0.weight /state_dict/model.2.weight" {
+		t.Errorf("search for model.*.weight shows %v", found)
+	}
+	shots.take("2c-search")
+
 	// The raw tree: expand /state_dict in place.
 	const sd = `li[data-path="/state_dict"]`
 	step(t, ctx, "switch to the raw tree",

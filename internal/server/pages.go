@@ -83,6 +83,13 @@ func (s *Server) handleCheckpoint(c echo.Context) error {
 	defer release()
 	p := views.NewCheckpointPage(fileMeta(o), o.ck).WithView(c.QueryParam("view"))
 	p.AddStats(s.statsLookup(o))
+	if q := c.QueryParam("q"); q != "" { // the search box without scripts
+		offset, err := intParam(c, "offset", 0)
+		if err != nil {
+			return err
+		}
+		p.Search = s.searchView(c, o, q, offset)
+	}
 	if o.ck.Tensors > 0 {
 		p.Stats = statsJobView(o.id, s.statsProgress(o))
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/search"
 )
 
 // The two ways a checkpoint page shows its tree.
@@ -19,6 +20,8 @@ const (
 // CheckpointPage is the page of one opened file: what it is, what it would run, and its tree.
 type CheckpointPage struct {
 	Meta FileMeta
+	// Search is the search box and, when a query was given, its results.
+	Search SearchView
 	// URL is the page's share link; RawURL and ModulesURL the same page in either view.
 	URL, RawURL, ModulesURL string
 	// Format is the container the loader found ("torch-zip"); Meta.Format is what the store
@@ -206,6 +209,7 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 		ModulesURL: CheckpointURL(meta.ID) + "?view=" + ViewModules,
 		Format:     meta.Format,
 		SizeText:   HumanBytes(meta.Size),
+		Search:     SearchView{ID: meta.ID, Syntax: search.Syntax, FragmentURL: SearchFragmentURL(meta.ID, "", 0)},
 	}
 	if ck == nil {
 		p.View = ViewRaw

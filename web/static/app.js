@@ -270,4 +270,20 @@
 
   const form = document.getElementById("upload");
   if (form) setupUpload(form);
+
+  // "/" focuses the search box of a checkpoint's contents, as on code hosts; Escape
+  // leaves it.
+  document.addEventListener("keydown", function (e) {
+    const box = document.querySelector('[data-testid="search-input"]');
+    if (!box) return;
+    const t = e.target;
+    const typing = t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable);
+    if (e.key === "/" && !typing && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      e.preventDefault();
+      box.focus();
+      box.select();
+    } else if (e.key === "Escape" && t === box) {
+      box.blur();
+    }
+  });
 })();

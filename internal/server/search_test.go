@@ -1,0 +1,106 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestSearchAPI searches state_dict.pt through the API and holds the results to the
+// tensors torch recorded (expected.json): bool tensors, page by page, and a query that
+// cannot be read is a 400 that says why.
+func TestSearchAPI(t *testing.T) {
+	s := realServer(t, Config{})
+	id := uploadFixture(t, s, "state_dict.pt")
+	raw, err := os.ReadFile(filepath.Join(fixturesDir, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all map[string]struct {
+		Tensors []struct {
+			Path  string  `json:"path"`
+			DType string  `json:"dtype"`
+			Shape []int64 `json:"shape"`
+		} `json:"tensors"`
+	}
+	if err := json.Unmarshal(raw, &all); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, e := range all["state_dict.pt"].Tensors {
+		if e.DType == "bool" {
+			want = append(want, e.Path)
+		}
+	}
+	if len(want) < 2 {
+		t.Fatalf("%d bool tensors in the fixture", len(want))
+	}
+	var got []string
+	next := "/api/checkpoints/" + id + "/search?q=" + url.QueryEscape("dtype:bool") + "&limit=1"
+	for pages := 0; next != "" && pages < 100; pages++ {
+		rec := do(s, http.MethodGet, next, nil)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("%s: %d %s", next, rec.Code, rec.Body)
+		}
+		r := decode[searchJSON](t, rec)
+		if r.Total != len(want) || r.Query != "dtype:bool" || len(r.Results) != 1 {
+			t.Fatalf("page %+v", r)
+		}
+		res := r.Results[0]
+		if res.Kind != "tensor" || res.DType != "bool" || len(res.Shape) == 0 || res.Summary == "" {
+			t.Errorf("result %+v", res)
+		}
+		got = append(got, res.Path)
+		next = ""
+		if r.Next != nil {
+			next = *r.Next
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	rec := do(s, http.MethodGet, "/api/checkpoints/"+id+"/search?q="+url.QueryEscape("/ln(/"), nil)
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "regular expression") {
+		t.Errorf("bad regex: %d %s", rec.Code, rec.Body)
+	}
+	rec = do(s, http.MethodGet, "/api/checkpoints/"+id+"/search?q=", nil)
+	if rec.Code != http.StatusBadRequest {
+		t.Errorf("empty query: %d", rec.Code)
+	}
+}
+
+// TestSearchPage checks the search box's fragment and the page without scripts: each
+// match is a row linking to its node, the count is shown, and an unreadable query is
+// explained in the fragment.
+func TestSearchPage(t *testing.T) {
+	s := realServer(t, Config{})
+	id := uploadFixture(t, s, "state_dict.pt")
+	for _, target := range []string{
+		"/c/" + id + "/fragment/search?q=" + url.QueryEscape("*.attn.q.weight"),
+		"/c/" + id + "?q=" + url.QueryEscape("*.attn.q.weight"),
+	} {
+		rec := do(s, http.MethodGet, target, nil)
+		body := rec.Body.String()
+		if rec.Code != http.StatusOK || !strings.Contains(body, `data-testid="search-count"`) {
+			t.Fatalf("%s: %d", target, rec.Code)
+		}
+		// state_dict.pt has blocks 0 and 1, each with attn.q.weight (generate.py)
+		for _, p := range []string{"/c/" + id + "/n/blocks.0.attn.q.weight", "/c/" + id + "/n/blocks.1.attn.q.weight"} {
+			if !strings.Contains(body, `href="`+p+`"`) {
+				t.Errorf("%s: no link to %s", target, p)
+			}
+		}
+		if !strings.Contains(body, "2 matches for") {
+			t.Errorf("%s: the count is not shown", target)
+		}
+	}
+	rec := do(s, http.MethodGet, "/c/"+id+"/fragment/search?q="+url.QueryEscape("shape:[x]"), nil)
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `data-testid="search-error"`) {
+		t.Errorf("unreadable query: %d %s", rec.Code, rec.Body)
+	}
+}
