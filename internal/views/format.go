@@ -55,6 +55,9 @@ func Summary(n *loader.Node) string {
 	case loader.KindBytes:
 		return bytesSummary(n)
 	case loader.KindList, loader.KindTuple, loader.KindDict, loader.KindSet, loader.KindFrozenSet:
+		if s, ok := inlineRepr(n); ok {
+			return s
+		}
 		return ShortType(typeOr(n)) + " (" + plural(int64(n.NumItems()), "item") + ")"
 	case loader.KindObject, loader.KindGlobal:
 		if n.Global != "" {
@@ -70,6 +73,49 @@ func Summary(n *loader.Node) string {
 		return "ref → " + displayPointer(n.Target)
 	}
 	return typeOr(n)
+}
+
+// inlineMax bounds a container shown inline as Python prints it: items and characters.
+const (
+	inlineMaxItems = 8
+	inlineMaxChars = 48
+)
+
+// inlineRepr is a short list or tuple of plain scalars as Python prints it, "(3, 3)",
+// "[0.9, 0.999]", "('cpu',)": what a reader wants to see of a kernel size or a pair of
+// betas rather than "tuple (2 items)".
+func inlineRepr(n *loader.Node) (string, bool) {
+	if (n.Kind != loader.KindList && n.Kind != loader.KindTuple) || n.IsLazy() || len(n.Children) > inlineMaxItems ||
+		(n.Type != "list" && n.Type != "tuple") {
+		return "", false
+	}
+	parts := make([]string, 0, len(n.Children))
+	for _, k := range n.Children {
+		switch k.Kind {
+		case loader.KindNone, loader.KindBool, loader.KindInt, loader.KindFloat:
+			parts = append(parts, Summary(k))
+		case loader.KindStr:
+			if k.Truncated || utf8.RuneCountInString(k.Str) > inlineMaxChars {
+				return "", false
+			}
+			parts = append(parts, PyRepr(k.Str))
+		default:
+			return "", false
+		}
+	}
+	s := strings.Join(parts, ", ")
+	if n.Kind == loader.KindTuple {
+		if len(parts) == 1 {
+			s += ","
+		}
+		s = "(" + s + ")"
+	} else {
+		s = "[" + s + "]"
+	}
+	if utf8.RuneCountInString(s) > inlineMaxChars {
+		return "", false
+	}
+	return s, true
 }
 
 // displayPointer shows a JSON Pointer to a reader: the root is "/".

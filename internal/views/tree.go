@@ -191,7 +191,9 @@ func NewRow(id string, ck *loader.Checkpoint, n *loader.Node) Row {
 	}
 	switch n.Kind {
 	case loader.KindList, loader.KindTuple, loader.KindDict, loader.KindSet, loader.KindFrozenSet:
-		r.Brief = plural(int64(n.NumItems()), "item")
+		if _, inline := inlineRepr(n); !inline { // "(3, 3)" says more than "2 items"
+			r.Brief = plural(int64(n.NumItems()), "item")
+		}
 	}
 	if isContainer(n) {
 		r.Count = n.NumItems()

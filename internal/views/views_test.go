@@ -88,8 +88,16 @@ func TestSummary(t *testing.T) {
 			"bytes (256):" + strings.Repeat(" 00", 16) + " …"},
 		{"bytearray", &loader.Node{Kind: loader.KindBytes, Type: "bytearray", Bytes: []byte("A"), Len: 1}, "bytearray (1): 41"},
 		{"dict", &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict", Children: make([]*loader.Node, 317)}, "OrderedDict (317 items)"},
-		{"list one", list("l", str("", "x")), "list (1 item)"},
-		{"empty tuple", &loader.Node{Kind: loader.KindTuple, Type: "tuple"}, "tuple (0 items)"},
+		// short lists and tuples of scalars read as Python's repr prints them
+		{"list one", list("l", str("", "x")), "['x']"},
+		{"empty tuple", &loader.Node{Kind: loader.KindTuple, Type: "tuple"}, "()"},
+		{"kernel size", &loader.Node{Kind: loader.KindTuple, Type: "tuple", Children: []*loader.Node{
+			{Kind: loader.KindInt, Int: "3"}, {Kind: loader.KindInt, Int: "3"}}}, "(3, 3)"},
+		{"one-tuple", &loader.Node{Kind: loader.KindTuple, Type: "tuple", Children: []*loader.Node{{Kind: loader.KindStr, Str: "cpu"}}}, "('cpu',)"},
+		{"betas", &loader.Node{Kind: loader.KindList, Type: "list", Children: []*loader.Node{
+			{Kind: loader.KindFloat, Float: 0.9}, {Kind: loader.KindFloat, Float: 0.999}, {Kind: loader.KindNone}, {Kind: loader.KindBool, Bool: true}}}, "[0.9, 0.999, None, True]"},
+		{"list of a tensor", &loader.Node{Kind: loader.KindList, Type: "list", Children: []*loader.Node{{Kind: loader.KindTensor}}}, "list (1 item)"},
+		{"long list", &loader.Node{Kind: loader.KindList, Type: "list", Children: make([]*loader.Node, 9)}, "list (9 items)"},
 		{"set", &loader.Node{Kind: loader.KindSet, Type: "set", Children: make([]*loader.Node, 2)}, "set (2 items)"},
 		{"object", &loader.Node{Kind: loader.KindObject, Type: "sklearn.svm._classes.SVC", Global: "sklearn.svm._classes.SVC"}, "sklearn.svm._classes.SVC"},
 		{"global", &loader.Node{Kind: loader.KindGlobal, Global: "posix.system"}, "posix.system"},
