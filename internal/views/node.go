@@ -24,6 +24,8 @@ type NodePage struct {
 	Node Row
 	// Path is the node's JSON Pointer ("/" for the root); JSONURL its JSON API address.
 	Path, JSONURL string
+	// Python is the expression that reaches the node from the loaded object, "" if none.
+	Python string
 	// DictKey is the Python repr of a dict entry's key when it is not a str.
 	DictKey string
 	// Findings are those at this node or below it.
@@ -127,6 +129,7 @@ func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 	p.Path = displayPointer(n.Path())
 	p.JSONURL = NodeJSONURL(meta.ID, n.Path())
 	p.Crumbs = crumbs(meta, ck, n)
+	p.Python = PythonExpr(ck, n)
 	if n.Path() == "" {
 		p.Node.Key = meta.Name
 	} else {

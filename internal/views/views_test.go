@@ -1,6 +1,7 @@
 package views
 
 import (
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -590,5 +591,39 @@ func TestEmptyKeyNodePage(t *testing.T) {
 	p := NewNodePage(FileMeta{ID: "id", Name: "m.pt"}, ck, n, 0, 10)
 	if p.Node.Key != "''" || p.Crumbs[len(p.Crumbs)-1].Label != "''" || p.Path != "/_metadata/" {
 		t.Errorf("heading %q, last crumb %q, path %q", p.Node.Key, p.Crumbs[len(p.Crumbs)-1].Label, p.Path)
+	}
+}
+
+// TestPythonExpr checks the expression a node page offers to copy on fixtures; each was
+// run in Python on the file itself (torch.load / pickle.load of the fixture, then the
+// expression), and reaches the value the node shows.
+func TestPythonExpr(t *testing.T) {
+	for _, c := range []struct{ file, pointer, want string }{
+		{"lightning_style.ckpt", "/state_dict/model.0.weight", "ckpt['state_dict']['model.0.weight']"},
+		{"lightning_style.ckpt", "/optimizer_states/0/param_groups/0/betas", "ckpt['optimizer_states'][0]['param_groups'][0]['betas']"},
+		{"sklearn_pipeline.pkl", "/steps/1/1/coef_", "model.steps[1][1].coef_"},
+		{"sklearn_pipeline.pkl", "/steps/0/1/mean_", "model.steps[0][1].mean_"},
+		{"state_dict.pt", "/wte.weight", "ckpt['wte.weight']"},
+	} {
+		f, err := os.Open("../../testdata/models/" + c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := f.Stat()
+		ck, err := loader.Open(f, st.Size(), loader.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := ck.Node(c.pointer)
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.file, c.pointer, err)
+		}
+		if got := PythonExpr(ck, n); got != c.want {
+			t.Errorf("%s %s: %q, want %q", c.file, c.pointer, got, c.want)
+		}
+		if p := NewNodePage(FileMeta{ID: "id", Name: c.file}, ck, n, 0, 10); p.Python != c.want {
+			t.Errorf("%s %s: the page offers %q", c.file, c.pointer, p.Python)
+		}
+		f.Close()
 	}
 }

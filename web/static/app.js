@@ -202,6 +202,17 @@
   }
 
   document.addEventListener("click", function (e) {
+    const copyText_ = e.target.closest("[data-copy-text]");
+    if (copyText_) {
+      const text = copyText_.dataset.copyText;
+      const label = copyText_.textContent;
+      copyText(text).then(
+        function () { copyText_.textContent = "Copied"; },
+        function () { window.prompt("Copy this:", text); }
+      );
+      setTimeout(function () { copyText_.textContent = label; }, 1500);
+      return;
+    }
     const copy = e.target.closest("[data-copy]");
     if (copy) {
       const url = new URL(copy.dataset.copy, window.location.href).href;
