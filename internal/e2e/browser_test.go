@@ -24,6 +24,7 @@ import (
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/server"
@@ -366,6 +367,27 @@ func TestUploadTreeTensor(t *testing.T) {
 		t.Errorf("search for model.*.weight shows %v", found)
 	}
 	shots.take("2c-search")
+
+	// The other keys: Escape leaves the box, ? lists the keys, arrows move through the tree.
+	step(t, ctx, "? lists the keys",
+		chromedp.KeyEvent(kb.Escape),
+		chromedp.KeyEvent("?"),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="key-help"]`)),
+	)
+	shots.take("2d-keys")
+	step(t, ctx, "Escape closes the list, arrows move",
+		chromedp.KeyEvent(kb.Escape),
+		chromedp.WaitNotPresent(chromedp.CSS(`[data-testid="key-help"]`)),
+		chromedp.KeyEvent(kb.ArrowDown),
+		chromedp.KeyEvent(kb.ArrowDown),
+	)
+	moved, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.activeElement.closest('[data-testid="tree-row"], [data-testid="module-row"]') || {dataset: {}}).dataset.path || (document.activeElement.closest('[data-prefix]') || {dataset: {}}).dataset.prefix || document.activeElement.tagName`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if moved == "" || moved == "BODY" || moved == "INPUT" {
+		t.Errorf("after two ↓ the focus is on %q, not a row of the tree", moved)
+	}
 
 	// The raw tree: expand /state_dict in place.
 	const sd = `li[data-path="/state_dict"]`

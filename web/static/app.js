@@ -282,19 +282,103 @@
   const form = document.getElementById("upload");
   if (form) setupUpload(form);
 
-  // "/" focuses the search box of a checkpoint's contents, as on code hosts; Escape
-  // leaves it.
+  // Keyboard: "/" search, arrows move through the tree (right opens a row, left closes
+  // it), Enter opens the row's page, "y" copies this page's link, "?" lists the keys.
+  const keys = [
+    ["/", "search this checkpoint"],
+    ["↓ ↑", "move through the tree"],
+    ["→ ←", "open or close a row"],
+    ["Enter", "open the row's page"],
+    ["y", "copy the link to this page"],
+    ["?", "show or hide these keys"],
+    ["Esc", "leave the search box, close this list"],
+  ];
+  function keyHelp() {
+    let box = document.getElementById("key-help");
+    if (box) {
+      box.remove();
+      return;
+    }
+    box = el("div", "key-help");
+    box.id = "key-help";
+    box.setAttribute("role", "dialog");
+    box.setAttribute("aria-label", "Keyboard shortcuts");
+    box.dataset.testid = "key-help";
+    box.appendChild(el("h2", "", "Keyboard"));
+    const dl = document.createElement("dl");
+    keys.forEach(function (k) {
+      dl.appendChild(el("dt", "", k[0]));
+      dl.appendChild(el("dd", "", k[1]));
+    });
+    box.appendChild(dl);
+    document.body.appendChild(box);
+  }
+  function visibleRowKeys() {
+    return Array.from(document.querySelectorAll('[data-testid="row-key"], [data-testid="module-leaf"] a, summary.mline'))
+      .filter(function (a) { return a.offsetParent !== null; });
+  }
   document.addEventListener("keydown", function (e) {
-    const box = document.querySelector('[data-testid="search-input"]');
-    if (!box) return;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
-    const typing = t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable);
-    if (e.key === "/" && !typing && !e.ctrlKey && !e.metaKey && !e.altKey) {
-      e.preventDefault();
-      box.focus();
-      box.select();
-    } else if (e.key === "Escape" && t === box) {
-      box.blur();
+    const typing = t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable);
+    const box = document.querySelector('[data-testid="search-input"]');
+    if (typing) {
+      if (e.key === "Escape") t.blur();
+      return;
+    }
+    switch (e.key) {
+      case "/":
+        if (!box) return;
+        e.preventDefault();
+        box.focus();
+        box.select();
+        return;
+      case "?":
+        e.preventDefault();
+        keyHelp();
+        return;
+      case "Escape":
+        const help = document.getElementById("key-help");
+        if (help) help.remove();
+        return;
+      case "y": {
+        const link = document.querySelector('[data-testid="copy-link"]');
+        if (link) link.click();
+        return;
+      }
+      case "ArrowDown":
+      case "ArrowUp": {
+        const rows = visibleRowKeys();
+        if (rows.length === 0) return;
+        e.preventDefault();
+        let i = rows.indexOf(document.activeElement);
+        i = e.key === "ArrowDown" ? Math.min(rows.length - 1, i + 1) : Math.max(0, i < 0 ? 0 : i - 1);
+        rows[i].focus();
+        rows[i].scrollIntoView({ block: "nearest" });
+        return;
+      }
+      case "ArrowRight":
+      case "ArrowLeft": {
+        const a = document.activeElement;
+        const details = a && a.closest && a.closest("details");
+        if (!details) return;
+        e.preventDefault();
+        const own = a.closest("summary") && a.closest("summary").parentElement === details;
+        if (e.key === "ArrowRight" && own) details.open = true;
+        else if (e.key === "ArrowLeft") {
+          if (own && details.open) details.open = false;
+          else {
+            const up = details.parentElement && details.parentElement.closest("details");
+            const target = own ? up : details;
+            if (target) {
+              target.open = false;
+              const k = target.querySelector("summary a");
+              if (k) k.focus();
+            }
+          }
+        }
+        return;
+      }
     }
   });
 })();
