@@ -111,6 +111,16 @@ func (op *opener) open() (*Checkpoint, error) {
 		err = op.openZip()
 	case isTar(head):
 		err = op.openTar()
+		if errors.Is(err, errTarRefused) {
+			// tarfile raises part way, and torch.load reads the file again from its start
+			// as its older non-tar stream: so does the loader
+			op.ck = &Checkpoint{BytesByDType: map[string]int64{}} // (findings are kept)
+			err = op.openPickleFile()
+			if err == nil {
+				op.ck.Notes = append(op.ck.Notes, "Python's tarfile refuses this file part way (a long-name or PAX header with no member after it), so torch.load reads it from its start as its older non-tar format, as shown")
+			}
+			break
+		}
 		// torch falls back to pickle when tarfile refuses the file, and pickle.load would
 		// read it as one: what the bytes say as a pickle is scanned too
 		op.scanAsPickleToo()

@@ -3,6 +3,7 @@ package loader
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"path"
 	"strconv"
@@ -21,21 +22,32 @@ type tarEntry struct {
 	off, size      int64
 }
 
-// tarMembers lists a tar archive's members as torch's legacy loader finds them: torch opens
-// any file that is not a zip with tarfile.open(mode="r:") first, and takes
-// tar.getmember(name), which is the LAST member of exactly that name (tarfile's
-// _getmember, no "./" removed); a hard or symbolic link is read as the member it points to
-// (extractfile follows links inside the archive). Headers are read as tarfile.TarInfo
-// frombuf reads them: the checksum must match (signed or unsigned sum), an all-zero block
-// or a bad header after the first ends the archive there, the ustar prefix is joined to the
-// name, and GNU long names and PAX "path"/"linkpath"/"size" records apply to the next
-// member.
-func (op *opener) tarMembers() (map[string]tarMember, error) {
+// errTarRefused is a tar archive that CPython's tarfile refuses part way (a ReadError: a
+// GNU long name or PAX header with no valid member after it). torch.load then reads the
+// file again from its start as its older non-tar stream (_legacy_load's fallback on any
+// tarfile.TarError), and so does the loader.
+var errTarRefused = errors.New("tarfile refuses this archive")
+
+// tarArchive is a tar archive's members as CPython's tarfile reads them, in order.
+type tarArchive struct {
+	entries []tarEntry
+	last    map[string]int // name -> its last entry (tarfile's getmember)
+}
+
+// tarMembers reads a tar archive's headers as tarfile.TarInfo.frombuf and TarFile.next do:
+// the checksum must match (signed or unsigned sum); an all-zero block, or a bad or cut
+// header after the first, ends the archive there; the ustar prefix is joined to the name;
+// GNU long names and PAX "path" (its trailing "/" stripped), "linkpath" and "size" records
+// apply to the next member, and one with no valid member after it is tarfile's ReadError
+// (errTarRefused); an old-style regular member (type NUL) whose name ends in "/" is a
+// folder.
+func (op *opener) tarMembers() (*tarArchive, error) {
 	var entries []tarEntry
 	var hdr [512]byte
 	var longName, longLink string
 	pax := map[string]string{}
 	global := map[string]string{}
+	pending := false // a GNU or PAX header waits for its member
 	for pos := int64(0); pos+512 <= op.size; {
 		if _, err := op.r.ReadAt(hdr[:], pos); err != nil {
 			return nil, &Error{Msg: "tar header cut short", Offset: pos}
@@ -46,6 +58,9 @@ func (op *opener) tarMembers() (map[string]tarMember, error) {
 		if !tarChecksumOK(hdr[:]) {
 			if pos == 0 {
 				return nil, &Error{Msg: "a tar header with a bad checksum", Offset: 0}
+			}
+			if pending {
+				return nil, errTarRefused
 			}
 			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("the tar header at byte %d has a bad checksum: Python's tarfile stops reading there, so nothing after it is part of the archive", pos))
 			break
@@ -69,7 +84,7 @@ func (op *opener) tarMembers() (map[string]tarMember, error) {
 			} else {
 				longLink = cString(b)
 			}
-			pos = next
+			pos, pending = next, true
 			continue
 		case 'x', 'g': // PAX extended header of the next member, or of all that follow
 			if size > 1<<20 {
@@ -82,11 +97,15 @@ func (op *opener) tarMembers() (map[string]tarMember, error) {
 				target = global
 			}
 			for k, v := range parsePAX(b) {
+				if k == "path" {
+					v = strings.TrimRight(v, "/") // tarfile's _apply_pax_info
+				}
 				target[k] = v
 			}
-			pos = next
+			pos, pending = next, true
 			continue
 		}
+		pending = false
 		name := cString(hdr[0:100])
 		if prefix := cString(hdr[345:500]); prefix != "" && typ != 'D' && typ != 'M' && typ != 'N' && typ != 'S' {
 			name = prefix + "/" + name
@@ -113,9 +132,11 @@ func (op *opener) tarMembers() (map[string]tarMember, error) {
 			linkname = longLink
 		}
 		longName, longLink, pax = "", "", map[string]string{}
-		if typ == '5' || (typ == 0 || typ == '0') && strings.HasSuffix(name, "/") {
+		if typ == 0 && strings.HasSuffix(name, "/") {
+			typ = '5' // AREGTYPE with a trailing slash: a folder
+		}
+		if typ == '5' {
 			name = strings.TrimRight(name, "/")
-			typ = '5'
 		}
 		entries = append(entries, tarEntry{name: name, linkname: linkname, typ: typ, off: data, size: size})
 		if len(entries) > 10000 {
@@ -123,42 +144,84 @@ func (op *opener) tarMembers() (map[string]tarMember, error) {
 		}
 		pos = next
 	}
-	out := map[string]tarMember{}
-	for i, e := range entries {
-		m, ok := op.tarData(entries, i, 0)
-		if ok {
-			out[e.name] = m // a later member of the same name wins, as in getmember
-		} else {
-			delete(out, e.name)
-		}
+	if pending {
+		return nil, errTarRefused
 	}
-	return out, nil
+	a := &tarArchive{entries: entries, last: map[string]int{}}
+	for i, e := range entries {
+		a.last[e.name] = i // a later member of the same name wins, as in getmember
+	}
+	return a, nil
 }
 
-// tarData is the data a member stands for: its own, or that of the member a link names
-// (tarfile's _find_link_target: the last member of that name before it; a symbolic link's
-// target is relative to its folder). A link out of the archive is a danger: torch extracts
-// storages and tensors into a folder and opens them, so it would read that file of the
-// loading machine.
-func (op *opener) tarData(entries []tarEntry, i, depth int) (tarMember, bool) {
-	e := entries[i]
-	switch e.typ {
-	case 0, '0', '7':
-		return tarMember{off: e.off, size: e.size}, true
-	case '1', '2':
-		target := e.linkname
-		if e.typ == '2' {
-			target = path.Clean(path.Join(path.Dir(e.name), e.linkname))
+// tarSupported are the member types tarfile knows; any other is read as a regular file.
+const tarSupported = "01234567gxKLSMV"
+
+// member is what tar.extractfile(name) reads, as tarfile does: the last member of that
+// name, its own data for a regular member (or one of a type tarfile does not know), the
+// member a link names for a link (a symbolic link searched in the whole archive, relative
+// to its folder; a hard link among the members before it; names normalised), "" and a
+// reason when torch would raise instead (no such member, a folder, a loop, a dangling link).
+func (a *tarArchive) member(name string) (tarMember, string) {
+	i, ok := a.last[strings.TrimRight(name, "/")]
+	if !ok {
+		return tarMember{}, "it has no " + name + " member"
+	}
+	return a.data(i, 0)
+}
+
+func (a *tarArchive) data(i, depth int) (tarMember, string) {
+	e := a.entries[i]
+	switch {
+	case e.typ == 0 || e.typ == '0' || e.typ == '7' || strings.IndexByte(tarSupported, e.typ) < 0:
+		return tarMember{off: e.off, size: e.size}, ""
+	case e.typ == '1' || e.typ == '2':
+		if depth >= 8 {
+			return tarMember{}, fmt.Sprintf("its link %s leads round in a loop (tarfile recurses until Python gives up)", e.name)
 		}
-		for j := i - 1; j >= 0 && depth < 8; j-- {
-			if path.Clean(entries[j].name) == path.Clean(target) {
-				return op.tarData(entries, j, depth+1)
+		target, limit := path.Clean(e.linkname), i // a hard link: the members before it
+		if e.typ == '2' {
+			target, limit = path.Clean(path.Join(path.Dir(e.name), e.linkname)), len(a.entries)
+		}
+		for j := limit - 1; j >= 0; j-- {
+			if path.Clean(a.entries[j].name) == target {
+				return a.data(j, depth+1)
 			}
 		}
-		op.fs.add(Finding{Severity: SeverityDanger, Global: "(tar link)", Where: e.name, Offset: e.off - 512,
-			Detail: fmt.Sprintf("the tar member %s is a link to %s, which is not in the archive: torch's legacy loader would read that file of the machine loading it", e.name, e.linkname)})
+		return tarMember{}, fmt.Sprintf("its member %s links to %s, which is not in the archive", e.name, e.linkname)
 	}
-	return tarMember{}, false
+	return tarMember{}, fmt.Sprintf("its member %s is not a file (tar type %q)", e.name, e.typ)
+}
+
+// extracted is what torch reads of a member it extracts to a temporary folder (storages and
+// tensors: tar.extract, then open): a regular member's data, a hard link's target in the
+// archive; a symbolic link becomes a link on the disk, which reads the machine's own file
+// when it points out of the folder (a danger) and the member already extracted there when
+// it names one (only storages, when tensors is read), and nothing otherwise.
+func (a *tarArchive) extracted(op *opener, name string, done map[string]tarMember) (tarMember, string) {
+	i, ok := a.last[name]
+	if !ok {
+		return tarMember{}, "it has no " + name + " member"
+	}
+	e := a.entries[i]
+	if e.typ == '1' || e.typ == '2' {
+		target := e.linkname
+		if e.typ == '2' {
+			target = path.Join(path.Dir(e.name), e.linkname)
+		}
+		if path.IsAbs(e.linkname) || strings.HasPrefix(path.Clean(target), "..") {
+			op.fs.add(Finding{Severity: SeverityDanger, Global: "(tar link)", Where: e.name, Offset: e.off - 512,
+				Detail: fmt.Sprintf("the tar member %s is a link to %s, out of the folder torch extracts it to: torch's legacy loader would read that file of the machine loading it", e.name, e.linkname)})
+			return tarMember{}, fmt.Sprintf("its member %s links out of the archive, to %s", e.name, e.linkname)
+		}
+		if e.typ == '2' {
+			if m, ok := done[path.Clean(target)]; ok {
+				return m, ""
+			}
+			return tarMember{}, fmt.Sprintf("its member %s is a symbolic link to %s, which is not on the disk when torch opens it", e.name, e.linkname)
+		}
+	}
+	return a.data(i, 0)
 }
 
 func allZero(b []byte) bool {
@@ -250,19 +313,39 @@ func isTar(head []byte) bool {
 // openTar reads torch's legacy tar format (torch < 0.1.10): members sys_info, storages,
 // tensors and pickle.
 func (op *opener) openTar() error {
-	members, err := op.tarMembers()
+	a, err := op.tarMembers()
 	if err != nil {
 		return err
 	}
 	for _, need := range []string{"storages", "pickle"} {
-		if _, ok := members[need]; !ok {
+		if _, ok := a.last[need]; !ok {
 			var names []string
-			for n := range members {
-				names = append(names, n)
+			for _, e := range a.entries {
+				names = append(names, e.name)
 			}
 			return &Error{Msg: "tar archive that is not a torch legacy checkpoint (no " + need + " member); members: " + strings.Join(names, ", "), Offset: -1}
 		}
 	}
+	// torch extracts storages and tensors to a folder and reads them there, and reads the
+	// pickle with extractfile: each by tarfile's rules (tarArchive)
+	done := map[string]tarMember{}
+	storages, why := a.extracted(op, "storages", done)
+	if why != "" {
+		return &Error{Msg: "torch.load refuses this tar archive: " + why, Offset: -1}
+	}
+	done["storages"] = storages
+	pickled, why := a.member("pickle")
+	if why != "" {
+		return &Error{Msg: "torch.load refuses this tar archive: " + why, Offset: -1}
+	}
+	tensorsM, why := a.extracted(op, "tensors", done)
+	if why != "" {
+		tensorsM = tarMember{} // hand-built archives (burn's) put storage ids inline in the pickle
+		op.ck.Notes = append(op.ck.Notes, "torch.load refuses this tar archive: "+why+"; it is shown as its storages and pickle members read")
+		op.ck.WeightsOnly = &WeightsOnly{Refusal: "torch.load refuses this tar archive, with or without weights_only: " + why}
+	}
+	members := map[string]tarMember{"storages": storages, "pickle": pickled, "tensors": tensorsM}
+	defer op.scanTarDecoys(a, members)
 	op.ck.Format = "torch-legacy-tar"
 	ctx := op.newCtx(op.r)
 	var pos, end int64
@@ -323,7 +406,14 @@ func (op *opener) openTar() error {
 		ctx.storages[key] = &pyStorage{st: st, numel: numel}
 		pos += 8 + numel*es
 	}
-	if views, err := next("storages"); err == nil {
+	views, verr := next("storages")
+	if verr != nil && pos >= end {
+		// legacy_load reads the views pickle whatever the count: EOFError without it
+		why := "its storages member ends before the storage views"
+		op.ck.Notes = append(op.ck.Notes, "torch.load refuses this tar archive: "+why+"; it is shown as its members read")
+		op.ck.WeightsOnly = &WeightsOnly{Refusal: "torch.load refuses this tar archive, with or without weights_only: " + why}
+	}
+	if verr == nil {
 		for _, it := range iterItems(views) {
 			vt, ok := it.(*types.Tuple)
 			if !ok || vt.Len() != 4 {
@@ -343,10 +433,7 @@ func (op *opener) openTar() error {
 	}
 	// tensors: count, then per tensor (key, storage_id, type), ndim, sizes, strides, offset.
 	tensors := map[string]*pyTensor{}
-	m, ok = members["tensors"]
-	if !ok { // hand-built archives (burn's) put storage ids inline in the pickle
-		m = tarMember{off: 0, size: 0}
-	}
+	m = members["tensors"]
 	pos, end = m.off, m.off+m.size
 	nv = 0
 	if m.size > 0 {
@@ -422,4 +509,23 @@ func (op *opener) openTar() error {
 		return err
 	}
 	return op.checkViews()
+}
+
+// scanTarDecoys scans, for findings, every regular member of a torch tar archive besides
+// those read that starts like a pickle: another reader's rules may pick it.
+func (op *opener) scanTarDecoys(a *tarArchive, read map[string]tarMember) {
+	used := map[int64]bool{}
+	for _, m := range read {
+		used[m.off] = true
+	}
+	for _, e := range a.entries {
+		if used[e.off] || e.size < 2 || !(e.typ == 0 || e.typ == '0' || strings.IndexByte(tarSupported, e.typ) < 0) {
+			continue
+		}
+		var head [2]byte
+		if _, err := op.r.ReadAt(head[:], e.off); err != nil || head[0] != 0x80 || head[1] > 5 {
+			continue
+		}
+		_, _, _ = op.scanOne(op.r, e.off, e.off+e.size, "tar member "+e.name)
+	}
 }
