@@ -37,15 +37,26 @@ type Module struct {
 	// Open says whether the module starts expanded.
 	Open     bool
 	Children []*Module
-	// Leaf is the state dict entry whose key is exactly Prefix, if any.
+	// Leaf is the state dict entry whose key is exactly Prefix, if any (made for the rows a
+	// page shows: leaf is the entry itself).
 	Leaf *Row
+	leaf *loader.Node
+	// More counts the children not shown (a module of thousands of entries, or a tree past
+	// its budget of rows); MoreURL lists them all, a page at a time (a search for the prefix).
+	More    int
+	MoreURL string
+
+	index map[string]*Module // children by name, for a module of many (findModule)
 }
 
 // IsLeaf reports whether the module is a single entry with nothing below it.
-func (m *Module) IsLeaf() bool { return m.Leaf != nil && len(m.Children) == 0 }
+func (m *Module) IsLeaf() bool { return m.leaf != nil && len(m.Children) == 0 }
 
 // ModuleTree is a state dict shown as nested modules.
 type ModuleTree struct {
+	// More counts the top-level modules not shown; MoreURL is the dict's own pages.
+	More    int
+	MoreURL string
 	// Path is the JSON Pointer of the dict the tree is built from; URL its node page.
 	Path, URL string
 	// Modules are the top-level modules and entries, in the dict's order.
@@ -172,16 +183,15 @@ func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleT
 			child := findModule(m, p)
 			if child == nil {
 				child = &Module{Name: p, Prefix: strings.Join(parts[:i+1], ".")}
-				m.Children = append(m.Children, child)
+				m.addChild(child)
 			}
 			m = child
 		}
-		row := NewRow(id, ck, k)
-		if m.Leaf == nil {
-			m.Leaf = &row
+		if m.leaf == nil {
+			m.leaf = k
 		} else {
 			// The same dotted name twice (keys "a.b" and a non-str key): keep both as leaves.
-			m.Children = append(m.Children, &Module{Name: k.Key, Prefix: k.Key, Leaf: &row})
+			m.addChild(&Module{Name: k.Key, Prefix: k.Key, leaf: k})
 		}
 	}
 	finishModule(root)
@@ -207,25 +217,97 @@ func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleT
 			m.Open = !m.IsLeaf()
 		}
 	}
+	budget := moduleRowBudget
+	t.Modules, t.More = limitModules(id, t.Modules, "", &budget)
+	fillRows(id, ck, t.Modules)
+	if t.More > 0 {
+		t.MoreURL = NodeURL(id, dict.Path())
+	}
 	return t
+}
+
+// A page shows at most moduleRowBudget rows of a module tree and moduleChildrenShown
+// children of one module: a state dict of 200,000 tensors is counted whole, but its page
+// shows the first rows and links to the rest (the dict's pages, a search for a module's
+// prefix), so that it renders in a moment.
+const (
+	moduleRowBudget     = 2000
+	moduleChildrenShown = 200
+)
+
+// fillRows makes the rows of the entries of the modules a page shows.
+func fillRows(id string, ck *loader.Checkpoint, mods []*Module) {
+	for _, m := range mods {
+		if m.leaf != nil {
+			row := NewRow(id, ck, m.leaf)
+			m.Leaf = &row
+		}
+		fillRows(id, ck, m.Children)
+	}
+}
+
+// limitModules keeps the modules a page shows, in order, within budget rows; it returns
+// them and how many were left out.
+func limitModules(id string, mods []*Module, prefix string, budget *int) ([]*Module, int) {
+	keep := 0
+	for keep < len(mods) && keep < moduleChildrenShown && *budget > 0 {
+		m := mods[keep]
+		keep++
+		*budget--
+		if len(m.Children) > 0 {
+			m.Children, m.More = limitModules(id, m.Children, m.Prefix, budget)
+			if m.More > 0 {
+				m.MoreURL = SearchPageURL(id, m.Prefix+".", 0)
+			}
+		}
+	}
+	return mods[:keep], len(mods) - keep
 }
 
 func findModule(m *Module, name string) *Module {
 	// The last child is the usual match: state dicts list a module's entries together.
-	for i := len(m.Children) - 1; i >= 0; i-- {
-		if m.Children[i].Name == name {
-			return m.Children[i]
+	if n := len(m.Children); n > 0 && m.Children[n-1].Name == name {
+		return m.Children[n-1]
+	}
+	if len(m.Children) < 16 {
+		for _, c := range m.Children {
+			if c.Name == name {
+				return c
+			}
+		}
+		return nil
+	}
+	// a module of many children (a state dict of 200,000 top-level names) looks them up in
+	// an index, so building the tree stays linear
+	if m.index == nil {
+		m.index = make(map[string]*Module, len(m.Children))
+		for _, c := range m.Children {
+			m.indexChild(c)
 		}
 	}
-	return nil
+	return m.index[name]
+}
+
+// addChild appends a child module, keeping the index of a module of many children.
+func (m *Module) addChild(c *Module) {
+	m.Children = append(m.Children, c)
+	if m.index != nil {
+		m.indexChild(c)
+	}
+}
+
+func (m *Module) indexChild(c *Module) {
+	if _, dup := m.index[c.Name]; !dup { // the first of a name, as the scan finds it
+		m.index[c.Name] = c
+	}
 }
 
 // finishModule sums counts bottom-up and orders numbered children numerically.
 func finishModule(m *Module) {
-	if m.Leaf != nil && m.Leaf.Tensor != nil && (m.Leaf.Kind == string(loader.KindTensor) || m.Leaf.Kind == string(loader.KindNDArray)) {
+	if l := m.leaf; l != nil && l.Tensor != nil && (l.Kind == loader.KindTensor || l.Kind == loader.KindNDArray) {
 		m.Tensors = 1
-		m.Params = m.Leaf.Tensor.Numel
-		m.Bytes = m.Leaf.Tensor.NBytes
+		m.Params = l.Tensor.Numel()
+		m.Bytes = l.Tensor.NBytes()
 	}
 	numbered := len(m.Children) > 0
 	for _, c := range m.Children {
@@ -283,14 +365,14 @@ func index(s string) (int, bool) {
 // as one level: "encoder" → "layer" becomes "encoder.layer". Numbered levels stay apart.
 func collapseChains(m *Module) {
 	_, numbered := index(m.Name)
-	for !numbered && m.Leaf == nil && len(m.Children) == 1 && !m.Children[0].IsLeaf() && m.Numbered == 0 {
+	for !numbered && m.leaf == nil && len(m.Children) == 1 && !m.Children[0].IsLeaf() && m.Numbered == 0 {
 		if _, ok := index(m.Children[0].Name); ok {
 			break
 		}
 		c := m.Children[0]
 		m.Name += "." + c.Name
 		m.Prefix = c.Prefix
-		m.Leaf, m.Children, m.Numbered, m.NumberedLabel = c.Leaf, c.Children, c.Numbered, c.NumberedLabel
+		m.leaf, m.Children, m.Numbered, m.NumberedLabel = c.leaf, c.Children, c.Numbered, c.NumberedLabel
 	}
 	for _, c := range m.Children {
 		collapseChains(c)

@@ -236,17 +236,21 @@ func sharedWith(id string, n *loader.Node, max int) ([]Link, int) {
 	if n.Tensor == nil || n.Tensor.Storage == nil {
 		return nil, 0
 	}
+	// Only the first users are read: a storage viewed by 200,000 tensors costs each row
+	// max links, not a walk of all of them.
+	users, self := n.Tensor.Storage.Users, n.Path()
 	var links []Link
-	more := 0
-	for _, p := range n.Tensor.Storage.Users {
-		if p == n.Path() {
+	seenSelf, i := false, 0
+	for ; i < len(users) && (max < 0 || len(links) < max); i++ {
+		if users[i] == self {
+			seenSelf = true
 			continue
 		}
-		if max >= 0 && len(links) >= max {
-			more++
-			continue
-		}
-		links = append(links, Link{Label: displayPointer(p), URL: NodeURL(id, p)})
+		links = append(links, Link{Label: displayPointer(users[i]), URL: NodeURL(id, users[i])})
+	}
+	more := len(users) - i
+	if !seenSelf && more > 0 {
+		more-- // the tensor itself is among the rest
 	}
 	return links, more
 }

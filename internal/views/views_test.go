@@ -627,3 +627,36 @@ func TestPythonExpr(t *testing.T) {
 		f.Close()
 	}
 }
+
+// TestModuleTreeOfManyTensors builds the module view of a state dict of 200,000 tensors
+// (t200k.pt's shape: layer0.w ... layer199999.w): it counts them all but shows at most its
+// budget of rows, each module at most 200 children, with links to the rest.
+func TestModuleTreeOfManyTensors(t *testing.T) {
+	root := &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict"}
+	st := &loader.Storage{Key: "0", DType: "float32", Size: 16}
+	for i := range 200_000 {
+		k := "layer" + strconv.Itoa(i) + ".w"
+		root.Children = append(root.Children, &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: k, Seg: k,
+			Tensor: &loader.Tensor{DType: "float32", Shape: []int64{4}, Strides: []int64{1}, Storage: st}})
+	}
+	ck := checkpoint(root)
+	tr := NewModuleTree("id", ck, root)
+	if tr.Tensors != 200_000 || tr.Params != 800_000 {
+		t.Errorf("counted %d tensors, %d parameters", tr.Tensors, tr.Params)
+	}
+	rows := 0
+	var count func(ms []*Module)
+	count = func(ms []*Module) {
+		if len(ms) > moduleChildrenShown {
+			t.Errorf("a module shows %d children", len(ms))
+		}
+		for _, m := range ms {
+			rows++
+			count(m.Children)
+		}
+	}
+	count(tr.Modules)
+	if rows > moduleRowBudget || tr.More != 200_000-len(tr.Modules) || tr.MoreURL != "/c/id/n/" {
+		t.Errorf("%d rows shown, %d more (%q)", rows, tr.More, tr.MoreURL)
+	}
+}
