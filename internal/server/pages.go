@@ -91,7 +91,7 @@ func (s *Server) handleCheckpoint(c echo.Context) error {
 		p.Search = s.searchView(c, o, q, offset)
 	}
 	if o.ck.Tensors > 0 {
-		p.Stats = statsJobView(o.id, s.statsProgress(o))
+		p.Stats = s.statsJobBlock(o, s.statsProgress(o))
 	}
 	return s.render(c, http.StatusOK, templates.CheckpointPage(p))
 }

@@ -6,9 +6,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSearchAPI searches state_dict.pt through the API and holds the results to the
@@ -102,5 +104,70 @@ func TestSearchPage(t *testing.T) {
 	rec := do(s, http.MethodGet, "/c/"+id+"/fragment/search?q="+url.QueryEscape("shape:[x]"), nil)
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `data-testid="search-error"`) {
 		t.Errorf("unreadable query: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestStatsFlags runs the all-statistics job on state_dict.pt and checks the tensors the
+// block lists against the statistics numpy computed (expected.json): every tensor that is
+// all zeros or a single value (LayerNorm's initial ones and zeros), and no other.
+func TestStatsFlags(t *testing.T) {
+	s := realServer(t, Config{})
+	id := uploadFixture(t, s, "state_dict.pt")
+	raw, err := os.ReadFile(filepath.Join(fixturesDir, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all map[string]struct {
+		Tensors []struct {
+			Path  string `json:"path"`
+			Stats *struct {
+				Count  int64    `json:"count"`
+				Min    *float64 `json:"min"`
+				Max    *float64 `json:"max"`
+				Zeros  int64    `json:"zeros"`
+				NaN    int64    `json:"nan"`
+				PosInf int64    `json:"posinf"`
+				NegInf int64    `json:"neginf"`
+			} `json:"stats"`
+		} `json:"tensors"`
+	}
+	if err := json.Unmarshal(raw, &all); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, e := range all["state_dict.pt"].Tensors {
+		st := e.Stats
+		if st == nil {
+			continue
+		}
+		if st.NaN+st.PosInf+st.NegInf > 0 || st.Count > 0 && st.Zeros == st.Count || st.Count > 1 && *st.Min == *st.Max ||
+			st.Max != nil && (*st.Max >= 1e4 || *st.Min <= -1e4) {
+			want = append(want, e.Path)
+		}
+	}
+	if len(want) == 0 {
+		t.Fatal("no tensor of the fixture stands out: the test checks nothing")
+	}
+	api := "/api/checkpoints/" + id + "/stats/all"
+	if rec := do(s, http.MethodPost, api, nil); rec.Code != http.StatusAccepted {
+		t.Fatalf("POST %s = %d", api, rec.Code)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		p := decode[jobProgress](t, do(s, http.MethodGet, api, nil))
+		if p.State == jobDone {
+			break
+		}
+		if p.State != jobRunning || time.Now().After(deadline) {
+			t.Fatalf("job %+v", p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	body := do(s, http.MethodGet, "/c/"+id+"/fragment/stats-all", nil).Body.String()
+	var got []string
+	for _, m := range regexp.MustCompile(`data-testid="stats-flag"><a class="mono" href="[^"]*">([^<]*)</a>`).FindAllStringSubmatch(body, -1) {
+		got = append(got, m[1])
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("flagged %v, want %v", got, want)
 	}
 }

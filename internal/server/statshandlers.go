@@ -145,7 +145,7 @@ func (s *Server) handleStatsAllFragment(c echo.Context) error {
 		return err
 	}
 	defer release()
-	j := statsJobView(o.id, s.statsProgress(o))
+	j := s.statsJobBlock(o, s.statsProgress(o))
 	j.Polled = true
 	return s.render(c, http.StatusOK, templates.StatsJobFragment(j))
 }
@@ -162,7 +162,7 @@ func (s *Server) handleStatsAllStart(c echo.Context) error {
 	if c.Request().Header.Get("HX-Request") == "" {
 		return c.Redirect(http.StatusSeeOther, views.CheckpointURL(o.id)+"#stats-all")
 	}
-	j := statsJobView(o.id, p)
+	j := s.statsJobBlock(o, p)
 	j.Polled = true
 	return s.render(c, http.StatusOK, templates.StatsJobFragment(j))
 }
@@ -199,6 +199,30 @@ func statsJobView(id string, p jobProgress) *views.StatsJob {
 		TensorsDone: p.TensorsDone, TensorsTotal: p.TensorsTotal,
 		Failed: p.Failed, Error: p.Error,
 	})
+}
+
+// statsJobBlock is the all-statistics block of checkpoint o; once every statistic is
+// computed it lists the tensors whose values stand out (views.StatFlagOf).
+func (s *Server) statsJobBlock(o *opened, p jobProgress) *views.StatsJob {
+	j := statsJobView(o.id, p)
+	if p.State != jobDone {
+		return j
+	}
+	units, _ := o.statsUnits()
+	for _, u := range units {
+		st := s.unitCached(o.id, u)
+		if st == nil {
+			continue
+		}
+		float := false
+		if n, err := node(o.ck, u.paths[0]); err == nil && n.Tensor != nil {
+			float = tensor.IsFloat(n.Tensor.DType) || n.Tensor.Quant != nil
+		}
+		if what := views.StatFlagOf(st, float); what != "" {
+			j.AddFlag(o.id, u.paths[0], what)
+		}
+	}
+	return j
 }
 
 // tensorPage adds to a tensor's page what needs its data: the statistics when cached (or

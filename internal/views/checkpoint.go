@@ -1,12 +1,14 @@
 package views
 
 import (
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/search"
+	"github.com/ckptview/ckptview/internal/tensor"
 )
 
 // The two ways a checkpoint page shows its tree.
@@ -93,6 +95,57 @@ type StatsJob struct {
 	// Polled is set when the block answers its own polling: a job that has just finished
 	// then offers to reload the page, whose tree has the new sparklines.
 	Polled bool
+	// Flags are the tensors whose statistics a reader should look at (NaN or infinite
+	// values, all zeros, one constant value, extreme magnitudes), each a link; FlagsMore
+	// counts those not listed.
+	Flags     []StatFlag
+	FlagsMore int
+}
+
+// StatFlag is one tensor whose statistics stand out, and why.
+type StatFlag struct {
+	Path, URL, What string
+}
+
+// maxFlags is how many flagged tensors the block lists.
+const maxFlags = 50
+
+// extremeMagnitude is the largest |value| of a float tensor past which it is flagged: far
+// beyond what trained weights, activations' statistics or optimizer moments hold.
+const extremeMagnitude = 1e4
+
+// StatFlagOf says why a tensor's statistics stand out ("" when they do not); float says
+// whether its dtype holds floats (an integer counter is no extreme magnitude).
+func StatFlagOf(s *tensor.Stats, float bool) string {
+	switch {
+	case s == nil || s.Numel == 0:
+		return ""
+	case s.NaN > 0 || s.PosInf > 0 || s.NegInf > 0:
+		var parts []string
+		if s.NaN > 0 {
+			parts = append(parts, Thousands(s.NaN)+" NaN")
+		}
+		if s.PosInf+s.NegInf > 0 {
+			parts = append(parts, Thousands(s.PosInf+s.NegInf)+" infinite")
+		}
+		return strings.Join(parts, " and ") + " of " + Thousands(s.Numel) + " values"
+	case s.Count > 0 && s.Zeros == s.Count:
+		return "all " + Thousands(s.Count) + " values are zero"
+	case s.Count > 1 && s.Min == s.Max:
+		return "every value is " + StatNumber(s.Min)
+	case float && max(math.Abs(s.Min), math.Abs(s.Max)) >= extremeMagnitude:
+		return "extreme values: max |x| = " + StatNumber(max(math.Abs(s.Min), math.Abs(s.Max)))
+	}
+	return ""
+}
+
+// AddFlag lists a flagged tensor, up to maxFlags.
+func (j *StatsJob) AddFlag(id, path, what string) {
+	if len(j.Flags) >= maxFlags {
+		j.FlagsMore++
+		return
+	}
+	j.Flags = append(j.Flags, StatFlag{Path: displayPointer(path), URL: NodeURL(id, path), What: what})
 }
 
 // NewStatsJob is the block for checkpoint id in the given state.
