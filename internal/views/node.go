@@ -26,6 +26,8 @@ type NodePage struct {
 	Path, JSONURL string
 	// Python is the expression that reaches the node from the loaded object, "" if none.
 	Python string
+	// Param names the parameter an optimizer state entry belongs to; ParamHow says how.
+	Param, ParamHow string
 	// DictKey is the Python repr of a dict entry's key when it is not a str.
 	DictKey string
 	// Findings are those at this node or below it.
@@ -130,6 +132,11 @@ func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 	p.JSONURL = NodeJSONURL(meta.ID, n.Path())
 	p.Crumbs = crumbs(meta, ck, n)
 	p.Python = PythonExpr(ck, n)
+	if isOptimizerStateEntries(n.Parent()) {
+		if pn := NewParamNames(ck); pn != nil {
+			p.Param, p.ParamHow = pn.ByPath[n.Path()], pn.How
+		}
+	}
 	if n.Path() == "" {
 		p.Node.Key = meta.Name
 	} else {

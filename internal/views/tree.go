@@ -52,6 +52,9 @@ type Row struct {
 	Tensor *TensorBrief
 	// Ref is the target of a ref node.
 	Ref *Link
+	// Note names what the node stands for when its key does not say (an optimizer state
+	// entry's parameter); NoteTitle says how that was found.
+	Note, NoteTitle string
 }
 
 // Expandable reports whether the row has children to load.
@@ -165,6 +168,15 @@ func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 	c.Rows = make([]Row, 0, end-offset)
 	for _, k := range page {
 		c.Rows = append(c.Rows, NewRow(meta.ID, ck, k))
+	}
+	if isOptimizerStateEntries(n) {
+		if pn := NewParamNames(ck); pn != nil {
+			for i := range c.Rows {
+				if name, ok := pn.ByPath[c.Rows[i].Path]; ok {
+					c.Rows[i].Note, c.Rows[i].NoteTitle = name, pn.How
+				}
+			}
+		}
 	}
 	c.Remaining = total - end
 	if c.Remaining > 0 {

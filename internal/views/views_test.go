@@ -660,3 +660,37 @@ func TestModuleTreeOfManyTensors(t *testing.T) {
 		t.Errorf("%d rows shown, %d more (%q)", rows, tr.More, tr.MoreURL)
 	}
 }
+
+// TestOptimizerStateNames opens lightning_style.ckpt, whose Adam state torch numbers 0 to 3
+// for the model's parameters model.0.weight, model.0.bias, model.2.weight, model.2.bias (in
+// model.parameters() order, checked with torch): each state entry is named after its
+// parameter, in the children rows and on its own page.
+func TestOptimizerStateNames(t *testing.T) {
+	f, err := os.Open("../../testdata/models/lightning_style.ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	ck, err := loader.Open(f, st.Size(), loader.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := ck.Node("/optimizer_states/0/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kids := NewChildren(FileMeta{ID: "id"}, ck, state, 0, 10)
+	var got []string
+	for _, r := range kids.Rows {
+		got = append(got, r.Key+"="+r.Note)
+	}
+	want := "0=model.0.weight 1=model.0.bias 2=model.2.weight 3=model.2.bias"
+	if strings.Join(got, " ") != want {
+		t.Errorf("rows %v, want %s", got, want)
+	}
+	n, _ := ck.Node("/optimizer_states/0/state/2")
+	if p := NewNodePage(FileMeta{ID: "id"}, ck, n, 0, 10); p.Param != "model.2.weight" || !strings.Contains(p.ParamHow, "param_groups") {
+		t.Errorf("page names %q (%s)", p.Param, p.ParamHow)
+	}
+}
