@@ -3,6 +3,7 @@ package loader
 import (
 	"archive/zip"
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -87,8 +88,22 @@ func nameCompare(a, b string) int {
 
 // sortLikeMiniz orders the entries as mz_zip_reader_sort_central_dir_offsets_by_filename
 // does: the same heap sort, step for step, so that equal names end where miniz puts them.
+// When no two names are equal (without regard to case), every sort gives that order, and a
+// faster one is used (a state dict of 200,000 storages).
 func (t *torchZip) sortLikeMiniz() {
 	idx := make([]int, len(t.files))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(i, j int) bool { return nameLess(t.files[idx[i]].Name, t.files[idx[j]].Name) })
+	distinct := true
+	for i := 1; i < len(idx) && distinct; i++ {
+		distinct = nameCompare(t.files[idx[i-1]].Name, t.files[idx[i]].Name) != 0
+	}
+	if distinct {
+		t.sorted = idx
+		return
+	}
 	for i := range idx {
 		idx[i] = i
 	}
