@@ -183,6 +183,9 @@ func (n *Node) Items(from, to int) []*Node {
 	}
 	switch {
 	case n.lazy != nil:
+		if p, ok := n.lazy.(*pureItems); ok {
+			return p.items(n, from, to)
+		}
 		out := make([]*Node, 0, to-from)
 		for i := from; i < to; i++ {
 			s := strconv.Itoa(i)

@@ -225,16 +225,40 @@ func (p *pureItems) Len() int {
 
 // Item converts item i, and (for a dict entry) gives it its key.
 func (p *pureItems) Item(i int) (*Node, error) {
-	c := &converter{o: Options{MaxNodes: math.MaxInt, MaxDepth: math.MaxInt}, seen: map[any]*Node{}}
+	return p.item(newItemConverter(), i), nil
+}
+
+// newItemConverter is the converter items made on demand are made with: the values were
+// counted against the limits when the file was opened.
+func newItemConverter() *converter {
+	return &converter{o: Options{MaxNodes: math.MaxInt, MaxDepth: math.MaxInt}, seen: map[any]*Node{}}
+}
+
+func (p *pureItems) item(c *converter, i int) *Node {
 	if p.dict != nil {
 		k := p.dict[i].Key.(string)
 		n := c.node(p.dict[i].Value, nil, k, 0)
 		n.Key, n.Seg = k, k
-		return n, nil
+		return n
 	}
 	s := strconv.Itoa(i)
 	n := c.node(p.list[i], nil, s, 0)
-	return n, nil
+	n.Key, n.Seg = s, s
+	return n
+}
+
+// items makes items [from, to) of n, with one converter for the page (its slab, its memo
+// of judged subtrees), children of n. The subtree is plain data, each container in it
+// referenced once, so no two items share a value and one converter serves them all.
+func (p *pureItems) items(n *Node, from, to int) []*Node {
+	c := newItemConverter()
+	out := make([]*Node, 0, to-from)
+	for i := from; i < to; i++ {
+		k := p.item(c, i)
+		k.parent = n
+		out = append(out, k)
+	}
+	return out
 }
 
 // keyed says whether items have keys of their own (a dict) rather than indexes.
