@@ -8,21 +8,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 )
 
-// zipDiffCase is one archive of testdata/zipdiff and what torch.load (torch 1.13) made of
-// it: generate.py made every candidate pickle in it hold a different int or str, so the
-// value torch returned names the member it read.
-type zipDiffCase struct {
-	Why        string         `json:"why"`
-	TorchLoad  any            `json:"torch_load"`
-	Error      *string        `json:"error"`
-	ReadMember string         `json:"read_member"`
-	Members    []string       `json:"members"`
-	Values     map[string]any `json:"values"`
+// torchCase is one archive of a truth table (testdata/zipdiff, testdata/tardiff) and what
+// torch.load (torch 1.13) made of it: the generator made every candidate pickle in it hold
+// a different int or str, so the value torch returned names the member it read.
+type torchCase struct {
+	Why        string  `json:"why"`
+	TorchLoad  any     `json:"torch_load"`
+	Error      *string `json:"error"`
+	ReadMember string  `json:"read_member"`
 }
 
 // rootValue is the value at the root of an opened tree, as torch would return it.
@@ -36,15 +35,13 @@ func rootValue(ck *Checkpoint) any {
 	return fmt.Sprintf("<%s %s>", ck.Root.Kind, ck.Root.Type)
 }
 
-// TestZipMembersAsTorchReadsThem opens each archive of testdata/zipdiff, made to probe how
-// torch's zip reader picks the pickle (duplicate names, case, folders, records, prepended,
-// appended and concatenated data, a forged end record, zip64), and holds the loader to
-// torch's verdict: where torch.load returned a value, the tree shows that value, or the
-// loader refuses the file (failing closed); where torch refused, the loader refuses too or
-// shows nothing it would not read. In no case does the loader show another member's value
-// as the file's.
-func TestZipMembersAsTorchReadsThem(t *testing.T) {
-	const dir = "testdata/zipdiff"
+// checkTorchTruthTable opens every archive of dir and holds the loader to torch's verdict
+// in its expected.json: where torch.load returned a value, the tree shows that value, or
+// the loader refuses the file (failing closed); where torch raised and the loader shows the
+// file as the format torch would read (one of formats), it must say that torch refuses it
+// (a note starting with refusal, and a weights_only verdict that does not load).
+func checkTorchTruthTable(t *testing.T, dir, refusal string, formats ...string) {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(dir, "expected.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +62,7 @@ func TestZipMembersAsTorchReadsThem(t *testing.T) {
 	}
 	same, refused := 0, 0
 	for _, name := range names {
-		var c zipDiffCase
+		var c torchCase
 		if err := json.Unmarshal(cases[name], &c); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -93,11 +90,10 @@ func TestZipMembersAsTorchReadsThem(t *testing.T) {
 			same++
 		case want != "":
 			t.Errorf("%s (%s): the tree shows %v, torch.load returns %s (from %s)", name, c.Why, rootValue(ck), want, c.ReadMember)
-		case ck.Format == "torch-zip" || ck.Format == "torchscript":
-			// shown as a zip reader finds it: the page must say that torch refuses it
+		case slices.Contains(formats, ck.Format):
 			said := false
 			for _, n := range ck.Notes {
-				said = said || strings.HasPrefix(n, "torch.load refuses this archive: ")
+				said = said || strings.HasPrefix(n, refusal)
 			}
 			if !said || ck.WeightsOnly == nil || ck.WeightsOnly.Loads {
 				t.Errorf("%s: torch refuses it (%s); ckptview shows %v without saying so (notes %q)", name, *c.Error, rootValue(ck), ck.Notes)
@@ -107,6 +103,14 @@ func TestZipMembersAsTorchReadsThem(t *testing.T) {
 		}
 	}
 	t.Logf("%d archives: %d shown as torch reads them, %d refused", len(names), same, refused)
+}
+
+// TestZipMembersAsTorchReadsThem holds the loader to torch.load on testdata/zipdiff:
+// archives made to probe how torch's zip reader picks the pickle (duplicate names, case,
+// folders, records, prepended, appended and concatenated data, a forged end record, zip64).
+// In no case does the loader show another member's value as the file's.
+func TestZipMembersAsTorchReadsThem(t *testing.T) {
+	checkTorchTruthTable(t, "testdata/zipdiff", "torch.load refuses this archive: ", "torch-zip", "torchscript")
 }
 
 // FuzzTorchZipLookup checks the miniz lookup on any set of names: the sort and the binary
