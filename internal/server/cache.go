@@ -300,7 +300,7 @@ func treeBytes(ck *loader.Checkpoint) int64 {
 	for len(stack) > 0 {
 		n := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		total += nodeBytes + int64(len(n.Path())+len(n.Key)+len(n.Int)+len(n.Global)+len(n.Target)) +
+		total += nodeBytes + int64(len(n.Key)+len(n.Int)+len(n.Global)+len(n.Target)) +
 			textFactor*int64(len(n.Str)+len(n.Bytes)) + n.LazyBytes()
 		if t := n.Tensor; t != nil {
 			total += tensorBytes + 16*int64(len(t.Shape)) + int64(len(t.Descr))
