@@ -132,7 +132,8 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		c.err = &Error{Msg: fmt.Sprintf("values nested deeper than %d levels, this server's limit (-max-depth)", c.o.MaxDepth), Offset: -1}
 		return &Node{Kind: KindNone, parent: parent, Seg: seg}
 	}
-	if id, ok := identity(v); ok {
+	id, isContainer := identity(v)
+	if isContainer {
 		if first, ok := c.seen[id]; ok {
 			return &Node{Kind: KindRef, Type: "ref", parent: parent, Seg: seg, Target: first.Path()}
 		}
@@ -144,7 +145,7 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 	}
 	n := c.newNode()
 	n.parent, n.Seg = parent, seg
-	if id, ok := identity(v); ok {
+	if isContainer {
 		c.seen[id] = n
 	}
 	switch x := v.(type) {

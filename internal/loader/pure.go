@@ -57,84 +57,86 @@ func (c *converter) pure(v any) pureInfo {
 	if c.pureMemo == nil {
 		c.pureMemo = map[any]*pureInfo{}
 	}
-	var judge func(v any, edge bool) pureInfo
-	judge = func(v any, edge bool) pureInfo {
-		if b, ok := plainLeaf(v); ok {
-			return pureInfo{ok: true, size: 1, bytes: b}
-		}
-		var kids []any
-		var keys []types.DictEntry
-		switch x := v.(type) {
-		case *types.List:
-			kids = *x
-		case *types.Tuple:
-			kids = *x
-		case *types.Dict:
-			keys = *x
-		default:
-			return pureInfo{}
-		}
-		if m, ok := c.pureMemo[v]; ok {
-			if edge {
-				m.edges++
-				m.ok = false // referenced twice: a ref in the tree, which needs a node
-			}
-			return *m
-		}
-		m := &pureInfo{ok: true, size: 1, bytes: 24}
-		c.pureMemo[v] = m
+	return c.judge(v, false)
+}
+
+// judge is pure's walk: edge says v is reached from a container being judged (a second
+// reference to a container makes it, and what holds it, no plain data).
+func (c *converter) judge(v any, edge bool) pureInfo {
+	if b, ok := plainLeaf(v); ok {
+		return pureInfo{ok: true, size: 1, bytes: b}
+	}
+	var kids []any
+	var keys []types.DictEntry
+	switch x := v.(type) {
+	case *types.List:
+		kids = *x
+	case *types.Tuple:
+		kids = *x
+	case *types.Dict:
+		keys = *x
+	default:
+		return pureInfo{}
+	}
+	if m, ok := c.pureMemo[v]; ok {
 		if edge {
-			m.edges = 1
-			if _, seen := c.seen[v]; seen {
-				m.ok = false // already a node: this is a second reference to it
-			}
-		}
-		c.judged++
-		if c.judged&0xffff == 0 && c.o.pastDeadline() {
-			m.ok = false
-			return *m
-		}
-		add := func(k pureInfo) {
-			m.size += k.size
-			m.depth = max(m.depth, k.depth+1)
-			m.bytes += k.bytes + 16
-			if !k.ok {
-				m.ok = false
-			}
-		}
-		for _, k := range kids {
-			add(judge(k, true))
-		}
-		if keys != nil {
-			// str keys only, each once (a dict with other keys, or one key set twice, is
-			// converted node by node, which says what Python keeps)
-			var segs map[string]bool
-			if len(keys) > 16 {
-				segs = make(map[string]bool, len(keys))
-			}
-			for i, e := range keys {
-				s, isStr := e.Key.(string)
-				if !isStr {
-					m.ok = false
-				} else if segs != nil {
-					if segs[s] {
-						m.ok = false
-					}
-					segs[s] = true
-				} else {
-					for _, f := range keys[:i] {
-						if f.Key == s {
-							m.ok = false
-						}
-					}
-				}
-				m.bytes += 16
-				add(judge(e.Value, true))
-			}
+			m.edges++
+			m.ok = false // referenced twice: a ref in the tree, which needs a node
 		}
 		return *m
 	}
-	return judge(v, false)
+	m := &pureInfo{ok: true, size: 1, bytes: 24}
+	c.pureMemo[v] = m
+	if edge {
+		m.edges = 1
+		if _, seen := c.seen[v]; seen {
+			m.ok = false // already a node: this is a second reference to it
+		}
+	}
+	c.judged++
+	if c.judged&0xffff == 0 && c.o.pastDeadline() {
+		m.ok = false
+		return *m
+	}
+	add := func(k pureInfo) {
+		m.size += k.size
+		m.depth = max(m.depth, k.depth+1)
+		m.bytes += k.bytes + 16
+		if !k.ok {
+			m.ok = false
+		}
+	}
+	for _, k := range kids {
+		add(c.judge(k, true))
+	}
+	if keys != nil {
+		// str keys only, each once (a dict with other keys, or one key set twice, is
+		// converted node by node, which says what Python keeps)
+		var segs map[string]bool
+		if len(keys) > 16 {
+			segs = make(map[string]bool, len(keys))
+		}
+		for i, e := range keys {
+			s, isStr := e.Key.(string)
+			if !isStr {
+				m.ok = false
+			} else if segs != nil {
+				if segs[s] {
+					m.ok = false
+				}
+				segs[s] = true
+			} else {
+				for _, f := range keys[:i] {
+					if f.Key == s {
+						m.ok = false
+					}
+				}
+			}
+			m.bytes += 16
+			add(c.judge(e.Value, true))
+		}
+	}
+	return *m
 }
 
 // markLazy marks the containers of a plain subtree as kept as values, so that a later
