@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -172,24 +173,14 @@ func (t *torchZip) versionRefusal(read func(*zip.File) ([]byte, error)) string {
 	if err != nil {
 		return "its version record cannot be read"
 	}
+	// torch reads it with std::stoull-like rules: leading space, then the leading digits
 	s := strings.TrimLeft(string(b), " \t\n\r\f\v")
-	digits := 0
-	for digits < len(s) && s[digits] >= '0' && s[digits] <= '9' {
-		digits++
-	}
+	digits := len(s) - len(strings.TrimLeft(s, "0123456789"))
 	if digits == 0 {
 		return fmt.Sprintf("its version record %q is not a number", clip(string(b)))
 	}
-	v := s[:digits]
-	if len(v) > 3 || v == "0" || strings.TrimLeft(v, "0") == "" {
-		return fmt.Sprintf("its version %s is outside the versions torch reads (1 to 10)", clip(v))
-	}
-	n := 0
-	for _, c := range v {
-		n = n*10 + int(c-'0')
-	}
-	if n < 1 || n > 10 {
-		return fmt.Sprintf("its version %d is outside the versions torch reads (1 to 10)", n)
+	if n, err := strconv.ParseUint(s[:digits], 10, 64); err != nil || n < 1 || n > 10 {
+		return fmt.Sprintf("its version %s is outside the versions torch reads (1 to 10)", clip(s[:digits]))
 	}
 	return ""
 }
