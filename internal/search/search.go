@@ -388,15 +388,15 @@ func (w *walker) visit(n *loader.Node, path string) error {
 // matches says whether every term of q matches n.
 func matches(q *Query, n *loader.Node, path string) bool {
 	for _, t := range q.terms {
-		if !t.match(n, displayPath(path), n.Key) {
+		if !t.match(n, DisplayPath(path), n.Key) {
 			return false
 		}
 	}
 	return true
 }
 
-// displayPath is a pointer as a reader types it: segments unescaped.
-func displayPath(p string) string {
+// DisplayPath is a pointer as a reader types it: its segments unescaped.
+func DisplayPath(p string) string {
 	if !strings.Contains(p, "~") {
 		return p
 	}

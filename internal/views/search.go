@@ -63,7 +63,7 @@ func NewSearchView(id string, ck *loader.Checkpoint, query string, res search.Re
 	w := 0
 	for _, r := range res.Page {
 		row := NewRow(id, ck, r.Node)
-		row.Key = strings.TrimPrefix(displayPointerText(r.Path), "/")
+		row.Key = strings.TrimPrefix(search.DisplayPath(r.Path), "/")
 		v.Rows = append(v.Rows, row)
 		w = max(w, utf8.RuneCountInString(row.Key))
 	}
@@ -74,15 +74,6 @@ func NewSearchView(id string, ck *loader.Checkpoint, query string, res search.Re
 		v.NextPageURL = SearchPageURL(id, query, end)
 	}
 	return v
-}
-
-// displayPointerText shows a pointer with its segments unescaped, as a reader types it.
-func displayPointerText(p string) string {
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		segs[i] = loader.UnescapeSegment(s)
-	}
-	return strings.Join(segs, "/")
 }
 
 // SearchFragmentURL is the results fragment of a query from offset.
