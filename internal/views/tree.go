@@ -188,10 +188,11 @@ func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 
 // NewRow describes one node for a tree listing.
 func NewRow(id string, ck *loader.Checkpoint, n *loader.Node) Row {
+	path := n.Path() // made from the parents: once per row
 	r := Row{
 		Key:      n.Key,
-		Path:     n.Path(),
-		URL:      NodeURL(id, n.Path()),
+		Path:     path,
+		URL:      NodeURL(id, path),
 		Kind:     string(n.Kind),
 		Type:     ShortType(n.Type),
 		FullType: n.Type,
@@ -210,7 +211,7 @@ func NewRow(id string, ck *loader.Checkpoint, n *loader.Node) Row {
 	if isContainer(n) {
 		r.Count = n.NumItems()
 		if r.Count > 0 {
-			r.ChildrenURL = ChildrenURL(id, n.Path(), 0)
+			r.ChildrenURL = ChildrenURL(id, path, 0)
 			r.KidsKeyWidth = keyWidth(childrenOf(n))
 		}
 	}
