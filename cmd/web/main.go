@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/s3store"
 	"github.com/ckptview/ckptview/internal/server"
 	"github.com/ckptview/ckptview/internal/store"
 )
@@ -63,6 +64,10 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 type options struct {
 	addr        string
 	data        string
+	storeURL    string
+	s3PathStyle bool
+	s3Timeout   time.Duration
+	s3Cache     byteSize
 	examples    string
 	maxUpload   byteSize
 	logFormat   string
@@ -109,6 +114,8 @@ func defaultOptions() options {
 		logLevel:         slog.LevelInfo,
 		memoryLimit:      224 << 20,
 		stallTimeout:     time.Minute,
+		s3Timeout:        30 * time.Second,
+		s3Cache:          64 << 20,
 		shutdownTimeout:  30 * time.Second,
 		maxPickleOps:     lo.MaxOps,
 		maxDepth:         lo.MaxDepth,
@@ -158,6 +165,10 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.SetOutput(out)
 	fs.StringVar(&o.addr, "addr", o.addr, "address to listen on")
 	fs.StringVar(&o.data, "data", "", "data directory for uploads (default $XDG_DATA_HOME/ckptview or ~/.local/share/ckptview)")
+	fs.StringVar(&o.storeURL, "store", "", "where uploads live: s3://bucket/prefix for an S3-compatible bucket (endpoint, region and credentials from the AWS SDK's standard variables and files); empty for the data directory")
+	fs.BoolVar(&o.s3PathStyle, "s3-path-style", false, "address the bucket path-style (http://host/bucket/key); automatic when the endpoint is an IP address or localhost")
+	fs.DurationVar(&o.s3Timeout, "s3-timeout", o.s3Timeout, "longest one request to the bucket may take, retries included; past it the request gets a 503")
+	fs.Var(&o.s3Cache, "s3-cache", "memory of the block cache of bucket reads, read-ahead included")
 	fs.StringVar(&o.examples, "examples", o.examples, "directory of bundled example files (none if it does not exist)")
 	fs.Var(&o.maxUpload, "max-upload", "largest upload accepted: bytes, or a size such as 500MB or 20GiB")
 	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log format on stderr: text or json")
@@ -307,13 +318,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return err
 		}
 	}
-	st, err := store.New(dir)
+	st, err := openStore(ctx, o, dir)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	logger.Info("data directory", "dir", dir)
-	examples, err := st.ImportExamples(ctx, o.examples)
+	logger.Info("store", "where", st.Where())
+	examples, err := store.ImportExamples(ctx, st, o.examples)
 	if err != nil {
 		// The viewer is useful without its examples: say why they are missing and go on.
 		logger.Warn("no examples", "dir", o.examples, "err", err)
@@ -330,6 +341,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// openStore opens the bucket -store names, or the data directory. The data directory
+// also holds a bucket store's local scratch files.
+func openStore(ctx context.Context, o options, dir string) (store.Blobs, error) {
+	if o.storeURL == "" {
+		return store.New(dir)
+	}
+	return s3store.New(ctx, s3store.Config{URL: o.storeURL, PathStyle: o.s3PathStyle,
+		Timeout: o.s3Timeout, CacheBytes: int64(o.s3Cache), Scratch: dir})
 }
 
 // byteSize is a flag value for a size in bytes: "1048576", "500MB", "20GiB".

@@ -92,7 +92,7 @@ func startServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	examples, err := st.ImportExamples(ctx, modelsDir)
+	examples, err := store.ImportExamples(ctx, st, modelsDir)
 	if err != nil {
 		t.Logf("no examples: %v", err)
 	}

@@ -33,6 +33,9 @@ type opened struct {
 
 	// the statistics units of the tree (tensors grouped by identical views), made on
 	// first use
+	// saved is the checkpoint's statistics saved beside its blob, once read
+	saved savedStats
+
 	unitsOnce sync.Once
 	units     []*statsUnit
 	unitOf    map[string]*statsUnit
@@ -198,6 +201,21 @@ func (c *checkpointCache) evict(el *list.Element) {
 	}
 }
 
+// fault is the storage outage a read of the entry's blobs met, if any.
+func (o *opened) fault() error {
+	if o.blob != nil {
+		if f := o.blob.Fault(); f != nil {
+			return f
+		}
+	}
+	for _, b := range o.files {
+		if f := b.Fault(); f != nil {
+			return f
+		}
+	}
+	return nil
+}
+
 // close releases the entry's blob and what its checkpoint holds besides (a decompressed
 // stream's temporary file).
 func (o *opened) close() {
@@ -264,6 +282,15 @@ func (s *Server) openCheckpoint(ctx context.Context, id string) (*opened, error)
 		return &opened{id: id, meta: meta, ck: ck, files: files, size: treeBytes(ck)}, nil
 	}
 	ck, err := s.load(blob, blob.Size())
+	if fault := blob.Fault(); fault != nil {
+		// The storage failed under the loader: whatever the loader made of the bytes it
+		// did not get says nothing of the file, and is not cached.
+		blob.Close()
+		if ck != nil {
+			ck.Close()
+		}
+		return nil, fmt.Errorf("open %s: %w", id, fault)
+	}
 	if err != nil {
 		blob.Close()
 		var lerr *loader.Error

@@ -47,6 +47,7 @@ type errorKind struct {
 // errorKinds is the one table from error kinds to statuses; the first match wins. Anything
 // else is a 500 whose details stay in the log.
 var errorKinds = []errorKind{
+	{as[*store.UnavailableError], http.StatusServiceUnavailable, ""},
 	{as[*loader.InternalError], http.StatusInternalServerError, "ckptview met an internal error reading this file; it is logged, and the file is not at fault"},
 	{as[*loader.Error], http.StatusUnprocessableEntity, ""},
 	{is(store.ErrNotFound), http.StatusNotFound, "no checkpoint with that id"},
@@ -67,6 +68,10 @@ var errorKinds = []errorKind{
 	{clientGone, http.StatusBadRequest, "the connection was closed or stalled"},
 	{is(syscall.ENOSPC), http.StatusInsufficientStorage, "the server is out of disk space"},
 }
+
+// retryAfter is what a 503 tells the client to wait, in seconds: a busy server or an
+// unreachable bucket is worth asking again soon.
+const retryAfter = "5"
 
 // clientGone reports a write to a client that closed its connection or stopped reading
 // (StallTimeout): the client's doing, not a server error.
@@ -166,6 +171,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	if status == http.StatusUnauthorized {
 		challenge(c.Response())
+	}
+	if status == http.StatusServiceUnavailable {
+		c.Response().Header().Set("Retry-After", retryAfter)
 	}
 	var findings []loader.Finding
 	var lerr *loader.Error

@@ -154,7 +154,7 @@ func (s *Server) idleProgress(o *opened) jobProgress {
 	for _, u := range units {
 		p.TensorsTotal += len(u.paths)
 		p.TotalBytes += u.nbytes
-		if s.unitCached(o.id, u) != nil {
+		if s.unitCached(o, u) != nil {
 			p.TensorsDone += len(u.paths)
 			p.DoneBytes += u.nbytes
 		}
@@ -165,9 +165,14 @@ func (s *Server) idleProgress(o *opened) jobProgress {
 	return p
 }
 
-// unitCached returns the unit's statistics if they have been computed.
-func (s *Server) unitCached(id string, u *statsUnit) *tensor.Stats {
-	return s.stats.get(statsKey{id, u.paths[0]})
+// unitCached returns the unit's statistics if they have been computed, here or (saved
+// beside the blob) before a restart or by another replica.
+func (s *Server) unitCached(o *opened, u *statsUnit) *tensor.Stats {
+	key := statsKey{o.id, u.paths[0]}
+	if st := s.stats.get(key); st != nil {
+		return st
+	}
+	return s.savedStat(o, key)
 }
 
 // statsProgress is the progress of the checkpoint's job, or of what is cached when there
@@ -208,7 +213,7 @@ func (s *Server) startStatsJob(o *opened) jobProgress {
 	for _, u := range all {
 		j.p.TensorsTotal += len(u.paths)
 		j.p.TotalBytes += u.nbytes
-		if s.unitCached(o.id, u) != nil {
+		if s.unitCached(o, u) != nil {
 			j.p.TensorsDone += len(u.paths)
 			j.p.DoneBytes += u.nbytes
 		} else {
@@ -263,6 +268,7 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 		mu        sync.Mutex
 		completed = j.progress().DoneBytes
 		partial   = map[int]int64{} // bytes read of the units in flight
+		results   = map[string]*tensor.Stats{}
 		stopped   error
 	)
 	report := func() { // mu held
@@ -288,7 +294,7 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 	slots := make(chan struct{}, s.cfg.StatsConcurrency)
 	var wg sync.WaitGroup
 	for i, u := range units {
-		if s.unitCached(id, u) != nil {
+		if s.unitCached(o, u) != nil {
 			finish(i, u, true)
 			continue
 		}
@@ -322,7 +328,12 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 				partial[i] = within
 				report()
 			}
-			_, err = s.tensorStats(ctx, o, n, progress)
+			st, err := s.computeStats(ctx, o, n, progress, false)
+			if err == nil {
+				mu.Lock()
+				results[u.paths[0]] = st
+				mu.Unlock()
+			}
 			switch {
 			case err != nil && ctx.Err() != nil:
 				mu.Lock()
@@ -344,6 +355,15 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 		fail(err)
 		return
 	}
+	all, _ := o.statsUnits()
+	for _, u := range all {
+		if results[u.paths[0]] == nil {
+			if st := s.unitCached(o, u); st != nil {
+				results[u.paths[0]] = st
+			}
+		}
+	}
+	s.saveAllStats(o, results)
 	j.update(func(p *jobProgress) { p.State = jobDone })
 }
 

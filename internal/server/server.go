@@ -90,7 +90,7 @@ type Config struct {
 
 // Deps are what the server is built from.
 type Deps struct {
-	Store *store.Store
+	Store store.Blobs
 	// Examples are the bundled files the home page offers, in order.
 	Examples []store.Example
 	// Static holds the CSS and JS served under /static/, rooted at the static directory;
@@ -103,7 +103,7 @@ type Deps struct {
 // Server serves ckptview. It is an http.Handler.
 type Server struct {
 	cfg      Config
-	store    *store.Store
+	store    store.Blobs
 	examples []store.Example
 	static   fs.FS
 	log      *slog.Logger

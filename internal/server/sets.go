@@ -105,6 +105,15 @@ func (s *Server) openSet(m *setManifest) (*loader.Checkpoint, []*store.Blob, err
 		files = append(files, loader.File{Name: f.Name, R: b, Size: b.Size()})
 	}
 	ck, err := loader.OpenSet(files, s.loaderOptions(s.cfg.Loader))
+	for _, b := range blobs {
+		if fault := b.Fault(); fault != nil { // an outage, not a verdict on the files
+			if ck != nil {
+				ck.Close()
+			}
+			closeAll()
+			return nil, nil, fault
+		}
+	}
 	if err != nil {
 		closeAll()
 		return nil, nil, err

@@ -311,19 +311,39 @@ func numeric(n *loader.Node) error {
 // cachedStats returns a tensor's statistics if they have been computed (for it or for a
 // tensor tied to it): never reads data.
 func (s *Server) cachedStats(o *opened, path string) *tensor.Stats {
-	return s.stats.get(o.statsKey(path))
+	key := o.statsKey(path)
+	if st := s.stats.get(key); st != nil {
+		return st
+	}
+	return s.savedStat(o, key)
 }
 
 // tensorStats returns the statistics of tensor node n of checkpoint o, computing them
 // unless cached. The computation holds the checkpoint open itself, so it is unaffected by
 // the caller's release; it is cancelled when every caller waiting for it has gone.
 func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, progress func(int64)) (*tensor.Stats, error) {
+	return s.computeStats(ctx, o, n, progress, true)
+}
+
+// computeStats is tensorStats; single says the statistics are asked for on their own (not
+// by a job, which saves all of them at its end), so they are looked for and saved one by
+// one beside the blob.
+func (s *Server) computeStats(ctx context.Context, o *opened, n *loader.Node, progress func(int64), single bool) (*tensor.Stats, error) {
 	if _, err := statsSource(n); err != nil {
 		return nil, err
 	}
 	id, path := o.id, n.Path()
+	key := o.statsKey(path)
+	if st := s.savedStat(o, key); st != nil {
+		return st, nil
+	}
 	// Tied tensors share one key (statsKey), so a request for each joins one computation.
-	return s.stats.compute(ctx, o.statsKey(path), func(ctx context.Context, p func(int64)) (*tensor.Stats, error) {
+	return s.stats.compute(ctx, key, func(ctx context.Context, p func(int64)) (*tensor.Stats, error) {
+		if single {
+			if st := s.loadSingleStat(ctx, key); st != nil {
+				return st, nil
+			}
+		}
 		o, release, err := s.cache.get(ctx, id)
 		if err != nil {
 			return nil, err
@@ -339,7 +359,13 @@ func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, pro
 		}
 		st, err := tensor.Compute(ctx, v, s.stats.workers, p)
 		if err != nil {
+			if fault := o.fault(); fault != nil {
+				return nil, fault
+			}
 			return nil, fmt.Errorf("statistics of %s: %w", displayPath(path), err)
+		}
+		if single {
+			s.saveSingleStat(key, st)
 		}
 		return st, nil
 	}, progress)

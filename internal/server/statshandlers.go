@@ -81,7 +81,7 @@ func (s *Server) handleAPIStatsExport(c echo.Context) error {
 			row.DType, row.Shape = t.DType, t.Shape
 		}
 		if u := unitOf[n.Path()]; u != nil {
-			st := s.unitCached(o.id, u)
+			st := s.unitCached(o, u)
 			if st == nil {
 				var err error
 				st, err = s.tensorStats(ctx, o, n, nil)
@@ -210,7 +210,7 @@ func (s *Server) statsJobBlock(o *opened, p jobProgress) *views.StatsJob {
 	}
 	units, _ := o.statsUnits()
 	for _, u := range units {
-		st := s.unitCached(o.id, u)
+		st := s.unitCached(o, u)
 		if st == nil {
 			continue
 		}

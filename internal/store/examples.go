@@ -24,11 +24,11 @@ type Example struct {
 // examplesIndex names the file in the examples directory that describes the examples.
 const examplesIndex = "examples.json"
 
-// ImportExamples stores the bundled examples of dir and returns them in the order to show
+// ImportExamples stores the bundled examples of dir in s and returns them in the order to show
 // them. When dir/examples.json ({"file": "description"}) exists, the examples are the files
 // it names, in its order (a named file that is missing is left out); otherwise they are
 // every regular file under dir, by path. A missing dir means no examples.
-func (s *Store) ImportExamples(ctx context.Context, dir string) ([]Example, error) {
+func ImportExamples(ctx context.Context, s Blobs, dir string) ([]Example, error) {
 	if dir == "" {
 		return nil, nil
 	}
@@ -49,7 +49,7 @@ func (s *Store) ImportExamples(ctx context.Context, dir string) ([]Example, erro
 		if !filepath.IsLocal(filepath.FromSlash(rel)) {
 			return nil, fmt.Errorf("store: %s names %q, which is outside %s", examplesIndex, rel, dir)
 		}
-		meta, err := s.importFile(ctx, filepath.Join(dir, filepath.FromSlash(rel)))
+		meta, err := importFile(ctx, s, filepath.Join(dir, filepath.FromSlash(rel)))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -63,7 +63,7 @@ func (s *Store) ImportExamples(ctx context.Context, dir string) ([]Example, erro
 
 // importFile stores one file under its base name and returns its metadata with that name,
 // whatever an earlier upload of the same bytes was called.
-func (s *Store) importFile(ctx context.Context, path string) (Meta, error) {
+func importFile(ctx context.Context, s Blobs, path string) (Meta, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Meta{}, err

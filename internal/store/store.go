@@ -49,23 +49,80 @@ type Meta struct {
 	Name     string    `json:"name"`
 	Size     int64     `json:"size"`
 	Uploaded time.Time `json:"uploaded"`
+	// Format is what the first bytes look like (Sniff), where the store records it.
+	Format string `json:"format,omitempty"`
 }
 
 // Blob is an opened stored file. It reads at any offset, so the loader can leave tensor
 // bytes in place and read them only when asked; close it when done.
 type Blob struct {
-	f    *os.File
-	size int64
+	r     io.ReaderAt
+	close func() error
+	size  int64
+	fault func() error
+}
+
+// NewBlob makes a Blob of a reader of size bytes. close releases it; fault, if not nil,
+// returns the first *UnavailableError a read met (see Blob.Fault).
+func NewBlob(r io.ReaderAt, size int64, close, fault func() error) *Blob {
+	return &Blob{r: r, close: close, size: size, fault: fault}
 }
 
 // ReadAt reads len(p) bytes at off.
-func (b *Blob) ReadAt(p []byte, off int64) (int, error) { return b.f.ReadAt(p, off) }
+func (b *Blob) ReadAt(p []byte, off int64) (int, error) { return b.r.ReadAt(p, off) }
 
 // Size is the length of the blob in bytes.
 func (b *Blob) Size() int64 { return b.size }
 
-// Close releases the file.
-func (b *Blob) Close() error { return b.f.Close() }
+// Close releases the blob.
+func (b *Blob) Close() error {
+	if b.close == nil {
+		return nil
+	}
+	return b.close()
+}
+
+// Fault returns the *UnavailableError of the first read that failed because the storage
+// could not be reached (never for a local file), or nil. A reader of the blob that fails
+// asks it, so that an outage is reported as one and not blamed on the file.
+func (b *Blob) Fault() error {
+	if b.fault == nil {
+		return nil
+	}
+	return b.fault()
+}
+
+// Blobs is where uploads live: a local directory (Store) or an S3 bucket (package
+// s3store). Implementations are safe for concurrent use by several processes.
+type Blobs interface {
+	// Put streams r in under the sha256 of its bytes and returns the blob's metadata; more
+	// than max bytes (max > 0) is ErrTooLarge and keeps nothing. Bytes already stored keep
+	// their first name.
+	Put(ctx context.Context, name string, r io.Reader, max int64) (Meta, error)
+	// Open returns the blob with that id and its metadata; ErrNotFound if there is none.
+	Open(id string) (*Blob, Meta, error)
+	// PutAux stores a small document that belongs to blob id (computed statistics),
+	// replacing any of that name; GetAux reads it back, ErrNotFound if there is none.
+	PutAux(ctx context.Context, id, name string, data []byte) error
+	GetAux(ctx context.Context, id, name string) ([]byte, error)
+	// CreateTemp creates a local scratch file that is cleaned if the process dies.
+	CreateTemp(pattern string) (*os.File, error)
+	// Where says where the blobs are, for the log.
+	Where() string
+	Close() error
+}
+
+// UnavailableError is a storage that could not be reached or answered too slowly: the
+// request may succeed later, and says nothing about the file.
+type UnavailableError struct {
+	Err error
+}
+
+func (e *UnavailableError) Error() string {
+	return "the checkpoint storage is unavailable: " + e.Err.Error()
+}
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
 
 // Store is a directory of blobs. It is safe for concurrent use, and several Stores (or
 // processes) may share a directory.
@@ -218,6 +275,61 @@ func (s *Store) metaPath(id string) string {
 	return s.blobPath(id) + ".json"
 }
 
+// auxPath is where blob id's document name lives: beside the blob.
+func (s *Store) auxPath(id, name string) string {
+	return s.blobPath(id) + "." + name
+}
+
+// Where is the data directory.
+func (s *Store) Where() string { return s.dir }
+
+// PutAux writes a document beside blob id atomically: a reader sees the old one or the new.
+func (s *Store) PutAux(ctx context.Context, id, name string, data []byte) error {
+	if !ValidID(id) {
+		return ErrInvalidID
+	}
+	if !ValidAuxName(name) {
+		return fmt.Errorf("store: invalid document name %q", name)
+	}
+	if _, err := os.Stat(s.blobPath(id)); err != nil {
+		return ErrNotFound
+	}
+	return s.writeAtomic(s.auxPath(id, name), data)
+}
+
+// GetAux reads a document PutAux wrote.
+func (s *Store) GetAux(ctx context.Context, id, name string) ([]byte, error) {
+	if !ValidID(id) {
+		return nil, ErrInvalidID
+	}
+	if !ValidAuxName(name) {
+		return nil, fmt.Errorf("store: invalid document name %q", name)
+	}
+	b, err := os.ReadFile(s.auxPath(id, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return b, nil
+}
+
+// ValidAuxName keeps document names to a few safe characters, none of them a separator,
+// and away from the metadata's name.
+func ValidAuxName(name string) bool {
+	if name == "" || len(name) > 100 || name == "json" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // Put streams r into the store under the sha256 of its bytes and returns the blob's
 // metadata. If r holds more than max bytes (max > 0) it returns ErrTooLarge and keeps
 // nothing. Storing bytes that are already stored succeeds and keeps the first name.
@@ -253,7 +365,7 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader, max int64) (M
 		return Meta{}, fmt.Errorf("store: close: %w", err)
 	}
 	id := hex.EncodeToString(h.Sum(nil))
-	meta := Meta{ID: id, Name: cleanName(name), Size: size, Uploaded: s.now().UTC()}
+	meta := Meta{ID: id, Name: CleanName(name), Size: size, Uploaded: s.now().UTC()}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -305,7 +417,7 @@ func (s *Store) Open(id string) (*Blob, Meta, error) {
 		meta = Meta{ID: id, Name: id[:12], Uploaded: info.ModTime().UTC()}
 	}
 	meta.Size = info.Size()
-	return &Blob{f: f, size: info.Size()}, meta, nil
+	return NewBlob(f, info.Size(), f.Close, nil), meta, nil
 }
 
 func (s *Store) readMeta(id string) (Meta, error) {
@@ -329,6 +441,11 @@ func (s *Store) writeMeta(m Meta) error {
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
+	return s.writeAtomic(s.metaPath(m.ID), b)
+}
+
+// writeAtomic writes a file beside a blob through a synced temporary file and a rename.
+func (s *Store) writeAtomic(final string, b []byte) error {
 	tmp, err := s.CreateTemp("meta-*")
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
@@ -345,7 +462,6 @@ func (s *Store) writeMeta(m Meta) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	final := s.metaPath(m.ID)
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -376,9 +492,9 @@ func syncDir(dir string) error {
 // maxName bounds a stored file name in bytes.
 const maxName = 255
 
-// cleanName keeps the base name of what the client called the file, without control
+// CleanName keeps the base name of what the client called the file, without control
 // characters, so it can be shown and used as a download name.
-func cleanName(name string) string {
+func CleanName(name string) string {
 	name = strings.ReplaceAll(name, `\`, "/")
 	if i := strings.LastIndexByte(name, '/'); i >= 0 {
 		name = name[i+1:]
@@ -411,4 +527,38 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// Sniff names the container that a file's first bytes announce, for the store's metadata:
+// zip, pickle, safetensors, gguf, npy, gzip, zlib, bz2, xz, lzma, lz4, tar, or "" when
+// none. It is a label, not a verdict: the loader decides what a file is.
+func Sniff(h []byte) string {
+	has := func(p string) bool { return strings.HasPrefix(string(h[:min(len(h), len(p))]), p) && len(h) >= len(p) }
+	switch {
+	case has("PK\x03\x04"), has("PK\x05\x06"):
+		return "zip"
+	case has("GGUF"):
+		return "gguf"
+	case has("\x93NUMPY"):
+		return "npy"
+	case has("\x1f\x8b"):
+		return "gzip"
+	case has("BZh"):
+		return "bz2"
+	case has("\xfd7zXZ\x00"):
+		return "xz"
+	case has("\x04\x22\x4d\x18"):
+		return "lz4"
+	case has("\x5d\x00\x00"):
+		return "lzma"
+	case len(h) >= 2 && h[0] == 0x78 && (uint16(h[0])<<8|uint16(h[1]))%31 == 0:
+		return "zlib"
+	case len(h) >= 2 && h[0] == 0x80 && h[1] <= 5:
+		return "pickle"
+	case len(h) >= 262 && string(h[257:262]) == "ustar":
+		return "tar"
+	case len(h) >= 9 && h[8] == '{':
+		return "safetensors"
+	}
+	return ""
 }

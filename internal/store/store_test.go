@@ -218,8 +218,8 @@ func TestCleanName(t *testing.T) {
 		{"dir/", "upload"},
 		{strings.Repeat("é", 200), strings.Repeat("é", 127)},
 	} {
-		if got := cleanName(tc.in); got != tc.want {
-			t.Errorf("cleanName(%q) = %q, want %q", tc.in, got, tc.want)
+		if got := CleanName(tc.in); got != tc.want {
+			t.Errorf("CleanName(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }
@@ -275,7 +275,7 @@ func TestImportExamples(t *testing.T) {
 				write("examples.json", tc.index)
 			}
 			s := newStore(t)
-			got, err := s.ImportExamples(context.Background(), dir)
+			got, err := ImportExamples(context.Background(), s, dir)
 			if tc.wantErr {
 				if err == nil {
 					t.Fatalf("ImportExamples = %v, want an error", rows(got))
@@ -299,7 +299,7 @@ func TestImportExamples(t *testing.T) {
 		})
 	}
 	s := newStore(t)
-	if ex, err := s.ImportExamples(context.Background(), filepath.Join(t.TempDir(), "nope")); err != nil || ex != nil {
+	if ex, err := ImportExamples(context.Background(), s, filepath.Join(t.TempDir(), "nope")); err != nil || ex != nil {
 		t.Errorf("ImportExamples(missing dir) = %v, %v, want nothing", ex, err)
 	}
 }

@@ -1,0 +1,355 @@
+package s3store
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/ckptview/ckptview/internal/store"
+)
+
+// How a blob is read. A read that starts where an earlier one ended continues a stream:
+// its fetches double from what was asked up to chunk, and once there the next ahead chunks
+// are fetched in parallel before they are asked for. Any other read fetches what it asks,
+// at least minFetch bytes: opening a torch archive reads one small header per tensor, all
+// over the file, and must not fetch a chunk for each. A read of bigRead bytes or more is
+// split into chunks fetched in parallel straight into the caller's buffer.
+const (
+	minFetch = 1 << 10
+	chunk    = 8 << 20
+	ahead    = 3
+	bigRead  = 2 * chunk
+	// streams is how many sequential readers of one blob are followed at once (the
+	// workers of one tensor's statistics, a download, the tree).
+	streams = 8
+	// getAttempts bounds the tries of one ranged GET whose body broke off: the SDK retries
+	// the request itself, not a body that stops midway.
+	getAttempts = 3
+)
+
+// extent is a fetched (or being fetched) range of an object.
+type extent struct {
+	key  string
+	off  int64
+	n    int64
+	data []byte
+	err  error
+	done chan struct{}
+	el   *list.Element // in the cache's LRU, once fetched
+}
+
+func (e *extent) end() int64 { return e.off + e.n }
+
+// blockCache holds the extents of every open blob of a Store, at most max bytes of fetched
+// ones (extents in flight are bounded by the read-ahead instead).
+type blockCache struct {
+	mu    sync.Mutex
+	max   int64
+	bytes int64
+	lru   *list.List // of *extent, most recent first
+	byKey map[string][]*extent
+	// fetched counts the bytes received from the bucket, for tests and the benchmark.
+	fetched atomic.Int64
+	gets    atomic.Int64
+}
+
+func newBlockCache(max int64) *blockCache {
+	return &blockCache{max: max, lru: list.New(), byKey: map[string][]*extent{}}
+}
+
+// find returns the extent of key that covers off, fetched or in flight. c.mu is held.
+func (c *blockCache) find(key string, off int64) *extent {
+	for _, e := range c.byKey[key] {
+		if e.off <= off && off < e.end() {
+			if e.el != nil {
+				c.lru.MoveToFront(e.el)
+			}
+			return e
+		}
+	}
+	return nil
+}
+
+// add registers an extent in flight. c.mu is held.
+func (c *blockCache) add(e *extent) {
+	c.byKey[e.key] = append(c.byKey[e.key], e)
+}
+
+// fetched records an extent's bytes, or drops it if the fetch failed, and evicts the
+// least recently used beyond max.
+func (c *blockCache) settle(e *extent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e.err != nil {
+		c.remove(e)
+		return
+	}
+	e.el = c.lru.PushFront(e)
+	c.bytes += int64(len(e.data))
+	for c.bytes > c.max && c.lru.Len() > 1 {
+		c.remove(c.lru.Back().Value.(*extent))
+	}
+}
+
+// remove drops an extent. c.mu is held.
+func (c *blockCache) remove(e *extent) {
+	if e.el != nil {
+		c.lru.Remove(e.el)
+		e.el = nil
+		c.bytes -= int64(len(e.data))
+	}
+	l := c.byKey[e.key]
+	for i, x := range l {
+		if x == e {
+			l[i] = l[len(l)-1]
+			l = l[:len(l)-1]
+			break
+		}
+	}
+	if len(l) == 0 {
+		delete(c.byKey, e.key)
+	} else {
+		c.byKey[e.key] = l
+	}
+}
+
+// Fetched is how many bytes the Store has received from the bucket for blob reads, and in
+// how many GETs.
+func (s *Store) Fetched() (bytes, gets int64) { return s.cache.fetched.Load(), s.cache.gets.Load() }
+
+// reader reads one object by ranged GETs.
+type reader struct {
+	s    *Store
+	key  string
+	etag string
+	size int64
+
+	mu      sync.Mutex
+	streams [streams]struct{ next, window int64 }
+	turn    int // which stream slot a new stream takes
+
+	fault  atomic.Pointer[store.UnavailableError]
+	closed atomic.Bool
+}
+
+func (s *Store) newReader(key, etag string, size int64) *reader {
+	return &reader{s: s, key: key, etag: etag, size: size}
+}
+
+func (r *reader) close() error {
+	r.closed.Store(true)
+	return nil
+}
+
+func (r *reader) faultErr() error {
+	if f := r.fault.Load(); f != nil {
+		return f
+	}
+	return nil
+}
+
+// ReadAt reads len(p) bytes at off from the object.
+func (r *reader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("s3store: negative offset")
+	}
+	if off >= r.size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	want := min(int64(len(p)), r.size-off)
+	var err error
+	if want >= bigRead {
+		err = r.readParallel(p[:want], off)
+	} else {
+		err = r.readCached(p[:want], off)
+	}
+	if err != nil {
+		var ue *store.UnavailableError
+		if errors.As(err, &ue) {
+			r.fault.CompareAndSwap(nil, ue)
+		}
+		return 0, err
+	}
+	if want < int64(len(p)) {
+		return int(want), io.EOF
+	}
+	return int(want), nil
+}
+
+// readCached serves p from the cache, fetching what is missing by the stream rules.
+func (r *reader) readCached(p []byte, off int64) error {
+	c := r.s.cache
+	seq, window := r.follow(off, int64(len(p)))
+	done := int64(0)
+	for done < int64(len(p)) {
+		cur := off + done
+		c.mu.Lock()
+		e := c.find(r.key, cur)
+		if e == nil {
+			size := max(int64(len(p))-done, minFetch)
+			if seq {
+				size = max(size, window)
+			}
+			e = r.start(cur, size)
+		}
+		if seq && window >= chunk {
+			r.prefetch(e)
+		}
+		c.mu.Unlock()
+		<-e.done
+		if e.err != nil {
+			return e.err
+		}
+		done += int64(copy(p[done:], e.data[cur-e.off:]))
+	}
+	return nil
+}
+
+// follow finds the stream a read continues, or starts one, and returns whether the read
+// is sequential and the stream's fetch size.
+func (r *reader) follow(off, n int64) (bool, int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.streams {
+		st := &r.streams[i]
+		if st.window > 0 && st.next == off {
+			st.window = min(max(2*st.window, n), chunk)
+			st.next = off + n
+			return true, st.window
+		}
+	}
+	st := &r.streams[r.turn]
+	r.turn = (r.turn + 1) % streams
+	st.next, st.window = off+n, max(n, minFetch)
+	return false, 0
+}
+
+// start registers and launches the fetch of [off, off+size) clipped to the object.
+// The cache's mutex is held.
+func (r *reader) start(off, size int64) *extent {
+	size = min(size, r.size-off)
+	// do not fetch again what an extent further on already holds
+	for _, x := range r.s.cache.byKey[r.key] {
+		if x.off > off && x.off < off+size {
+			size = x.off - off
+		}
+	}
+	e := &extent{key: r.key, off: off, n: size, done: make(chan struct{})}
+	r.s.cache.add(e)
+	go func() {
+		e.data, e.err = r.get(off, size, nil)
+		r.s.cache.settle(e)
+		close(e.done)
+	}()
+	return e
+}
+
+// prefetch makes sure the ahead chunks after e are fetched or in flight. The cache's
+// mutex is held.
+func (r *reader) prefetch(e *extent) {
+	next := e.end()
+	for i := 0; i < ahead && next < r.size; i++ {
+		x := r.s.cache.find(r.key, next)
+		if x == nil {
+			x = r.start(next, chunk)
+		}
+		next = x.end()
+	}
+}
+
+// readParallel fetches a large read in chunks, several at once, into p.
+func (r *reader) readParallel(p []byte, off int64) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	sem := make(chan struct{}, ahead+1)
+	for at := int64(0); at < int64(len(p)); at += chunk {
+		part := p[at:min(at+chunk, int64(len(p)))]
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := r.get(off+at, int64(len(part)), part); err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// get fetches n bytes at off with a ranged GET pinned to the object's ETag, into buf if
+// given. A body that breaks off is fetched again, a few times, with backoff.
+func (r *reader) get(off, n int64, buf []byte) ([]byte, error) {
+	if buf == nil {
+		buf = make([]byte, n)
+	}
+	var err error
+	for attempt := 0; attempt < getAttempts; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(100<<(2*attempt)) * time.Millisecond)
+		}
+		if err = r.getOnce(off, buf); err == nil {
+			return buf, nil
+		}
+		var changed *changedError
+		if errors.As(err, &changed) || r.closed.Load() {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+// changedError is an object that is no longer the one opened: its ETag changed.
+type changedError struct{ key string }
+
+func (e *changedError) Error() string {
+	return fmt.Sprintf("the object %s changed while it was open; open it again", e.key)
+}
+
+func (r *reader) getOnce(off int64, buf []byte) error {
+	ctx, cancel := r.s.ctx(context.Background())
+	defer cancel()
+	in := &s3.GetObjectInput{Bucket: &r.s.bucket, Key: &r.key,
+		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+int64(len(buf))-1))}
+	if r.etag != "" {
+		in.IfMatch = aws.String(r.etag)
+	}
+	r.s.cache.gets.Add(1)
+	out, err := r.s.client.GetObject(ctx, in)
+	if err != nil {
+		var re *awshttp.ResponseError
+		if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusPreconditionFailed {
+			return &changedError{key: r.key}
+		}
+		return unavailable(err)
+	}
+	defer out.Body.Close()
+	n, err := io.ReadFull(out.Body, buf)
+	r.s.cache.fetched.Add(int64(n))
+	if err != nil {
+		return unavailable(fmt.Errorf("reading bytes %d-%d of %s: %w", off, off+int64(len(buf))-1, r.key, err))
+	}
+	return nil
+}
