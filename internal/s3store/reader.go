@@ -305,16 +305,23 @@ func (r *reader) get(off, n int64, buf []byte) ([]byte, error) {
 	if buf == nil {
 		buf = make([]byte, n)
 	}
+	// One deadline for every attempt: a read never takes longer than -s3-timeout.
+	ctx, cancel := r.s.ctx(context.Background())
+	defer cancel()
 	var err error
 	for attempt := 0; attempt < getAttempts; attempt++ {
 		if attempt > 0 {
-			time.Sleep(time.Duration(100<<(2*attempt)) * time.Millisecond)
+			select {
+			case <-time.After(time.Duration(100<<(2*attempt)) * time.Millisecond):
+			case <-ctx.Done():
+				return nil, err
+			}
 		}
-		if err = r.getOnce(off, buf); err == nil {
+		if err = r.getOnce(ctx, off, buf); err == nil {
 			return buf, nil
 		}
 		var changed *changedError
-		if errors.As(err, &changed) || r.closed.Load() {
+		if errors.As(err, &changed) || r.closed.Load() || ctx.Err() != nil {
 			return nil, err
 		}
 	}
@@ -328,9 +335,7 @@ func (e *changedError) Error() string {
 	return fmt.Sprintf("the object %s changed while it was open; open it again", e.key)
 }
 
-func (r *reader) getOnce(off int64, buf []byte) error {
-	ctx, cancel := r.s.ctx(context.Background())
-	defer cancel()
+func (r *reader) getOnce(ctx context.Context, off int64, buf []byte) error {
 	in := &s3.GetObjectInput{Bucket: &r.s.bucket, Key: &r.key,
 		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+int64(len(buf))-1))}
 	if r.etag != "" {

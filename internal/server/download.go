@@ -90,6 +90,9 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	if err != nil {
 		return &valueError{path: t.Path(), dtype: t.Tensor.DType, err: err}
 	}
+	if err := probe(o, st, st.Size()); err != nil {
+		return err
+	}
 	ext := ".npy"
 	if format == "raw" {
 		ext = "__" + st.OutDType + "_" + shapeName(v.Shape) + ".bin"
@@ -101,6 +104,22 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	h.Set("X-Ckptview-Shape", shapeHeader(v.Shape))
 	h.Set("ETag", tag)
 	http.ServeContent(c.Response(), c.Request(), "", time.Time{}, io.NewSectionReader(st, 0, st.Size()))
+	return nil
+}
+
+// probe reads the last byte of a download before its status is sent: when the storage
+// cannot be reached the client gets a 503 with Retry-After, not a 200 cut short. (An
+// outage later in the stream cuts the body short of its Content-Length, which clients
+// see as an error.)
+func probe(o *opened, r io.ReaderAt, size int64) error {
+	if size == 0 {
+		return nil
+	}
+	if _, err := r.ReadAt(make([]byte, 1), size-1); err != nil && err != io.EOF {
+		if f := o.fault(); f != nil {
+			return f
+		}
+	}
 	return nil
 }
 
@@ -119,6 +138,9 @@ func (s *Server) serveSafetensors(c echo.Context, o *opened, n *loader.Node, poi
 	}
 	if err != nil {
 		return &notTensorError{msg: strings.TrimPrefix(err.Error(), "export: ")}
+	}
+	if err := probe(o, st, st.Size()); err != nil {
+		return err
 	}
 	h := c.Response().Header()
 	h.Set("Content-Type", "application/octet-stream")

@@ -337,13 +337,14 @@ func (s *Server) computeStats(ctx context.Context, o *opened, n *loader.Node, pr
 	if st := s.savedStat(o, key); st != nil {
 		return st, nil
 	}
+	if single {
+		if st := s.loadSingleStat(ctx, key); st != nil {
+			s.stats.put(key, st)
+			return st, nil
+		}
+	}
 	// Tied tensors share one key (statsKey), so a request for each joins one computation.
 	return s.stats.compute(ctx, key, func(ctx context.Context, p func(int64)) (*tensor.Stats, error) {
-		if single {
-			if st := s.loadSingleStat(ctx, key); st != nil {
-				return st, nil
-			}
-		}
 		o, release, err := s.cache.get(ctx, id)
 		if err != nil {
 			return nil, err

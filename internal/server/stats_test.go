@@ -100,6 +100,12 @@ func realServer(t *testing.T, cfg Config) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serverOn(t, cfg, st)
+}
+
+// serverOn is a server with the real loader on a store, closed when the test ends.
+func serverOn(t *testing.T, cfg Config, st store.Blobs) *Server {
+	t.Helper()
 	s := New(cfg, Deps{Store: st, Static: testStatic, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(s.Close)
 	return s
@@ -141,8 +147,10 @@ func near(got, want, scale float64) bool {
 // compares them with numpy's: counts and min/max exact, mean/std/L2 within 1e-6, the
 // histogram's edges and counts exact. Tensors numpy has no statistics for (str, bytes,
 // object, structured arrays) must be refused with 422.
-func TestStatsMatchNumpy(t *testing.T) {
-	s := realServer(t, Config{})
+func TestStatsMatchNumpy(t *testing.T) { checkStatsMatchNumpy(t, realServer(t, Config{})) }
+
+// checkStatsMatchNumpy is TestStatsMatchNumpy on a given server (another store).
+func checkStatsMatchNumpy(t *testing.T, s *Server) {
 	checked := 0
 	for _, name := range statsFixtures {
 		t.Run(name, func(t *testing.T) {
@@ -348,8 +356,10 @@ func sha256hex(b []byte) string {
 // .npy and checks them against the sha256 of the little-endian C-order bytes numpy held
 // (bfloat16 as float32): raw bit for bit, .npy parsed, aligned, the right shape, and its
 // data the same bytes.
-func TestDownloadsMatchNumpy(t *testing.T) {
-	s := realServer(t, Config{})
+func TestDownloadsMatchNumpy(t *testing.T) { checkDownloadsMatchNumpy(t, realServer(t, Config{})) }
+
+// checkDownloadsMatchNumpy is TestDownloadsMatchNumpy on a given server.
+func checkDownloadsMatchNumpy(t *testing.T, s *Server) {
 	checked := 0
 	for _, name := range statsFixtures {
 		t.Run(name, func(t *testing.T) {
