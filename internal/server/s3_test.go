@@ -210,3 +210,35 @@ func TestStatsSurviveRestart(t *testing.T) {
 	}
 	checkStatsMatchNumpy(t, s2) // state_dict.pt's from the saved document are numpy's
 }
+
+// A hung endpoint (connections accepted, no answer) is a 503 within -s3-timeout too, and
+// answers again once it moves.
+func TestS3SlowEndpoint(t *testing.T) {
+	srv := s3test.Start(t, "ckv")
+	proxy := s3test.NewProxy(t, srv.Addr())
+	srv.Env(t)
+	t.Setenv("AWS_ENDPOINT_URL", proxy.Endpoint)
+	timeout := 2 * time.Second
+	st, err := s3store.New(context.Background(), s3store.Config{URL: "s3://ckv/team", Scratch: t.TempDir(), Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s := serverOn(t, Config{}, st)
+	id := uploadFixture(t, s, "state_dict.pt")
+	s.cache.close()
+
+	proxy.Stall(true)
+	start := time.Now()
+	rec := do(s, http.MethodGet, "/api/checkpoints/"+id, nil)
+	if took := time.Since(start); took > timeout+2*time.Second {
+		t.Errorf("GET on a hung endpoint took %v, want about the %v timeout", took, timeout)
+	}
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("GET on a hung endpoint = %d %.200s, want 503 with Retry-After", rec.Code, rec.Body)
+	}
+	proxy.Stall(false)
+	if rec := do(s, http.MethodGet, "/api/checkpoints/"+id, nil); rec.Code != http.StatusOK {
+		t.Errorf("GET once the endpoint answers = %d %.200s", rec.Code, rec.Body)
+	}
+}

@@ -3,7 +3,8 @@
 //
 // The binary is $CKPTVIEW_VERSITYGW, else versitygw on $PATH or in $(go env GOPATH)/bin
 // (.ci/run installs it: go install github.com/versity/versitygw/cmd/versitygw@v1.8.0).
-// Without it a test is skipped, except under CI, where it fails.
+// Without it a test is skipped, except under CI (or with $CKPTVIEW_VERSITYGW set, as .ci/run
+// sets it), where it fails.
 package s3test
 
 import (
@@ -40,7 +41,13 @@ type Server struct {
 // Binary finds versitygw, or skips the test (fails it under CI).
 func Binary(t testing.TB) string {
 	t.Helper()
-	candidates := []string{os.Getenv("CKPTVIEW_VERSITYGW")}
+	if env := os.Getenv("CKPTVIEW_VERSITYGW"); env != "" {
+		if st, err := os.Stat(env); err != nil || st.IsDir() {
+			t.Fatalf("CKPTVIEW_VERSITYGW=%s is not a versitygw binary: %v", env, err)
+		}
+		return env
+	}
+	var candidates []string
 	if p, err := exec.LookPath("versitygw"); err == nil {
 		candidates = append(candidates, p)
 	}
@@ -151,3 +158,87 @@ func (s *Server) Env(t *testing.T) {
 func (s *Server) URL(bucket, prefix string) string {
 	return fmt.Sprintf("s3://%s/%s", bucket, prefix)
 }
+
+// Proxy forwards loopback TCP connections to a server and can stall them: a slow or hung
+// endpoint, as opposed to a stopped one.
+type Proxy struct {
+	Endpoint string
+	l        net.Listener
+	stalled  chan struct{} // closed while forwarding runs freely
+	mu       sync.Mutex
+}
+
+// NewProxy starts a proxy to target (host:port); it closes when the test ends.
+func NewProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{Endpoint: "http://" + l.Addr().String(), l: l, stalled: make(chan struct{})}
+	close(p.stalled)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c, target)
+		}
+	}()
+	t.Cleanup(func() { l.Close(); p.Stall(false) })
+	return p
+}
+
+// Stall stops (true) or resumes (false) forwarding bytes in both directions.
+func (p *Proxy) Stall(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.stalled:
+		if on {
+			p.stalled = make(chan struct{})
+		}
+	default:
+		if !on {
+			close(p.stalled)
+		}
+	}
+}
+
+func (p *Proxy) gate() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stalled
+}
+
+func (p *Proxy) serve(c net.Conn, target string) {
+	defer c.Close()
+	u, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			<-p.gate()
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		dst.Close()
+		src.Close()
+	}
+	go pipe(u, c)
+	pipe(c, u)
+}
+
+// Addr is the server's host:port.
+func (s *Server) Addr() string { return s.addr }
