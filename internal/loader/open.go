@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/nlpodyssey/gopickle/pickle"
 	"github.com/nlpodyssey/gopickle/types"
@@ -717,6 +718,7 @@ func (op *opener) openZip() error {
 		}
 		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("TorchScript archive: %d TorchScript code file(s) under code/ would be compiled and run by torch.jit.load; the objects are shown from data.pkl", code))
 	}
+	op.warmHeaders(zr)
 	src, srcSize, err := op.member(dataPkl, op.o.MaxPickle)
 	if err != nil {
 		return err
@@ -790,6 +792,36 @@ func (op *opener) openZip() error {
 }
 
 // listMembers records an archive's members and what each holds.
+// warmHeaders reads the local headers of a torch archive's records in parallel when the
+// file is read over the network (its reader takes WillRead hints: a bucket's blob). Each
+// storage's data offset needs its record's local header, scattered over the whole file,
+// and reading them one by one as the pickle names them costs one round trip each. Read
+// here first, they are in the blob's cache when the pickle asks. It changes no result: a
+// header that cannot be read here is read, and judged, again where it is needed.
+func (op *opener) warmHeaders(zr *zip.Reader) {
+	if _, remote := op.r.(interface{ WillRead(off, n int64) }); !remote {
+		return
+	}
+	work := make(chan *zip.File)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range work {
+				f.DataOffset()
+			}
+		}()
+	}
+	for _, f := range zr.File {
+		if f.Method == zip.Store {
+			work <- f
+		}
+	}
+	close(work)
+	wg.Wait()
+}
+
 func (op *opener) listMembers(zr *zip.Reader) {
 	if len(zr.File) > 100_000 {
 		return

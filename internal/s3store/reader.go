@@ -46,6 +46,10 @@ type extent struct {
 	err  error
 	done chan struct{}
 	el   *list.Element // in the cache's LRU, once fetched
+	// refs counts the readers copying out of data; an evicted extent's buffer goes back
+	// to the pool when the last of them is done. Guarded by the cache's mutex.
+	refs    int
+	evicted bool
 }
 
 func (e *extent) end() int64 { return e.off + e.n }
@@ -58,6 +62,10 @@ type blockCache struct {
 	bytes int64
 	lru   *list.List // of *extent, most recent first
 	byKey map[string][]*extent
+	// ahead is the bytes of fetches in flight that no read has asked for yet (read-ahead,
+	// WillRead); they start only while it is at most max/2, so memory stays bounded by
+	// about 1.5 max however many streams read.
+	ahead int64
 	// fetched counts the bytes received from the bucket, for tests and the benchmark.
 	fetched atomic.Int64
 	gets    atomic.Int64
@@ -67,8 +75,44 @@ func newBlockCache(max int64) *blockCache {
 	return &blockCache{max: max, lru: list.New(), byKey: map[string][]*extent{}}
 }
 
-// find returns the extent of key that covers off, fetched or in flight. c.mu is held.
-func (c *blockCache) find(key string, off int64) *extent {
+// chunkPool recycles the buffers of chunk-sized extents, so that a long sequential scan
+// (a download, every tensor's statistics) reuses a few buffers instead of leaving the
+// garbage collector a chunk per 8 MiB read.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
+
+// buffer returns a buffer of n bytes: pooled for a whole chunk.
+func buffer(n int64) []byte {
+	if n == chunk {
+		return *chunkPool.Get().(*[]byte)
+	}
+	return make([]byte, n)
+}
+
+// release lets go of a reader's hold on e. c.mu is held.
+func (c *blockCache) release(e *extent) {
+	e.refs--
+	if e.refs == 0 && e.evicted {
+		recycle(e)
+	}
+}
+
+func recycle(e *extent) {
+	if int64(len(e.data)) == chunk {
+		b := e.data
+		chunkPool.Put(&b)
+	}
+	e.data = nil
+}
+
+// find returns the extent of key that covers off, fetched or in flight, trying hint
+// first (the extent a stream read last). c.mu is held.
+func (c *blockCache) find(key string, off int64, hint *extent) *extent {
+	if hint != nil && !hint.evicted && hint.off <= off && off < hint.end() {
+		if hint.el != nil {
+			c.lru.MoveToFront(hint.el)
+		}
+		return hint
+	}
 	for _, e := range c.byKey[key] {
 		if e.off <= off && off < e.end() {
 			if e.el != nil {
@@ -101,12 +145,16 @@ func (c *blockCache) settle(e *extent) {
 	}
 }
 
-// remove drops an extent. c.mu is held.
+// remove drops an extent; its buffer is recycled once no reader holds it. c.mu is held.
 func (c *blockCache) remove(e *extent) {
 	if e.el != nil {
 		c.lru.Remove(e.el)
 		e.el = nil
 		c.bytes -= int64(len(e.data))
+	}
+	e.evicted = true
+	if e.refs == 0 {
+		recycle(e)
 	}
 	l := c.byKey[e.key]
 	for i, x := range l {
@@ -135,8 +183,11 @@ type reader struct {
 	size int64
 
 	mu      sync.Mutex
-	streams [streams]struct{ next, window int64 }
-	turn    int // which stream slot a new stream takes
+	streams [streams]struct {
+		next, window int64
+		last         *extent // what the stream read last (guarded by the cache's mutex)
+	}
+	turn int // which stream slot a new stream takes
 
 	fault  atomic.Pointer[store.UnavailableError]
 	closed atomic.Bool
@@ -192,12 +243,12 @@ func (r *reader) ReadAt(p []byte, off int64) (int, error) {
 // readCached serves p from the cache, fetching what is missing by the stream rules.
 func (r *reader) readCached(p []byte, off int64) error {
 	c := r.s.cache
-	seq, window := r.follow(off, int64(len(p)))
+	seq, window, slot := r.follow(off, int64(len(p)))
 	done := int64(0)
 	for done < int64(len(p)) {
 		cur := off + done
 		c.mu.Lock()
-		e := c.find(r.key, cur)
+		e := c.find(r.key, cur, r.streams[slot].last)
 		if e == nil {
 			size := max(int64(len(p))-done, minFetch)
 			if seq {
@@ -208,19 +259,29 @@ func (r *reader) readCached(p []byte, off int64) error {
 		if seq && window >= chunk {
 			r.prefetch(e)
 		}
+		r.streams[slot].last = e
+		e.refs++
 		c.mu.Unlock()
 		<-e.done
+		var err error
 		if e.err != nil {
-			return e.err
+			err = e.err
+		} else {
+			done += int64(copy(p[done:], e.data[cur-e.off:]))
 		}
-		done += int64(copy(p[done:], e.data[cur-e.off:]))
+		c.mu.Lock()
+		c.release(e)
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 // follow finds the stream a read continues, or starts one, and returns whether the read
-// is sequential and the stream's fetch size.
-func (r *reader) follow(off, n int64) (bool, int64) {
+// is sequential, the stream's fetch size and its slot.
+func (r *reader) follow(off, n int64) (bool, int64, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range r.streams {
@@ -228,13 +289,54 @@ func (r *reader) follow(off, n int64) (bool, int64) {
 		if st.window > 0 && st.next == off {
 			st.window = min(max(2*st.window, n), chunk)
 			st.next = off + n
-			return true, st.window
+			return true, st.window, i
 		}
 	}
-	st := &r.streams[r.turn]
+	i := r.turn
 	r.turn = (r.turn + 1) % streams
+	st := &r.streams[i]
 	st.next, st.window = off+n, max(n, minFetch)
-	return false, 0
+	return false, 0, i
+}
+
+// WillRead says that [off, off+n) is about to be read (a tensor's bytes, by statistics or
+// a download): its first chunks are fetched now, in parallel, instead of one after the
+// other as a stream's fetches grow.
+func (r *reader) WillRead(off, n int64) {
+	if off < 0 || off >= r.size || n <= 0 {
+		return
+	}
+	end := min(off+n, r.size)
+	c := r.s.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := 0; i <= ahead && off < end; i++ {
+		x := c.find(r.key, off, nil)
+		if x == nil {
+			if x = r.speculate(off, min(chunk, end-off)); x == nil {
+				return
+			}
+		}
+		off = x.end()
+	}
+}
+
+// speculate starts the fetch of [off, off+size) that no read has asked for yet, unless
+// the read-ahead in flight is at its bound; it returns nil then. The cache's mutex is held.
+func (r *reader) speculate(off, size int64) *extent {
+	c := r.s.cache
+	if c.ahead+size > c.max/2 {
+		return nil
+	}
+	e := r.start(off, size)
+	c.ahead += e.n
+	go func() {
+		<-e.done
+		c.mu.Lock()
+		c.ahead -= e.n
+		c.mu.Unlock()
+	}()
+	return e
 }
 
 // start registers and launches the fetch of [off, off+size) clipped to the object.
@@ -250,7 +352,7 @@ func (r *reader) start(off, size int64) *extent {
 	e := &extent{key: r.key, off: off, n: size, done: make(chan struct{})}
 	r.s.cache.add(e)
 	go func() {
-		e.data, e.err = r.get(off, size, nil)
+		e.data, e.err = r.get(off, size, buffer(size))
 		r.s.cache.settle(e)
 		close(e.done)
 	}()
@@ -262,9 +364,11 @@ func (r *reader) start(off, size int64) *extent {
 func (r *reader) prefetch(e *extent) {
 	next := e.end()
 	for i := 0; i < ahead && next < r.size; i++ {
-		x := r.s.cache.find(r.key, next)
+		x := r.s.cache.find(r.key, next, nil)
 		if x == nil {
-			x = r.start(next, chunk)
+			if x = r.speculate(next, chunk); x == nil {
+				return
+			}
 		}
 		next = x.end()
 	}

@@ -74,6 +74,14 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) { return b.r.ReadAt(p, o
 // Size is the length of the blob in bytes.
 func (b *Blob) Size() int64 { return b.size }
 
+// WillRead tells a blob that reads ahead (a bucket's) that [off, off+n) is about to be
+// read, so it can fetch it before it is asked; local files ignore it.
+func (b *Blob) WillRead(off, n int64) {
+	if w, ok := b.r.(interface{ WillRead(off, n int64) }); ok {
+		w.WillRead(off, n)
+	}
+}
+
 // Close releases the blob.
 func (b *Blob) Close() error {
 	if b.close == nil {

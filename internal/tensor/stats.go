@@ -3,6 +3,7 @@ package tensor
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"runtime"
 	"sync"
@@ -98,10 +99,21 @@ func newReader(v *View, l layout) *reader {
 	return r
 }
 
+// willRead passes on to a reader that fetches ahead (a blob in a bucket) that n bytes at
+// off are about to be read, one after the other.
+func willRead(r io.ReaderAt, off, n int64) {
+	if w, ok := r.(interface{ WillRead(off, n int64) }); ok {
+		w.WillRead(off, n)
+	}
+}
+
 // readElems is how many elements one read fetches.
 const readElems = 1 << 16
 
 func (r *reader) linear(start, n int64, fn func([]byte)) error {
+	if r.hold == nil || !r.hold.filled {
+		willRead(r.v.Data, r.v.DataOffset+start*r.es, n*r.es)
+	}
 	for n > 0 {
 		k := min(n, readElems)
 		b := r.raw[:k*r.es]
