@@ -68,6 +68,7 @@ type options struct {
 	s3PathStyle bool
 	s3Timeout   time.Duration
 	s3Cache     byteSize
+	openURLs    string
 	examples    string
 	maxUpload   byteSize
 	logFormat   string
@@ -169,6 +170,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.BoolVar(&o.s3PathStyle, "s3-path-style", false, "address the bucket path-style (http://host/bucket/key); automatic when the endpoint is an IP address or localhost")
 	fs.DurationVar(&o.s3Timeout, "s3-timeout", o.s3Timeout, "longest one request to the bucket may take, retries included; past it the request gets a 503")
 	fs.Var(&o.s3Cache, "s3-cache", "memory of the block cache of bucket reads, read-ahead included")
+	fs.StringVar(&o.openURLs, "open-urls", "", "comma-separated URL prefixes that may be opened in place, without copying (s3://bucket/, https://huggingface.co/); the server fetches what it is given, so list only what it may reach; empty: none")
 	fs.StringVar(&o.examples, "examples", o.examples, "directory of bundled example files (none if it does not exist)")
 	fs.Var(&o.maxUpload, "max-upload", "largest upload accepted: bytes, or a size such as 500MB or 20GiB")
 	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log format on stderr: text or json")
@@ -335,7 +337,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"open_concurrency", o.openConcurrency, "max_nodes", o.maxNodes, "cache_memory", int64(o.cacheMemory),
 		"upload_token", o.uploadToken != "")
 
-	srv := server.New(o.serverConfig(), server.Deps{Store: st, Examples: examples, Logger: logger})
+	var remote *s3store.Remote
+	if o.openURLs != "" {
+		if remote, err = s3store.NewRemote(s3store.RemoteConfig{Prefixes: strings.Split(o.openURLs, ","),
+			Timeout: o.s3Timeout, CacheBytes: int64(o.s3Cache), PathStyle: o.s3PathStyle}); err != nil {
+			return err
+		}
+		logger.Info("opens in place", "prefixes", remote.Prefixes())
+	}
+	srv := server.New(o.serverConfig(), server.Deps{Store: st, Remote: remote, Examples: examples, Logger: logger})
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}

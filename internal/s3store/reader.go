@@ -177,10 +177,12 @@ func (s *Store) Fetched() (bytes, gets int64) { return s.cache.fetched.Load(), s
 
 // reader reads one object by ranged GETs.
 type reader struct {
-	s    *Store
-	key  string
-	etag string
-	size int64
+	cache   *blockCache
+	timeout time.Duration
+	key     string // the object's name in the cache, unique to its version
+	size    int64
+	// fetch reads len(buf) bytes at off into buf with one ranged GET.
+	fetch func(ctx context.Context, off int64, buf []byte) error
 
 	mu      sync.Mutex
 	streams [streams]struct {
@@ -189,13 +191,18 @@ type reader struct {
 	}
 	turn int // which stream slot a new stream takes
 
-	fault  atomic.Pointer[store.UnavailableError]
+	// fault is the first read error that is not the file's doing: an outage
+	// (*store.UnavailableError) or a version that changed (*ChangedError).
+	fault  atomic.Pointer[error]
 	closed atomic.Bool
 }
 
-func (s *Store) newReader(key, etag string, size int64) *reader {
-	return &reader{s: s, key: key, etag: etag, size: size}
+func newReader(cache *blockCache, timeout time.Duration, key string, size int64, fetch func(context.Context, int64, []byte) error) *reader {
+	return &reader{cache: cache, timeout: timeout, key: key, size: size, fetch: fetch}
 }
+
+// blob wraps the reader as a store.Blob.
+func (r *reader) blob() *store.Blob { return store.NewBlob(r, r.size, r.close, r.faultErr) }
 
 func (r *reader) close() error {
 	r.closed.Store(true)
@@ -204,7 +211,7 @@ func (r *reader) close() error {
 
 func (r *reader) faultErr() error {
 	if f := r.fault.Load(); f != nil {
-		return f
+		return *f
 	}
 	return nil
 }
@@ -229,8 +236,9 @@ func (r *reader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	if err != nil {
 		var ue *store.UnavailableError
-		if errors.As(err, &ue) {
-			r.fault.CompareAndSwap(nil, ue)
+		var ce *ChangedError
+		if errors.As(err, &ue) || errors.As(err, &ce) {
+			r.fault.CompareAndSwap(nil, &err)
 		}
 		return 0, err
 	}
@@ -242,7 +250,7 @@ func (r *reader) ReadAt(p []byte, off int64) (int, error) {
 
 // readCached serves p from the cache, fetching what is missing by the stream rules.
 func (r *reader) readCached(p []byte, off int64) error {
-	c := r.s.cache
+	c := r.cache
 	seq, window, slot := r.follow(off, int64(len(p)))
 	done := int64(0)
 	for done < int64(len(p)) {
@@ -307,7 +315,7 @@ func (r *reader) WillRead(off, n int64) {
 		return
 	}
 	end := min(off+n, r.size)
-	c := r.s.cache
+	c := r.cache
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i := 0; i <= ahead && off < end; i++ {
@@ -324,7 +332,7 @@ func (r *reader) WillRead(off, n int64) {
 // speculate starts the fetch of [off, off+size) that no read has asked for yet, unless
 // the read-ahead in flight is at its bound; it returns nil then. The cache's mutex is held.
 func (r *reader) speculate(off, size int64) *extent {
-	c := r.s.cache
+	c := r.cache
 	if c.ahead+size > c.max/2 {
 		return nil
 	}
@@ -344,16 +352,16 @@ func (r *reader) speculate(off, size int64) *extent {
 func (r *reader) start(off, size int64) *extent {
 	size = min(size, r.size-off)
 	// do not fetch again what an extent further on already holds
-	for _, x := range r.s.cache.byKey[r.key] {
+	for _, x := range r.cache.byKey[r.key] {
 		if x.off > off && x.off < off+size {
 			size = x.off - off
 		}
 	}
 	e := &extent{key: r.key, off: off, n: size, done: make(chan struct{})}
-	r.s.cache.add(e)
+	r.cache.add(e)
 	go func() {
 		e.data, e.err = r.get(off, size, buffer(size))
-		r.s.cache.settle(e)
+		r.cache.settle(e)
 		close(e.done)
 	}()
 	return e
@@ -364,7 +372,7 @@ func (r *reader) start(off, size int64) *extent {
 func (r *reader) prefetch(e *extent) {
 	next := e.end()
 	for i := 0; i < ahead && next < r.size; i++ {
-		x := r.s.cache.find(r.key, next, nil)
+		x := r.cache.find(r.key, next, nil)
 		if x == nil {
 			if x = r.speculate(next, chunk); x == nil {
 				return
@@ -403,14 +411,14 @@ func (r *reader) readParallel(p []byte, off int64) error {
 	}
 }
 
-// get fetches n bytes at off with a ranged GET pinned to the object's ETag, into buf if
-// given. A body that breaks off is fetched again, a few times, with backoff.
+// get fetches n bytes at off, into buf if given. A body that breaks off is fetched again,
+// a few times, with backoff (the SDK and net/http retry requests, not broken bodies).
 func (r *reader) get(off, n int64, buf []byte) ([]byte, error) {
 	if buf == nil {
 		buf = make([]byte, n)
 	}
-	// One deadline for every attempt: a read never takes longer than -s3-timeout.
-	ctx, cancel := r.s.ctx(context.Background())
+	// One deadline for every attempt: a read never takes longer than the timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
 	var err error
 	for attempt := 0; attempt < getAttempts; attempt++ {
@@ -421,44 +429,48 @@ func (r *reader) get(off, n int64, buf []byte) ([]byte, error) {
 				return nil, err
 			}
 		}
-		if err = r.getOnce(ctx, off, buf); err == nil {
+		r.cache.gets.Add(1)
+		if err = r.fetch(ctx, off, buf); err == nil {
+			r.cache.fetched.Add(int64(len(buf)))
 			return buf, nil
 		}
-		var changed *changedError
-		if errors.As(err, &changed) || r.closed.Load() || ctx.Err() != nil {
+		var changed *ChangedError
+		var refused *RemoteError
+		if errors.As(err, &changed) || errors.As(err, &refused) || r.closed.Load() || ctx.Err() != nil {
 			return nil, err
 		}
 	}
 	return nil, err
 }
 
-// changedError is an object that is no longer the one opened: its ETag changed.
-type changedError struct{ key string }
+// ChangedError is an object opened in place that is no longer the one opened: its ETag
+// changed (or the server stopped honouring the Range asked).
+type ChangedError struct{ What string }
 
-func (e *changedError) Error() string {
-	return fmt.Sprintf("the object %s changed while it was open; open it again", e.key)
+func (e *ChangedError) Error() string {
+	return e.What + " has changed since it was opened; open it again to see the new version"
 }
 
-func (r *reader) getOnce(ctx context.Context, off int64, buf []byte) error {
-	in := &s3.GetObjectInput{Bucket: &r.s.bucket, Key: &r.key,
-		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+int64(len(buf))-1))}
-	if r.etag != "" {
-		in.IfMatch = aws.String(r.etag)
-	}
-	r.s.cache.gets.Add(1)
-	out, err := r.s.client.GetObject(ctx, in)
-	if err != nil {
-		var re *awshttp.ResponseError
-		if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusPreconditionFailed {
-			return &changedError{key: r.key}
+// s3Fetch reads ranges of one version of an S3 object: every GET carries If-Match.
+func s3Fetch(client *s3.Client, bucket, key, etag string) func(context.Context, int64, []byte) error {
+	return func(ctx context.Context, off int64, buf []byte) error {
+		in := &s3.GetObjectInput{Bucket: &bucket, Key: &key,
+			Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+int64(len(buf))-1))}
+		if etag != "" {
+			in.IfMatch = aws.String(etag)
 		}
-		return unavailable(err)
+		out, err := client.GetObject(ctx, in)
+		if err != nil {
+			var re *awshttp.ResponseError
+			if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusPreconditionFailed {
+				return &ChangedError{What: "s3://" + bucket + "/" + key}
+			}
+			return unavailable(err)
+		}
+		defer out.Body.Close()
+		if _, err := io.ReadFull(out.Body, buf); err != nil {
+			return unavailable(fmt.Errorf("reading bytes %d-%d of s3://%s/%s: %w", off, off+int64(len(buf))-1, bucket, key, err))
+		}
+		return nil
 	}
-	defer out.Body.Close()
-	n, err := io.ReadFull(out.Body, buf)
-	r.s.cache.fetched.Add(int64(n))
-	if err != nil {
-		return unavailable(fmt.Errorf("reading bytes %d-%d of %s: %w", off, off+int64(len(buf))-1, r.key, err))
-	}
-	return nil
 }

@@ -5,6 +5,7 @@
 //
 //	blobs/<sha256>          the uploaded bytes; metadata: name, uploaded, format
 //	aux/<sha256>/<name>     documents that belong to a blob (computed statistics)
+//	refs/<id>               what an in-place id names (a URL and the version opened)
 //	tmp/<random>            uploads being written, copied to blobs/ once their hash is known
 //
 // An upload streams to the bucket while it is hashed: a file of one part is put straight
@@ -120,30 +121,10 @@ func New(ctx context.Context, c Config) (*Store, error) {
 	if c.MaxSingleCopy <= 0 {
 		c.MaxSingleCopy = 5 << 30
 	}
-	httpClient := awshttp.NewBuildableClient().WithDialerOptions(func(d *net.Dialer) {
-		d.Timeout = min(c.Timeout, 10*time.Second)
-	}).WithTransportOptions(func(t *http.Transport) {
-		t.ResponseHeaderTimeout = c.Timeout
-		t.MaxIdleConnsPerHost = 64
-	})
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(httpClient),
-		config.WithRetryMaxAttempts(4))
+	client, err := newClient(ctx, c.Endpoint, c.PathStyle, c.Timeout)
 	if err != nil {
-		return nil, fmt.Errorf("store %s: AWS configuration: %w", c.URL, err)
+		return nil, fmt.Errorf("store %s: %w", c.URL, err)
 	}
-	if cfg.Region == "" {
-		cfg.Region = "us-east-1" // what S3-compatible servers expect when none is set
-	}
-	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
-		if c.Endpoint != "" {
-			o.BaseEndpoint = aws.String(c.Endpoint)
-		}
-		o.UsePathStyle = c.PathStyle || (o.BaseEndpoint != nil && localEndpoint(*o.BaseEndpoint))
-		// Checksums only where the service demands them: S3-compatible servers differ
-		// in what they accept, and the content hash already checks every upload.
-		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
-		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-	})
 	scratchDir := c.Scratch
 	if scratchDir == "" {
 		scratchDir = os.TempDir() + "/ckptview-s3"
@@ -163,6 +144,35 @@ func New(ctx context.Context, c Config) (*Store, error) {
 	}
 	s.removeStale(ctx)
 	return s, nil
+}
+
+// newClient makes an S3 client from the SDK's standard configuration; endpoint, if set,
+// overrides the one configured.
+func newClient(ctx context.Context, endpoint string, pathStyle bool, timeout time.Duration) (*s3.Client, error) {
+	httpClient := awshttp.NewBuildableClient().WithDialerOptions(func(d *net.Dialer) {
+		d.Timeout = min(timeout, 10*time.Second)
+	}).WithTransportOptions(func(t *http.Transport) {
+		t.ResponseHeaderTimeout = timeout
+		t.MaxIdleConnsPerHost = 64
+	})
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(httpClient),
+		config.WithRetryMaxAttempts(4))
+	if err != nil {
+		return nil, fmt.Errorf("AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1" // what S3-compatible servers expect when none is set
+	}
+	return s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if endpoint != "" {
+			o.BaseEndpoint = aws.String(endpoint)
+		}
+		o.UsePathStyle = pathStyle || (o.BaseEndpoint != nil && localEndpoint(*o.BaseEndpoint))
+		// Checksums only where the service demands them: S3-compatible servers differ
+		// in what they accept, and the content hash already checks every upload.
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	}), nil
 }
 
 // localEndpoint reports whether an endpoint URL names an IP address or localhost, where
@@ -186,6 +196,7 @@ func (s *Store) Close() error { return s.scratch.Close() }
 func (s *Store) CreateTemp(pattern string) (*os.File, error) { return s.scratch.CreateTemp(pattern) }
 
 func (s *Store) blobKey(id string) string      { return s.prefix + "blobs/" + id }
+func (s *Store) refKey(id string) string       { return s.prefix + "refs/" + id }
 func (s *Store) auxKey(id, name string) string { return s.prefix + "aux/" + id + "/" + name }
 
 // ctx bounds one request to the bucket.
@@ -267,8 +278,9 @@ func (s *Store) Open(id string) (*store.Blob, store.Meta, error) {
 	if err != nil {
 		return nil, store.Meta{}, err
 	}
-	r := s.newReader(s.blobKey(id), etag, meta.Size)
-	return store.NewBlob(r, meta.Size, r.close, r.faultErr), meta, nil
+	key := s.blobKey(id)
+	r := newReader(s.cache, s.timeout, "s3://"+s.bucket+"/"+key+"@"+etag, meta.Size, s3Fetch(s.client, s.bucket, key, etag))
+	return r.blob(), meta, nil
 }
 
 // Put streams r to the bucket under the sha256 of its bytes.
@@ -487,9 +499,14 @@ func (s *Store) GetAux(ctx context.Context, id, name string) ([]byte, error) {
 	if !store.ValidAuxName(name) {
 		return nil, fmt.Errorf("store: invalid document name %q", name)
 	}
+	return s.getSmall(ctx, s.auxKey(id, name))
+}
+
+// getSmall reads a small object whole.
+func (s *Store) getSmall(ctx context.Context, key string) ([]byte, error) {
 	rctx, cancel := s.ctx(ctx)
 	defer cancel()
-	out, err := s.client.GetObject(rctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: aws.String(s.auxKey(id, name))})
+	out, err := s.client.GetObject(rctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: &key})
 	if notFound(err) {
 		return nil, store.ErrNotFound
 	}
@@ -502,6 +519,22 @@ func (s *Store) GetAux(ctx context.Context, id, name string) ([]byte, error) {
 		return nil, unavailable(err)
 	}
 	return b, nil
+}
+
+// PutRef records what an in-place id names (see store.Blobs).
+func (s *Store) PutRef(ctx context.Context, id string, data []byte) error {
+	if !store.ValidID(id) {
+		return store.ErrInvalidID
+	}
+	return s.putObject(ctx, s.refKey(id), data, nil)
+}
+
+// GetRef reads a record PutRef wrote, store.ErrNotFound if there is none.
+func (s *Store) GetRef(ctx context.Context, id string) ([]byte, error) {
+	if !store.ValidID(id) {
+		return nil, store.ErrInvalidID
+	}
+	return s.getSmall(ctx, s.refKey(id))
 }
 
 // staleAge is how old a tmp/ object or an unfinished multipart upload must be before New

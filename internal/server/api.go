@@ -19,6 +19,8 @@ type uploadJSON struct {
 	Size   int64  `json:"size"`
 	Format string `json:"format"`
 	URL    string `json:"url"`
+	// Source is the URL a checkpoint opened in place is read from.
+	Source string `json:"source,omitempty"`
 	// Files are the files of an upload of several (a sharded checkpoint), stored one by one.
 	Files []uploadFileJSON `json:"files,omitempty"`
 }

@@ -259,6 +259,9 @@ func (s *Server) openCheckpoint(ctx context.Context, id string) (*opened, error)
 		return nil, ctx.Err()
 	}
 	blob, meta, err := s.store.Open(id)
+	if errors.Is(err, store.ErrNotFound) {
+		blob, meta, err = s.openRef(ctx, id) // a checkpoint opened in place?
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/s3store"
 	"github.com/ckptview/ckptview/internal/store"
 	"github.com/ckptview/ckptview/internal/tensor"
 	"github.com/ckptview/ckptview/internal/views"
@@ -48,6 +49,10 @@ type errorKind struct {
 // else is a 500 whose details stay in the log.
 var errorKinds = []errorKind{
 	{as[*store.UnavailableError], http.StatusServiceUnavailable, ""},
+	{as[*s3store.ChangedError], http.StatusGone, ""},
+	{as[*goneError], http.StatusGone, ""},
+	{is(s3store.ErrNotAllowed), http.StatusForbidden, ""},
+	{as[*s3store.RemoteError], http.StatusUnprocessableEntity, ""},
 	{as[*loader.InternalError], http.StatusInternalServerError, "ckptview met an internal error reading this file; it is logged, and the file is not at fault"},
 	{as[*loader.Error], http.StatusUnprocessableEntity, ""},
 	{is(store.ErrNotFound), http.StatusNotFound, "no checkpoint with that id"},

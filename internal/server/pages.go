@@ -29,7 +29,11 @@ func (s *Server) home(errMsg string) views.Home {
 	for _, e := range s.examples {
 		examples = append(examples, views.Example{ID: e.ID, Name: e.Name, Description: e.Description, Size: e.Size})
 	}
-	return views.Home{Examples: examples, MaxUpload: s.cfg.MaxUpload, Error: errMsg, TokenRequired: s.cfg.UploadToken != ""}
+	h := views.Home{Examples: examples, MaxUpload: s.cfg.MaxUpload, Error: errMsg, TokenRequired: s.cfg.UploadToken != ""}
+	if s.remote.Enabled() {
+		h.OpenURLs = s.remote.Prefixes()
+	}
+	return h
 }
 
 // handleStatic serves GET /static/*: the embedded CSS and JS. Requests that name a version
@@ -233,7 +237,7 @@ func node(ck *loader.Checkpoint, pointer string) (*loader.Node, error) {
 }
 
 func fileMeta(o *opened) views.FileMeta {
-	return views.FileMeta{ID: o.id, Name: o.meta.Name, Format: o.ck.Format, Size: o.meta.Size}
+	return views.FileMeta{ID: o.id, Name: o.meta.Name, Format: o.ck.Format, Size: o.meta.Size, Source: o.meta.Source}
 }
 
 // nodePointer is the JSON Pointer a /c/:id/n/* URL names: the rest of the path after /n/,

@@ -20,6 +20,7 @@ func (s *Server) routes() {
 	e.GET("/", s.handleHome)
 	e.GET("/static/*", s.handleStatic())
 	e.POST("/upload", s.handleUploadForm)
+	e.POST("/open", s.handleOpenForm)
 	e.GET("/c/:id", s.handleCheckpoint)
 	e.GET("/c/:id/n", s.handleNodeRoot)
 	e.GET("/c/:id/n/*", s.handleNode)
@@ -32,6 +33,7 @@ func (s *Server) routes() {
 
 	// JSON API (README.md documents it).
 	e.POST("/api/checkpoints", s.handleAPIUpload)
+	e.POST("/api/open", s.handleAPIOpen)
 	e.GET("/api/checkpoints/:id", s.handleAPICheckpoint)
 	e.GET("/api/checkpoints/:id/node", s.handleAPINode)
 	e.GET("/api/checkpoints/:id/search", s.handleAPISearch)

@@ -23,6 +23,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/s3store"
 	"github.com/ckptview/ckptview/internal/store"
 	"github.com/ckptview/ckptview/web"
 )
@@ -91,6 +92,8 @@ type Config struct {
 // Deps are what the server is built from.
 type Deps struct {
 	Store store.Blobs
+	// Remote opens URLs in place (POST /api/open); nil or without prefixes, none is.
+	Remote *s3store.Remote
 	// Examples are the bundled files the home page offers, in order.
 	Examples []store.Example
 	// Static holds the CSS and JS served under /static/, rooted at the static directory;
@@ -104,6 +107,7 @@ type Deps struct {
 type Server struct {
 	cfg      Config
 	store    store.Blobs
+	remote   *s3store.Remote
 	examples []store.Example
 	static   fs.FS
 	log      *slog.Logger
@@ -174,6 +178,7 @@ func New(cfg Config, deps Deps) *Server {
 	s := &Server{
 		cfg:      cfg,
 		store:    deps.Store,
+		remote:   deps.Remote,
 		examples: deps.Examples,
 		static:   deps.Static,
 		log:      deps.Logger,

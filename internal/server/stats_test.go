@@ -149,12 +149,17 @@ func near(got, want, scale float64) bool {
 // object, structured arrays) must be refused with 422.
 func TestStatsMatchNumpy(t *testing.T) { checkStatsMatchNumpy(t, realServer(t, Config{})) }
 
-// checkStatsMatchNumpy is TestStatsMatchNumpy on a given server (another store).
-func checkStatsMatchNumpy(t *testing.T, s *Server) {
+// checkStatsMatchNumpy is TestStatsMatchNumpy on a given server (another store), with the
+// fixtures added by via (uploaded if not given).
+func checkStatsMatchNumpy(t *testing.T, s *Server, via ...func(t *testing.T, name string) string) {
+	add := func(t *testing.T, name string) string { return uploadFixture(t, s, name) }
+	if len(via) > 0 {
+		add = via[0]
+	}
 	checked := 0
 	for _, name := range statsFixtures {
 		t.Run(name, func(t *testing.T) {
-			id := uploadFixture(t, s, name)
+			id := add(t, name)
 			for _, wt := range fixtureTensors(t, name) {
 				rec := do(s, http.MethodGet, statsURL(id, wt.Path), nil)
 				w := wt.Stats
@@ -358,12 +363,16 @@ func sha256hex(b []byte) string {
 // data the same bytes.
 func TestDownloadsMatchNumpy(t *testing.T) { checkDownloadsMatchNumpy(t, realServer(t, Config{})) }
 
-// checkDownloadsMatchNumpy is TestDownloadsMatchNumpy on a given server.
-func checkDownloadsMatchNumpy(t *testing.T, s *Server) {
+// checkDownloadsMatchNumpy is TestDownloadsMatchNumpy on a given server, as above.
+func checkDownloadsMatchNumpy(t *testing.T, s *Server, via ...func(t *testing.T, name string) string) {
+	add := func(t *testing.T, name string) string { return uploadFixture(t, s, name) }
+	if len(via) > 0 {
+		add = via[0]
+	}
 	checked := 0
 	for _, name := range statsFixtures {
 		t.Run(name, func(t *testing.T) {
-			id := uploadFixture(t, s, name)
+			id := add(t, name)
 			for _, wt := range fixtureTensors(t, name) {
 				if wt.SHA256LE == "" {
 					continue

@@ -51,6 +51,8 @@ type Meta struct {
 	Uploaded time.Time `json:"uploaded"`
 	// Format is what the first bytes look like (Sniff), where the store records it.
 	Format string `json:"format,omitempty"`
+	// Source is the URL of a checkpoint opened in place ("" for an upload).
+	Source string `json:"source,omitempty"`
 }
 
 // Blob is an opened stored file. It reads at any offset, so the loader can leave tensor
@@ -63,7 +65,7 @@ type Blob struct {
 }
 
 // NewBlob makes a Blob of a reader of size bytes. close releases it; fault, if not nil,
-// returns the first *UnavailableError a read met (see Blob.Fault).
+// returns the first failure a read met that is not the file's (see Blob.Fault).
 func NewBlob(r io.ReaderAt, size int64, close, fault func() error) *Blob {
 	return &Blob{r: r, close: close, size: size, fault: fault}
 }
@@ -90,9 +92,10 @@ func (b *Blob) Close() error {
 	return b.close()
 }
 
-// Fault returns the *UnavailableError of the first read that failed because the storage
-// could not be reached (never for a local file), or nil. A reader of the blob that fails
-// asks it, so that an outage is reported as one and not blamed on the file.
+// Fault returns the error of the first read that failed for a reason other than the
+// file's bytes: the storage could not be reached (*UnavailableError), or an object read in
+// place changed (never for a local file); nil if none did. A reader of the blob that fails
+// asks it, so that such a failure is reported as what it is and not blamed on the file.
 func (b *Blob) Fault() error {
 	if b.fault == nil {
 		return nil
@@ -113,6 +116,11 @@ type Blobs interface {
 	// replacing any of that name; GetAux reads it back, ErrNotFound if there is none.
 	PutAux(ctx context.Context, id, name string, data []byte) error
 	GetAux(ctx context.Context, id, name string) ([]byte, error)
+	// PutRef records what the id of a checkpoint opened in place names (a small JSON
+	// document: its URL and version), so that every replica opens the same link; GetRef
+	// reads it back, ErrNotFound if there is none.
+	PutRef(ctx context.Context, id string, data []byte) error
+	GetRef(ctx context.Context, id string) ([]byte, error)
 	// CreateTemp creates a local scratch file that is cleaned if the process dies.
 	CreateTemp(pattern string) (*os.File, error)
 	// Where says where the blobs are, for the log.
@@ -300,9 +308,45 @@ func (s *Store) PutAux(ctx context.Context, id, name string, data []byte) error 
 		return fmt.Errorf("store: invalid document name %q", name)
 	}
 	if _, err := os.Stat(s.blobPath(id)); err != nil {
-		return ErrNotFound
+		if _, err := os.Stat(s.refPath(id)); err != nil {
+			return ErrNotFound
+		}
+		if err := s.mkdirSynced(filepath.Dir(s.blobPath(id))); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
 	}
 	return s.writeAtomic(s.auxPath(id, name), data)
+}
+
+func (s *Store) refPath(id string) string {
+	return filepath.Join(s.dir, "refs", id[:2], id+".json")
+}
+
+// PutRef records what an in-place id names, beside the blobs under refs/.
+func (s *Store) PutRef(ctx context.Context, id string, data []byte) error {
+	if !ValidID(id) {
+		return ErrInvalidID
+	}
+	final := s.refPath(id)
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return s.writeAtomic(final, data)
+}
+
+// GetRef reads a record PutRef wrote.
+func (s *Store) GetRef(ctx context.Context, id string) ([]byte, error) {
+	if !ValidID(id) {
+		return nil, ErrInvalidID
+	}
+	b, err := os.ReadFile(s.refPath(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return b, nil
 }
 
 // GetAux reads a document PutAux wrote.

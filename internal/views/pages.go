@@ -24,6 +24,9 @@ type Home struct {
 	// TokenRequired is set when the server takes uploads only with its upload token: the
 	// form then asks for it.
 	TokenRequired bool
+	// OpenURLs are the URL prefixes the server opens in place; the page offers a form for
+	// them when there are any.
+	OpenURLs []string
 }
 
 // MaxUploadText is the upload limit for a reader, "" when there is none.

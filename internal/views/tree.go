@@ -21,6 +21,9 @@ const maxSharedLinks = 3
 type FileMeta struct {
 	ID, Name, Format string
 	Size             int64
+	// Source is the URL of a checkpoint read in place; its ID then names the URL and the
+	// version opened, not the bytes.
+	Source string
 }
 
 // Link is a labelled address.

@@ -8,6 +8,8 @@
 package s3test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +20,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // Credentials of the servers started here.
@@ -242,3 +248,14 @@ func (p *Proxy) serve(c net.Conn, target string) {
 
 // Addr is the server's host:port.
 func (s *Server) Addr() string { return s.addr }
+
+// Put writes an object as any S3 client would (the SDK, signed).
+func (s *Server) Put(t testing.TB, bucket, key string, data []byte) {
+	t.Helper()
+	client := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(s.Endpoint), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(AccessKey, SecretKey, "")})
+	if _, err := client.PutObject(context.Background(), &s3.PutObjectInput{Bucket: &bucket, Key: &key,
+		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data)))}); err != nil {
+		t.Fatalf("put s3://%s/%s: %v", bucket, key, err)
+	}
+}
