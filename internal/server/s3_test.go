@@ -1,8 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -240,5 +246,96 @@ func TestS3SlowEndpoint(t *testing.T) {
 	proxy.Stall(false)
 	if rec := do(s, http.MethodGet, "/api/checkpoints/"+id, nil); rec.Code != http.StatusOK {
 		t.Errorf("GET once the endpoint answers = %d %.200s", rec.Code, rec.Body)
+	}
+}
+
+// safetensorsOf writes a safetensors file of one float32 tensor "w" by the format's
+// definition: its raw download must be these very bytes.
+func safetensorsOf(values int) ([]byte, []byte) {
+	data := make([]byte, 4*values)
+	for i := range values {
+		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(float32(i%1000)/7))
+	}
+	header := fmt.Sprintf(`{"w":{"dtype":"F32","shape":[%d],"data_offsets":[0,%d]}}`, values, len(data))
+	for len(header)%8 != 0 {
+		header += " "
+	}
+	var b bytes.Buffer
+	binary.Write(&b, binary.LittleEndian, uint64(len(header)))
+	b.WriteString(header)
+	b.Write(data)
+	return b.Bytes(), data
+}
+
+// The S3 server killed in the middle of a download and of a statistics job: the download
+// is cut short (never a whole body of wrong bytes), the job fails saying the storage is
+// unavailable, and once the server is back both give the file's own bytes and finish.
+func TestS3KilledMidRequest(t *testing.T) {
+	srv := s3test.Start(t, "ckv")
+	s := serverOn(t, Config{}, s3Store(t, srv, 3*time.Second, 1))
+	file, want := safetensorsOf(24 << 20 / 4) // 24 MiB of values
+	rec := do(s, http.MethodPost, "/api/checkpoints?name=big.safetensors", bytes.NewReader(file))
+	if rec.Code != http.StatusCreated {
+		t.Fatalf("upload = %d %.200s", rec.Code, rec.Body)
+	}
+	id := decode[uploadJSON](t, rec).ID
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	raw := hs.URL + downloadURL(id, "/w", "raw")
+
+	resp, err := http.Get(raw)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET raw = %v %v", resp, err)
+	}
+	head := make([]byte, 1<<20)
+	if _, err := io.ReadFull(resp.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	rest, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	got := append(head, rest...)
+	if err == nil && !bytes.Equal(got, want) {
+		t.Fatalf("a download cut by the outage ended cleanly with %d bytes that are not the file's", len(got))
+	}
+	if err == nil {
+		t.Log("the download finished from bytes fetched before the outage")
+	}
+
+	api := "/api/checkpoints/" + id + "/stats/all"
+	if rec := do(s, http.MethodPost, api, nil); rec.Code != http.StatusAccepted {
+		t.Fatalf("POST %s = %d", api, rec.Code)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var p jobProgress
+	for {
+		p = decode[jobProgress](t, do(s, http.MethodGet, api, nil))
+		if p.State != jobRunning || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if p.State == jobDone && p.Failed == 0 {
+		t.Fatalf("the job finished with every tensor while the S3 server was down: %+v", p)
+	}
+	if rec := do(s, http.MethodGet, statsURL(id, "/w"), nil); rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("stats while S3 is down = %d %.200s, want 503", rec.Code, rec.Body)
+	}
+
+	srv.Restart()
+	resp, err = http.Get(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(all, want) {
+		t.Fatalf("the download after the restart: %d, %v, equal %v", resp.StatusCode, err, bytes.Equal(all, want))
+	}
+	if p := runJob(t, s, id); p.State != jobDone || p.Failed != 0 {
+		t.Errorf("the job after the restart = %+v, want done", p)
+	}
+	if rec := do(s, http.MethodGet, statsURL(id, "/w"), nil); rec.Code != http.StatusOK {
+		t.Errorf("stats after the restart = %d", rec.Code)
 	}
 }

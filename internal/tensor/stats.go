@@ -320,6 +320,12 @@ func Compute(ctx context.Context, v *View, workers int, progress func(done int64
 		workers = runtime.GOMAXPROCS(0)
 	}
 	numel := v.Numel()
+	if numel > 0 && v.Data != nil {
+		// the whole extent, once: a bucket fetches it in a few large ranges rather than
+		// one per job
+		lo, hi := v.extent()
+		willRead(v.Data, v.DataOffset+lo*int64(ElementSize(v.DType)), (hi-lo+1)*int64(ElementSize(v.DType)))
+	}
 	s := &Stats{Numel: numel}
 	if numel == 0 {
 		s.Min, s.Max, s.Mean, s.Std = math.NaN(), math.NaN(), math.NaN(), math.NaN()
