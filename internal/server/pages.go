@@ -96,6 +96,8 @@ func (s *Server) handleCheckpoint(c echo.Context) error {
 	}
 	if o.ck.Tensors > 0 {
 		p.Stats = s.statsJobBlock(o, s.statsProgress(o))
+		p.CompareURL = "/c/" + o.id + "/compare"
+		p.Compare = s.compareChoices(o.id)
 	}
 	return s.render(c, http.StatusOK, templates.CheckpointPage(p))
 }

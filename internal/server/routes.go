@@ -25,6 +25,8 @@ func (s *Server) routes() {
 	e.GET("/c/:id/n", s.handleNodeRoot)
 	e.GET("/c/:id/n/*", s.handleNode)
 	e.GET("/c/:id/code", s.handleCode)
+	e.GET("/c/:id/compare", s.handleCompareForm)
+	e.GET("/diff/:a/:b", s.handleDiff)
 	e.GET("/c/:id/fragment/children", s.handleChildren)
 	e.GET("/c/:id/fragment/search", s.handleSearchFragment)
 	e.GET("/c/:id/fragment/stats", s.handleStatsFragment)
@@ -34,6 +36,7 @@ func (s *Server) routes() {
 	// JSON API (README.md documents it).
 	e.POST("/api/checkpoints", s.handleAPIUpload)
 	e.POST("/api/open", s.handleAPIOpen)
+	e.GET("/api/diff/:a/:b", s.handleAPIDiff)
 	e.GET("/api/checkpoints/:id", s.handleAPICheckpoint)
 	e.GET("/api/checkpoints/:id/node", s.handleAPINode)
 	e.GET("/api/checkpoints/:id/search", s.handleAPISearch)

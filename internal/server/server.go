@@ -115,6 +115,7 @@ type Server struct {
 	cache    *checkpointCache
 	stats    *statsCache
 	jobs     *statsJobs
+	diffs    *diffCache
 	jobsWG   sync.WaitGroup
 	// exports bounds the JSON downloads written at once (each to a temporary file).
 	exports chan struct{}
@@ -213,6 +214,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.base, s.stop = context.WithCancel(context.Background())
 	s.stats = newStatsCache(s.base, cfg.StatsCacheSize, cfg.StatsWorkers, cfg.StatsConcurrency, cfg.StatsTimeout)
 	s.jobs = newStatsJobs()
+	s.diffs = newDiffCache(16)
 	s.exports = make(chan struct{}, 2)
 
 	e := echo.New()

@@ -57,6 +57,10 @@ type CheckpointPage struct {
 	CodeFiles int
 	// WeightsOnly is torch.load(weights_only=True)'s verdict (torch.save files only).
 	WeightsOnly *WeightsOnlyView
+	// Compare offers checkpoints to compare this one with (the examples and those opened
+	// lately here); CompareURL takes any other's link or id.
+	Compare    []Link
+	CompareURL string
 }
 
 // AddStats gives the tree's tensor rows (raw and modules) a sparkline from the statistics
