@@ -55,38 +55,126 @@ func (a *diffAcc) merge(b diffAcc) {
 	a.differ = a.differ || b.differ
 }
 
-// block adds n elements decoded into fa and fb.
+// block adds the elements decoded into fa and fb.
 func (a *diffAcc) block(fa, fb []float64) {
-	for i := range fa {
-		x, y := fa[i], fb[i]
-		if x != x || y != y { // NaN
-			a.outside++
-			if (x != x) != (y != y) {
-				a.nan++
-			}
-			continue
-		}
-		if x == y { // equal, infinities included: no difference, and close
-			if !math.IsInf(x, 0) {
-				a.sumA2 += x * x
-				a.sumB2 += y * y
-				a.sumAB += x * y
-			}
-			continue
-		}
-		d := math.Abs(x - y)
-		if !(d <= 1e-8+1e-5*math.Abs(x)) {
-			a.outside++
-		}
-		a.maxAbs = max(a.maxAbs, d)
-		if m := max(math.Abs(x), math.Abs(y)); m > 0 {
-			a.maxRel = max(a.maxRel, d/m)
-		}
-		a.sumD2 += d * d
-		a.sumA2 += x * x
-		a.sumB2 += y * y
-		a.sumAB += x * y
+	fb = fb[:len(fa)]
+	for i, x := range fa {
+		a.add(x, fb[i])
 	}
+}
+
+// blockF32 adds little-endian float32 elements, decoded on the way (the common case, kept
+// free of the intermediate float64 slices). Equal bytes, which half the tensors of a
+// fine-tune are, only add to the norms.
+func (a *diffAcc) blockF32(ba, bb []byte) {
+	if bytes.Equal(ba, bb) {
+		a.sameF32(words32(ba))
+		return
+	}
+	wa, wb := words32(ba), words32(bb)
+	wb = wb[:len(wa)]
+	maxAbs, maxRel := a.maxAbs, a.maxRel
+	var sumD2, sumA2, sumB2, sumAB float64
+	outside := int64(0)
+	for i, ua := range wa {
+		x := float64(math.Float32frombits(ua))
+		y := float64(math.Float32frombits(wb[i]))
+		d := x - y
+		if d != d { // a NaN, or the same infinity on both sides
+			a.add(x, y)
+			continue
+		}
+		ad, ax := math.Abs(d), math.Abs(x)
+		if ad > maxAbs {
+			maxAbs = ad
+		}
+		if m := max(ax, math.Abs(y)); ad > maxRel*m && m > 0 {
+			maxRel = ad / m
+		}
+		if ad > 1e-8+1e-5*ax {
+			outside++
+		}
+		sumD2 += d * d
+		sumA2 += x * x
+		sumB2 += y * y
+		sumAB += x * y
+	}
+	a.maxAbs, a.maxRel = max(a.maxAbs, maxAbs), max(a.maxRel, maxRel)
+	a.outside += outside
+	a.sumD2 += sumD2
+	a.sumA2 += sumA2
+	a.sumB2 += sumB2
+	a.sumAB += sumAB
+}
+
+// sameF32 adds float32 elements that are the same on both sides: no difference, so only
+// their squares (a NaN is never close, as numpy's isclose says; an infinity adds nothing).
+func (a *diffAcc) sameF32(w []uint32) {
+	var s0, s1 float64
+	i := 0
+	for ; i+1 < len(w); i += 2 {
+		x0, x1 := float64(math.Float32frombits(w[i])), float64(math.Float32frombits(w[i+1]))
+		if w[i]&0x7f800000 == 0x7f800000 || w[i+1]&0x7f800000 == 0x7f800000 { // NaN or inf
+			a.sameSlow(x0)
+			a.sameSlow(x1)
+			continue
+		}
+		s0 += x0 * x0
+		s1 += x1 * x1
+	}
+	for ; i < len(w); i++ {
+		x := float64(math.Float32frombits(w[i]))
+		if w[i]&0x7f800000 == 0x7f800000 {
+			a.sameSlow(x)
+			continue
+		}
+		s0 += x * x
+	}
+	a.sumA2 += s0 + s1
+	a.sumB2 += s0 + s1
+	a.sumAB += s0 + s1
+}
+
+func (a *diffAcc) sameSlow(x float64) {
+	switch {
+	case x != x:
+		a.outside++
+	case !math.IsInf(x, 0):
+		a.sumA2 += x * x
+		a.sumB2 += x * x
+		a.sumAB += x * x
+	}
+}
+
+// add adds one pair of elements.
+func (a *diffAcc) add(x, y float64) {
+	if x != x || y != y { // NaN
+		a.outside++
+		if (x != x) != (y != y) {
+			a.nan++
+		}
+		return
+	}
+	if x == y { // equal, infinities included: no difference, and close
+		if !math.IsInf(x, 0) {
+			a.sumA2 += x * x
+			a.sumB2 += y * y
+			a.sumAB += x * y
+		}
+		return
+	}
+	d := math.Abs(x - y)
+	if !(d <= 1e-8+1e-5*math.Abs(x)) {
+		a.outside++
+	}
+	a.maxAbs = max(a.maxAbs, d)
+	if m := max(math.Abs(x), math.Abs(y)); m > 0 {
+		a.maxRel = max(a.maxRel, d/m)
+	}
+	a.sumD2 += d * d
+	a.sumA2 += x * x
+	a.sumB2 += y * y
+	a.sumAB += x * y
 }
 
 // diffElems is how many elements one step of a diff reads from each side.
@@ -115,6 +203,7 @@ func CompareViews(ctx context.Context, a, b *View, workers int, progress func(in
 		return nil, fmt.Errorf("%w: %s, %s", ErrUnsupported, a.DType, b.DType)
 	}
 	sameBytes := a.DType == b.DType && sa.OutDType == sb.OutDType
+	f32 := sa.OutDType == "float32" && sb.OutDType == "float32"
 	numel := a.Numel()
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -172,9 +261,13 @@ func CompareViews(ctx context.Context, a, b *View, workers int, progress func(in
 					if !sameBytes || !bytes.Equal(ba, bb) {
 						acc.differ = true
 					}
-					decA(ba, fa[:n])
-					decB(bb, fb[:n])
-					acc.block(fa[:n], fb[:n])
+					if f32 {
+						acc.blockF32(ba, bb)
+					} else {
+						decA(ba, fa[:n])
+						decB(bb, fb[:n])
+						acc.block(fa[:n], fb[:n])
+					}
 					acc.n += n
 					if progress != nil {
 						progress(n)
