@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -70,6 +71,7 @@ type options struct {
 	s3Cache     byteSize
 	openURLs    string
 	examples    string
+	dirs        dirList
 	maxUpload   byteSize
 	logFormat   string
 	logLevel    slog.Level
@@ -171,7 +173,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.DurationVar(&o.s3Timeout, "s3-timeout", o.s3Timeout, "longest one request to the bucket may take, retries included; past it the request gets a 503")
 	fs.Var(&o.s3Cache, "s3-cache", "memory of the block cache of bucket reads, read-ahead included")
 	fs.StringVar(&o.openURLs, "open-urls", "", "comma-separated URL prefixes that may be opened in place, without copying (s3://bucket/, https://huggingface.co/); the server fetches what it is given, so list only what it may reach; empty: none")
-	fs.StringVar(&o.examples, "examples", o.examples, "directory of bundled example files (none if it does not exist)")
+	fs.StringVar(&o.examples, "examples", o.examples, "directory of bundled example files, served in place (none if it does not exist)")
+	fs.Var(&o.dirs, "dir", "a directory whose checkpoints are served read-only, in place (repeat for several; the environment variable takes a list separated by "+string(os.PathListSeparator)+")")
 	fs.Var(&o.maxUpload, "max-upload", "largest upload accepted: bytes, or a size such as 500MB or 20GiB")
 	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log format on stderr: text or json")
 	fs.TextVar(&o.logLevel, "log-level", o.logLevel, "least important log level shown: debug, info, warn or error")
@@ -326,12 +329,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer st.Close()
 	logger.Info("store", "where", st.Where())
-	examples, err := store.ImportExamples(ctx, st, o.examples)
-	if err != nil {
-		// The viewer is useful without its examples: say why they are missing and go on.
-		logger.Warn("no examples", "dir", o.examples, "err", err)
-	} else if len(examples) > 0 {
-		logger.Info("examples imported", "dir", o.examples, "files", len(examples))
+	// The examples are served in place, like -dir folders: nothing is copied.
+	var exFolder *store.Folder
+	if o.examples != "" {
+		if _, err := os.Stat(o.examples); err == nil {
+			if exFolder, err = store.NewFolder(o.examples, "Examples"); err != nil {
+				// The viewer is useful without its examples: say why they are missing and go on.
+				logger.Warn("no examples", "dir", o.examples, "err", err)
+			} else {
+				logger.Info("examples", "dir", exFolder.Dir, "files", len(exFolder.Entries()))
+			}
+		}
+	}
+	var folders []*store.Folder
+	for _, d := range o.dirs {
+		f, err := store.NewFolder(d, "")
+		if err != nil {
+			return err
+		}
+		folders = append(folders, f)
+		logger.Info("serving a folder in place", "dir", f.Dir, "checkpoints", len(f.Entries()))
 	}
 	logger.Info("limits", "max_upload", int64(o.maxUpload), "memory_limit", int64(o.memoryLimit),
 		"open_concurrency", o.openConcurrency, "max_nodes", o.maxNodes, "cache_memory", int64(o.cacheMemory),
@@ -345,7 +362,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		logger.Info("opens in place", "prefixes", remote.Prefixes())
 	}
-	srv := server.New(o.serverConfig(), server.Deps{Store: st, Remote: remote, Examples: examples, Logger: logger})
+	srv := server.New(o.serverConfig(), server.Deps{Store: st, Remote: remote, Folders: folders, ExampleFolder: exFolder, Logger: logger})
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
@@ -361,6 +378,21 @@ func openStore(ctx context.Context, o options, dir string) (store.Blobs, error) 
 	}
 	return s3store.New(ctx, s3store.Config{URL: o.storeURL, PathStyle: o.s3PathStyle,
 		Timeout: o.s3Timeout, CacheBytes: int64(o.s3Cache), Scratch: dir})
+}
+
+// dirList is the repeatable -dir flag. From the environment (CKPTVIEW_DIR) it takes a
+// list separated by the system's path list separator, as PATH is.
+type dirList []string
+
+func (d *dirList) String() string { return strings.Join(*d, string(os.PathListSeparator)) }
+
+func (d *dirList) Set(v string) error {
+	for _, p := range filepath.SplitList(v) {
+		if p = strings.TrimSpace(p); p != "" {
+			*d = append(*d, p)
+		}
+	}
+	return nil
 }
 
 // byteSize is a flag value for a size in bytes: "1048576", "500MB", "20GiB".

@@ -260,6 +260,9 @@ func (s *Server) openCheckpoint(ctx context.Context, id string) (*opened, error)
 	}
 	blob, meta, err := s.store.Open(id)
 	if errors.Is(err, store.ErrNotFound) {
+		if f, e := s.folderEntry(id); e != nil {
+			return s.openFolderEntry(f, e)
+		}
 		blob, meta, err = s.openRef(ctx, id) // a checkpoint opened in place?
 	}
 	if err != nil {

@@ -454,6 +454,11 @@ func (s *Server) compareChoices(id string) []views.Link {
 	for _, e := range s.examples {
 		add(e.ID, e.Name)
 	}
+	for _, f := range s.allFolders() {
+		for _, e := range f.Entries() {
+			add(e.ID, e.Name)
+		}
+	}
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -84,7 +85,7 @@ func inPlaceServer(t *testing.T, cfg Config, st store.Blobs, prefixes ...string)
 			t.Fatal(err)
 		}
 	}
-	s := New(cfg, Deps{Store: st, Remote: remote, Static: testStatic})
+	s := New(cfg, Deps{Store: st, Remote: remote, Static: testStatic, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(s.Close)
 	return s
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -29,10 +30,16 @@ func (s *Server) home(errMsg string) views.Home {
 	for _, e := range s.examples {
 		examples = append(examples, views.Example{ID: e.ID, Name: e.Name, Description: e.Description, Size: e.Size})
 	}
+	if s.exFolder != nil {
+		for _, e := range s.exFolder.Entries() {
+			examples = append(examples, views.Example{ID: e.ID, Name: filepath.Base(e.Name), Description: e.Description, Size: e.Size})
+		}
+	}
 	h := views.Home{Examples: examples, MaxUpload: s.cfg.MaxUpload, Error: errMsg, TokenRequired: s.cfg.UploadToken != ""}
 	if s.remote.Enabled() {
 		h.OpenURLs = s.remote.Prefixes()
 	}
+	h.Folders = s.folderViews()
 	return h
 }
 

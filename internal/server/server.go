@@ -94,7 +94,12 @@ type Deps struct {
 	Store store.Blobs
 	// Remote opens URLs in place (POST /api/open); nil or without prefixes, none is.
 	Remote *s3store.Remote
-	// Examples are the bundled files the home page offers, in order.
+	// Folders are local directories served read-only, in place (-dir); ExampleFolder is
+	// the bundled examples, served the same way in a section of their own.
+	Folders       []*store.Folder
+	ExampleFolder *store.Folder
+	// Examples are the bundled files the home page offers, in order (imported into the
+	// store; ExampleFolder serves them without copying).
 	Examples []store.Example
 	// Static holds the CSS and JS served under /static/, rooted at the static directory;
 	// web/static if nil.
@@ -108,6 +113,8 @@ type Server struct {
 	cfg      Config
 	store    store.Blobs
 	remote   *s3store.Remote
+	folders  []*store.Folder
+	exFolder *store.Folder
 	examples []store.Example
 	static   fs.FS
 	log      *slog.Logger
@@ -180,6 +187,8 @@ func New(cfg Config, deps Deps) *Server {
 		cfg:      cfg,
 		store:    deps.Store,
 		remote:   deps.Remote,
+		folders:  deps.Folders,
+		exFolder: deps.ExampleFolder,
 		examples: deps.Examples,
 		static:   deps.Static,
 		log:      deps.Logger,

@@ -1,6 +1,10 @@
 package views
 
-import "github.com/ckptview/ckptview/internal/loader"
+import (
+	"time"
+
+	"github.com/ckptview/ckptview/internal/loader"
+)
 
 // Example is a bundled checkpoint the home page offers one click away.
 type Example struct {
@@ -24,6 +28,8 @@ type Home struct {
 	// TokenRequired is set when the server takes uploads only with its upload token: the
 	// form then asks for it.
 	TokenRequired bool
+	// Folders are the local directories the server serves in place (-dir).
+	Folders []Folder
 	// OpenURLs are the URL prefixes the server opens in place; the page offers a form for
 	// them when there are any.
 	OpenURLs []string
@@ -48,3 +54,29 @@ type ErrorPage struct {
 // FindingRows puts the page's findings in a reviewer's words (no links: the file has no
 // pages).
 func (e ErrorPage) FindingRows() []FindingRow { return FindingRows("", e.Findings) }
+
+// Folder is a local directory served in place, as the home page lists it.
+type Folder struct {
+	Title, Dir string
+	Files      []FolderFile
+	// Truncated says the folder holds more files than a scan lists.
+	Truncated bool
+}
+
+// FolderFile is one checkpoint of a folder.
+type FolderFile struct {
+	ID, Name, Format string
+	Size             int64
+	Modified         time.Time
+	// Shards is how many shard files a shard index brings with it.
+	Shards int
+}
+
+// URL is the file's checkpoint page.
+func (f FolderFile) URL() string { return CheckpointURL(f.ID) }
+
+// SizeText is the file's size for a reader.
+func (f FolderFile) SizeText() string { return HumanBytes(f.Size) }
+
+// ModifiedText is when the file last changed, to the minute, in UTC.
+func (f FolderFile) ModifiedText() string { return f.Modified.UTC().Format("2006-01-02 15:04") }
