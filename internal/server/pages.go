@@ -93,6 +93,9 @@ func (s *Server) handleCheckpoint(c echo.Context) error {
 	}
 	defer release()
 	p := views.NewCheckpointPage(fileMeta(o), o.ck).WithView(c.QueryParam("view"))
+	if sd := c.QueryParam("sd"); sd != "" {
+		p = p.WithStateDict(o.ck, sd)
+	}
 	p.AddStats(s.statsLookup(o))
 	if q := c.QueryParam("q"); q != "" { // the search box without scripts
 		offset, err := intParam(c, "offset", 0)

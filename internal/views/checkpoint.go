@@ -2,6 +2,7 @@ package views
 
 import (
 	"math"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,8 @@ const (
 	ViewModules = "modules"
 	// ViewRaw lists the unpickled objects as they are.
 	ViewRaw = "raw"
+	// ViewModel shows modules saved whole (torch.save(model)) as print(model) does.
+	ViewModel = "model"
 )
 
 // CheckpointPage is the page of one opened file: what it is, what it would run, and its tree.
@@ -24,8 +27,13 @@ type CheckpointPage struct {
 	Meta FileMeta
 	// Search is the search box and, when a query was given, its results.
 	Search SearchView
-	// URL is the page's share link; RawURL and ModulesURL the same page in either view.
-	URL, RawURL, ModulesURL string
+	// URL is the page's share link; RawURL, ModulesURL and ModelURL the same page in each view.
+	URL, RawURL, ModulesURL, ModelURL string
+	// Models are the modules saved whole in the file (the root, or {"model", "ema"...}).
+	Models []*ModelView
+	// StateDicts are every state dict the file holds (model, EMA, discriminator...), each a
+	// link to the Modules view of it; Modules is the one shown.
+	StateDicts []Link
 	// Format is the container the loader found ("torch-zip"); Meta.Format is what the store
 	// recorded, used when the loader says nothing.
 	Format   string
@@ -264,6 +272,7 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 		URL:        CheckpointURL(meta.ID),
 		RawURL:     CheckpointURL(meta.ID) + "?view=" + ViewRaw,
 		ModulesURL: CheckpointURL(meta.ID) + "?view=" + ViewModules,
+		ModelURL:   CheckpointURL(meta.ID) + "?view=" + ViewModel,
 		Format:     meta.Format,
 		SizeText:   HumanBytes(meta.Size),
 		Search:     SearchView{ID: meta.ID, Syntax: search.Syntax, FragmentURL: SearchFragmentURL(meta.ID, "", 0)},
@@ -315,10 +324,32 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 		if sd := FindStateDict(ck.Root); sd != nil {
 			p.Modules = NewModuleTree(meta.ID, ck, sd)
 		}
+		for _, m := range FindModels(ck.Root) {
+			p.Models = append(p.Models, NewModelView(meta.ID, ck, m))
+		}
+		if dicts := FindStateDicts(ck.Root); len(dicts) > 1 {
+			for _, d := range dicts {
+				p.StateDicts = append(p.StateDicts, Link{Label: displayPointer(d.Path()), URL: CheckpointURL(meta.ID) + "?view=" + ViewModules + "&sd=" + url.QueryEscape(d.Path())})
+			}
+		}
 	}
 	p.View = ViewRaw
-	if p.Modules != nil {
+	switch {
+	case len(p.Models) > 0:
+		p.View = ViewModel
+	case p.Modules != nil:
 		p.View = ViewModules
+	}
+	return p
+}
+
+// WithStateDict shows the state dict at pointer in the Modules view (one of StateDicts).
+func (p CheckpointPage) WithStateDict(ck *loader.Checkpoint, pointer string) CheckpointPage {
+	for _, d := range FindStateDicts(ck.Root) {
+		if d.Path() == pointer {
+			p.Modules = NewModuleTree(p.Meta.ID, ck, d)
+			p.View = ViewModules
+		}
 	}
 	return p
 }
@@ -331,6 +362,8 @@ func (p CheckpointPage) WithView(view string) CheckpointPage {
 		p.View = ViewRaw
 	case view == ViewModules && p.Modules != nil:
 		p.View = ViewModules
+	case view == ViewModel && len(p.Models) > 0:
+		p.View = ViewModel
 	}
 	return p
 }

@@ -124,6 +124,36 @@ func FindStateDict(root *loader.Node) *loader.Node {
 	return best
 }
 
+// FindStateDicts returns every state dict of a checkpoint: the root when it is one, else
+// each dict entry of the root that is one (model, ema, discriminator...) and each dict
+// entry of those ({"state_dict": {"model": ..., "ema": ...}}), in order.
+func FindStateDicts(root *loader.Node) []*loader.Node {
+	if root == nil {
+		return nil
+	}
+	if isStateDict(root) {
+		return []*loader.Node{root}
+	}
+	var out []*loader.Node
+	if root.Kind != loader.KindDict && root.Kind != loader.KindObject {
+		return nil
+	}
+	for _, k := range root.Children {
+		if isStateDict(k) {
+			out = append(out, k)
+			continue
+		}
+		if k.Kind == loader.KindDict {
+			for _, kk := range k.Children {
+				if isStateDict(kk) {
+					out = append(out, kk)
+				}
+			}
+		}
+	}
+	return out
+}
+
 func countTensors(n *loader.Node) int {
 	t := 0
 	for _, k := range n.Children {

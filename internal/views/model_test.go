@@ -1,0 +1,164 @@
+package views
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// expectedModule is testdata/models/expected_module.json: torch's own account of the
+// modules saved in module_model.pt and module_training.ckpt (generate_module.py).
+type expectedModule struct {
+	Modules []struct {
+		Name       string
+		Class      string
+		Training   bool
+		ExtraRepr  string `json:"extra_repr"`
+		Hooks      int
+		ParamCount int64 `json:"param_count"`
+		BufCount   int64 `json:"buffer_count"`
+		Parameters []struct {
+			Name  string
+			Shape []int64
+			DType string
+		}
+		Buffers []struct {
+			Name       string
+			Shape      []int64
+			DType      string
+			Persistent bool
+		}
+	}
+	TotalParams  int64 `json:"total_params"`
+	TotalBuffers int64 `json:"total_buffers"`
+}
+
+func readExpectedModules(t *testing.T) (expectedModule, map[string]expectedModule) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "models", "expected_module.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all struct {
+		Model    expectedModule             `json:"module_model.pt"`
+		Training map[string]json.RawMessage `json:"training_ckpt"`
+	}
+	if err := json.Unmarshal(b, &all); err != nil {
+		t.Fatal(err)
+	}
+	tr := map[string]expectedModule{}
+	for _, k := range []string{"model", "ema"} {
+		var m expectedModule
+		if err := json.Unmarshal(all.Training[k], &m); err != nil {
+			t.Fatal(err)
+		}
+		tr[k] = m
+	}
+	return all.Model, tr
+}
+
+// flatten lists a model view's modules in named_modules() order, with dotted names.
+func flatten(m *ModelModule, prefix string, out *[]*ModelModule, names *[]string) {
+	*out = append(*out, m)
+	*names = append(*names, prefix)
+	for _, c := range m.Children {
+		p := c.Name
+		if prefix != "" {
+			p = prefix + "." + c.Name
+		}
+		flatten(c, p, out, names)
+	}
+}
+
+// attrPair is one name=value of an extra_repr.
+var attrPair = regexp.MustCompile(`(\w+)=(\([^)]*\)|'[^']*'|[^,]+)`)
+
+// checkModel holds a model view to torch's named_modules(): each module's class, training
+// flag, own parameters and buffers (persistence included), recursive counts and hooks, and
+// every attribute extra_repr prints that the view shows, with the same value.
+func checkModel(t *testing.T, v *ModelView, want expectedModule) int {
+	t.Helper()
+	var mods []*ModelModule
+	var names []string
+	flatten(v.Root, "", &mods, &names)
+	if len(mods) != len(want.Modules) {
+		t.Fatalf("%d modules, torch has %d (%v)", len(mods), len(want.Modules), names)
+	}
+	if v.Params != want.TotalParams || v.Buffers != want.TotalBuffers {
+		t.Errorf("totals %d params %d buffers, torch %d %d", v.Params, v.Buffers, want.TotalParams, want.TotalBuffers)
+	}
+	attrs := 0
+	for i, wm := range want.Modules {
+		m, name := mods[i], names[i]
+		if name != wm.Name || m.FullClass != wm.Class || m.Eval == wm.Training || m.Hooks != wm.Hooks {
+			t.Errorf("module %d: %q %s eval=%v hooks=%d, torch %q %s training=%v hooks=%d", i, name, m.FullClass, m.Eval, m.Hooks, wm.Name, wm.Class, wm.Training, wm.Hooks)
+		}
+		if m.ParamCount != wm.ParamCount || m.BufferCount != wm.BufCount {
+			t.Errorf("%s: %d params %d buffers, torch %d %d", wm.Name, m.ParamCount, m.BufferCount, wm.ParamCount, wm.BufCount)
+		}
+		var gotP, wantP, gotB, wantB []string
+		for _, p := range m.Params {
+			if !p.Empty {
+				gotP = append(gotP, p.Name+" "+p.DType+p.Shape)
+			}
+		}
+		for _, p := range wm.Parameters {
+			wantP = append(wantP, p.Name+" "+p.DType+FormatShape(p.Shape))
+		}
+		for _, b := range m.Buffers {
+			gotB = append(gotB, fmt.Sprintf("%s %s%s saved=%v", b.Name, b.DType, b.Shape, !b.NotSaved))
+		}
+		for _, b := range wm.Buffers {
+			wantB = append(wantB, fmt.Sprintf("%s %s%s saved=%v", b.Name, b.DType, FormatShape(b.Shape), b.Persistent))
+		}
+		if fmt.Sprint(gotP) != fmt.Sprint(wantP) || fmt.Sprint(gotB) != fmt.Sprint(wantB) {
+			t.Errorf("%s: params %v buffers %v, torch %v %v", wm.Name, gotP, gotB, wantP, wantB)
+		}
+		ours := map[string]string{}
+		for _, kv := range attrPair.FindAllStringSubmatch(m.Attrs, -1) {
+			ours[kv[1]] = strings.TrimSpace(kv[2])
+		}
+		for _, kv := range attrPair.FindAllStringSubmatch(wm.ExtraRepr, -1) {
+			if got, ok := ours[kv[1]]; ok {
+				attrs++
+				if got != strings.TrimSpace(kv[2]) {
+					t.Errorf("%s: %s=%s, torch's repr says %s", wm.Name, kv[1], got, kv[2])
+				}
+			}
+		}
+	}
+	return attrs
+}
+
+func TestModelViewMatchesTorch(t *testing.T) {
+	want, training := readExpectedModules(t)
+	ck, meta := open(t, "module_model.pt")
+	models := FindModels(ck.Root)
+	if len(models) != 1 {
+		t.Fatalf("FindModels found %d modules, want the root", len(models))
+	}
+	v := NewModelView(meta.ID, ck, models[0])
+	if n := checkModel(t, v, want); n < 15 {
+		t.Errorf("only %d attributes of torch's repr were compared", n)
+	}
+	p := NewCheckpointPage(meta, ck)
+	if p.View != ViewModel || len(p.Models) != 1 {
+		t.Errorf("the page of a saved module opens in view %q with %d models, want the model view", p.View, len(p.Models))
+	}
+
+	ck, meta = open(t, "module_training.ckpt")
+	models = FindModels(ck.Root)
+	if len(models) != 2 {
+		t.Fatalf("FindModels found %d modules in the training checkpoint, want model and ema", len(models))
+	}
+	for i, key := range []string{"model", "ema"} {
+		if models[i].Key != key {
+			t.Errorf("model %d is %q, want %q", i, models[i].Key, key)
+		}
+		checkModel(t, NewModelView(meta.ID, ck, models[i]), training[key])
+	}
+}
