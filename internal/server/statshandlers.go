@@ -272,11 +272,14 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 		p.Values = &views.TensorValues{PreviewError: forPeople(err)}
 		return nil
 	}
+	// float16, bfloat16 and float8 values print in the digits of their dtype, not of the
+	// float32 vals decodes them to
+	r := views.InDType(vals, v.DType)
 	tv := &views.TensorValues{}
 	if n.Tensor.Quant != nil {
 		tv.Note = "The stored integers (what torch's int_repr() gives, and the .npy download holds); dequantized, each is (q − zero point) × scale."
 	}
-	if text, flat, err := views.NewPreview(vals, shape); err != nil {
+	if text, flat, err := views.NewPreview(r, shape); err != nil {
 		tv.PreviewError = "The values cannot be read: " + forPeople(err)
 	} else {
 		tv.Preview, tv.Flattened = text, flat
@@ -287,7 +290,7 @@ func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.
 			q.Slice = &sq
 			return q.URL(o.id, n.Path()) + "#slice"
 		}
-		if tbl, err := views.NewSliceTable(vals, shape, *q.Slice, page); err != nil {
+		if tbl, err := views.NewSliceTable(r, shape, *q.Slice, page); err != nil {
 			tv.SliceError = "The slice cannot be read: " + forPeople(err)
 		} else {
 			tv.Slice = tbl

@@ -102,6 +102,15 @@ func NewStatsView(t *loader.Tensor, s *tensor.Stats, o StatsOptions) *StatsView 
 		val, title := opt(f)
 		return StatRow{Label: label, Value: val, Title: title, TestID: testid}
 	}
+	// min and max are elements: printed in the digits of the tensor's dtype
+	el := elementsOf(t)
+	elem := func(label, testid string, f float64) StatRow {
+		r := row(label, testid, f)
+		if finite && !math.IsNaN(f) {
+			r.Value, r.Title = el.number(f), el.title(f)
+		}
+		return r
+	}
 	pct := func(n int64) string {
 		if s.Numel == 0 || n == 0 {
 			return Thousands(n)
@@ -110,8 +119,8 @@ func NewStatsView(t *loader.Tensor, s *tensor.Stats, o StatsOptions) *StatsView 
 	}
 	v.Rows = []StatRow{
 		{Label: "finite values", Value: count, Title: Thousands(s.Count) + " finite of " + Thousands(s.Numel) + " elements", TestID: "stat-count"},
-		row("min", "stat-min", s.Min),
-		row("max", "stat-max", s.Max),
+		elem("min", "stat-min", s.Min),
+		elem("max", "stat-max", s.Max),
 		row("mean", "stat-mean", s.Mean),
 		row("std", "stat-std", s.Std),
 		{Label: "L2 norm", Value: StatNumber(s.L2), Title: FullNumber(s.L2), TestID: "stat-l2"},
@@ -121,16 +130,57 @@ func NewStatsView(t *loader.Tensor, s *tensor.Stats, o StatsOptions) *StatsView 
 		{Label: "−inf", Value: pct(s.NegInf), TestID: "stat-neginf"},
 	}
 	v.Rows[4].Title = "population standard deviation (ddof=0): " + v.Rows[4].Title
-	v.Flags = statsFlags(t, s)
+	v.Flags = statsFlags(s, el)
 	v.Notes = statsNotes(t)
 	if finite && len(s.Histogram.Counts) > 0 {
-		v.Hist = newHistogramView(s, o.Log)
+		v.Hist = newHistogramView(s, o.Log, el)
 	}
 	return v
 }
 
+// elements prints values that are elements of a tensor, as its statistics' min and max
+// are: for float16, bfloat16 and float8 tensors in the digits of their dtype ("0.1", not
+// the 0.100098 of the float64 it is decoded to), for the others as any statistic.
+type elements struct {
+	dtype string // "" when printed as any statistic
+	f     floatFormat
+}
+
+// elementsOf is how the elements of t print. A quantized tensor's statistics are of
+// dequantized values, a packed one's of its float32 decoding: not elements of its dtype.
+func elementsOf(t *loader.Tensor) elements {
+	if t == nil || t.Quant != nil || t.Decoded != nil {
+		return elements{}
+	}
+	if f, ok := narrowFloats[t.DType]; ok {
+		return elements{dtype: t.DType, f: f}
+	}
+	return elements{}
+}
+
+// number is StatNumber for an element: zero is "0" (also -0), nan and inf as there.
+func (e elements) number(x float64) string {
+	if e.dtype == "" || x == 0 || math.IsNaN(x) || math.IsInf(x, 0) {
+		return StatNumber(x)
+	}
+	return e.f.text(x)
+}
+
+// title is the hover text of an element: FullNumber, or for a narrow dtype its text and
+// what it is exactly when that takes more digits: "0.1 (bfloat16: exactly 0.10009765625)".
+func (e elements) title(x float64) string {
+	full := FullNumber(x)
+	if e.dtype == "" {
+		return full
+	}
+	if s := e.number(x); s != full {
+		return s + " (" + e.dtype + ": exactly " + full + ")"
+	}
+	return full
+}
+
 // statsFlags gives the verdicts a reader looks for first.
-func statsFlags(t *loader.Tensor, s *tensor.Stats) []Flag {
+func statsFlags(s *tensor.Stats, el elements) []Flag {
 	var out []Flag
 	if s.Numel == 0 {
 		return append(out, Flag{Label: "empty", Severity: "info", TestID: "flag-empty", Title: "the tensor has no elements"})
@@ -147,7 +197,7 @@ func statsFlags(t *loader.Tensor, s *tensor.Stats) []Flag {
 	case s.Zeros == s.Numel:
 		out = append(out, Flag{Label: "all zeros", Severity: "warning", TestID: "flag-all-zero", Title: "every element is 0: an untrained or wiped tensor?"})
 	case s.Min == s.Max && s.Count > 1:
-		out = append(out, Flag{Label: "constant (" + StatNumber(s.Min) + ")", Severity: "warning", TestID: "flag-constant", Title: "every finite element has the same value"})
+		out = append(out, Flag{Label: "constant (" + el.number(s.Min) + ")", Severity: "warning", TestID: "flag-constant", Title: "every finite element has the same value"})
 	}
 	if len(out) == 0 {
 		out = append(out, Flag{Label: "all finite", Severity: "ok", TestID: "flag-finite", Title: "no NaN or infinity"})
@@ -184,7 +234,9 @@ func statsNotes(t *loader.Tensor) []string {
 	return out
 }
 
-func newHistogramView(s *tensor.Stats, log bool) *HistogramView {
+// newHistogramView draws the histogram; the ends of its axis are the min and max, elements
+// printed as el prints them (the degenerate range of a constant tensor is not).
+func newHistogramView(s *tensor.Stats, log bool, el elements) *HistogramView {
 	counts, edges := s.Histogram.Counts, s.Histogram.Edges
 	h := &HistogramView{Width: HistWidth, Height: HistHeight, Log: log}
 	var maxc int64
@@ -227,6 +279,12 @@ func newHistogramView(s *tensor.Stats, log bool) *HistogramView {
 	lo, hi := edges[0], edges[len(edges)-1]
 	h.MinLabel, h.MaxLabel = StatNumber(lo), StatNumber(hi)
 	h.MinTitle, h.MaxTitle = FullNumber(lo), FullNumber(hi)
+	if lo == s.Min {
+		h.MinLabel, h.MinTitle = el.number(lo), el.title(lo)
+	}
+	if hi == s.Max {
+		h.MaxLabel, h.MaxTitle = el.number(hi), el.title(hi)
+	}
 	h.MaxCount = Thousands(maxc)
 	h.BinWidth = StatNumber((hi - lo) / float64(len(counts)))
 	if lo < 0 && hi > 0 {
