@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/labstack/echo/v4"
 
@@ -99,7 +101,7 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	}
 	h := c.Response().Header()
 	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Disposition", `attachment; filename="`+downloadName(o.meta.Name, pointer, ext)+`"`)
+	h.Set("Content-Disposition", disposition(o.meta.Name, pointer, ext))
 	h.Set("X-Ckptview-Dtype", st.OutDType)
 	h.Set("X-Ckptview-Shape", shapeHeader(v.Shape))
 	h.Set("ETag", tag)
@@ -144,7 +146,7 @@ func (s *Server) serveSafetensors(c echo.Context, o *opened, n *loader.Node, poi
 	}
 	h := c.Response().Header()
 	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Disposition", `attachment; filename="`+downloadName(o.meta.Name, pointer, ".safetensors")+`"`)
+	h.Set("Content-Disposition", disposition(o.meta.Name, pointer, ".safetensors"))
 	h.Set("X-Ckptview-Tensors", strconv.Itoa(st.Tensors))
 	h.Set("ETag", tag)
 	http.ServeContent(c.Response(), c.Request(), "", time.Time{}, io.NewSectionReader(st, 0, st.Size()))
@@ -183,7 +185,7 @@ func (s *Server) serveJSON(c echo.Context, o *opened, n *loader.Node, limit int6
 	}
 	h := c.Response().Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Disposition", `attachment; filename="`+downloadName(o.meta.Name, n.Path(), ".json")+`"`)
+	h.Set("Content-Disposition", disposition(o.meta.Name, n.Path(), ".json"))
 	h.Set("ETag", tag)
 	http.ServeContent(c.Response(), c.Request(), "", time.Time{}, f)
 	return nil
@@ -220,14 +222,28 @@ const maxNamePart = 80
 // extension, "__", the node's path with its segments joined by dots, then ext
 // ("state_dict__wte.weight.npy"). Only [A-Za-z0-9._-] survive, so the name is safe in a
 // header and on any file system.
-func downloadName(file, pointer, ext string) string {
+func downloadName(file, pointer, ext string) string { return nameFor(file, pointer, ext, false) }
+
+// disposition is the Content-Disposition of a download: an ASCII file name for every
+// client, and the same name keeping its non-ASCII letters as filename* (RFC 6266) when it
+// has any, so "层.weight" is not saved as "weight".
+func disposition(file, pointer, ext string) string {
+	ascii := nameFor(file, pointer, ext, false)
+	h := `attachment; filename="` + ascii + `"`
+	if full := nameFor(file, pointer, ext, true); full != ascii {
+		h += "; filename*=UTF-8''" + url.PathEscape(full)
+	}
+	return h
+}
+
+func nameFor(file, pointer, ext string, letters bool) string {
 	base := file
 	if i := strings.LastIndexByte(base, '.'); i > 0 {
 		base = base[:i]
 	}
-	base = sanitizeName(base)
+	base = sanitize(base, letters)
 	if len(base) > maxNamePart {
-		base = strings.TrimRight(base[:maxNamePart], "._-")
+		base = strings.TrimRight(strings.ToValidUTF8(base[:maxNamePart], ""), "._-")
 	}
 	if base == "" {
 		base = "checkpoint"
@@ -239,9 +255,9 @@ func downloadName(file, pointer, ext string) string {
 		}
 	}
 	name := base
-	p := sanitizeName(strings.Join(segs, "."))
+	p := sanitize(strings.Join(segs, "."), letters)
 	if len(p) > maxNamePart {
-		p = strings.TrimLeft(p[len(p)-maxNamePart:], "._-") // the end names the tensor
+		p = strings.TrimLeft(strings.ToValidUTF8(p[len(p)-maxNamePart:], ""), "._-") // the end names the tensor
 	}
 	if p != "" {
 		name += "__" + p
@@ -252,7 +268,11 @@ func downloadName(file, pointer, ext string) string {
 // sanitizeName keeps [A-Za-z0-9._-] of s, turns path separators into dots and anything
 // else into "_", collapses each run of dots and underscores into one (a dot if the run has
 // one), and trims them from the ends (no hidden files, no "..").
-func sanitizeName(s string) string {
+func sanitizeName(s string) string { return sanitize(s, false) }
+
+// sanitize is sanitizeName; with letters set, it keeps every letter and digit of any
+// script (for the UTF-8 filename* of a download).
+func sanitize(s string, letters bool) string {
 	var b strings.Builder
 	run := byte(0) // the pending separator of a run of dots and underscores
 	for _, r := range s {
@@ -260,7 +280,8 @@ func sanitizeName(s string) string {
 		switch {
 		case r == '/' || r == '\\' || r == '.':
 			c = '.'
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-',
+			letters && r > 0x7f && (unicode.IsLetter(r) || unicode.IsDigit(r)):
 			if run != 0 {
 				b.WriteByte(run)
 				run = 0

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 
@@ -73,6 +74,9 @@ var errorKinds = []errorKind{
 	{clientGone, http.StatusBadRequest, "the connection was closed or stalled"},
 	{is(syscall.ENOSPC), http.StatusInsufficientStorage, "the server is out of disk space"},
 }
+
+// checkpointPath finds the checkpoint id in a page's path.
+var checkpointPath = regexp.MustCompile(`^/c/([0-9a-f]{64})/`)
 
 // retryAfter is what a 503 tells the client to wait, in seconds: a busy server or an
 // unreachable bucket is worth asking again soon.
@@ -198,6 +202,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	page := views.ErrorPage{Status: status, Title: errorTitle(status), Message: msg, Findings: findings}
+	if m := checkpointPath.FindStringSubmatch(req.URL.Path); m != nil && errors.Is(err, loader.ErrNotFound) {
+		page.CheckpointURL = views.CheckpointURL(m[1]) // a node that is not there: its checkpoint is
+	}
 	var buf bytes.Buffer
 	// Rendered under a context of its own: a client gone away (the error may be just that)
 	// is no reason to fail rendering, and no server error.

@@ -138,10 +138,18 @@ func TestDownloadNameHostile(t *testing.T) {
 		if strings.ContainsAny(cd, "\r\n") || len(rec.Header().Values("X-Injected")) > 0 {
 			t.Errorf("%s: header injection: Content-Disposition %q", format, cd)
 		}
+		// the ASCII name every client reads, and the UTF-8 one (filename*) that keeps the
+		// key's letters: both sanitised
+		ascii := regexp.MustCompile(`filename="([^"]*)"`).FindStringSubmatch(cd)
 		_, params, err := mime.ParseMediaType(cd)
 		name := params["filename"]
-		if err != nil || !safe.MatchString(name) || strings.Contains(name, "..") {
+		letters := regexp.MustCompile(`^[\pL\pN][\pL\pN._-]*$`)
+		if err != nil || ascii == nil || !safe.MatchString(ascii[1]) || strings.Contains(ascii[1], "..") ||
+			!letters.MatchString(name) || strings.Contains(name, "..") {
 			t.Errorf("%s: Content-Disposition %q (file name %q), want a sanitised name", format, cd, name)
+		}
+		if !strings.Contains(name, "é.日本") {
+			t.Errorf("%s: the UTF-8 file name %q lost the key's letters", format, name)
 		}
 		if !strings.HasPrefix(name, "we_ird_name__evil_X-Injected_1") {
 			t.Errorf("%s: file name %q, want it to start with the sanitised checkpoint and key", format, name)

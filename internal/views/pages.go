@@ -49,6 +49,8 @@ type ErrorPage struct {
 	Status         int
 	Title, Message string
 	Findings       []loader.Finding
+	// CheckpointURL links back to the checkpoint a missing node was looked for in.
+	CheckpointURL string
 }
 
 // FindingRows puts the page's findings in a reviewer's words (no links: the file has no
