@@ -48,28 +48,26 @@ type contrastPair struct {
 
 // Boxes the pairs sit in.
 var (
-	page        [][]string // the page itself: body's --bg
-	topbar      = [][]string{{".topbar"}}
-	subtle      = [][]string{{".value, .hex"}}       // a bg-subtle panel (the same as .hist-svg, .findings-none...)
-	treeHover   = [][]string{{".row > .line:hover"}} // a hovered tree row
-	summHover   = [][]string{{".row > details > summary:hover"}}
-	modHover    = [][]string{{".mline:hover:not(.mhead)"}} // a hovered module line
-	warnBox     = [][]string{{".findings"}}
-	dangerBox   = [][]string{{".findings", ".findings-danger"}}
-	noneBox     = [][]string{{".findings", ".findings-none"}}
-	alertBox    = [][]string{{".alert", ".alert-danger"}}
-	uploadErr   = [][]string{{".upload-error"}}
-	dropzone    = [][]string{{".dropzone"}}
-	dropHover   = [][]string{{".dropzone", ".dropzone:hover, .dropzone.dragover"}}
-	exampleHov  = [][]string{{".example:hover"}}
-	popup       = [][]string{{".compare-pop"}}
-	keyHelp     = [][]string{{".key-help"}}
-	code        = [][]string{{"table.code"}}
-	codeTarget  = [][]string{{"table.code tr:target"}, {"table.code"}}
-	quietButton = [][]string{{".btn", ".btn-quiet"}}
-	sliceHover  = [][]string{{".slice-table tbody tr:hover td"}}
-	histSVG     = [][]string{{".hist-svg .hit"}, {".hist-svg"}}
-	histHover   = [][]string{{".hist-svg .hit", ".hist-svg .bin:hover .hit"}, {".hist-svg"}}
+	topbar     = [][]string{{".topbar"}}
+	subtle     = [][]string{{".value, .hex"}}       // a bg-subtle panel (the same as .hist-svg, .findings-none...)
+	treeHover  = [][]string{{".row > .line:hover"}} // a hovered tree row
+	summHover  = [][]string{{".row > details > summary:hover"}}
+	modHover   = [][]string{{".mline:hover:not(.mhead)"}} // a hovered module line
+	warnBox    = [][]string{{".findings"}}
+	dangerBox  = [][]string{{".findings", ".findings-danger"}}
+	noneBox    = [][]string{{".findings", ".findings-none"}}
+	alertBox   = [][]string{{".alert", ".alert-danger"}}
+	uploadErr  = [][]string{{".upload-error"}}
+	dropzone   = [][]string{{".dropzone"}}
+	dropHover  = [][]string{{".dropzone", ".dropzone:hover, .dropzone.dragover"}}
+	exampleHov = [][]string{{".example:hover"}}
+	popup      = [][]string{{".compare-pop"}}
+	keyHelp    = [][]string{{".key-help"}}
+	code       = [][]string{{"table.code"}}
+	codeTarget = [][]string{{"table.code tr:target"}, {"table.code"}}
+	sliceHover = [][]string{{".slice-table tbody tr:hover td"}}
+	histSVG    = [][]string{{".hist-svg .hit"}, {".hist-svg"}}
+	histHover  = [][]string{{".hist-svg .hit", ".hist-svg .bin:hover .hit"}, {".hist-svg"}}
 )
 
 // contrastPairs are the pairs app.css draws. Text without a colour of its own (plain

@@ -265,13 +265,12 @@ func nameFor(file, pointer, ext string, letters bool) string {
 	return name + ext
 }
 
-// sanitizeName keeps [A-Za-z0-9._-] of s, turns path separators into dots and anything
+// sanitize keeps [A-Za-z0-9._-] of s, turns path separators into dots and anything
 // else into "_", collapses each run of dots and underscores into one (a dot if the run has
 // one), and trims them from the ends (no hidden files, no "..").
-func sanitizeName(s string) string { return sanitize(s, false) }
-
-// sanitize is sanitizeName; with letters set, it keeps every letter and digit of any
-// script (for the UTF-8 filename* of a download).
+//
+// With letters set, it keeps every letter and digit of any script (for the UTF-8
+// filename* of a download).
 func sanitize(s string, letters bool) string {
 	var b strings.Builder
 	run := byte(0) // the pending separator of a run of dots and underscores

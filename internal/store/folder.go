@@ -38,8 +38,6 @@ type Folder struct {
 	entries []*FolderEntry
 	byID    map[string]*FolderEntry
 	known   map[string]known // "path\nsize\nmtime" -> what the file was found to be
-	descs   map[string]string
-	order   []string
 }
 
 // known is what a scan learnt of a file, kept while it is unchanged: its content id (small
