@@ -218,8 +218,9 @@ func TestFixtureModuleTree(t *testing.T) {
 				params += x.Numel
 			}
 		}
-		if p.Modules.Tensors != tensors || p.Modules.Params != params {
-			t.Errorf("%s: module tree counts %d tensors, %d parameters; want %d, %d", tc.file, p.Modules.Tensors, p.Modules.Params, tensors, params)
+		if p.Modules.Tensors != tensors || p.Modules.Params+p.Modules.Buffers != params {
+			t.Errorf("%s: module tree counts %d tensors, %d parameters and %d buffer elements; want %d tensors, %d elements in all",
+				tc.file, p.Modules.Tensors, p.Modules.Params, p.Modules.Buffers, tensors, params)
 		}
 	}
 }

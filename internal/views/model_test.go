@@ -162,3 +162,48 @@ func TestModelViewMatchesTorch(t *testing.T) {
 		checkModel(t, NewModelView(meta.ID, ck, models[i]), training[key])
 	}
 }
+
+// The state dict of the same model (module_state_dict.pt) has no _parameters or _buffers to
+// say which entries are buffers: the module tree tells them from their names and dtypes,
+// and its counts are torch's named_parameters() and persistent named_buffers().
+func TestStateDictParametersApartFromBuffers(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "models", "expected_module.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all struct {
+		Model struct {
+			Modules []struct {
+				Name       string
+				Parameters []struct{ Numel int64 }
+				Buffers    []struct {
+					Numel      int64
+					Persistent bool
+				}
+			}
+			TotalParams int64 `json:"total_params"`
+		} `json:"module_model.pt"`
+	}
+	if err := json.Unmarshal(b, &all); err != nil {
+		t.Fatal(err)
+	}
+	var buffers int64
+	for _, m := range all.Model.Modules {
+		for _, x := range m.Buffers {
+			if x.Persistent {
+				buffers += x.Numel
+			}
+		}
+	}
+	ck, meta := open(t, "module_state_dict.pt")
+	p := NewCheckpointPage(meta, ck)
+	if p.Modules == nil {
+		t.Fatal("no module tree")
+	}
+	if p.Modules.Params != all.Model.TotalParams || p.Modules.Buffers != buffers {
+		t.Errorf("module tree: %d parameters, %d buffer elements; torch: %d, %d", p.Modules.Params, p.Modules.Buffers, all.Model.TotalParams, buffers)
+	}
+	if !strings.Contains(p.Modules.Totals(), "buffer elements") {
+		t.Errorf("totals %q do not count the buffers apart", p.Modules.Totals())
+	}
+}

@@ -28,8 +28,13 @@ type Module struct {
 	Tensors int
 	Params  int64
 	Bytes   int64
-	// ParamsText, BytesText and Share (of the tree's parameters) are their human forms.
-	ParamsText, BytesText, Share string
+	// Buffers counts the elements of the entries that are buffers, not parameters
+	// (isParameter: running statistics, inv_freq, masks, integer tensors): Params leaves
+	// them out.
+	Buffers int64
+	// ParamsText, BuffersText, BytesText and Share (of the tree's parameters) are their
+	// human forms.
+	ParamsText, BuffersText, BytesText, Share string
 	// Numbered is the number of children when all of them are indices (blocks.0, blocks.1...),
 	// shown in numeric order; NumberedLabel says which: "[0–11]", "[0, 2]", "[0, 2, …, 46] (24)".
 	Numbered      int
@@ -61,13 +66,14 @@ type ModuleTree struct {
 	Path, URL string
 	// Modules are the top-level modules and entries, in the dict's order.
 	Modules []*Module
-	// Entries is the number of keys; Tensors, Params and Bytes sum over all tensors.
+	// Entries is the number of keys; Tensors, Params, Buffers and Bytes sum over all tensors.
 	Entries int
 	Tensors int
 	Params  int64
+	Buffers int64
 	Bytes   int64
-	// ParamsText and BytesText are their human forms.
-	ParamsText, BytesText string
+	// ParamsText, BuffersText and BytesText are their human forms.
+	ParamsText, BuffersText, BytesText string
 	// UniqueParams and UniqueBytes count tied weights (the same view saved under two keys)
 	// once; UniqueText is their human form, "" when nothing is tied.
 	UniqueParams, UniqueBytes int64
@@ -78,7 +84,11 @@ type ModuleTree struct {
 // (7.6K parameters, 30.2 kB without tied weights)".
 func (t *ModuleTree) Totals() string {
 	s := plural(int64(t.Entries), "entry") + ", " + plural(int64(t.Tensors), "tensor") + ", " +
-		t.ParamsText + " parameters, " + t.BytesText
+		t.ParamsText + " parameters, "
+	if t.Buffers > 0 {
+		s += t.BuffersText + " buffer elements, "
+	}
+	s += t.BytesText
 	if t.UniqueText != "" {
 		s += " (" + t.UniqueText + ")"
 	}
@@ -229,13 +239,15 @@ func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleT
 		collapseChains(m)
 	}
 	t.Modules = root.Children
-	t.Tensors, t.Params, t.Bytes = root.Tensors, root.Params, root.Bytes
-	t.ParamsText, t.BytesText = HumanCount(t.Params), HumanBytes(t.Bytes)
+	t.Tensors, t.Params, t.Buffers, t.Bytes = root.Tensors, root.Params, root.Buffers, root.Bytes
+	t.ParamsText, t.BuffersText, t.BytesText = HumanCount(t.Params), HumanCount(t.Buffers), HumanBytes(t.Bytes)
 	setShares(root, t.Params, t.Bytes)
 	seen := viewSet{}
 	for _, k := range kids {
 		if (k.Kind == loader.KindTensor || k.Kind == loader.KindNDArray) && k.Tensor != nil && seen.add(k.Tensor) {
-			t.UniqueParams += k.Tensor.Numel()
+			if isParameter(k) {
+				t.UniqueParams += k.Tensor.Numel()
+			}
 			t.UniqueBytes += k.Tensor.NBytes()
 		}
 	}
@@ -336,7 +348,11 @@ func (m *Module) indexChild(c *Module) {
 func finishModule(m *Module) {
 	if l := m.leaf; l != nil && l.Tensor != nil && (l.Kind == loader.KindTensor || l.Kind == loader.KindNDArray) {
 		m.Tensors = 1
-		m.Params = l.Tensor.Numel()
+		if isParameter(l) {
+			m.Params = l.Tensor.Numel()
+		} else {
+			m.Buffers = l.Tensor.Numel()
+		}
 		m.Bytes = l.Tensor.NBytes()
 	}
 	numbered := len(m.Children) > 0
@@ -344,6 +360,7 @@ func finishModule(m *Module) {
 		finishModule(c)
 		m.Tensors += c.Tensors
 		m.Params += c.Params
+		m.Buffers += c.Buffers
 		m.Bytes += c.Bytes
 		if _, ok := index(c.Name); !ok {
 			numbered = false
@@ -410,7 +427,7 @@ func collapseChains(m *Module) {
 }
 
 func setShares(m *Module, params, bytes int64) {
-	m.ParamsText, m.BytesText = HumanCount(m.Params), HumanBytes(m.Bytes)
+	m.ParamsText, m.BuffersText, m.BytesText = HumanCount(m.Params), HumanCount(m.Buffers), HumanBytes(m.Bytes)
 	if params > 0 {
 		m.Share = Percent(m.Params, params)
 	} else {

@@ -34,6 +34,8 @@ Files in testdata/models/:
   {0: `__main__.head_hook`}, ... and the plain attributes); submodules are built the same way
   from their torch.nn classes, parameters are `torch._utils._rebuild_parameter` and buffers
   `torch._utils._rebuild_tensor_v2` over persistent-id storages (Float, Long, Bool).
+- module_state_dict.pt: torch.save(model.state_dict()) of the same TinyNet (the
+  non-persistent buffer is not in it).
 - module_training.ckpt: torch.save of {"epoch": 2, "model": model, "ema": copy.deepcopy(model),
   "optimizer": torch.optim.SGD(model.parameters(), lr=0.1).state_dict()}: two whole modules of
   the same class with separate storages, and an optimizer state dict whose
@@ -73,6 +75,7 @@ torch.set_num_threads(1)
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL_PT = os.path.join(HERE, "module_model.pt")
 TRAINING_CKPT = os.path.join(HERE, "module_training.ckpt")
+STATE_DICT_PT = os.path.join(HERE, "module_state_dict.pt")
 EXPECTED = os.path.join(HERE, "expected_module.json")
 MAX_SIZE = 40 * 1024
 
@@ -201,6 +204,9 @@ def main():
     live = model_facts(model)
 
     torch.save(model, MODEL_PT)
+    # the same model's state dict: no class, no _parameters/_buffers, so which entries are
+    # buffers must be told from their names (expected_module.json's named_buffers say)
+    torch.save(model.state_dict(), STATE_DICT_PT)
 
     ema = copy.deepcopy(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
