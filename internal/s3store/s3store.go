@@ -25,6 +25,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -278,6 +279,7 @@ func (s *Store) Open(id string) (*store.Blob, store.Meta, error) {
 	if err != nil {
 		return nil, store.Meta{}, err
 	}
+	s.readNames(context.Background(), &meta)
 	key := s.blobKey(id)
 	r := newReader(s.cache, s.timeout, "s3://"+s.bucket+"/"+key+"@"+etag, meta.Size, s3Fetch(s.client, s.bucket, key, etag))
 	return r.blob(), meta, nil
@@ -304,16 +306,44 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader, max int64) (s
 	if int64(n) < s.part { // one part: its hash is known before it is sent
 		id := hex.EncodeToString(h.Sum(nil))
 		if old, _, err := s.head(ctx, id); err == nil {
-			return old, nil
+			return s.again(ctx, old, store.CleanName(name)), nil
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return store.Meta{}, err
 		}
 		if err := s.putObject(ctx, s.blobKey(id), first, md); err != nil {
 			return store.Meta{}, err
 		}
-		return metaOf(id, int64(n), md), nil
+		m := metaOf(id, int64(n), md)
+		m.As = m.Name
+		return m, nil
 	}
 	return s.putMultipart(ctx, first, src, h, max, md)
+}
+
+// namesDoc is the aux document of a blob's upload names beyond the first (object metadata
+// cannot grow without copying the object).
+const namesDoc = "names"
+
+// again records that bytes already stored were uploaded under name, best effort.
+func (s *Store) again(ctx context.Context, old store.Meta, name string) store.Meta {
+	s.readNames(ctx, &old)
+	if old.AddName(name) {
+		if b, err := json.Marshal(old.Names); err == nil {
+			s.PutAux(ctx, old.ID, namesDoc, b)
+		}
+	}
+	old.As = name
+	return old
+}
+
+// readNames fills m.Names from the names document, if there is one.
+func (s *Store) readNames(ctx context.Context, m *store.Meta) {
+	if b, err := s.GetAux(ctx, m.ID, namesDoc); err == nil {
+		var names []string
+		if json.Unmarshal(b, &names) == nil && len(names) > 0 {
+			m.Names = names
+		}
+	}
 }
 
 func (s *Store) putObject(ctx context.Context, key string, b []byte, md map[string]string) error {
@@ -417,14 +447,16 @@ func (s *Store) putMultipart(ctx context.Context, first []byte, src io.Reader, h
 	}()
 	id := hex.EncodeToString(h.Sum(nil))
 	if old, _, err := s.head(ctx, id); err == nil {
-		return old, nil
+		return s.again(ctx, old, metaOf(id, size, md).Name), nil
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return store.Meta{}, err
 	}
 	if err := s.copyObject(ctx, tmpKey, s.blobKey(id), size, md); err != nil {
 		return store.Meta{}, err
 	}
-	return metaOf(id, size, md), nil
+	m := metaOf(id, size, md)
+	m.As = m.Name
+	return m, nil
 }
 
 // copyObject copies src to dst inside the bucket with new metadata: with one CopyObject up

@@ -86,14 +86,14 @@ func TestPutOpenRead(t *testing.T) {
 			t.Fatalf("Put %d bytes = %+v, want id %s, that size, name model.pt", n, meta, sum(data))
 		}
 		again, err := st.Put(ctx, "other.bin", bytes.NewReader(data), 0)
-		if err != nil || again.Name != "model.pt" {
-			t.Fatalf("second Put of the same bytes = %+v, %v, want the first name", again, err)
+		if err != nil || again.Name != "model.pt" || again.As != "other.bin" || !again.HasName("other.bin") {
+			t.Fatalf("second Put of the same bytes = %+v, %v, want the first name, and the second recorded", again, err)
 		}
 		b, m, err := st.Open(meta.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Size != int64(n) || m.Name != "model.pt" || m.Uploaded.IsZero() {
+		if m.Size != int64(n) || m.Name != "model.pt" || m.Uploaded.IsZero() || !m.HasName("other.bin") {
 			t.Errorf("Open meta = %+v", m)
 		}
 		got, err := io.ReadAll(io.NewSectionReader(b, 0, b.Size()))
@@ -118,8 +118,8 @@ func TestPutOpenRead(t *testing.T) {
 		b.Close()
 	}
 	for _, k := range objects(t, srv, "ckv") {
-		if !strings.HasPrefix(k, "pre/blobs/") {
-			t.Errorf("object %s left in the bucket; only blobs should be", k)
+		if !strings.HasPrefix(k, "pre/blobs/") && !strings.HasSuffix(k, "/names") {
+			t.Errorf("object %s left in the bucket; only blobs and their upload names should be", k)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/report"
+	"github.com/ckptview/ckptview/internal/store"
 	"github.com/ckptview/ckptview/internal/views"
 )
 
@@ -128,13 +129,17 @@ func (s *Server) handleAPIUpload(c echo.Context) error {
 		return err
 	}
 	defer release()
+	o.addName(meta.As)
 	c.Response().Header().Set("Location", "/api/checkpoints/"+meta.ID)
 	up := uploadJSON{
 		ID:     meta.ID,
 		Name:   o.meta.Name,
 		Size:   o.meta.Size,
 		Format: o.ck.Format,
-		URL:    views.CheckpointURL(meta.ID),
+		URL:    uploadURL(meta),
+	}
+	if meta.As != "" {
+		up.Name = meta.As // the name this upload gave; the link shows it
 	}
 	if o.files != nil {
 		if b, _, err := s.store.Open(meta.ID); err == nil {
@@ -147,6 +152,16 @@ func (s *Server) handleAPIUpload(c echo.Context) error {
 		}
 	}
 	return c.JSON(http.StatusCreated, up)
+}
+
+// uploadURL is the link an upload answers with: the checkpoint's page, under the name this
+// upload gave when the same bytes were first uploaded under another.
+func uploadURL(meta store.Meta) string {
+	u := views.CheckpointURL(meta.ID)
+	if meta.As != "" && meta.As != meta.Name {
+		u += "?name=" + url.QueryEscape(meta.As)
+	}
+	return u
 }
 
 // handleAPICheckpoint serves GET /api/checkpoints/:id: the summary of a checkpoint.

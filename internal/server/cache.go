@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/ckptview/ckptview/internal/loader"
@@ -35,6 +36,11 @@ type opened struct {
 	// first use
 	// saved is the checkpoint's statistics saved beside its blob, once read
 	saved savedStats
+
+	// namesMu guards names: the names later uploads of the same bytes gave while the
+	// entry was cached (meta has those stored before it was opened).
+	namesMu sync.Mutex
+	names   []string
 
 	unitsOnce sync.Once
 	units     []*statsUnit
@@ -199,6 +205,26 @@ func (c *checkpointCache) evict(el *list.Element) {
 	if o.refs == 0 {
 		o.close()
 	}
+}
+
+// hasName reports whether the bytes were uploaded under name.
+func (o *opened) hasName(name string) bool {
+	if o.meta.HasName(name) {
+		return true
+	}
+	o.namesMu.Lock()
+	defer o.namesMu.Unlock()
+	return slices.Contains(o.names, name)
+}
+
+// addName records a name a new upload of the same bytes gave.
+func (o *opened) addName(name string) {
+	if name == "" || o.hasName(name) {
+		return
+	}
+	o.namesMu.Lock()
+	defer o.namesMu.Unlock()
+	o.names = append(o.names, name)
 }
 
 // fault is the storage outage a read of the entry's blobs met, if any.

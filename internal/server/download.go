@@ -101,7 +101,7 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	}
 	h := c.Response().Header()
 	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Disposition", disposition(o.meta.Name, pointer, ext))
+	h.Set("Content-Disposition", disposition(nameAs(c, o), pointer, ext))
 	h.Set("X-Ckptview-Dtype", st.OutDType)
 	h.Set("X-Ckptview-Shape", shapeHeader(v.Shape))
 	h.Set("ETag", tag)
@@ -146,7 +146,7 @@ func (s *Server) serveSafetensors(c echo.Context, o *opened, n *loader.Node, poi
 	}
 	h := c.Response().Header()
 	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Disposition", disposition(o.meta.Name, pointer, ".safetensors"))
+	h.Set("Content-Disposition", disposition(nameAs(c, o), pointer, ".safetensors"))
 	h.Set("X-Ckptview-Tensors", strconv.Itoa(st.Tensors))
 	h.Set("ETag", tag)
 	http.ServeContent(c.Response(), c.Request(), "", time.Time{}, io.NewSectionReader(st, 0, st.Size()))
@@ -185,7 +185,7 @@ func (s *Server) serveJSON(c echo.Context, o *opened, n *loader.Node, limit int6
 	}
 	h := c.Response().Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Disposition", disposition(o.meta.Name, n.Path(), ".json"))
+	h.Set("Content-Disposition", disposition(nameAs(c, o), n.Path(), ".json"))
 	h.Set("ETag", tag)
 	http.ServeContent(c.Response(), c.Request(), "", time.Time{}, f)
 	return nil

@@ -76,12 +76,13 @@ func (s *Server) handleUploadForm(c echo.Context) error {
 		}
 		return err
 	}
-	_, release, err := s.cache.get(c.Request().Context(), meta.ID)
+	o, release, err := s.cache.get(c.Request().Context(), meta.ID)
 	if err != nil {
 		return err
 	}
+	o.addName(meta.As)
 	release()
-	return c.Redirect(http.StatusSeeOther, views.CheckpointURL(meta.ID))
+	return c.Redirect(http.StatusSeeOther, uploadURL(meta))
 }
 
 // handleCheckpoint serves GET /c/:id: the summary, findings and tree of a checkpoint,
@@ -92,7 +93,10 @@ func (s *Server) handleCheckpoint(c echo.Context) error {
 		return err
 	}
 	defer release()
-	p := views.NewCheckpointPage(fileMeta(o), o.ck).WithView(c.QueryParam("view"))
+	p := views.NewCheckpointPage(fileMetaAs(c, o), o.ck).WithView(c.QueryParam("view"))
+	if as := nameAs(c, o); as != o.meta.Name { // a link made by a later upload of the same bytes
+		p.URL += "?name=" + url.QueryEscape(as)
+	}
 	if sd := c.QueryParam("sd"); sd != "" {
 		p = p.WithStateDict(o.ck, sd)
 	}
@@ -173,7 +177,7 @@ func (s *Server) handleNode(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := views.NewNodePage(fileMeta(o), o.ck, n, offset, views.DefaultLimit)
+	p := views.NewNodePage(fileMetaAs(c, o), o.ck, n, offset, views.DefaultLimit)
 	p.AddStats(s.statsLookup(o))
 	if err := s.tensorPage(c, o, n, &p); err != nil {
 		return err
@@ -248,12 +252,30 @@ func node(ck *loader.Checkpoint, pointer string) (*loader.Node, error) {
 	return n, nil
 }
 
+// nameAs is the name a page shows: ?name= when the bytes were uploaded under it (each
+// upload's link says its own name), else the first name.
+func nameAs(c echo.Context, o *opened) string {
+	if n := c.QueryParam("name"); n != "" && o.hasName(n) {
+		return n
+	}
+	return o.meta.Name
+}
+
+// fileMetaAs is fileMeta under the name the link asks for (nameAs).
+func fileMetaAs(c echo.Context, o *opened) views.FileMeta {
+	m := fileMeta(o)
+	m.Name = nameAs(c, o)
+	return m
+}
+
 func fileMeta(o *opened) views.FileMeta {
 	return views.FileMeta{ID: o.id, Name: o.meta.Name, Format: o.ck.Format, Size: o.meta.Size, Source: o.meta.Source}
 }
 
 // nodePointer is the JSON Pointer a /c/:id/n/* URL names: the rest of the path after /n/,
-// each segment path-unescaped. An empty rest is the root.
+// each segment path-unescaped, then "~", "~." and "~.." read as the segments "", "." and
+// ".." (views.PointerSegment; views.NodeURL writes them so, as a browser keeps them). An
+// empty rest is the root.
 func nodePointer(c echo.Context) (string, error) {
 	raw := c.Request().URL.EscapedPath()
 	i := strings.Index(raw, "/n/")
@@ -270,7 +292,7 @@ func nodePointer(c echo.Context) (string, error) {
 		if err != nil {
 			return "", badRequestf("bad escape in node path segment %q", seg)
 		}
-		segs[i] = u
+		segs[i] = views.PointerSegment(u)
 	}
 	return "/" + strings.Join(segs, "/"), nil
 }

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -777,5 +778,35 @@ func TestHomeListsExamples(t *testing.T) {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("GET / does not contain %q", want)
 		}
+	}
+}
+
+// The same bytes uploaded under another name: each upload's link shows the name it was
+// made with, and the first link keeps the first name.
+func TestUploadNamesPerUpload(t *testing.T) {
+	s := realServer(t, Config{})
+	data, err := os.ReadFile(filepath.Join(fixturesDir, "state_dict.pt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := decode[uploadJSON](t, upload(t, s, "a.pt", data))
+	second := decode[uploadJSON](t, upload(t, s, "b.pt", data))
+	if first.ID != second.ID || first.Name != "a.pt" || second.Name != "b.pt" {
+		t.Fatalf("uploads = %+v, %+v; want one id, each with its own name", first, second)
+	}
+	title := regexp.MustCompile(`data-testid="file-name">([^<]*)<`)
+	for url, want := range map[string]string{first.URL: "a.pt", second.URL: "b.pt"} {
+		m := title.FindStringSubmatch(do(s, http.MethodGet, url, nil).Body.String())
+		if m == nil || m[1] != want {
+			t.Errorf("GET %s shows %v, want %s", url, m, want)
+		}
+	}
+	rec := do(s, http.MethodGet, "/c/"+first.ID+"?name=c.pt", nil)
+	if m := title.FindStringSubmatch(rec.Body.String()); m == nil || m[1] != "a.pt" {
+		t.Errorf("a name never uploaded (?name=c.pt) shows %v, want the first name", m)
+	}
+	rec = do(s, http.MethodGet, downloadURL(first.ID, "/wte.weight", "npy")+"&name=b.pt", nil)
+	if cd := rec.Header().Get("Content-Disposition"); !strings.Contains(cd, `filename="b__wte.weight.npy"`) {
+		t.Errorf("download under the second name: %q", cd)
 	}
 }

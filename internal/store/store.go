@@ -21,6 +21,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,31 @@ type Meta struct {
 	Format string `json:"format,omitempty"`
 	// Source is the URL of a checkpoint opened in place ("" for an upload).
 	Source string `json:"source,omitempty"`
+	// Names are every name the bytes were uploaded under, the first (Name) first, at most
+	// maxNames: a link made by a later upload shows its own (?name=).
+	Names []string `json:"names,omitempty"`
+	// As is the name this Put was given (cleaned); not stored.
+	As string `json:"-"`
+}
+
+// maxNames bounds the names kept for one blob.
+const maxNames = 64
+
+// HasName reports whether the blob was uploaded under name.
+func (m Meta) HasName(name string) bool {
+	return name == m.Name || slices.Contains(m.Names, name)
+}
+
+// AddName records name among m's names; it reports whether m changed.
+func (m *Meta) AddName(name string) bool {
+	if len(m.Names) == 0 && m.Name != "" {
+		m.Names = []string{m.Name}
+	}
+	if m.HasName(name) || len(m.Names) >= maxNames {
+		return false
+	}
+	m.Names = append(m.Names, name)
+	return true
 }
 
 // Blob is an opened stored file. It reads at any offset, so the loader can leave tensor
@@ -437,11 +463,19 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader, max int64) (M
 		}
 	}
 	if old, err := s.readMeta(id); err == nil {
+		if old.AddName(meta.Name) {
+			if err := s.writeMeta(old); err != nil {
+				return Meta{}, err
+			}
+		}
+		old.As = meta.Name
 		return old, nil
 	}
+	meta.Names = []string{meta.Name}
 	if err := s.writeMeta(meta); err != nil {
 		return Meta{}, err
 	}
+	meta.As = meta.Name
 	return meta, nil
 }
 

@@ -61,6 +61,10 @@ func TestPutOpen(t *testing.T) {
 		t.Fatalf("Open(%s): %v", meta.ID, err)
 	}
 	defer blob.Close()
+	if meta.As != "model.pt" {
+		t.Errorf("Put's As = %q, want the name it was given", meta.As)
+	}
+	meta.As = "" // what this Put was called; Open knows no Put
 	if diff := cmp.Diff(meta, got); diff != "" {
 		t.Errorf("Open meta (-want +got):\n%s", diff)
 	}
@@ -138,7 +142,10 @@ func TestPutSameBytes(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("Put #%d: %v", i, errs[i])
 		}
-		if metas[i] != metas[0] {
+		same := func(a, b Meta) bool {
+			return a.ID == b.ID && a.Name == b.Name && a.Size == b.Size && a.Uploaded.Equal(b.Uploaded)
+		}
+		if !same(metas[i], metas[0]) {
 			t.Errorf("Put #%d = %+v, want the same metadata as #0 %+v", i, metas[i], metas[0])
 		}
 	}
@@ -171,6 +178,7 @@ func TestReopen(t *testing.T) {
 		t.Fatalf("Open after reopening the store: %v", err)
 	}
 	blob.Close()
+	meta.As = ""
 	if diff := cmp.Diff(meta, got); diff != "" {
 		t.Errorf("meta after reopen (-want +got):\n%s", diff)
 	}
