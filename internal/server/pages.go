@@ -252,30 +252,12 @@ func node(ck *loader.Checkpoint, pointer string) (*loader.Node, error) {
 	return n, nil
 }
 
-// nameAs is the name a page shows: ?name= when the bytes were uploaded under it (each
-// upload's link says its own name), else the first name.
-func nameAs(c echo.Context, o *opened) string {
-	if n := c.QueryParam("name"); n != "" && o.hasName(n) {
-		return n
-	}
-	return o.meta.Name
-}
-
-// fileMetaAs is fileMeta under the name the link asks for (nameAs).
-func fileMetaAs(c echo.Context, o *opened) views.FileMeta {
-	m := fileMeta(o)
-	m.Name = nameAs(c, o)
-	return m
-}
-
 func fileMeta(o *opened) views.FileMeta {
 	return views.FileMeta{ID: o.id, Name: o.meta.Name, Format: o.ck.Format, Size: o.meta.Size, Source: o.meta.Source}
 }
 
 // nodePointer is the JSON Pointer a /c/:id/n/* URL names: the rest of the path after /n/,
-// each segment path-unescaped, then "~", "~." and "~.." read as the segments "", "." and
-// ".." (views.PointerSegment; views.NodeURL writes them so, as a browser keeps them). An
-// empty rest is the root.
+// each segment path-unescaped. An empty rest is the root.
 func nodePointer(c echo.Context) (string, error) {
 	raw := c.Request().URL.EscapedPath()
 	i := strings.Index(raw, "/n/")
@@ -292,7 +274,7 @@ func nodePointer(c echo.Context) (string, error) {
 		if err != nil {
 			return "", badRequestf("bad escape in node path segment %q", seg)
 		}
-		segs[i] = views.PointerSegment(u)
+		segs[i] = u
 	}
 	return "/" + strings.Join(segs, "/"), nil
 }
