@@ -252,6 +252,22 @@ func node(ck *loader.Checkpoint, pointer string) (*loader.Node, error) {
 	return n, nil
 }
 
+// nameAs is the name a page shows: ?name= when the bytes were uploaded under it (each
+// upload's link says its own name), else the first name.
+func nameAs(c echo.Context, o *opened) string {
+	if n := c.QueryParam("name"); n != "" && o.hasName(n) {
+		return n
+	}
+	return o.meta.Name
+}
+
+// fileMetaAs is fileMeta under the name the link asks for (nameAs).
+func fileMetaAs(c echo.Context, o *opened) views.FileMeta {
+	m := fileMeta(o)
+	m.Name = nameAs(c, o)
+	return m
+}
+
 func fileMeta(o *opened) views.FileMeta {
 	return views.FileMeta{ID: o.id, Name: o.meta.Name, Format: o.ck.Format, Size: o.meta.Size, Source: o.meta.Source}
 }
