@@ -148,7 +148,7 @@ func (c *Checkpoint) ReadMember(name string, limit int64) ([]byte, error) {
 		return nil, ErrMemberNotFound
 	}
 	if f.UncompressedSize64 > uint64(limit) {
-		return nil, &Error{Msg: fmt.Sprintf("archive member %s is %d bytes, more than the %d shown", name, f.UncompressedSize64, limit), Offset: -1}
+		return nil, &Error{Msg: fmt.Sprintf("archive member %s is %s, more than the %s shown", name, limitSize(clampInt64(f.UncompressedSize64)), limitSize(limit)), Offset: -1}
 	}
 	rc, err := f.Open()
 	if err != nil {
@@ -160,7 +160,7 @@ func (c *Checkpoint) ReadMember(name string, limit int64) ([]byte, error) {
 		return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", name, err), Offset: -1}
 	}
 	if int64(len(b)) > limit {
-		return nil, &Error{Msg: fmt.Sprintf("archive member %s holds more than the %d bytes shown", name, limit), Offset: -1}
+		return nil, &Error{Msg: fmt.Sprintf("archive member %s holds more than the %s shown", name, limitSize(limit)), Offset: -1}
 	}
 	return b, nil
 }
@@ -185,7 +185,7 @@ func (e *Error) Error() string { return "loader: " + e.Text() }
 // Text is the error as a person reads it: the problem and where, without the package.
 func (e *Error) Text() string {
 	if e.Offset >= 0 {
-		return fmt.Sprintf("%s (at byte %d)", e.Msg, e.Offset)
+		return e.Msg + " (at byte " + thousands(e.Offset) + ")"
 	}
 	return e.Msg
 }

@@ -268,16 +268,8 @@ func cleanCodecErr(err error) string {
 	return s
 }
 
-// sizeText writes a byte count the way the flags take it.
-func sizeText(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	}
-	return fmt.Sprintf("%d bytes", n)
-}
+// sizeText writes a limit's size human and exact, "1.00 MB (1,000,000 bytes)" (limitSize).
+func sizeText(n int64) string { return limitSize(n) }
 
 // openCompressed opens a file joblib.load would decompress with codec c: the decompressed
 // stream is a joblib pickle.

@@ -62,7 +62,7 @@ func (c *converter) keepPlain(n *Node, v any, depth int) bool {
 	}
 	c.nodes += info.size - 1
 	if c.nodes > c.o.MaxNodes {
-		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %d values, this server's limit (-max-nodes)", c.o.MaxNodes), Offset: -1}
+		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %s values, this server's limit (-max-nodes)", thousands(int64(c.o.MaxNodes))), Offset: -1}
 		return true
 	}
 	p := &pureItems{bytes: info.bytes}
@@ -125,11 +125,11 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		return &Node{Kind: KindNone, parent: parent, Seg: seg}
 	}
 	if c.nodes > c.o.MaxNodes {
-		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %d values, this server's limit (-max-nodes)", c.o.MaxNodes), Offset: -1}
+		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %s values, this server's limit (-max-nodes)", thousands(int64(c.o.MaxNodes))), Offset: -1}
 		return &Node{Kind: KindNone, parent: parent, Seg: seg}
 	}
 	if depth > c.o.MaxDepth {
-		c.err = &Error{Msg: fmt.Sprintf("values nested deeper than %d levels, this server's limit (-max-depth)", c.o.MaxDepth), Offset: -1}
+		c.err = &Error{Msg: fmt.Sprintf("values nested deeper than %s levels, this server's limit (-max-depth)", thousands(int64(c.o.MaxDepth))), Offset: -1}
 		return &Node{Kind: KindNone, parent: parent, Seg: seg}
 	}
 	id, isContainer := identity(v)
@@ -306,53 +306,202 @@ func keySeg(k any) (key, seg string, isStr bool) {
 	return r, r, false
 }
 
-func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
-	// the position of each segment so far: a scan of the children for a small dict (most
-	// are: records, attributes), a map for a large one
-	var pos map[string]int
-	if len(entries) > 16 {
-		pos = make(map[string]int, len(entries))
-	}
-	base := len(n.Children) // an object's attributes may come first
-	find := func(seg string) (int, bool) {
-		if pos != nil {
-			i, ok := pos[seg]
-			return i, ok
+// Every child of a container has a segment of its own, so that a pointer leads to one
+// node. A dict entry's segment is its key (keySeg); two keys Python keeps apart can have
+// the same one ({7: a, '7': b}, or two tuples whose segments leave items out), and an
+// object's attribute can be named like one of its entries. The child that comes later
+// then gets "seg (2)", or "seg (3)"... : the first that is no other child's segment and no
+// other key's own segment in the same container, so that the renamed child never takes
+// the place of a real key ({7: a, '7': b, '7 (2)': c} gives /7, /7 (3) and /7 (2)).
+
+// segIndex finds a container's children by segment: a scan of a few, a map of many.
+type segIndex struct {
+	n    *Node
+	size int            // the number of children n will have, about
+	pos  map[string]int // segment -> index in n.Children, once there are many
+	next map[string]int // segment -> the number its next rename tries first
+}
+
+// segIndexMin is the number of children from which a segIndex keeps a map.
+const segIndexMin = 32
+
+// find is the index of n's child at segment seg.
+func (x *segIndex) find(seg string) (int, bool) {
+	kids := x.n.Children
+	if x.pos == nil && len(kids) > segIndexMin {
+		x.pos = make(map[string]int, max(x.size, len(kids)))
+		for i := len(kids) - 1; i >= 0; i-- { // the first of a repeated segment wins
+			x.pos[kids[i].Seg] = i
 		}
-		for i := base; i < len(n.Children); i++ {
-			if n.Children[i].Seg == seg {
+	}
+	if x.pos != nil {
+		i, ok := x.pos[seg]
+		return i, ok
+	}
+	for i, k := range kids {
+		if k.Seg == seg {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// add appends k to n's children.
+func (x *segIndex) add(k *Node) {
+	if x.pos != nil {
+		if _, ok := x.pos[k.Seg]; !ok {
+			x.pos[k.Seg] = len(x.n.Children)
+		}
+	}
+	x.n.Children = append(x.n.Children, k)
+}
+
+// has says whether a child of n has segment seg.
+func (x *segIndex) has(seg string) bool {
+	_, ok := x.find(seg)
+	return ok
+}
+
+// free is the first of "seg (2)", "seg (3)"... that no child of n has and that is not in
+// own. Children are only added, so a number tried once is not tried again.
+func (x *segIndex) free(seg string, own map[string]bool) string {
+	if x.next == nil {
+		x.next = map[string]int{}
+	}
+	for i := max(2, x.next[seg]); ; i++ {
+		if s := seg + " (" + strconv.Itoa(i) + ")"; !own[s] && !x.has(s) {
+			x.next[seg] = i + 1
+			return s
+		}
+	}
+}
+
+// ownSegs is the set of the segments the keys of entries give (keySeg): a renamed child
+// must take none of them.
+func ownSegs(entries []types.DictEntry) map[string]bool {
+	own := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		_, seg, _ := keySeg(e.Key)
+		own[seg] = true
+	}
+	return own
+}
+
+// sameKey says whether a and b, two keys of one dict with the same segment, are one key
+// to Python: a str and a non-str never are, two str are when equal, two tuples when their
+// items are (a long tuple's segment leaves items out); other keys are when their segments
+// are (keySeg writes ints, floats, None and bools whole).
+func sameKey(a, b any) bool {
+	as, aStr := a.(string)
+	bs, bStr := b.(string)
+	if aStr || bStr {
+		return aStr && bStr && as == bs
+	}
+	ta, aTuple := a.(*types.Tuple)
+	tb, bTuple := b.(*types.Tuple)
+	if aTuple || bTuple {
+		if !aTuple || !bTuple || ta.Len() != tb.Len() {
+			return false
+		}
+		for i := range ta.Len() {
+			if !sameKey(ta.Get(i), tb.Get(i)) {
+				return false
+			}
+		}
+		return true
+	}
+	_, sa, _ := keySeg(a)
+	_, sb, _ := keySeg(b)
+	return sa == sb
+}
+
+func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
+	base := len(n.Children) // an object's attributes may come first
+	if n.Children == nil {
+		n.Children = make([]*Node, 0, len(entries))
+	}
+	idx := segIndex{n: n, size: base + len(entries)}
+	// An entry child's Key is its key's own segment (keySeg gives one string for both),
+	// renamed or not, so a key met again has the Key of its first entry; and that Key is
+	// then a taken segment, so the entry children are searched only on a clash. tuples
+	// holds the tuple keys (to compare: their segments may leave items out); byKey finds
+	// the entry children by Key in a large dict, made at the first clash.
+	var tuples map[int]any
+	var byKey map[string][]int
+	same := func(k any, seg string) (int, bool) {
+		is := func(i int) bool {
+			m := n.Children[i]
+			if m.Key != seg {
+				return false
+			}
+			_, isStr := k.(string)
+			if m.DictKey == nil || isStr {
+				return m.DictKey == nil && isStr
+			}
+			t, ok := tuples[i]
+			_, kTuple := k.(*types.Tuple)
+			return ok == kTuple && (!ok || sameKey(t, k))
+		}
+		if len(n.Children)-base <= segIndexMin {
+			for i := base; i < len(n.Children); i++ {
+				if is(i) {
+					return i, true
+				}
+			}
+			return 0, false
+		}
+		if byKey == nil {
+			byKey = make(map[string][]int, len(n.Children)-base)
+			for i := base; i < len(n.Children); i++ {
+				byKey[n.Children[i].Key] = append(byKey[n.Children[i].Key], i)
+			}
+		}
+		for _, i := range byKey[seg] {
+			if is(i) {
 				return i, true
 			}
 		}
 		return 0, false
 	}
-	if n.Children == nil {
-		n.Children = make([]*Node, 0, len(entries))
-	}
+	var own map[string]bool // every key's own segment, made at the first clash
 	for _, e := range entries {
 		key, seg, isStr := keySeg(e.Key)
-		i, ok := find(seg)
-		if ok && (n.Children[i].DictKey == nil) == isStr {
-			// Python keeps one entry per key, the last value at the first position
-			repl := c.child(e.Value, n, key, seg, depth)
-			repl.DictKey = n.Children[i].DictKey
-			n.Children[i] = repl
-			continue
-		}
-		if ok || (base > 0 && hasSeg(n.Children[:base], seg)) {
+		if idx.has(seg) {
+			if i, ok := same(e.Key, seg); ok {
+				// Python keeps one entry per key, the last value at the first position
+				// (and the first key object)
+				old := n.Children[i]
+				repl := c.child(e.Value, n, old.Key, old.Seg, depth)
+				repl.DictKey = old.DictKey
+				n.Children[i] = repl
+				if c.err != nil {
+					return
+				}
+				continue
+			}
 			// another key with this segment ({1: a, '1': b}), or an attribute of the object
 			// (its own namespace): a pointer must lead to one node
-			seg = freeSeg(n.Children, seg)
+			if own == nil {
+				own = ownSegs(entries)
+			}
+			seg = idx.free(seg, own)
 		}
+		i := len(n.Children)
 		k := c.child(e.Value, n, key, seg, depth)
 		if !isStr {
 			k.DictKey = c.node(e.Key, k, dictKeySeg, depth+2)
 			c.nodes--
+			if _, ok := e.Key.(*types.Tuple); ok {
+				if tuples == nil {
+					tuples = map[int]any{}
+				}
+				tuples[i] = e.Key
+			}
 		}
-		if pos != nil {
-			pos[seg] = len(n.Children)
+		if byKey != nil {
+			byKey[key] = append(byKey[key], i)
 		}
-		n.Children = append(n.Children, k)
+		idx.add(k)
 		if c.err != nil {
 			return
 		}
@@ -361,9 +510,17 @@ func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
 
 // attrs adds an object's attributes (its BUILD state dict) as children.
 func (c *converter) attrs(n *Node, entries []types.DictEntry, depth int) {
+	idx := segIndex{n: n, size: len(n.Children) + len(entries)}
+	var own map[string]bool // every attribute's own segment, made at the first clash
 	for _, e := range entries {
 		key, seg, _ := keySeg(e.Key)
-		c.add(n, e.Value, key, seg, depth)
+		if idx.has(seg) {
+			if own == nil {
+				own = ownSegs(entries)
+			}
+			seg = idx.free(seg, own)
+		}
+		idx.add(c.child(e.Value, n, key, seg, depth))
 		if c.err != nil {
 			return
 		}
@@ -373,30 +530,23 @@ func (c *converter) attrs(n *Node, entries []types.DictEntry, depth int) {
 // add appends v to n's children as key, at segment seg unless an earlier child has it (an
 // attribute named like an entry, or like __args__), then at the first free "seg (2)".
 func (c *converter) add(n *Node, v any, key, seg string, depth int) {
-	if hasSeg(n.Children, seg) {
-		seg = freeSeg(n.Children, seg)
+	taken := func(s string) bool {
+		for _, k := range n.Children {
+			if k.Seg == s {
+				return true
+			}
+		}
+		return false
+	}
+	if taken(seg) {
+		for i := 2; ; i++ {
+			if s := seg + " (" + strconv.Itoa(i) + ")"; !taken(s) {
+				seg = s
+				break
+			}
+		}
 	}
 	n.Children = append(n.Children, c.child(v, n, key, seg, depth))
-}
-
-// hasSeg says whether one of kids has segment seg.
-func hasSeg(kids []*Node, seg string) bool {
-	for _, k := range kids {
-		if k.Seg == seg {
-			return true
-		}
-	}
-	return false
-}
-
-// freeSeg is the first of "seg (2)", "seg (3)"... that none of kids has: the segment of a
-// child whose own is taken, so that every pointer leads to one node.
-func freeSeg(kids []*Node, seg string) string {
-	for i := 2; ; i++ {
-		if s := seg + " (" + strconv.Itoa(i) + ")"; !hasSeg(kids, s) {
-			return s
-		}
-	}
 }
 
 func (c *converter) object(n *Node, x *pyObject, depth int) {

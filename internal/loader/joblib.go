@@ -148,7 +148,7 @@ func (s *scanner) joblibArray(off int64, inst *sv) error {
 		}
 		s.objPickleBytes += int64(len(sub.out))
 		if s.objPickleBytes+int64(len(s.out)) > s.o.MaxPickle {
-			return s.overLimit(off, "the pickle holds more than %d MB of values besides its large byte strings, this server's limit (-max-pickle)", s.o.MaxPickle>>20)
+			return s.overLimit(off, "the pickle holds more than %s of values besides its large byte strings, this server's limit (-max-pickle)", limitSize(s.o.MaxPickle))
 		}
 		marker = s.lazyMarker('n', int64(len(s.objPickles)), 0)
 		s.objPickles = append(s.objPickles, sub.out)

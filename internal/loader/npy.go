@@ -376,7 +376,7 @@ func (op *opener) memberData(f *zip.File) (io.ReaderAt, int64, error) {
 		return io.NewSectionReader(op.r, off, size), size, nil
 	case zip.Deflate:
 		if f.UncompressedSize64 > uint64(op.o.MaxDecompress-op.decompressed) {
-			return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s inflates to %d bytes, more than this server's limit of %s (-max-decompress)", f.Name, f.UncompressedSize64, sizeText(op.o.MaxDecompress)), Offset: -1}
+			return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s inflates to %s, more than this server's limit of %s (-max-decompress)", f.Name, limitSize(clampInt64(f.UncompressedSize64)), sizeText(op.o.MaxDecompress)), Offset: -1}
 		}
 		rc, err := f.Open()
 		if err != nil {

@@ -343,13 +343,13 @@ func notPickleStart(r io.ReaderAt, msg string) bool {
 // hide a payload from tools that stop at the first STOP.
 func (op *opener) trailing(src io.ReaderAt, size, pos int64) {
 	for i := 2; pos < size && i <= 64; i++ {
-		where := fmt.Sprintf("pickle %d (after the first STOP, at byte %d)", i, pos)
+		where := fmt.Sprintf("pickle %d (after the first STOP, at byte %s)", i, thousands(pos))
 		s, _, err := op.scanOne(src, pos, size, where)
 		if err != nil {
-			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("%d bytes of data follow the pickle's STOP at byte %d; Python's pickle.load ignores them", size-pos, pos))
+			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("%s bytes of data follow the pickle's STOP at byte %s; Python's pickle.load ignores them", thousands(size-pos), thousands(pos)))
 			return
 		}
-		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("a further pickle follows the first one at byte %d; it is scanned for findings but not shown", pos))
+		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("a further pickle follows the first one at byte %s; it is scanned for findings but not shown", thousands(pos)))
 		pos = s.r.pos
 	}
 }
@@ -943,7 +943,7 @@ func (op *opener) member(f *zip.File, limit int64) (io.ReaderAt, int64, error) {
 	limit = min(limit, op.o.MaxInflate)
 	if f.UncompressedSize64 > uint64(limit) {
 		// archive/zip never yields more than the declared size, so this is the whole check
-		return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s inflates to %d MB, more than this server's limit of %d MB (-max-inflate; a zip bomb?)", f.Name, f.UncompressedSize64>>20, limit>>20), Offset: -1}
+		return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s inflates to %s, more than this server's limit of %s (-max-inflate; a zip bomb?)", f.Name, limitSize(clampInt64(f.UncompressedSize64)), limitSize(limit)), Offset: -1}
 	}
 	rc, err := f.Open()
 	if err != nil {

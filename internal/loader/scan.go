@@ -298,6 +298,71 @@ func (s *scanner) overLimit(off int64, format string, args ...any) error {
 	return &scanError{msg: fmt.Sprintf(format, args...), off: off, limit: true}
 }
 
+// thousands writes a count with comma separators, as the pages do (views.Thousands; the
+// loader does not import the views): 100,000 memo entries, at byte 789,209.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	sign := ""
+	if strings.HasPrefix(s, "-") {
+		sign, s = "-", s[1:]
+	}
+	var b strings.Builder
+	b.WriteString(sign)
+	lead := len(s) % 3
+	if lead == 0 {
+		lead = 3
+	}
+	b.WriteString(s[:lead])
+	for i := lead; i < len(s); i += 3 {
+		b.WriteByte(',')
+		b.WriteString(s[i : i+3])
+	}
+	return b.String()
+}
+
+// humanSize writes a size in bytes with SI units and three significant digits, as the
+// pages do (views.HumanBytes): 512 B, 1.50 MB, 134 MB.
+func humanSize(n int64) string {
+	if n < 0 {
+		return "-" + humanSize(-n)
+	}
+	if n < 1000 {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	units := []string{"kB", "MB", "GB", "TB", "PB", "EB"}
+	f, u := float64(n), -1
+	for f >= 999.5 && u < len(units)-1 {
+		f /= 1000
+		u++
+	}
+	prec := 2
+	switch {
+	case f >= 99.95:
+		prec = 0
+	case f >= 9.995:
+		prec = 1
+	}
+	return strconv.FormatFloat(f, 'f', prec, 64) + " " + units[u]
+}
+
+// limitSize writes a size a limit names, human and exact: "1.50 MB (1,500,000 bytes)",
+// so that a limit set in MiB or in bytes reads back as what was set; "512 bytes" under
+// a kilobyte.
+func limitSize(n int64) string {
+	if n > -1000 && n < 1000 {
+		return strconv.FormatInt(n, 10) + " bytes"
+	}
+	return humanSize(n) + " (" + thousands(n) + " bytes)"
+}
+
+// clampInt64 is a size from a zip header, which may claim more than an int64 holds.
+func clampInt64(n uint64) int64 {
+	if n > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(n)
+}
+
 func (s *scanner) fail(off int64, format string, args ...any) error {
 	return &scanError{msg: fmt.Sprintf(format, args...), off: off}
 }
@@ -358,7 +423,7 @@ func keepN(items []*sv, n int) ([]*sv, int) {
 func (s *scanner) emit(b ...byte) error {
 	s.out = append(s.out, b...)
 	if int64(len(s.out)) > s.o.MaxPickle {
-		return s.overLimit(s.r.pos, "the pickle holds more than %d MB of values besides its large byte strings, this server's limit (-max-pickle)", s.o.MaxPickle>>20)
+		return s.overLimit(s.r.pos, "the pickle holds more than %s of values besides its large byte strings, this server's limit (-max-pickle)", limitSize(s.o.MaxPickle))
 	}
 	return nil
 }
@@ -689,7 +754,7 @@ func (s *scanner) run() (result *sv, err error) {
 			return nil, s.o.timeError()
 		}
 		if *s.ops > s.o.MaxOps {
-			return nil, s.overLimit(off, "more than %d pickle opcodes, this server's limit (-max-pickle-ops)", s.o.MaxOps)
+			return nil, s.overLimit(off, "more than %s pickle opcodes, this server's limit (-max-pickle-ops)", thousands(int64(s.o.MaxOps)))
 		}
 		op, err := r.readByte()
 		if err == errFrame {
@@ -870,7 +935,7 @@ func (s *scanner) stepStream(off int64, op byte) error {
 	switch op {
 	case opMark: // MARK
 		if len(s.meta) >= s.o.MaxDepth {
-			return s.overLimit(off, "MARKs nested deeper than %d, this server's limit (-max-depth)", s.o.MaxDepth)
+			return s.overLimit(off, "MARKs nested deeper than %s, this server's limit (-max-depth)", thousands(int64(s.o.MaxDepth)))
 		}
 		s.meta = append(s.meta, s.stack)
 		s.stack = nil
@@ -975,7 +1040,7 @@ func (s *scanner) stepNumber(off int64, op byte) error {
 		}
 		digits := v.String()
 		if len(strings.TrimPrefix(digits, "-")) > s.o.MaxIntChars {
-			return s.overLimit(off, "integer with more than %d digits, this server's limit (-max-int-digits)", s.o.MaxIntChars)
+			return s.overLimit(off, "integer with more than %s digits, this server's limit (-max-int-digits)", thousands(int64(s.o.MaxIntChars)))
 		}
 		s.pushNew(sv{kind: svInt, s: digits, fidx: -1})
 		return s.emit([]byte("L" + digits + "\n")...)
@@ -1019,7 +1084,7 @@ func (s *scanner) stepNumber(off int64, op byte) error {
 			return err
 		}
 		if n > int64(s.o.MaxIntChars) {
-			return s.fail(off, "integer of %d bytes is larger than the %d-digit limit", n, s.o.MaxIntChars)
+			return s.fail(off, "integer of %s bytes is larger than the %s-digit limit", thousands(n), thousands(int64(s.o.MaxIntChars)))
 		}
 		b, err := r.read(n)
 		if err != nil {
@@ -1525,7 +1590,7 @@ func (s *scanner) memoIndex(off int64, op byte) (int64, error) {
 
 func (s *scanner) memoPut(off, idx int64, v *sv) error {
 	if _, ok := s.memo.get(idx); !ok && s.memo.n >= s.o.MaxMemo {
-		return s.overLimit(off, "more than %d memo entries, this server's limit (-max-memo)", s.o.MaxMemo)
+		return s.overLimit(off, "more than %s memo entries, this server's limit (-max-memo)", thousands(int64(s.o.MaxMemo)))
 	}
 	s.memo.put(idx, v)
 	return nil
