@@ -65,6 +65,9 @@ type CheckpointPage struct {
 	CodeFiles int
 	// WeightsOnly is torch.load(weights_only=True)'s verdict (torch.save files only).
 	WeightsOnly *WeightsOnlyView
+	// Layers follows the repeated blocks of the Modules view's state dict across the blocks,
+	// once their statistics exist (AddLayerChart).
+	Layers *LayerChart
 	// Compare offers checkpoints to compare this one with (the examples and those opened
 	// lately here); CompareURL takes any other's link or id.
 	Compare    []Link
@@ -341,6 +344,17 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 		p.View = ViewModules
 	}
 	return p
+}
+
+// AddLayerChart adds the chart of the shown state dict's repeated blocks from the
+// statistics lookup has already; it never computes any.
+func (p *CheckpointPage) AddLayerChart(ck *loader.Checkpoint, lookup StatsLookup) {
+	if p.Modules == nil {
+		return
+	}
+	if dict, err := ck.Node(p.Modules.Path); err == nil {
+		p.Layers = NewLayerChart(p.Meta.ID, dict, lookup)
+	}
 }
 
 // WithStateDict shows the state dict at pointer in the Modules view (one of StateDicts).
