@@ -101,6 +101,7 @@ func (s *Server) handleCheckpoint(c echo.Context) error {
 		p = p.WithStateDict(o.ck, sd)
 	}
 	p.AddStats(s.statsLookup(o))
+	p.AddLayerChart(o.ck, s.statsLookup(o))
 	if q := c.QueryParam("q"); q != "" { // the search box without scripts
 		offset, err := intParam(c, "offset", 0)
 		if err != nil {
@@ -273,7 +274,9 @@ func fileMeta(o *opened) views.FileMeta {
 }
 
 // nodePointer is the JSON Pointer a /c/:id/n/* URL names: the rest of the path after /n/,
-// each segment path-unescaped. An empty rest is the root.
+// each segment path-unescaped, then "~", "~." and "~.." read as the segments "", "." and
+// ".." (views.PointerSegment; views.NodeURL writes them so, as a browser keeps them). An
+// empty rest is the root.
 func nodePointer(c echo.Context) (string, error) {
 	raw := c.Request().URL.EscapedPath()
 	i := strings.Index(raw, "/n/")
@@ -290,7 +293,7 @@ func nodePointer(c echo.Context) (string, error) {
 		if err != nil {
 			return "", badRequestf("bad escape in node path segment %q", seg)
 		}
-		segs[i] = u
+		segs[i] = views.PointerSegment(u)
 	}
 	return "/" + strings.Join(segs, "/"), nil
 }

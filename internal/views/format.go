@@ -8,6 +8,7 @@ import (
 	"github.com/ckptview/ckptview/internal/pyrepr"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/ckptview/ckptview/internal/loader"
@@ -20,7 +21,7 @@ const summaryStrChars = 80
 const summaryBytes = 16
 
 // Summary says what a node is in one line: "float32[768, 3072]", "'hello'",
-// "OrderedDict (317 items)", "sklearn.svm._classes.SVC", "bytes (256): 00 01 02 …",
+// "OrderedDict (317 items)", "sklearn.svm._classes.SVC", "bytes (256 bytes): 00 01 02 …",
 // "ref → /a/b". Values from the file are returned as text; the templates escape them.
 func Summary(n *loader.Node) string {
 	if n == nil {
@@ -146,7 +147,7 @@ func bytesSummary(n *loader.Node) string {
 		name = "bytes"
 	}
 	size := bytesLen(n)
-	s := name + " (" + strconv.FormatInt(size, 10) + ")"
+	s := name + " (" + plural(size, "byte") + ")"
 	if len(n.Bytes) == 0 {
 		return s
 	}
@@ -356,4 +357,56 @@ func FormatSubShape(shape []int64) string {
 		return ""
 	}
 	return FormatShape(shape)
+}
+
+// longIdent is how long an identifier grows before NameParts also breaks it after its
+// underscores: about the narrowest box a dotted name is shown in at 390 px (a fact of the
+// node page), in monospace characters.
+const longIdent = 20
+
+// NameParts cuts a dotted name ("sklearn.ensemble._forest.RandomForestClassifier") or a
+// call written with one ("posix.system('x')") into the pieces a line may break between:
+// after each dot between two identifiers, and after the underscores of an identifier
+// longer than longIdent ("_non_persistent_buffers_set"). The pieces joined are s; the
+// templates write a <wbr> between them, so a narrow screen wraps the name at its dots
+// rather than inside a word. Dots of numbers ("0.5") and of "..." are no break points.
+func NameParts(s string) []string {
+	rs := []rune(s)
+	var parts []string
+	start := 0
+	for i, r := range rs {
+		if i == 0 || i == len(rs)-1 {
+			continue
+		}
+		prev, next := rs[i-1], rs[i+1]
+		cut := false
+		switch r {
+		case '.':
+			cut = identRune(prev) && (next == '_' || unicode.IsLetter(next))
+		case '_':
+			cut = prev != '_' && identRune(prev) && next != '_' && identRune(next) && identRunLen(rs, i) > longIdent
+		}
+		if cut {
+			parts = append(parts, string(rs[start:i+1]))
+			start = i + 1
+		}
+	}
+	if start < len(rs) {
+		parts = append(parts, string(rs[start:]))
+	}
+	return parts
+}
+
+func identRune(r rune) bool { return r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r) }
+
+// identRunLen is the length of the identifier rs[i] is part of.
+func identRunLen(rs []rune, i int) int {
+	lo, hi := i, i
+	for lo > 0 && identRune(rs[lo-1]) {
+		lo--
+	}
+	for hi < len(rs)-1 && identRune(rs[hi+1]) {
+		hi++
+	}
+	return hi - lo + 1
 }

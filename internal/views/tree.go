@@ -139,8 +139,12 @@ func keyClass(w int) string {
 // children, rounded up to a step and capped: longer keys are cut with an ellipsis.
 func keyWidth(kids []*loader.Node) int {
 	w := 0
+	var reprs bool // the children's keys are reprs (KeyLabel), which a page shows
+	if len(kids) > 0 {
+		reprs = keysAsRepr(kids[0].Parent())
+	}
 	for _, k := range kids[:min(len(kids), DefaultLimit)] {
-		w = max(w, utf8.RuneCountInString(k.Key))
+		w = max(w, utf8.RuneCountInString(keyLabel(k, reprs)))
 	}
 	w = (w + keyWidthStep - 1) / keyWidthStep * keyWidthStep
 	return max(keyWidthMin, min(w, keyWidthMax))
@@ -169,8 +173,9 @@ func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 		c.KeyWidth = keyWidth(childrenOf(n))
 	}
 	c.Rows = make([]Row, 0, end-offset)
+	reprs := keysAsRepr(n)
 	for _, k := range page {
-		c.Rows = append(c.Rows, NewRow(meta.ID, ck, k))
+		c.Rows = append(c.Rows, newRow(meta.ID, ck, k, reprs))
 	}
 	if isOptimizerStateEntries(n) {
 		if pn := NewParamNames(ck); pn != nil {
@@ -189,11 +194,51 @@ func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 	return c
 }
 
+// KeyLabel is how a row names node n to a reader: its Key (a dict key, list index or
+// attribute name), except that in a dict whose keys are not all str every key is written
+// as Python's repr, so that the int 7 (7) and the str "7" ('7') read apart; a dict of str
+// keys only shows them bare. A key that is the empty str is written as a pair of quotes
+// either way, so that its link has text to click.
+func KeyLabel(n *loader.Node) string { return keyLabel(n, keysAsRepr(n.Parent())) }
+
+// keyLabel is KeyLabel when whether n's siblings' keys are reprs is known.
+func keyLabel(n *loader.Node, reprs bool) string {
+	switch {
+	case n.Attr || n.DictKey != nil:
+		// an attribute's name, or a key that is not a str (its Key is its repr already)
+	case reprs:
+		return PyRepr(n.Key)
+	case n.Key == "" && n.Parent() != nil:
+		return "''"
+	}
+	return n.Key
+}
+
+// keysAsRepr says whether the keys of dict p's entries are shown as reprs: whether one of
+// them is not a str. A dict kept as values (IsLazy) has str keys only.
+func keysAsRepr(p *loader.Node) bool {
+	if p == nil || p.Kind != loader.KindDict || p.IsLazy() {
+		return false
+	}
+	for _, k := range p.Children {
+		if k.DictKey != nil && !k.Attr {
+			return true
+		}
+	}
+	return false
+}
+
 // NewRow describes one node for a tree listing.
 func NewRow(id string, ck *loader.Checkpoint, n *loader.Node) Row {
+	return newRow(id, ck, n, keysAsRepr(n.Parent()))
+}
+
+// newRow is NewRow when whether n's key is shown as a repr is known (keysAsRepr of its
+// parent, worked out once for a page of siblings).
+func newRow(id string, ck *loader.Checkpoint, n *loader.Node, reprs bool) Row {
 	path := n.Path() // made from the parents: once per row
 	r := Row{
-		Key:      n.Key,
+		Key:      keyLabel(n, reprs),
 		Path:     path,
 		URL:      NodeURL(id, path),
 		Kind:     string(n.Kind),

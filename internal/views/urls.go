@@ -1,3 +1,19 @@
+// The URL scheme. A checkpoint's page is /c/<id>, and the page of one of its values (a
+// node) is /c/<id>/n/ followed by the value's JSON Pointer (RFC 6901), segment by
+// segment: /c/<id>/n/model/layers.0.weight is the pointer /model/layers.0.weight, and
+// /c/<id>/n/ alone is the root. Each segment is the pointer's segment, in which "~" is
+// written "~0" and "/" "~1" as RFC 6901 says, then percent-encoded like any URL path
+// segment (a space is %20). Three segments cannot be written that way, because a browser
+// removes or merges them before it sends the request (even as %2E): ".", ".." and the
+// empty segment. They are written "~.", "~.." and "~": a dict key ".." is
+// /c/<id>/n/~.., and a key "" is /c/<id>/n/~. No JSON Pointer segment is one of these
+// three, as there "~" is only ever followed by 0 or 1 (a key "~." is the segment "~0."),
+// so each URL names one value. Dict keys that Python keeps apart but that read the same
+// ({7: a, '7': b}) get pointers of their own: the later key's segment gets " (2)", or the
+// first " (N)" that is no other key's segment in the same container (/7 and /7 (2)). The
+// JSON API and the htmx fragments carry the pointer itself in a ?path= query parameter
+// (/api/checkpoints/<id>/node?path=/model/layers.0.weight), with no tilde forms.
+
 package views
 
 import (
@@ -9,25 +25,56 @@ import (
 // CheckpointURL is the share link of a checkpoint page: /c/<id>.
 func CheckpointURL(id string) string { return "/c/" + url.PathEscape(id) }
 
-// NodeURL is the share link of one node: "/c/<id>/n/" followed by the JSON Pointer, each
-// segment path-escaped. Pointer segments are already RFC 6901 escaped (a "/" in a key is
-// "~1"), so splitting on "/" finds the segments.
+// NodeURL is the share link of one node: "/c/<id>/n/" followed by the JSON Pointer's
+// segments (see the URL scheme above): each path-escaped, except that a segment ".", ".."
+// or "" is written "~.", "~.." or "~". Pointer segments are already RFC 6901 escaped (a
+// "/" in a key is "~1"), so splitting on "/" finds the segments.
 func NodeURL(id, pointer string) string {
 	var b strings.Builder
 	b.WriteString("/c/")
 	b.WriteString(url.PathEscape(id))
 	b.WriteString("/n/")
-	p := strings.TrimPrefix(pointer, "/")
 	if pointer == "" {
 		return b.String()
 	}
-	for i, seg := range strings.Split(p, "/") {
+	for i, seg := range strings.Split(strings.TrimPrefix(pointer, "/"), "/") {
 		if i > 0 {
 			b.WriteByte('/')
 		}
-		b.WriteString(url.PathEscape(seg))
+		b.WriteString(URLSegment(seg))
 	}
 	return b.String()
+}
+
+// URLSegment is how a node URL writes one segment of a JSON Pointer (still RFC 6901
+// escaped): path-escaped, and "." , ".." and "" as "~.", "~.." and "~", which a browser
+// keeps as they are and which no JSON Pointer segment is (there "~" is always followed by
+// "0" or "1").
+func URLSegment(seg string) string {
+	switch seg {
+	case "":
+		return "~"
+	case ".":
+		return "~."
+	case "..":
+		return "~.."
+	}
+	return url.PathEscape(seg)
+}
+
+// PointerSegment undoes URLSegment on a path-unescaped segment of a node URL: "~", "~."
+// and "~.." are "", "." and ".."; any other segment is the JSON Pointer segment itself
+// (a link made before the tilde forms, "a//b" for the key "" under "a", still works).
+func PointerSegment(seg string) string {
+	switch seg {
+	case "~":
+		return ""
+	case "~.":
+		return "."
+	case "~..":
+		return ".."
+	}
+	return seg
 }
 
 // ChildrenURL is the htmx fragment with a page of a node's children, starting at offset.

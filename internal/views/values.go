@@ -484,3 +484,98 @@ func (q NodeQuery) URL(id, pointer string) string {
 	}
 	return u
 }
+
+// PreviewRow is one innermost row of a preview (or a "...," line standing for rows not
+// shown), as the page lays it out: Lead is its indent and opening brackets, Items its
+// elements, End the line breaks after it ("\n", "\n\n" between blocks, "" for the last).
+// Written in order, every row's Lead, its items' Before and Text, and End give back the
+// preview's text exactly.
+type PreviewRow struct {
+	Lead  string
+	Items []PreviewItem
+	End   string
+}
+
+// PreviewItem is one element of a row with its padding and what follows it ("  0.3,",
+// "16.]],", "...,"). Before is what separates it from the item before: "" for the first,
+// " ", or the newline and indent where the numpy-style line wrapped (Wrap).
+type PreviewItem struct {
+	Before, Text string
+	Wrap         bool
+}
+
+// PreviewRows cuts the preview into rows and elements, so that a narrow screen can wrap
+// each row between its elements (never inside a number) and indent what wraps under its
+// first element, while a wide one shows the text as it is. nil when the preview is no
+// bracketed array (a scalar), or not of the shape NewPreview writes.
+func (v *TensorValues) PreviewRows() []PreviewRow {
+	if v == nil {
+		return nil
+	}
+	rows := previewRows(v.Preview)
+	var b strings.Builder
+	for _, r := range rows {
+		b.WriteString(r.Lead)
+		for _, it := range r.Items {
+			b.WriteString(it.Before)
+			b.WriteString(it.Text)
+		}
+		b.WriteString(r.End)
+	}
+	if b.String() != v.Preview {
+		return nil
+	}
+	return rows
+}
+
+func previewRows(text string) []PreviewRow {
+	nd := len(text) - len(strings.TrimLeft(text, "["))
+	if nd == 0 {
+		return nil
+	}
+	var rows []PreviewRow
+	for _, line := range strings.Split(text, "\n") {
+		if line == "" { // the blank line between blocks of a 3-D and up preview
+			if len(rows) == 0 {
+				return nil
+			}
+			rows[len(rows)-1].End += "\n"
+			continue
+		}
+		indent := len(line) - len(strings.TrimLeft(line, " "))
+		if indent >= nd && len(rows) > 0 {
+			// a row continued: NewPreview indents what wraps by the number of dimensions
+			r := &rows[len(rows)-1]
+			items := previewItems(line[nd:])
+			if len(items) == 0 {
+				return nil
+			}
+			items[0].Before, items[0].Wrap = "\n"+line[:nd], true
+			r.Items = append(r.Items, items...)
+			continue
+		}
+		if len(rows) > 0 {
+			rows[len(rows)-1].End += "\n"
+		}
+		lead := indent + len(line[indent:]) - len(strings.TrimLeft(line[indent:], "["))
+		rows = append(rows, PreviewRow{Lead: line[:lead], Items: previewItems(line[lead:])})
+	}
+	return rows
+}
+
+// previewItems cuts a line's elements at the ", " between them: the comma stays with the
+// element, the space is the next one's Before.
+func previewItems(s string) []PreviewItem {
+	var items []PreviewItem
+	before := ""
+	for s != "" {
+		i := strings.Index(s, ", ")
+		if i < 0 {
+			items = append(items, PreviewItem{Before: before, Text: s})
+			break
+		}
+		items = append(items, PreviewItem{Before: before, Text: s[:i+1]})
+		s, before = s[i+2:], " "
+	}
+	return items
+}

@@ -84,10 +84,13 @@ func TestSummary(t *testing.T) {
 		{"str control", str("k", "a\nb\x00"), `'a\nb\x00'`},
 		{"str long", big, "'" + strings.Repeat("a", 80) + "' … (100 chars)"},
 		{"str truncated by loader", &loader.Node{Kind: loader.KindStr, Str: "abc", Truncated: true, Len: 5000}, "'abc' … (5,000 chars)"},
-		{"bytes", &loader.Node{Kind: loader.KindBytes, Type: "bytes", Bytes: []byte{0, 1, 2}, Len: 3}, "bytes (3): 00 01 02"},
+		{"bytes", &loader.Node{Kind: loader.KindBytes, Type: "bytes", Bytes: []byte{0, 1, 2}, Len: 3}, "bytes (3 bytes): 00 01 02"},
 		{"bytes long", &loader.Node{Kind: loader.KindBytes, Type: "bytes", Bytes: make([]byte, 256), Len: 256},
-			"bytes (256):" + strings.Repeat(" 00", 16) + " …"},
-		{"bytearray", &loader.Node{Kind: loader.KindBytes, Type: "bytearray", Bytes: []byte("A"), Len: 1}, "bytearray (1): 41"},
+			"bytes (256 bytes):" + strings.Repeat(" 00", 16) + " …"},
+		// the page's separators: bytes (153600) read as a count without one
+		{"bytes large", &loader.Node{Kind: loader.KindBytes, Type: "bytes", Bytes: make([]byte, 16), Len: 153600},
+			"bytes (153,600 bytes):" + strings.Repeat(" 00", 16) + " …"},
+		{"bytearray", &loader.Node{Kind: loader.KindBytes, Type: "bytearray", Bytes: []byte("A"), Len: 1}, "bytearray (1 byte): 41"},
 		{"dict", &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict", Children: make([]*loader.Node, 317)}, "OrderedDict (317 items)"},
 		// short lists and tuples of scalars read as Python's repr prints them
 		{"list one", list("l", str("", "x")), "['x']"},
@@ -127,7 +130,11 @@ func TestNodeURL(t *testing.T) {
 		{"space", "abc", "/my key/x", "/c/abc/n/my%20key/x"},
 		{"unicode", "abc", "/gewicht/größe", "/c/abc/n/gewicht/gr%C3%B6%C3%9Fe"},
 		{"query and hash", "abc", "/a?b#c%", "/c/abc/n/a%3Fb%23c%25"},
-		{"empty segment", "abc", "/a//b", "/c/abc/n/a//b"},
+		{"empty segment", "abc", "/a//b", "/c/abc/n/a/~/b"},
+		{"empty key at the root", "abc", "/", "/c/abc/n/~"},
+		{"dot keys", "abc", "/./..", "/c/abc/n/~./~.."},
+		{"dots in a key", "abc", "/.../.a/a.", "/c/abc/n/.../.a/a."},
+		{"tilde keys", "abc", "/" + loader.EscapeSegment("~.") + "/" + loader.EscapeSegment("~"), "/c/abc/n/~0./~0"},
 		{"repr key", "abc", "/('a', 1)", "/c/abc/n/%28%27a%27%2C%201%29"},
 	}
 	for _, tc := range tests {
