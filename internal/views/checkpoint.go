@@ -301,8 +301,17 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 		p.DTypes[i].Share = Percent(p.DTypes[i].Bytes, p.TensorBytes)
 	}
 	p.Storages = len(ck.Storages)
+	// The same tensor object stored under two keys (sd["lm_head.weight"] = sd["wte.weight"])
+	// is a ref in the tree; it reads as a tied tensor, like two tensors viewing one storage.
+	tiedUsers := map[*loader.Storage]int{}
+	for _, r := range TiedRefs(ck) {
+		p.Tensors++
+		if st := r.Tensor.Storage; st != nil {
+			tiedUsers[st]++
+		}
+	}
 	for _, s := range ck.Storages {
-		if len(s.Users) > 1 {
+		if len(s.Users)+tiedUsers[s] > 1 {
 			p.SharedStorages++
 		}
 	}
@@ -344,6 +353,40 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 		p.View = ViewModules
 	}
 	return p
+}
+
+// TiedRefs are the tensors that refs of ck point at, once per ref: the same tensor object
+// stored again (in a state dict, a tie made by assignment). Refs into other values (a
+// shared list, a cycle) are not tensors and are left out.
+func TiedRefs(ck *loader.Checkpoint) []*loader.Node {
+	var out []*loader.Node
+	if ck == nil || ck.Root == nil {
+		return nil
+	}
+	loader.Walk(ck.Root, func(n *loader.Node) {
+		if n.Kind != loader.KindRef {
+			return
+		}
+		if t := resolveRef(ck, n); t != nil && t.Tensor != nil && (t.Kind == loader.KindTensor || t.Kind == loader.KindNDArray) {
+			out = append(out, t)
+		}
+	})
+	return out
+}
+
+// resolveRef follows a ref (and refs to refs) to its node, nil if it leads nowhere.
+func resolveRef(ck *loader.Checkpoint, n *loader.Node) *loader.Node {
+	for range 64 {
+		if n == nil || n.Kind != loader.KindRef {
+			return n
+		}
+		t, err := ck.Node(n.Target)
+		if err != nil {
+			return nil
+		}
+		n = t
+	}
+	return nil
 }
 
 // AddLayerChart adds the chart of the shown state dict's repeated blocks from the

@@ -207,3 +207,36 @@ func TestStateDictParametersApartFromBuffers(t *testing.T) {
 		t.Errorf("totals %q do not count the buffers apart", p.Modules.Totals())
 	}
 }
+
+// A tie made by storing one tensor object under two keys (tied_assign.pt) reads as a tied
+// tensor, as a shared storage does: torch's count of tensors, storages and shared storages,
+// and the module tree counts the tied entry as a tensor (once without ties).
+func TestTieByAssignment(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "models", "expected_tied.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want struct {
+		Tensors, Storages int
+		Shared            int   `json:"shared_storages"`
+		Numel             int64 `json:"numel"`
+		Unique            int64 `json:"unique_numel"`
+	}
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	ck, meta := open(t, "tied_assign.pt")
+	p := NewCheckpointPage(meta, ck)
+	if p.Tensors != want.Tensors || p.Storages != want.Storages || p.SharedStorages != want.Shared {
+		t.Errorf("page: %d tensors, %d storages, %d shared; torch: %d, %d, %d", p.Tensors, p.Storages, p.SharedStorages, want.Tensors, want.Storages, want.Shared)
+	}
+	m := p.Modules
+	if m == nil || m.Tensors != want.Tensors || m.Params != want.Numel || m.UniqueParams != want.Unique {
+		t.Fatalf("module tree %+v; torch: %d tensors, %d elements, %d untied", m, want.Tensors, want.Numel, want.Unique)
+	}
+	for _, mod := range m.Modules {
+		if mod.Name == "lm_head" && mod.Tensors != 1 {
+			t.Errorf("lm_head counts %d tensors, want its tied one", mod.Tensors)
+		}
+	}
+}

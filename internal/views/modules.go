@@ -46,6 +46,9 @@ type Module struct {
 	// page shows: leaf is the entry itself).
 	Leaf *Row
 	leaf *loader.Node
+	// tied is the tensor a leaf that is a ref points at (the same tensor object stored under
+	// a second key): it counts as a tensor tied to it.
+	tied *loader.Node
 	// More counts the children not shown (a module of thousands of entries, or a tree past
 	// its budget of rows); MoreURL lists them all, a page at a time (a search for the prefix).
 	More    int
@@ -229,6 +232,11 @@ func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleT
 		}
 		if m.leaf == nil {
 			m.leaf = k
+			if k.Kind == loader.KindRef {
+				if t := resolveRef(ck, k); t != nil && t.Tensor != nil && (t.Kind == loader.KindTensor || t.Kind == loader.KindNDArray) {
+					m.tied = t
+				}
+			}
 		} else {
 			// The same dotted name twice (keys "a.b" and a non-str key): keep both as leaves.
 			m.addChild(&Module{Name: k.Key, Prefix: k.Key, leaf: k})
@@ -346,7 +354,11 @@ func (m *Module) indexChild(c *Module) {
 
 // finishModule sums counts bottom-up and orders numbered children numerically.
 func finishModule(m *Module) {
-	if l := m.leaf; l != nil && l.Tensor != nil && (l.Kind == loader.KindTensor || l.Kind == loader.KindNDArray) {
+	l := m.leaf
+	if m.tied != nil {
+		l = m.tied // a tie by assignment counts as the tensor it is
+	}
+	if l != nil && l.Tensor != nil && (l.Kind == loader.KindTensor || l.Kind == loader.KindNDArray) {
 		m.Tensors = 1
 		if isParameter(l) {
 			m.Params = l.Tensor.Numel()

@@ -300,20 +300,20 @@ func TestModuleTree(t *testing.T) {
 		"  weight 1 8 16 leaf=/encoder.layer.norm.weight",
 		"head 2 10 40 leaf=/head",
 		"  bias 1 2 8 leaf=/head.bias",
-		"tied 0 0 0",
-		"  weight 0 0 0 leaf=/tied.weight",
+		"tied 1 8 32", // the same tensor object stored again: a tensor tied to head
+		"  weight 1 8 32 leaf=/tied.weight",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("module tree mismatch (-want +got):\n%s", diff)
 	}
-	if tree.Tensors != 11 || tree.Params != 98 || tree.Bytes != 376 {
-		t.Errorf("tree totals = %d tensors, %d params, %d bytes, want 11, 98, 376", tree.Tensors, tree.Params, tree.Bytes)
+	if tree.Tensors != 12 || tree.Params != 106 || tree.Bytes != 408 || tree.UniqueParams != 98 {
+		t.Errorf("tree totals = %d tensors, %d params (%d untied), %d bytes, want 12, 106 (98), 408", tree.Tensors, tree.Params, tree.UniqueParams, tree.Bytes)
 	}
 	if got := tree.Modules[0].ParamsText; got != "80" {
 		t.Errorf("blocks.ParamsText = %q, want %q", got, "80")
 	}
-	if got := tree.Modules[0].Share; got != "81.6%" {
-		t.Errorf("blocks.Share = %q, want %q", got, "81.6%")
+	if got := tree.Modules[0].Share; got != "75.5%" {
+		t.Errorf("blocks.Share = %q, want %q", got, "75.5%")
 	}
 }
 
