@@ -38,6 +38,35 @@ type Pair struct {
 	Diff *tensor.Diff
 	// Err says why the values could not be compared.
 	Err string
+	// Within names the narrower dtype whose rounding explains every difference, for a pair
+	// of two dtypes that is close though outside numpy's isclose ("bfloat16").
+	Within string
+}
+
+// unitRoundoff is the largest relative error of rounding to a float dtype: half its
+// machine epsilon.
+var unitRoundoff = map[string]float64{"float64": 0x1p-53, "float32": 0x1p-24, "float16": 0x1p-11, "bfloat16": 0x1p-8,
+	"float8_e4m3fn": 0x1p-4, "float8_e5m2": 0x1p-3, "float8_e4m3fnuz": 0x1p-4, "float8_e5m2fnuz": 0x1p-3}
+
+// narrower is the float dtype of the two with the larger rounding error, "" if either is
+// not a float dtype.
+func narrower(a, b string) string {
+	ua, oka := unitRoundoff[a]
+	ub, okb := unitRoundoff[b]
+	if !oka || !okb {
+		return ""
+	}
+	if ua >= ub {
+		return a
+	}
+	return b
+}
+
+// withinPrecision reports whether two float dtypes differ and every element's relative
+// difference is within the narrower one's rounding: b is a, rounded (or the other way).
+func withinPrecision(a, b string, d *tensor.Diff) bool {
+	n := narrower(a, b)
+	return a != b && n != "" && d.NaN == 0 && d.MaxRel <= unitRoundoff[n]*(1+1e-12)
 }
 
 // Statuses of a pair, from the most changed to the least.
@@ -252,6 +281,10 @@ func (r *Result) Compute(ctx context.Context, workers int, progress func(int64))
 			p.Status = StatusIdentical
 		case d.OutsideAllclose == 0:
 			p.Status = StatusClose
+		case withinPrecision(p.A.DType, p.B.DType, d):
+			// a copy in a narrower dtype (a bf16 copy of fp32 weights): every difference is
+			// the rounding of the narrower dtype, which numpy's fixed tolerance does not allow
+			p.Status, p.Within = StatusClose, narrower(p.A.DType, p.B.DType)
 		default:
 			p.Status = StatusChanged
 		}

@@ -227,11 +227,14 @@ type diffEntryJSON struct {
 	OutsideCount    *int64   `json:"outside_count"`
 	NaNMismatch     *int64   `json:"nan_mismatch"`
 	Error           string   `json:"error,omitempty"`
+	// Within names the narrower dtype whose rounding explains every difference of a pair
+	// of two dtypes marked close though outside numpy's isclose.
+	Within string `json:"within_precision_of,omitempty"`
 }
 
 func entryJSON(p *diff.Pair) diffEntryJSON {
 	e := diffEntryJSON{Path: p.Key, APath: p.A.Path, BPath: p.B.Path, Status: p.Status, DType: p.A.DType,
-		Shape: p.A.Shape, BDType: p.B.DType, BShape: p.B.Shape, Error: p.Err}
+		Shape: p.A.Shape, BDType: p.B.DType, BShape: p.B.Shape, Error: p.Err, Within: p.Within}
 	if d := p.Diff; d != nil {
 		e.Identical = d.Identical
 		e.Numel, e.MaxAbs, e.MaxRel, e.RelL2, e.Cosine = &d.Numel, &d.MaxAbs, &d.MaxRel, d.RelL2, d.Cosine
@@ -408,7 +411,7 @@ func (s *Server) handleCompareForm(c echo.Context) error {
 
 // newDiffRow describes a pair for the page.
 func newDiffRow(a, b string, p *diff.Pair) views.DiffRow {
-	r := views.DiffRow{Key: p.Key, AURL: views.NodeURL(a, p.A.Path), BURL: views.NodeURL(b, p.B.Path), Status: p.Status, Err: p.Err,
+	r := views.DiffRow{Key: p.Key, AURL: views.NodeURL(a, p.A.Path), BURL: views.NodeURL(b, p.B.Path), Status: p.Status, Err: p.Err, Within: p.Within,
 		DType: p.A.DType, Shape: views.FormatShape(p.A.Shape)}
 	if p.A.DType != p.B.DType {
 		r.DType = p.A.DType + " → " + p.B.DType

@@ -134,11 +134,18 @@ func TestDiffMatchesNumpy(t *testing.T) {
 				if e.Identical != *wt.Identical {
 					t.Errorf("%s: identical %v, want %v", wt.Key, e.Identical, *wt.Identical)
 				}
+				// close: within numpy's isclose, or, between two float dtypes, every relative
+				// difference (numpy's max_rel) within the narrower dtype's rounding
+				roundoff := map[string]float64{"float32": 0x1p-24, "float16": 0x1p-11, "bfloat16": 0x1p-8}
+				ua, oka := roundoff[wt.DTypeA]
+				ub, okb := roundoff[wt.DTypeB]
 				wantStatus := "changed"
 				switch {
 				case *wt.Identical:
 					wantStatus = "identical"
 				case *wt.OutsideCount == 0:
+					wantStatus = "close"
+				case oka && okb && wt.DTypeA != wt.DTypeB && *wt.MaxRel <= math.Max(ua, ub)*(1+1e-12):
 					wantStatus = "close"
 				}
 				if e.Status != wantStatus {
@@ -160,6 +167,17 @@ func TestDiffMatchesNumpy(t *testing.T) {
 				}
 				if p.Status == "changed" && q.Status == "changed" && p.RelL2 != nil && q.RelL2 != nil && *p.RelL2 < *q.RelL2 {
 					t.Errorf("%s (rel L2 %g) sorted before %s (%g)", p.Path, *p.RelL2, q.Path, *q.RelL2)
+				}
+			}
+			// the classic uses: the same weights in another format are identical, a bf16 copy close
+			switch wp.B {
+			case "same_weights.safetensors", "dataparallel.pt", "lightning.ckpt":
+				if got.Counts["identical"] != len(wp.Tensors) {
+					t.Errorf("%s vs %s: counts %v, want all %d identical", wp.A, wp.B, got.Counts, len(wp.Tensors))
+				}
+			case "base_bf16.pt":
+				if got.Counts["changed"] != 0 || got.Counts["close"] == 0 {
+					t.Errorf("a bf16 copy: counts %v, want every pair close or identical", got.Counts)
 				}
 			}
 			page := do(s, http.MethodGet, "/diff/"+a+"/"+bID, nil)

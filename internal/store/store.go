@@ -325,7 +325,7 @@ func (s *Store) auxPath(id, name string) string {
 // Where is the data directory.
 func (s *Store) Where() string { return s.dir }
 
-// PutAux writes a document beside blob id atomically: a reader sees the old one or the new.
+// PutAux writes a document of checkpoint id atomically: a reader sees the old one or the new.
 func (s *Store) PutAux(ctx context.Context, id, name string, data []byte) error {
 	if !ValidID(id) {
 		return ErrInvalidID
@@ -333,13 +333,10 @@ func (s *Store) PutAux(ctx context.Context, id, name string, data []byte) error 
 	if !ValidAuxName(name) {
 		return fmt.Errorf("store: invalid document name %q", name)
 	}
-	if _, err := os.Stat(s.blobPath(id)); err != nil {
-		if _, err := os.Stat(s.refPath(id)); err != nil {
-			return ErrNotFound
-		}
-		if err := s.mkdirSynced(filepath.Dir(s.blobPath(id))); err != nil {
-			return fmt.Errorf("store: %w", err)
-		}
+	// the id may name a blob, a checkpoint opened in place or a folder's file: its
+	// documents live beside where its blob would be
+	if err := s.mkdirSynced(filepath.Dir(s.blobPath(id))); err != nil {
+		return fmt.Errorf("store: %w", err)
 	}
 	return s.writeAtomic(s.auxPath(id, name), data)
 }

@@ -163,6 +163,38 @@ func (j *StatsJob) AddFlag(id, path, what string) {
 	j.Flags = append(j.Flags, StatFlag{Path: displayPointer(path), URL: NodeURL(id, path), What: what})
 }
 
+// FlagGroup is the flagged tensors that stand out for one reason ("every value is 1"):
+// a LayerNorm's weights at init are 48 such tensors of one kind, read as one line.
+type FlagGroup struct {
+	What string
+	// Shown are the first few; Rest the others, listed behind a toggle.
+	Shown, Rest []StatFlag
+}
+
+// flagsShown is how many tensors of one reason are listed before the toggle.
+const flagsShown = 4
+
+// FlagGroups groups the flags by reason, in the order the reasons first appear.
+func (j *StatsJob) FlagGroups() []FlagGroup {
+	var out []FlagGroup
+	at := map[string]int{}
+	for _, f := range j.Flags {
+		i, ok := at[f.What]
+		if !ok {
+			i = len(out)
+			at[f.What] = i
+			out = append(out, FlagGroup{What: f.What})
+		}
+		g := &out[i]
+		if len(g.Shown) < flagsShown {
+			g.Shown = append(g.Shown, f)
+		} else {
+			g.Rest = append(g.Rest, f)
+		}
+	}
+	return out
+}
+
 // NewStatsJob is the block for checkpoint id in the given state.
 func NewStatsJob(id string, j StatsJob) *StatsJob {
 	j.PollURL, j.StartURL = StatsAllURL(id), StatsAllStartURL(id)

@@ -53,6 +53,8 @@ type DiffRow struct {
 	Cosine       string
 	Outside      string
 	Err          string
+	// Within names the narrower dtype whose rounding explains a close pair's differences.
+	Within string
 }
 
 // DiffOnly is a tensor one side has.
