@@ -206,6 +206,13 @@ func TestStateDictParametersApartFromBuffers(t *testing.T) {
 	if !strings.Contains(p.Modules.Totals(), "buffer elements") {
 		t.Errorf("totals %q do not count the buffers apart", p.Modules.Totals())
 	}
+	// per module, the dtypes of its tensors: bn holds float32 weights and statistics and
+	// torch's int64 num_batches_tracked
+	for _, m := range p.Modules.Modules {
+		if m.Name == "bn" && m.DTypes != "float32, int64" {
+			t.Errorf("bn's dtypes = %q, want float32, int64 (torch's num_batches_tracked is int64)", m.DTypes)
+		}
+	}
 }
 
 // A tie made by storing one tensor object under two keys (tied_assign.pt) reads as a tied

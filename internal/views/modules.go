@@ -2,6 +2,7 @@ package views
 
 import (
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -28,6 +29,9 @@ type Module struct {
 	Tensors int
 	Params  int64
 	Bytes   int64
+	// DTypes names the dtypes of the tensors below, most bytes first ("float32, int64").
+	DTypes string
+	dtypes map[string]int64 // bytes per dtype, while the tree is built
 	// Buffers counts the elements of the entries that are buffers, not parameters
 	// (isParameter: running statistics, inv_freq, masks, integer tensors): Params leaves
 	// them out.
@@ -366,6 +370,7 @@ func finishModule(m *Module) {
 			m.Buffers = l.Tensor.Numel()
 		}
 		m.Bytes = l.Tensor.NBytes()
+		m.dtypes = map[string]int64{l.Tensor.DType: m.Bytes}
 	}
 	numbered := len(m.Children) > 0
 	for _, c := range m.Children {
@@ -374,10 +379,17 @@ func finishModule(m *Module) {
 		m.Params += c.Params
 		m.Buffers += c.Buffers
 		m.Bytes += c.Bytes
+		for d, b := range c.dtypes {
+			if m.dtypes == nil {
+				m.dtypes = map[string]int64{}
+			}
+			m.dtypes[d] += b
+		}
 		if _, ok := index(c.Name); !ok {
 			numbered = false
 		}
 	}
+	m.DTypes = dtypeList(m.dtypes)
 	if numbered {
 		slices.SortStableFunc(m.Children, func(a, b *Module) int {
 			x, _ := index(a.Name)
@@ -387,6 +399,24 @@ func finishModule(m *Module) {
 		m.Numbered = len(m.Children)
 		m.NumberedLabel = indexLabel(m.Children)
 	}
+}
+
+// dtypeList names dtypes by bytes, most first, at most three ("float32, int64, …").
+func dtypeList(m map[string]int64) string {
+	names := make([]string, 0, len(m))
+	for d := range m {
+		names = append(names, d)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if m[names[i]] != m[names[j]] {
+			return m[names[i]] > m[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	if len(names) > 3 {
+		names = append(names[:3], "…")
+	}
+	return strings.Join(names, ", ")
 }
 
 // indexLabel names the indices of numbered children in numeric order.

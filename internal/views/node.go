@@ -284,14 +284,12 @@ func crumbs(meta FileMeta, ck *loader.Checkpoint, n *loader.Node) []Link {
 		prefix += "/" + seg
 		label := loader.UnescapeSegment(seg)
 		if ck != nil {
-			if a, err := ck.Node(prefix); err == nil && a.Key != "" {
-				label = a.Key
+			if a, err := ck.Node(prefix); err == nil {
+				label = KeyLabel(a) // 7 and '7' stay apart
 			}
 		}
 		if i == len(segs)-1 {
-			if n.Key != "" {
-				label = n.Key
-			}
+			label = KeyLabel(n)
 			out = append(out, Link{Label: crumbLabel(label)})
 			break
 		}
