@@ -280,7 +280,7 @@ func DiffPage(v views.DiffPage) templ.Component {
 					return templ_7745c5c3_Err
 				}
 			} else if v.Pairs > 0 && v.Counts["identical"]+v.Counts["close"] == v.Pairs && len(v.OnlyA) == 0 && len(v.OnlyB) == 0 {
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 20, "<p data-testid=\"diff-verdict\"><span class=\"badge badge-info\">close</span> Every tensor of a is in b, within numpy's allclose of it.</p>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 20, "<p data-testid=\"diff-verdict\"><span class=\"badge badge-info\">close</span> Every tensor of a is in b and close to it: within numpy's allclose, or, in another dtype, within that dtype's rounding.</p>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
