@@ -47,68 +47,136 @@ var dangerBuiltins = map[string]bool{
 	"type": true, "super": true, "__build_class__": true, "classmethod": true, "staticmethod": true,
 }
 
-// safeGlobals are the globals a checkpoint may name that are pure data or constructors we
-// model in Go. Exact names only: a prefix like torch.* or numpy.* would admit gadgets.
-var safeGlobals = map[string]bool{}
+// standIn says how a call (REDUCE) of an allowlisted global is built in Go: each kind is one
+// case of unpickleCtx.standIn, which names no global. The names are in standIns only.
+type standIn uint8
+
+// The kinds of stand-in; dataClass is an allowlisted global without one: a data class whose
+// objects keep their class, arguments and state (torch.nn module classes, storages, dtypes).
+const (
+	dataClass          standIn = iota
+	standDict                  // a dict subclass: its entries
+	standSet                   // a set or frozenset of its items
+	standList                  // a list of its items
+	standTuple                 // a tuple of its items
+	standComplex               // a complex number
+	standBytes                 // bytes or a bytearray
+	standSliceRange            // a slice or range, shown by its arguments
+	standScalar                // int(), float(), str(), bool(), torch.Size(): the value itself
+	standReconstructor         // copyreg._reconstructor: an object of its class
+	standNewObj                // copyreg.__newobj__: an object of its class
+	standCodecsEncode          // _codecs.encode of a str: its bytes
+	standDatetime              // a datetime value, shown as Python shows it
+	standDisplayArg            // a value shown by its str argument (Decimal, UUID...)
+	standDevice                // torch.device
+	standRebuildTensor         // a tensor viewing a storage
+	standLoadFromBytes         // a storage saved as a nested torch file
+	standGetLayout             // a tensor layout by name
+	standSparse                // a sparse tensor
+	standQTensor               // a quantized tensor
+	standParameter             // an nn.Parameter of its tensor
+	standFromType              // a tensor subclass of its tensor
+	standJitList               // TorchScript's typed lists: the list itself
+	standNDArray               // a numpy array, filled by its state
+	standDType                 // a numpy dtype
+	standNumpyScalar           // a numpy scalar
+	standFromBuffer            // a numpy array over a buffer (protocol 5)
+)
+
+// standIns are the allowlisted globals that have a stand-in, by kind.
+var standIns = map[standIn][]string{
+	standDict:          {"collections.OrderedDict", "builtins.dict", "collections.defaultdict", "collections.Counter"},
+	standSet:           {"builtins.set", "builtins.frozenset"},
+	standList:          {"builtins.list", "collections.deque"},
+	standTuple:         {"builtins.tuple"},
+	standComplex:       {"builtins.complex"},
+	standBytes:         {"builtins.bytearray", "builtins.bytes"},
+	standSliceRange:    {"builtins.slice", "builtins.range"},
+	standScalar:        {"builtins.int", "builtins.float", "builtins.str", "builtins.bool", "torch.Size"},
+	standReconstructor: {"copyreg._reconstructor"},
+	standNewObj:        {"copyreg.__newobj__", "copyreg.__newobj_ex__"},
+	standCodecsEncode:  {"_codecs.encode"},
+	standDatetime:      {"datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta"},
+	standDisplayArg:    {"decimal.Decimal", "fractions.Fraction", "torch.torch_version.TorchVersion", "uuid.UUID"},
+	standDevice:        {"torch.device"},
+	standRebuildTensor: {"torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3"},
+	standLoadFromBytes: {"torch.storage._load_from_bytes"},
+	standGetLayout:     {"torch.serialization._get_layout"},
+	standSparse:        {"torch._utils._rebuild_sparse_tensor"},
+	standQTensor:       {"torch._utils._rebuild_qtensor"},
+	standParameter:     {"torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state"},
+	standFromType:      {"torch._tensor._rebuild_from_type_v2", "torch._tensor._rebuild_from_type"},
+	standJitList:       {"torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist", "torch.jit._pickle.build_boollist", "torch.jit._pickle.build_tensorlist", "torch.jit._pickle.restore_type_tag"},
+	standNDArray:       {"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.core._internal._reconstruct"},
+	standDType:         {"numpy.dtype", "numpy.core.numeric.dtype"},
+	standNumpyScalar:   {"numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"},
+	standFromBuffer:    {"numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer"},
+}
+
+// allowlist is every global a checkpoint may name that is pure data or a constructor modelled
+// in Go, with its stand-in (dataClass for none). Exact names only: a prefix like torch.* or
+// numpy.* would admit gadgets. It is made from standIns and the data classes below, so the
+// allowlist and the stand-ins cannot drift apart.
+var allowlist = map[string]standIn{}
+
+// allowlisted reports whether a global (canonical name) is on the allowlist.
+func allowlisted(full string) bool {
+	_, ok := allowlist[full]
+	return ok
+}
 
 func init() {
+	for kind, names := range standIns {
+		for _, n := range names {
+			allowlist[n] = kind
+		}
+	}
+	// the data classes: allowlisted, built as objects of their class
 	for _, s := range []string{
 		// containers and scalars
-		"collections.OrderedDict", "collections.defaultdict", "collections.Counter",
-		"collections.deque", "types.SimpleNamespace", "builtins.set", "builtins.frozenset",
-		"builtins.list", "builtins.dict", "builtins.tuple", "builtins.object", "builtins.complex",
-		"builtins.bytearray", "builtins.bytes", "builtins.slice", "builtins.range",
-		"builtins.int", "builtins.float", "builtins.str", "builtins.bool", "builtins.NoneType",
+		"types.SimpleNamespace",
+		"builtins.object",
+		"builtins.NoneType",
 		"builtins.Ellipsis", "builtins.NotImplemented",
-		"copyreg._reconstructor", "copy_reg._reconstructor", "copyreg.__newobj__",
-		"copy_reg.__newobj__", "copyreg.__newobj_ex__", "_codecs.encode",
-		"datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta",
-		"datetime.timezone", "decimal.Decimal", "fractions.Fraction", "argparse.Namespace",
-		"uuid.UUID", "re._compile", "enum.Enum", "pathlib.PurePosixPath",
+		"copy_reg._reconstructor",
+		"copy_reg.__newobj__",
+		"datetime.timezone", "argparse.Namespace",
+		"re._compile", "enum.Enum", "pathlib.PurePosixPath",
 		// torch tensors and storages
-		"torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
-		"torch._utils._rebuild_tensor_v3", "torch._utils._rebuild_parameter",
-		"torch._utils._rebuild_parameter_with_state", "torch._utils._rebuild_qtensor",
-		"torch._utils._rebuild_sparse_tensor", "torch._utils._rebuild_meta_tensor_no_storage",
+		"torch._utils._rebuild_meta_tensor_no_storage",
 		"torch._utils._rebuild_device_tensor_from_numpy", "torch._utils._rebuild_wrapper_subclass",
-		"torch._tensor._rebuild_from_type_v2", "torch._tensor._rebuild_from_type",
 		"torch.nn.parameter.Parameter", "torch.Tensor", "torch._utils._restore_device_fake_mode",
-		"torch.device", "torch.Size", "torch.torch_version.TorchVersion", "torch.storage.UntypedStorage",
-		"torch.storage._load_from_bytes_noop", "torch.storage._load_from_bytes", "torch.serialization._get_layout",
-		"torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist",
-		"torch.jit._pickle.build_boollist", "torch.jit._pickle.build_tensorlist",
-		"torch.jit._pickle.build_tensor_from_id", "torch.jit._pickle.restore_type_tag",
+		"torch.storage.UntypedStorage",
+		"torch.storage._load_from_bytes_noop",
+		"torch.jit._pickle.build_tensor_from_id",
 		"torch.per_tensor_affine", "torch.per_channel_affine", "torch.per_tensor_symmetric",
 		"torch.per_channel_symmetric", "torch.per_channel_affine_float_qparams",
 		"torch.contiguous_format", "torch.channels_last", "torch.preserve_format",
 		"torch.strided", "torch.sparse_coo", "torch.sparse_csr",
 		"torch.optim.adam.Adam", "torch.optim.sgd.SGD", "torch.optim.adamw.AdamW",
 		// numpy arrays, dtypes, scalars
-		"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
-		"numpy.core._internal._reconstruct", "numpy.ndarray", "numpy.dtype",
-		"numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
-		"numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer",
+		"numpy.ndarray",
 		"numpy.matrixlib.defmatrix.matrix", "numpy.ma.core._mareconstruct",
 		"numpy.random._pickle.__randomstate_ctor", "numpy.random._pickle.__bit_generator_ctor",
 		"numpy.random._pickle.__generator_ctor", "numpy.random.__RandomState_ctor",
-		"numpy.core.numeric.dtype", "numpy.float64", "numpy.float32", "numpy.int64", "numpy.int32",
+		"numpy.float64", "numpy.float32", "numpy.int64", "numpy.int32",
 		// joblib's array wrapper: its state is read, the array data after it is a byte range
 		"joblib.numpy_pickle.NumpyArrayWrapper", "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
 	} {
-		safeGlobals[s] = true
+		allowlist[s] = dataClass
 	}
 	for _, d := range []string{"Float", "Double", "Half", "BFloat16", "Long", "Int", "Short",
 		"Char", "Byte", "Bool", "ComplexFloat", "ComplexDouble", "QInt8", "QUInt8", "QInt32",
 		"QUInt4x2", "QUInt2x4", "Float8_e4m3fn", "Float8_e5m2", "Float8_e4m3fnuz", "Float8_e5m2fnuz",
 		"UInt16", "UInt32", "UInt64"} {
-		safeGlobals["torch."+d+"Storage"] = true
-		safeGlobals["torch.cuda."+d+"Storage"] = true
+		allowlist["torch."+d+"Storage"] = dataClass
+		allowlist["torch.cuda."+d+"Storage"] = dataClass
 	}
 	for _, d := range []string{"float32", "float", "float64", "double", "float16", "half",
 		"bfloat16", "int8", "int16", "short", "int32", "int", "int64", "long", "uint8", "bool",
 		"complex64", "complex128", "cfloat", "cdouble", "qint8", "quint8", "qint32",
 		"uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2"} {
-		safeGlobals["torch."+d] = true
+		allowlist["torch."+d] = dataClass
 	}
 	// Module classes of torch.nn: pickled whole models name them; building them is
 	// object.__new__ plus a __dict__ update, nothing runs.
@@ -133,7 +201,7 @@ func init() {
 		"upsampling":   {"Upsample"},
 	} {
 		for _, n := range names {
-			safeGlobals["torch.nn.modules."+mod+"."+n] = true
+			allowlist["torch.nn.modules."+mod+"."+n] = dataClass
 		}
 	}
 }
@@ -180,7 +248,7 @@ func canonicalGlobal(module, name string) string {
 // classifyGlobal says whether module.name is safe, dangerous or unknown.
 func classifyGlobal(module, name string) globalClass {
 	full := canonicalGlobal(module, name)
-	if safeGlobals[full] {
+	if allowlisted(full) {
 		return globalSafe
 	}
 	if strings.HasPrefix(full, "builtins.") {

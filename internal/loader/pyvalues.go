@@ -439,10 +439,10 @@ func (c *unpickleCtx) call(g *pyGlobal, args []any) (any, error) {
 
 func (c *unpickleCtx) newObj(g *pyGlobal, args []any) (any, error) {
 	if g.class == globalSafe {
-		switch g.full {
-		case "collections.OrderedDict", "collections.defaultdict", "collections.Counter", "builtins.dict":
+		switch allowlist[g.full] {
+		case standDict:
 			return &pyDict{typeName: g.full}, nil
-		case "builtins.set", "builtins.frozenset":
+		case standSet:
 			return &pySet{frozen: g.full == "builtins.frozenset"}, nil
 		}
 	}
@@ -450,8 +450,8 @@ func (c *unpickleCtx) newObj(g *pyGlobal, args []any) (any, error) {
 }
 
 func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
-	switch g.full {
-	case "collections.OrderedDict", "builtins.dict", "collections.defaultdict", "collections.Counter":
+	switch allowlist[g.full] {
+	case standDict:
 		d := &pyDict{typeName: g.full}
 		var src any
 		if g.full == "collections.defaultdict" {
@@ -475,20 +475,20 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 			}
 		}
 		return d, true, nil
-	case "builtins.set", "builtins.frozenset":
+	case standSet:
 		s := &pySet{frozen: g.full == "builtins.frozenset"}
 		s.items = append(s.items, iterItems(arg(args, 0))...)
 		return s, true, nil
-	case "builtins.list", "collections.deque":
+	case standList:
 		l := types.NewListFromSlice(append([]any(nil), iterItems(arg(args, 0))...))
 		return l, true, nil
-	case "builtins.tuple":
+	case standTuple:
 		return types.NewTupleFromSlice(append([]any(nil), iterItems(arg(args, 0))...)), true, nil
-	case "builtins.complex":
+	case standComplex:
 		re, _ := toFloat(arg(args, 0))
 		im, _ := toFloat(arg(args, 1))
 		return complex(re, im), true, nil
-	case "builtins.bytearray", "builtins.bytes":
+	case standBytes:
 		var b []byte
 		switch x := arg(args, 0).(type) {
 		case []byte:
@@ -506,18 +506,18 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 		}
 		ba := types.ByteArray(b)
 		return &ba, true, nil
-	case "builtins.slice", "builtins.range":
+	case standSliceRange:
 		parts := make([]string, len(args))
 		for i, a := range args {
 			parts[i] = reprValue(a)
 		}
 		name := strings.TrimPrefix(g.full, "builtins.")
 		return &pyObject{cls: g, args: args, display: name + "(" + strings.Join(parts, ", ") + ")", typeName: name}, true, nil
-	case "builtins.int", "builtins.float", "builtins.str", "builtins.bool", "torch.Size":
+	case standScalar:
 		if len(args) == 1 {
 			return args[0], true, nil
 		}
-	case "copyreg._reconstructor":
+	case standReconstructor:
 		cls := arg(args, 0)
 		base := arg(args, 1)
 		if bg, ok := base.(*pyGlobal); ok && bg.full == "builtins.object" {
@@ -527,12 +527,12 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 			return c.instantiate(cls, []any{st})
 		}
 		return c.instantiate(cls, nil)
-	case "copyreg.__newobj__", "copyreg.__newobj_ex__":
+	case standNewObj:
 		if len(args) == 0 {
 			return nil, true, fmt.Errorf("__newobj__ without a class")
 		}
 		return c.instantiate(args[0], args[1:])
-	case "_codecs.encode":
+	case standCodecsEncode:
 		s, ok := arg(args, 0).(string)
 		if !ok {
 			return nil, false, nil
@@ -545,21 +545,21 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 			return []byte(s), true, nil
 		}
 		return nil, false, nil
-	case "datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta":
+	case standDatetime:
 		return &pyObject{cls: g, args: args, display: datetimeText(g.name, args), typeName: g.full}, true, nil
-	case "decimal.Decimal", "fractions.Fraction", "torch.torch_version.TorchVersion", "uuid.UUID":
+	case standDisplayArg:
 		if s, ok := arg(args, 0).(string); ok {
 			return &pyObject{cls: g, args: args, display: s, typeName: g.full}, true, nil
 		}
-	case "torch.device":
+	case standDevice:
 		parts := []string{"type=" + reprValue(arg(args, 0))}
 		if len(args) > 1 {
 			parts = append(parts, "index="+reprValue(args[1]))
 		}
 		return &pyObject{cls: g, args: args, display: "device(" + strings.Join(parts, ", ") + ")", typeName: g.full}, true, nil
-	case "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3":
+	case standRebuildTensor:
 		return c.rebuildTensor(args)
-	case loadFromBytes:
+	case standLoadFromBytes:
 		if len(args) != 1 || c.loadBytes == nil {
 			return nil, false, nil
 		}
@@ -578,11 +578,11 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 			return nil, false, nil
 		}
 		return v, true, err
-	case "torch.serialization._get_layout":
+	case standGetLayout:
 		if name, ok := arg(args, 0).(string); ok {
 			return name, true, nil
 		}
-	case "torch._utils._rebuild_sparse_tensor":
+	case standSparse:
 		layout := ""
 		switch l := arg(args, 0).(type) {
 		case string:
@@ -612,7 +612,7 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 			sp.parts = append(sp.parts, data.Get(i))
 		}
 		return sp, true, nil
-	case "torch._utils._rebuild_qtensor":
+	case standQTensor:
 		v, handled, err := c.rebuildTensor([]any{arg(args, 0), arg(args, 1), arg(args, 2), arg(args, 3), arg(args, 5)})
 		if err != nil || !handled {
 			return v, handled, err
@@ -632,7 +632,7 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 			t.quant.Axis, _ = toInt64(q.Get(3))
 		}
 		return t, true, nil
-	case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state":
+	case standParameter:
 		t, ok := arg(args, 0).(*pyTensor)
 		if !ok {
 			return nil, false, nil
@@ -646,7 +646,7 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 			p.extra = args[3]
 		}
 		return &p, true, nil
-	case "torch._tensor._rebuild_from_type_v2", "torch._tensor._rebuild_from_type":
+	case standFromType:
 		fn, ok := arg(args, 0).(*pyGlobal)
 		if !ok || fn.class != globalSafe {
 			return nil, false, nil
@@ -668,21 +668,20 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 			}
 		}
 		return v, true, nil
-	case "torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist", "torch.jit._pickle.build_boollist",
-		"torch.jit._pickle.build_tensorlist", "torch.jit._pickle.restore_type_tag":
+	case standJitList:
 		return arg(args, 0), true, nil
-	case "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.core._internal._reconstruct":
+	case standNDArray:
 		cls := "numpy.ndarray"
 		if g, ok := arg(args, 0).(*pyGlobal); ok {
 			cls = g.raw
 		}
 		return &pyArray{cls: cls, src: c.src}, true, nil
-	case "numpy.dtype", "numpy.core.numeric.dtype":
+	case standDType:
 		code, _ := arg(args, 0).(string)
 		return &pyDType{code: code, order: '=', elsize: -1}, true, nil
-	case "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar":
+	case standNumpyScalar:
 		return c.numpyScalar(args)
-	case "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer":
+	case standFromBuffer:
 		dt, _ := arg(args, 1).(*pyDType)
 		shape, _ := toInts(arg(args, 2))
 		order, _ := arg(args, 3).(string)

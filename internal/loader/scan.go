@@ -629,7 +629,7 @@ func (s *scanner) judgeAppend(off int64, target *sv, items []*sv) {
 		return
 	}
 	cls := instanceClass(target)
-	if cls == "" || vettedCalls[cls] || safeGlobals[cls] {
+	if cls == "" || vettedCalls[cls] || allowlisted(cls) {
 		return
 	}
 	if rg := rootGlobal(target); rg == nil || rg.kind != svGlobal {
