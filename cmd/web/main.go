@@ -300,7 +300,7 @@ func (o options) serverConfig() server.Config {
 	}
 }
 
-// run is the program: parse the options, open the store, import the examples and serve
+// run is the program: parse the options, open the store, find the examples and folders and serve
 // until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	o, err := parseOptions(args, getenv, stderr)
