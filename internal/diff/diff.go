@@ -115,7 +115,7 @@ type item struct {
 func keys(ck *loader.Checkpoint) ([]item, *loader.Node) {
 	var out []item
 	add := func(key string, n *loader.Node) {
-		r := resolve(ck, n)
+		r := views.ResolveRef(ck, n) // a tensor stored twice is a ref to its first place
 		if r == nil || r.Tensor == nil || (r.Kind != loader.KindTensor && r.Kind != loader.KindNDArray) {
 			return
 		}
@@ -143,21 +143,6 @@ func side(sd *loader.Node, strip string) Side {
 		s.Scope = sd.Path()
 	}
 	return s
-}
-
-// resolve follows refs (a tensor stored twice is a ref to its first place).
-func resolve(ck *loader.Checkpoint, n *loader.Node) *loader.Node {
-	for range 64 {
-		if n == nil || n.Kind != loader.KindRef {
-			return n
-		}
-		t, err := ck.Node(n.Target)
-		if err != nil {
-			return nil
-		}
-		n = t
-	}
-	return nil
 }
 
 // commonPrefixes lists the dotted prefixes every key carries: "module.", then

@@ -291,7 +291,7 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader, max int64) (s
 	if max > 0 {
 		src = io.LimitReader(r, max+1)
 	}
-	src = ctxReader{ctx, src}
+	src = store.ContextReader(ctx, src)
 	h := sha256.New()
 	first := make([]byte, s.part)
 	n, err := io.ReadFull(io.TeeReader(src, h), first)
@@ -599,17 +599,4 @@ func randomHex() string {
 	var b [16]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// ctxReader stops reading an upload when its request is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -268,24 +268,38 @@ func pageParams(c echo.Context, def, maxLimit int) (int, int, error) {
 	return offset, limit, nil
 }
 
+// diffQuery is what a diff request asks: the two ids, the filter, the page, and the
+// comparison (computed unless cached).
+type diffQuery struct {
+	a, b          string
+	filter        diffFilter
+	offset, limit int
+	result        *diff.Result
+}
+
+func (s *Server) diffQuery(c echo.Context, def, maxLimit int) (diffQuery, error) {
+	var q diffQuery
+	var err error
+	if q.a, q.b, err = diffIDs(c); err != nil {
+		return q, err
+	}
+	if q.filter, err = parseDiffFilter(c); err != nil {
+		return q, err
+	}
+	if q.offset, q.limit, err = pageParams(c, def, maxLimit); err != nil {
+		return q, err
+	}
+	q.result, err = s.compare(c.Request().Context(), q.a, q.b)
+	return q, err
+}
+
 // handleAPIDiff serves GET /api/diff/:a/:b?offset=&limit=&status=&q=.
 func (s *Server) handleAPIDiff(c echo.Context) error {
-	a, b, err := diffIDs(c)
+	q, err := s.diffQuery(c, 1000, 10000)
 	if err != nil {
 		return err
 	}
-	f, err := parseDiffFilter(c)
-	if err != nil {
-		return err
-	}
-	offset, limit, err := pageParams(c, 1000, 10000)
-	if err != nil {
-		return err
-	}
-	r, err := s.compare(c.Request().Context(), a, b)
-	if err != nil {
-		return err
-	}
+	a, b, f, r, offset, limit := q.a, q.b, q.filter, q.result, q.offset, q.limit
 	out := diffJSON{A: a, B: b, Counts: r.Counts, OnlyA: []string{}, OnlyB: []string{}, OnlyAKeys: []string{},
 		OnlyBKeys: []string{}, Changed: []diffEntryJSON{},
 		Alignment: diffAlignJSON{ScopeA: r.A.Scope, ScopeB: r.B.Scope, StripA: r.A.Strip, StripB: r.B.Strip,
@@ -313,22 +327,11 @@ const diffRows = 200
 
 // handleDiff serves GET /diff/:a/:b: the comparison page.
 func (s *Server) handleDiff(c echo.Context) error {
-	a, b, err := diffIDs(c)
+	dq, err := s.diffQuery(c, diffRows, diffRows)
 	if err != nil {
 		return err
 	}
-	f, err := parseDiffFilter(c)
-	if err != nil {
-		return err
-	}
-	offset, _, err := pageParams(c, diffRows, diffRows)
-	if err != nil {
-		return err
-	}
-	r, err := s.compare(c.Request().Context(), a, b)
-	if err != nil {
-		return err
-	}
+	a, b, f, r, offset := dq.a, dq.b, dq.filter, dq.result, dq.offset
 	oa, relA, err := s.cache.get(c.Request().Context(), a)
 	if err != nil {
 		return err

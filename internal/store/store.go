@@ -599,7 +599,9 @@ func CleanName(name string) string {
 	return name
 }
 
-// ctxReader stops a long copy when the request that feeds it is cancelled.
+// ContextReader stops a long copy when the request that feeds it is cancelled.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader

@@ -399,15 +399,16 @@ func TiedRefs(ck *loader.Checkpoint) []*loader.Node {
 		if n.Kind != loader.KindRef {
 			return
 		}
-		if t := resolveRef(ck, n); t != nil && t.Tensor != nil && (t.Kind == loader.KindTensor || t.Kind == loader.KindNDArray) {
+		if t := ResolveRef(ck, n); t != nil && t.Tensor != nil && (t.Kind == loader.KindTensor || t.Kind == loader.KindNDArray) {
 			out = append(out, t)
 		}
 	})
 	return out
 }
 
-// resolveRef follows a ref (and refs to refs) to its node, nil if it leads nowhere.
-func resolveRef(ck *loader.Checkpoint, n *loader.Node) *loader.Node {
+// ResolveRef follows a ref (and refs to refs) to its node, nil if it leads nowhere; any
+// other node is itself.
+func ResolveRef(ck *loader.Checkpoint, n *loader.Node) *loader.Node {
 	for range 64 {
 		if n == nil || n.Kind != loader.KindRef {
 			return n

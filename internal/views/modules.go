@@ -237,7 +237,7 @@ func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleT
 		if m.leaf == nil {
 			m.leaf = k
 			if k.Kind == loader.KindRef {
-				if t := resolveRef(ck, k); t != nil && t.Tensor != nil && (t.Kind == loader.KindTensor || t.Kind == loader.KindNDArray) {
+				if t := ResolveRef(ck, k); t != nil && t.Tensor != nil && (t.Kind == loader.KindTensor || t.Kind == loader.KindNDArray) {
 					m.tied = t
 				}
 			}
