@@ -135,7 +135,17 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 	id, isContainer := identity(v)
 	if isContainer {
 		if first, ok := c.seen[id]; ok {
-			return &Node{Kind: KindRef, Type: "ref", parent: parent, Seg: seg, Target: first.Path()}
+			ref := &Node{Kind: KindRef, Type: "ref", parent: parent, Seg: seg, Target: first.Path()}
+			if t := first.Tensor; t != nil && (first.Kind == KindTensor || first.Kind == KindNDArray) {
+				// the same tensor stored again (sd["lm_head.weight"] = sd["wte.weight"]): a
+				// tensor tied to the first, counted and listed among its storage's users as
+				// two tensors viewing one storage are; its values count once
+				c.ck.Tensors++
+				if t.Storage != nil {
+					t.Storage.Users = append(t.Storage.Users, ref.Path())
+				}
+			}
+			return ref
 		}
 		if m := c.pureMemo[id]; m != nil && m.inLazy {
 			if target, ok := c.lazyPath(id); ok { // first met in a subtree kept as values

@@ -333,17 +333,8 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 		p.DTypes[i].Share = Percent(p.DTypes[i].Bytes, p.TensorBytes)
 	}
 	p.Storages = len(ck.Storages)
-	// The same tensor object stored under two keys (sd["lm_head.weight"] = sd["wte.weight"])
-	// is a ref in the tree; it reads as a tied tensor, like two tensors viewing one storage.
-	tiedUsers := map[*loader.Storage]int{}
-	for _, r := range TiedRefs(ck) {
-		p.Tensors++
-		if st := r.Tensor.Storage; st != nil {
-			tiedUsers[st]++
-		}
-	}
 	for _, s := range ck.Storages {
-		if len(s.Users)+tiedUsers[s] > 1 {
+		if len(s.Users) > 1 { // a tie by assignment (a ref to a tensor) is one of the users
 			p.SharedStorages++
 		}
 	}
@@ -385,25 +376,6 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 		p.View = ViewModules
 	}
 	return p
-}
-
-// TiedRefs are the tensors that refs of ck point at, once per ref: the same tensor object
-// stored again (in a state dict, a tie made by assignment). Refs into other values (a
-// shared list, a cycle) are not tensors and are left out.
-func TiedRefs(ck *loader.Checkpoint) []*loader.Node {
-	var out []*loader.Node
-	if ck == nil || ck.Root == nil {
-		return nil
-	}
-	loader.Walk(ck.Root, func(n *loader.Node) {
-		if n.Kind != loader.KindRef {
-			return
-		}
-		if t := ResolveRef(ck, n); t != nil && t.Tensor != nil && (t.Kind == loader.KindTensor || t.Kind == loader.KindNDArray) {
-			out = append(out, t)
-		}
-	})
-	return out
 }
 
 // ResolveRef follows a ref (and refs to refs) to its node, nil if it leads nowhere; any
@@ -469,7 +441,10 @@ func dtypeRows(ck *loader.Checkpoint) []DTypeRow {
 	byName := map[string]*DTypeRow{}
 	seen := viewSet{}
 	loader.Walk(ck.Root, func(n *loader.Node) {
-		if (n.Kind != loader.KindTensor && n.Kind != loader.KindNDArray) || n.Tensor == nil || n.Tensor.Column {
+		if n.Kind == loader.KindRef { // a tensor stored again counts, its values once
+			n = ResolveRef(ck, n)
+		}
+		if n == nil || (n.Kind != loader.KindTensor && n.Kind != loader.KindNDArray) || n.Tensor == nil || n.Tensor.Column {
 			return
 		}
 		t := n.Tensor

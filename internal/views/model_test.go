@@ -234,6 +234,9 @@ func TestTieByAssignment(t *testing.T) {
 	}
 	ck, meta := open(t, "tied_assign.pt")
 	p := NewCheckpointPage(meta, ck)
+	if len(p.DTypes) != 1 || p.DTypes[0].Tensors != want.Tensors || p.DTypes[0].Params != want.Unique {
+		t.Errorf("dtype table %+v; torch: %d tensors, %d elements without ties", p.DTypes, want.Tensors, want.Unique)
+	}
 	if p.Tensors != want.Tensors || p.Storages != want.Storages || p.SharedStorages != want.Shared {
 		t.Errorf("page: %d tensors, %d storages, %d shared; torch: %d, %d, %d", p.Tensors, p.Storages, p.SharedStorages, want.Tensors, want.Storages, want.Shared)
 	}
