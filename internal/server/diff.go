@@ -461,7 +461,7 @@ func (s *Server) compareChoices(id string) []views.Link {
 		add(e.ID, e.Name)
 	}
 	for _, f := range s.allFolders() {
-		for _, e := range f.Entries() {
+		for _, e := range f.Listed() { // a page renders without walking the folder again
 			add(e.ID, e.Name)
 		}
 	}

@@ -38,6 +38,7 @@ type Folder struct {
 	entries []*FolderEntry
 	byID    map[string]*FolderEntry
 	known   map[string]known // "path\nsize\nmtime" -> what the file was found to be
+	root    string           // Dir with its links resolved, at the last scan
 }
 
 // known is what a scan learnt of a file, kept while it is unchanged: its content id (small
@@ -104,6 +105,17 @@ func (f *Folder) Entries() []*FolderEntry {
 	return f.entries
 }
 
+// Listed is the last listing, without looking at the folder again (the first call scans):
+// for lists shown beside other pages, which must not walk a folder as they render.
+func (f *Folder) Listed() []*FolderEntry {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.scanned.IsZero() {
+		f.scan()
+	}
+	return f.entries
+}
+
 // Lookup returns the entry with that id, scanning again once if it is not known (a file
 // added since).
 func (f *Folder) Lookup(id string) *FolderEntry {
@@ -121,6 +133,7 @@ func (f *Folder) Lookup(id string) *FolderEntry {
 // scan reads the folder. f.mu is held.
 func (f *Folder) scan() {
 	f.scanned = time.Now()
+	f.root, _ = filepath.EvalSymlinks(f.Dir)
 	descs, order, _ := readExamplesIndex(filepath.Join(f.Dir, examplesIndex))
 	var paths []string
 	truncated := false
@@ -224,14 +237,10 @@ func (f *Folder) scan() {
 // not served.
 func (f *Folder) inside(p string) bool {
 	real, err := filepath.EvalSymlinks(p)
-	if err != nil {
+	if err != nil || f.root == "" {
 		return false
 	}
-	root, err := filepath.EvalSymlinks(f.Dir)
-	if err != nil {
-		return false
-	}
-	rel, err := filepath.Rel(root, real)
+	rel, err := filepath.Rel(f.root, real)
 	return err == nil && filepath.IsLocal(rel)
 }
 
