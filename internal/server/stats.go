@@ -13,6 +13,7 @@ import (
 	"github.com/ckptview/ckptview/internal/export"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/tensor"
+	"github.com/ckptview/ckptview/internal/views"
 )
 
 // statsKey names one tensor's statistics: the checkpoint and the tensor's JSON Pointer.
@@ -236,23 +237,12 @@ func displayPath(p string) string {
 	return p
 }
 
-// maxRefHops bounds how many refs resolve follows: refs point at first occurrences, so
-// one hop is the norm.
-const maxRefHops = 16
-
-// resolve follows ref nodes to what they point at.
+// resolve follows ref nodes to what they point at (views.ResolveRef, which the pages use).
 func resolve(ck *loader.Checkpoint, n *loader.Node) (*loader.Node, error) {
-	for range maxRefHops {
-		if n.Kind != loader.KindRef {
-			return n, nil
-		}
-		t, err := node(ck, n.Target)
-		if err != nil {
-			return nil, err
-		}
-		n = t
+	if t := views.ResolveRef(ck, n); t != nil {
+		return t, nil
 	}
-	return nil, &notTensorError{msg: fmt.Sprintf("%s: too many refs in a row", displayPath(n.Path()))}
+	return nil, &notTensorError{msg: fmt.Sprintf("%s: a ref that leads nowhere, or too many refs in a row", displayPath(n.Path()))}
 }
 
 // statsSource is the view a tensor node's statistics describe (export.ViewOfNode): its
