@@ -247,7 +247,7 @@ const keyIndexMin = 64
 // child is n's child at segment seg, or nil.
 func (c *Checkpoint) child(n *Node, seg string) *Node {
 	if n.lazy != nil {
-		if p, ok := n.lazy.(*pureItems); ok && p.keyed() {
+		if p, ok := n.lazy.(lazyList); ok && p.keyed() {
 			if i, ok := p.lookup(seg); ok {
 				return n.Items(i, i+1)[0]
 			}
@@ -320,12 +320,15 @@ type Options struct {
 	// saying so. TimeLimit names it in that message ("60s", with its flag).
 	Deadline    time.Time
 	TimeLimit   string
-	MaxDepth    int   // nesting of the tree and of MARKs
-	MaxMemo     int   // memo entries per pickle
-	MaxIntChars int   // digits of a decimal integer in a text opcode
-	MaxNodes    int   // nodes in the tree
-	MaxPickle   int64 // bytes of one pickle stream held in memory after large values are left in place
-	MaxInflate  int64 // bytes a compressed archive member may inflate to
+	MaxDepth    int // nesting of the tree and of MARKs
+	MaxMemo     int // memo entries per pickle
+	MaxIntChars int // digits of a decimal integer in a text opcode
+	MaxNodes    int // nodes in the tree
+	// MaxValues bounds the values (and memo entries) of a pickle of plain data, which is
+	// read into flat arrays at about 20 bytes a value (plain.go) rather than into nodes.
+	MaxValues  int
+	MaxPickle  int64 // bytes of one pickle stream held in memory after large values are left in place
+	MaxInflate int64 // bytes a compressed archive member may inflate to
 	// MaxDecompress bounds what a compressed file (joblib's zlib, gzip, bz2, lzma, xz and
 	// lz4 files) may decompress to; the stream goes to a temporary file, not to memory.
 	MaxDecompress int64
@@ -336,6 +339,9 @@ type Options struct {
 	// nodesOnly makes every value a node, plain data included (pure.go): the reference the
 	// tests hold the values-kept trees to.
 	nodesOnly bool
+	// noPlain reads plain pickles by the general path too (plain.go): the reference the
+	// one-pass reading is held to.
+	noPlain bool
 }
 
 // ServerOptions are the limits a shared server opens files with, and the command line
@@ -344,11 +350,12 @@ type Options struct {
 // README's "Limits and memory" works out. Tests that check the server's behaviour use them.
 func ServerOptions() Options {
 	return Options{
-		MaxOps:        20_000_000,
+		MaxOps:        50_000_000,
 		MaxDepth:      2000,
 		MaxMemo:       100_000,
 		MaxIntChars:   4300,
 		MaxNodes:      100_000,
+		MaxValues:     2_000_000,
 		MaxPickle:     16 << 20,
 		MaxInflate:    16 << 20,
 		MaxDecompress: 4 << 30,
@@ -357,7 +364,7 @@ func ServerOptions() Options {
 
 func (o Options) withDefaults() Options {
 	if o.MaxOps <= 0 {
-		o.MaxOps = 20_000_000
+		o.MaxOps = 50_000_000
 	}
 	if o.MaxDepth <= 0 {
 		o.MaxDepth = 2000
@@ -370,6 +377,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxNodes <= 0 {
 		o.MaxNodes = 5_000_000
+	}
+	if o.MaxValues <= 0 {
+		o.MaxValues = 20_000_000
 	}
 	if o.MaxPickle <= 0 {
 		o.MaxPickle = 128 << 20

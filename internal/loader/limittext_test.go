@@ -47,9 +47,13 @@ func TestLimitMessagesHaveSeparators(t *testing.T) {
 		opts Options
 		want []string
 	}{
-		{Options{MaxMemo: 1500}, []string{"more than 1,500 memo entries, this server's limit (-max-memo) (at byte 6,0"}},
+		{Options{MaxMemo: 1500, noPlain: true}, []string{"more than 1,500 memo entries, this server's limit (-max-memo) (at byte 6,0"}},
+		{Options{MaxOps: 1500, noPlain: true}, []string{"more than 1,500 pickle opcodes, this server's limit (-max-pickle-ops) (at byte "}},
+		{Options{MaxPickle: 1500, noPlain: true}, []string{"the pickle holds more than 1.50 kB (1,500 bytes) of values", "(-max-pickle) (at byte "}},
+		// the same pickle read in one pass (plain.go)
+		{Options{MaxValues: 1500}, []string{"more than 1,500 memo entries, this server's limit (-max-values) (at byte 6,0"}},
+		{Options{MaxValues: 1500, MaxMemo: 1}, []string{"(-max-values) (at byte 6,0"}}, // -max-memo is the general path's
 		{Options{MaxOps: 1500}, []string{"more than 1,500 pickle opcodes, this server's limit (-max-pickle-ops) (at byte "}},
-		{Options{MaxPickle: 1500}, []string{"the pickle holds more than 1.50 kB (1,500 bytes) of values", "(-max-pickle) (at byte "}},
 	} {
 		_, err := Open(bytes.NewReader(p.Bytes()), int64(p.Len()), c.opts)
 		var le *Error

@@ -183,7 +183,7 @@ func (n *Node) Items(from, to int) []*Node {
 	}
 	switch {
 	case n.lazy != nil:
-		if p, ok := n.lazy.(*pureItems); ok {
+		if p, ok := n.lazy.(lazyList); ok {
 			return p.items(n, from, to)
 		}
 		out := make([]*Node, 0, to-from)
@@ -193,11 +193,7 @@ func (n *Node) Items(from, to int) []*Node {
 			if err != nil {
 				k = &Node{Kind: KindStr, Type: "error", Str: err.Error()}
 			}
-			key := s
-			if p, ok := n.lazy.(*pureItems); ok && p.keyed() {
-				key = p.dict[i].Key.(string)
-			}
-			k.Key, k.Seg = key, key
+			k.Key, k.Seg = s, s
 			Link(k)
 			k.parent = n
 			out = append(out, k)
@@ -209,6 +205,16 @@ func (n *Node) Items(from, to int) []*Node {
 	return n.Children[from:to]
 }
 
+// lazyList is what the items kept as values (pure.go, plain.go) have besides LazyItems: a
+// page of them made at once, a dict's entries looked up by key, and their memory.
+type lazyList interface {
+	LazyItems
+	items(n *Node, from, to int) []*Node
+	keyed() bool
+	lookup(seg string) (int, bool)
+	memBytes() int64
+}
+
 // IsLazy says whether n's items are made on demand (then Walk does not visit them): a
 // large list read from the file, or plain data kept as values (none of them is a tensor,
 // a global or a ref).
@@ -217,7 +223,7 @@ func (n *Node) IsLazy() bool { return n.lazy != nil }
 // LazyBytes is the memory that n's items made on demand hold until then (0 when they are
 // read from the file).
 func (n *Node) LazyBytes() int64 {
-	if p, ok := n.lazy.(*pureItems); ok {
+	if p, ok := n.lazy.(lazyList); ok {
 		return p.memBytes()
 	}
 	return 0

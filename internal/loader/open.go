@@ -253,6 +253,9 @@ func (op *opener) newCtx(src io.ReaderAt) *unpickleCtx {
 
 // openPickleFile opens a raw pickle or a legacy torch file (a sequence of pickles).
 func (op *opener) openPickleFile() error {
+	if done, err := op.openPlain(); done {
+		return err
+	}
 	first, fv, err := op.scanOne(op.r, 0, op.size, mainPickle)
 	if first != nil && first.sawWrapper {
 		// A joblib file: joblib.load reads array data where pickle.load reads opcodes. Its
@@ -290,6 +293,29 @@ func (op *opener) openPickleFile() error {
 	op.trailing(op.r, op.size, first.r.pos)
 	op.ck.Notes = append(op.ck.Notes, ctx.legacyNotes...)
 	return op.build(v)
+}
+
+// openPlain reads the file in one pass when it is a pickle of plain data (plain.go), and
+// says whether it did (or refused it at a limit).
+func (op *opener) openPlain() (bool, error) {
+	if op.o.nodesOnly || op.o.noPlain {
+		return false, nil
+	}
+	t, root, end, err := readPlain(op.r, 0, op.size, op.o)
+	if err == errNotPlain {
+		return false, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	op.ck.Format = "pickle"
+	n := t.node(newConverter(op.o, op.ck), root)
+	if p, ok := n.lazy.(*plainItems); ok {
+		p.root = true
+	}
+	op.ck.Root, op.ck.Values = n, t.size(root)
+	op.trailing(op.r, op.size, end)
+	return true, nil
 }
 
 // openJoblib opens a pickle the way joblib.load reads it (mode modeJoblib), or the way its

@@ -146,8 +146,10 @@ func (c *converter) markLazy(v any, root *Node) {
 	for len(stack) > 0 {
 		x := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if m, ok := c.pureMemo[x]; ok {
-			m.inLazy = true
+		if _, isContainer := identity(x); isContainer { // a []byte is no map key
+			if m, ok := c.pureMemo[x]; ok {
+				m.inLazy = true
+			}
 		}
 		switch y := x.(type) {
 		case *types.List:

@@ -304,10 +304,15 @@ func TestLimitsAreNotMalformed(t *testing.T) {
 		opts Options
 		flag string
 	}{
-		{Options{MaxMemo: 100}, "-max-memo"},
+		// a pickle of plain data is read in one pass (plain.go), with its own value limit
+		{Options{MaxValues: 100}, "-max-values"},
 		{Options{MaxOps: 100}, "-max-pickle-ops"},
-		{Options{MaxNodes: 100}, "-max-nodes"},
 		{Options{MaxDepth: 1}, "-max-depth"},
+		// and by the general path when it is not plain, with the general path's limits
+		{Options{MaxMemo: 100, noPlain: true}, "-max-memo"},
+		{Options{MaxOps: 100, noPlain: true}, "-max-pickle-ops"},
+		{Options{MaxNodes: 100, noPlain: true}, "-max-nodes"},
+		{Options{MaxDepth: 1, noPlain: true}, "-max-depth"},
 	} {
 		_, err := Open(bytes.NewReader(p.Bytes()), int64(p.Len()), c.opts)
 		var le *Error

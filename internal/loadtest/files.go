@@ -21,6 +21,8 @@ type file struct {
 	// patch, when >= 0, is where 4 bytes may be changed to make the file new to the server
 	// (an int the pickle pushes and pops, a zip comment), so its cache cannot answer.
 	patch int
+	// over marks a file made just over one of the limits, which the server refuses.
+	over bool
 }
 
 // readDir reads the files of dir that are test inputs, not their descriptions.
@@ -112,6 +114,7 @@ func fresh(f file, r *rand.Rand) []byte {
 // makes files just under and just over them.
 type Limits struct {
 	MaxNodes  int
+	MaxValues int
 	MaxMemo   int
 	MaxOps    int
 	MaxPickle int64
@@ -141,10 +144,19 @@ func (w *pickleWriter) file(name string) file {
 	return file{name: name, data: w.Bytes(), patch: patchAt}
 }
 
-// listOfInts is a list of n small ints: n+1 values in the tree.
-func listOfInts(n int) file {
+// listOfInts is a list of n small ints: n+1 values in the tree, a pickle of plain data.
+func listOfInts(n int) file { return intsAfter(n, nil, "list_of_%d_ints.pkl") }
+
+// listOfIntsAndObject is a list of an OrderedDict() and n small ints: n+2 values, read by
+// the loader's general path (an object is no plain data).
+func listOfIntsAndObject(n int) file {
+	return intsAfter(n, []byte("ccollections\nOrderedDict\n)R"), "list_of_%d_ints_and_an_object.pkl")
+}
+
+func intsAfter(n int, first []byte, name string) file {
 	w := newPickle()
 	w.Write([]byte{']', '('})
+	w.Write(first)
 	for i := range n {
 		w.WriteByte('K')
 		w.WriteByte(byte(i))
@@ -153,7 +165,7 @@ func listOfInts(n int) file {
 		}
 	}
 	w.WriteByte('e')
-	return w.file(fmt.Sprintf("list_of_%d_ints.pkl", n))
+	return w.file(fmt.Sprintf(name, n))
 }
 
 // dictOfStrs is a dict of n entries with str keys and short str values.
@@ -188,14 +200,20 @@ func listOfStrs(size int64) file {
 	return w.file(fmt.Sprintf("list_of_%d_strs.pkl", n))
 }
 
-// memoChurn memoizes n values and drops them: a full memo, a one-node tree.
-func memoChurn(n int) file {
+// memoChurn memoizes n values and drops them: a full memo, a one-node tree. With an
+// object first, the general path reads it.
+func memoChurn(n int, object bool) file {
 	w := newPickle()
 	w.WriteByte(']')
+	name := "memo_%d.pkl"
+	if object {
+		w.WriteString("(ccollections\nOrderedDict\n)Re")
+		name = "memo_%d_and_an_object.pkl"
+	}
 	for range n {
 		w.Write([]byte{'N', 0x94, '0'}) // NONE, MEMOIZE, POP
 	}
-	return w.file(fmt.Sprintf("memo_%d.pkl", n))
+	return w.file(fmt.Sprintf(name, n))
 }
 
 // markChurn is ops opcodes of MARK and POP_MARK: all the work the op limit allows.
@@ -224,16 +242,23 @@ func zipOfMembers(n int) file {
 }
 
 // limitFiles are files at the edges of l: the largest trees, memos, pickles and op counts
-// the loader accepts, and just over them.
+// the loader accepts, and just over them (marked over). A pickle of plain data meets
+// MaxValues, one with an object in it MaxNodes and MaxMemo.
 func limitFiles(l Limits) []file {
+	over := func(f file) file { f.over = true; return f }
 	return []file{
-		listOfInts(l.MaxNodes - 10),
-		listOfInts(l.MaxNodes + 10),
-		dictOfStrs(l.MaxNodes - 10),
+		listOfInts(l.MaxValues - 10),
+		over(listOfInts(l.MaxValues + 10)),
+		listOfIntsAndObject(l.MaxNodes - 10),
+		over(listOfIntsAndObject(l.MaxNodes + 10)),
+		// a key and its value take about 30 bytes of text, which MaxPickle caps too
+		dictOfStrs(min(l.MaxValues, int(l.MaxPickle/30)) - 10),
 		listOfStrs(l.MaxPickle * 9 / 10),
-		listOfStrs(l.MaxPickle * 11 / 10),
-		memoChurn(l.MaxMemo - 10),
-		memoChurn(l.MaxMemo + 10),
+		over(listOfStrs(l.MaxPickle * 11 / 10)),
+		memoChurn(l.MaxValues-10, false),
+		over(memoChurn(l.MaxValues+10, false)),
+		memoChurn(l.MaxMemo-10, true),
+		over(memoChurn(l.MaxMemo+10, true)),
 		// Every opcode takes at least a byte of the pickle the loader holds, so MaxPickle
 		// caps them too.
 		markChurn(min(l.MaxOps, int(l.MaxPickle*95/100)) - 100),

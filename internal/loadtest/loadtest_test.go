@@ -34,10 +34,11 @@ var (
 	flagRequests  = flag.Int64("max-requests", 0, "stop after this many requests (0: 10 million)")
 	flagReport    = flag.String("report", "", "also write the report to this file")
 	flagMix       = flag.String("mix", "", `"limits": half the requests upload new files at the loader's limits`)
-	flagMaxNodes  = flag.Int("max-nodes", 100_000, "the server's -max-nodes, to make files at the limit")
-	flagMaxMemo   = flag.Int("max-memo", 100_000, "the server's -max-memo")
-	flagMaxOps    = flag.Int("max-pickle-ops", 20_000_000, "the server's -max-pickle-ops")
-	flagMaxPickle = flag.Int64("max-pickle", 16<<20, "the server's -max-pickle, in bytes")
+	flagMaxNodes  = flag.Int("max-nodes", loader.ServerOptions().MaxNodes, "the server's -max-nodes, to make files at the limit")
+	flagMaxValues = flag.Int("max-values", loader.ServerOptions().MaxValues, "the server's -max-values")
+	flagMaxMemo   = flag.Int("max-memo", loader.ServerOptions().MaxMemo, "the server's -max-memo")
+	flagMaxOps    = flag.Int("max-pickle-ops", loader.ServerOptions().MaxOps, "the server's -max-pickle-ops")
+	flagMaxPickle = flag.Int64("max-pickle", loader.ServerOptions().MaxPickle, "the server's -max-pickle, in bytes")
 )
 
 const (
@@ -70,7 +71,7 @@ func TestLoad(t *testing.T) {
 	rep, err := Run(context.Background(), Config{
 		BaseURL: base, PID: pid, Clients: *flagClients, Duration: *flagDuration, MaxRequests: *flagRequests,
 		ModelsDir: modelsDir, HostileDir: hostileDir, Seed: uint64(time.Now().UnixNano()), Mix: *flagMix,
-		Limits: Limits{MaxNodes: *flagMaxNodes, MaxMemo: *flagMaxMemo, MaxOps: *flagMaxOps, MaxPickle: *flagMaxPickle},
+		Limits: Limits{MaxNodes: *flagMaxNodes, MaxValues: *flagMaxValues, MaxMemo: *flagMaxMemo, MaxOps: *flagMaxOps, MaxPickle: *flagMaxPickle},
 		Logf:   t.Logf,
 	})
 	if err != nil {
@@ -101,9 +102,9 @@ func TestLoadSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	limits := Limits{MaxNodes: 5000, MaxMemo: 5000, MaxOps: 100_000, MaxPickle: 1 << 20}
+	limits := Limits{MaxNodes: 5000, MaxValues: 20000, MaxMemo: 5000, MaxOps: 100_000, MaxPickle: 1 << 20}
 	srv := server.New(server.Config{Loader: loader.Options{
-		MaxNodes: limits.MaxNodes, MaxMemo: limits.MaxMemo, MaxOps: limits.MaxOps, MaxPickle: limits.MaxPickle,
+		MaxNodes: limits.MaxNodes, MaxValues: limits.MaxValues, MaxMemo: limits.MaxMemo, MaxOps: limits.MaxOps, MaxPickle: limits.MaxPickle,
 	}}, server.Deps{Store: st, Logger: slog.New(slog.DiscardHandler)})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -137,11 +138,11 @@ func TestLoadSmoke(t *testing.T) {
 // The files at the limits are what they say: under a limit they open, over it they are
 // refused.
 func TestLimitFiles(t *testing.T) {
-	l := Limits{MaxNodes: 2000, MaxMemo: 3000, MaxOps: 50_000, MaxPickle: 256 << 10}
-	opts := loader.Options{MaxNodes: l.MaxNodes, MaxMemo: l.MaxMemo, MaxOps: l.MaxOps, MaxPickle: l.MaxPickle}
+	l := Limits{MaxNodes: 2000, MaxValues: 7000, MaxMemo: 3000, MaxOps: 50_000, MaxPickle: 256 << 10}
+	opts := loader.Options{MaxNodes: l.MaxNodes, MaxValues: l.MaxValues, MaxMemo: l.MaxMemo, MaxOps: l.MaxOps, MaxPickle: l.MaxPickle}
 	r := rand.New(rand.NewPCG(1, 2))
-	for i, f := range limitFiles(l) {
-		wantOpen := i != 1 && i != 4 && i != 6 // the ones just over a limit
+	for _, f := range limitFiles(l) {
+		wantOpen := !f.over
 		for range 2 {
 			data := fresh(f, r)
 			_, err := loader.Open(bytes.NewReader(data), int64(len(data)), opts)

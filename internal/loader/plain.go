@@ -1,0 +1,919 @@
+package loader
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"math"
+	"math/big"
+	"strconv"
+	"sync"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/nlpodyssey/gopickle/types"
+)
+
+// Plain pickles in one pass. A pickle made only of plain data (lists, tuples and dicts of
+// None, bools, numbers, str and small bytes, with str keys; a dataset of records, a
+// vocabulary, a feature table) names no global and calls nothing: nothing in it can run
+// code when Python loads it, and it holds no tensor. Such a file can hold millions of
+// values, and the general path (scan, unpickle with gopickle, convert) makes each of them
+// three times. So a raw pickle is first read by plainBuilder: one walk over its opcodes
+// that builds the values straight into flat arrays (a plainTree: a kind byte, an 8-byte
+// payload and a sibling link per value; the text of every str in one byte arena, a str
+// the memo hands out again shared, not copied) and nodes are made from them a page at a
+// time when they are looked at, by the converter of the general path, so a value looks the
+// same whichever path read it.
+//
+// The builder accepts only what it reads exactly as pickle.load does, and gives the file
+// to the general path for anything else: any opcode outside that set (a global, a call, a
+// persistent id, a set, a protocol-0 text opcode, a Python 2 str), a container reached a
+// second time (through the memo or DUP: the general path makes a ref of it), a dict key
+// that is not a str or is set twice, a str that is not UTF-8, bytes large enough to stay in
+// the file, a value left on the stack or a MARK left open at STOP, a malformed opcode. So a
+// file the builder reads is one the general path would read to the same tree; the tests hold
+// them to each other (and so to gopickle) on every plain fixture and fuzz input. What it
+// does refuse itself is a file over its limits, which are the file's: values and memo
+// entries (-max-values), opcodes (-max-pickle-ops), nesting (-max-depth), integer digits and
+// text held (-max-pickle).
+
+// pkind is the kind of a value of a plainTree.
+type pkind uint8
+
+const (
+	pNone  pkind = iota
+	pFalse       // False
+	pTrue        // True
+	pInt         // val: the int64
+	pBig         // val: offset in text of a LONG's little-endian two's complement bytes, aux: their length
+	pFloat       // val: the float64's bits
+	pStr         // val: offset in text, aux: length in bytes (valid UTF-8)
+	pBytes       // val: offset in text, aux: length
+	pList        // val: first child + 1 | values in the subtree << 32, aux: items
+	pTuple       //
+	pDict        // children alternate key (a pStr), value; aux: entries
+)
+
+// plainTree is the values of a plain pickle, one slot per value in each array. Dict keys
+// take a slot too but are not values of the tree (the general path counts them the same
+// way). Nothing in it is a pointer, so the collector never walks it.
+type plainTree struct {
+	chunks []*pchunk
+	n      uint32 // slots made
+	text   []byte
+}
+
+// The slots are kept in chunks of a fixed size, so that a tree of millions of values grows
+// without copying what it holds.
+const (
+	chunkBits = 14
+	chunkMask = 1<<chunkBits - 1
+)
+
+type pchunk struct {
+	kind [1 << chunkBits]pkind
+	val  [1 << chunkBits]uint64
+	aux  [1 << chunkBits]uint32
+	next [1 << chunkBits]uint32 // next sibling + 1, 0 for the last child
+}
+
+func (t *plainTree) kindOf(v uint32) pkind { return t.chunks[v>>chunkBits].kind[v&chunkMask] }
+func (t *plainTree) val(v uint32) *uint64  { return &t.chunks[v>>chunkBits].val[v&chunkMask] }
+func (t *plainTree) aux(v uint32) *uint32  { return &t.chunks[v>>chunkBits].aux[v&chunkMask] }
+func (t *plainTree) next(v uint32) *uint32 { return &t.chunks[v>>chunkBits].next[v&chunkMask] }
+
+// slot makes a slot.
+func (t *plainTree) slot(k pkind, val uint64, aux uint32) uint32 {
+	v := t.n
+	if v&chunkMask == 0 {
+		t.chunks = append(t.chunks, new(pchunk))
+	}
+	c := t.chunks[v>>chunkBits]
+	i := v & chunkMask
+	c.kind[i], c.val[i], c.aux[i], c.next[i] = k, val, aux, 0
+	t.n++
+	return v
+}
+
+// container reports whether k is a list, tuple or dict.
+func (k pkind) container() bool { return k >= pList }
+
+// first is the first child of container v and size the values in its subtree (itself
+// included), as the builder left them.
+func (t *plainTree) first(v uint32) (uint32, bool) {
+	f := uint32(*t.val(v))
+	return f - 1, f != 0
+}
+
+func (t *plainTree) size(v uint32) int { return int(*t.val(v) >> 32) }
+
+func (t *plainTree) str(v uint32) string {
+	off := *t.val(v)
+	return string(t.text[off : off+uint64(*t.aux(v))])
+}
+
+// memBytes is what the tree holds in memory.
+func (t *plainTree) memBytes() int64 {
+	return int64(len(t.chunks))*int64(unsafe.Sizeof(pchunk{})) + int64(cap(t.text))
+}
+
+// pslot is a stack entry of the builder: a value, the height of the tree under it, and
+// for a container still being filled its last child and the values under it so far.
+type pslot struct {
+	v, h, last uint32
+	size       uint32
+}
+
+// plainBuilder reads one plain pickle into a plainTree.
+type plainBuilder struct {
+	t      plainTree
+	o      Options
+	ops    int
+	stack  []pslot
+	marks  []int // stack heights at each open MARK
+	memo   []uint32
+	sparse map[int64]uint32
+	memoN  int
+	// keys holds, for each dict being filled with more than a few entries, the hashes of
+	// its keys (a key set twice gives the file to the general path)
+	keys     map[uint32]*keySet
+	lastDict uint32
+	lastKeys *keySet
+	seed     maphash.Seed
+
+	r        io.ReaderAt
+	pos, end int64
+	buf      []byte
+	bufOff   int64
+	values   int
+}
+
+// errNotPlain says the file is not one the builder reads; the general path reads it.
+var errNotPlain = fmt.Errorf("not a plain pickle")
+
+// plainWindow is how much of the file the builder reads at once.
+const plainWindow = 1 << 20
+
+// plainKeyScan is the number of entries up to which a dict's keys are compared one by one.
+const plainKeyScan = 16
+
+// readPlain reads the pickle at [start, end) of r. It returns errNotPlain when the general
+// path must read it, a limit *Error when the file is over one, and else the tree and the
+// position after STOP.
+func readPlain(r io.ReaderAt, start, end int64, o Options) (t *plainTree, root uint32, pos int64, err error) {
+	b := &plainBuilder{o: o, r: r, pos: start, end: end, seed: maphash.MakeSeed()}
+	if err := b.run(); err != nil {
+		return nil, 0, 0, err
+	}
+	return &b.t, b.stack[0].v, b.pos, nil
+}
+
+// bytes returns the next n bytes of the pickle (a view valid until the next call), or nil
+// when the pickle ends before them.
+func (b *plainBuilder) bytes(n int64) []byte {
+	if i := b.pos - b.bufOff; n >= 0 && i+n <= int64(len(b.buf)) {
+		b.pos += n
+		return b.buf[i : i+n]
+	}
+	return b.fill(n)
+}
+
+// fill reads the window that holds the next n bytes, and returns them.
+func (b *plainBuilder) fill(n int64) []byte {
+	if n < 0 || n > b.end-b.pos {
+		return nil
+	}
+	size := min(max(n, plainWindow), b.end-b.pos)
+	if int64(cap(b.buf)) < size {
+		b.buf = make([]byte, size)
+	}
+	b.buf = b.buf[:size]
+	m, _ := b.r.ReadAt(b.buf, b.pos)
+	if int64(m) < n {
+		b.buf = b.buf[:0]
+		return nil
+	}
+	b.buf, b.bufOff = b.buf[:m], b.pos
+	p := b.buf[:n]
+	b.pos += n
+	return p
+}
+
+// add makes a value and pushes it.
+func (b *plainBuilder) add(k pkind, val uint64, aux uint32) error {
+	if b.t.n >= math.MaxUint32-1 {
+		return errNotPlain
+	}
+	v := b.t.slot(k, val, aux)
+	b.stack = append(b.stack, pslot{v: v, size: 1})
+	return b.count()
+}
+
+// count counts one value made. Values a pickle makes and drops count too: they were made,
+// and memory was spent on them. A str that becomes a dict key is taken off again, as the
+// tree does not count keys; the count is held to -max-values at STOP. On the way, the slots
+// are: each key slot belongs to an entry whose value has a slot of its own, so more than
+// twice the limit in slots is more than the limit in values, refused at once.
+func (b *plainBuilder) count() error {
+	b.values++
+	if int64(b.t.n) > 2*int64(b.o.MaxValues) {
+		return b.tooMany()
+	}
+	return nil
+}
+
+func (b *plainBuilder) tooMany() error {
+	return &Error{Msg: fmt.Sprintf("over a limit in the pickle: the pickle makes more than %s values, this server's limit (-max-values)", thousands(int64(b.o.MaxValues))), Offset: b.pos}
+}
+
+// text adds bytes to the text arena and returns their offset.
+func (b *plainBuilder) text(p []byte) (uint64, error) {
+	off := uint64(len(b.t.text))
+	if int64(len(b.t.text))+int64(len(p)) > b.o.MaxPickle {
+		return 0, &Error{Msg: fmt.Sprintf("over a limit in the pickle: the pickle holds more than %s of values besides its large byte strings, this server's limit (-max-pickle)", limitSize(b.o.MaxPickle)), Offset: b.pos}
+	}
+	b.t.text = append(b.t.text, p...)
+	return off, nil
+}
+
+// appendChild makes child slot c the last child of the container in slot p.
+func (b *plainBuilder) appendChild(p *pslot, c pslot, isKey bool) {
+	t := &b.t
+	if p.last == 0 {
+		*t.val(p.v) = uint64(c.v + 1)
+	} else {
+		*t.next(p.last - 1) = c.v + 1
+	}
+	p.last = c.v + 1
+	if !isKey {
+		p.size += c.size
+		p.h = max(p.h, c.h+1)
+	}
+}
+
+// seal records a container's subtree size once it can no longer change: when it becomes
+// a child, or the pickle's result.
+func (b *plainBuilder) seal(c pslot) {
+	if b.t.kindOf(c.v).container() {
+		*b.t.val(c.v) = uint64(uint32(*b.t.val(c.v))) | uint64(c.size)<<32
+	}
+}
+
+// setItems adds key/value pairs (slots) to the dict in slot d.
+func (b *plainBuilder) setItems(d *pslot, kv []pslot) error {
+	t := &b.t
+	if t.kindOf(d.v) != pDict || len(kv)%2 != 0 {
+		return errNotPlain
+	}
+	for i := 0; i < len(kv); i += 2 {
+		k, v := kv[i], kv[i+1]
+		if t.kindOf(k.v) != pStr {
+			return errNotPlain
+		}
+		if err := b.newKey(d, k.v); err != nil {
+			return err
+		}
+		b.seal(v)
+		b.values-- // a str key is no value of the tree (its slot is bounded by its entry's)
+		b.appendChild(d, k, true)
+		b.appendChild(d, v, false)
+		*t.aux(d.v)++
+	}
+	return nil
+}
+
+// newKey checks that key k is not already a key of dict d (Python would keep one entry).
+func (b *plainBuilder) newKey(d *pslot, k uint32) error {
+	t := &b.t
+	n := *t.aux(d.v)
+	key := t.text[*t.val(k) : *t.val(k)+uint64(*t.aux(k))]
+	if n < plainKeyScan {
+		f, ok := t.first(d.v)
+		for ok {
+			o := t.text[*t.val(f) : *t.val(f)+uint64(*t.aux(f))]
+			if string(o) == string(key) {
+				return errNotPlain
+			}
+			f = *t.next(*t.next(f) - 1) // skip the value
+			ok = f != 0
+			f--
+		}
+		return nil
+	}
+	m := b.lastKeys
+	if m == nil || b.lastDict != d.v {
+		if b.keys == nil {
+			b.keys = map[uint32]*keySet{}
+		}
+		if m = b.keys[d.v]; m == nil {
+			m = &keySet{}
+			f, ok := t.first(d.v)
+			for ok {
+				m.add(maphash.Bytes(b.seed, t.text[*t.val(f):*t.val(f)+uint64(*t.aux(f))]))
+				f = *t.next(*t.next(f) - 1)
+				ok = f != 0
+				f--
+			}
+			b.keys[d.v] = m
+		}
+		b.lastDict, b.lastKeys = d.v, m
+	}
+	if !m.add(maphash.Bytes(b.seed, key)) {
+		return errNotPlain // the same key, or (rarely) another with its hash: the general path decides
+	}
+	return nil
+}
+
+// keySet is a set of 64-bit key hashes, open addressing (0 stands for no entry).
+type keySet struct {
+	slots []uint64
+	n     int
+}
+
+// add adds h and says whether it was new.
+func (s *keySet) add(h uint64) bool {
+	if h == 0 {
+		h = 1
+	}
+	if 4*(s.n+1) > 3*len(s.slots) {
+		old := s.slots
+		s.slots = make([]uint64, max(64, 2*len(old)))
+		s.n = 0
+		for _, o := range old {
+			if o != 0 {
+				s.add(o)
+			}
+		}
+	}
+	mask := uint64(len(s.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		switch s.slots[i] {
+		case 0:
+			s.slots[i] = h
+			s.n++
+			return true
+		case h:
+			return false
+		}
+	}
+}
+
+// pop removes the top slot.
+func (b *plainBuilder) pop() (pslot, bool) {
+	if len(b.stack) == 0 || (len(b.marks) > 0 && len(b.stack) == b.marks[len(b.marks)-1]) {
+		return pslot{}, false
+	}
+	s := b.stack[len(b.stack)-1]
+	b.stack = b.stack[:len(b.stack)-1]
+	return s, true
+}
+
+// top is the top slot, below the current MARK's items.
+func (b *plainBuilder) top() *pslot {
+	if len(b.stack) == 0 || (len(b.marks) > 0 && len(b.stack) == b.marks[len(b.marks)-1]) {
+		return nil
+	}
+	return &b.stack[len(b.stack)-1]
+}
+
+// popMark removes the items above the last MARK and the MARK, and returns the items (a
+// view of the stack, valid until the next push).
+func (b *plainBuilder) popMark() ([]pslot, bool) {
+	if len(b.marks) == 0 {
+		return nil, false
+	}
+	m := b.marks[len(b.marks)-1]
+	b.marks = b.marks[:len(b.marks)-1]
+	items := b.stack[m:]
+	b.stack = b.stack[:m]
+	return items, true
+}
+
+func (b *plainBuilder) memoPut(idx int64, v uint32) error {
+	switch {
+	case idx >= 0 && idx < int64(len(b.memo)):
+		if b.memo[idx] == 0 {
+			b.memoN++
+		}
+		b.memo[idx] = v + 1
+	case idx == int64(len(b.memo)) && b.sparse[idx] == 0:
+		b.memo = append(b.memo, v+1)
+		b.memoN++
+	default:
+		if b.sparse == nil {
+			b.sparse = map[int64]uint32{}
+		}
+		if b.sparse[idx] == 0 {
+			b.memoN++
+		}
+		b.sparse[idx] = v + 1
+	}
+	if b.memoN > b.o.MaxValues {
+		return &Error{Msg: fmt.Sprintf("over a limit in the pickle: more than %s memo entries, this server's limit (-max-values)", thousands(int64(b.o.MaxValues))), Offset: b.pos}
+	}
+	return nil
+}
+
+func (b *plainBuilder) memoGet(idx int64) error {
+	var v uint32
+	if idx >= 0 && idx < int64(len(b.memo)) {
+		v = b.memo[idx]
+	} else {
+		v = b.sparse[idx]
+	}
+	if v == 0 {
+		return errNotPlain
+	}
+	v--
+	t := &b.t
+	if t.kindOf(v).container() {
+		return errNotPlain // a second reference: a ref in the tree
+	}
+	// a scalar again: a slot of its own that shares the first one's payload
+	if err := b.add(t.kindOf(v), *t.val(v), *t.aux(v)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// run reads opcodes up to STOP.
+func (b *plainBuilder) run() error {
+	t := &b.t
+	for {
+		b.ops++
+		if b.ops&0xffff == 0 && b.o.pastDeadline() {
+			return b.o.timeError()
+		}
+		if b.ops > b.o.MaxOps {
+			return &Error{Msg: fmt.Sprintf("over a limit in the pickle: more than %s pickle opcodes, this server's limit (-max-pickle-ops)", thousands(int64(b.o.MaxOps))), Offset: b.pos}
+		}
+		p := b.bytes(1)
+		if p == nil {
+			return errNotPlain
+		}
+		var err error
+		switch op := p[0]; op {
+		case opProto:
+			p := b.bytes(1)
+			if p == nil || p[0] > 5 {
+				return errNotPlain
+			}
+		case opFrame:
+			p := b.bytes(8)
+			if p == nil || binary.LittleEndian.Uint64(p) > uint64(b.end-b.pos) {
+				return errNotPlain
+			}
+		case opStop:
+			if len(b.stack) != 1 || len(b.marks) != 0 {
+				return errNotPlain
+			}
+			root := b.stack[0]
+			if !t.kindOf(root.v).container() || int(root.h) > b.o.MaxDepth {
+				return errNotPlain
+			}
+			if b.values > b.o.MaxValues {
+				return b.tooMany()
+			}
+			b.seal(root)
+			return nil
+		case opMark:
+			if len(b.marks) >= b.o.MaxDepth {
+				return errNotPlain
+			}
+			b.marks = append(b.marks, len(b.stack))
+		case opPop:
+			if _, ok := b.pop(); !ok {
+				return errNotPlain
+			}
+		case opPopMark:
+			if _, ok := b.popMark(); !ok {
+				return errNotPlain
+			}
+		case opDup:
+			s := b.top()
+			if s == nil || t.kindOf(s.v).container() {
+				return errNotPlain
+			}
+			err = b.add(t.kindOf(s.v), *t.val(s.v), *t.aux(s.v))
+		case opNone:
+			err = b.add(pNone, 0, 0)
+		case opNewTrue:
+			err = b.add(pTrue, 0, 0)
+		case opNewFalse:
+			err = b.add(pFalse, 0, 0)
+		case opBinInt:
+			p := b.bytes(4)
+			if p == nil {
+				return errNotPlain
+			}
+			err = b.add(pInt, uint64(int64(int32(binary.LittleEndian.Uint32(p)))), 0)
+		case opBinInt1:
+			p := b.bytes(1)
+			if p == nil {
+				return errNotPlain
+			}
+			err = b.add(pInt, uint64(p[0]), 0)
+		case opBinInt2:
+			p := b.bytes(2)
+			if p == nil {
+				return errNotPlain
+			}
+			err = b.add(pInt, uint64(binary.LittleEndian.Uint16(p)), 0)
+		case opLong1, opLong4:
+			var n int64
+			if op == opLong1 {
+				p := b.bytes(1)
+				if p == nil {
+					return errNotPlain
+				}
+				n = int64(p[0])
+			} else {
+				p := b.bytes(4)
+				if p == nil {
+					return errNotPlain
+				}
+				n = int64(int32(binary.LittleEndian.Uint32(p)))
+			}
+			if n < 0 || n > int64(b.o.MaxIntChars) {
+				return errNotPlain
+			}
+			p := b.bytes(n)
+			if p == nil {
+				return errNotPlain
+			}
+			if n <= 8 {
+				x := int64(0)
+				for i := n - 1; i >= 0; i-- {
+					x = x<<8 | int64(p[i])
+				}
+				if n > 0 && p[n-1]&0x80 != 0 && n < 8 {
+					x -= 1 << (8 * n)
+				}
+				err = b.add(pInt, uint64(x), 0)
+				break
+			}
+			off, terr := b.text(p)
+			if terr != nil {
+				return terr
+			}
+			err = b.add(pBig, off, uint32(n))
+		case opBinFloat:
+			p := b.bytes(8)
+			if p == nil {
+				return errNotPlain
+			}
+			err = b.add(pFloat, binary.BigEndian.Uint64(p), 0)
+		case opBinUnicode, opShortBinUnicode, opBinUnicode8, opBinBytes, opShortBinBytes, opBinBytes8:
+			var n int64
+			switch op {
+			case opShortBinUnicode, opShortBinBytes:
+				p := b.bytes(1)
+				if p == nil {
+					return errNotPlain
+				}
+				n = int64(p[0])
+			case opBinUnicode, opBinBytes:
+				p := b.bytes(4)
+				if p == nil {
+					return errNotPlain
+				}
+				n = int64(binary.LittleEndian.Uint32(p))
+			default:
+				p := b.bytes(8)
+				if p == nil {
+					return errNotPlain
+				}
+				u := binary.LittleEndian.Uint64(p)
+				if u > math.MaxUint32 {
+					return errNotPlain
+				}
+				n = int64(u)
+			}
+			isStr := op == opBinUnicode || op == opShortBinUnicode || op == opBinUnicode8
+			if !isStr && n >= plainLazyMin {
+				return errNotPlain // left in the file by the general path
+			}
+			p := b.bytes(n)
+			if p == nil || (isStr && !utf8.Valid(p)) {
+				return errNotPlain
+			}
+			off, terr := b.text(p)
+			if terr != nil {
+				return terr
+			}
+			k := pBytes
+			if isStr {
+				k = pStr
+			}
+			err = b.add(k, off, uint32(n))
+		case opEmptyList:
+			err = b.add(pList, 0, 0)
+		case opEmptyDict:
+			err = b.add(pDict, 0, 0)
+		case opEmptyTuple:
+			err = b.add(pTuple, 0, 0)
+		case opTuple1, opTuple2, opTuple3:
+			n := int(op-opTuple1) + 1
+			lo := 0
+			if len(b.marks) > 0 {
+				lo = b.marks[len(b.marks)-1]
+			}
+			if len(b.stack)-lo < n {
+				return errNotPlain
+			}
+			err = b.collect(pTuple, len(b.stack)-n)
+		case opTuple, opList:
+			if len(b.marks) == 0 {
+				return errNotPlain
+			}
+			m := b.marks[len(b.marks)-1]
+			b.marks = b.marks[:len(b.marks)-1]
+			k := pTuple
+			if op == opList {
+				k = pList
+			}
+			err = b.collect(k, m)
+		case opDict:
+			if len(b.marks) == 0 {
+				return errNotPlain
+			}
+			m := b.marks[len(b.marks)-1]
+			b.marks = b.marks[:len(b.marks)-1]
+			items := append([]pslot(nil), b.stack[m:]...)
+			b.stack = b.stack[:m]
+			if err = b.add(pDict, 0, 0); err != nil {
+				return err
+			}
+			err = b.setItems(&b.stack[len(b.stack)-1], items)
+		case opAppend:
+			c, ok := b.pop()
+			l := b.top()
+			if !ok || l == nil || t.kindOf(l.v) != pList {
+				return errNotPlain
+			}
+			b.seal(c)
+			b.appendChild(l, c, false)
+			*t.aux(l.v)++
+		case opAppends:
+			items, ok := b.popMark()
+			l := b.top()
+			if !ok || l == nil || t.kindOf(l.v) != pList {
+				return errNotPlain
+			}
+			for _, c := range items {
+				b.seal(c)
+				b.appendChild(l, c, false)
+			}
+			*t.aux(l.v) += uint32(len(items))
+		case opSetItem:
+			v, ok1 := b.pop()
+			k, ok2 := b.pop()
+			d := b.top()
+			if !ok1 || !ok2 || d == nil {
+				return errNotPlain
+			}
+			err = b.setItems(d, []pslot{k, v})
+		case opSetItems:
+			items, ok := b.popMark()
+			d := b.top()
+			if !ok || d == nil {
+				return errNotPlain
+			}
+			err = b.setItems(d, items)
+		case opBinPut, opLongBinPut:
+			var idx int64
+			if op == opBinPut {
+				p := b.bytes(1)
+				if p == nil {
+					return errNotPlain
+				}
+				idx = int64(p[0])
+			} else {
+				p := b.bytes(4)
+				if p == nil {
+					return errNotPlain
+				}
+				idx = int64(binary.LittleEndian.Uint32(p))
+			}
+			s := b.top()
+			if s == nil {
+				return errNotPlain
+			}
+			err = b.memoPut(idx, s.v)
+		case opMemoize:
+			s := b.top()
+			if s == nil {
+				return errNotPlain
+			}
+			err = b.memoPut(int64(b.memoN), s.v)
+		case opBinGet, opLongBinGet:
+			var idx int64
+			if op == opBinGet {
+				p := b.bytes(1)
+				if p == nil {
+					return errNotPlain
+				}
+				idx = int64(p[0])
+			} else {
+				p := b.bytes(4)
+				if p == nil {
+					return errNotPlain
+				}
+				idx = int64(binary.LittleEndian.Uint32(p))
+			}
+			err = b.memoGet(idx)
+		default:
+			return errNotPlain
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// plainLazyMin is the size from which the general path leaves bytes in the file (the
+// scanner's lazyMin).
+const plainLazyMin = 4096
+
+// collect makes a list or tuple of the slots from stack height m up.
+func (b *plainBuilder) collect(k pkind, m int) error {
+	items := append([]pslot(nil), b.stack[m:]...)
+	b.stack = b.stack[:m]
+	if err := b.add(k, 0, uint32(len(items))); err != nil {
+		return err
+	}
+	c := &b.stack[len(b.stack)-1]
+	for _, it := range items {
+		b.seal(it)
+		b.appendChild(c, it, false)
+	}
+	return nil
+}
+
+// The tree a reader sees.
+
+// plainItems are the items of a container of a plainTree, made into nodes when asked for.
+type plainItems struct {
+	t *plainTree
+	v uint32
+	// root marks the root's items, which answer for the tree's memory
+	root bool
+
+	once  sync.Once
+	kids  []uint32       // the item (for a dict, the key) slots, in order
+	index map[string]int // segment -> entry, for a large dict
+}
+
+func (p *plainItems) Len() int { return int(*p.t.aux(p.v)) }
+
+func (p *plainItems) keyed() bool { return p.t.kindOf(p.v) == pDict }
+
+func (p *plainItems) memBytes() int64 {
+	if p.root {
+		return p.t.memBytes()
+	}
+	return 0 // the tree is counted once, at its root
+}
+
+// slots lists the items' slots, once.
+func (p *plainItems) slots() []uint32 {
+	p.once.Do(func() {
+		t := p.t
+		p.kids = make([]uint32, 0, *t.aux(p.v))
+		f, ok := t.first(p.v)
+		for ok {
+			p.kids = append(p.kids, f)
+			if t.kindOf(p.v) == pDict {
+				f = *t.next(f) - 1 // the value
+			}
+			f, ok = *t.next(f)-1, *t.next(f) != 0
+		}
+		if p.keyed() && len(p.kids) >= keyIndexMin {
+			p.index = make(map[string]int, len(p.kids))
+			for i, k := range p.kids {
+				p.index[t.str(k)] = i
+			}
+		}
+	})
+	return p.kids
+}
+
+func (p *plainItems) lookup(seg string) (int, bool) {
+	kids := p.slots()
+	if p.index != nil {
+		i, ok := p.index[seg]
+		return i, ok
+	}
+	for i, k := range kids {
+		if p.t.str(k) == seg {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func (p *plainItems) Item(i int) (*Node, error) {
+	return p.item(newItemConverter(), i), nil
+}
+
+func (p *plainItems) item(c *converter, i int) *Node {
+	kids := p.slots()
+	s, key := kids[i], strconv.Itoa(i)
+	if p.keyed() {
+		key = p.t.str(s)
+		s = *p.t.next(s) - 1
+	}
+	n := p.t.node(c, s)
+	n.Key, n.Seg = key, key
+	return n
+}
+
+func (p *plainItems) items(n *Node, from, to int) []*Node {
+	c := newItemConverter()
+	out := make([]*Node, 0, to-from)
+	for i := from; i < to; i++ {
+		k := p.item(c, i)
+		k.parent = n
+		out = append(out, k)
+	}
+	return out
+}
+
+// node makes the node of slot v: a container of pureMin values or more keeps its items
+// in the tree; anything smaller is made into the values the unpickler would have made,
+// and converted as the general path converts them.
+func (t *plainTree) node(c *converter, v uint32) *Node {
+	k := t.kindOf(v)
+	if k.container() && t.size(v) >= pureMin {
+		n := c.newNode()
+		c.nodes++
+		switch k {
+		case pList:
+			n.Kind, n.Type = KindList, "list"
+		case pTuple:
+			n.Kind, n.Type = KindTuple, "tuple"
+		default:
+			n.Kind, n.Type = KindDict, "dict"
+		}
+		n.lazy = &plainItems{t: t, v: v}
+		n.Len = int64(*t.aux(v))
+		return n
+	}
+	return c.node(t.value(v), nil, "", 0)
+}
+
+// value is slot v as the unpickler makes it.
+func (t *plainTree) value(v uint32) any {
+	switch t.kindOf(v) {
+	case pNone:
+		return nil
+	case pFalse:
+		return false
+	case pTrue:
+		return true
+	case pInt:
+		return int(int64(*t.val(v)))
+	case pBig:
+		b := t.text[*t.val(v) : *t.val(v)+uint64(*t.aux(v))]
+		be := make([]byte, len(b))
+		for i := range b {
+			be[len(b)-1-i] = b[i]
+		}
+		x := new(big.Int).SetBytes(be)
+		if b[len(b)-1]&0x80 != 0 {
+			x.Sub(x, new(big.Int).Lsh(big.NewInt(1), uint(8*len(b))))
+		}
+		return x
+	case pFloat:
+		return math.Float64frombits(*t.val(v))
+	case pStr:
+		return t.str(v)
+	case pBytes:
+		return []byte(t.str(v))
+	}
+	var items []any
+	var entries []types.DictEntry
+	f, ok := t.first(v)
+	for ok {
+		if t.kindOf(v) == pDict {
+			val := *t.next(f) - 1
+			entries = append(entries, types.DictEntry{Key: t.str(f), Value: t.value(val)})
+			f = val
+		} else {
+			items = append(items, t.value(f))
+		}
+		f, ok = *t.next(f)-1, *t.next(f) != 0
+	}
+	switch t.kindOf(v) {
+	case pList:
+		l := types.List(items)
+		return &l
+	case pTuple:
+		tu := types.Tuple(items)
+		return &tu
+	}
+	d := types.Dict(entries)
+	return &d
+}

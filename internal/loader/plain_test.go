@@ -1,0 +1,219 @@
+package loader
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// readsPlain says whether data is read in one pass (plain.go), and how it ended otherwise.
+func readsPlain(data []byte) (bool, error) {
+	_, _, _, err := readPlain(bytes.NewReader(data), 0, int64(len(data)), Options{}.withDefaults())
+	if err == errNotPlain {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// TestPlainOnePassMatchesGeneralPath holds every file the one-pass reading accepts to the
+// tree the general path (scan, gopickle, convert) makes of it, value for value, items made
+// on demand included: the fixtures, the hostile files, the corpus and pickles made to the
+// shapes the one-pass reading decides on. The general path's trees are themselves held to
+// real Python's values by the fixture tests.
+func TestPlainOnePassMatchesGeneralPath(t *testing.T) {
+	files := map[string][]byte{}
+	for _, glob := range []string{"../../testdata/models/*", "../../testdata/models/*/*", "../../testdata/hostile/*", "testdata/fuzz/*/*", corpusDir + "/*/*"} {
+		paths, _ := filepath.Glob(glob)
+		for _, p := range paths {
+			if b, err := os.ReadFile(p); err == nil && len(b) < 64<<20 {
+				files[p] = b
+			}
+		}
+	}
+	if len(files) < 100 {
+		t.Fatalf("only %d files", len(files))
+	}
+	for name, b := range syntheticPlain() {
+		files["synthetic "+name] = b
+	}
+	for name, b := range plainShapes() {
+		files["shape "+name] = b
+	}
+	onePass := 0
+	for name, data := range files {
+		plain, perr := readsPlain(data)
+		if perr != nil {
+			t.Errorf("%s: the one-pass reading refused it: %v", name, perr)
+			continue
+		}
+		if !plain {
+			continue
+		}
+		onePass++
+		a, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+		b, err2 := Open(bytes.NewReader(data), int64(len(data)), Options{noPlain: true})
+		if err != nil || err2 != nil {
+			t.Errorf("%s: one pass: %v; general path: %v", name, err, err2)
+			continue
+		}
+		var ta, tb strings.Builder
+		treeText(&ta, a.Root)
+		treeText(&tb, b.Root)
+		if ta.String() != tb.String() {
+			t.Errorf("%s: the one-pass tree differs:\n%s", name, firstLineDiff(ta.String(), tb.String()))
+		}
+		if a.Values != b.Values || a.Format != b.Format || findingsText(a.Findings) != findingsText(b.Findings) {
+			t.Errorf("%s: values %d/%d, format %s/%s, findings\n%v\n%v", name, a.Values, b.Values, a.Format, b.Format, a.Findings, b.Findings)
+		}
+		if strings.Join(a.Notes, "\n") != strings.Join(b.Notes, "\n") {
+			t.Errorf("%s: notes differ:\n%q\n%q", name, a.Notes, b.Notes)
+		}
+	}
+	if onePass < 15 {
+		t.Errorf("only %d files read in one pass: the comparison checks little", onePass)
+	}
+}
+
+// TestPlainOnePassTakesWhatItShould pins which pickles the one-pass reading takes: a
+// regression that sent every file to the general path would pass the comparison above.
+func TestPlainOnePassTakesWhatItShould(t *testing.T) {
+	shapes := plainShapes()
+	for name, want := range map[string]bool{
+		"records": true, "vocab": true, "nested": true, "tuples": true, "big ints": true,
+		"memo str": true, "bytes": true, "trailing": true,
+		"shared list": false, "int keys": false, "duplicate key": false, "global": false,
+		"large bytes": false, "bad utf8": false, "set": false, "left on stack": false,
+	} {
+		data, ok := shapes[name]
+		if !ok {
+			t.Fatalf("no shape %q", name)
+		}
+		got, err := readsPlain(data)
+		if err != nil || got != want {
+			t.Errorf("%s: read in one pass %v (%v), want %v", name, got, err, want)
+		}
+	}
+}
+
+// plainShapes are pickles in pickle.dump's opcodes shaped to the rules of the one-pass
+// reading: the ones it takes and the ones it gives to the general path.
+func plainShapes() map[string][]byte {
+	str := func(s string) string {
+		n := len(s)
+		return string(append([]byte{'X', byte(n), byte(n >> 8), byte(n >> 16), byte(n >> 24)}, s...))
+	}
+	short := func(s string) string { return string(append([]byte{0x8c, byte(len(s))}, s...)) }
+	intOp := func(i int) string { return string([]byte{'J', byte(i), byte(i >> 8), byte(i >> 16), byte(i >> 24)}) }
+	ints := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			b.WriteString(intOp(i * 1000003))
+		}
+		return b.String()
+	}
+	proto4 := "\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00" // PROTO 4 and a FRAME of 0 (framing is buffering to pickle.load)
+	out := map[string][]byte{}
+	add := func(name string, parts ...string) { out[name] = []byte(strings.Join(parts, "")) }
+
+	var rec strings.Builder
+	rec.WriteString(proto4 + "]\x94(")
+	for i := range 100 {
+		rec.WriteString("}\x94(")
+		if i == 0 {
+			rec.WriteString(short("id") + "\x94" + intOp(i) + short("name") + "\x94" + short("u0") + "\x94")
+		} else {
+			// the keys again from the memo (as pickle.dump writes a str it met before)
+			rec.WriteString("h\x02" + intOp(i) + "h\x04" + short("u"+strings.Repeat("x", i%5)) + "\x94")
+		}
+		rec.WriteString("u")
+	}
+	rec.WriteString("e.")
+	add("records", rec.String())
+	var voc strings.Builder
+	voc.WriteString("\x80\x02}q\x00(")
+	for i := range 200 {
+		voc.WriteString(str("tok" + strings.Repeat("é", i%3) + string(rune('a'+i%26)) + string(rune(0x1F600+i))))
+		voc.WriteString(intOp(i))
+	}
+	voc.WriteString("u.")
+	add("vocab", voc.String())
+	add("nested", "\x80\x02](](](", ints(40), "e", ints(3), "e", ints(2), "e(]N\x88\x89G\x7f\xf8\x00\x00\x00\x00\x00\x00e.")
+	add("tuples", "\x80\x02](K\x01\x85K\x01K\x02\x86K\x01K\x02K\x03\x87)(", ints(40), "t(", ints(5), "t\x86e.")
+	add("big ints", "\x80\x02](\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\xff\x8a\x08\xff\xff\xff\xff\xff\xff\xff\x7f\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80\x8a\x01\xff\x8b\x02\x00\x00\x00\x00\x80", ints(30), "e.")
+	add("memo str", "\x80\x02](", str(strings.Repeat("long text ", 100)), "q\x01", strings.Repeat("h\x01", 40), "e.")
+	add("bytes", "\x80\x03](C\x03abcB\x05\x00\x00\x00\x00\xff\x00\x01\x02", ints(35), "e.")
+	add("trailing", "\x80\x02](", ints(40), "e.", "\x80\x02K\x01.")
+	add("shared list", "\x80\x02](](", ints(40), "eq\x01h\x01e.")
+	add("int keys", "\x80\x02}(", ints(40), "u.")
+	add("duplicate key", "\x80\x02}(", str("a"), "K\x01", str("b"), "K\x01", str("a"), "K\x02u.")
+	add("global", "\x80\x02](", ints(40), "c__main__\nFoo\n)\x81e.")
+	add("large bytes", "\x80\x03](B\x00\x10\x00\x00", strings.Repeat("\x00", 4096), ints(40), "e.")
+	add("bad utf8", "\x80\x02](X\x02\x00\x00\x00\xc3\x28", ints(40), "e.")
+	add("set", "\x80\x04](\x8f\x94(K\x01\x90", ints(40), "e.")
+	add("left on stack", "\x80\x02K\x01](", ints(40), "e.")
+	return out
+}
+
+func findingsText(fs []Finding) string {
+	var b strings.Builder
+	for _, f := range fs {
+		fmt.Fprintf(&b, "%s %s %q %v %q %q %d\n", f.Severity, f.Global, f.Path, f.Outside, f.Detail, f.Where, f.Offset)
+	}
+	return b.String()
+}
+
+// A plain pickle over a limit is refused naming the limit and its flag, never as malformed:
+// its memo entries count against -max-values as its values do, its text against -max-pickle.
+func TestPlainLimits(t *testing.T) {
+	memo := "\x80\x04](K\x01" + strings.Repeat("\x94", 200) + "e."
+	text := "\x80\x04](" + strings.Repeat("\x8c\x0aabcdefghij", 200) + "e."
+	values := "\x80\x04](" + strings.Repeat("K\x07", 2000) + "e."
+	for _, c := range []struct {
+		data string
+		opts Options
+		want string
+	}{
+		{values, Options{MaxValues: 1000}, "over a limit in the pickle: the pickle makes more than 1,000 values, this server's limit (-max-values) (at byte "},
+		{memo, Options{MaxValues: 100}, "over a limit in the pickle: more than 100 memo entries, this server's limit (-max-values) (at byte "},
+		{text, Options{MaxPickle: 1000}, "over a limit in the pickle: the pickle holds more than 1.00 kB (1,000 bytes) of values besides its large byte strings, this server's limit (-max-pickle) (at byte "},
+	} {
+		if plain, err := readsPlain([]byte(c.data)); !plain && err == nil {
+			t.Fatalf("%q is not read in one pass", c.data[:12])
+		}
+		_, err := Open(strings.NewReader(c.data), int64(len(c.data)), c.opts)
+		var le *Error
+		if !errors.As(err, &le) || !strings.HasPrefix(le.Text(), c.want) {
+			t.Errorf("%v, want %q", err, c.want)
+		}
+	}
+	// dict keys are not values: a dict of 600 entries holds 601 values, under 700, whatever
+	// its keys; one of 800 is over
+	dict := func(n int) string {
+		var b strings.Builder
+		b.WriteString("\x80\x04}(")
+		for i := range n {
+			fmt.Fprintf(&b, "\x8c\x04k%03dK\x07", i)
+		}
+		return b.String() + "u."
+	}
+	if _, err := Open(strings.NewReader(dict(600)), int64(len(dict(600))), Options{MaxValues: 700}); err != nil {
+		t.Errorf("a dict of 600 entries under -max-values 700: %v", err)
+	}
+	if _, err := Open(strings.NewReader(dict(800)), int64(len(dict(800))), Options{MaxValues: 700}); err == nil || !strings.Contains(err.Error(), "makes more than 700 values") {
+		t.Errorf("a dict of 800 entries under -max-values 700: %v", err)
+	}
+	// a str the pickle references again through its memo is held once, however often (one
+	// 4 kB str in a list 200 times)
+	long := "\x80\x04](\x8d\x00\x10\x00\x00\x00\x00\x00\x00" + strings.Repeat("a", 4096) + "\x94" + strings.Repeat("h\x00", 199) + "e."
+	ck, err := Open(strings.NewReader(long), int64(len(long)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := ck.Root.lazy.(*plainItems); !ok || len(p.t.text) != 4096 || ck.Root.Len != 200 {
+		t.Errorf("a str referenced 200 times: root %T, want its text held once", ck.Root.lazy)
+	}
+}
