@@ -143,7 +143,7 @@ func plainShapes() map[string][]byte {
 	add("vocab", voc.String())
 	add("nested", "\x80\x02](](](", ints(40), "e", ints(3), "e", ints(2), "e(]N\x88\x89G\x7f\xf8\x00\x00\x00\x00\x00\x00e.")
 	add("tuples", "\x80\x02](K\x01\x85K\x01K\x02\x86K\x01K\x02K\x03\x87)(", ints(40), "t(", ints(5), "t\x86e.")
-	add("big ints", "\x80\x02](\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\xff\x8a\x08\xff\xff\xff\xff\xff\xff\xff\x7f\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80\x8a\x01\xff\x8b\x02\x00\x00\x00\x00\x80", ints(30), "e.")
+	add("big ints", "\x80\x02](\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\xff\x8a\x08\xff\xff\xff\xff\xff\xff\xff\x7f\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80\x8a\x00\x8b\x00\x00\x00\x00\x8a\x01\xff\x8b\x02\x00\x00\x00\x00\x80", ints(30), "e.")
 	add("memo str", "\x80\x02](", str(strings.Repeat("long text ", 100)), "q\x01", strings.Repeat("h\x01", 40), "e.")
 	add("bytes", "\x80\x03](C\x03abcB\x05\x00\x00\x00\x00\xff\x00\x01\x02", ints(35), "e.")
 	add("trailing", "\x80\x02](", ints(40), "e.", "\x80\x02K\x01.")
@@ -216,4 +216,32 @@ func TestPlainLimits(t *testing.T) {
 	if p, ok := ck.Root.lazy.(*plainItems); !ok || len(p.t.text) != 4096 || ck.Root.Len != 200 {
 		t.Errorf("a str referenced 200 times: root %T, want its text held once", ck.Root.lazy)
 	}
+}
+
+// FuzzPlainOnePass holds the one-pass reading to the general path on any input: whatever it
+// reads, the general path reads to the same tree.
+func FuzzPlainOnePass(f *testing.F) {
+	for _, b := range plainShapes() {
+		f.Add(b)
+	}
+	for _, b := range syntheticPlain() {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		plain, err := readsPlain(data)
+		if !plain || err != nil {
+			return
+		}
+		a, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+		b, err2 := Open(bytes.NewReader(data), int64(len(data)), Options{noPlain: true})
+		if err != nil || err2 != nil {
+			t.Fatalf("one pass: %v; general path: %v", err, err2)
+		}
+		var ta, tb strings.Builder
+		treeText(&ta, a.Root)
+		treeText(&tb, b.Root)
+		if ta.String() != tb.String() {
+			t.Fatalf("the trees differ:\n%s", firstLineDiff(ta.String(), tb.String()))
+		}
+	})
 }

@@ -1091,6 +1091,9 @@ func (s *scanner) stepNumber(off int64, op byte) error {
 			return errShort
 		}
 		s.pushNew(sv{kind: svInt, s: decodeLongBytes(b), fidx: -1})
+		if n == 0 { // 0 to Python; gopickle fails on an empty LONG1, so it gets BININT1 0
+			return s.emit(opBinInt1, 0)
+		}
 		if op == 0x8a {
 			return s.emit(append([]byte{op, byte(n)}, b...)...)
 		}
