@@ -402,6 +402,11 @@ func (b *plainBuilder) memoPut(idx int64, v uint32) error {
 		b.memo = append(b.memo, v+1)
 		b.memoN++
 	default:
+		// indexes pickle.dump never writes, kept in a map at tens of bytes each: as many as
+		// the general path's memo allows, and the general path reads a file with more
+		if len(b.sparse) >= b.o.MaxMemo {
+			return errNotPlain
+		}
 		if b.sparse == nil {
 			b.sparse = map[int64]uint32{}
 		}

@@ -190,6 +190,21 @@ func TestPlainLimits(t *testing.T) {
 			t.Errorf("%v, want %q", err, c.want)
 		}
 	}
+	// memo indexes out of order are kept in a map, as many as -max-memo allows: past it the
+	// general path reads the file, and refuses it at -max-memo
+	var sparse strings.Builder
+	sparse.WriteString("\x80\x04](K\x07")
+	for i := range 300 {
+		sparse.Write([]byte{'r', byte(i), byte(i>>8) + 0x10, 0, 0})
+	}
+	sparse.WriteString("e.")
+	if plain, err := readsPlain([]byte(sparse.String())); !plain || err != nil {
+		t.Errorf("300 memo entries out of order: read in one pass %v, %v", plain, err)
+	}
+	_, err := Open(strings.NewReader(sparse.String()), int64(sparse.Len()), Options{MaxMemo: 100})
+	if err == nil || !strings.Contains(err.Error(), "(-max-memo)") {
+		t.Errorf("300 memo entries out of order under -max-memo 100: %v", err)
+	}
 	// dict keys are not values: a dict of 600 entries holds 601 values, under 700, whatever
 	// its keys; one of 800 is over
 	dict := func(n int) string {
