@@ -325,7 +325,7 @@ type Options struct {
 	MaxIntChars int // digits of a decimal integer in a text opcode
 	MaxNodes    int // nodes in the tree
 	// MaxValues bounds the values (and memo entries) of a pickle of plain data, which is
-	// read into flat arrays at about 20 bytes a value (plain.go) rather than into nodes.
+	// read into flat arrays at 17 bytes a slot (plain.go) rather than into nodes.
 	MaxValues  int
 	MaxPickle  int64 // bytes of one pickle stream held in memory after large values are left in place
 	MaxInflate int64 // bytes a compressed archive member may inflate to

@@ -2,11 +2,11 @@ package loader
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
 	"math"
-	"math/big"
 	"strconv"
 	"sync"
 	"unicode/utf8"
@@ -22,7 +22,7 @@ import (
 // values, and the general path (scan, unpickle with gopickle, convert) makes each of them
 // three times. So a raw pickle is first read by plainBuilder: one walk over its opcodes
 // that builds the values straight into flat arrays (a plainTree: a kind byte, an 8-byte
-// payload and a sibling link per value; the text of every str in one byte arena, a str
+// payload, a count or length and a sibling link per value; the text of every str in one byte arena, a str
 // the memo hands out again shared, not copied) and nodes are made from them a page at a
 // time when they are looked at, by the converter of the general path, so a value looks the
 // same whichever path read it.
@@ -35,9 +35,10 @@ import (
 // the file, a value left on the stack or a MARK left open at STOP, a malformed opcode. So a
 // file the builder reads is one the general path would read to the same tree; the tests hold
 // them to each other (and so to gopickle) on every plain fixture and fuzz input. What it
-// does refuse itself is a file over its limits, which are the file's: values and memo
-// entries (-max-values), opcodes (-max-pickle-ops), nesting (-max-depth), integer digits and
-// text held (-max-pickle).
+// refuses itself is a file over its limits, which are the file's: values and memo entries
+// (-max-values), opcodes (-max-pickle-ops) and text held (-max-pickle); nesting and
+// integer size beyond -max-depth and -max-int-digits go to the general path, which says
+// so.
 
 // pkind is the kind of a value of a plainTree.
 type pkind uint8
@@ -109,9 +110,33 @@ func (t *plainTree) first(v uint32) (uint32, bool) {
 
 func (t *plainTree) size(v uint32) int { return int(*t.val(v) >> 32) }
 
-func (t *plainTree) str(v uint32) string {
+// bytesOf is the text of a str or bytes slot (a view of the arena).
+func (t *plainTree) bytesOf(v uint32) []byte {
 	off := *t.val(v)
-	return string(t.text[off : off+uint64(*t.aux(v))])
+	return t.text[off : off+uint64(*t.aux(v))]
+}
+
+func (t *plainTree) str(v uint32) string { return string(t.bytesOf(v)) }
+
+// eachItem calls fn with each item of container c in order: its slot and, in a dict, its
+// key's slot (noKey otherwise).
+func (t *plainTree) eachItem(c uint32, fn func(item, key uint32)) {
+	dict := t.kindOf(c) == pDict
+	for f, ok := t.first(c); ok; {
+		key := uint32(noKey)
+		if dict {
+			key, f = f, *t.next(f)-1
+		}
+		fn(f, key)
+		f, ok = *t.next(f)-1, *t.next(f) != 0
+	}
+}
+
+const noKey = math.MaxUint32
+
+// eachKey calls fn with the key slot of each entry of dict d, in order.
+func (t *plainTree) eachKey(d uint32, fn func(k uint32)) {
+	t.eachItem(d, func(_, k uint32) { fn(k) })
 }
 
 // memBytes is what the tree holds in memory.
@@ -151,7 +176,7 @@ type plainBuilder struct {
 }
 
 // errNotPlain says the file is not one the builder reads; the general path reads it.
-var errNotPlain = fmt.Errorf("not a plain pickle")
+var errNotPlain = errors.New("not a plain pickle")
 
 // plainWindow is how much of the file the builder reads at once.
 const plainWindow = 1 << 20
@@ -238,9 +263,11 @@ func (b *plainBuilder) text(p []byte) (uint64, error) {
 	return off, nil
 }
 
-// appendChild makes child slot c the last child of the container in slot p.
+// appendChild makes child slot c the last child of the container in slot p; a container
+// child can no longer change, and is sealed.
 func (b *plainBuilder) appendChild(p *pslot, c pslot, isKey bool) {
 	t := &b.t
+	b.seal(c)
 	if p.last == 0 {
 		*t.val(p.v) = uint64(c.v + 1)
 	} else {
@@ -275,7 +302,6 @@ func (b *plainBuilder) setItems(d *pslot, kv []pslot) error {
 		if err := b.newKey(d, k.v); err != nil {
 			return err
 		}
-		b.seal(v)
 		b.values-- // a str key is no value of the tree (its slot is bounded by its entry's)
 		b.appendChild(d, k, true)
 		b.appendChild(d, v, false)
@@ -287,34 +313,22 @@ func (b *plainBuilder) setItems(d *pslot, kv []pslot) error {
 // newKey checks that key k is not already a key of dict d (Python would keep one entry).
 func (b *plainBuilder) newKey(d *pslot, k uint32) error {
 	t := &b.t
-	n := *t.aux(d.v)
-	key := t.text[*t.val(k) : *t.val(k)+uint64(*t.aux(k))]
-	if n < plainKeyScan {
-		f, ok := t.first(d.v)
-		for ok {
-			o := t.text[*t.val(f) : *t.val(f)+uint64(*t.aux(f))]
-			if string(o) == string(key) {
-				return errNotPlain
-			}
-			f = *t.next(*t.next(f) - 1) // skip the value
-			ok = f != 0
-			f--
+	key := t.bytesOf(k)
+	if *t.aux(d.v) < plainKeyScan {
+		dup := false
+		t.eachKey(d.v, func(f uint32) { dup = dup || string(t.bytesOf(f)) == string(key) })
+		if dup {
+			return errNotPlain
 		}
 		return nil
 	}
 	m := b.lastKeys
 	if m == nil || b.lastDict != d.v {
-		if b.keys == nil {
-			b.keys = map[uint32]*keySet{}
-		}
 		if m = b.keys[d.v]; m == nil {
 			m = &keySet{}
-			f, ok := t.first(d.v)
-			for ok {
-				m.add(maphash.Bytes(b.seed, t.text[*t.val(f):*t.val(f)+uint64(*t.aux(f))]))
-				f = *t.next(*t.next(f) - 1)
-				ok = f != 0
-				f--
+			t.eachKey(d.v, func(f uint32) { m.add(maphash.Bytes(b.seed, t.bytesOf(f))) })
+			if b.keys == nil {
+				b.keys = map[uint32]*keySet{}
 			}
 			b.keys[d.v] = m
 		}
@@ -360,9 +374,14 @@ func (s *keySet) add(h uint64) bool {
 	}
 }
 
+// atMark says whether the stack holds nothing above the last MARK.
+func (b *plainBuilder) atMark() bool {
+	return len(b.stack) == 0 || (len(b.marks) > 0 && len(b.stack) == b.marks[len(b.marks)-1])
+}
+
 // pop removes the top slot.
 func (b *plainBuilder) pop() (pslot, bool) {
-	if len(b.stack) == 0 || (len(b.marks) > 0 && len(b.stack) == b.marks[len(b.marks)-1]) {
+	if b.atMark() {
 		return pslot{}, false
 	}
 	s := b.stack[len(b.stack)-1]
@@ -370,25 +389,22 @@ func (b *plainBuilder) pop() (pslot, bool) {
 	return s, true
 }
 
-// top is the top slot, below the current MARK's items.
+// top is the top slot, above the last MARK.
 func (b *plainBuilder) top() *pslot {
-	if len(b.stack) == 0 || (len(b.marks) > 0 && len(b.stack) == b.marks[len(b.marks)-1]) {
+	if b.atMark() {
 		return nil
 	}
 	return &b.stack[len(b.stack)-1]
 }
 
-// popMark removes the items above the last MARK and the MARK, and returns the items (a
-// view of the stack, valid until the next push).
-func (b *plainBuilder) popMark() ([]pslot, bool) {
+// mark removes the last MARK and returns the stack height it stood at.
+func (b *plainBuilder) mark() (int, bool) {
 	if len(b.marks) == 0 {
-		return nil, false
+		return 0, false
 	}
 	m := b.marks[len(b.marks)-1]
 	b.marks = b.marks[:len(b.marks)-1]
-	items := b.stack[m:]
-	b.stack = b.stack[:m]
-	return items, true
+	return m, true
 }
 
 func (b *plainBuilder) memoPut(idx int64, v uint32) error {
@@ -431,16 +447,49 @@ func (b *plainBuilder) memoGet(idx int64) error {
 	if v == 0 {
 		return errNotPlain
 	}
-	v--
+	return b.again(v - 1)
+}
+
+// again pushes scalar v a second time (GET, DUP): a slot of its own that shares v's
+// payload, text included. A container met again is a ref in the tree: not plain.
+func (b *plainBuilder) again(v uint32) error {
 	t := &b.t
 	if t.kindOf(v).container() {
-		return errNotPlain // a second reference: a ref in the tree
+		return errNotPlain
 	}
-	// a scalar again: a slot of its own that shares the first one's payload
-	if err := b.add(t.kindOf(v), *t.val(v), *t.aux(v)); err != nil {
-		return err
+	return b.add(t.kindOf(v), *t.val(v), *t.aux(v))
+}
+
+// le reads an n-byte little-endian unsigned argument.
+func (b *plainBuilder) le(n int64) (uint64, bool) {
+	p := b.bytes(n)
+	if p == nil {
+		return 0, false
 	}
-	return nil
+	return littleEndian(p), true
+}
+
+// littleEndian is the unsigned value of up to 8 little-endian bytes.
+func littleEndian(p []byte) uint64 {
+	var x uint64
+	for i := len(p) - 1; i >= 0; i-- {
+		x = x<<8 | uint64(p[i])
+	}
+	return x
+}
+
+// argSize is the size of op's integer argument (a length, a memo index, a BININT): 1, 2,
+// 4 or 8 bytes.
+func argSize(op byte) int64 {
+	switch op {
+	case opShortBinUnicode, opShortBinBytes, opBinPut, opBinGet, opLong1, opBinInt1, opProto:
+		return 1
+	case opBinInt2:
+		return 2
+	case opBinUnicode8, opBinBytes8, opFrame:
+		return 8
+	}
+	return 4
 }
 
 // run reads opcodes up to STOP.
@@ -461,13 +510,11 @@ func (b *plainBuilder) run() error {
 		var err error
 		switch op := p[0]; op {
 		case opProto:
-			p := b.bytes(1)
-			if p == nil || p[0] > 5 {
+			if v, ok := b.le(argSize(op)); !ok || v > 5 {
 				return errNotPlain
 			}
-		case opFrame:
-			p := b.bytes(8)
-			if p == nil || binary.LittleEndian.Uint64(p) > uint64(b.end-b.pos) {
+		case opFrame: // framing is buffering to pickle.load: the frame must be there
+			if n, ok := b.le(argSize(op)); !ok || n > uint64(b.end-b.pos) {
 				return errNotPlain
 			}
 		case opStop:
@@ -493,70 +540,50 @@ func (b *plainBuilder) run() error {
 				return errNotPlain
 			}
 		case opPopMark:
-			if _, ok := b.popMark(); !ok {
+			m, ok := b.mark()
+			if !ok {
 				return errNotPlain
 			}
+			b.stack = b.stack[:m]
 		case opDup:
 			s := b.top()
-			if s == nil || t.kindOf(s.v).container() {
+			if s == nil {
 				return errNotPlain
 			}
-			err = b.add(t.kindOf(s.v), *t.val(s.v), *t.aux(s.v))
+			err = b.again(s.v)
 		case opNone:
 			err = b.add(pNone, 0, 0)
 		case opNewTrue:
 			err = b.add(pTrue, 0, 0)
 		case opNewFalse:
 			err = b.add(pFalse, 0, 0)
-		case opBinInt:
-			p := b.bytes(4)
-			if p == nil {
+		case opBinInt, opBinInt1, opBinInt2:
+			x, ok := b.le(argSize(op))
+			if !ok {
 				return errNotPlain
 			}
-			err = b.add(pInt, uint64(int64(int32(binary.LittleEndian.Uint32(p)))), 0)
-		case opBinInt1:
-			p := b.bytes(1)
-			if p == nil {
-				return errNotPlain
+			if op == opBinInt { // signed
+				x = uint64(int64(int32(uint32(x))))
 			}
-			err = b.add(pInt, uint64(p[0]), 0)
-		case opBinInt2:
-			p := b.bytes(2)
-			if p == nil {
-				return errNotPlain
-			}
-			err = b.add(pInt, uint64(binary.LittleEndian.Uint16(p)), 0)
+			err = b.add(pInt, x, 0)
 		case opLong1, opLong4:
-			var n int64
-			if op == opLong1 {
-				p := b.bytes(1)
-				if p == nil {
-					return errNotPlain
-				}
-				n = int64(p[0])
-			} else {
-				p := b.bytes(4)
-				if p == nil {
-					return errNotPlain
-				}
-				n = int64(int32(binary.LittleEndian.Uint32(p)))
-			}
-			if n < 0 || n > int64(b.o.MaxIntChars) {
+			n, ok := b.le(argSize(op))
+			if op == opLong4 && int32(uint32(n)) < 0 {
 				return errNotPlain
 			}
-			p := b.bytes(n)
+			if !ok || n > uint64(b.o.MaxIntChars) {
+				return errNotPlain
+			}
+			p := b.bytes(int64(n))
 			if p == nil {
 				return errNotPlain
 			}
-			if n <= 8 {
-				x := int64(0)
-				for i := n - 1; i >= 0; i-- {
-					x = x<<8 | int64(p[i])
-				}
-				if n > 0 && p[n-1]&0x80 != 0 && n < 8 {
+			if n <= 8 { // two's complement in an int64
+				x := littleEndian(p)
+				if n < 8 && n > 0 && p[n-1]&0x80 != 0 {
 					x -= 1 << (8 * n)
 				}
-				err = b.add(pInt, uint64(x), 0)
+				err = b.add(pInt, x, 0)
 				break
 			}
 			off, terr := b.text(p)
@@ -571,36 +598,12 @@ func (b *plainBuilder) run() error {
 			}
 			err = b.add(pFloat, binary.BigEndian.Uint64(p), 0)
 		case opBinUnicode, opShortBinUnicode, opBinUnicode8, opBinBytes, opShortBinBytes, opBinBytes8:
-			var n int64
-			switch op {
-			case opShortBinUnicode, opShortBinBytes:
-				p := b.bytes(1)
-				if p == nil {
-					return errNotPlain
-				}
-				n = int64(p[0])
-			case opBinUnicode, opBinBytes:
-				p := b.bytes(4)
-				if p == nil {
-					return errNotPlain
-				}
-				n = int64(binary.LittleEndian.Uint32(p))
-			default:
-				p := b.bytes(8)
-				if p == nil {
-					return errNotPlain
-				}
-				u := binary.LittleEndian.Uint64(p)
-				if u > math.MaxUint32 {
-					return errNotPlain
-				}
-				n = int64(u)
-			}
+			n, ok := b.le(argSize(op))
 			isStr := op == opBinUnicode || op == opShortBinUnicode || op == opBinUnicode8
-			if !isStr && n >= plainLazyMin {
-				return errNotPlain // left in the file by the general path
+			if !ok || n > math.MaxUint32 || (!isStr && n >= plainLazyMin) {
+				return errNotPlain // too large to show, or bytes the general path leaves in the file
 			}
-			p := b.bytes(n)
+			p := b.bytes(int64(n))
 			if p == nil || (isStr && !utf8.Valid(p)) {
 				return errNotPlain
 			}
@@ -621,114 +624,82 @@ func (b *plainBuilder) run() error {
 			err = b.add(pTuple, 0, 0)
 		case opTuple1, opTuple2, opTuple3:
 			n := int(op-opTuple1) + 1
-			lo := 0
-			if len(b.marks) > 0 {
-				lo = b.marks[len(b.marks)-1]
-			}
-			if len(b.stack)-lo < n {
+			if lo := len(b.stack) - n; lo < 0 || (len(b.marks) > 0 && lo < b.marks[len(b.marks)-1]) {
 				return errNotPlain
 			}
 			err = b.collect(pTuple, len(b.stack)-n)
-		case opTuple, opList:
-			if len(b.marks) == 0 {
+		case opTuple, opList, opDict:
+			m, ok := b.mark()
+			if !ok {
 				return errNotPlain
 			}
-			m := b.marks[len(b.marks)-1]
-			b.marks = b.marks[:len(b.marks)-1]
 			k := pTuple
 			if op == opList {
 				k = pList
+			} else if op == opDict {
+				k = pDict
 			}
 			err = b.collect(k, m)
-		case opDict:
-			if len(b.marks) == 0 {
-				return errNotPlain
+		case opAppend, opAppends:
+			var items []pslot
+			if op == opAppend {
+				if _, ok := b.pop(); !ok {
+					return errNotPlain
+				}
+				items = b.stack[len(b.stack) : len(b.stack)+1]
+			} else {
+				m, ok := b.mark()
+				if !ok {
+					return errNotPlain
+				}
+				items, b.stack = b.stack[m:], b.stack[:m]
 			}
-			m := b.marks[len(b.marks)-1]
-			b.marks = b.marks[:len(b.marks)-1]
-			items := append([]pslot(nil), b.stack[m:]...)
-			b.stack = b.stack[:m]
-			if err = b.add(pDict, 0, 0); err != nil {
-				return err
-			}
-			err = b.setItems(&b.stack[len(b.stack)-1], items)
-		case opAppend:
-			c, ok := b.pop()
 			l := b.top()
-			if !ok || l == nil || t.kindOf(l.v) != pList {
-				return errNotPlain
-			}
-			b.seal(c)
-			b.appendChild(l, c, false)
-			*t.aux(l.v)++
-		case opAppends:
-			items, ok := b.popMark()
-			l := b.top()
-			if !ok || l == nil || t.kindOf(l.v) != pList {
+			if l == nil || t.kindOf(l.v) != pList {
 				return errNotPlain
 			}
 			for _, c := range items {
-				b.seal(c)
 				b.appendChild(l, c, false)
 			}
 			*t.aux(l.v) += uint32(len(items))
-		case opSetItem:
-			v, ok1 := b.pop()
-			k, ok2 := b.pop()
-			d := b.top()
-			if !ok1 || !ok2 || d == nil {
-				return errNotPlain
-			}
-			err = b.setItems(d, []pslot{k, v})
-		case opSetItems:
-			items, ok := b.popMark()
-			d := b.top()
-			if !ok || d == nil {
-				return errNotPlain
-			}
-			err = b.setItems(d, items)
-		case opBinPut, opLongBinPut:
-			var idx int64
-			if op == opBinPut {
-				p := b.bytes(1)
-				if p == nil {
+		case opSetItem, opSetItems:
+			var kv []pslot
+			if op == opSetItem {
+				if len(b.stack) < 2 || (len(b.marks) > 0 && len(b.stack)-2 < b.marks[len(b.marks)-1]) {
 					return errNotPlain
 				}
-				idx = int64(p[0])
+				kv, b.stack = b.stack[len(b.stack)-2:], b.stack[:len(b.stack)-2]
 			} else {
-				p := b.bytes(4)
-				if p == nil {
+				m, ok := b.mark()
+				if !ok {
 					return errNotPlain
 				}
-				idx = int64(binary.LittleEndian.Uint32(p))
+				kv, b.stack = b.stack[m:], b.stack[:m]
 			}
+			d := b.top()
+			if d == nil {
+				return errNotPlain
+			}
+			err = b.setItems(d, kv)
+		case opBinPut, opLongBinPut, opMemoize:
 			s := b.top()
 			if s == nil {
 				return errNotPlain
 			}
-			err = b.memoPut(idx, s.v)
-		case opMemoize:
-			s := b.top()
-			if s == nil {
+			idx, ok := uint64(b.memoN), true
+			if op != opMemoize {
+				idx, ok = b.le(argSize(op))
+			}
+			if !ok {
 				return errNotPlain
 			}
-			err = b.memoPut(int64(b.memoN), s.v)
+			err = b.memoPut(int64(idx), s.v)
 		case opBinGet, opLongBinGet:
-			var idx int64
-			if op == opBinGet {
-				p := b.bytes(1)
-				if p == nil {
-					return errNotPlain
-				}
-				idx = int64(p[0])
-			} else {
-				p := b.bytes(4)
-				if p == nil {
-					return errNotPlain
-				}
-				idx = int64(binary.LittleEndian.Uint32(p))
+			idx, ok := b.le(argSize(op))
+			if !ok {
+				return errNotPlain
 			}
-			err = b.memoGet(idx)
+			err = b.memoGet(int64(idx))
 		default:
 			return errNotPlain
 		}
@@ -742,19 +713,22 @@ func (b *plainBuilder) run() error {
 // scanner's lazyMin).
 const plainLazyMin = 4096
 
-// collect makes a list or tuple of the slots from stack height m up.
+// collect makes a list, tuple or dict of the slots from stack height m up, in their place.
 func (b *plainBuilder) collect(k pkind, m int) error {
-	items := append([]pslot(nil), b.stack[m:]...)
-	b.stack = b.stack[:m]
-	if err := b.add(k, 0, uint32(len(items))); err != nil {
-		return err
+	c := pslot{v: b.t.slot(k, 0, 0), size: 1}
+	items := b.stack[m:]
+	if k == pDict {
+		if err := b.setItems(&c, items); err != nil {
+			return err
+		}
+	} else {
+		for _, it := range items {
+			b.appendChild(&c, it, false)
+		}
+		*b.t.aux(c.v) = uint32(len(items))
 	}
-	c := &b.stack[len(b.stack)-1]
-	for _, it := range items {
-		b.seal(it)
-		b.appendChild(c, it, false)
-	}
-	return nil
+	b.stack = append(b.stack[:m], c)
+	return b.count()
 }
 
 // The tree a reader sees.
@@ -787,14 +761,12 @@ func (p *plainItems) slots() []uint32 {
 	p.once.Do(func() {
 		t := p.t
 		p.kids = make([]uint32, 0, *t.aux(p.v))
-		f, ok := t.first(p.v)
-		for ok {
-			p.kids = append(p.kids, f)
-			if t.kindOf(p.v) == pDict {
-				f = *t.next(f) - 1 // the value
+		t.eachItem(p.v, func(item, key uint32) {
+			if p.keyed() {
+				item = key
 			}
-			f, ok = *t.next(f)-1, *t.next(f) != 0
-		}
+			p.kids = append(p.kids, item)
+		})
 		if p.keyed() && len(p.kids) >= keyIndexMin {
 			p.index = make(map[string]int, len(p.kids))
 			for i, k := range p.kids {
@@ -835,16 +807,7 @@ func (p *plainItems) item(c *converter, i int) *Node {
 	return n
 }
 
-func (p *plainItems) items(n *Node, from, to int) []*Node {
-	c := newItemConverter()
-	out := make([]*Node, 0, to-from)
-	for i := from; i < to; i++ {
-		k := p.item(c, i)
-		k.parent = n
-		out = append(out, k)
-	}
-	return out
-}
+func (p *plainItems) items(n *Node, from, to int) []*Node { return page(n, from, to, p.item) }
 
 // node makes the node of slot v: a container of pureMin values or more keeps its items
 // in the tree; anything smaller is made into the values the unpickler would have made,
@@ -853,7 +816,6 @@ func (t *plainTree) node(c *converter, v uint32) *Node {
 	k := t.kindOf(v)
 	if k.container() && t.size(v) >= pureMin {
 		n := c.newNode()
-		c.nodes++
 		switch k {
 		case pList:
 			n.Kind, n.Type = KindList, "list"
@@ -881,16 +843,7 @@ func (t *plainTree) value(v uint32) any {
 	case pInt:
 		return int(int64(*t.val(v)))
 	case pBig:
-		b := t.text[*t.val(v) : *t.val(v)+uint64(*t.aux(v))]
-		be := make([]byte, len(b))
-		for i := range b {
-			be[len(b)-1-i] = b[i]
-		}
-		x := new(big.Int).SetBytes(be)
-		if b[len(b)-1]&0x80 != 0 {
-			x.Sub(x, new(big.Int).Lsh(big.NewInt(1), uint(8*len(b))))
-		}
-		return x
+		return longBytes(t.bytesOf(v))
 	case pFloat:
 		return math.Float64frombits(*t.val(v))
 	case pStr:
@@ -900,17 +853,13 @@ func (t *plainTree) value(v uint32) any {
 	}
 	var items []any
 	var entries []types.DictEntry
-	f, ok := t.first(v)
-	for ok {
-		if t.kindOf(v) == pDict {
-			val := *t.next(f) - 1
-			entries = append(entries, types.DictEntry{Key: t.str(f), Value: t.value(val)})
-			f = val
+	t.eachItem(v, func(item, key uint32) {
+		if key != noKey {
+			entries = append(entries, types.DictEntry{Key: t.str(key), Value: t.value(item)})
 		} else {
-			items = append(items, t.value(f))
+			items = append(items, t.value(item))
 		}
-		f, ok = *t.next(f)-1, *t.next(f) != 0
-	}
+	})
 	switch t.kindOf(v) {
 	case pList:
 		l := types.List(items)

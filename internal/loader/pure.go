@@ -251,14 +251,17 @@ func (p *pureItems) item(c *converter, i int) *Node {
 	return n
 }
 
-// items makes items [from, to) of n, with one converter for the page (its slab, its memo
-// of judged subtrees), children of n. The subtree is plain data, each container in it
-// referenced once, so no two items share a value and one converter serves them all.
-func (p *pureItems) items(n *Node, from, to int) []*Node {
+// items makes items [from, to) of n. The subtree is plain data, each container in it
+// referenced once, so no two items share a value and one converter serves the page.
+func (p *pureItems) items(n *Node, from, to int) []*Node { return page(n, from, to, p.item) }
+
+// page makes items [from, to) of n with item, one converter for the page (its slab, its
+// memo of judged subtrees), children of n.
+func page(n *Node, from, to int, item func(c *converter, i int) *Node) []*Node {
 	c := newItemConverter()
 	out := make([]*Node, 0, to-from)
 	for i := from; i < to; i++ {
-		k := p.item(c, i)
+		k := item(c, i)
 		k.parent = n
 		out = append(out, k)
 	}

@@ -1724,9 +1724,12 @@ func rawUnicodeUnescape(l string) string {
 }
 
 // decodeLongBytes renders a LONG1/LONG4 payload (little-endian two's complement) in decimal.
-func decodeLongBytes(b []byte) string {
+func decodeLongBytes(b []byte) string { return longBytes(b).String() }
+
+// longBytes is the int of a LONG1/LONG4 payload (little-endian two's complement).
+func longBytes(b []byte) *big.Int {
 	if len(b) == 0 {
-		return "0"
+		return new(big.Int)
 	}
 	be := make([]byte, len(b))
 	for i := range b {
@@ -1736,5 +1739,5 @@ func decodeLongBytes(b []byte) string {
 	if b[len(b)-1]&0x80 != 0 {
 		v.Sub(v, new(big.Int).Lsh(big.NewInt(1), uint(8*len(b))))
 	}
-	return v.String()
+	return v
 }
