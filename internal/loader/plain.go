@@ -173,6 +173,8 @@ type plainBuilder struct {
 	buf      []byte
 	bufOff   int64
 	values   int
+	// cut is where an opcode was found cut short by the end of the data (-1: none)
+	cut int64
 }
 
 // errNotPlain says the file is not one the builder reads; the general path reads it.
@@ -185,11 +187,17 @@ const plainWindow = 1 << 20
 const plainKeyScan = 16
 
 // readPlain reads the pickle at [start, end) of r. It returns errNotPlain when the general
-// path must read it, a limit *Error when the file is over one, and else the tree and the
-// position after STOP.
+// path must read it, an *Error when the file is over a limit or its plain data is cut
+// short, and else the tree and the position after STOP.
 func readPlain(r io.ReaderAt, start, end int64, o Options) (t *plainTree, root uint32, pos int64, err error) {
-	b := &plainBuilder{o: o, r: r, pos: start, end: end, seed: maphash.MakeSeed()}
+	b := &plainBuilder{o: o, r: r, pos: start, end: end, seed: maphash.MakeSeed(), cut: -1}
 	if err := b.run(); err != nil {
+		if err == errNotPlain && b.cut >= 0 {
+			// Every opcode before was plain data and the data ends: pickle.load fails
+			// there, and the general path would say so (past limits a plain pickle does not
+			// meet: its memo alone would hit -max-memo first on a large file).
+			return nil, 0, 0, &Error{Msg: "malformed pickle: the data ends before the pickle's STOP opcode (the file is cut short)", Offset: b.cut}
+		}
 		return nil, 0, 0, err
 	}
 	return &b.t, b.stack[0].v, b.pos, nil
@@ -207,7 +215,11 @@ func (b *plainBuilder) bytes(n int64) []byte {
 
 // fill reads the window that holds the next n bytes, and returns them.
 func (b *plainBuilder) fill(n int64) []byte {
-	if n < 0 || n > b.end-b.pos {
+	if n > b.end-b.pos {
+		b.cut = b.pos
+		return nil
+	}
+	if n < 0 {
 		return nil
 	}
 	size := min(max(n, plainWindow), b.end-b.pos)
@@ -217,7 +229,7 @@ func (b *plainBuilder) fill(n int64) []byte {
 	b.buf = b.buf[:size]
 	m, _ := b.r.ReadAt(b.buf, b.pos)
 	if int64(m) < n {
-		b.buf = b.buf[:0]
+		b.buf, b.cut = b.buf[:0], b.pos
 		return nil
 	}
 	b.buf, b.bufOff = b.buf[:m], b.pos

@@ -19,6 +19,32 @@ func readsPlain(data []byte) (bool, error) {
 	return err == nil, err
 }
 
+// A plain pickle cut short anywhere is malformed, as pickle.load finds it (it raises
+// EOFError or UnpicklingError "pickle data was truncated"), on both paths: the one pass
+// says so itself, where the general path would meet -max-memo first on a large file.
+func TestPlainCutShort(t *testing.T) {
+	data := plainShapes()["records"]
+	for cut := 1; cut < len(data); cut += 7 {
+		part := data[:cut]
+		for _, o := range []Options{{}, {noPlain: true}} {
+			_, err := Open(bytes.NewReader(part), int64(len(part)), o)
+			var le *Error
+			if !errors.As(err, &le) || !strings.Contains(le.Msg, "malformed") {
+				t.Fatalf("cut at %d (noPlain %v): %v, want a malformed pickle", cut, o.noPlain, err)
+			}
+		}
+	}
+	big, err := os.ReadFile("../../testdata/models/plain_records_p4.pkl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := big[:len(big)*2/3]
+	_, err = Open(bytes.NewReader(part), int64(len(part)), ServerOptions())
+	if err == nil || !strings.Contains(err.Error(), "malformed pickle") {
+		t.Errorf("a records pickle cut short, at the server's limits: %v", err)
+	}
+}
+
 // TestPlainOnePassMatchesGeneralPath holds every file the one-pass reading accepts to the
 // tree the general path (scan, gopickle, convert) makes of it, value for value, items made
 // on demand included: the fixtures, the hostile files, the corpus and pickles made to the
@@ -46,8 +72,11 @@ func TestPlainOnePassMatchesGeneralPath(t *testing.T) {
 	onePass := 0
 	for name, data := range files {
 		plain, perr := readsPlain(data)
-		if perr != nil {
-			t.Errorf("%s: the one-pass reading refused it: %v", name, perr)
+		if perr != nil { // cut short: the general path must refuse it too
+			_, err := Open(bytes.NewReader(data), int64(len(data)), Options{noPlain: true})
+			if err == nil {
+				t.Errorf("%s: the one-pass reading refused it (%v), the general path opens it", name, perr)
+			}
 			continue
 		}
 		if !plain {
@@ -244,7 +273,13 @@ func FuzzPlainOnePass(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		plain, err := readsPlain(data)
-		if !plain || err != nil {
+		if err != nil { // cut short (no input here reaches the default limits)
+			if _, e := Open(bytes.NewReader(data), int64(len(data)), Options{noPlain: true}); e == nil {
+				t.Fatalf("the one pass refused it (%v), the general path opens it", err)
+			}
+			return
+		}
+		if !plain {
 			return
 		}
 		a, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
