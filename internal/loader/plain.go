@@ -173,8 +173,10 @@ type plainBuilder struct {
 	buf      []byte
 	bufOff   int64
 	values   int
-	// cut is where an opcode was found cut short by the end of the data (-1: none)
-	cut int64
+	// cut is where an opcode was found cut short by the end of the data (-1: none), and
+	// cutWhy says how, when it is not that the data ends
+	cut    int64
+	cutWhy string
 }
 
 // errNotPlain says the file is not one the builder reads; the general path reads it.
@@ -196,7 +198,11 @@ func readPlain(r io.ReaderAt, start, end int64, o Options) (t *plainTree, root u
 			// Every opcode before was plain data and the data ends: pickle.load fails
 			// there, and the general path would say so (past limits a plain pickle does not
 			// meet: its memo alone would hit -max-memo first on a large file).
-			return nil, 0, 0, &Error{Msg: "malformed pickle: the data ends before the pickle's STOP opcode (the file is cut short)", Offset: b.cut}
+			why := b.cutWhy
+			if why == "" {
+				why = "the data ends before the pickle's STOP opcode"
+			}
+			return nil, 0, 0, &Error{Msg: "malformed pickle: " + why + " (the file is cut short)", Offset: b.cut}
 		}
 		return nil, 0, 0, err
 	}
@@ -527,6 +533,9 @@ func (b *plainBuilder) run() error {
 			}
 		case opFrame: // framing is buffering to pickle.load: the frame must be there
 			if n, ok := b.le(argSize(op)); !ok || n > uint64(b.end-b.pos) {
+				if ok { // pickle.load reads the frame at once: truncated
+					b.cut, b.cutWhy = b.pos-9, fmt.Sprintf("FRAME declares %s bytes but only %s remain", thousands(int64(min(n, math.MaxInt64))), thousands(b.end-b.pos))
+				}
 				return errNotPlain
 			}
 		case opStop:
