@@ -392,9 +392,34 @@ func (s *keySet) add(h uint64) bool {
 	}
 }
 
+// fence is the stack height of the last MARK (0 without one): opcodes other than those
+// that close a MARK take no slot below it.
+func (b *plainBuilder) fence() int {
+	if len(b.marks) == 0 {
+		return 0
+	}
+	return b.marks[len(b.marks)-1]
+}
+
 // atMark says whether the stack holds nothing above the last MARK.
-func (b *plainBuilder) atMark() bool {
-	return len(b.stack) == 0 || (len(b.marks) > 0 && len(b.stack) == b.marks[len(b.marks)-1])
+func (b *plainBuilder) atMark() bool { return len(b.stack) == b.fence() }
+
+// take removes the items of APPEND or SETITEM (the top n slots) or of APPENDS or SETITEMS
+// (every slot since the last MARK, and the MARK) and returns them: a view of the stack,
+// valid until the next push.
+func (b *plainBuilder) take(n int, sinceMark bool) ([]pslot, bool) {
+	m := len(b.stack) - n
+	if sinceMark {
+		var ok bool
+		if m, ok = b.mark(); !ok {
+			return nil, false
+		}
+	} else if m < b.fence() {
+		return nil, false
+	}
+	items := b.stack[m:]
+	b.stack = b.stack[:m]
+	return items, true
 }
 
 // pop removes the top slot.
@@ -644,11 +669,11 @@ func (b *plainBuilder) run() error {
 		case opEmptyTuple:
 			err = b.add(pTuple, 0, 0)
 		case opTuple1, opTuple2, opTuple3:
-			n := int(op-opTuple1) + 1
-			if lo := len(b.stack) - n; lo < 0 || (len(b.marks) > 0 && lo < b.marks[len(b.marks)-1]) {
+			m := len(b.stack) - int(op-opTuple1) - 1
+			if m < b.fence() {
 				return errNotPlain
 			}
-			err = b.collect(pTuple, len(b.stack)-n)
+			err = b.collect(pTuple, m)
 		case opTuple, opList, opDict:
 			m, ok := b.mark()
 			if !ok {
@@ -662,21 +687,9 @@ func (b *plainBuilder) run() error {
 			}
 			err = b.collect(k, m)
 		case opAppend, opAppends:
-			var items []pslot
-			if op == opAppend {
-				if _, ok := b.pop(); !ok {
-					return errNotPlain
-				}
-				items = b.stack[len(b.stack) : len(b.stack)+1]
-			} else {
-				m, ok := b.mark()
-				if !ok {
-					return errNotPlain
-				}
-				items, b.stack = b.stack[m:], b.stack[:m]
-			}
+			items, ok := b.take(1, op == opAppends)
 			l := b.top()
-			if l == nil || t.kindOf(l.v) != pList {
+			if !ok || l == nil || t.kindOf(l.v) != pList {
 				return errNotPlain
 			}
 			for _, c := range items {
@@ -684,21 +697,9 @@ func (b *plainBuilder) run() error {
 			}
 			*t.aux(l.v) += uint32(len(items))
 		case opSetItem, opSetItems:
-			var kv []pslot
-			if op == opSetItem {
-				if len(b.stack) < 2 || (len(b.marks) > 0 && len(b.stack)-2 < b.marks[len(b.marks)-1]) {
-					return errNotPlain
-				}
-				kv, b.stack = b.stack[len(b.stack)-2:], b.stack[:len(b.stack)-2]
-			} else {
-				m, ok := b.mark()
-				if !ok {
-					return errNotPlain
-				}
-				kv, b.stack = b.stack[m:], b.stack[:m]
-			}
+			kv, ok := b.take(2, op == opSetItems)
 			d := b.top()
-			if d == nil {
+			if !ok || d == nil {
 				return errNotPlain
 			}
 			err = b.setItems(d, kv)

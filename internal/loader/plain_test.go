@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -54,18 +53,7 @@ func TestPlainCutShort(t *testing.T) {
 // shapes the one-pass reading decides on. The general path's trees are themselves held to
 // real Python's values by the fixture tests.
 func TestPlainOnePassMatchesGeneralPath(t *testing.T) {
-	files := map[string][]byte{}
-	for _, glob := range []string{"../../testdata/models/*", "../../testdata/models/*/*", "../../testdata/hostile/*", "testdata/fuzz/*/*", corpusDir + "/*/*"} {
-		paths, _ := filepath.Glob(glob)
-		for _, p := range paths {
-			if b, err := os.ReadFile(p); err == nil && len(b) < 64<<20 {
-				files[p] = b
-			}
-		}
-	}
-	if len(files) < 100 {
-		t.Fatalf("only %d files", len(files))
-	}
+	files := testFiles(t, "../../testdata/models/*", "../../testdata/models/*/*", "../../testdata/hostile/*", "testdata/fuzz/*/*", corpusDir+"/*/*")
 	for name, b := range syntheticPlain() {
 		files["synthetic "+name] = b
 	}

@@ -52,18 +52,7 @@ func openBoth(t *testing.T, data []byte) (kept, nodes *Checkpoint, err error) {
 // corpus file, and on pickles made to the shapes that decide it: records, a vocabulary,
 // nesting, a container referenced twice inside and from outside a plain subtree.
 func TestPlainDataKeptAsValues(t *testing.T) {
-	files := map[string][]byte{}
-	for _, glob := range []string{"../../testdata/models/*", "../../testdata/models/sharded/*", "../../testdata/hostile/*", corpusDir + "/*/*"} {
-		paths, _ := filepath.Glob(glob)
-		for _, p := range paths {
-			if b, err := os.ReadFile(p); err == nil && len(b) < 64<<20 {
-				files[p] = b
-			}
-		}
-	}
-	if len(files) < 100 {
-		t.Fatalf("only %d files", len(files))
-	}
+	files := testFiles(t, "../../testdata/models/*", "../../testdata/models/sharded/*", "../../testdata/hostile/*", corpusDir+"/*/*")
 	synthetic := syntheticPlain()
 	for name, b := range synthetic {
 		files[name] = b
@@ -92,6 +81,25 @@ func TestPlainDataKeptAsValues(t *testing.T) {
 	if kept < 5 {
 		t.Errorf("only %d subtrees kept as values: the comparison checks little", kept)
 	}
+}
+
+// testFiles reads the files the globs match (under 64 MiB each), by path: at least 100 of
+// them, or the comparisons that use them check little.
+func testFiles(t *testing.T, globs ...string) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	for _, glob := range globs {
+		paths, _ := filepath.Glob(glob)
+		for _, p := range paths {
+			if b, err := os.ReadFile(p); err == nil && len(b) < 64<<20 {
+				files[p] = b
+			}
+		}
+	}
+	if len(files) < 100 {
+		t.Fatalf("only %d files", len(files))
+	}
+	return files
 }
 
 func firstLineDiff(a, b string) string {
