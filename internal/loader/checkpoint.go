@@ -98,6 +98,9 @@ type Checkpoint struct {
 	closers []io.Closer
 	// decompressed are the readers of decompressed streams, so their storages say so.
 	decompressed map[io.ReaderAt]bool
+	// onePass names the one-pass reading that read the pickle ("plain", "torch"; "" for
+	// the general path), for the tests that hold the two to each other.
+	onePass string
 }
 
 func (c *Checkpoint) markDecompressed(r io.ReaderAt) {

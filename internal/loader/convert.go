@@ -31,6 +31,9 @@ type converter struct {
 	// slab is where nodes are allocated, many at a time: one allocation (and one object for
 	// the collector) per nodeSlab nodes instead of one per value.
 	slab []Node
+	// unshared says that no container is met twice in the values converted (the one-pass
+	// readings make each of them once): no refs, and no map of what was seen
+	unshared bool
 	// the last long str converted (see text)
 	lastText, lastValid string
 	lastLen             int64
@@ -92,6 +95,11 @@ func (c *converter) newNode() *Node {
 	return n
 }
 
+// viewKey is what makes two views of a storage the same view.
+func viewKey(t *Tensor) tensorKey {
+	return tensorKey{st: t.Storage, off: t.StorageOffset, shape: intsKey(t.Shape), stride: intsKey(t.Strides)}
+}
+
 type tensorKey struct {
 	st     *Storage
 	off    int64
@@ -133,6 +141,7 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		return &Node{Kind: KindNone, parent: parent, Seg: seg}
 	}
 	id, isContainer := identity(v)
+	isContainer = isContainer && !c.unshared
 	if isContainer {
 		if first, ok := c.seen[id]; ok {
 			ref := &Node{Kind: KindRef, Type: "ref", parent: parent, Seg: seg, Target: first.Path()}
@@ -235,7 +244,11 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		if n.Type == "builtins.dict" {
 			n.Type = "dict"
 		}
-		c.entries(n, x.entries, depth)
+		if x.distinct {
+			c.distinctEntries(n, x.entries, depth)
+		} else {
+			c.entries(n, x.entries, depth)
+		}
 		before := len(n.Children)
 		c.attrs(n, x.attrs, depth)
 		for _, k := range n.Children[before:] {
@@ -329,16 +342,24 @@ type segIndex struct {
 	n    *Node
 	size int            // the number of children n will have, about
 	pos  map[string]int // segment -> index in n.Children, once there are many
-	next map[string]int // segment -> the number its next rename tries first
+	// finds counts the lookups: a few are scans (an OrderedDict's one attribute after its
+	// 200,000 entries), more make the map
+	finds int
+	next  map[string]int // segment -> the number its next rename tries first
 }
 
-// segIndexMin is the number of children from which a segIndex keeps a map.
-const segIndexMin = 32
+// segIndexMin is the number of children from which a segIndex keeps a map, made at its
+// segIndexScans+1-th lookup.
+const (
+	segIndexMin   = 32
+	segIndexScans = 4
+)
 
 // find is the index of n's child at segment seg.
 func (x *segIndex) find(seg string) (int, bool) {
 	kids := x.n.Children
-	if x.pos == nil && len(kids) > segIndexMin {
+	x.finds++
+	if x.pos == nil && len(kids) > segIndexMin && x.finds > segIndexScans {
 		x.pos = make(map[string]int, max(x.size, len(kids)))
 		for i := len(kids) - 1; i >= 0; i-- { // the first of a repeated segment wins
 			x.pos[kids[i].Seg] = i
@@ -518,6 +539,19 @@ func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
 	}
 }
 
+// distinctEntries adds the entries of a dict whose keys are str and distinct (as the
+// one-pass reading makes them) as n's first children: each at its key, as entries would.
+func (c *converter) distinctEntries(n *Node, entries []types.DictEntry, depth int) {
+	n.Children = make([]*Node, 0, len(entries))
+	for _, e := range entries {
+		k := e.Key.(string)
+		n.Children = append(n.Children, c.child(e.Value, n, k, k, depth))
+		if c.err != nil {
+			return
+		}
+	}
+}
+
 // attrs adds an object's attributes (its BUILD state dict) as children.
 func (c *converter) attrs(n *Node, entries []types.DictEntry, depth int) {
 	idx := segIndex{n: n, size: len(n.Children) + len(entries)}
@@ -675,12 +709,25 @@ func (c *converter) tensor(n *Node, t *pyTensor) {
 }
 
 func (c *converter) count(t *Tensor) {
-	k := tensorKey{st: t.Storage, off: t.StorageOffset, shape: intsKey(t.Shape), stride: intsKey(t.Strides)}
 	c.ck.Tensors++
-	if t.Storage != nil && c.counted[k] {
-		return
+	if st := t.Storage; st != nil {
+		// Two tensors that view the same bytes the same way count once. The first view of
+		// a storage is remembered on it; the map of views is needed from its second on.
+		switch {
+		case st.countedBy != c:
+			st.countedBy, st.firstView = c, t
+		default:
+			if st.firstView != nil {
+				c.counted[viewKey(st.firstView)] = true
+				st.firstView = nil
+			}
+			k := viewKey(t)
+			if c.counted[k] {
+				return
+			}
+			c.counted[k] = true
+		}
 	}
-	c.counted[k] = true
 	if t.DType == "object" {
 		return
 	}

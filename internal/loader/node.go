@@ -328,6 +328,11 @@ type Storage struct {
 	Users []string
 	// File names the file of a set (a shard of a sharded checkpoint) the bytes are in.
 	File string
+
+	// countedBy is the converter that counted a view of the storage first, and firstView
+	// that view until a second one is counted (converter.count)
+	countedBy *converter
+	firstView *Tensor
 }
 
 // Section returns a reader over the storage's bytes.

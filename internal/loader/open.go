@@ -308,7 +308,7 @@ func (op *opener) openPlain() (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	op.ck.Format = "pickle"
+	op.ck.Format, op.ck.onePass = "pickle", "plain"
 	n := t.node(newConverter(op.o, op.ck), root)
 	if p, ok := n.lazy.(*plainItems); ok {
 		p.root = true
@@ -316,6 +316,76 @@ func (op *opener) openPlain() (bool, error) {
 	op.ck.Root, op.ck.Values = n, t.size(root)
 	op.trailing(op.r, op.size, end)
 	return true, nil
+}
+
+// torchPass reads a torch archive's data.pkl in one pass (torchpass.go) into the values
+// the general path's unpickling makes, and says whether it did (or refused the pickle at a
+// limit). It sets the weights_only verdict. Storages are made only once the whole pickle is
+// read, and only when every one of them is a stored member that holds it: a file the pass
+// gives up on goes the general way as if the pass had not run, and that way says what is
+// wrong with it.
+func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torchZip, zr *zip.Reader, order string) (any, bool, error) {
+	if op.o.nodesOnly || op.o.noPlain || tz.byName == nil {
+		return nil, false, nil
+	}
+	t, root, wo, ops, err := readTorchPickle(src, size, op.o, where)
+	if err == errNotPlain {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	tb := &t.tb
+	// The record torch reads for a storage is the member named folder/data/key without
+	// regard to ASCII case, one at most (tz.byName). The members are met in the order of
+	// the file, so each window of the header cache serves many of them.
+	find := t.find
+	for i := range tb.storages {
+		if k := t.key(i); lowerName(k) != k { // compared as miniz does
+			keys := make(map[string]uint32, len(tb.storages))
+			for j := range tb.storages {
+				keys[lowerName(t.key(j))] = uint32(j)
+			}
+			find = func(k string) (uint32, bool) { i, ok := keys[k]; return i, ok }
+			break
+		}
+	}
+	files := make([]*zip.File, len(tb.storages))
+	offs := make([]int64, len(tb.storages))
+	want := lowerName(tz.prefix) + "data/"
+	for _, f := range zr.File {
+		name := lowerName(f.Name)
+		if !strings.HasPrefix(name, want) {
+			continue
+		}
+		if i, ok := find(name[len(want):]); ok {
+			if f.Method != zip.Store {
+				return nil, false, nil // the general path inflates it
+			}
+			off, err := f.DataOffset()
+			if err != nil {
+				off = -1
+			}
+			files[i], offs[i] = f, off
+		}
+	}
+	before := len(op.ck.Storages)
+	slab := make([]Storage, len(tb.storages))
+	tb.ps = make([]*pyStorage, len(tb.storages))
+	pys := make([]pyStorage, len(tb.storages))
+	for i, s := range tb.storages {
+		st := &slab[i]
+		*st = Storage{Key: t.key(i), DType: tb.dtypes[s.dtype], Location: tb.locs[s.loc], ByteOrder: order}
+		if files[i] == nil || op.zipStorage(st, files[i], offs[i], s.numel) != nil {
+			op.ck.Storages = op.ck.Storages[:before]
+			return nil, false, nil
+		}
+		pys[i] = pyStorage{st: st, numel: s.numel}
+		tb.ps[i] = &pys[i]
+	}
+	op.ops += ops
+	op.ck.WeightsOnly, op.ck.onePass = wo, "torch"
+	return t.value(root), true, nil
 }
 
 // openJoblib opens a pickle the way joblib.load reads it (mode modeJoblib), or the way its
@@ -381,8 +451,12 @@ func (op *opener) trailing(src io.ReaderAt, size, pos int64) {
 }
 
 // build converts the root value and indexes the tree.
-func (op *opener) build(v any) error {
+func (op *opener) build(v any) error { return op.buildTree(v, false) }
+
+// buildTree converts the root value; unshared says no container is in it twice.
+func (op *opener) buildTree(v any, unshared bool) error {
 	c := newConverter(op.o, op.ck)
+	c.unshared = unshared
 	op.ck.Root = c.node(v, nil, "", 0)
 	op.ck.Values += c.nodes
 	if c.err != nil {
@@ -672,7 +746,13 @@ func mulOK(a, b int64) (int64, bool) {
 // openZip opens a torch zip archive (torch.save since 1.6, TorchScript) or a plain zip of
 // pickles.
 func (op *opener) openZip() error {
-	zr, err := zip.NewReader(op.r, op.size)
+	var zr *zip.Reader
+	var err error
+	if _, remote := op.r.(interface{ WillRead(off, n int64) }); remote {
+		zr, err = zip.NewReader(op.r, op.size) // warmHeaders reads the headers in parallel
+	} else {
+		zr, err = zip.NewReader(&headerCache{r: op.r, size: op.size}, op.size)
+	}
 	switch {
 	case errors.Is(err, zip.ErrFormat):
 		// The file starts like a zip (a torch.save archive) but its directory, at the end,
@@ -755,38 +835,17 @@ func (op *opener) openZip() error {
 		if !ok {
 			return nil, fmt.Errorf("tensor storage %q has no data/%s member in the archive", key, key)
 		}
-		es := int64(DTypeSize(dtype))
-		if es == 0 {
-			return nil, fmt.Errorf("storage %q has unknown dtype %s", key, dtype)
-		}
-		if numel > int64(f.UncompressedSize64)/es {
-			return nil, fmt.Errorf("storage %q needs %d elements of %s but its member holds %d bytes", key, numel, dtype, f.UncompressedSize64)
-		}
-		st := &Storage{Key: key, DType: dtype, Location: location, ByteOrder: order, Size: numel * es}
+		st := &Storage{Key: key, DType: dtype, Location: location, ByteOrder: order}
+		off := int64(-1)
 		if f.Method == zip.Store {
-			off, err := f.DataOffset()
-			if err != nil || off+st.Size > op.size {
-				return nil, fmt.Errorf("storage %q lies outside the file", key)
+			var err error
+			if off, err = f.DataOffset(); err != nil {
+				off = -1
 			}
-			st.Data, st.Offset = op.r, off
-		} else {
-			// torch writes storages stored; a deflated one is inflated once, into a spool
-			// counted against -max-decompress, so that reading it never inflates it again
-			// from the start (which made statistics quadratic in its size)
-			data, n, err := op.memberData(f)
-			if err != nil {
-				var le *Error
-				if errors.As(err, &le) {
-					return nil, errors.New(le.Msg)
-				}
-				return nil, err
-			}
-			if n < st.Size {
-				return nil, fmt.Errorf("storage %q needs %d bytes but its member inflates to %d", key, st.Size, n)
-			}
-			st.Data = data
 		}
-		op.ck.Storages = append(op.ck.Storages, st)
+		if err := op.zipStorage(st, f, off, numel); err != nil {
+			return nil, err
+		}
 		return st, nil
 	}
 	switch {
@@ -796,6 +855,19 @@ func (op *opener) openZip() error {
 		op.ck.WeightsOnly = &WeightsOnly{Refusal: "a TorchScript archive: torch.load(weights_only=True) refuses it (torch.jit.load reads it, and runs its code)"}
 	default:
 		op.wo = &woState{needs: map[string]bool{}}
+	}
+	if op.wo != nil {
+		if v, done, err := op.torchPass(src, srcSize, dataPkl.Name, tz, zr, order); done {
+			op.wo = nil
+			if err != nil {
+				return err
+			}
+			op.scanOtherPickles(zr, dataPkl)
+			if err := op.buildTree(v, true); err != nil {
+				return err
+			}
+			return op.checkViews()
+		}
 	}
 	s, _, err := op.scanOne(src, 0, srcSize, dataPkl.Name)
 	op.wo = nil
@@ -815,6 +887,45 @@ func (op *opener) openZip() error {
 		return err
 	}
 	return op.checkViews()
+}
+
+// zipStorage completes st, the storage of a persistent id, from its record f (off is f's
+// data offset when it is stored and its local header could be read, else -1), and adds it
+// to the checkpoint.
+func (op *opener) zipStorage(st *Storage, f *zip.File, off, numel int64) error {
+	key, dtype := st.Key, st.DType
+	es := int64(DTypeSize(dtype))
+	if es == 0 {
+		return fmt.Errorf("storage %q has unknown dtype %s", key, dtype)
+	}
+	if numel > int64(f.UncompressedSize64)/es {
+		return fmt.Errorf("storage %q needs %d elements of %s but its member holds %d bytes", key, numel, dtype, f.UncompressedSize64)
+	}
+	st.Size = numel * es
+	if f.Method == zip.Store {
+		if off < 0 || off+st.Size > op.size {
+			return fmt.Errorf("storage %q lies outside the file", key)
+		}
+		st.Data, st.Offset = op.r, off
+	} else {
+		// torch writes storages stored; a deflated one is inflated once, into a spool
+		// counted against -max-decompress, so that reading it never inflates it again
+		// from the start (which made statistics quadratic in its size)
+		data, n, err := op.memberData(f)
+		if err != nil {
+			var le *Error
+			if errors.As(err, &le) {
+				return errors.New(le.Msg)
+			}
+			return err
+		}
+		if n < st.Size {
+			return fmt.Errorf("storage %q needs %d bytes but its member inflates to %d", key, st.Size, n)
+		}
+		st.Data = data
+	}
+	op.ck.Storages = append(op.ck.Storages, st)
+	return nil
 }
 
 // listMembers records an archive's members and what each holds.

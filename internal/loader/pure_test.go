@@ -21,9 +21,10 @@ func treeText(b *strings.Builder, n *Node) {
 		fmt.Fprintf(b, " complex=%v", n.Complex)
 	}
 	if t := n.Tensor; t != nil {
-		fmt.Fprintf(b, " tensor=%s%v", t.DType, t.Shape)
-		if t.Storage != nil {
-			fmt.Fprintf(b, " users=%v", t.Storage.Users)
+		fmt.Fprintf(b, " tensor=%s%v strides=%v offset=%d grad=%v layout=%q quant=%v packed=%v column=%v",
+			t.DType, t.Shape, t.Strides, t.StorageOffset, t.RequiresGrad, t.Layout, t.Quant, t.Packed, t.Column)
+		if s := t.Storage; s != nil {
+			fmt.Fprintf(b, " storage=%q/%s/%s/%s@%d+%d users=%v", s.Key, s.DType, s.Location, s.ByteOrder, s.Offset, s.Size, s.Users)
 		}
 	}
 	b.WriteByte('\n')

@@ -55,6 +55,9 @@ type pyDict struct {
 	typeName string
 	entries  []types.DictEntry
 	attrs    []types.DictEntry
+	// distinct marks entries whose keys are str and all different (the one-pass reading
+	// makes no other)
+	distinct bool
 }
 
 // pySet keeps insertion order (pickle order), unlike gopickle's map-based set.

@@ -32,6 +32,10 @@ type torchZip struct {
 	files  []*zip.File
 	sorted []int // indexes of files, in miniz's sorted order
 	prefix string
+	// byName finds the files by their names in ASCII lower case when no two are equal so
+	// (the binary search then finds the one such name, and a map finds it at once: a state
+	// dict of 200,000 storages looks each one up)
+	byName map[string]*zip.File
 }
 
 // newTorchZip applies torch's folder rules; refusal says why torch would refuse the
@@ -62,6 +66,21 @@ func lowerASCII(c byte) byte {
 		return c - 'A' + 'a'
 	}
 	return c
+}
+
+// lowerName is s with its ASCII letters in lower case (s itself when it has none in upper
+// case), as lowerASCII compares them.
+func lowerName(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				b[j] = lowerASCII(b[j])
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 // nameLess is miniz's mz_zip_reader_filename_less: names compared byte by byte without
@@ -103,6 +122,10 @@ func (t *torchZip) sortLikeMiniz() {
 	}
 	if distinct {
 		t.sorted = idx
+		t.byName = make(map[string]*zip.File, len(idx))
+		for _, f := range t.files {
+			t.byName[lowerName(f.Name)] = f
+		}
 		return
 	}
 	for i := range idx {
@@ -143,6 +166,9 @@ func (t *torchZip) lookup(name string) *zip.File {
 		return nil
 	}
 	want := t.prefix + name
+	if t.byName != nil {
+		return t.byName[lowerName(want)]
+	}
 	l, h := 0, len(t.sorted)-1
 	for l <= h {
 		m := l + (h-l)>>1

@@ -87,15 +87,7 @@ type woState struct {
 // woPre judges an opcode before the scanner runs it, while its targets are on the stack.
 func (s *scanner) woPre(op byte) {
 	w := s.wo
-	if w.refusal != "" {
-		return
-	}
-	if _, ok := weightsOnlyOps[op]; !ok {
-		name := opNames[op]
-		if name == "" {
-			name = fmt.Sprintf("0x%02x", op)
-		}
-		w.refusal = fmt.Sprintf("the pickle uses the %s opcode, which the weights_only unpickler does not implement (torch.save writes protocol 2 pickles without it)", name)
+	if !w.opcode(op) {
 		return
 	}
 	below := func(n int) *sv {
@@ -123,19 +115,50 @@ func (s *scanner) woPre(op byte) {
 	}
 }
 
+// woOps is weightsOnlyOps as a table, for the one-pass reading's every opcode.
+var woOps = func() (t [256]bool) {
+	for op := range weightsOnlyOps {
+		t[op] = true
+	}
+	return t
+}()
+
+// opcode judges an opcode on its own, and says whether the verdict is still open.
+func (w *woState) opcode(op byte) bool {
+	if w.refusal != "" {
+		return false
+	}
+	if !woOps[op] {
+		name := opNames[op]
+		if name == "" {
+			name = fmt.Sprintf("0x%02x", op)
+		}
+		w.refusal = fmt.Sprintf("the pickle uses the %s opcode, which the weights_only unpickler does not implement (torch.save writes protocol 2 pickles without it)", name)
+		return false
+	}
+	return true
+}
+
 // woGlobal judges a GLOBAL the scanner just read.
 func (s *scanner) woGlobal(g *sv) {
-	w := s.wo
-	if w.refusal != "" || g == nil || g.kind != svGlobal {
+	if g == nil || g.kind != svGlobal {
 		return
 	}
-	full := canonicalGlobal(g.mod, g.name) // torch maps Python 2 names the same way
+	s.wo.global(g.mod, g.name)
+}
+
+// global judges a global the pickle names.
+func (w *woState) global(module, name string) {
+	if w.refusal != "" {
+		return
+	}
+	full := canonicalGlobal(module, name) // torch maps Python 2 names the same way
 	mod := full[:max(0, strings.LastIndexByte(full, '.'))]
 	switch {
 	case mod == "sys" || mod == "os" || mod == "posix" || mod == "nt" || strings.HasPrefix(mod, "os."):
 		w.refusal = fmt.Sprintf("it names %s, whose module weights_only never allows, even with add_safe_globals", full)
 	case weightsOnlyAllowed[full]:
-	case classifyGlobal(g.mod, g.name) == globalDanger || woNeverAdd[full]:
+	case classifyGlobal(module, name) == globalDanger || woNeverAdd[full]:
 		w.danger = append(w.danger, full)
 		w.needs[full] = true
 	default:

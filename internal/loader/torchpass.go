@@ -1,0 +1,473 @@
+package loader
+
+import (
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"unsafe"
+
+	"github.com/nlpodyssey/gopickle/types"
+)
+
+// A torch state dict in one pass. torch.save of a state dict, an optimizer's state or any
+// dict of tensors writes a pickle of plain data and of torch's own vocabulary only: the
+// globals collections.OrderedDict, torch._utils._rebuild_tensor_v2 and _rebuild_parameter
+// and the storage classes (torch.FloatStorage...), each tensor's storage as a persistent id
+// ('storage', class, key, location, numel), REDUCE of those globals and BUILD of an
+// OrderedDict's attributes (a state dict's _metadata). Such a pickle runs nothing but
+// torch's own rebuilding of tensors, and its 200,000 tensors are millions of pickle values:
+// the general path (scan, gopickle, convert) made each of them three times. So a torch
+// archive's data.pkl is first read by the plain builder with that vocabulary too (b.torch),
+// into the same flat arrays plus a table of tensors and one of storages. Its tree is then
+// made into the values the unpickler's stand-ins make (pyTensor, pyDict, a pyStorage per
+// storage key) and converted by the general path's converter, so that a tensor looks the
+// same whichever path read it; the tests hold the two paths to each other on every torch
+// file they have.
+//
+// Besides the plain builder's values, such a pickle may have dicts with int keys (an
+// optimizer's state) and a tensor as its whole value.
+//
+// Fail closed: anything else gives the pickle to the general path, unread: another
+// global, a call of a global with other arguments than
+// torch.save writes (a storage id of another shape, a tensor with backward hooks or
+// metadata, an OrderedDict built from items), BUILD of anything but a dict on an
+// OrderedDict, a global or storage left in the tree, a tensor or storage met a second time
+// through the memo (a tied tensor: the general path makes a ref of it), and every rule
+// of the plain builder. The weights_only verdict is judged on the way, by the scanner's
+// rules (opcodes and globals: the vocabulary holds nothing else it judges).
+
+// The globals of the vocabulary (a pGlobal's val; a storage class also holds its dtype's
+// index in torchTables.dtypes above the low byte).
+const (
+	gODict uint64 = iota + 1
+	gRebuild
+	gParam
+	gStorage
+)
+
+// torchTables is what a torch pickle holds besides plain data.
+type torchTables struct {
+	tensors  []ptensor
+	dims     []int64 // each tensor's shape then its strides
+	storages []pstorage
+	// byKey finds a storage by key once the keys are not torch's own "0", "1", "2"... in
+	// order (which find reads as numbers)
+	byKey  map[string]uint32
+	locs   []string          // the storages' locations ("cpu", "cuda:0"), once each
+	attrs  map[uint32]uint32 // an OrderedDict's slot -> the slot of the dict its BUILD set
+	dtypes []string
+	// ps are the storages as the stand-ins hold them, made once the file's members are
+	// known to hold them (in the order the pickle names them, as the general path does)
+	ps  []*pyStorage
+	pyt []pyTensor
+}
+
+type ptensor struct {
+	offset       int64
+	dims, ndim   uint32
+	storage      uint32
+	requiresGrad bool
+	param        bool
+}
+
+// pstorage is a storage named by a persistent id: its key (in the text arena), location
+// and dtype (indexes in locs and dtypes), and its size in elements.
+type pstorage struct {
+	key        uint64
+	keyLen     uint32
+	loc, dtype uint16
+	numel      int64
+}
+
+// key is storage i's key.
+func (t *plainTree) key(i int) string {
+	s := t.tb.storages[i]
+	if s.keyLen == 0 {
+		return ""
+	}
+	return unsafe.String(&t.text[s.key], int(s.keyLen))
+}
+
+// seqIndex reads key as torch's own keys are written, the decimal number of the storages
+// named before it ("0", "1"... "199999"): it says whether it is one, and which.
+func seqIndex(key string) (int, bool) {
+	if len(key) == 0 || len(key) > 9 || (key[0] == '0' && len(key) > 1) {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+// find is the index of the storage with key, if one was named.
+func (t *plainTree) find(key string) (uint32, bool) {
+	tb := &t.tb
+	if tb.byKey != nil {
+		i, ok := tb.byKey[key]
+		return i, ok
+	}
+	if n, ok := seqIndex(key); ok && n < len(tb.storages) {
+		return uint32(n), true
+	}
+	return 0, false
+}
+
+// addStorage records a storage not named before.
+func (b *plainBuilder) addStorage(key, loc uint32, dtype uint64, numel int64) (uint32, error) { // key, loc: str slots
+	t := &b.t
+	tb := &t.tb
+	if len(tb.storages) >= math.MaxUint32-1 {
+		return 0, errNotPlain
+	}
+	i := uint32(len(tb.storages))
+	l := t.str(loc)
+	li := slices.Index(tb.locs, l)
+	if li < 0 {
+		if len(tb.locs) >= math.MaxUint16 {
+			return 0, errNotPlain
+		}
+		li = len(tb.locs)
+		tb.locs = append(tb.locs, strings.Clone(l))
+	}
+	tb.storages = append(tb.storages, pstorage{key: *t.val(key), keyLen: *t.aux(key), loc: uint16(li), dtype: uint16(dtype), numel: numel})
+	k := t.key(int(i))
+	if n, ok := seqIndex(k); tb.byKey == nil && (!ok || n != int(i)) {
+		tb.byKey = make(map[string]uint32, i+1)
+		for j := range i {
+			tb.byKey[t.key(int(j))] = j
+		}
+	}
+	if tb.byKey != nil {
+		tb.byKey[k] = i
+	}
+	return i, nil
+}
+
+// torchGlobal is the vocabulary's id of module.name, or 0.
+func (b *plainBuilder) torchGlobal(module, name string) uint64 {
+	switch {
+	case module == "collections" && name == "OrderedDict":
+		return gODict
+	case module == "torch._utils" && name == "_rebuild_tensor_v2":
+		return gRebuild
+	case module == "torch._utils" && name == "_rebuild_parameter":
+		return gParam
+	case module == "torch":
+		d, ok := storageDType("torch." + name)
+		if !ok {
+			return 0
+		}
+		tb := &b.t.tb
+		for i, x := range tb.dtypes {
+			if x == d {
+				return gStorage | uint64(i)<<8
+			}
+		}
+		tb.dtypes = append(tb.dtypes, d)
+		return gStorage | uint64(len(tb.dtypes)-1)<<8
+	}
+	return 0
+}
+
+// line reads a GLOBAL's text argument, up to its newline; the vocabulary's names are short.
+func (b *plainBuilder) line() (string, bool) {
+	var l []byte
+	for len(l) < 64 {
+		p := b.bytes(1)
+		if p == nil {
+			return "", false
+		}
+		if p[0] == '\n' {
+			return string(l), true
+		}
+		l = append(l, p[0])
+	}
+	return "", false
+}
+
+// items are the slots of the items of tuple s when it has n of them (a view of a buffer,
+// valid until the next call).
+func (b *plainBuilder) items(s pslot, n int) ([]uint32, bool) {
+	t := &b.t
+	if t.kindOf(s.v) != pTuple || int(*t.aux(s.v)) != n {
+		return nil, false
+	}
+	out := b.argBuf[:0]
+	t.eachItem(s.v, func(item, _ uint32) { out = append(out, item) })
+	b.argBuf = out
+	return out, true
+}
+
+// ints appends the values of a tuple of ints (a size or a stride) to the tensors' dims.
+func (b *plainBuilder) ints(v uint32) bool {
+	t := &b.t
+	if t.kindOf(v) != pTuple {
+		return false
+	}
+	ok := true
+	t.eachItem(v, func(item, _ uint32) {
+		ok = ok && t.kindOf(item) == pInt
+		t.tb.dims = append(t.tb.dims, int64(*t.val(item)))
+	})
+	return ok
+}
+
+// emptyODict says whether slot v is an OrderedDict with no entries and no attributes.
+func (b *plainBuilder) emptyODict(v uint32) bool {
+	t := &b.t
+	_, built := t.tb.attrs[v]
+	return t.kindOf(v) == pODict && *t.aux(v) == 0 && !built
+}
+
+// torchOp reads an opcode of torch's vocabulary.
+func (b *plainBuilder) torchOp(op byte) error {
+	t := &b.t
+	tb := &t.tb
+	switch op {
+	case opGlobal, opStackGlobal:
+		var module, name string
+		ok1, ok2 := false, false
+		if op == opGlobal {
+			module, ok1 = b.line()
+			name, ok2 = b.line()
+		} else if n, ok := b.pop(); ok && t.kindOf(n.v) == pStr {
+			if m, ok := b.pop(); ok && t.kindOf(m.v) == pStr {
+				module, name, ok1, ok2 = t.str(m.v), t.str(n.v), true, true
+			}
+		}
+		if !ok1 || !ok2 {
+			return errNotPlain
+		}
+		g := b.torchGlobal(module, name)
+		if g == 0 {
+			return errNotPlain
+		}
+		b.wo.global(module, name)
+		return b.add(pGlobal, g, 0)
+	case opBinPersID:
+		s, ok := b.pop()
+		if !ok {
+			return errNotPlain
+		}
+		it, ok := b.items(s, 5)
+		if !ok || t.kindOf(it[0]) != pStr || t.str(it[0]) != "storage" || t.kindOf(it[1]) != pGlobal ||
+			*t.val(it[1])&0xff != gStorage || t.kindOf(it[2]) != pStr || t.kindOf(it[3]) != pStr ||
+			t.kindOf(it[4]) != pInt || int64(*t.val(it[4])) < 0 {
+			return errNotPlain
+		}
+		i, seen := t.find(t.str(it[2]))
+		if !seen {
+			var err error
+			if i, err = b.addStorage(it[2], it[3], *t.val(it[1])>>8, int64(*t.val(it[4]))); err != nil {
+				return err
+			}
+		}
+		return b.add(pStorage, uint64(i), 0)
+	case opReduce:
+		args, ok1 := b.pop()
+		fn, ok2 := b.pop()
+		if !ok1 || !ok2 || t.kindOf(fn.v) != pGlobal {
+			return errNotPlain
+		}
+		switch *t.val(fn.v) & 0xff {
+		case gODict:
+			if _, ok := b.items(args, 0); !ok {
+				return errNotPlain
+			}
+			b.reclaim(fn.v)
+			return b.add(pODict, 0, 0)
+		case gRebuild:
+			// (storage, storage_offset, size, stride, requires_grad, backward_hooks)
+			it, ok := b.items(args, 6)
+			if !ok || t.kindOf(it[0]) != pStorage || t.kindOf(it[1]) != pInt || !b.emptyODict(it[5]) {
+				return errNotPlain
+			}
+			ndim, rg := *t.aux(it[2]), t.kindOf(it[4])
+			p := ptensor{offset: int64(*t.val(it[1])), storage: uint32(*t.val(it[0])), requiresGrad: rg == pTrue,
+				dims: uint32(len(tb.dims)), ndim: ndim}
+			if *t.aux(it[3]) != ndim || (rg != pTrue && rg != pFalse) || len(tb.dims) > math.MaxUint32-2*int(ndim) ||
+				!b.ints(it[2]) || !b.ints(it[3]) {
+				return errNotPlain
+			}
+			b.reclaim(fn.v)
+			return b.tensor(p)
+		case gParam:
+			// (tensor, requires_grad, backward_hooks)
+			it, ok := b.items(args, 3)
+			if !ok || t.kindOf(it[0]) != pTensor || !b.emptyODict(it[2]) {
+				return errNotPlain
+			}
+			rg := t.kindOf(it[1])
+			if rg != pTrue && rg != pFalse {
+				return errNotPlain
+			}
+			p := tb.tensors[*t.val(it[0])]
+			p.param, p.requiresGrad = true, rg == pTrue
+			b.reclaim(fn.v)
+			return b.tensor(p)
+		}
+		return errNotPlain
+	case opBuild:
+		state, ok := b.pop()
+		d := b.top()
+		if !ok || d == nil || t.kindOf(d.v) != pODict || t.kindOf(state.v) != pDict {
+			return errNotPlain
+		}
+		if _, built := tb.attrs[d.v]; built {
+			return errNotPlain
+		}
+		if tb.attrs == nil {
+			tb.attrs = map[uint32]uint32{}
+		}
+		b.seal(state)
+		tb.attrs[d.v] = state.v
+		b.keyedFrom = max(b.keyedFrom, d.v+1)
+		d.size += state.size
+		d.h = max(d.h, state.h+1)
+		return nil
+	}
+	return errNotPlain
+}
+
+// tensor records a tensor and pushes it.
+func (b *plainBuilder) tensor(p ptensor) error {
+	tb := &b.t.tb
+	if len(tb.tensors) >= math.MaxUint32-1 {
+		return errNotPlain
+	}
+	tb.tensors = append(tb.tensors, p)
+	return b.add(pTensor, uint64(len(tb.tensors)-1), 0)
+}
+
+// reclaim gives back the slots from lo up once a REDUCE has consumed them: the callable
+// (slot lo) and its arguments, with everything made since, which nothing in the tree can
+// reach. A torch pickle makes about eighteen values for each tensor and keeps two (its key
+// and the tensor), so this keeps its slots to what the tree holds.
+//
+// Everything on the stack above the callable was made after it, so its slots are lo and
+// above; a container with slots from lo up is linked only to slots from lo up. What
+// else can name such a slot is the memo: the entries written since the callable was
+// pushed, which are the last ones (pickle.dump numbers them in order; with an entry
+// written out of that order, nothing is reclaimed). A scalar the memo holds is moved below
+// the new end; a container, tensor or storage the memo holds is dropped from it, as a GET
+// of it gives the file to the general path anyway. Nothing is reclaimed when a dict
+// from lo up has keys (the count of values left would be off) or an OrderedDict there has
+// attributes.
+func (b *plainBuilder) reclaim(lo uint32) {
+	t := &b.t
+	if b.keyedFrom > lo || b.oddMemo > lo {
+		return
+	}
+	j := len(b.memo)
+	for ; j > 0; j-- {
+		if v := b.memo[j-1]; v != memoGone && (v == 0 || v-1 < lo) {
+			break
+		}
+	}
+	held := b.reloc[:0]
+	for i := j; i < len(b.memo); i++ {
+		if v := b.memo[i]; v != memoGone {
+			if k := t.kindOf(v - 1); k.container() || k == pTensor || k == pStorage {
+				b.memo[i] = memoGone
+			} else {
+				held = append(held, relocSlot{memo: uint32(i), k: k, val: *t.val(v - 1), aux: *t.aux(v - 1)})
+			}
+		}
+	}
+	b.reloc = held
+	b.values -= int(t.n-lo) - len(held)
+	t.n = lo
+	for _, h := range held {
+		b.memo[h.memo] = t.slot(h.k, h.val, h.aux) + 1
+	}
+}
+
+// memoGone marks a memo entry whose slot was reclaimed: a GET of it reads the file the
+// general way.
+const memoGone = math.MaxUint32
+
+type relocSlot struct {
+	memo uint32
+	k    pkind
+	val  uint64
+	aux  uint32
+}
+
+// tensor is tensor i as the stand-ins make it.
+func (tb *torchTables) tensor(i uint64) *pyTensor {
+	p := tb.tensors[i]
+	n := p.ndim
+	shape := tb.dims[p.dims : p.dims+n : p.dims+n]
+	stride := tb.dims[p.dims+n : p.dims+2*n : p.dims+2*n]
+	if tb.pyt == nil {
+		tb.pyt = make([]pyTensor, len(tb.tensors)) // one allocation for them all
+	}
+	x := &tb.pyt[i]
+	*x = pyTensor{storage: tb.ps[p.storage], offset: p.offset, shape: shape, stride: stride,
+		requiresGrad: p.requiresGrad, typeName: "torch.Tensor"}
+	if p.param {
+		x.typeName = "torch.nn.parameter.Parameter"
+	}
+	return x
+}
+
+// odict is OrderedDict slot v as the stand-ins make it, with its entries made.
+func (t *plainTree) odict(v uint32, entries []types.DictEntry) *pyDict {
+	d := &pyDict{typeName: "collections.OrderedDict", entries: entries, distinct: true}
+	for _, e := range entries {
+		if _, ok := e.Key.(string); !ok {
+			d.distinct = false
+			break
+		}
+	}
+	if s, ok := t.tb.attrs[v]; ok {
+		if sd, ok := t.value(s).(*types.Dict); ok {
+			d.attrs = *sd
+		}
+	}
+	return d
+}
+
+// treeKinds says whether every value under root can be in a tree: no global and no
+// storage (the vocabulary's calls consume them; one left as a value goes the general way).
+func (t *plainTree) treeKinds(root uint32) bool {
+	stack := []uint32{root}
+	for len(stack) > 0 {
+		v := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		switch t.kindOf(v) {
+		case pGlobal, pStorage:
+			return false
+		}
+		if t.kindOf(v).container() {
+			t.eachItem(v, func(item, _ uint32) { stack = append(stack, item) })
+			if s, ok := t.tb.attrs[v]; ok {
+				stack = append(stack, s)
+			}
+		}
+	}
+	return true
+}
+
+// readTorchPickle reads a torch archive's data.pkl in one pass. It returns errNotPlain
+// when the general path must read it, an *Error when it is over a limit or cut short, and
+// else the tree, its root and the pickle's weights_only verdict.
+func readTorchPickle(r io.ReaderAt, size int64, o Options, where string) (*plainTree, uint32, *WeightsOnly, int, error) {
+	b := newPlainBuilder(r, 0, size, o, where)
+	b.torch, b.wo = true, &woState{needs: map[string]bool{}}
+	t, root, _, err := b.read()
+	if err != nil {
+		return nil, 0, nil, 0, err
+	}
+	if !t.treeKinds(root) {
+		return nil, 0, nil, 0, errNotPlain
+	}
+	return t, root, b.wo.verdict(), b.ops, nil
+}

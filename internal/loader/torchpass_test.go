@@ -1,0 +1,330 @@
+package loader
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/ckptview/ckptview/internal/tensor"
+)
+
+// checkpointText is everything an open says of a file besides its tree's own values: the
+// format, counts, bytes per dtype, storages in order, findings, notes and the weights_only
+// verdict, then the tree (treeText).
+func checkpointText(ck *Checkpoint) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "format=%s values=%d tensors=%d parameters=%d members=%d\n", ck.Format, ck.Values, ck.Tensors, ck.Parameters, len(ck.Members))
+	dts := make([]string, 0, len(ck.BytesByDType))
+	for d := range ck.BytesByDType {
+		dts = append(dts, d)
+	}
+	sort.Strings(dts)
+	for _, d := range dts {
+		fmt.Fprintf(&b, "bytes %s=%d\n", d, ck.BytesByDType[d])
+	}
+	for _, s := range ck.Storages {
+		fmt.Fprintf(&b, "storage %q %s %s %s @%d+%d users=%v\n", s.Key, s.DType, s.Location, s.ByteOrder, s.Offset, s.Size, s.Users)
+	}
+	fmt.Fprintf(&b, "findings:\n%s\nnotes: %q\n", findingsText(ck.Findings), ck.Notes)
+	if w := ck.WeightsOnly; w != nil {
+		fmt.Fprintf(&b, "weights_only %v %q %q\n", w.Loads, w.Needs, w.Refusal)
+	}
+	treeText(&b, ck.Root)
+	return b.String()
+}
+
+// TestTorchPassMatchesGeneralPath holds every torch archive read in one pass to what the
+// general path (scan, gopickle, convert) makes of it: the tree value for value (tensors
+// with their strides, offsets, storages and users), the storages in order, the counts,
+// findings, notes and the weights_only verdict. The inputs are the fixtures, the hostile
+// files, the fuzz corpus and the 219 corpus files; the general path's trees are held to
+// torch's own by the fixture tests.
+func TestTorchPassMatchesGeneralPath(t *testing.T) {
+	files := testFiles(t, "../../testdata/models/*", "../../testdata/models/*/*", "../../testdata/hostile/*", "testdata/fuzz/*/*", corpusDir+"/*/*")
+	onePass := 0
+	for name, data := range files {
+		a, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+		b, err2 := Open(bytes.NewReader(data), int64(len(data)), Options{noPlain: true})
+		if (err == nil) != (err2 == nil) {
+			t.Errorf("%s: one pass: %v; general path: %v", name, err, err2)
+			continue
+		}
+		if err != nil || a.onePass != "torch" {
+			continue
+		}
+		onePass++
+		if ta, tb := checkpointText(a), checkpointText(b); ta != tb {
+			t.Errorf("%s: the one-pass reading differs:\n%s", name, firstLineDiff(ta, tb))
+		}
+	}
+	if onePass < 50 {
+		t.Errorf("only %d files read in one pass: the comparison checks little", onePass)
+	}
+}
+
+// TestTorchPassTakesWhatItShould pins which torch archives the one-pass reading takes: a
+// regression that sent every file to the general path would pass the comparison above.
+func TestTorchPassTakesWhatItShould(t *testing.T) {
+	for name, want := range map[string]bool{
+		"testdata/models/state_dict.pt": true, "testdata/models/hf_pytorch_model.bin": true,
+		"testdata/models/module_state_dict.pt": true, "testdata/models/parameter.pt": true,
+		"testdata/models/torchpass_module.pt": true, "testdata/models/torchpass_views.pt": true,
+		"testdata/models/torchpass_params.pt": true, "testdata/models/torchpass_dtypes.pt": true,
+		"testdata/models/torchpass_training.pt": true, "testdata/models/torchpass_root_tensor.pt": true,
+		"testdata/models/torchpass_proto4.pt": true,
+		// a tensor stored twice (a ref), an object, a call that runs code, a quantized or
+		// sparse tensor, an archive torch refuses
+		"testdata/models/tied_assign.pt": false, "testdata/models/whole_module.pt": false,
+		"testdata/models/malicious_torch.pt": false, "testdata/models/quantized.pt": false,
+		"testdata/models/layouts.pt": false, "testdata/hostile/zip_duplicate_data_pkl.pt": false,
+	} {
+		data, err := os.ReadFile("../../" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := ck.onePass == "torch"; got != want {
+			t.Errorf("%s: read in one pass %v, want %v", name, got, want)
+		}
+	}
+}
+
+// expectedTorchPass is what testdata/models/generate_torchpass.py wrote with torch 1.13.
+type expectedTorchPass struct {
+	Tensors map[string]struct {
+		Type          string    `json:"type"`
+		DType         string    `json:"dtype"`
+		Shape         []int64   `json:"shape"`
+		Stride        []int64   `json:"stride"`
+		StorageOffset int64     `json:"storage_offset"`
+		RequiresGrad  bool      `json:"requires_grad"`
+		Storage       int       `json:"storage"`
+		First         []float64 `json:"first"`
+	} `json:"tensors"`
+	Scalars      map[string]any `json:"scalars"`
+	WeightsOnly  bool           `json:"weights_only"`
+	TensorCount  int            `json:"tensor_count"`
+	MetadataKeys []string       `json:"metadata_keys"`
+}
+
+// TestTorchPassFixturesMatchTorch holds the one-pass reading of state dicts torch.save
+// wrote to what torch.load returned for them: every tensor's type, dtype, shape, strides,
+// offset, requires_grad, which tensors share a storage and their first values (read from
+// the file through the statistics package's decoder), the plain values, the attributes
+// BUILD set (_metadata), and the weights_only verdict where torch 1.13 reads the file.
+func TestTorchPassFixturesMatchTorch(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(modelsDir, "expected_torchpass.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want map[string]expectedTorchPass
+	if err := json.Unmarshal(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	if len(want) < 7 {
+		t.Fatalf("only %d fixtures", len(want))
+	}
+	for name, w := range want {
+		ck := openTorchFixture(t, name)
+		if ck.onePass != "torch" {
+			t.Errorf("%s: not read in one pass", name)
+		}
+		if ck.Tensors != w.TensorCount {
+			t.Errorf("%s: %d tensors, torch has %d", name, ck.Tensors, w.TensorCount)
+		}
+		groups := map[*Storage]int{}
+		for path, x := range w.Tensors {
+			n, err := ck.Node(path)
+			if err != nil || n.Tensor == nil {
+				t.Errorf("%s %s: %v, not a tensor", name, path, err)
+				continue
+			}
+			tt := n.Tensor
+			if n.Type != x.Type || tt.DType != x.DType || fmt.Sprint(tt.Shape) != fmt.Sprint(x.Shape) ||
+				fmt.Sprint(tt.Strides) != fmt.Sprint(x.Stride) || tt.StorageOffset != x.StorageOffset || tt.RequiresGrad != x.RequiresGrad {
+				t.Errorf("%s %s: %s %s%v strides %v offset %d grad %v; torch: %s %s%v strides %v offset %d grad %v", name, path,
+					n.Type, tt.DType, tt.Shape, tt.Strides, tt.StorageOffset, tt.RequiresGrad,
+					x.Type, x.DType, x.Shape, x.Stride, x.StorageOffset, x.RequiresGrad)
+			}
+			if g, ok := groups[tt.Storage]; ok && g != x.Storage {
+				t.Errorf("%s %s: shares a storage that torch does not share", name, path)
+			}
+			groups[tt.Storage] = x.Storage
+			got, err := firstValues(tt, len(x.First))
+			if err != nil || len(got) != len(x.First) {
+				t.Errorf("%s %s: %v %v, torch %v", name, path, got, err, x.First)
+				continue
+			}
+			for i := range x.First {
+				if got[i] != x.First[i] && !(math.IsNaN(got[i]) && math.IsNaN(x.First[i])) {
+					t.Errorf("%s %s: values %v, torch %v", name, path, got, x.First)
+					break
+				}
+			}
+		}
+		if len(groups) != distinctGroups(w) {
+			t.Errorf("%s: %d storages among the tensors, torch has %d", name, len(groups), distinctGroups(w))
+		}
+		for path, v := range w.Scalars {
+			n, err := ck.Node(path)
+			if err != nil {
+				t.Errorf("%s %s: %v", name, path, err)
+				continue
+			}
+			want := fmt.Sprint(v)
+			if v == nil {
+				want = "none"
+			}
+			if got := scalarText(n); got != want {
+				t.Errorf("%s %s: %s, torch %v", name, path, got, v)
+			}
+		}
+		if w.MetadataKeys != nil {
+			m, err := ck.Node("/_metadata")
+			if err != nil || !m.Attr || m.NumItems() != len(w.MetadataKeys) {
+				t.Errorf("%s: _metadata %v (attr %v), torch has %d modules", name, err, m != nil && m.Attr, len(w.MetadataKeys))
+			}
+		}
+		if wo := ck.WeightsOnly; wo == nil || (w.WeightsOnly && !wo.Loads) {
+			t.Errorf("%s: weights_only verdict %+v, but torch 1.13's weights_only loads it", name, wo)
+		}
+	}
+	// torch's weights_only reader implements no FRAME (nor torch 2.6's): a protocol 4 file is refused
+	if ck := openTorchFixture(t, "torchpass_proto4.pt"); ck.WeightsOnly.Loads || !strings.Contains(ck.WeightsOnly.Refusal, "FRAME") {
+		t.Errorf("protocol 4: %+v", ck.WeightsOnly)
+	}
+}
+
+func openTorchFixture(t *testing.T, name string) *Checkpoint {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(modelsDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return ck
+}
+
+func distinctGroups(w expectedTorchPass) int {
+	g := map[int]bool{}
+	for _, x := range w.Tensors {
+		g[x.Storage] = true
+	}
+	return len(g)
+}
+
+// scalarText is a plain value's node as generate_torchpass.py writes it.
+func scalarText(n *Node) string {
+	switch n.Kind {
+	case KindInt:
+		return n.Int
+	case KindFloat:
+		return fmt.Sprint(n.Float)
+	case KindStr:
+		return n.Str
+	case KindBool:
+		return fmt.Sprint(n.Bool)
+	case KindNone:
+		return "none"
+	}
+	return string(n.Kind)
+}
+
+// firstValues reads the first k elements of t in C order from the file's bytes, with the
+// statistics package's decoder.
+func firstValues(t *Tensor, k int) ([]float64, error) {
+	vs, err := tensor.NewValues(&tensor.View{DType: t.DType, Shape: t.Shape, Strides: t.Strides, Offset: t.StorageOffset,
+		Data: t.Storage.Data, DataOffset: t.Storage.Offset, DataSize: t.Storage.Size, BigEndian: t.Storage.ByteOrder == "big"})
+	if err != nil {
+		return nil, err
+	}
+	els, err := vs.Read(0, int64(k))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, len(els))
+	for i, e := range els {
+		out[i] = e.Real
+	}
+	return out, nil
+}
+
+// torchArchive is a torch.save archive around pickle p, with 4 storages of 64 bytes
+// ("0" to "3"), as the fuzz target's input.
+func torchArchive(p []byte) []byte {
+	var buf bytes.Buffer
+	z := zip.NewWriter(&buf)
+	add := func(name string, b []byte) {
+		w, _ := z.CreateHeader(&zip.FileHeader{Name: "archive/" + name, Method: zip.Store})
+		_, _ = w.Write(b)
+	}
+	add("data.pkl", p)
+	for i := range 4 {
+		add(fmt.Sprintf("data/%d", i), bytes.Repeat([]byte{byte(i + 1)}, 64))
+	}
+	add("version", []byte("3\n"))
+	_ = z.Close()
+	return buf.Bytes()
+}
+
+// FuzzTorchPass: whatever pickle a torch archive holds, the one-pass reading and the
+// general path agree: both refuse it, or both make the same checkpoint.
+func FuzzTorchPass(f *testing.F) {
+	for _, name := range []string{"state_dict.pt", "torchpass_module.pt", "torchpass_views.pt", "torchpass_params.pt",
+		"torchpass_training.pt", "torchpass_root_tensor.pt", "torchpass_dtypes.pt"} {
+		zr, err := zip.OpenReader(filepath.Join(modelsDir, name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, m := range zr.File {
+			if strings.HasSuffix(m.Name, "/data.pkl") {
+				rc, _ := m.Open()
+				b, _ := io.ReadAll(rc)
+				rc.Close()
+				f.Add(b)
+			}
+		}
+		zr.Close()
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		data := torchArchive(p)
+		o := Options{MaxNodes: 20000, MaxValues: 50000, MaxOps: 200000}
+		a, err := Open(bytes.NewReader(data), int64(len(data)), o)
+		o.noPlain = true
+		b, err2 := Open(bytes.NewReader(data), int64(len(data)), o)
+		var ia *InternalError
+		if errors.As(err, &ia) || errors.As(err2, &ia) {
+			t.Fatalf("internal error: %v / %v", err, err2)
+		}
+		if err != nil {
+			if a == nil && err2 == nil && !strings.Contains(err.Error(), "limit") {
+				t.Fatalf("the one pass refuses it (%v), the general path opens it", err)
+			}
+			return
+		}
+		if err2 != nil {
+			t.Fatalf("the one pass opens it (%s), the general path refuses it: %v", a.onePass, err2)
+		}
+		if a.onePass != "torch" {
+			return
+		}
+		if ta, tb := checkpointText(a), checkpointText(b); ta != tb {
+			t.Fatalf("the one-pass reading differs:\n%s", firstLineDiff(ta, tb))
+		}
+	})
+}
