@@ -212,6 +212,25 @@ func TestOpenConcurrency(t *testing.T) {
 	}
 }
 
+// A stored file reaches the loader as a local file: the loader reads a reader that takes
+// WillRead hints as a bucket's, reading a torch archive's local headers twice each and
+// without its header cache, which is only worth it over the network.
+func TestStoredFileIsReadAsLocal(t *testing.T) {
+	s := newTestServer(t, t.TempDir())
+	var hinted atomic.Bool
+	s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
+		_, ok := r.(interface{ WillRead(off, n int64) })
+		hinted.Store(ok)
+		return fakeLoad(r, size)
+	}
+	if rec := do(s, http.MethodPost, "/api/checkpoints?name=f.pt", strings.NewReader("FAKE")); rec.Code != http.StatusCreated {
+		t.Fatalf("upload = %d %s", rec.Code, rec.Body)
+	}
+	if hinted.Load() {
+		t.Error("the loader was given a stored file as a reader that takes WillRead hints, as a bucket's blob is")
+	}
+}
+
 // treeBytes grows with the tree and its text.
 func TestTreeBytes(t *testing.T) {
 	small := fakeTree()

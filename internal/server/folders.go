@@ -36,7 +36,7 @@ func (s *Server) openFolderEntry(f *store.Folder, e *store.FolderEntry) (*opened
 	}
 	meta := e.Meta()
 	if len(blobs) == 1 {
-		ck, err := s.load(blobs[0], blobs[0].Size())
+		ck, err := s.load(blobs[0].ReaderAt(), blobs[0].Size())
 		if err != nil {
 			blobs[0].Close()
 			var lerr *loader.Error
@@ -49,7 +49,7 @@ func (s *Server) openFolderEntry(f *store.Folder, e *store.FolderEntry) (*opened
 	}
 	files := make([]loader.File, len(blobs))
 	for i, b := range blobs {
-		files[i] = loader.File{Name: filepath.Base(e.Files[i]), R: b, Size: b.Size()}
+		files[i] = loader.File{Name: filepath.Base(e.Files[i]), R: b.ReaderAt(), Size: b.Size()}
 	}
 	ck, err := loader.OpenSet(files, s.loaderOptions(s.cfg.Loader))
 	if err != nil {

@@ -102,7 +102,7 @@ func (s *Server) openSet(m *setManifest) (*loader.Checkpoint, []*store.Blob, err
 			return nil, nil, err
 		}
 		blobs = append(blobs, b)
-		files = append(files, loader.File{Name: f.Name, R: b, Size: b.Size()})
+		files = append(files, loader.File{Name: f.Name, R: b.ReaderAt(), Size: b.Size()})
 	}
 	ck, err := loader.OpenSet(files, s.loaderOptions(s.cfg.Loader))
 	for _, b := range blobs {

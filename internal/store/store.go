@@ -81,8 +81,8 @@ func (m *Meta) AddName(name string) bool {
 	return true
 }
 
-// Blob is an opened stored file. It reads at any offset, so the loader can leave tensor
-// bytes in place and read them only when asked; close it when done.
+// Blob is an opened stored file. It reads at any offset, so the loader (given ReaderAt)
+// can leave tensor bytes in place and read them only when asked; close it when done.
 type Blob struct {
 	r     io.ReaderAt
 	close func() error
@@ -102,13 +102,12 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) { return b.r.ReadAt(p, o
 // Size is the length of the blob in bytes.
 func (b *Blob) Size() int64 { return b.size }
 
-// WillRead tells a blob that reads ahead (a bucket's) that [off, off+n) is about to be
-// read, so it can fetch it before it is asked; local files ignore it.
-func (b *Blob) WillRead(off, n int64) {
-	if w, ok := b.r.(interface{ WillRead(off, n int64) }); ok {
-		w.WillRead(off, n)
-	}
-}
+// ReaderAt is the reader under the blob, which the loader is given: the loader and the
+// tensor code read one that takes WillRead hints (a bucket's) as remote, fetching ahead and
+// reading a torch archive's local headers in parallel first, and any other as a local
+// file. The Blob has no WillRead of its own, so that a local file is never taken for a
+// remote one, which reads each storage's header twice, without the loader's header cache.
+func (b *Blob) ReaderAt() io.ReaderAt { return b.r }
 
 // Close releases the blob.
 func (b *Blob) Close() error {
