@@ -87,6 +87,7 @@ type options struct {
 	maxMemo      int
 	maxIntDigits int
 	maxNodes     int
+	maxTensors   int
 	maxValues    int
 	maxPickle    byteSize
 	maxInflate   byteSize
@@ -126,6 +127,7 @@ func defaultOptions() options {
 		maxMemo:          lo.MaxMemo,
 		maxIntDigits:     lo.MaxIntChars,
 		maxNodes:         lo.MaxNodes,
+		maxTensors:       lo.MaxTensors,
 		maxValues:        lo.MaxValues,
 		maxPickle:        byteSize(lo.MaxPickle),
 		maxInflate:       byteSize(lo.MaxInflate),
@@ -243,6 +245,7 @@ func addLoaderFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.maxMemo, "max-memo", o.maxMemo, "memo entries per pickle")
 	fs.IntVar(&o.maxIntDigits, "max-int-digits", o.maxIntDigits, "digits of a decimal integer in a text opcode")
 	fs.IntVar(&o.maxNodes, "max-nodes", o.maxNodes, "values in a file's tree of objects or tensors")
+	fs.IntVar(&o.maxTensors, "max-tensors", o.maxTensors, "tensors and arrays in a file's tree")
 	fs.IntVar(&o.maxValues, "max-values", o.maxValues, "values (and memo entries) of a pickle of plain data: lists, tuples and dicts of numbers and strings")
 	fs.Var(&o.maxPickle, "max-pickle", "bytes of one pickle held in memory (large values stay in the file)")
 	fs.Var(&o.maxInflate, "max-inflate", "bytes a compressed archive member may inflate to")
@@ -258,6 +261,7 @@ func (o options) loaderOptions() loader.Options {
 		MaxMemo:     o.maxMemo,
 		MaxIntChars: o.maxIntDigits,
 		MaxNodes:    o.maxNodes,
+		MaxTensors:  o.maxTensors,
 		MaxValues:   o.maxValues,
 		MaxPickle:   int64(o.maxPickle),
 		MaxInflate:  int64(o.maxInflate),
@@ -273,7 +277,8 @@ func (o options) checkLoaderLimits() error {
 		v    int
 	}{
 		{"max-pickle-ops", o.maxPickleOps}, {"max-depth", o.maxDepth}, {"max-memo", o.maxMemo},
-		{"max-int-digits", o.maxIntDigits}, {"max-nodes", o.maxNodes}, {"max-values", o.maxValues},
+		{"max-int-digits", o.maxIntDigits}, {"max-nodes", o.maxNodes}, {"max-tensors", o.maxTensors},
+		{"max-values", o.maxValues},
 	} {
 		if c.v < 1 {
 			return fmt.Errorf("-%s must be at least 1, got %d", c.name, c.v)

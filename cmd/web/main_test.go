@@ -95,13 +95,13 @@ func TestServerConfig(t *testing.T) {
 		"-max-pickle", "6MiB", "-max-inflate", "7MiB", "-open-concurrency", "8", "-cache-size", "9", "-cache-memory", "10MiB",
 		"-stats-concurrency", "11", "-stats-workers", "12", "-stats-cache-size", "13", "-max-json-export", "14MiB",
 		"-stall-timeout", "15s", "-shutdown-timeout", "16s", "-max-decompress", "17MiB", "-open-timeout", "18s",
-		"-stats-timeout", "19s", "-stats-job-idle", "20s", "-max-values", "21"}, func(string) string { return "" }, io.Discard)
+		"-stats-timeout", "19s", "-stats-job-idle", "20s", "-max-values", "21", "-max-tensors", "22"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := server.Config{
 		Addr: "127.0.0.1:1", MaxUpload: 1 << 20, UploadToken: "tok",
-		Loader: loader.Options{MaxOps: 1, MaxDepth: 2, MaxMemo: 3, MaxIntChars: 4, MaxNodes: 5, MaxValues: 21, MaxPickle: 6 << 20, MaxInflate: 7 << 20,
+		Loader: loader.Options{MaxOps: 1, MaxDepth: 2, MaxMemo: 3, MaxIntChars: 4, MaxNodes: 5, MaxTensors: 22, MaxValues: 21, MaxPickle: 6 << 20, MaxInflate: 7 << 20,
 			MaxDecompress: 17 << 20},
 		OpenConcurrency: 8, OpenTimeout: 18 * time.Second, CacheSize: 9, CacheBytes: 10 << 20,
 		StatsConcurrency: 11, StatsWorkers: 12, StatsCacheSize: 13, MaxJSONExport: 14 << 20,

@@ -31,9 +31,14 @@ type converter struct {
 	// slab is where nodes are allocated, many at a time: one allocation (and one object for
 	// the collector) per nodeSlab nodes instead of one per value.
 	slab []Node
+	// tslab and uslab are where tensors and their storages' first users are allocated
+	tslab []Tensor
+	uslab []string
 	// unshared says that no container is met twice in the values converted (the one-pass
 	// readings make each of them once): no refs, and no map of what was seen
 	unshared bool
+	// torch holds the tensors a torch pickle read in one pass names by tensorRef
+	torch *torchTables
 	// the last long str converted (see text)
 	lastText, lastValid string
 	lastLen             int64
@@ -149,7 +154,7 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 				// the same tensor stored again (sd["lm_head.weight"] = sd["wte.weight"]): a
 				// tensor tied to the first, counted and listed among its storage's users as
 				// two tensors viewing one storage are; its values count once
-				c.ck.Tensors++
+				c.tensorMade()
 				if t.Storage != nil {
 					t.Storage.Users = append(t.Storage.Users, ref.Path())
 				}
@@ -269,6 +274,8 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		c.object(n, x, depth)
 	case *pyTensor:
 		c.tensor(n, x)
+	case tensorRef:
+		c.tensor(n, c.torch.tensorAt(x))
 	case *pyStorage:
 		// a bare storage: a 1-D view of all of it
 		c.tensor(n, &pyTensor{storage: x, shape: []int64{x.numel}, stride: []int64{1}, typeName: "torch.storage.TypedStorage"})
@@ -698,18 +705,39 @@ func (c *converter) tensor(n *Node, t *pyTensor) {
 	}
 	n.Kind, n.Type = KindTensor, t.typeName
 	st := t.storage.st
-	tt := &Tensor{DType: st.DType, Shape: t.shape, Strides: t.stride, StorageOffset: t.offset, Storage: st, RequiresGrad: t.requiresGrad, Packed: t.packed}
+	if len(c.tslab) == 0 {
+		c.tslab = make([]Tensor, nodeSlab)
+	}
+	tt := &c.tslab[0]
+	c.tslab = c.tslab[1:]
+	*tt = Tensor{DType: st.DType, Shape: t.shape, Strides: t.stride, StorageOffset: t.offset, Storage: st, RequiresGrad: t.requiresGrad, Packed: t.packed}
 	n.Tensor = tt
 	tt.Quant = t.quant
-	st.Users = append(st.Users, n.Path())
+	if st.Users == nil { // the one user of most storages, from a slab
+		if len(c.uslab) == 0 {
+			c.uslab = make([]string, nodeSlab)
+		}
+		st.Users, c.uslab = c.uslab[:1:1], c.uslab[1:]
+		st.Users[0] = n.Path()
+	} else {
+		st.Users = append(st.Users, n.Path())
+	}
 	c.count(tt)
 	if t.quantScales != nil {
 		n.Children = append(n.Children, c.child(t.quantScales, n, "scales", "scales", 0), c.child(t.quantZeros, n, "zero_points", "zero_points", 0))
 	}
 }
 
-func (c *converter) count(t *Tensor) {
+// tensorMade counts a tensor of the tree against -max-tensors.
+func (c *converter) tensorMade() {
 	c.ck.Tensors++
+	if c.ck.Tensors > c.o.MaxTensors && c.err == nil {
+		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %s tensors, this server's limit (-max-tensors)", thousands(int64(c.o.MaxTensors))), Offset: -1}
+	}
+}
+
+func (c *converter) count(t *Tensor) {
+	c.tensorMade()
 	if st := t.Storage; st != nil {
 		// Two tensors that view the same bytes the same way count once. The first view of
 		// a storage is remembered on it; the map of views is needed from its second on.

@@ -11,6 +11,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/ckptview/ckptview/internal/tensor"
 )
@@ -99,27 +100,53 @@ type Node struct {
 }
 
 // Path is the JSON Pointer of n from the root of its tree ("" for the root), made from the
-// segments of n and its parents.
+// segments of n and its parents, in one allocation.
 func (n *Node) Path() string {
-	depth, size := 0, 0
+	size := 0
 	for m := n; m.parent != nil; m = m.parent {
-		depth++
-		size += 1 + len(m.Seg)
+		size += 1 + escapedLen(m.Seg)
 	}
-	if depth == 0 {
+	if size == 0 {
 		return ""
 	}
-	segs := make([]string, depth)
-	for m, i := n, depth-1; m.parent != nil; m, i = m.parent, i-1 {
-		segs[i] = m.Seg
+	buf := make([]byte, size)
+	i := size
+	for m := n; m.parent != nil; m = m.parent {
+		i -= escapedLen(m.Seg)
+		putEscaped(buf[i:], m.Seg)
+		i--
+		buf[i] = '/'
 	}
-	var b strings.Builder
-	b.Grow(size + 8)
-	for _, s := range segs {
-		b.WriteByte('/')
-		b.WriteString(EscapeSegment(s))
+	return unsafe.String(&buf[0], size) // buf is never written again
+}
+
+// escapedLen is the length of EscapeSegment(s).
+func escapedLen(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		if s[i] == '~' || s[i] == '/' {
+			n++
+		}
 	}
-	return b.String()
+	return n
+}
+
+// putEscaped writes EscapeSegment(s) at the start of b.
+func putEscaped(b []byte, s string) {
+	j := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '~':
+			b[j], b[j+1] = '~', '0'
+			j += 2
+		case '/':
+			b[j], b[j+1] = '~', '1'
+			j += 2
+		default:
+			b[j] = c
+			j++
+		}
+	}
 }
 
 // Parent is the node n is a child of, nil for the root.

@@ -324,16 +324,16 @@ func (op *opener) openPlain() (bool, error) {
 // read, and only when every one of them is a stored member that holds it: a file the pass
 // gives up on goes the general way as if the pass had not run, and that way says what is
 // wrong with it.
-func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torchZip, zr *zip.Reader, order string) (any, bool, error) {
+func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torchZip, zr *zip.Reader, order string) (any, *torchTables, bool, error) {
 	if op.o.nodesOnly || op.o.noPlain || tz.byName == nil {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	t, root, wo, ops, err := readTorchPickle(src, size, op.o, where)
 	if err == errNotPlain {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	if err != nil {
-		return nil, true, err
+		return nil, nil, true, err
 	}
 	tb := &t.tb
 	// The record torch reads for a storage is the member named folder/data/key without
@@ -360,7 +360,7 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 		}
 		if i, ok := find(name[len(want):]); ok {
 			if f.Method != zip.Store {
-				return nil, false, nil // the general path inflates it
+				return nil, nil, false, nil // the general path inflates it
 			}
 			off, err := f.DataOffset()
 			if err != nil {
@@ -370,7 +370,7 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 		}
 	}
 	before := len(op.ck.Storages)
-	slab := make([]Storage, len(tb.storages))
+	slab := make([]Storage, len(tb.storages)) // one allocation each for the storages
 	tb.ps = make([]*pyStorage, len(tb.storages))
 	pys := make([]pyStorage, len(tb.storages))
 	for i, s := range tb.storages {
@@ -378,14 +378,14 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 		*st = Storage{Key: t.key(i), DType: tb.dtypes[s.dtype], Location: tb.locs[s.loc], ByteOrder: order}
 		if files[i] == nil || op.zipStorage(st, files[i], offs[i], s.numel) != nil {
 			op.ck.Storages = op.ck.Storages[:before]
-			return nil, false, nil
+			return nil, nil, false, nil
 		}
 		pys[i] = pyStorage{st: st, numel: s.numel}
 		tb.ps[i] = &pys[i]
 	}
 	op.ops += ops
 	op.ck.WeightsOnly, op.ck.onePass = wo, "torch"
-	return t.value(root), true, nil
+	return t.value(root), tb, true, nil
 }
 
 // openJoblib opens a pickle the way joblib.load reads it (mode modeJoblib), or the way its
@@ -451,12 +451,13 @@ func (op *opener) trailing(src io.ReaderAt, size, pos int64) {
 }
 
 // build converts the root value and indexes the tree.
-func (op *opener) build(v any) error { return op.buildTree(v, false) }
+func (op *opener) build(v any) error { return op.buildTree(v, nil) }
 
-// buildTree converts the root value; unshared says no container is in it twice.
-func (op *opener) buildTree(v any, unshared bool) error {
+// buildTree converts the root value; tb, when set, holds the tensors of the values a torch
+// pickle read in one pass made, none of which is in the tree twice.
+func (op *opener) buildTree(v any, tb *torchTables) error {
 	c := newConverter(op.o, op.ck)
-	c.unshared = unshared
+	c.unshared, c.torch = tb != nil, tb
 	op.ck.Root = c.node(v, nil, "", 0)
 	op.ck.Values += c.nodes
 	if c.err != nil {
@@ -761,30 +762,42 @@ func (op *opener) openZip() error {
 	case err != nil:
 		return &Error{Msg: "not a valid zip archive: " + strings.TrimPrefix(err.Error(), "zip: "), Offset: -1}
 	}
-	byName := map[string]*zip.File{}
+	// torch's own reading decides the pickle shown and the storages' bytes (torchzip.go);
+	// an archive torch refuses is shown as a plain zip reading finds it, saying so
+	tz, refusal := newTorchZip(zr)
+	// byName finds members by their exact names; when no two names are equal even without
+	// regard to case (tz.byName), there is no repeated name to find, and tz finds them
+	var byName map[string]*zip.File
+	if tz.byName == nil {
+		byName = make(map[string]*zip.File, len(zr.File))
+	}
 	var dataPkl *zip.File
 	op.listMembers(zr)
 	for _, f := range zr.File {
-		if _, dup := byName[f.Name]; dup {
-			op.ck.Notes = append(op.ck.Notes, "the archive holds two members named "+f.Name+"; torch finds one of them by a binary search over the sorted names, and that is the one shown; both are scanned")
-			continue
+		if byName != nil {
+			if _, dup := byName[f.Name]; dup {
+				op.ck.Notes = append(op.ck.Notes, "the archive holds two members named "+f.Name+"; torch finds one of them by a binary search over the sorted names, and that is the one shown; both are scanned")
+				continue
+			}
+			byName[f.Name] = f
 		}
-		byName[f.Name] = f
 		if f.Name == "data.pkl" || strings.HasSuffix(f.Name, "/data.pkl") {
 			if dataPkl == nil || strings.Count(f.Name, "/") < strings.Count(dataPkl.Name, "/") ||
 				strings.Count(f.Name, "/") == strings.Count(dataPkl.Name, "/") && len(f.Name) < len(dataPkl.Name) {
 				dataPkl = f
 			}
 		}
-		if strings.HasPrefix(f.Name, "/") || strings.Contains("/"+f.Name+"/", "/../") || strings.Contains(f.Name, "\\") {
+		if name := f.Name; strings.HasPrefix(name, "/") || name == ".." || strings.HasPrefix(name, "../") ||
+			strings.HasSuffix(name, "/..") || strings.Contains(name, "/../") || strings.Contains(name, "\\") {
 			op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("the archive names a member %q outside its folder; nothing is ever extracted, so it is only read", f.Name))
 		}
 	}
-	// torch's own reading decides the pickle shown and the storages' bytes (torchzip.go);
-	// an archive torch refuses is shown as a plain zip reading finds it, saying so
-	tz, refusal := newTorchZip(zr)
 	var prefix string
 	record := func(name string) (*zip.File, bool) {
+		if byName == nil {
+			f := tz.exact(prefix + name)
+			return f, f != nil
+		}
 		f, ok := byName[prefix+name]
 		return f, ok
 	}
@@ -817,7 +830,14 @@ func (op *opener) openZip() error {
 	if _, ok := record("constants.pkl"); ok {
 		op.ck.Format = "torchscript"
 		code := 0
-		for name := range byName {
+		names := byName
+		if names == nil {
+			names = make(map[string]*zip.File, len(zr.File))
+			for _, f := range zr.File {
+				names[f.Name] = f
+			}
+		}
+		for name := range names {
 			if strings.HasPrefix(name, prefix+"code/") && strings.HasSuffix(name, ".py") {
 				code++
 			}
@@ -857,15 +877,16 @@ func (op *opener) openZip() error {
 		op.wo = &woState{needs: map[string]bool{}}
 	}
 	if op.wo != nil {
-		if v, done, err := op.torchPass(src, srcSize, dataPkl.Name, tz, zr, order); done {
+		if v, tb, done, err := op.torchPass(src, srcSize, dataPkl.Name, tz, zr, order); done {
 			op.wo = nil
 			if err != nil {
 				return err
 			}
 			op.scanOtherPickles(zr, dataPkl)
-			if err := op.buildTree(v, true); err != nil {
+			if err := op.buildTree(v, tb); err != nil {
 				return err
 			}
+			op.compactMembers()
 			return op.checkViews()
 		}
 	}
@@ -886,6 +907,7 @@ func (op *opener) openZip() error {
 	if err := op.build(v); err != nil {
 		return err
 	}
+	op.compactMembers()
 	return op.checkViews()
 }
 
@@ -957,6 +979,19 @@ func (op *opener) warmHeaders(zr *zip.Reader) {
 	}
 	close(work)
 	wg.Wait()
+}
+
+// compactMembers gives up the zip entries of the members stored as they are, once the
+// archive is read (their local headers are read in the order of the file).
+func (op *opener) compactMembers() {
+	for i := range op.ck.Members {
+		m := &op.ck.Members[i]
+		if f := m.file; f != nil && f.Method == zip.Store && f.Flags&1 == 0 && f.UncompressedSize64 == f.CompressedSize64 {
+			if off, err := f.DataOffset(); err == nil && off >= 0 && off <= op.size && m.Size <= op.size-off {
+				m.file, m.src, m.off = nil, op.r, off
+			}
+		}
+	}
 }
 
 func (op *opener) listMembers(zr *zip.Reader) {

@@ -944,7 +944,7 @@ func (t *plainTree) value(v uint32) any {
 	case pBytes:
 		return []byte(t.str(v))
 	case pTensor:
-		return t.tb.tensor(*t.val(v))
+		return tensorRef(*t.val(v))
 	case pGlobal, pStorage:
 		panic("loader: a torch global or storage in the tree") // the builder never puts one there
 	}

@@ -13,29 +13,31 @@ import (
 // A torch state dict in one pass. torch.save of a state dict, an optimizer's state or any
 // dict of tensors writes a pickle of plain data and of torch's own vocabulary only: the
 // globals collections.OrderedDict, torch._utils._rebuild_tensor_v2 and _rebuild_parameter
-// and the storage classes (torch.FloatStorage...), each tensor's storage as a persistent id
-// ('storage', class, key, location, numel), REDUCE of those globals and BUILD of an
-// OrderedDict's attributes (a state dict's _metadata). Such a pickle runs nothing but
-// torch's own rebuilding of tensors, and its 200,000 tensors are millions of pickle values:
-// the general path (scan, gopickle, convert) made each of them three times. So a torch
-// archive's data.pkl is first read by the plain builder with that vocabulary too (b.torch),
-// into the same flat arrays plus a table of tensors and one of storages. Its tree is then
-// made into the values the unpickler's stand-ins make (pyTensor, pyDict, a pyStorage per
-// storage key) and converted by the general path's converter, so that a tensor looks the
-// same whichever path read it; the tests hold the two paths to each other on every torch
-// file they have.
+// and the storage classes (torch.FloatStorage...), by GLOBAL or STACK_GLOBAL, each tensor's
+// storage as a persistent id ('storage', class, key, location, numel), REDUCE of those
+// globals and BUILD of an OrderedDict's attributes (a state dict's _metadata). Such a
+// pickle runs nothing but torch's own rebuilding of tensors, and its 200,000 tensors are
+// millions of pickle values: the general path (scan, gopickle, convert) made each of them
+// three times. So a torch archive's data.pkl is first read by the plain builder with that
+// vocabulary too (b.torch), into the same flat arrays plus a table of tensors and one of
+// storages; the values each REDUCE consumes are given back at once (reclaim). Its tree is
+// then made into the values the unpickler's stand-ins make (pyDict, a pyStorage per storage
+// key, and for each tensor a tensorRef the converter makes a pyTensor of, one at a time)
+// and converted by the general path's converter, so that a tensor looks the same whichever
+// path read it; the tests hold the two paths to each other on every torch file they have.
 //
 // Besides the plain builder's values, such a pickle may have dicts with int keys (an
 // optimizer's state) and a tensor as its whole value.
 //
 // Fail closed: anything else gives the pickle to the general path, unread: another
-// global, a call of a global with other arguments than
-// torch.save writes (a storage id of another shape, a tensor with backward hooks or
-// metadata, an OrderedDict built from items), BUILD of anything but a dict on an
-// OrderedDict, a global or storage left in the tree, a tensor or storage met a second time
-// through the memo (a tied tensor: the general path makes a ref of it), and every rule
-// of the plain builder. The weights_only verdict is judged on the way, by the scanner's
-// rules (opcodes and globals: the vocabulary holds nothing else it judges).
+// global, a call of a global with other arguments than torch.save writes (a storage id of
+// another shape, a tensor with backward hooks or metadata, an OrderedDict built from
+// items), BUILD of anything but a dict on an OrderedDict, a global or storage left in the
+// tree, a container, tensor or storage met a second time through the memo or DUP (a tied
+// tensor: the general path makes a ref of it), and every rule of the plain builder. The
+// weights_only verdict is judged on the way, by the scanner's rules (opcodes and globals:
+// the vocabulary holds nothing else it judges: every SETITEM is on a dict or an
+// OrderedDict, every APPEND on a list).
 
 // The globals of the vocabulary (a pGlobal's val; a storage class also holds its dtype's
 // index in torchTables.dtypes above the low byte).
@@ -59,8 +61,8 @@ type torchTables struct {
 	dtypes []string
 	// ps are the storages as the stand-ins hold them, made once the file's members are
 	// known to hold them (in the order the pickle names them, as the general path does)
-	ps  []*pyStorage
-	pyt []pyTensor
+	ps      []*pyStorage
+	scratch pyTensor
 }
 
 type ptensor struct {
@@ -400,18 +402,19 @@ type relocSlot struct {
 	aux  uint32
 }
 
-// tensor is tensor i as the stand-ins make it.
-func (tb *torchTables) tensor(i uint64) *pyTensor {
+// tensorRef is tensor i of a torchTables as a value of the tree: the converter makes its
+// node from the table (tensorAt), so that no pyTensor is made for each of them.
+type tensorRef uint32
+
+// tensorAt is tensor i as the stand-ins make it, in a value reused for every tensor (the
+// converter keeps nothing of the pyTensor it is given but the slices of its shape and
+// strides, which are views of dims).
+func (tb *torchTables) tensorAt(i tensorRef) *pyTensor {
 	p := tb.tensors[i]
 	n := p.ndim
-	shape := tb.dims[p.dims : p.dims+n : p.dims+n]
-	stride := tb.dims[p.dims+n : p.dims+2*n : p.dims+2*n]
-	if tb.pyt == nil {
-		tb.pyt = make([]pyTensor, len(tb.tensors)) // one allocation for them all
-	}
-	x := &tb.pyt[i]
-	*x = pyTensor{storage: tb.ps[p.storage], offset: p.offset, shape: shape, stride: stride,
-		requiresGrad: p.requiresGrad, typeName: "torch.Tensor"}
+	x := &tb.scratch
+	*x = pyTensor{storage: tb.ps[p.storage], offset: p.offset, shape: tb.dims[p.dims : p.dims+n : p.dims+n],
+		stride: tb.dims[p.dims+n : p.dims+2*n : p.dims+2*n], requiresGrad: p.requiresGrad, typeName: "torch.Tensor"}
 	if p.param {
 		x.typeName = "torch.nn.parameter.Parameter"
 	}

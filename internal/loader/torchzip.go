@@ -3,7 +3,7 @@ package loader
 import (
 	"archive/zip"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -112,19 +112,20 @@ func nameCompare(a, b string) int {
 // faster one is used (a state dict of 200,000 storages).
 func (t *torchZip) sortLikeMiniz() {
 	idx := make([]int, len(t.files))
-	for i := range idx {
-		idx[i] = i
+	lower := make([]string, len(t.files)) // nameLess(a, b) is lowerName(a) < lowerName(b)
+	for i, f := range t.files {
+		idx[i], lower[i] = i, lowerName(f.Name)
 	}
-	sort.Slice(idx, func(i, j int) bool { return nameLess(t.files[idx[i]].Name, t.files[idx[j]].Name) })
+	slices.SortFunc(idx, func(i, j int) int { return strings.Compare(lower[i], lower[j]) })
 	distinct := true
 	for i := 1; i < len(idx) && distinct; i++ {
-		distinct = nameCompare(t.files[idx[i-1]].Name, t.files[idx[i]].Name) != 0
+		distinct = lower[idx[i-1]] != lower[idx[i]]
 	}
 	if distinct {
 		t.sorted = idx
 		t.byName = make(map[string]*zip.File, len(idx))
-		for _, f := range t.files {
-			t.byName[lowerName(f.Name)] = f
+		for i, f := range t.files {
+			t.byName[lower[i]] = f
 		}
 		return
 	}
@@ -181,6 +182,15 @@ func (t *torchZip) lookup(name string) *zip.File {
 		default:
 			h = m - 1
 		}
+	}
+	return nil
+}
+
+// exact finds the member named name, case and all, when tz.byName is set (the names are
+// distinct even without regard to case, so there is one candidate).
+func (t *torchZip) exact(name string) *zip.File {
+	if f := t.byName[lowerName(name)]; f != nil && f.Name == name {
+		return f
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -113,11 +114,12 @@ func fresh(f file, r *rand.Rand) []byte {
 // Limits are what the server's loader allows one file (its -max-* flags); the load test
 // makes files just under and just over them.
 type Limits struct {
-	MaxNodes  int
-	MaxValues int
-	MaxMemo   int
-	MaxOps    int
-	MaxPickle int64
+	MaxNodes   int
+	MaxTensors int
+	MaxValues  int
+	MaxMemo    int
+	MaxOps     int
+	MaxPickle  int64
 }
 
 // pickleWriter writes a protocol 4 pickle opcode by opcode. Every pickle starts by pushing
@@ -241,6 +243,98 @@ func zipOfMembers(n int) file {
 	return file{name: fmt.Sprintf("zip_of_%d_members.pt", n), data: b.Bytes(), patch: b.Len() - 4}
 }
 
+// stateDict is torch.save of an OrderedDict of n tensors of 4 float32 each, in the
+// opcodes torch.save writes (protocol 2, every value memoized): n+1 values in the tree, and
+// about eighteen pickle values and eight memo entries per tensor while it is read (the
+// one-pass reading of torch state dicts).
+func stateDict(n int) file {
+	var p bytes.Buffer
+	memo := 0
+	put := func() { // LONG_BINPUT
+		p.WriteByte('r')
+		_ = binary.Write(&p, binary.LittleEndian, uint32(memo))
+		memo++
+	}
+	get := func(i int) { // LONG_BINGET
+		p.WriteByte('j')
+		_ = binary.Write(&p, binary.LittleEndian, uint32(i))
+	}
+	str := func(s string) { // BINUNICODE
+		p.WriteByte('X')
+		_ = binary.Write(&p, binary.LittleEndian, uint32(len(s)))
+		p.WriteString(s)
+		put()
+	}
+	p.Write([]byte{0x80, 2})
+	p.WriteString("ccollections\nOrderedDict\n")
+	put() // 0: OrderedDict
+	p.Write([]byte{')', 'R'})
+	put()
+	p.WriteByte('(')
+	var rebuild, storage, float, cpu int
+	for i := range n {
+		str(fmt.Sprintf("layers.%d.weight", i))
+		if i == 0 {
+			p.WriteString("ctorch._utils\n_rebuild_tensor_v2\n")
+			rebuild = memo
+			put()
+		} else {
+			get(rebuild)
+		}
+		p.Write([]byte{'(', '('})
+		if i == 0 {
+			storage = memo
+			str("storage")
+			p.WriteString("ctorch\nFloatStorage\n")
+			float = memo
+			put()
+		} else {
+			get(storage)
+			get(float)
+		}
+		str(strconv.Itoa(i))
+		if i == 0 {
+			cpu = memo
+			str("cpu")
+		} else {
+			get(cpu)
+		}
+		p.Write([]byte{'K', 4, 't'})
+		put()
+		p.WriteByte('Q')                      // BINPERSID
+		p.Write([]byte{'K', 0, 'K', 4, 0x85}) // offset 0, size (4,)
+		put()
+		p.Write([]byte{'K', 1, 0x85}) // stride (1,)
+		put()
+		p.WriteByte(0x89) // requires_grad False
+		get(0)
+		p.Write([]byte{')', 'R'}) // backward_hooks OrderedDict()
+		put()
+		p.WriteByte('t')
+		put()
+		p.WriteByte('R')
+		put()
+		if i%1000 == 999 {
+			p.Write([]byte{'u', '('})
+		}
+	}
+	p.Write([]byte{'u', '.'})
+	var b bytes.Buffer
+	zw := zip.NewWriter(&b)
+	add := func(name string, data []byte) {
+		w, _ := zw.CreateHeader(&zip.FileHeader{Name: "archive/" + name, Method: zip.Store})
+		w.Write(data)
+	}
+	add("data.pkl", p.Bytes())
+	for i := range n {
+		add("data/"+strconv.Itoa(i), make([]byte, 16))
+	}
+	add("version", []byte("3\n"))
+	zw.SetComment("0000")
+	zw.Close()
+	return file{name: fmt.Sprintf("state_dict_of_%d_tensors.pt", n), data: b.Bytes(), patch: b.Len() - 4}
+}
+
 // limitFiles are files at the edges of l: the largest trees, memos, pickles and op counts
 // the loader accepts, and just over them (marked over). A pickle of plain data meets
 // MaxValues, one with an object in it MaxNodes and MaxMemo.
@@ -263,5 +357,7 @@ func limitFiles(l Limits) []file {
 		// caps them too.
 		markChurn(min(l.MaxOps, int(l.MaxPickle*95/100)) - 100),
 		zipOfMembers(100_000),
+		stateDict(l.MaxTensors - 10),
+		over(stateDict(l.MaxTensors + 10)),
 	}
 }

@@ -27,18 +27,19 @@ import (
 // server already running on this machine. The -max-* flags must be the server's (their
 // defaults are cmd/web's) for the files at the limits to sit just under and over them.
 var (
-	flagURL       = flag.String("url", "", "server to load (loopback only); empty: build and start one")
-	flagPID       = flag.Int("pid", 0, "the server's process id, to report its memory")
-	flagClients   = flag.Int("clients", 50, "concurrent clients")
-	flagDuration  = flag.Duration("duration", 60*time.Second, "how long the clients send requests")
-	flagRequests  = flag.Int64("max-requests", 0, "stop after this many requests (0: 10 million)")
-	flagReport    = flag.String("report", "", "also write the report to this file")
-	flagMix       = flag.String("mix", "", `"limits": half the requests upload new files at the loader's limits`)
-	flagMaxNodes  = flag.Int("max-nodes", loader.ServerOptions().MaxNodes, "the server's -max-nodes, to make files at the limit")
-	flagMaxValues = flag.Int("max-values", loader.ServerOptions().MaxValues, "the server's -max-values")
-	flagMaxMemo   = flag.Int("max-memo", loader.ServerOptions().MaxMemo, "the server's -max-memo")
-	flagMaxOps    = flag.Int("max-pickle-ops", loader.ServerOptions().MaxOps, "the server's -max-pickle-ops")
-	flagMaxPickle = flag.Int64("max-pickle", loader.ServerOptions().MaxPickle, "the server's -max-pickle, in bytes")
+	flagURL        = flag.String("url", "", "server to load (loopback only); empty: build and start one")
+	flagPID        = flag.Int("pid", 0, "the server's process id, to report its memory")
+	flagClients    = flag.Int("clients", 50, "concurrent clients")
+	flagDuration   = flag.Duration("duration", 60*time.Second, "how long the clients send requests")
+	flagRequests   = flag.Int64("max-requests", 0, "stop after this many requests (0: 10 million)")
+	flagReport     = flag.String("report", "", "also write the report to this file")
+	flagMix        = flag.String("mix", "", `"limits": half the requests upload new files at the loader's limits`)
+	flagMaxNodes   = flag.Int("max-nodes", loader.ServerOptions().MaxNodes, "the server's -max-nodes, to make files at the limit")
+	flagMaxTensors = flag.Int("max-tensors", loader.ServerOptions().MaxTensors, "the server's -max-tensors")
+	flagMaxValues  = flag.Int("max-values", loader.ServerOptions().MaxValues, "the server's -max-values")
+	flagMaxMemo    = flag.Int("max-memo", loader.ServerOptions().MaxMemo, "the server's -max-memo")
+	flagMaxOps     = flag.Int("max-pickle-ops", loader.ServerOptions().MaxOps, "the server's -max-pickle-ops")
+	flagMaxPickle  = flag.Int64("max-pickle", loader.ServerOptions().MaxPickle, "the server's -max-pickle, in bytes")
 )
 
 const (
@@ -71,7 +72,7 @@ func TestLoad(t *testing.T) {
 	rep, err := Run(context.Background(), Config{
 		BaseURL: base, PID: pid, Clients: *flagClients, Duration: *flagDuration, MaxRequests: *flagRequests,
 		ModelsDir: modelsDir, HostileDir: hostileDir, Seed: uint64(time.Now().UnixNano()), Mix: *flagMix,
-		Limits: Limits{MaxNodes: *flagMaxNodes, MaxValues: *flagMaxValues, MaxMemo: *flagMaxMemo, MaxOps: *flagMaxOps, MaxPickle: *flagMaxPickle},
+		Limits: Limits{MaxNodes: *flagMaxNodes, MaxTensors: *flagMaxTensors, MaxValues: *flagMaxValues, MaxMemo: *flagMaxMemo, MaxOps: *flagMaxOps, MaxPickle: *flagMaxPickle},
 		Logf:   t.Logf,
 	})
 	if err != nil {
@@ -102,9 +103,9 @@ func TestLoadSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	limits := Limits{MaxNodes: 5000, MaxValues: 20000, MaxMemo: 5000, MaxOps: 100_000, MaxPickle: 1 << 20}
+	limits := Limits{MaxNodes: 5000, MaxTensors: 2000, MaxValues: 20000, MaxMemo: 5000, MaxOps: 100_000, MaxPickle: 1 << 20}
 	srv := server.New(server.Config{Loader: loader.Options{
-		MaxNodes: limits.MaxNodes, MaxValues: limits.MaxValues, MaxMemo: limits.MaxMemo, MaxOps: limits.MaxOps, MaxPickle: limits.MaxPickle,
+		MaxNodes: limits.MaxNodes, MaxTensors: limits.MaxTensors, MaxValues: limits.MaxValues, MaxMemo: limits.MaxMemo, MaxOps: limits.MaxOps, MaxPickle: limits.MaxPickle,
 	}}, server.Deps{Store: st, Logger: slog.New(slog.DiscardHandler)})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -138,8 +139,8 @@ func TestLoadSmoke(t *testing.T) {
 // The files at the limits are what they say: under a limit they open, over it they are
 // refused.
 func TestLimitFiles(t *testing.T) {
-	l := Limits{MaxNodes: 2000, MaxValues: 7000, MaxMemo: 3000, MaxOps: 50_000, MaxPickle: 256 << 10}
-	opts := loader.Options{MaxNodes: l.MaxNodes, MaxValues: l.MaxValues, MaxMemo: l.MaxMemo, MaxOps: l.MaxOps, MaxPickle: l.MaxPickle}
+	l := Limits{MaxNodes: 2000, MaxTensors: 500, MaxValues: 7000, MaxMemo: 3000, MaxOps: 50_000, MaxPickle: 256 << 10}
+	opts := loader.Options{MaxNodes: l.MaxNodes, MaxTensors: l.MaxTensors, MaxValues: l.MaxValues, MaxMemo: l.MaxMemo, MaxOps: l.MaxOps, MaxPickle: l.MaxPickle}
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, f := range limitFiles(l) {
 		wantOpen := !f.over

@@ -313,7 +313,7 @@ func (s *Server) openCheckpoint(ctx context.Context, id string) (*opened, error)
 		}
 		return &opened{id: id, meta: meta, ck: ck, files: files, size: treeBytes(ck)}, nil
 	}
-	ck, err := s.load(blob, blob.Size())
+	ck, err := s.load(blob.ReaderAt(), blob.Size())
 	if fault := blob.Fault(); fault != nil {
 		// The storage failed under the loader: whatever the loader made of the bytes it
 		// did not get says nothing of the file, and is not cached.
@@ -349,12 +349,16 @@ const (
 	textFactor   = 2
 	tensorBytes  = 160
 	storageBytes = 128
+	memberBytes  = 80 // an archive member's entry (a stored one keeps no zip entry)
 )
 
 // treeBytes estimates the memory an opened checkpoint holds, for the cache's byte budget.
 // It is linear in the tree, which the loader has just built.
 func treeBytes(ck *loader.Checkpoint) int64 {
 	total := int64(len(ck.Storages))*storageBytes + findingsBytes(ck.Findings)
+	for _, m := range ck.Members {
+		total += memberBytes + int64(len(m.Name))
+	}
 	stack := []*loader.Node{ck.Root}
 	for len(stack) > 0 {
 		n := stack[len(stack)-1]
