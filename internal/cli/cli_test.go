@@ -17,6 +17,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 )
 
@@ -477,7 +478,7 @@ func TestInspect(t *testing.T) {
 	if err := Inspect(context.Background(), InspectConfig{Options: serverLimits(), File: file, Pointer: e.Tensors[0].Path, Format: "json"}, &one); err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(one.Bytes(), &got); err != nil || got.Node.Path != e.Tensors[0].Path || got.Node.Kind != loader.KindTensor {
+	if err := json.Unmarshal(one.Bytes(), &got); err != nil || got.Node.Path != e.Tensors[0].Path || got.Node.Kind != ckpt.KindTensor {
 		t.Errorf("node %+v (%v)", got.Node, err)
 	}
 	if err := Inspect(context.Background(), InspectConfig{Options: serverLimits(), File: file, Pointer: "/no/such", Format: "text"}, &one); err == nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/export"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/report"
@@ -57,13 +58,13 @@ type inspectJSON struct {
 
 // treeJSON is a node and, down to the depth asked for, its children.
 type treeJSON struct {
-	Key      string      `json:"key"`
-	Path     string      `json:"path"`
-	Kind     loader.Kind `json:"kind"`
-	Type     string      `json:"type"`
-	Summary  string      `json:"summary"`
-	Items    int         `json:"items"`
-	Children []treeJSON  `json:"children,omitempty"`
+	Key      string     `json:"key"`
+	Path     string     `json:"path"`
+	Kind     ckpt.Kind  `json:"kind"`
+	Type     string     `json:"type"`
+	Summary  string     `json:"summary"`
+	Items    int        `json:"items"`
+	Children []treeJSON `json:"children,omitempty"`
 	// More counts the children not shown (past -items).
 	More int `json:"more,omitempty"`
 }
@@ -148,7 +149,7 @@ func displayPointer(p string) string {
 }
 
 // writeSummary writes the checkpoint's facts, findings, verdict and bytes per dtype.
-func writeSummary(w io.Writer, file string, size int64, ck *loader.Checkpoint) {
+func writeSummary(w io.Writer, file string, size int64, ck *ckpt.Checkpoint) {
 	fmt.Fprintln(w, file)
 	field := func(name, value string) { writeWrapped(w, fmt.Sprintf("  %-13s", name), value) }
 	field("format", ck.Format)
@@ -156,7 +157,7 @@ func writeSummary(w io.Writer, file string, size int64, ck *loader.Checkpoint) {
 	field("tensors", fmt.Sprintf("%s, %s parameters", views.Thousands(int64(ck.Tensors)), views.Thousands(ck.Parameters)))
 	dangers, warnings := 0, 0
 	for _, f := range ck.Findings {
-		if f.Severity == loader.SeverityDanger {
+		if f.Severity == ckpt.SeverityDanger {
 			dangers++
 		} else {
 			warnings++
@@ -181,7 +182,7 @@ func writeSummary(w io.Writer, file string, size int64, ck *loader.Checkpoint) {
 	}
 	for _, f := range ck.Findings {
 		writeWrapped(w, "    ", string(f.Severity)+": "+f.Detail)
-		writeWrapped(w, "      ", findingPlace(report.Findings([]loader.Finding{f})[0]))
+		writeWrapped(w, "      ", findingPlace(report.Findings([]ckpt.Finding{f})[0]))
 	}
 	for _, n := range ck.Notes {
 		writeWrapped(w, "  note         ", n)
@@ -206,7 +207,7 @@ func writeSummary(w io.Writer, file string, size int64, ck *loader.Checkpoint) {
 }
 
 // tree is n and its children down to depth levels, items per container.
-func tree(n *loader.Node, depth, items int) treeJSON {
+func tree(n *ckpt.Node, depth, items int) treeJSON {
 	t := treeJSON{Key: n.Key, Path: n.Path(), Kind: n.Kind, Type: n.Type, Summary: views.Summary(n), Items: n.NumItems()}
 	if depth > 0 {
 		for _, k := range n.Items(0, items) {
@@ -219,7 +220,7 @@ func tree(n *loader.Node, depth, items int) treeJSON {
 
 // writeTree writes n's children as an indented outline, a key and a summary per line, cut
 // to the terminal's width.
-func writeTree(w io.Writer, n *loader.Node, level, depth, items int) {
+func writeTree(w io.Writer, n *ckpt.Node, level, depth, items int) {
 	if level == 0 {
 		fmt.Fprintln(w, cut("  "+keyOf(n)+"  "+views.Summary(n), Width))
 	}
@@ -244,7 +245,7 @@ func writeTree(w io.Writer, n *loader.Node, level, depth, items int) {
 	}
 }
 
-func keyOf(n *loader.Node) string {
+func keyOf(n *ckpt.Node) string {
 	switch {
 	case n.Path() == "":
 		return "/"
@@ -266,21 +267,21 @@ func cut(s string, width int) string {
 
 // statsUnder computes the statistics of every tensor under n, in tree order (a ref to a
 // tensor is not computed again).
-func statsUnder(ctx context.Context, ck *loader.Checkpoint, n *loader.Node, workers int) ([]statsRowJSON, error) {
+func statsUnder(ctx context.Context, ck *ckpt.Checkpoint, n *ckpt.Node, workers int) ([]statsRowJSON, error) {
 	if workers <= 0 {
 		workers = min(runtime.GOMAXPROCS(0), 8)
 	}
 	var rows []statsRowJSON
 	var err error
-	loader.Walk(n, func(k *loader.Node) {
-		if err != nil || (k.Kind != loader.KindTensor && k.Kind != loader.KindNDArray) || k.Tensor == nil {
+	ckpt.Walk(n, func(k *ckpt.Node) {
+		if err != nil || (k.Kind != ckpt.KindTensor && k.Kind != ckpt.KindNDArray) || k.Tensor == nil {
 			return
 		}
 		row := statsRowJSON{Path: k.Path(), DType: k.Tensor.DType, Shape: k.Tensor.Shape}
 		if row.Shape == nil {
 			row.Shape = []int64{}
 		}
-		v := export.ViewOfNode(k)
+		v := k.View()
 		switch {
 		case k.Tensor.Objects != nil:
 			row.Error = "a numpy object array: no statistics"

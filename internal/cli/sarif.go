@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/report"
 )
 
@@ -173,7 +173,7 @@ func (l *sarifLog) add(r FileReport) {
 	phys := sarifPhysical{ArtifactLocation: art}
 	for _, f := range r.Findings {
 		rule, level := 0, "error"
-		if f.Severity != string(loader.SeverityDanger) {
+		if f.Severity != string(ckpt.SeverityDanger) {
 			rule, level = 1, "warning"
 		}
 		loc := sarifLocation{PhysicalLocation: phys}
@@ -223,5 +223,5 @@ func lastSegment(pointer string) string {
 		return "/"
 	}
 	i := strings.LastIndexByte(pointer, '/')
-	return loader.UnescapeSegment(pointer[i+1:])
+	return ckpt.UnescapeSegment(pointer[i+1:])
 }

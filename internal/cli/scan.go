@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/report"
 	"github.com/ckptview/ckptview/internal/views"
@@ -168,10 +169,10 @@ func ScanFile(ctx context.Context, path string, o Options) FileReport {
 		r.Error = err.Error()
 	}
 	for _, f := range r.Findings {
-		switch loader.Severity(f.Severity) {
-		case loader.SeverityDanger:
+		switch ckpt.Severity(f.Severity) {
+		case ckpt.SeverityDanger:
 			r.Dangers++
-		case loader.SeverityWarning:
+		case ckpt.SeverityWarning:
 			r.Warnings++
 		}
 	}
@@ -191,7 +192,7 @@ func ScanFile(ctx context.Context, path string, o Options) FileReport {
 
 // openFile opens path with the loader under o's limits and time budget. The checkpoint
 // reads its tensors from the file, so closing it (the function returned) closes both.
-func openFile(ctx context.Context, path string, o Options) (*loader.Checkpoint, int64, func(), error) {
+func openFile(ctx context.Context, path string, o Options) (*ckpt.Checkpoint, int64, func(), error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, nil, err
@@ -358,7 +359,7 @@ func writeText(w io.Writer, r FileReport, verbose bool) {
 		writeWrapped(w, "           ", what+r.Error)
 	}
 	for _, f := range r.Findings {
-		if f.Severity != string(loader.SeverityDanger) && !verbose {
+		if f.Severity != string(ckpt.SeverityDanger) && !verbose {
 			continue
 		}
 		writeWrapped(w, "           ", f.Severity+": "+f.Detail)

@@ -14,8 +14,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/export"
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 	"github.com/ckptview/ckptview/internal/views"
 )
@@ -25,7 +24,7 @@ type Tensor struct {
 	Path  string // its JSON Pointer in its checkpoint
 	DType string
 	Shape []int64
-	node  *loader.Node
+	node  *ckpt.Node
 }
 
 // Pair is a key both checkpoints have.
@@ -112,11 +111,11 @@ type item struct {
 
 // Keys returns the tensors of ck by key, and the state dict they were taken from (nil for
 // the whole tree).
-func keys(ck *loader.Checkpoint) ([]item, *loader.Node) {
+func keys(ck *ckpt.Checkpoint) ([]item, *ckpt.Node) {
 	var out []item
-	add := func(key string, n *loader.Node) {
+	add := func(key string, n *ckpt.Node) {
 		r := views.ResolveRef(ck, n) // a tensor stored twice is a ref to its first place
-		if r == nil || r.Tensor == nil || (r.Kind != loader.KindTensor && r.Kind != loader.KindNDArray) {
+		if r == nil || r.Tensor == nil || (r.Kind != ckpt.KindTensor && r.Kind != ckpt.KindNDArray) {
 			return
 		}
 		out = append(out, item{key: key, t: Tensor{Path: n.Path(), DType: r.Tensor.DType, Shape: r.Tensor.Shape, node: r}})
@@ -129,15 +128,15 @@ func keys(ck *loader.Checkpoint) ([]item, *loader.Node) {
 		}
 		return out, sd
 	}
-	loader.Walk(ck.Root, func(n *loader.Node) {
-		if n.Kind == loader.KindTensor || n.Kind == loader.KindNDArray {
+	ckpt.Walk(ck.Root, func(n *ckpt.Node) {
+		if n.Kind == ckpt.KindTensor || n.Kind == ckpt.KindNDArray {
 			add(n.Path(), n)
 		}
 	})
 	return out, nil
 }
 
-func side(sd *loader.Node, strip string) Side {
+func side(sd *ckpt.Node, strip string) Side {
 	s := Side{Strip: strip, StateDict: sd != nil}
 	if sd != nil {
 		s.Scope = sd.Path()
@@ -183,7 +182,7 @@ func stripped(items []item, p string) map[string]item {
 }
 
 // Plan matches the tensors of a and b by key, aligning prefixes, without reading values.
-func Plan(a, b *loader.Checkpoint) *Result {
+func Plan(a, b *ckpt.Checkpoint) *Result {
 	ia, sdA := keys(a)
 	ib, sdB := keys(b)
 	// the pair of prefixes that matches most keys; on a tie, the shortest strips
@@ -242,7 +241,7 @@ func (r *Result) Compute(ctx context.Context, workers int, progress func(int64))
 		if p.Status == StatusShape {
 			continue
 		}
-		va, vb := export.ViewOf(p.A.node.Tensor), export.ViewOf(p.B.node.Tensor)
+		va, vb := p.A.node.Tensor.View(), p.B.node.Tensor.View()
 		if va == nil || vb == nil {
 			p.Status, p.Err = StatusUnread, "the values are not in the file, or not numbers"
 			continue

@@ -17,7 +17,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
@@ -50,7 +50,7 @@ type JSON struct {
 }
 
 // Write encodes n to w.
-func (j JSON) Write(ctx context.Context, w io.Writer, n *loader.Node) error {
+func (j JSON) Write(ctx context.Context, w io.Writer, n *ckpt.Node) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	if j.TensorLimit <= 0 {
 		j.TensorLimit = DefaultTensorLimit
@@ -86,7 +86,7 @@ func (e *encoder) tagged(tag string, body func() error) error {
 	return nil
 }
 
-func (e *encoder) node(n *loader.Node) error {
+func (e *encoder) node(n *ckpt.Node) error {
 	e.count++
 	if e.count%4096 == 0 {
 		if err := e.ctx.Err(); err != nil {
@@ -94,21 +94,21 @@ func (e *encoder) node(n *loader.Node) error {
 		}
 	}
 	switch n.Kind {
-	case loader.KindNone:
+	case ckpt.KindNone:
 		e.w.WriteString("null")
-	case loader.KindBool:
+	case ckpt.KindBool:
 		e.w.WriteString(strconv.FormatBool(n.Bool))
-	case loader.KindInt:
+	case ckpt.KindInt:
 		e.intValue(n.Int)
-	case loader.KindFloat:
+	case ckpt.KindFloat:
 		e.float(n.Float)
-	case loader.KindComplex:
+	case ckpt.KindComplex:
 		e.w.WriteString(`{"$complex":[`)
 		e.float(real(n.Complex))
 		e.w.WriteByte(',')
 		e.float(imag(n.Complex))
 		e.w.WriteString("]}")
-	case loader.KindStr:
+	case ckpt.KindStr:
 		s := n.Str
 		if n.Truncated && n.Full != nil {
 			b, err := readFull(n.Full)
@@ -118,7 +118,7 @@ func (e *encoder) node(n *loader.Node) error {
 			s = strings.ToValidUTF8(string(b), "\ufffd")
 		}
 		e.str(s)
-	case loader.KindBytes:
+	case ckpt.KindBytes:
 		b := n.Bytes
 		if n.Truncated && n.Full != nil {
 			var err error
@@ -131,13 +131,13 @@ func (e *encoder) node(n *loader.Node) error {
 			tag = "$bytearray"
 		}
 		e.w.WriteString(`{"` + tag + `":"` + base64.StdEncoding.EncodeToString(b) + `"}`)
-	case loader.KindList:
+	case ckpt.KindList:
 		return e.items(n)
-	case loader.KindTuple, loader.KindSet, loader.KindFrozenSet:
+	case ckpt.KindTuple, ckpt.KindSet, ckpt.KindFrozenSet:
 		return e.tagged("$"+string(n.Kind), func() error { return e.items(n) })
-	case loader.KindDict:
+	case ckpt.KindDict:
 		return e.dict(n)
-	case loader.KindObject:
+	case ckpt.KindObject:
 		e.w.WriteString(`{"$object":`)
 		e.str(n.Type)
 		if n.Str != "" {
@@ -149,15 +149,15 @@ func (e *encoder) node(n *loader.Node) error {
 			return err
 		}
 		e.w.WriteByte('}')
-	case loader.KindGlobal:
+	case ckpt.KindGlobal:
 		e.w.WriteString(`{"$global":`)
 		e.str(n.Global)
 		e.w.WriteByte('}')
-	case loader.KindRef:
+	case ckpt.KindRef:
 		e.w.WriteString(`{"$ref":`)
 		e.str(n.Target)
 		e.w.WriteByte('}')
-	case loader.KindTensor, loader.KindNDArray:
+	case ckpt.KindTensor, ckpt.KindNDArray:
 		return e.tensor(n)
 	default:
 		e.w.WriteString("null")
@@ -196,7 +196,7 @@ func (e *encoder) float(f float64) {
 	}
 }
 
-func (e *encoder) list(kids []*loader.Node) error {
+func (e *encoder) list(kids []*ckpt.Node) error {
 	e.w.WriteByte('[')
 	for i, k := range kids {
 		if i > 0 {
@@ -213,7 +213,7 @@ func (e *encoder) list(kids []*loader.Node) error {
 // eachItem calls f with each of n's children in order, made a page at a time when they are
 // made on demand (a large list read from the file, plain data kept as values), so that an
 // export holds one page of them at a time.
-func eachItem(n *loader.Node, f func(i int, k *loader.Node) error) error {
+func eachItem(n *ckpt.Node, f func(i int, k *ckpt.Node) error) error {
 	if !n.IsLazy() {
 		for i, k := range n.Children {
 			if err := f(i, k); err != nil {
@@ -234,9 +234,9 @@ func eachItem(n *loader.Node, f func(i int, k *loader.Node) error) error {
 }
 
 // items writes n's children as a JSON array.
-func (e *encoder) items(n *loader.Node) error {
+func (e *encoder) items(n *ckpt.Node) error {
 	e.w.WriteByte('[')
-	err := eachItem(n, func(i int, k *loader.Node) error {
+	err := eachItem(n, func(i int, k *ckpt.Node) error {
 		if i > 0 {
 			e.w.WriteByte(',')
 		}
@@ -249,7 +249,7 @@ func (e *encoder) items(n *loader.Node) error {
 	return nil
 }
 
-func (e *encoder) dict(n *loader.Node) error {
+func (e *encoder) dict(n *ckpt.Node) error {
 	if n.IsLazy() {
 		return e.lazyDict(n)
 	}
@@ -263,7 +263,7 @@ func (e *encoder) dict(n *loader.Node) error {
 			break
 		}
 	}
-	var entries, attrs []*loader.Node
+	var entries, attrs []*ckpt.Node
 	for _, k := range n.Children {
 		if k.Attr {
 			attrs = append(attrs, k)
@@ -306,9 +306,9 @@ func (e *encoder) dict(n *loader.Node) error {
 
 // lazyDict writes a dict whose entries are made on demand: str keys only (plain data kept
 // as values), so a JSON object unless a key starts with "$" (then the tagged form).
-func (e *encoder) lazyDict(n *loader.Node) error {
+func (e *encoder) lazyDict(n *ckpt.Node) error {
 	plain := true
-	_ = eachItem(n, func(_ int, k *loader.Node) error {
+	_ = eachItem(n, func(_ int, k *ckpt.Node) error {
 		if strings.HasPrefix(k.Seg, "$") {
 			plain = false
 		}
@@ -319,7 +319,7 @@ func (e *encoder) lazyDict(n *loader.Node) error {
 	} else {
 		e.w.WriteString(`{"$dict":[`)
 	}
-	err := eachItem(n, func(i int, k *loader.Node) error {
+	err := eachItem(n, func(i int, k *ckpt.Node) error {
 		if i > 0 {
 			e.w.WriteByte(',')
 		}
@@ -352,7 +352,7 @@ func (e *encoder) lazyDict(n *loader.Node) error {
 }
 
 // object writes children keyed by their segment.
-func (e *encoder) object(kids []*loader.Node) error {
+func (e *encoder) object(kids []*ckpt.Node) error {
 	e.w.WriteByte('{')
 	for i, k := range kids {
 		if i > 0 {
@@ -368,10 +368,10 @@ func (e *encoder) object(kids []*loader.Node) error {
 	return nil
 }
 
-func (e *encoder) tensor(n *loader.Node) error {
+func (e *encoder) tensor(n *ckpt.Node) error {
 	t := n.Tensor
 	tag := "$tensor"
-	if n.Kind == loader.KindNDArray {
+	if n.Kind == ckpt.KindNDArray {
 		tag = "$ndarray"
 	}
 	e.w.WriteString(`{"` + tag + `":{"type":`)
@@ -421,9 +421,9 @@ func (e *encoder) tensor(n *loader.Node) error {
 // elementSource returns the JSON of a tensor's elements one after another in C order, read
 // in chunks (constant memory): numbers as numbers, a str array's items as strings, a bytes
 // array's as {"$bytes": ...}, a structured array's as objects of its fields.
-func elementSource(n *loader.Node) (func() (string, error), error) {
+func elementSource(n *ckpt.Node) (func() (string, error), error) {
 	t := n.Tensor
-	if v := ViewOf(t); v != nil {
+	if v := t.View(); v != nil {
 		vals, err := tensor.NewValues(v)
 		if err != nil {
 			return nil, err
@@ -450,7 +450,7 @@ func elementSource(n *loader.Node) (func() (string, error), error) {
 	if len(t.Fields) > 0 {
 		return recordSource(n)
 	}
-	iv := ItemViewOf(t)
+	iv := t.ItemView()
 	if iv == nil {
 		return nil, fmt.Errorf("values of this dtype are not decoded")
 	}
@@ -488,7 +488,7 @@ func elementSource(n *loader.Node) (func() (string, error), error) {
 
 // recordSource writes a structured array's elements as objects, each field read from the
 // column (the child array) that holds it.
-func recordSource(n *loader.Node) (func() (string, error), error) {
+func recordSource(n *ckpt.Node) (func() (string, error), error) {
 	type col struct {
 		name string
 		next func() (string, error)
@@ -496,7 +496,7 @@ func recordSource(n *loader.Node) (func() (string, error), error) {
 	}
 	var cols []col
 	for _, f := range n.Tensor.Fields {
-		var child *loader.Node
+		var child *ckpt.Node
 		for _, k := range n.Children {
 			if k.Seg == f.Name && k.Tensor != nil && k.Tensor.Column {
 				child = k
@@ -579,7 +579,7 @@ func ints(v []int64) string {
 	return "[" + strings.Join(parts, ",") + "]"
 }
 
-func readFull(s *loader.Storage) ([]byte, error) {
+func readFull(s *ckpt.Storage) ([]byte, error) {
 	if s.Size > MaxInlineBytes {
 		return nil, fmt.Errorf("export: a value of %d bytes is too large for JSON; download it raw", s.Size)
 	}
@@ -588,110 +588,4 @@ func readFull(s *loader.Storage) ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
-}
-
-// ViewOfNode is the view whose values a tensor node's statistics describe: the tensor
-// itself (dequantized per tensor or per channel), or for a sparse tensor its values. It is
-// nil when there is nothing decodable.
-func ViewOfNode(n *loader.Node) *tensor.View {
-	if n == nil || n.Tensor == nil {
-		return nil
-	}
-	if n.Tensor.Layout != "" {
-		for _, k := range n.Children {
-			if k.Seg == "values" {
-				return ViewOfNode(k)
-			}
-		}
-		return nil
-	}
-	v := ViewOf(n.Tensor)
-	if v == nil {
-		return nil
-	}
-	if q := n.Tensor.Quant; q != nil && strings.HasPrefix(q.Scheme, "per_channel") {
-		var scales, zeros *loader.Node
-		for _, k := range n.Children {
-			switch k.Seg {
-			case "scales":
-				scales = k
-			case "zero_points":
-				zeros = k
-			}
-		}
-		sc, ok1 := smallFloats(scales)
-		zp, ok2 := smallFloats(zeros)
-		if !ok1 || !ok2 {
-			return nil
-		}
-		v.ChannelAxis = int(q.Axis)
-		v.ChannelScales = sc
-		v.ChannelZeros = make([]int64, len(zp))
-		for i, z := range zp {
-			v.ChannelZeros[i] = int64(z)
-		}
-	}
-	return v
-}
-
-// smallFloats reads a small 1-D tensor's values (per-channel parameters).
-func smallFloats(n *loader.Node) ([]float64, bool) {
-	if n == nil || n.Tensor == nil || n.Tensor.Numel() > 1<<20 {
-		return nil, false
-	}
-	v := ViewOf(n.Tensor)
-	if v == nil {
-		return nil, false
-	}
-	vals, err := tensor.NewValues(v)
-	if err != nil {
-		return nil, false
-	}
-	els, err := vals.Read(0, v.Numel())
-	if err != nil {
-		return nil, false
-	}
-	out := make([]float64, len(els))
-	for i, e := range els {
-		out[i] = e.Real
-	}
-	return out, true
-}
-
-// ItemViewOf is the view of a loader tensor whose values are only copied, not decoded: a
-// numeric tensor as ViewOf gives it, or a numpy str, bytes or structured array as items of
-// its size with its numpy description (for .npy and raw downloads). nil for object arrays
-// and tensors without data.
-func ItemViewOf(t *loader.Tensor) *tensor.View {
-	if v := ViewOf(t); v != nil {
-		return v
-	}
-	if t == nil || t.Storage == nil || t.Storage.Data == nil || t.Objects != nil || t.Layout != "" || t.Quant != nil {
-		return nil
-	}
-	size := loader.DTypeSize(t.DType)
-	if size <= 0 || t.Descr == "" || t.DType == "object" {
-		return nil
-	}
-	return &tensor.View{DType: t.DType, Shape: t.Shape, Strides: t.Strides, Offset: t.StorageOffset,
-		Data: t.Storage.Data, DataOffset: t.Storage.Offset, DataSize: t.Storage.Size,
-		ItemSize: int64(size), NPYDescr: t.Descr}
-}
-
-// ViewOf is the tensor view of a loader tensor, or nil when it has no decodable storage.
-func ViewOf(t *loader.Tensor) *tensor.View {
-	if t != nil && t.Decoded != nil {
-		// a packed (quantized) tensor: its dequantized float32 values, dense in C order
-		d := t.Decoded
-		return &tensor.View{DType: "float32", Shape: t.Shape, Strides: t.Strides, Data: d.Data, DataOffset: d.Offset, DataSize: d.Size}
-	}
-	if t == nil || t.Storage == nil || t.Storage.Data == nil || tensor.ElementSize(t.DType) == 0 {
-		return nil
-	}
-	v := &tensor.View{DType: t.DType, Shape: t.Shape, Strides: t.Strides, Offset: t.StorageOffset,
-		Data: t.Storage.Data, DataOffset: t.Storage.Offset, DataSize: t.Storage.Size, BigEndian: t.Storage.ByteOrder == "big"}
-	if q := t.Quant; q != nil && q.Scheme == "per_tensor_affine" {
-		v.Quantized, v.Scale, v.ZeroPoint = true, q.Scale, q.ZeroPoint
-	}
-	return v
 }

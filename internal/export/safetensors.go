@@ -9,7 +9,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
@@ -48,9 +48,9 @@ var safetensorsDType = map[string]string{
 }
 
 // CanSafetensors says whether a tensor can be written to a safetensors file as it is.
-func CanSafetensors(t *loader.Tensor) bool {
+func CanSafetensors(t *ckpt.Tensor) bool {
 	_, ok := safetensorsDType[t.DType]
-	return ok && t.Layout == "" && t.Objects == nil && t.Quant == nil && !t.Column && ViewOf(t) != nil
+	return ok && t.Layout == "" && t.Objects == nil && t.Quant == nil && !t.Column && t.View() != nil
 }
 
 // ErrNoTensors is returned for a subtree with no tensor safetensors can hold. Its text is
@@ -59,10 +59,10 @@ var ErrNoTensors = errors.New("there is no tensor here that safetensors can hold
 
 // NewSafetensors lays out the safetensors file of the tensors under root; resolve follows a
 // ref node to its target (nil to leave refs out).
-func NewSafetensors(root *loader.Node, resolve func(*loader.Node) *loader.Node) (*Safetensors, error) {
+func NewSafetensors(root *ckpt.Node, resolve func(*ckpt.Node) *ckpt.Node) (*Safetensors, error) {
 	type entry struct {
 		name string
-		node *loader.Node
+		node *ckpt.Node
 		v    *tensor.View
 		es   int
 	}
@@ -71,12 +71,12 @@ func NewSafetensors(root *loader.Node, resolve func(*loader.Node) *loader.Node) 
 	names := map[string]string{} // name -> path, to refuse two tensors named alike
 	byView := map[string]string{}
 	aliases := map[string]string{}
-	var walk func(n *loader.Node, name string, depth int) error
-	walk = func(n *loader.Node, name string, depth int) error {
+	var walk func(n *ckpt.Node, name string, depth int) error
+	walk = func(n *ckpt.Node, name string, depth int) error {
 		if depth > 256 {
 			return fmt.Errorf("export: nested too deeply")
 		}
-		if n.Kind == loader.KindRef {
+		if n.Kind == ckpt.KindRef {
 			if resolve == nil {
 				return nil
 			}
@@ -88,7 +88,7 @@ func NewSafetensors(root *loader.Node, resolve func(*loader.Node) *loader.Node) 
 		}
 		if t := n.Tensor; t != nil && t.Layout == "" && t.Objects == nil && !t.Column {
 			_, ok := safetensorsDType[t.DType]
-			v := ViewOf(t)
+			v := t.View()
 			if !ok || v == nil || t.Quant != nil {
 				s.Skipped = append(s.Skipped, name)
 				return nil
@@ -112,7 +112,7 @@ func NewSafetensors(root *loader.Node, resolve func(*loader.Node) *loader.Node) 
 			return nil
 		}
 		for _, k := range n.Children {
-			if k.Attr || k.DictKey != nil && k.DictKey.Kind != loader.KindStr && k.DictKey.Kind != loader.KindInt {
+			if k.Attr || k.DictKey != nil && k.DictKey.Kind != ckpt.KindStr && k.DictKey.Kind != ckpt.KindInt {
 				continue
 			}
 			seg := k.Key

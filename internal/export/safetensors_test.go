@@ -11,15 +11,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
 // bits is the sha256 of a tensor's values as stored: little-endian, C order, bfloat16 and
 // float8 as their bit patterns.
-func bits(t *testing.T, tt *loader.Tensor) [32]byte {
+func bits(t *testing.T, tt *ckpt.Tensor) [32]byte {
 	t.Helper()
-	v := ViewOf(tt)
+	v := tt.View()
 	if v == nil {
 		t.Fatalf("no view of %+v", tt)
 	}
@@ -63,7 +64,7 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open(%q): %v", name, err)
 		}
-		resolve := func(n *loader.Node) *loader.Node {
+		resolve := func(n *ckpt.Node) *ckpt.Node {
 			t, err := ck.Node(n.Target)
 			if err != nil {
 				return nil
@@ -104,16 +105,16 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 				names = append(names, k.Key)
 			}
 		}
-		loader.Walk(ck.Root, func(n *loader.Node) {
+		ckpt.Walk(ck.Root, func(n *ckpt.Node) {
 			tt := n.Tensor
-			if tt == nil || tt.Column || tt.Layout != "" || tt.Objects != nil || tt.Quant != nil || ViewOf(tt) == nil || safetensorsDType[tt.DType] == "" {
+			if tt == nil || tt.Column || tt.Layout != "" || tt.Objects != nil || tt.Quant != nil || tt.View() == nil || safetensorsDType[tt.DType] == "" {
 				return
 			}
 			key := stateDictName(n.Path())
 			if a, ok := aliases[key]; ok {
 				key = a
 			}
-			got, err := back.Node("/" + loader.EscapeSegment(key))
+			got, err := back.Node("/" + ckpt.EscapeSegment(key))
 			if err != nil || got.Tensor == nil {
 				t.Errorf("%s: %s was not written as %q (names %v)", name, n.Path(), key, names)
 				return
@@ -154,7 +155,7 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 func stateDictName(p string) string {
 	var parts []string
 	for _, seg := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
-		seg = loader.UnescapeSegment(seg)
+		seg = ckpt.UnescapeSegment(seg)
 		if seg == "_modules" || seg == "_parameters" || seg == "_buffers" || seg == "" {
 			continue
 		}

@@ -1,199 +1,19 @@
 package loader
 
 import (
-	"archive/zip"
-	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 )
-
-// Severity ranks a Finding.
-type Severity string
-
-// Finding severities: danger means the global would run code or touch the system if Python
-// unpickled the file; warning means an unknown global that Python would import.
-const (
-	SeverityDanger  Severity = "danger"
-	SeverityWarning Severity = "warning"
-)
-
-// Finding is something in the file that would run code, or import code we do not know,
-// if Python unpickled it.
-type Finding struct {
-	Severity Severity
-	// Global is "module.name" as the pickle names it.
-	Global string
-	// Path is the JSON Pointer of the node where the global sits in the tree, or "" when the
-	// value is not part of the returned tree (left on the stack, in a later pickle...).
-	Path string
-	// Outside is set when the global is not part of the returned object: left on the pickle
-	// stack, in a later pickle or in another member of an archive. It still runs on load.
-	Outside bool
-	// Detail says what would happen in a reviewer's words, with the call and its arguments
-	// when the pickle calls it: "posix.system('ls -la')".
-	Detail string
-	// Where names the pickle inside the file ("data.pkl", "pickle 2 after the first STOP")
-	// and Offset is the byte offset of the opcode in that pickle.
-	Where  string
-	Offset int64
-	// Call is the call the finding is about as data, when the pickle makes one: what is
-	// called and with what, so a page or the API can show it without parsing Detail.
-	Call *Call
-}
-
-// Call is a call a pickle makes: the callable and its arguments as Python would print them.
-type Call struct {
-	Callable string
-	Args     []CallArg
-	// More counts arguments the scanner did not keep (a long argument list).
-	More int
-}
-
-// CallArg is one argument of a Call: its kind (str, bytes, int, tuple, global, call...) and
-// its repr as Python would print it (bytes as b'\xc3\xa9'), cut at a few hundred characters.
-type CallArg struct {
-	Kind string
-	Repr string
-}
-
-// Checkpoint is an opened file: its format, tree and findings.
-type Checkpoint struct {
-	// Format names the container: "pickle", "torch-zip", "torch-legacy", "torch-legacy-tar",
-	// "torchscript", "zip".
-	Format   string
-	Root     *Node
-	Findings []Finding
-	// Notes are facts about the file worth telling a reader (trailing bytes, a second
-	// pickle, values left on the pickle stack, the torch version records...).
-	Notes []string
-
-	// Members lists a zip archive's members (torch archives, TorchScript, .npz) with what
-	// each holds, so a reader can see the TorchScript code and the files the tree does not
-	// show; ReadMember reads one.
-	Members []Member
-
-	// WeightsOnly is what torch.load(weights_only=True) would do with the file; nil for
-	// files torch.load does not read (a plain pickle, joblib, numpy, safetensors, GGUF).
-	WeightsOnly *WeightsOnly
-
-	// Values counts the values of the tree as -max-nodes counts them, those of plain data
-	// kept as values (made into nodes when they are looked at) included.
-	Values       int
-	Tensors      int   // tensor and array nodes (refs not counted)
-	Parameters   int64 // total elements of those tensors
-	BytesByDType map[string]int64
-	Storages     []*Storage
-
-	// keys indexes the children of large containers by segment, each built the first time
-	// a pointer goes through the container (keysMu guards it: pages are served at once).
-	keysMu sync.Mutex
-	keys   map[*Node]map[string]*Node
-	// closers release what the checkpoint's storages read from besides the file itself
-	// (the spool of a decompressed stream).
-	closers []io.Closer
-	// decompressed are the readers of decompressed streams, so their storages say so.
-	decompressed map[io.ReaderAt]bool
-	// onePass names the one-pass reading that read the pickle ("plain", "torch"; "" for
-	// the general path), for the tests that hold the two to each other.
-	onePass string
-}
-
-func (c *Checkpoint) markDecompressed(r io.ReaderAt) {
-	if c.decompressed == nil {
-		c.decompressed = map[io.ReaderAt]bool{}
-	}
-	c.decompressed[r] = true
-}
-
-// Close releases what the checkpoint holds besides the file it was opened from (a
-// decompressed stream's temporary file). Its tensors cannot be read after.
-func (c *Checkpoint) Close() error {
-	var first error
-	for _, cl := range c.closers {
-		if err := cl.Close(); err != nil && first == nil {
-			first = err
-		}
-	}
-	c.closers = nil
-	return first
-}
-
-// Member is one member of a zip archive.
-type Member struct {
-	Name string
-	Size int64 // uncompressed
-	// Kind is what torch or numpy makes of it: "code" (TorchScript source, compiled and run
-	// by torch.jit.load), "pickle", "debug" (TorchScript debug info, a pickle), "data" (a
-	// tensor storage), "extra" (files saved with _extra_files), "record" (version and
-	// format records), "array" (.npy), or "other".
-	Kind string
-	// A stored member is read from src at off (its bytes are there as they are); another
-	// through its zip entry, file. Keeping no zip entry for the stored ones (a state dict's
-	// storages) spares an opened archive about 250 bytes a member.
-	file *zip.File
-	src  io.ReaderAt
-	off  int64
-}
-
-// ErrMemberNotFound is returned by ReadMember for a name the archive does not hold. Its text
-// is shown to users as it is.
-var ErrMemberNotFound = errors.New("this archive has no member of that name")
-
-// ReadMember reads a whole archive member, at most limit bytes (it is an *Error past that).
-func (c *Checkpoint) ReadMember(name string, limit int64) ([]byte, error) {
-	var m *Member
-	for i := range c.Members {
-		if c.Members[i].Name == name {
-			m = &c.Members[i] // the last of a repeated name, as torch reads it
-		}
-	}
-	if m == nil {
-		return nil, ErrMemberNotFound
-	}
-	if m.Size > limit {
-		return nil, &Error{Msg: fmt.Sprintf("archive member %s is %s, more than the %s shown", name, limitSize(m.Size), limitSize(limit)), Offset: -1}
-	}
-	if m.file == nil {
-		b := make([]byte, m.Size)
-		if _, err := m.src.ReadAt(b, m.off); err != nil && !(err == io.EOF && m.Size == 0) {
-			return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", name, err), Offset: -1}
-		}
-		return b, nil
-	}
-	f := m.file
-	if f.UncompressedSize64 > uint64(limit) {
-		return nil, &Error{Msg: fmt.Sprintf("archive member %s is %s, more than the %s shown", name, limitSize(clampInt64(f.UncompressedSize64)), limitSize(limit)), Offset: -1}
-	}
-	rc, err := f.Open()
-	if err != nil {
-		return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", name, err), Offset: -1}
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
-	if err != nil && !errors.Is(err, zip.ErrChecksum) {
-		return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", name, err), Offset: -1}
-	}
-	if int64(len(b)) > limit {
-		return nil, &Error{Msg: fmt.Sprintf("archive member %s holds more than the %s shown", name, limitSize(limit)), Offset: -1}
-	}
-	return b, nil
-}
-
-// ErrNotFound is returned by Checkpoint.Node for a pointer that names no node. Its text is
-// shown to users as it is.
-var ErrNotFound = errors.New("this checkpoint has no node at that path")
 
 // Error says what is wrong with a file that cannot be opened. Findings made before the
 // problem was found are kept, so a broken but malicious file is still reported.
 type Error struct {
 	Msg      string
 	Offset   int64 // byte offset of the problem, -1 if none applies
-	Findings []Finding
+	Findings []ckpt.Finding
 	// NotCheckpoint is set when the file is no checkpoint at all (an image, a web page, a
 	// text file whose first byte no pickle starts with): nothing in it would run.
 	NotCheckpoint bool
@@ -215,7 +35,7 @@ func (e *Error) Text() string {
 type InternalError struct {
 	Panic    any
 	Stack    []byte
-	Findings []Finding
+	Findings []ckpt.Finding
 }
 
 func (e *InternalError) Error() string {
@@ -232,104 +52,6 @@ func (o *Options) timeError() *Error {
 		limit = "the time allowed"
 	}
 	return &Error{Msg: fmt.Sprintf("reading the file took longer than %s, this server's limit (-open-timeout)", limit), Offset: -1}
-}
-
-// Node returns the node at a JSON Pointer ("" is the root; so is "/", unless the root has
-// a child whose key is the empty string, which "/" names). It walks the tree segment by
-// segment, so equivalent spellings (an int key written "01") fail the same way; a
-// container of many children is looked up through its own key index.
-func (c *Checkpoint) Node(pointer string) (*Node, error) {
-	if pointer == "/" && (c.Root == nil || c.child(c.Root, "") == nil) {
-		pointer = ""
-	}
-	n := c.Root
-	if pointer == "" {
-		return n, nil
-	}
-	if !strings.HasPrefix(pointer, "/") {
-		return nil, ErrNotFound
-	}
-	for _, raw := range strings.Split(pointer[1:], "/") {
-		next := c.child(n, UnescapeSegment(raw))
-		if next == nil {
-			return nil, ErrNotFound
-		}
-		n = next
-	}
-	return n, nil
-}
-
-// keyIndexMin is the number of children from which a container gets a key index rather
-// than a scan of its children on each lookup.
-const keyIndexMin = 64
-
-// child is n's child at segment seg, or nil.
-func (c *Checkpoint) child(n *Node, seg string) *Node {
-	if n.lazy != nil {
-		if p, ok := n.lazy.(lazyList); ok && p.keyed() {
-			if i, ok := p.lookup(seg); ok {
-				return n.Items(i, i+1)[0]
-			}
-			return nil
-		}
-		if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < n.lazy.Len() && strconv.Itoa(i) == seg {
-			return n.Items(i, i+1)[0]
-		}
-		return nil
-	}
-	kids := n.Children
-	if n.Tensor != nil && n.Tensor.Objects != nil {
-		kids = n.Tensor.Objects
-	}
-	if n.Kind == KindList || n.Kind == KindTuple || n.Kind == KindSet || n.Kind == KindFrozenSet {
-		if i, err := strconv.Atoi(seg); err == nil && i >= 0 && i < len(kids) {
-			return kids[i]
-		}
-	}
-	if len(kids) < keyIndexMin {
-		for _, k := range kids {
-			if k.Seg == seg {
-				return k
-			}
-		}
-		return nil
-	}
-	c.keysMu.Lock()
-	defer c.keysMu.Unlock()
-	idx, ok := c.keys[n]
-	if !ok {
-		idx = make(map[string]*Node, len(kids))
-		for i := len(kids) - 1; i >= 0; i-- { // the first of a repeated segment wins
-			idx[kids[i].Seg] = kids[i]
-		}
-		if c.keys == nil {
-			c.keys = map[*Node]map[string]*Node{}
-		}
-		c.keys[n] = idx
-	}
-	return idx[seg]
-}
-
-// Walk visits every value of the tree under root once, depth first in tree order (a
-// node's children, then an object array's items), without recursion. Refs are visited but
-// not followed; dict keys are not visited.
-func Walk(root *Node, visit func(*Node)) {
-	if root == nil {
-		return
-	}
-	stack := []*Node{root}
-	for len(stack) > 0 {
-		n := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		visit(n)
-		kids := n.Children
-		if n.Tensor != nil && n.Tensor.Objects != nil {
-			kids = append(kids[:len(kids):len(kids)], n.Tensor.Objects...)
-		}
-		for i := len(kids) - 1; i >= 0; i-- {
-			stack = append(stack, kids[i])
-		}
-	}
 }
 
 // Options bounds the work Open does on one file. The zero value means the defaults.
@@ -422,6 +144,6 @@ func (o Options) withDefaults() Options {
 
 // Open reads the file behind r (size bytes) and returns its tree. It reads only metadata:
 // tensor data stays in r. Any *Error says what is wrong with the file.
-func Open(r io.ReaderAt, size int64, opts Options) (*Checkpoint, error) {
+func Open(r io.ReaderAt, size int64, opts Options) (*ckpt.Checkpoint, error) {
 	return open(r, size, opts.withDefaults())
 }

@@ -208,7 +208,7 @@ type decompressed struct {
 // The spool is owned by the checkpoint (closed by Checkpoint.Close).
 func (op *opener) decompress(c compressor, src io.Reader) (*decompressed, error) {
 	sp := &spool{}
-	op.ck.closers = append(op.ck.closers, sp)
+	op.ck.AddCloser(sp)
 	cr := &countReader{r: src}
 	br := bufio.NewReaderSize(cr, 64<<10)
 	dec, err := c.open(br)
@@ -243,7 +243,7 @@ func (op *opener) decompress(c compressor, src io.Reader) (*decompressed, error)
 		}
 	}
 	d := &decompressed{data: sp.readerAt(), size: sp.size}
-	op.ck.markDecompressed(d.data)
+	op.markDecompressed(d.data)
 	if used := cr.n - int64(br.Buffered()); derr == nil && (c.name == "zlib" || c.name == "bz2") && used < op.size {
 		// these decoders read their input byte by byte through br, so used is exact
 		d.damage = fmt.Sprintf("%d bytes follow the %s stream; joblib.load never reads them", op.size-used, c.name)

@@ -3,6 +3,7 @@ package loader
 import (
 	"bytes"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"math"
 	"math/big"
@@ -18,27 +19,28 @@ import (
 // converter turns gopickle values into Nodes. Values seen before (shared references,
 // cycles) become ref nodes pointing at their first occurrence.
 type converter struct {
-	o       Options
-	seen    map[any]*Node
-	nodes   int
-	ck      *Checkpoint
-	counted map[tensorKey]bool
-	err     error
+	o     Options
+	seen  map[any]*ckpt.Node
+	nodes int
+	ck    *ckpt.Checkpoint
+	err   error
 	// plain subtrees kept as values (pure.go)
 	pureMemo  map[any]*pureInfo
 	judged    int
 	lazyRoots []lazyRoot
 	// slab is where nodes are allocated, many at a time: one allocation (and one object for
 	// the collector) per nodeSlab nodes instead of one per value.
-	slab []Node
+	slab []ckpt.Node
 	// tslab and uslab are where tensors and their storages' first users are allocated
-	tslab []Tensor
+	tslab []ckpt.Tensor
 	uslab []string
 	// unshared says that no container is met twice in the values converted (the one-pass
 	// readings make each of them once): no refs, and no map of what was seen
 	unshared bool
 	// torch holds the tensors a torch pickle read in one pass names by tensorRef
 	torch *torchTables
+	// fromSpool are the readers of decompressed streams (opener.fromSpool)
+	fromSpool map[io.ReaderAt]bool
 	// the last long str converted (see text)
 	lastText, lastValid string
 	lastLen             int64
@@ -60,7 +62,7 @@ func (c *converter) text(x string) (string, int64) {
 
 // keepPlain keeps container v of node n as values when its subtree is plain data (pure.go),
 // counting its values against the limits; it says whether it did.
-func (c *converter) keepPlain(n *Node, v any, depth int) bool {
+func (c *converter) keepPlain(n *ckpt.Node, v any, depth int) bool {
 	if c.o.nodesOnly {
 		return false
 	}
@@ -82,40 +84,36 @@ func (c *converter) keepPlain(n *Node, v any, depth int) bool {
 	case *types.Dict:
 		p.dict = *x
 	}
-	n.lazy, n.Len = p, int64(p.Len())
+	n.SetLazy(p)
+	n.Len = int64(p.Len())
 	c.markLazy(v, n)
 	return true
+}
+
+// orphan is node n at segment seg of parent, made on its own (not from the slab).
+func orphan(parent *ckpt.Node, seg string, n ckpt.Node) *ckpt.Node {
+	n.Seg = seg
+	n.SetParent(parent)
+	return &n
 }
 
 // nodeSlab is how many nodes the converter allocates at once.
 const nodeSlab = 512
 
 // newNode is a zero node from the slab.
-func (c *converter) newNode() *Node {
+func (c *converter) newNode() *ckpt.Node {
 	if len(c.slab) == 0 {
-		c.slab = make([]Node, nodeSlab)
+		c.slab = make([]ckpt.Node, nodeSlab)
 	}
 	n := &c.slab[0]
 	c.slab = c.slab[1:]
 	return n
 }
 
-// viewKey is what makes two views of a storage the same view.
-func viewKey(t *Tensor) tensorKey {
-	return tensorKey{st: t.Storage, off: t.StorageOffset, shape: intsKey(t.Shape), stride: intsKey(t.Strides)}
-}
-
-type tensorKey struct {
-	st     *Storage
-	off    int64
-	shape  string
-	stride string
-}
-
 const previewBytes = 256
 
-func newConverter(o Options, ck *Checkpoint) *converter {
-	return &converter{o: o, seen: map[any]*Node{}, ck: ck, counted: map[tensorKey]bool{}}
+func newConverter(o Options, ck *ckpt.Checkpoint) *converter {
+	return &converter{o: o, seen: map[any]*ckpt.Node{}, ck: ck}
 }
 
 func identity(v any) (any, bool) {
@@ -128,29 +126,29 @@ func identity(v any) (any, bool) {
 }
 
 // node converts v into the node at segment seg of parent (nil for the root).
-func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
+func (c *converter) node(v any, parent *ckpt.Node, seg string, depth int) *ckpt.Node {
 	if c.err != nil {
-		return &Node{Kind: KindNone, Type: "NoneType", parent: parent, Seg: seg}
+		return orphan(parent, seg, ckpt.Node{Kind: ckpt.KindNone, Type: "NoneType"})
 	}
 	c.nodes++
 	if c.nodes&0xffff == 0 && c.o.pastDeadline() {
 		c.err = c.o.timeError()
-		return &Node{Kind: KindNone, parent: parent, Seg: seg}
+		return orphan(parent, seg, ckpt.Node{Kind: ckpt.KindNone})
 	}
 	if c.nodes > c.o.MaxNodes {
 		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %s values, this server's limit (-max-nodes)", thousands(int64(c.o.MaxNodes))), Offset: -1}
-		return &Node{Kind: KindNone, parent: parent, Seg: seg}
+		return orphan(parent, seg, ckpt.Node{Kind: ckpt.KindNone})
 	}
 	if depth > c.o.MaxDepth {
 		c.err = &Error{Msg: fmt.Sprintf("values nested deeper than %s levels, this server's limit (-max-depth)", thousands(int64(c.o.MaxDepth))), Offset: -1}
-		return &Node{Kind: KindNone, parent: parent, Seg: seg}
+		return orphan(parent, seg, ckpt.Node{Kind: ckpt.KindNone})
 	}
 	id, isContainer := identity(v)
 	isContainer = isContainer && !c.unshared
 	if isContainer {
 		if first, ok := c.seen[id]; ok {
-			ref := &Node{Kind: KindRef, Type: "ref", parent: parent, Seg: seg, Target: first.Path()}
-			if t := first.Tensor; t != nil && (first.Kind == KindTensor || first.Kind == KindNDArray) {
+			ref := orphan(parent, seg, ckpt.Node{Kind: ckpt.KindRef, Type: "ref", Target: first.Path()})
+			if t := first.Tensor; t != nil && (first.Kind == ckpt.KindTensor || first.Kind == ckpt.KindNDArray) {
 				// the same tensor stored again (sd["lm_head.weight"] = sd["wte.weight"]): a
 				// tensor tied to the first, counted and listed among its storage's users as
 				// two tensors viewing one storage are; its values count once
@@ -163,44 +161,45 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		}
 		if m := c.pureMemo[id]; m != nil && m.inLazy {
 			if target, ok := c.lazyPath(id); ok { // first met in a subtree kept as values
-				return &Node{Kind: KindRef, Type: "ref", parent: parent, Seg: seg, Target: target}
+				return orphan(parent, seg, ckpt.Node{Kind: ckpt.KindRef, Type: "ref", Target: target})
 			}
 		}
 	}
 	n := c.newNode()
-	n.parent, n.Seg = parent, seg
+	n.Seg = seg
+	n.SetParent(parent)
 	if isContainer {
 		c.seen[id] = n
 	}
 	switch x := v.(type) {
 	case nil:
-		n.Kind, n.Type = KindNone, "NoneType"
+		n.Kind, n.Type = ckpt.KindNone, "NoneType"
 	case bool:
-		n.Kind, n.Type, n.Bool = KindBool, "bool", x
+		n.Kind, n.Type, n.Bool = ckpt.KindBool, "bool", x
 	case int:
-		n.Kind, n.Type, n.Int = KindInt, "int", strconv.Itoa(x)
+		n.Kind, n.Type, n.Int = ckpt.KindInt, "int", strconv.Itoa(x)
 	case *big.Int:
-		n.Kind, n.Type = KindInt, "int"
+		n.Kind, n.Type = ckpt.KindInt, "int"
 		if x.BitLen() > 20000 {
 			n.Int = fmt.Sprintf("<int of %d bits>", x.BitLen())
 		} else {
 			n.Int = x.String()
 		}
 	case float64:
-		n.Kind, n.Type, n.Float = KindFloat, "float", x
+		n.Kind, n.Type, n.Float = ckpt.KindFloat, "float", x
 	case complex128:
-		n.Kind, n.Type, n.Complex = KindComplex, "complex", x
+		n.Kind, n.Type, n.Complex = ckpt.KindComplex, "complex", x
 	case string:
-		n.Kind, n.Type = KindStr, "str"
+		n.Kind, n.Type = ckpt.KindStr, "str"
 		n.Str, n.Len = c.text(x)
 	case []byte:
-		n.Kind, n.Type = KindBytes, "bytes"
+		n.Kind, n.Type = ckpt.KindBytes, "bytes"
 		n.Bytes, n.Len = x, int64(len(x))
 	case *types.ByteArray:
-		n.Kind, n.Type = KindBytes, "bytearray"
+		n.Kind, n.Type = ckpt.KindBytes, "bytearray"
 		n.Bytes, n.Len = []byte(*x), int64(len(*x))
 	case *lazyBytes:
-		n.Kind, n.Type = KindBytes, "bytes"
+		n.Kind, n.Type = ckpt.KindBytes, "bytes"
 		if x.kind == 'a' {
 			n.Type = "bytearray"
 		}
@@ -211,41 +210,41 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		buf := make([]byte, k)
 		m, _ := x.src.ReadAt(buf, x.off)
 		n.Bytes, n.Len, n.Truncated = buf[:m], x.n, true
-		n.Full = &Storage{Key: "inline", DType: "uint8", Location: "file", Data: x.src, Offset: x.off, Size: x.n, ByteOrder: "little"}
+		n.Full = &ckpt.Storage{Key: "inline", DType: "uint8", Location: "file", Data: x.src, Offset: x.off, Size: x.n, ByteOrder: "little"}
 		if x.kind == 's' { // a large Python 2 str
-			n.Kind, n.Type = KindStr, "str"
+			n.Kind, n.Type = ckpt.KindStr, "str"
 			n.Str = strings.ToValidUTF8(string(buf[:m]), "\ufffd")
 			n.Bytes = nil
 		}
 	case *types.List:
-		n.Kind, n.Type = KindList, "list"
+		n.Kind, n.Type = ckpt.KindList, "list"
 		if !c.keepPlain(n, x, depth) {
 			c.items(n, *x, depth)
 		}
 	case *types.Tuple:
-		n.Kind, n.Type = KindTuple, "tuple"
+		n.Kind, n.Type = ckpt.KindTuple, "tuple"
 		if !c.keepPlain(n, x, depth) {
 			c.items(n, *x, depth)
 		}
 	case *pySet:
-		n.Kind, n.Type = KindSet, "set"
+		n.Kind, n.Type = ckpt.KindSet, "set"
 		if x.frozen {
-			n.Kind, n.Type = KindFrozenSet, "frozenset"
+			n.Kind, n.Type = ckpt.KindFrozenSet, "frozenset"
 		}
 		c.items(n, x.items, depth)
 	case *types.Set:
-		n.Kind, n.Type = KindSet, "set"
+		n.Kind, n.Type = ckpt.KindSet, "set"
 		c.items(n, sortedByRepr(iterItems(x)), depth)
 	case *types.FrozenSet:
-		n.Kind, n.Type = KindFrozenSet, "frozenset"
+		n.Kind, n.Type = ckpt.KindFrozenSet, "frozenset"
 		c.items(n, sortedByRepr(iterItems(x)), depth)
 	case *types.Dict:
-		n.Kind, n.Type = KindDict, "dict"
+		n.Kind, n.Type = ckpt.KindDict, "dict"
 		if !c.keepPlain(n, x, depth) {
 			c.entries(n, *x, depth)
 		}
 	case *pyDict:
-		n.Kind, n.Type = KindDict, x.typeName
+		n.Kind, n.Type = ckpt.KindDict, x.typeName
 		if n.Type == "builtins.dict" {
 			n.Type = "dict"
 		}
@@ -265,7 +264,7 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		inner.Type = x.typeName
 		return inner
 	case *pyGlobal:
-		n.Kind, n.Type, n.Global = KindGlobal, "global", x.raw
+		n.Kind, n.Type, n.Global = ckpt.KindGlobal, "global", x.raw
 		n.Danger = x.class == globalDanger
 		if x.state != nil {
 			c.add(n, x.state, "__state__", "__state__", depth)
@@ -282,8 +281,8 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 	case *pyArray:
 		c.array(n, x, depth)
 	case *pySparse:
-		n.Kind, n.Type = KindTensor, "torch.Tensor"
-		n.Tensor = &Tensor{Shape: x.shape, Layout: x.layout}
+		n.Kind, n.Type = ckpt.KindTensor, "torch.Tensor"
+		n.Tensor = &ckpt.Tensor{Shape: x.shape, Layout: x.layout}
 		for i, name := range x.names {
 			k := c.child(x.parts[i], n, name, name, depth)
 			n.Children = append(n.Children, k)
@@ -293,23 +292,23 @@ func (c *converter) node(v any, parent *Node, seg string, depth int) *Node {
 		}
 	case *pyDType:
 		name, _, _ := x.resolve()
-		n.Kind, n.Type, n.Global = KindObject, "numpy.dtype", "numpy.dtype"
+		n.Kind, n.Type, n.Global = ckpt.KindObject, "numpy.dtype", "numpy.dtype"
 		n.Str = "dtype(" + pyQuote(x.descr()) + ") " + name
 	default:
-		n.Kind, n.Type = KindObject, fmt.Sprintf("%T", v)
+		n.Kind, n.Type = ckpt.KindObject, fmt.Sprintf("%T", v)
 	}
 	n.Len = max(n.Len, int64(len(n.Children)))
 	return n
 }
 
-func (c *converter) child(v any, parent *Node, key, seg string, depth int) *Node {
+func (c *converter) child(v any, parent *ckpt.Node, key, seg string, depth int) *ckpt.Node {
 	k := c.node(v, parent, seg, depth+1)
 	k.Key, k.Seg = key, seg
 	return k
 }
 
-func (c *converter) items(n *Node, items []any, depth int) {
-	n.Children = make([]*Node, 0, len(items))
+func (c *converter) items(n *ckpt.Node, items []any, depth int) {
+	n.Children = make([]*ckpt.Node, 0, len(items))
 	for i, it := range items {
 		s := strconv.Itoa(i)
 		n.Children = append(n.Children, c.child(it, n, s, s, depth))
@@ -346,7 +345,7 @@ func keySeg(k any) (key, seg string, isStr bool) {
 
 // segIndex finds a container's children by segment: a scan of a few, a map of many.
 type segIndex struct {
-	n    *Node
+	n    *ckpt.Node
 	size int            // the number of children n will have, about
 	pos  map[string]int // segment -> index in n.Children, once there are many
 	// finds counts the lookups: a few are scans (an OrderedDict's one attribute after its
@@ -385,7 +384,7 @@ func (x *segIndex) find(seg string) (int, bool) {
 }
 
 // add appends k to n's children.
-func (x *segIndex) add(k *Node) {
+func (x *segIndex) add(k *ckpt.Node) {
 	if x.pos != nil {
 		if _, ok := x.pos[k.Seg]; !ok {
 			x.pos[k.Seg] = len(x.n.Children)
@@ -453,10 +452,10 @@ func sameKey(a, b any) bool {
 	return sa == sb
 }
 
-func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
+func (c *converter) entries(n *ckpt.Node, entries []types.DictEntry, depth int) {
 	base := len(n.Children) // an object's attributes may come first
 	if n.Children == nil {
-		n.Children = make([]*Node, 0, len(entries))
+		n.Children = make([]*ckpt.Node, 0, len(entries))
 	}
 	idx := segIndex{n: n, size: base + len(entries)}
 	// An entry child's Key is its key's own segment (keySeg gives one string for both),
@@ -527,7 +526,7 @@ func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
 		i := len(n.Children)
 		k := c.child(e.Value, n, key, seg, depth)
 		if !isStr {
-			k.DictKey = c.node(e.Key, k, dictKeySeg, depth+2)
+			k.DictKey = c.node(e.Key, k, ckpt.DictKeySeg, depth+2)
 			c.nodes--
 			if _, ok := e.Key.(*types.Tuple); ok {
 				if tuples == nil {
@@ -548,8 +547,8 @@ func (c *converter) entries(n *Node, entries []types.DictEntry, depth int) {
 
 // distinctEntries adds the entries of a dict whose keys are str and distinct (as the
 // one-pass reading makes them) as n's first children: each at its key, as entries would.
-func (c *converter) distinctEntries(n *Node, entries []types.DictEntry, depth int) {
-	n.Children = make([]*Node, 0, len(entries))
+func (c *converter) distinctEntries(n *ckpt.Node, entries []types.DictEntry, depth int) {
+	n.Children = make([]*ckpt.Node, 0, len(entries))
 	for _, e := range entries {
 		k := e.Key.(string)
 		n.Children = append(n.Children, c.child(e.Value, n, k, k, depth))
@@ -560,7 +559,7 @@ func (c *converter) distinctEntries(n *Node, entries []types.DictEntry, depth in
 }
 
 // attrs adds an object's attributes (its BUILD state dict) as children.
-func (c *converter) attrs(n *Node, entries []types.DictEntry, depth int) {
+func (c *converter) attrs(n *ckpt.Node, entries []types.DictEntry, depth int) {
 	idx := segIndex{n: n, size: len(n.Children) + len(entries)}
 	var own map[string]bool // every attribute's own segment, made at the first clash
 	for _, e := range entries {
@@ -580,7 +579,7 @@ func (c *converter) attrs(n *Node, entries []types.DictEntry, depth int) {
 
 // add appends v to n's children as key, at segment seg unless an earlier child has it (an
 // attribute named like an entry, or like __args__), then at the first free "seg (2)".
-func (c *converter) add(n *Node, v any, key, seg string, depth int) {
+func (c *converter) add(n *ckpt.Node, v any, key, seg string, depth int) {
 	taken := func(s string) bool {
 		for _, k := range n.Children {
 			if k.Seg == s {
@@ -600,12 +599,12 @@ func (c *converter) add(n *Node, v any, key, seg string, depth int) {
 	n.Children = append(n.Children, c.child(v, n, key, seg, depth))
 }
 
-func (c *converter) object(n *Node, x *pyObject, depth int) {
+func (c *converter) object(n *ckpt.Node, x *pyObject, depth int) {
 	if x.joblib != nil {
 		c.joblibArray(n, x, depth)
 		return
 	}
-	n.Kind, n.Type = KindObject, objectType(x)
+	n.Kind, n.Type = ckpt.KindObject, objectType(x)
 	if g, ok := x.cls.(*pyGlobal); ok {
 		n.Global = g.raw
 		n.Danger = g.class == globalDanger
@@ -658,7 +657,7 @@ func (c *converter) object(n *Node, x *pyObject, depth int) {
 // joblibArray makes the array joblib.load returns for a NumpyArrayWrapper: the wrapper's
 // shape, dtype and order over the raw data that followed it, or the object array its nested
 // pickle holds; an ndarray subclass (numpy.matrix) gives its type.
-func (c *converter) joblibArray(n *Node, x *pyObject, depth int) {
+func (c *converter) joblibArray(n *ckpt.Node, x *pyObject, depth int) {
 	attrs := map[string]any{}
 	if d, ok := x.state.(*types.Dict); ok {
 		for _, e := range *d {
@@ -672,10 +671,10 @@ func (c *converter) joblibArray(n *Node, x *pyObject, depth int) {
 		cls = g.raw
 	}
 	if objs, ok := x.joblib.(*joblibObjects); ok {
-		inner := c.node(objs.value, n.parent, n.Seg, depth)
+		inner := c.node(objs.value, n.Parent(), n.Seg, depth)
 		c.nodes--
 		*n = *inner
-		if n.Kind == KindNDArray {
+		if n.Kind == ckpt.KindNDArray {
 			n.Type = cls
 		}
 		return
@@ -699,18 +698,18 @@ func dangerChain(o *pyObject) bool {
 	}
 }
 
-func (c *converter) tensor(n *Node, t *pyTensor) {
+func (c *converter) tensor(n *ckpt.Node, t *pyTensor) {
 	if t.typeName == "" {
 		t.typeName = "torch.Tensor"
 	}
-	n.Kind, n.Type = KindTensor, t.typeName
+	n.Kind, n.Type = ckpt.KindTensor, t.typeName
 	st := t.storage.st
 	if len(c.tslab) == 0 {
-		c.tslab = make([]Tensor, nodeSlab)
+		c.tslab = make([]ckpt.Tensor, nodeSlab)
 	}
 	tt := &c.tslab[0]
 	c.tslab = c.tslab[1:]
-	*tt = Tensor{DType: st.DType, Shape: t.shape, Strides: t.stride, StorageOffset: t.offset, Storage: st, RequiresGrad: t.requiresGrad, Packed: t.packed}
+	*tt = ckpt.Tensor{DType: st.DType, Shape: t.shape, Strides: t.stride, StorageOffset: t.offset, Storage: st, RequiresGrad: t.requiresGrad, Packed: t.packed}
 	n.Tensor = tt
 	tt.Quant = t.quant
 	if st.Users == nil { // the one user of most storages, from a slab
@@ -736,25 +735,10 @@ func (c *converter) tensorMade() {
 	}
 }
 
-func (c *converter) count(t *Tensor) {
+func (c *converter) count(t *ckpt.Tensor) {
 	c.tensorMade()
-	if st := t.Storage; st != nil {
-		// Two tensors that view the same bytes the same way count once. The first view of
-		// a storage is remembered on it; the map of views is needed from its second on.
-		switch {
-		case st.countedBy != c:
-			st.countedBy, st.firstView = c, t
-		default:
-			if st.firstView != nil {
-				c.counted[viewKey(st.firstView)] = true
-				st.firstView = nil
-			}
-			k := viewKey(t)
-			if c.counted[k] {
-				return
-			}
-			c.counted[k] = true
-		}
+	if st := t.Storage; st != nil && !st.NewView(t) {
+		return // two tensors that view the same bytes the same way count once
 	}
 	if t.DType == "object" {
 		return
@@ -766,18 +750,18 @@ func (c *converter) count(t *Tensor) {
 	c.ck.BytesByDType[t.DType] = addSat(c.ck.BytesByDType[t.DType], t.NBytes())
 }
 
-func (c *converter) array(n *Node, a *pyArray, depth int) {
-	n.Kind, n.Type = KindNDArray, a.cls
+func (c *converter) array(n *ckpt.Node, a *pyArray, depth int) {
+	n.Kind, n.Type = ckpt.KindNDArray, a.cls
 	if a.dtype == nil {
-		n.Kind, n.Global = KindObject, a.cls
+		n.Kind, n.Global = ckpt.KindObject, a.cls
 		n.Str = "ndarray without state"
 		return
 	}
 	name, size, order := a.dtype.resolve()
-	t := &Tensor{DType: name, Shape: a.shape, Descr: a.dtype.descr()}
+	t := &ckpt.Tensor{DType: name, Shape: a.shape, Descr: a.dtype.descr()}
 	for _, f := range a.dtype.structFields() {
 		fname, _, _ := f.dtype.resolve()
-		t.Fields = append(t.Fields, Field{Name: f.name, DType: fname, Descr: f.dtype.descr(), Offset: f.offset, Shape: f.dtype.subShape})
+		t.Fields = append(t.Fields, ckpt.Field{Name: f.name, DType: fname, Descr: f.dtype.descr(), Offset: f.offset, Shape: f.dtype.subShape})
 	}
 	numel := t.Numel()
 	t.Strides = contiguousStrides(a.shape, a.fortran)
@@ -790,7 +774,7 @@ func (c *converter) array(n *Node, a *pyArray, depth int) {
 		if l, ok := a.raw.(*types.List); ok {
 			items = *l
 		}
-		t.Objects = make([]*Node, 0, len(items))
+		t.Objects = make([]*ckpt.Node, 0, len(items))
 		for i, it := range items {
 			s := strconv.Itoa(i)
 			k := c.node(it, n, s, depth+1)
@@ -808,7 +792,7 @@ func (c *converter) array(n *Node, a *pyArray, depth int) {
 	if order == '>' {
 		bo = "big"
 	}
-	st := &Storage{Key: n.Path(), DType: name, Location: "inline", ByteOrder: bo}
+	st := &ckpt.Storage{Key: n.Path(), DType: name, Location: "inline", ByteOrder: bo}
 	switch raw := a.raw.(type) {
 	case []byte:
 		st.Data, st.Size = bytes.NewReader(raw), int64(len(raw))
@@ -820,7 +804,7 @@ func (c *converter) array(n *Node, a *pyArray, depth int) {
 	case *lazyBytes:
 		st.Data, st.Offset, st.Size = raw.src, raw.off, raw.n
 		st.Location = "file"
-		if c.ck.decompressed[raw.src] {
+		if c.fromSpool[raw.src] {
 			st.Location = "decompressed"
 		}
 	default:
@@ -846,7 +830,7 @@ func (c *converter) array(n *Node, a *pyArray, depth int) {
 // fields adds a structured array's fields as children: each field of every element, as an
 // array of the field's dtype (and shape) over a view of the same bytes, so that a column
 // such as scikit-learn's Tree.nodes["threshold"] has its own statistics and downloads.
-func (c *converter) fields(n *Node, a *pyArray, st *Storage, itemsize int64, depth int) {
+func (c *converter) fields(n *ckpt.Node, a *pyArray, st *ckpt.Storage, itemsize int64, depth int) {
 	count := st.Size / itemsize
 	for _, f := range a.dtype.structFields() {
 		_, fsize, _ := f.dtype.resolve()
@@ -921,16 +905,6 @@ func (f *fieldBytes) ReadAt(p []byte, off int64) (int, error) {
 		return int(done), io.EOF
 	}
 	return int(done), nil
-}
-
-// intsKey spells a shape or strides as a map key.
-func intsKey(v []int64) string {
-	b := make([]byte, 0, 8*len(v))
-	for _, x := range v {
-		b = strconv.AppendInt(b, x, 10)
-		b = append(b, ',')
-	}
-	return string(b)
 }
 
 func displayPath(p string) string {

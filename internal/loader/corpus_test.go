@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -47,7 +48,7 @@ type corpusResult struct {
 	actual   string // opens, opens+opaque, dangerous, reject
 	dangers  []string
 	err      error
-	findings []Finding
+	findings []ckpt.Finding
 }
 
 func openCorpusFile(path string) corpusResult {
@@ -70,7 +71,7 @@ func openCorpusFile(path string) corpusResult {
 	}
 	warn := false
 	for _, fd := range res.findings {
-		if fd.Severity == SeverityDanger {
+		if fd.Severity == ckpt.SeverityDanger {
 			res.dangers = append(res.dangers, fd.Global)
 		} else {
 			warn = true

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"strings"
 	"testing"
@@ -31,27 +32,27 @@ func TestDump(t *testing.T) {
 	for _, n := range ck.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
 	}
-	var walk func(n *Node, depth int)
-	walk = func(n *Node, depth int) {
+	var walk func(n *ckpt.Node, depth int)
+	walk = func(n *ckpt.Node, depth int) {
 		if depth > 12 {
 			return
 		}
 		fmt.Fprintf(&b, "%s%s [%s %s] %s", strings.Repeat("  ", depth), n.Path(), n.Kind, n.Type, n.Global)
 		switch n.Kind {
-		case KindStr:
+		case ckpt.KindStr:
 			fmt.Fprintf(&b, " %q", n.Str)
-		case KindInt:
+		case ckpt.KindInt:
 			b.WriteString(" " + n.Int)
-		case KindFloat:
+		case ckpt.KindFloat:
 			fmt.Fprintf(&b, " %v", n.Float)
-		case KindBool:
+		case ckpt.KindBool:
 			fmt.Fprintf(&b, " %v", n.Bool)
-		case KindBytes:
+		case ckpt.KindBytes:
 			fmt.Fprintf(&b, " %d bytes %x", n.Len, n.Bytes[:min(len(n.Bytes), 16)])
-		case KindRef:
+		case ckpt.KindRef:
 			b.WriteString(" -> " + n.Target)
 		}
-		if n.Str != "" && n.Kind != KindStr {
+		if n.Str != "" && n.Kind != ckpt.KindStr {
 			fmt.Fprintf(&b, " %q", n.Str)
 		}
 		if t := n.Tensor; t != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/pyrepr"
 	"github.com/ckptview/ckptview/internal/tensor"
 	"math"
@@ -57,7 +58,7 @@ const modelsDir = "../../testdata/models"
 func loadExpected(t *testing.T) map[string]expectedFile {
 	raw, err := os.ReadFile(filepath.Join(modelsDir, "expected.json"))
 	if err != nil {
-		t.Skipf("no fixtures: %v", err)
+		t.Fatalf("no fixtures: %v", err)
 	}
 	var all map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &all); err != nil {
@@ -77,7 +78,7 @@ func loadExpected(t *testing.T) map[string]expectedFile {
 	return out
 }
 
-func openFixture(t *testing.T, name string) *Checkpoint {
+func openFixture(t *testing.T, name string) *ckpt.Checkpoint {
 	t.Helper()
 	f, err := os.Open(filepath.Join(modelsDir, name))
 	if err != nil {
@@ -111,7 +112,7 @@ func TestFixtures(t *testing.T) {
 				checkTensor(t, ck, name, wt)
 			}
 			for _, group := range want.SharedStorage {
-				var first *Storage
+				var first *ckpt.Storage
 				for _, p := range group {
 					n, err := ck.Node(p)
 					if err != nil || n.Tensor == nil || n.Tensor.Storage == nil {
@@ -143,13 +144,13 @@ func TestFixtures(t *testing.T) {
 			}
 			for p, target := range want.Refs {
 				n, err := ck.Node(p)
-				if err != nil || n.Kind != KindRef || n.Target != target {
+				if err != nil || n.Kind != ckpt.KindRef || n.Target != target {
 					t.Errorf("Open(%q).Node(%q) = %+v, %v; want a ref to %q", name, p, n, err, target)
 				}
 			}
 			var dangers []string
 			for _, f := range ck.Findings {
-				if f.Severity == SeverityDanger {
+				if f.Severity == ckpt.SeverityDanger {
 					dangers = append(dangers, f.Global)
 				}
 			}
@@ -174,7 +175,7 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func checkTensor(t *testing.T, ck *Checkpoint, name string, wt expectedTensor) {
+func checkTensor(t *testing.T, ck *ckpt.Checkpoint, name string, wt expectedTensor) {
 	t.Helper()
 	n, err := ck.Node(wt.Path)
 	if err != nil {
@@ -209,7 +210,7 @@ func checkTensor(t *testing.T, ck *Checkpoint, name string, wt expectedTensor) {
 }
 
 // readElement decodes the i-th element of a view in row-major order (for the test only).
-func readElement(t *Tensor, i int64) (any, bool) {
+func readElement(t *ckpt.Tensor, i int64) (any, bool) {
 	if t.Storage == nil || t.Storage.Data == nil {
 		return nil, false
 	}
@@ -222,7 +223,7 @@ func readElement(t *Tensor, i int64) (any, bool) {
 		idx += (rem % t.Shape[d]) * t.Strides[d]
 		rem /= t.Shape[d]
 	}
-	es := int64(DTypeSize(t.DType))
+	es := int64(ckpt.DTypeSize(t.DType))
 	if es == 0 {
 		return nil, false
 	}
@@ -290,7 +291,7 @@ func sameValue(got, want any) bool {
 	return true
 }
 
-func checkScalar(t *testing.T, ck *Checkpoint, name, p string, want any) {
+func checkScalar(t *testing.T, ck *ckpt.Checkpoint, name, p string, want any) {
 	t.Helper()
 	n, err := ck.Node(p)
 	if err != nil {
@@ -302,20 +303,20 @@ func checkScalar(t *testing.T, ck *Checkpoint, name, p string, want any) {
 	}
 	switch w := want.(type) {
 	case nil:
-		if n.Kind != KindNone {
+		if n.Kind != ckpt.KindNone {
 			bad(n.Kind)
 		}
 	case bool:
-		if n.Kind != KindBool || n.Bool != w {
+		if n.Kind != ckpt.KindBool || n.Bool != w {
 			bad(n.Bool)
 		}
 	case float64:
 		switch n.Kind {
-		case KindInt:
+		case ckpt.KindInt:
 			if n.Int != strconv.FormatFloat(w, 'f', -1, 64) {
 				bad(n.Int)
 			}
-		case KindFloat:
+		case ckpt.KindFloat:
 			if n.Float != w || math.Signbit(n.Float) != math.Signbit(w) {
 				bad(n.Float)
 			}
@@ -324,15 +325,15 @@ func checkScalar(t *testing.T, ck *Checkpoint, name, p string, want any) {
 		}
 	case string:
 		switch n.Kind {
-		case KindInt:
+		case ckpt.KindInt:
 			if n.Int != w {
 				bad(n.Int)
 			}
-		case KindFloat:
+		case ckpt.KindFloat:
 			if pyrepr.Float(n.Float) != w && strconv.FormatFloat(n.Float, 'g', -1, 64) != w {
 				bad(n.Float)
 			}
-		case KindStr:
+		case ckpt.KindStr:
 			if n.Str != strings.ToValidUTF8(w, "\ufffd") && n.Str != w {
 				bad(n.Str)
 			}
@@ -343,12 +344,12 @@ func checkScalar(t *testing.T, ck *Checkpoint, name, p string, want any) {
 		}
 	case map[string]any:
 		if h, ok := w["hex"].(string); ok {
-			if n.Kind != KindBytes || hex.EncodeToString(n.Bytes) != h {
+			if n.Kind != ckpt.KindBytes || hex.EncodeToString(n.Bytes) != h {
 				bad(hex.EncodeToString(n.Bytes))
 			}
 		}
 	case []any:
-		if len(w) == 2 && n.Kind == KindComplex {
+		if len(w) == 2 && n.Kind == ckpt.KindComplex {
 			re, _ := w[0].(float64)
 			im, _ := w[1].(float64)
 			if real(n.Complex) != re || imag(n.Complex) != im {

@@ -3,6 +3,7 @@ package loader
 import (
 	"bytes"
 	"errors"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,7 +26,7 @@ func addSeeds(f *testing.F, patterns ...string) {
 }
 
 // openStrict opens data like Open, but lets a panic through.
-func openStrict(t *testing.T, data []byte) (*Checkpoint, error) {
+func openStrict(t *testing.T, data []byte) (*ckpt.Checkpoint, error) {
 	op := newOpener(bytes.NewReader(data), int64(len(data)), Options{MaxOps: 200000, MaxNodes: 200000,
 		MaxDecompress: 8 << 20}.withDefaults())
 	ck, err := op.open()
@@ -43,8 +44,8 @@ func openStrict(t *testing.T, data []byte) (*Checkpoint, error) {
 
 // checkStorages asserts that every tensor of an opened file lies inside the bytes it reads
 // from and that its view fits its storage.
-func checkStorages(t *testing.T, ck *Checkpoint, size int64) {
-	Walk(ck.Root, func(n *Node) {
+func checkStorages(t *testing.T, ck *ckpt.Checkpoint, size int64) {
+	ckpt.Walk(ck.Root, func(n *ckpt.Node) {
 		tt := n.Tensor
 		if tt == nil || tt.Storage == nil {
 			return
@@ -56,7 +57,7 @@ func checkStorages(t *testing.T, ck *Checkpoint, size int64) {
 		if ra, ok := st.Data.(*bytes.Reader); ok && st.Offset+st.Size > ra.Size() {
 			t.Fatalf("%s: storage %d+%d past the end of its %d bytes", n.Path(), st.Offset, st.Size, ra.Size())
 		}
-		if es := int64(DTypeSize(tt.DType)); es > 0 && n.Kind == KindTensor {
+		if es := int64(ckpt.DTypeSize(tt.DType)); es > 0 && n.Kind == ckpt.KindTensor {
 			if err := checkView(tt); err != nil {
 				t.Fatalf("%s: %v", n.Path(), err)
 			}
@@ -101,7 +102,7 @@ func FuzzNPY(f *testing.F) {
 			return
 		}
 		tt := ck.Root.Tensor
-		if want := tt.Numel() * int64(DTypeSize(tt.DType)); DTypeSize(tt.DType) > 0 && tt.Storage.Size != want {
+		if want := tt.Numel() * int64(ckpt.DTypeSize(tt.DType)); ckpt.DTypeSize(tt.DType) > 0 && tt.Storage.Size != want {
 			t.Fatalf(".npy data of %d bytes for %v %s (want %d)", tt.Storage.Size, tt.Shape, tt.DType, want)
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"os"
 	"path/filepath"
@@ -171,7 +172,7 @@ func TestJoblibPayloadAfterArray(t *testing.T) {
 	}
 	found := false
 	for _, f := range ck.Findings {
-		if f.Severity == SeverityDanger && f.Global == "posix.system" && !strings.Contains(f.Where, "pickle.load reads it") {
+		if f.Severity == ckpt.SeverityDanger && f.Global == "posix.system" && !strings.Contains(f.Where, "pickle.load reads it") {
 			found = true
 		}
 	}
@@ -187,7 +188,7 @@ func TestJoblibPayloadAfterArray(t *testing.T) {
 	decoy := []byte("cos\nsystem\nN\x85R00")
 	inside := joblibWithArray(decoy, "", false)
 	ck2, err := Open(bytes.NewReader(inside), int64(len(inside)), Options{})
-	var findings []Finding
+	var findings []ckpt.Finding
 	if err == nil {
 		findings = ck2.Findings
 	} else if le, ok := err.(*Error); ok {
@@ -195,7 +196,7 @@ func TestJoblibPayloadAfterArray(t *testing.T) {
 	}
 	found = false
 	for _, f := range findings {
-		if f.Global == "os.system" && f.Severity == SeverityDanger && strings.Contains(f.Where, "pickle.load reads it") {
+		if f.Global == "os.system" && f.Severity == ckpt.SeverityDanger && strings.Contains(f.Where, "pickle.load reads it") {
 			found = true
 		}
 	}
@@ -224,7 +225,7 @@ func TestJoblibArrayAfterFrame(t *testing.T) {
 	}
 	found := false
 	for _, f := range ck.Findings {
-		if f.Global == "posix.system" && f.Severity == SeverityDanger && !strings.Contains(f.Where, "pickle.load reads it") {
+		if f.Global == "posix.system" && f.Severity == ckpt.SeverityDanger && !strings.Contains(f.Where, "pickle.load reads it") {
 			found = true
 		}
 	}
@@ -347,9 +348,9 @@ func TestDangerNeverDropped(t *testing.T) {
 	counted := false
 	for _, f := range ck.Findings {
 		switch f.Severity {
-		case SeverityWarning:
+		case ckpt.SeverityWarning:
 			warnings++
-		case SeverityDanger:
+		case ckpt.SeverityDanger:
 			dangers++
 			counted = counted || strings.Contains(f.Detail, "more calls of it")
 		}
@@ -382,7 +383,7 @@ func TestJudgeCalls(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			data := []byte(tc.pickle)
 			ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
-			var fs []Finding
+			var fs []ckpt.Finding
 			if err != nil {
 				var le *Error
 				if !errors.As(err, &le) {
@@ -394,7 +395,7 @@ func TestJudgeCalls(t *testing.T) {
 			}
 			danger := false
 			for _, f := range fs {
-				if f.Severity == SeverityDanger {
+				if f.Severity == ckpt.SeverityDanger {
 					danger = true
 				}
 			}
@@ -439,7 +440,7 @@ func TestTorchZipMembersFailClosed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			data := withMembers(t, orig, tc.add)
 			ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
-			var fs []Finding
+			var fs []ckpt.Finding
 			if err != nil {
 				var le *Error
 				if !errors.As(err, &le) {
@@ -450,7 +451,7 @@ func TestTorchZipMembersFailClosed(t *testing.T) {
 				fs = ck.Findings
 			}
 			for _, f := range fs {
-				if f.Severity == SeverityDanger && (f.Global == tc.want || strings.Contains(f.Detail, tc.want)) {
+				if f.Severity == ckpt.SeverityDanger && (f.Global == tc.want || strings.Contains(f.Detail, tc.want)) {
 					return
 				}
 			}
@@ -571,14 +572,14 @@ func TestLegacyTarMembers(t *testing.T) {
 	evil := "\x80\x02cposix\nsystem\nU\x02id\x85R."
 	danger := func(data []byte) bool {
 		ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
-		var fs []Finding
+		var fs []ckpt.Finding
 		if err == nil {
 			fs = ck.Findings
 		} else if le, ok := err.(*Error); ok {
 			fs = le.Findings
 		}
 		for _, f := range fs {
-			if f.Severity == SeverityDanger {
+			if f.Severity == ckpt.SeverityDanger {
 				return true
 			}
 		}
@@ -609,7 +610,7 @@ func TestLegacyTarMembers(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	for _, f := range ck.Findings {
-		if f.Severity == SeverityDanger {
+		if f.Severity == ckpt.SeverityDanger {
 			t.Errorf("the member after a bad header was read: %+v", f)
 		}
 	}

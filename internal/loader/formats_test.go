@@ -3,6 +3,7 @@ package loader
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"os"
 	"path/filepath"
@@ -94,7 +95,7 @@ func TestFormatFacts(t *testing.T) {
 					}
 					checked["safetensors offsets"]++
 				}
-				if wt.FileByteOrder != "" && st.ByteOrder != wt.FileByteOrder && DTypeSize(tt.DType) > 1 {
+				if wt.FileByteOrder != "" && st.ByteOrder != wt.FileByteOrder && ckpt.DTypeSize(tt.DType) > 1 {
 					t.Errorf("Open(%q).Node(%q) byte order %q, want %q", name, wt.Path, st.ByteOrder, wt.FileByteOrder)
 				}
 				if len(wt.Fields) == 0 {
@@ -110,7 +111,7 @@ func TestFormatFacts(t *testing.T) {
 						t.Errorf("Open(%q).Node(%q) field %d = %+v, want %+v", name, wt.Path, i, gf, wf)
 					}
 					// the field's column: element j of the field is the j-th record's value
-					col, err := ck.Node(wt.Path + "/" + EscapeSegment(wf.Name))
+					col, err := ck.Node(wt.Path + "/" + ckpt.EscapeSegment(wf.Name))
 					if err != nil || col.Tensor == nil {
 						t.Errorf("Open(%q): no column %s of %s", name, wf.Name, wt.Path)
 						continue
@@ -132,7 +133,7 @@ func TestFormatFacts(t *testing.T) {
 				}
 			}
 			for k, v := range ff.Metadata {
-				n, err := ck.Node("/__metadata__/" + EscapeSegment(k))
+				n, err := ck.Node("/__metadata__/" + ckpt.EscapeSegment(k))
 				if err != nil || n.Str != v {
 					t.Errorf("Open(%q) metadata %s = %v, %v; want %q", name, k, n, err, v)
 				}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"math"
 	"strconv"
@@ -36,14 +37,14 @@ func (op *opener) openGGUF() error {
 	op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("GGUF version %d: %d metadata keys, %d tensors, data aligned to %d bytes from byte %d",
 		f.Version, len(f.Metadata), len(f.Tensors), f.Alignment, f.DataOffset))
 	op.ck.Notes = append(op.ck.Notes, f.Warnings...)
-	root := &Node{Kind: KindDict, Type: "gguf"}
+	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "gguf"}
 	md := ggufMetadata(f.Metadata)
-	tensors := &Node{Kind: KindDict, Type: "dict", Key: "tensors", Seg: "tensors"}
+	tensors := &ckpt.Node{Kind: ckpt.KindDict, Type: "dict", Key: "tensors", Seg: "tensors"}
 	for i := range f.Tensors {
 		tensors.Children = append(tensors.Children, op.ggufTensor(f, &f.Tensors[i], ""))
 	}
 	tensors.Len = int64(len(tensors.Children))
-	root.Children = []*Node{md, tensors}
+	root.Children = []*ckpt.Node{md, tensors}
 	root.Len = 2
 	op.ck.Root = root
 	return nil
@@ -58,8 +59,8 @@ func ggufError(err error) error {
 }
 
 // ggufMetadata is the metadata dict, keys in file order.
-func ggufMetadata(kvs []gguf.KV) *Node {
-	md := &Node{Kind: KindDict, Type: "dict", Key: "metadata", Seg: "metadata"}
+func ggufMetadata(kvs []gguf.KV) *ckpt.Node {
+	md := &ckpt.Node{Kind: ckpt.KindDict, Type: "dict", Key: "metadata", Seg: "metadata"}
 	for _, kv := range kvs {
 		md.Children = append(md.Children, ggufValue(kv.Value, kv.Key, kv.Key))
 	}
@@ -68,27 +69,27 @@ func ggufMetadata(kvs []gguf.KV) *Node {
 }
 
 // ggufValue is one metadata value as a node.
-func ggufValue(v gguf.Value, key, seg string) *Node {
-	n := &Node{Key: key, Seg: seg}
+func ggufValue(v gguf.Value, key, seg string) *ckpt.Node {
+	n := &ckpt.Node{Key: key, Seg: seg}
 	switch v.Type {
 	case gguf.ValueString:
 		s, _ := v.Str()
-		n.Kind, n.Type, n.Str, n.Len = KindStr, "str", strings.ToValidUTF8(s, "\ufffd"), int64(len([]rune(s)))
+		n.Kind, n.Type, n.Str, n.Len = ckpt.KindStr, "str", strings.ToValidUTF8(s, "\ufffd"), int64(len([]rune(s)))
 	case gguf.ValueBool:
 		b, _ := v.Bool()
-		n.Kind, n.Type, n.Bool = KindBool, "bool", b
+		n.Kind, n.Type, n.Bool = ckpt.KindBool, "bool", b
 	case gguf.ValueFloat32, gguf.ValueFloat64:
 		f, _ := v.Float()
-		n.Kind, n.Type, n.Float = KindFloat, v.Type.String(), f
+		n.Kind, n.Type, n.Float = ckpt.KindFloat, v.Type.String(), f
 	case gguf.ValueArray:
 		a, _ := v.Array()
-		n.Kind, n.Type, n.Len = KindList, "array of "+a.ElemType().String(), a.Len()
+		n.Kind, n.Type, n.Len = ckpt.KindList, "array of "+a.ElemType().String(), a.Len()
 		if a.Len() > lazyArrayMin {
-			n.lazy = ggufArray{a}
+			n.SetLazy(ggufArray{a})
 		} else {
 			vals, err := a.Values(0, a.Len())
 			if err != nil {
-				n.Kind, n.Type, n.Str = KindStr, "error", err.Error()
+				n.Kind, n.Type, n.Str = ckpt.KindStr, "error", err.Error()
 				return n
 			}
 			for i, x := range vals {
@@ -103,7 +104,7 @@ func ggufValue(v gguf.Value, key, seg string) *Node {
 			i, _ := v.Int()
 			n.Int = strconv.FormatInt(i, 10)
 		}
-		n.Kind, n.Type = KindInt, v.Type.String()
+		n.Kind, n.Type = ckpt.KindInt, v.Type.String()
 	}
 	return n
 }
@@ -113,7 +114,7 @@ type ggufArray struct{ a *gguf.Array }
 
 func (g ggufArray) Len() int { return int(min(g.a.Len(), math.MaxInt32)) }
 
-func (g ggufArray) Item(i int) (*Node, error) {
+func (g ggufArray) Item(i int) (*ckpt.Node, error) {
 	vals, err := g.a.Values(int64(i), int64(i)+1)
 	if err != nil {
 		return nil, err
@@ -123,22 +124,22 @@ func (g ggufArray) Item(i int) (*Node, error) {
 
 // ggufTensor is one tensor's node: its bytes in place, and a dequantized view when ggml
 // can make one. part names the file of a split model the tensor is in.
-func (op *opener) ggufTensor(f *gguf.File, t *gguf.TensorInfo, part string) *Node {
-	n := &Node{Kind: KindTensor, Type: "gguf." + t.Type.String(), Key: t.Name, Seg: t.Name}
+func (op *opener) ggufTensor(f *gguf.File, t *gguf.TensorInfo, part string) *ckpt.Node {
+	n := &ckpt.Node{Kind: ckpt.KindTensor, Type: "gguf." + t.Type.String(), Key: t.Name, Seg: t.Name}
 	dtype, plain := ggufDTypes[t.Type]
 	if !plain {
 		dtype = strings.ToLower(t.Type.String())
 	}
-	st := &Storage{Key: t.Name, DType: dtype, Location: "file", Data: op.r, Offset: t.Offset, Size: t.Size, ByteOrder: "little", File: part}
-	tt := &Tensor{DType: dtype, Shape: t.Shape, Strides: contiguousStrides(t.Shape, false), Storage: st, Packed: !plain}
+	st := &ckpt.Storage{Key: t.Name, DType: dtype, Location: "file", Data: op.r, Offset: t.Offset, Size: t.Size, ByteOrder: "little", File: part}
+	tt := &ckpt.Tensor{DType: dtype, Shape: t.Shape, Strides: contiguousStrides(t.Shape, false), Storage: st, Packed: !plain}
 	if info, ok := gguf.LookupType(t.Type); ok && !plain {
 		tt.Descr = fmt.Sprintf("ggml %s: blocks of %d values in %d bytes", info.Name, info.BlockSize, info.TypeSize)
 	}
 	if !plain && gguf.Dequantizable(t.Type) {
-		tt.Decoded = &Storage{Key: t.Name, DType: "float32", Location: "dequantized", Data: &dequantized{f: f, t: t},
+		tt.Decoded = &ckpt.Storage{Key: t.Name, DType: "float32", Location: "dequantized", Data: &dequantized{f: f, t: t},
 			Size: t.Elements * 4, ByteOrder: "little", File: part}
 	}
-	st.Users = []string{"/tensors/" + EscapeSegment(t.Name)} // where openGGUF puts it
+	st.Users = []string{"/tensors/" + ckpt.EscapeSegment(t.Name)} // where openGGUF puts it
 	n.Tensor = tt
 	op.ck.Storages = append(op.ck.Storages, st)
 	op.ck.Tensors++
@@ -193,7 +194,7 @@ func (d *dequantized) ReadAt(p []byte, off int64) (int, error) {
 // openGGUFSplit opens the parts of a split GGUF model (name-00001-of-00005.gguf...) as one
 // model: the first part's metadata, every part's tensors, each naming its part. It reports
 // whether files were such parts.
-func openGGUFSplit(ck *Checkpoint, files []File, o Options) (bool, error) {
+func openGGUFSplit(ck *ckpt.Checkpoint, files []File, o Options) (bool, error) {
 	var parts []gguf.SplitPart
 	readers := map[string]io.ReaderAt{}
 	for _, f := range files {
@@ -222,8 +223,8 @@ func openGGUFSplit(ck *Checkpoint, files []File, o Options) (bool, error) {
 	}
 	op := &opener{o: o, ck: ck}
 	ck.Format = "gguf"
-	root := &Node{Kind: KindDict, Type: "gguf"}
-	tensors := &Node{Kind: KindDict, Type: "dict", Key: "tensors", Seg: "tensors"}
+	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "gguf"}
+	tensors := &ckpt.Node{Kind: ckpt.KindDict, Type: "dict", Key: "tensors", Seg: "tensors"}
 	for i := range sp.Tensors {
 		t := &sp.Tensors[i]
 		part := sp.Parts[t.Part]
@@ -231,7 +232,7 @@ func openGGUFSplit(ck *Checkpoint, files []File, o Options) (bool, error) {
 		tensors.Children = append(tensors.Children, op.ggufTensor(part.File, &t.TensorInfo, part.Name))
 	}
 	tensors.Len = int64(len(tensors.Children))
-	root.Children = []*Node{ggufMetadata(sp.Metadata), tensors}
+	root.Children = []*ckpt.Node{ggufMetadata(sp.Metadata), tensors}
 	root.Len = 2
 	ck.Root = root
 	ck.Notes = append(ck.Notes, fmt.Sprintf("a GGUF model split in %d parts, shown as one: the first part's metadata and every part's %d tensors, each naming its part", len(sp.Parts), len(sp.Tensors)))

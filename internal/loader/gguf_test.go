@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"math"
 	"os"
 	"path/filepath"
@@ -51,10 +52,10 @@ func loadGGUFFacts(t *testing.T) map[string]ggufFacts {
 
 // checkGGUFTensors compares the tensors of an opened GGUF model with the writer's facts and
 // ggml's own dequantized values (bit for bit).
-func checkGGUFTensors(t *testing.T, ck *Checkpoint, name string, want ggufFacts, part string) {
+func checkGGUFTensors(t *testing.T, ck *ckpt.Checkpoint, name string, want ggufFacts, part string) {
 	t.Helper()
 	for _, wt := range want.Tensors {
-		n, err := ck.Node("/tensors/" + EscapeSegment(wt.Name))
+		n, err := ck.Node("/tensors/" + ckpt.EscapeSegment(wt.Name))
 		if err != nil || n.Tensor == nil {
 			t.Errorf("%s: tensor %s: %v", name, wt.Name, err)
 			continue
@@ -118,7 +119,7 @@ func TestGGUF(t *testing.T) {
 			t.Errorf("%s: %s with %d tensors, want gguf with %d", name, ck.Format, ck.Tensors, len(want.Tensors))
 		}
 		for _, m := range want.Metadata {
-			n, err := ck.Node("/metadata/" + EscapeSegment(m.Key))
+			n, err := ck.Node("/metadata/" + ckpt.EscapeSegment(m.Key))
 			if err != nil {
 				t.Errorf("%s: metadata %s: %v", name, m.Key, err)
 				continue
@@ -136,7 +137,7 @@ func TestGGUF(t *testing.T) {
 					}
 				}
 				if m.Len > 0 {
-					last, err := ck.Node(fmt.Sprintf("/metadata/%s/%d", EscapeSegment(m.Key), m.Len-1))
+					last, err := ck.Node(fmt.Sprintf("/metadata/%s/%d", ckpt.EscapeSegment(m.Key), m.Len-1))
 					if err != nil || last == nil {
 						t.Errorf("%s: %s: the last item by pointer: %v", name, m.Key, err)
 					}
@@ -145,16 +146,16 @@ func TestGGUF(t *testing.T) {
 			}
 			var got any
 			switch n.Kind {
-			case KindStr:
+			case ckpt.KindStr:
 				got = n.Str
-			case KindBool:
+			case ckpt.KindBool:
 				got = n.Bool
-			case KindInt:
+			case ckpt.KindInt:
 				got = n.Int
-			case KindFloat:
+			case ckpt.KindFloat:
 				got = n.Float
 			}
-			if num, ok := m.Value.(json.Number); ok && n.Kind == KindFloat {
+			if num, ok := m.Value.(json.Number); ok && n.Kind == ckpt.KindFloat {
 				w, _ := num.Float64()
 				if n.Float != w || math.Signbit(n.Float) != math.Signbit(w) {
 					t.Errorf("%s: metadata %s = %v, want %v", name, m.Key, n.Float, w)

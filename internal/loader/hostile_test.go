@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -56,9 +57,9 @@ func loadHostile(t *testing.T) map[string]hostileCase {
 
 // openBounded opens data in a goroutine and reports what Open returned, how many bytes it
 // allocated, and whether it returned before hostileDeadline.
-func openBounded(data []byte) (ck *Checkpoint, alloc uint64, done bool, err error) {
+func openBounded(data []byte) (ck *ckpt.Checkpoint, alloc uint64, done bool, err error) {
 	type result struct {
-		ck    *Checkpoint
+		ck    *ckpt.Checkpoint
 		err   error
 		alloc uint64
 	}
@@ -115,7 +116,7 @@ func TestHostileFiles(t *testing.T) {
 
 			// An outcome other than the expected one is an error, not a stop: the findings
 			// are still checked, so a report says everything that went wrong.
-			var findings []Finding
+			var findings []ckpt.Finding
 			var le *Error
 			if err != nil && !errors.As(err, &le) {
 				t.Fatalf("Open(%s) error = %T %v, want a *loader.Error", name, err, err)
@@ -158,7 +159,7 @@ func TestHostileFiles(t *testing.T) {
 			}
 			if tc.Expect == "opens" {
 				for _, f := range findings {
-					if f.Severity == SeverityDanger {
+					if f.Severity == ckpt.SeverityDanger {
 						t.Errorf("Open(%s) reports danger %s (%s) in a file with nothing dangerous", name, f.Global, f.Detail)
 					}
 				}
@@ -172,16 +173,16 @@ func TestHostileFiles(t *testing.T) {
 	}
 }
 
-func hasDanger(findings []Finding, global string) bool {
+func hasDanger(findings []ckpt.Finding, global string) bool {
 	for _, f := range findings {
-		if f.Severity == SeverityDanger && f.Global == global {
+		if f.Severity == ckpt.SeverityDanger && f.Global == global {
 			return true
 		}
 	}
 	return false
 }
 
-func describeFindings(findings []Finding) string {
+func describeFindings(findings []ckpt.Finding) string {
 	if len(findings) == 0 {
 		return "none"
 	}

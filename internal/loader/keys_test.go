@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -47,13 +48,13 @@ func TestKeysThatReadAlike(t *testing.T) {
 			}
 			for i, k := range kids {
 				// an attribute has no DictKey (its Key is str(key)): its value says which it is
-				if got := keyRepr(k); got != want[i][0] && ck.Root.Kind == KindDict {
+				if got := keyRepr(k); got != want[i][0] && ck.Root.Kind == ckpt.KindDict {
 					t.Errorf("child %d (segment %q): key %s, want %s", i, k.Seg, got, want[i][0])
 				}
 				if got, w := valueText(k), fmt.Sprint(want[i][1]); got != w {
 					t.Errorf("child %d (key %s): value %s, want %s", i, keyRepr(k), got, w)
 				}
-				if got, err := ck.Node("/" + EscapeSegment(k.Seg)); err != nil || got != k {
+				if got, err := ck.Node("/" + ckpt.EscapeSegment(k.Seg)); err != nil || got != k {
 					t.Errorf("segment %q leads to %v (%v), not to key %s", k.Seg, got, err, keyRepr(k))
 				}
 			}
@@ -170,7 +171,7 @@ func TestRepeatedKeyAfterRename(t *testing.T) {
 // checkOwnSegments checks the segments of one container's children: all differ, a child
 // whose segment is not its key's own segment (Key) comes after one that has it, and no
 // child has another's own segment.
-func checkOwnSegments(t *testing.T, kids []*Node) {
+func checkOwnSegments(t *testing.T, kids []*ckpt.Node) {
 	t.Helper()
 	segs := map[string]int{}
 	own := map[string]bool{}
@@ -195,7 +196,7 @@ func checkOwnSegments(t *testing.T, kids []*Node) {
 }
 
 // keyRepr is a child's key as Python's repr writes it.
-func keyRepr(k *Node) string {
+func keyRepr(k *ckpt.Node) string {
 	if k.DictKey != nil {
 		return k.Key
 	}
@@ -203,17 +204,17 @@ func keyRepr(k *Node) string {
 }
 
 // valueText is an int's or str's value.
-func valueText(n *Node) string {
+func valueText(n *ckpt.Node) string {
 	switch n.Kind {
-	case KindInt:
+	case ckpt.KindInt:
 		return n.Int
-	case KindStr:
+	case ckpt.KindStr:
 		return n.Str
 	}
 	return string(n.Kind)
 }
 
-func segsOf(kids []*Node) []string {
+func segsOf(kids []*ckpt.Node) []string {
 	var out []string
 	for _, k := range kids {
 		out = append(out, k.Seg)
@@ -238,7 +239,7 @@ type pickleEntry struct {
 
 // openEntries opens a protocol 2 pickle of one dict set item by item, in order and
 // repeats included: EMPTY_DICT MARK (key BININT2)* SETITEMS STOP.
-func openEntries(t *testing.T, es []pickleEntry) *Checkpoint {
+func openEntries(t *testing.T, es []pickleEntry) *ckpt.Checkpoint {
 	t.Helper()
 	var p bytes.Buffer
 	p.WriteString("\x80\x02}(")

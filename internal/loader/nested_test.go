@@ -2,6 +2,7 @@ package loader
 
 import (
 	"encoding/json"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"math"
 	"os"
 	"path/filepath"
@@ -95,7 +96,7 @@ func TestNestedTorchFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		ck, err := Open(strings.NewReader(string(data)), int64(len(data)), Options{})
-		var findings []Finding
+		var findings []ckpt.Finding
 		if err != nil {
 			le, ok := err.(*Error)
 			if !ok {
@@ -108,7 +109,7 @@ func TestNestedTorchFiles(t *testing.T) {
 		}
 		var system, unchecked bool
 		for _, f := range findings {
-			if f.Severity != SeverityDanger {
+			if f.Severity != ckpt.SeverityDanger {
 				continue
 			}
 			if f.Global == "posix.system" && strings.Contains(f.Detail, "touch marker") &&

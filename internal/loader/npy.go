@@ -384,7 +384,7 @@ func (op *opener) memberData(f *zip.File) (io.ReaderAt, int64, error) {
 		}
 		defer rc.Close()
 		sp := &spool{}
-		op.ck.closers = append(op.ck.closers, sp)
+		op.ck.AddCloser(sp)
 		buf := make([]byte, 256<<10)
 		for {
 			k, rerr := rc.Read(buf)
@@ -405,7 +405,7 @@ func (op *opener) memberData(f *zip.File) (io.ReaderAt, int64, error) {
 			}
 		}
 		ra := sp.readerAt()
-		op.ck.markDecompressed(ra)
+		op.markDecompressed(ra)
 		return ra, sp.size, nil
 	}
 	return nil, 0, &Error{Msg: fmt.Sprintf("archive member %s uses compression method %d, which numpy never writes", f.Name, f.Method), Offset: -1}

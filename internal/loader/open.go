@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/pyrepr"
 	"hash/crc32"
 	"io"
@@ -35,17 +36,38 @@ type opener struct {
 	fs    findingSet
 	ops   int
 	nonce string
-	ck    *Checkpoint
+	ck    *ckpt.Checkpoint
 	// decompressed counts the bytes inflated into spools for this file, against MaxDecompress
 	decompressed int64
 	// wo, when set, follows the pickles torch.load reads for its weights_only verdict
 	wo *woState
 	// nestDepth is how deep in torch files passed to _load_from_bytes the reading is
 	nestDepth int
+	// fromSpool are the readers of decompressed streams, so that their storages say so
+	fromSpool map[io.ReaderAt]bool
+	// onePass names the one-pass reading that read the pickle ("plain", "torch"; "" for
+	// the general path), for the tests that hold the two to each other
+	onePass string
+	// memberFiles are the zip entries of the checkpoint's Members, by index
+	memberFiles []*zip.File
 }
 
-func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
+func (op *opener) markDecompressed(r io.ReaderAt) {
+	if op.fromSpool == nil {
+		op.fromSpool = map[io.ReaderAt]bool{}
+	}
+	op.fromSpool[r] = true
+}
+
+func open(r io.ReaderAt, size int64, o Options) (*ckpt.Checkpoint, error) {
+	ck, _, err := openReading(r, size, o)
+	return ck, err
+}
+
+// openReading is open, and says which one-pass reading read the file ("" for none).
+func openReading(r io.ReaderAt, size int64, o Options) (ck *ckpt.Checkpoint, pass string, err error) {
 	op := newOpener(r, size, o)
+	defer func() { pass = op.onePass }()
 	defer func() {
 		if p := recover(); p != nil {
 			// our own bug, not the file's: the server says so (5xx) and logs the stack
@@ -62,11 +84,12 @@ func open(r io.ReaderAt, size int64, o Options) (ck *Checkpoint, err error) {
 			op.ck.Close() // a decompressed stream's spool
 		}
 	}()
-	return op.open()
+	ck, err = op.open()
+	return ck, "", err
 }
 
 func newOpener(r io.ReaderAt, size int64, o Options) *opener {
-	op := &opener{r: r, size: size, o: o, ck: &Checkpoint{BytesByDType: map[string]int64{}}}
+	op := &opener{r: r, size: size, o: o, ck: &ckpt.Checkpoint{BytesByDType: map[string]int64{}}}
 	var nb [8]byte
 	_, _ = rand.Read(nb[:])
 	op.nonce = hex.EncodeToString(nb[:])
@@ -76,7 +99,7 @@ func newOpener(r io.ReaderAt, size int64, o Options) *opener {
 // open sniffs the format, in an order that no file can be two of: containers with magic
 // numbers first, then the compressed streams joblib recognises by their first bytes, then
 // pickles.
-func (op *opener) open() (*Checkpoint, error) {
+func (op *opener) open() (*ckpt.Checkpoint, error) {
 	size, r := op.size, op.r
 	if size == 0 {
 		return nil, &Error{Msg: "the file is empty", Offset: -1}
@@ -115,7 +138,7 @@ func (op *opener) open() (*Checkpoint, error) {
 		if errors.Is(err, errTarRefused) {
 			// tarfile raises part way, and torch.load reads the file again from its start
 			// as its older non-tar stream: so does the loader
-			op.ck = &Checkpoint{BytesByDType: map[string]int64{}} // (findings are kept)
+			op.ck = &ckpt.Checkpoint{BytesByDType: map[string]int64{}} // (findings are kept)
 			err = op.openPickleFile()
 			if err == nil {
 				op.ck.Notes = append(op.ck.Notes, "Python's tarfile refuses this file part way (a long-name or PAX header with no member after it), so torch.load reads it from its start as its older non-tar format, as shown")
@@ -132,7 +155,7 @@ func (op *opener) open() (*Checkpoint, error) {
 }
 
 // done finishes a successful open.
-func (op *opener) done(err error) (*Checkpoint, error) {
+func (op *opener) done(err error) (*ckpt.Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -308,9 +331,9 @@ func (op *opener) openPlain() (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	op.ck.Format, op.ck.onePass = "pickle", "plain"
+	op.ck.Format, op.onePass = "pickle", "plain"
 	n := t.node(newConverter(op.o, op.ck), root)
-	if p, ok := n.lazy.(*plainItems); ok {
+	if p, ok := n.Lazy().(*plainItems); ok {
 		p.root = true
 	}
 	op.ck.Root, op.ck.Values = n, t.size(root)
@@ -370,12 +393,12 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 		}
 	}
 	before := len(op.ck.Storages)
-	slab := make([]Storage, len(tb.storages)) // one allocation each for the storages
+	slab := make([]ckpt.Storage, len(tb.storages)) // one allocation each for the storages
 	tb.ps = make([]*pyStorage, len(tb.storages))
 	pys := make([]pyStorage, len(tb.storages))
 	for i, s := range tb.storages {
 		st := &slab[i]
-		*st = Storage{Key: t.key(i), DType: tb.dtypes[s.dtype], Location: tb.locs[s.loc], ByteOrder: order}
+		*st = ckpt.Storage{Key: t.key(i), DType: tb.dtypes[s.dtype], Location: tb.locs[s.loc], ByteOrder: order}
 		if files[i] == nil || op.zipStorage(st, files[i], offs[i], s.numel) != nil {
 			op.ck.Storages = op.ck.Storages[:before]
 			return nil, nil, false, nil
@@ -384,7 +407,7 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 		tb.ps[i] = &pys[i]
 	}
 	op.ops += ops
-	op.ck.WeightsOnly, op.ck.onePass = wo, "torch"
+	op.ck.WeightsOnly, op.onePass = wo, "torch"
 	return t.value(root), tb, true, nil
 }
 
@@ -457,7 +480,7 @@ func (op *opener) build(v any) error { return op.buildTree(v, nil) }
 // pickle read in one pass made, none of which is in the tree twice.
 func (op *opener) buildTree(v any, tb *torchTables) error {
 	c := newConverter(op.o, op.ck)
-	c.unshared, c.torch = tb != nil, tb
+	c.unshared, c.torch, c.fromSpool = tb != nil, tb, op.fromSpool
 	op.ck.Root = c.node(v, nil, "", 0)
 	op.ck.Values += c.nodes
 	if c.err != nil {
@@ -469,10 +492,10 @@ func (op *opener) buildTree(v any, tb *torchTables) error {
 // finish attaches tree paths to findings and builds the pointer index.
 func (op *opener) finish() {
 	ck := op.ck
-	Link(ck.Root)
+	ckpt.Link(ck.Root)
 	firstPath := map[string]string{}
-	var storages []*Storage
-	Walk(ck.Root, func(n *Node) {
+	var storages []*ckpt.Storage
+	ckpt.Walk(ck.Root, func(n *ckpt.Node) {
 		if n.Tensor != nil && n.Tensor.Storage != nil {
 			storages = append(storages, n.Tensor.Storage)
 		}
@@ -499,19 +522,19 @@ func (op *opener) finish() {
 	// a global reported as a danger is not also listed as a mere unknown import
 	dangerous := map[string]bool{}
 	for _, f := range op.fs.list {
-		if f.Severity == SeverityDanger {
+		if f.Severity == ckpt.SeverityDanger {
 			dangerous[f.Global] = true
 		}
 	}
 	for _, f := range op.fs.list {
-		if f.Severity == SeverityDanger || !dangerous[f.Global] {
+		if f.Severity == ckpt.SeverityDanger || !dangerous[f.Global] {
 			ck.Findings = append(ck.Findings, f)
 		}
 	}
 	sort.SliceStable(ck.Findings, func(i, j int) bool {
-		return ck.Findings[i].Severity == SeverityDanger && ck.Findings[j].Severity != SeverityDanger
+		return ck.Findings[i].Severity == ckpt.SeverityDanger && ck.Findings[j].Severity != ckpt.SeverityDanger
 	})
-	seen := map[*Storage]bool{}
+	seen := map[*ckpt.Storage]bool{}
 	for _, st := range storages {
 		if !seen[st] {
 			seen[st] = true
@@ -574,8 +597,8 @@ func (op *opener) readLegacy(src io.ReaderAt, size, pos int64, in string) (any, 
 			order = "big"
 		}
 	}
-	ctx.storageFor = func(key, dtype, location string, numel int64) (*Storage, error) {
-		st := &Storage{Key: key, DType: dtype, Location: location, ByteOrder: order, Data: src, Offset: -1}
+	ctx.storageFor = func(key, dtype, location string, numel int64) (*ckpt.Storage, error) {
+		st := &ckpt.Storage{Key: key, DType: dtype, Location: location, ByteOrder: order, Data: src, Offset: -1}
 		op.ck.Storages = append(op.ck.Storages, st)
 		return st, nil
 	}
@@ -603,7 +626,7 @@ func (op *opener) readLegacy(src io.ReaderAt, size, pos int64, in string) (any, 
 			return nil, nil, 0, &Error{Msg: fmt.Sprintf("the file%s ends before the data of storage %q", in, key), Offset: pos}
 		}
 		numel := int64(bo.Uint64(nb[:]))
-		es := int64(DTypeSize(ps.st.DType))
+		es := int64(ckpt.DTypeSize(ps.st.DType))
 		if numel < 0 || es == 0 || numel > (size-pos-8)/max(es, 1) {
 			return nil, nil, 0, &Error{Msg: fmt.Sprintf("storage %q%s declares %d elements, more than the file holds", key, in, numel), Offset: pos}
 		}
@@ -615,7 +638,7 @@ func (op *opener) readLegacy(src io.ReaderAt, size, pos int64, in string) (any, 
 		pos += 8 + numel*es
 	}
 	for _, v := range ctx.viewsOf {
-		es := int64(DTypeSize(v.root.st.DType))
+		es := int64(ckpt.DTypeSize(v.root.st.DType))
 		v.view.st.Offset = v.root.st.Offset + v.elemOff*es
 	}
 	for key, ps := range ctx.storages {
@@ -663,12 +686,12 @@ func (op *opener) loadFromBytes(src io.ReaderAt, size int64, depth int) (any, er
 // checkViews rejects tensors whose view runs past their storage.
 func (op *opener) checkViews() error {
 	var bad error
-	var walk func(n *Node)
-	walk = func(n *Node) {
+	var walk func(n *ckpt.Node)
+	walk = func(n *ckpt.Node) {
 		if bad != nil {
 			return
 		}
-		if n.Kind == KindTensor && n.Tensor != nil && n.Tensor.Storage != nil {
+		if n.Kind == ckpt.KindTensor && n.Tensor != nil && n.Tensor.Storage != nil {
 			if err := checkView(n.Tensor); err != nil {
 				bad = &Error{Msg: fmt.Sprintf("tensor %s: %v", displayPath(n.Path()), err), Offset: -1}
 				return
@@ -683,8 +706,8 @@ func (op *opener) checkViews() error {
 }
 
 // checkView verifies that every element of a strided view lies inside its storage.
-func checkView(t *Tensor) error {
-	es := int64(DTypeSize(t.DType))
+func checkView(t *ckpt.Tensor) error {
+	es := int64(ckpt.DTypeSize(t.DType))
 	if es == 0 {
 		return nil
 	}
@@ -850,12 +873,12 @@ func (op *opener) openZip() error {
 		return err
 	}
 	ctx := op.newCtx(src)
-	ctx.storageFor = func(key, dtype, location string, numel int64) (*Storage, error) {
+	ctx.storageFor = func(key, dtype, location string, numel int64) (*ckpt.Storage, error) {
 		f, ok := record("data/" + key)
 		if !ok {
 			return nil, fmt.Errorf("tensor storage %q has no data/%s member in the archive", key, key)
 		}
-		st := &Storage{Key: key, DType: dtype, Location: location, ByteOrder: order}
+		st := &ckpt.Storage{Key: key, DType: dtype, Location: location, ByteOrder: order}
 		off := int64(-1)
 		if f.Method == zip.Store {
 			var err error
@@ -870,9 +893,9 @@ func (op *opener) openZip() error {
 	}
 	switch {
 	case refusal != "":
-		op.ck.WeightsOnly = &WeightsOnly{Refusal: "torch.load refuses this archive, with or without weights_only: " + refusal}
+		op.ck.WeightsOnly = &ckpt.WeightsOnly{Refusal: "torch.load refuses this archive, with or without weights_only: " + refusal}
 	case op.ck.Format == "torchscript":
-		op.ck.WeightsOnly = &WeightsOnly{Refusal: "a TorchScript archive: torch.load(weights_only=True) refuses it (torch.jit.load reads it, and runs its code)"}
+		op.ck.WeightsOnly = &ckpt.WeightsOnly{Refusal: "a TorchScript archive: torch.load(weights_only=True) refuses it (torch.jit.load reads it, and runs its code)"}
 	default:
 		op.wo = &woState{needs: map[string]bool{}}
 	}
@@ -914,9 +937,9 @@ func (op *opener) openZip() error {
 // zipStorage completes st, the storage of a persistent id, from its record f (off is f's
 // data offset when it is stored and its local header could be read, else -1), and adds it
 // to the checkpoint.
-func (op *opener) zipStorage(st *Storage, f *zip.File, off, numel int64) error {
+func (op *opener) zipStorage(st *ckpt.Storage, f *zip.File, off, numel int64) error {
 	key, dtype := st.Key, st.DType
-	es := int64(DTypeSize(dtype))
+	es := int64(ckpt.DTypeSize(dtype))
 	if es == 0 {
 		return fmt.Errorf("storage %q has unknown dtype %s", key, dtype)
 	}
@@ -982,16 +1005,18 @@ func (op *opener) warmHeaders(zr *zip.Reader) {
 }
 
 // compactMembers gives up the zip entries of the members stored as they are, once the
-// archive is read (their local headers are read in the order of the file).
+// archive is read (their local headers are read in the order of the file): they are read
+// in place, and an opened archive keeps about 250 bytes less a member.
 func (op *opener) compactMembers() {
-	for i := range op.ck.Members {
+	for i, f := range op.memberFiles {
 		m := &op.ck.Members[i]
-		if f := m.file; f != nil && f.Method == zip.Store && f.Flags&1 == 0 && f.UncompressedSize64 == f.CompressedSize64 {
+		if f.Method == zip.Store && f.Flags&1 == 0 && f.UncompressedSize64 == f.CompressedSize64 {
 			if off, err := f.DataOffset(); err == nil && off >= 0 && off <= op.size && m.Size <= op.size-off {
-				m.file, m.src, m.off = nil, op.r, off
+				*m = ckpt.NewMember(m.Name, m.Size, m.Kind, storedMember(m.Name, op.r, off, m.Size))
 			}
 		}
 	}
+	op.memberFiles = nil
 }
 
 func (op *opener) listMembers(zr *zip.Reader) {
@@ -1002,7 +1027,45 @@ func (op *opener) listMembers(zr *zip.Reader) {
 		if f.FileInfo().IsDir() {
 			continue
 		}
-		op.ck.Members = append(op.ck.Members, Member{Name: f.Name, Size: int64(f.UncompressedSize64), Kind: memberKind(f.Name), file: f})
+		op.ck.Members = append(op.ck.Members, ckpt.NewMember(f.Name, int64(f.UncompressedSize64), memberKind(f.Name), zipMember(f)))
+		op.memberFiles = append(op.memberFiles, f)
+	}
+}
+
+// zipMember reads archive member f through its zip entry, at most limit bytes.
+func zipMember(f *zip.File) func(limit int64) ([]byte, error) {
+	return func(limit int64) ([]byte, error) {
+		name := f.Name
+		if f.UncompressedSize64 > uint64(limit) {
+			return nil, &Error{Msg: fmt.Sprintf("archive member %s is %s, more than the %s shown", name, limitSize(clampInt64(f.UncompressedSize64)), limitSize(limit)), Offset: -1}
+		}
+		rc, err := f.Open()
+		if err != nil {
+			return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", name, err), Offset: -1}
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(io.LimitReader(rc, limit+1))
+		if err != nil && !errors.Is(err, zip.ErrChecksum) {
+			return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", name, err), Offset: -1}
+		}
+		if int64(len(b)) > limit {
+			return nil, &Error{Msg: fmt.Sprintf("archive member %s holds more than the %s shown", name, limitSize(limit)), Offset: -1}
+		}
+		return b, nil
+	}
+}
+
+// storedMember reads a stored member's size bytes at off of src, at most limit bytes.
+func storedMember(name string, src io.ReaderAt, off, size int64) func(limit int64) ([]byte, error) {
+	return func(limit int64) ([]byte, error) {
+		if size > limit {
+			return nil, &Error{Msg: fmt.Sprintf("archive member %s is %s, more than the %s shown", name, limitSize(size), limitSize(limit)), Offset: -1}
+		}
+		b := make([]byte, size)
+		if _, err := src.ReadAt(b, off); err != nil && !(err == io.EOF && size == 0) {
+			return nil, &Error{Msg: fmt.Sprintf("cannot read archive member %s: %v", name, err), Offset: -1}
+		}
+		return b, nil
 	}
 }
 
@@ -1053,7 +1116,7 @@ func (op *opener) scanOtherPickles(zr *zip.Reader, shown *zip.File) {
 		m, n, err := op.member(f, op.o.MaxPickle)
 		if err != nil {
 			if named {
-				op.fs.add(Finding{Severity: SeverityDanger, Global: "(unchecked member)", Where: f.Name, Offset: -1,
+				op.fs.add(ckpt.Finding{Severity: ckpt.SeverityDanger, Global: "(unchecked member)", Where: f.Name, Offset: -1,
 					Detail: "could not be checked: the archive member " + f.Name + ", which torch may read as a pickle, cannot be read by ckptview (" + strings.TrimPrefix(errorText(err), "loader: ") + "); what it would run is unknown"})
 			}
 			continue

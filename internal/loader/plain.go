@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"hash/maphash"
 	"io"
 	"math"
@@ -826,6 +827,8 @@ func (b *plainBuilder) collect(k pkind, m int) error {
 
 // The tree a reader sees.
 
+var _ ckpt.PagedItems = (*plainItems)(nil)
+
 // plainItems are the items of a container of a plainTree, made into nodes when asked for.
 type plainItems struct {
 	t *plainTree
@@ -840,9 +843,9 @@ type plainItems struct {
 
 func (p *plainItems) Len() int { return int(*p.t.aux(p.v)) }
 
-func (p *plainItems) keyed() bool { return p.t.kindOf(p.v).keyed() }
+func (p *plainItems) Keyed() bool { return p.t.kindOf(p.v).keyed() }
 
-func (p *plainItems) memBytes() int64 {
+func (p *plainItems) MemBytes() int64 {
 	if p.root {
 		return p.t.memBytes()
 	}
@@ -855,12 +858,12 @@ func (p *plainItems) slots() []uint32 {
 		t := p.t
 		p.kids = make([]uint32, 0, *t.aux(p.v))
 		t.eachItem(p.v, func(item, key uint32) {
-			if p.keyed() {
+			if p.Keyed() {
 				item = key
 			}
 			p.kids = append(p.kids, item)
 		})
-		if p.keyed() && len(p.kids) >= keyIndexMin {
+		if p.Keyed() && len(p.kids) >= ckpt.KeyIndexMin {
 			p.index = make(map[string]int, len(p.kids))
 			for i, k := range p.kids {
 				p.index[t.str(k)] = i
@@ -870,7 +873,7 @@ func (p *plainItems) slots() []uint32 {
 	return p.kids
 }
 
-func (p *plainItems) lookup(seg string) (int, bool) {
+func (p *plainItems) Lookup(seg string) (int, bool) {
 	kids := p.slots()
 	if p.index != nil {
 		i, ok := p.index[seg]
@@ -884,14 +887,14 @@ func (p *plainItems) lookup(seg string) (int, bool) {
 	return 0, false
 }
 
-func (p *plainItems) Item(i int) (*Node, error) {
+func (p *plainItems) Item(i int) (*ckpt.Node, error) {
 	return p.item(newItemConverter(), i), nil
 }
 
-func (p *plainItems) item(c *converter, i int) *Node {
+func (p *plainItems) item(c *converter, i int) *ckpt.Node {
 	kids := p.slots()
 	s, key := kids[i], strconv.Itoa(i)
-	if p.keyed() {
+	if p.Keyed() {
 		key = p.t.str(s)
 		s = *p.t.next(s) - 1
 	}
@@ -900,24 +903,24 @@ func (p *plainItems) item(c *converter, i int) *Node {
 	return n
 }
 
-func (p *plainItems) items(n *Node, from, to int) []*Node { return page(n, from, to, p.item) }
+func (p *plainItems) Page(n *ckpt.Node, from, to int) []*ckpt.Node { return page(n, from, to, p.item) }
 
 // node makes the node of slot v: a container of pureMin values or more keeps its items
 // in the tree; anything smaller is made into the values the unpickler would have made,
 // and converted as the general path converts them.
-func (t *plainTree) node(c *converter, v uint32) *Node {
+func (t *plainTree) node(c *converter, v uint32) *ckpt.Node {
 	k := t.kindOf(v)
 	if k.container() && t.size(v) >= pureMin {
 		n := c.newNode()
 		switch k {
 		case pList:
-			n.Kind, n.Type = KindList, "list"
+			n.Kind, n.Type = ckpt.KindList, "list"
 		case pTuple:
-			n.Kind, n.Type = KindTuple, "tuple"
+			n.Kind, n.Type = ckpt.KindTuple, "tuple"
 		default:
-			n.Kind, n.Type = KindDict, "dict"
+			n.Kind, n.Type = ckpt.KindDict, "dict"
 		}
-		n.lazy = &plainItems{t: t, v: v}
+		n.SetLazy(&plainItems{t: t, v: v})
 		n.Len = int64(*t.aux(v))
 		return n
 	}

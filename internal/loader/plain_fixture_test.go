@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"math"
 	"os"
 	"path/filepath"
@@ -17,7 +18,7 @@ import (
 type plainFact struct {
 	Path  string          `json:"path"`
 	Index *int            `json:"index"`
-	Kind  Kind            `json:"kind"`
+	Kind  ckpt.Kind       `json:"kind"`
 	Type  string          `json:"type"`
 	Value json.RawMessage `json:"value"`
 	Len   *int64          `json:"len"`
@@ -81,8 +82,8 @@ func TestPlainFixturesMatchPython(t *testing.T) {
 					t.Fatal(err)
 				}
 				if path.name == "one pass" {
-					if _, ok := ck.Root.lazy.(*plainItems); !ok {
-						t.Errorf("root items %T, want the one-pass reading's", ck.Root.lazy)
+					if _, ok := ck.Root.Lazy().(*plainItems); !ok {
+						t.Errorf("root items %T, want the one-pass reading's", ck.Root.Lazy())
 					}
 				}
 				if ck.Format != "pickle" || len(ck.Findings) != 0 {
@@ -110,7 +111,7 @@ func TestPlainFixturesMatchPython(t *testing.T) {
 }
 
 // checkPlainFact compares node n, found at f.Path, with Python's fact f.
-func checkPlainFact(t *testing.T, ck *Checkpoint, n *Node, f plainFact) {
+func checkPlainFact(t *testing.T, ck *ckpt.Checkpoint, n *ckpt.Node, f plainFact) {
 	t.Helper()
 	if n.Kind != f.Kind || n.Type != f.Type {
 		t.Errorf("%q: %s (%s), want %s (%s)", f.Path, n.Kind, n.Type, f.Kind, f.Type)
@@ -125,49 +126,49 @@ func checkPlainFact(t *testing.T, ck *Checkpoint, n *Node, f plainFact) {
 		parent, err := ck.Node(f.Path[:i])
 		if err != nil {
 			t.Errorf("%q: parent: %v", f.Path, err)
-		} else if items := parent.Items(*f.Index, *f.Index+1); len(items) != 1 || EscapeSegment(items[0].Seg) != f.Path[i+1:] || items[0].Kind != f.Kind {
+		} else if items := parent.Items(*f.Index, *f.Index+1); len(items) != 1 || ckpt.EscapeSegment(items[0].Seg) != f.Path[i+1:] || items[0].Kind != f.Kind {
 			t.Errorf("%q: item %d of its parent is %v, want this entry", f.Path, *f.Index, items)
 		}
 	}
 	var s string
 	switch f.Kind {
-	case KindInt, KindFloat, KindStr, KindBytes:
+	case ckpt.KindInt, ckpt.KindFloat, ckpt.KindStr, ckpt.KindBytes:
 		if err := json.Unmarshal(f.Value, &s); err != nil {
 			t.Errorf("%q: value %s: %v", f.Path, f.Value, err)
 			return
 		}
 	}
 	switch f.Kind {
-	case KindNone:
+	case ckpt.KindNone:
 		if string(f.Value) != "null" {
 			t.Errorf("%q: value %s for None", f.Path, f.Value)
 		}
-	case KindBool:
+	case ckpt.KindBool:
 		var b bool
 		if err := json.Unmarshal(f.Value, &b); err != nil || n.Bool != b {
 			t.Errorf("%q: %v, want %s", f.Path, n.Bool, f.Value)
 		}
-	case KindInt:
+	case ckpt.KindInt:
 		if n.Int != s {
 			t.Errorf("%q: int %s, want %s", f.Path, n.Int, s)
 		}
-	case KindFloat:
+	case ckpt.KindFloat:
 		want, err := parsePyFloat(s)
 		if err != nil {
 			t.Errorf("%q: %v", f.Path, err)
 		} else if math.IsNaN(want) != math.IsNaN(n.Float) || (!math.IsNaN(want) && (n.Float != want || math.Signbit(n.Float) != math.Signbit(want))) {
 			t.Errorf("%q: float %v (%#x), want %s", f.Path, n.Float, math.Float64bits(n.Float), s)
 		}
-	case KindStr:
+	case ckpt.KindStr:
 		if n.Str != s || n.Truncated {
 			t.Errorf("%q: str %q (truncated %v), want %q", f.Path, n.Str, n.Truncated, s)
 		}
-	case KindBytes:
+	case ckpt.KindBytes:
 		want, err := hex.DecodeString(s)
 		if err != nil || !bytes.Equal(n.Bytes, want) || n.Truncated {
 			t.Errorf("%q: bytes %x (truncated %v), want %s", f.Path, n.Bytes, n.Truncated, s)
 		}
-	case KindList, KindTuple, KindDict:
+	case ckpt.KindList, ckpt.KindTuple, ckpt.KindDict:
 		var l int
 		if err := json.Unmarshal(f.Value, &l); err != nil || n.NumItems() != l {
 			t.Errorf("%q: %d items, want %s", f.Path, n.NumItems(), f.Value)

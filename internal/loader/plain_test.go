@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"strings"
 	"testing"
@@ -178,7 +179,7 @@ func plainShapes() map[string][]byte {
 	return out
 }
 
-func findingsText(fs []Finding) string {
+func findingsText(fs []ckpt.Finding) string {
 	var b strings.Builder
 	for _, f := range fs {
 		fmt.Fprintf(&b, "%s %s %q %v %q %q %d\n", f.Severity, f.Global, f.Path, f.Outside, f.Detail, f.Where, f.Offset)
@@ -248,8 +249,8 @@ func TestPlainLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, ok := ck.Root.lazy.(*plainItems); !ok || len(p.t.text) != 4096 || ck.Root.Len != 200 {
-		t.Errorf("a str referenced 200 times: root %T, want its text held once", ck.Root.lazy)
+	if p, ok := ck.Root.Lazy().(*plainItems); !ok || len(p.t.text) != 4096 || ck.Root.Len != 200 {
+		t.Errorf("a str referenced 200 times: root %T, want its text held once", ck.Root.Lazy())
 	}
 }
 

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"math"
 	"math/big"
 	"strconv"
@@ -141,7 +142,7 @@ func (c *converter) judge(v any, edge bool) pureInfo {
 
 // markLazy marks the containers of a plain subtree as kept as values, so that a later
 // reference to one of them is made a ref to its place.
-func (c *converter) markLazy(v any, root *Node) {
+func (c *converter) markLazy(v any, root *ckpt.Node) {
 	stack := []any{v}
 	for len(stack) > 0 {
 		x := stack[len(stack)-1]
@@ -167,7 +168,7 @@ func (c *converter) markLazy(v any, root *Node) {
 
 type lazyRoot struct {
 	v    any
-	node *Node
+	node *ckpt.Node
 }
 
 // lazyPath is the path of container x inside one of the plain subtrees kept as values, for
@@ -201,13 +202,15 @@ func findIn(v, x any, rel string) (string, bool) {
 		}
 	case *types.Dict:
 		for _, e := range *y {
-			if p, ok := findIn(e.Value, x, rel+"/"+EscapeSegment(e.Key.(string))); ok {
+			if p, ok := findIn(e.Value, x, rel+"/"+ckpt.EscapeSegment(e.Key.(string))); ok {
 				return p, true
 			}
 		}
 	}
 	return "", false
 }
+
+var _ ckpt.PagedItems = (*pureItems)(nil)
 
 // pureItems are the items of a plain container kept as values: converted to nodes when
 // they are asked for.
@@ -228,17 +231,17 @@ func (p *pureItems) Len() int {
 }
 
 // Item converts item i, and (for a dict entry) gives it its key.
-func (p *pureItems) Item(i int) (*Node, error) {
+func (p *pureItems) Item(i int) (*ckpt.Node, error) {
 	return p.item(newItemConverter(), i), nil
 }
 
 // newItemConverter is the converter items made on demand are made with: the values were
 // counted against the limits when the file was opened.
 func newItemConverter() *converter {
-	return &converter{o: Options{MaxNodes: math.MaxInt, MaxDepth: math.MaxInt}, seen: map[any]*Node{}}
+	return &converter{o: Options{MaxNodes: math.MaxInt, MaxDepth: math.MaxInt}, seen: map[any]*ckpt.Node{}}
 }
 
-func (p *pureItems) item(c *converter, i int) *Node {
+func (p *pureItems) item(c *converter, i int) *ckpt.Node {
 	if p.dict != nil {
 		k := p.dict[i].Key.(string)
 		n := c.node(p.dict[i].Value, nil, k, 0)
@@ -253,27 +256,27 @@ func (p *pureItems) item(c *converter, i int) *Node {
 
 // items makes items [from, to) of n. The subtree is plain data, each container in it
 // referenced once, so no two items share a value and one converter serves the page.
-func (p *pureItems) items(n *Node, from, to int) []*Node { return page(n, from, to, p.item) }
+func (p *pureItems) Page(n *ckpt.Node, from, to int) []*ckpt.Node { return page(n, from, to, p.item) }
 
 // page makes items [from, to) of n with item, one converter for the page (its slab, its
 // memo of judged subtrees), children of n.
-func page(n *Node, from, to int, item func(c *converter, i int) *Node) []*Node {
+func page(n *ckpt.Node, from, to int, item func(c *converter, i int) *ckpt.Node) []*ckpt.Node {
 	c := newItemConverter()
-	out := make([]*Node, 0, to-from)
+	out := make([]*ckpt.Node, 0, to-from)
 	for i := from; i < to; i++ {
 		k := item(c, i)
-		k.parent = n
+		k.SetParent(n)
 		out = append(out, k)
 	}
 	return out
 }
 
 // keyed says whether items have keys of their own (a dict) rather than indexes.
-func (p *pureItems) keyed() bool { return p.dict != nil }
+func (p *pureItems) Keyed() bool { return p.dict != nil }
 
 // lookup is the index of the entry at segment seg of a dict.
-func (p *pureItems) lookup(seg string) (int, bool) {
-	if len(p.dict) < keyIndexMin {
+func (p *pureItems) Lookup(seg string) (int, bool) {
+	if len(p.dict) < ckpt.KeyIndexMin {
 		for i, e := range p.dict {
 			if e.Key.(string) == seg {
 				return i, true
@@ -292,4 +295,4 @@ func (p *pureItems) lookup(seg string) (int, bool) {
 }
 
 // memBytes is what the kept values hold in memory, about.
-func (p *pureItems) memBytes() int64 { return p.bytes }
+func (p *pureItems) MemBytes() int64 { return p.bytes }

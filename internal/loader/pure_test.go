@@ -3,6 +3,7 @@ package loader
 import (
 	"bytes"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"math"
 	"os"
 	"path/filepath"
@@ -13,7 +14,7 @@ import (
 
 // treeText writes every value of the tree under n, items made on demand included, with
 // all a reader sees of it: the reference form two trees are compared in.
-func treeText(b *strings.Builder, n *Node) {
+func treeText(b *strings.Builder, n *ckpt.Node) {
 	fmt.Fprintf(b, "%q %s %q key=%q seg=%q len=%d", n.Path(), n.Kind, n.Type, n.Key, n.Seg, n.Len)
 	fmt.Fprintf(b, " int=%s float=%v str=%q bytes=%x trunc=%v bool=%v global=%q target=%q attr=%v danger=%v",
 		n.Int, n.Float, n.Str, n.Bytes, n.Truncated, n.Bool, n.Global, n.Target, n.Attr, n.Danger)
@@ -38,7 +39,7 @@ func treeText(b *strings.Builder, n *Node) {
 }
 
 // openBoth opens data as the loader does and with every value a node.
-func openBoth(t *testing.T, data []byte) (kept, nodes *Checkpoint, err error) {
+func openBoth(t *testing.T, data []byte) (kept, nodes *ckpt.Checkpoint, err error) {
 	t.Helper()
 	kept, err = Open(bytes.NewReader(data), int64(len(data)), Options{})
 	nodes, err2 := Open(bytes.NewReader(data), int64(len(data)), Options{nodesOnly: true})
@@ -73,8 +74,8 @@ func TestPlainDataKeptAsValues(t *testing.T) {
 		if ta.String() != tb.String() {
 			t.Errorf("%s: the tree with plain data kept as values differs:\n%s", name, firstLineDiff(ta.String(), tb.String()))
 		}
-		Walk(a.Root, func(n *Node) {
-			if _, ok := n.lazy.(*pureItems); ok {
+		ckpt.Walk(a.Root, func(n *ckpt.Node) {
+			if _, ok := n.Lazy().(*pureItems); ok {
 				kept++
 			}
 		})

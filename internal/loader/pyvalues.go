@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/pyrepr"
 	"github.com/ckptview/ckptview/internal/tensor"
 	"io"
@@ -76,7 +77,7 @@ type lazyBytes struct {
 
 // pyStorage is a torch storage named by a persistent id.
 type pyStorage struct {
-	st    *Storage
+	st    *ckpt.Storage
 	numel int64
 }
 
@@ -89,7 +90,7 @@ type pyTensor struct {
 	requiresGrad bool
 	typeName     string
 	extra        any // state of tensor subclasses and parameters
-	quant        *Quantization
+	quant        *ckpt.Quantization
 	quantScales  any
 	quantZeros   any
 	packed       bool // elements smaller than a byte (safetensors F4, F6)
@@ -174,7 +175,7 @@ type unpickleCtx struct {
 	nonce    string
 	storages map[string]*pyStorage
 	// storageFor makes the Storage of a persistent id ('storage', type, key, location, numel).
-	storageFor  func(key, dtype, location string, numel int64) (*Storage, error)
+	storageFor  func(key, dtype, location string, numel int64) (*ckpt.Storage, error)
 	legacyNotes []string
 	viewsOf     []storageView
 	// objPickles are the rewritten pickles of joblib's object arrays (scanner.objPickles).
@@ -295,8 +296,8 @@ func (c *unpickleCtx) view(ps *pyStorage, t *types.Tuple) (any, error) {
 	if !ok1 || !ok2 || off < 0 || size < 0 || off+size > ps.numel {
 		return nil, fmt.Errorf("storage view %q runs past its storage", vkey)
 	}
-	es := int64(DTypeSize(ps.st.DType))
-	v := &pyStorage{numel: size, st: &Storage{Key: vkey, DType: ps.st.DType, Location: ps.st.Location,
+	es := int64(ckpt.DTypeSize(ps.st.DType))
+	v := &pyStorage{numel: size, st: &ckpt.Storage{Key: vkey, DType: ps.st.DType, Location: ps.st.Location,
 		ByteOrder: ps.st.ByteOrder, Data: ps.st.Data, Size: size * es}}
 	v.st.Offset = -1 // resolved with the root storage's offset
 	c.storages[vkey] = v
@@ -625,7 +626,7 @@ func (c *unpickleCtx) standIn(g *pyGlobal, args []any) (any, bool, error) {
 		if !ok || q.Len() < 1 {
 			return nil, true, fmt.Errorf("quantized tensor without quantizer parameters")
 		}
-		t.quant = &Quantization{Scheme: strings.TrimPrefix(globalName(q.Get(0)), "torch.")}
+		t.quant = &ckpt.Quantization{Scheme: strings.TrimPrefix(globalName(q.Get(0)), "torch.")}
 		switch {
 		case q.Len() == 3:
 			t.quant.Scale, _ = toFloat(q.Get(1))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"math"
 	"math/bits"
@@ -138,7 +139,7 @@ func (op *opener) openSafetensors() error {
 			root.Set(e.name, &lazyBytes{src: op.r, off: dataStart + e.begin, n: e.end - e.begin, kind: 'b'})
 			continue
 		}
-		st := &Storage{Key: e.name, DType: e.ourDType, Location: "file", Data: op.r, Offset: dataStart + e.begin,
+		st := &ckpt.Storage{Key: e.name, DType: e.ourDType, Location: "file", Data: op.r, Offset: dataStart + e.begin,
 			Size: e.end - e.begin, ByteOrder: "little"}
 		op.ck.Storages = append(op.ck.Storages, st)
 		root.Set(e.name, &pyTensor{storage: &pyStorage{st: st, numel: numelOf(e.shape)}, shape: e.shape,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/pyrepr"
 	"io"
 	"math"
@@ -203,7 +204,7 @@ func (v *sv) addItems(items []*sv) {
 // danger is never dropped: past maxDangers distinct ones, further calls of a global already
 // reported are counted on its first finding, and a new dangerous global is still listed.
 type findingSet struct {
-	list     []Finding
+	list     []ckpt.Finding
 	seen     map[string]int
 	warnings int
 	// droppedWarnings counts the warnings past maxWarnings; moreCalls the dangerous calls
@@ -219,7 +220,7 @@ const (
 	maxDangers  = 10_000
 )
 
-func (f *findingSet) add(fd Finding) int {
+func (f *findingSet) add(fd ckpt.Finding) int {
 	if f.seen == nil {
 		f.seen, f.firstOf, f.moreCalls = map[string]int{}, map[string]int{}, map[int]int{}
 	}
@@ -228,20 +229,20 @@ func (f *findingSet) add(fd Finding) int {
 		return i
 	}
 	switch fd.Severity {
-	case SeverityWarning:
+	case ckpt.SeverityWarning:
 		if f.warnings >= maxWarnings {
 			f.droppedWarnings++
 			return -1
 		}
 		f.warnings++
-	case SeverityDanger:
+	case ckpt.SeverityDanger:
 		if first, ok := f.firstOf[fd.Global]; ok && f.dangers >= maxDangers {
 			f.moreCalls[first]++
 			return first
 		}
 		f.dangers++
 	}
-	if _, ok := f.firstOf[fd.Global]; !ok && fd.Severity == SeverityDanger {
+	if _, ok := f.firstOf[fd.Global]; !ok && fd.Severity == ckpt.SeverityDanger {
 		f.firstOf[fd.Global] = len(f.list)
 	}
 	f.list = append(f.list, fd)
@@ -465,12 +466,12 @@ func (s *scanner) global(off int64, module, name string) *sv {
 	switch classifyGlobal(module, name) {
 	case globalDanger:
 		if _, ok := s.refFinds[v.s]; !ok {
-			s.refFinds[v.s] = s.fs.add(Finding{Severity: SeverityDanger, Global: v.s, Where: s.where, Offset: off - s.start,
+			s.refFinds[v.s] = s.fs.add(ckpt.Finding{Severity: ckpt.SeverityDanger, Global: v.s, Where: s.where, Offset: off - s.start,
 				Detail: dangerWhy(full)})
 		}
 	case globalUnknown:
 		if _, ok := s.refFinds[v.s]; !ok {
-			s.refFinds[v.s] = s.fs.add(Finding{Severity: SeverityWarning, Global: v.s, Where: s.where, Offset: off - s.start,
+			s.refFinds[v.s] = s.fs.add(ckpt.Finding{Severity: ckpt.SeverityWarning, Global: v.s, Where: s.where, Offset: off - s.start,
 				Detail: "imports " + v.s + ", which is not on the allowlist; shown as an opaque object and never called"})
 		}
 	}
@@ -518,13 +519,13 @@ func (s *scanner) call(off int64, callee *sv, args []*sv) *sv {
 				why = s.nestedTorch(off, full, args[0])
 			}
 			if why != "" {
-				c.fidx = s.fs.add(Finding{Severity: SeverityDanger, Global: root.s, Where: s.where, Offset: off - s.start,
+				c.fidx = s.fs.add(ckpt.Finding{Severity: ckpt.SeverityDanger, Global: root.s, Where: s.where, Offset: off - s.start,
 					Detail: "calls " + c.repr(400) + " when unpickled, which runs torch.load(weights_only=False) on those bytes; the torch file in them could not be checked: " + why,
 					Call:   callData(c)})
 			}
 		}
 	}
-	if i, ok := s.refFinds[full]; ok && i >= 0 && s.fs.list[i].Severity == SeverityDanger {
+	if i, ok := s.refFinds[full]; ok && i >= 0 && s.fs.list[i].Severity == ckpt.SeverityDanger {
 		detail := "calls " + c.repr(400)
 		switch {
 		case callee.kind == svCall && callee.fidx >= 0:
@@ -538,7 +539,7 @@ func (s *scanner) call(off int64, callee *sv, args []*sv) *sv {
 			s.fs.list[i].Call = callData(c)
 			c.fidx = i
 		default:
-			c.fidx = s.fs.add(Finding{Severity: SeverityDanger, Global: full, Where: s.where, Offset: off - s.start, Detail: detail, Call: callData(c)})
+			c.fidx = s.fs.add(ckpt.Finding{Severity: ckpt.SeverityDanger, Global: full, Where: s.where, Offset: off - s.start, Detail: detail, Call: callData(c)})
 		}
 	}
 	return c
@@ -559,7 +560,7 @@ func (s *scanner) judge(off int64, callee *sv, args []*sv, how string) {
 	}
 	c := &sv{kind: svCall, callee: callee, fidx: -1}
 	c.items, c.more = keep(args)
-	s.fs.add(Finding{Severity: SeverityDanger, Global: callee.s, Where: s.where, Offset: off - s.start,
+	s.fs.add(ckpt.Finding{Severity: ckpt.SeverityDanger, Global: callee.s, Where: s.where, Offset: off - s.start,
 		Detail: "calls " + c.repr(400) + " " + how + "when unpickled: code this viewer has not vetted (not a data class it knows), which Python would run",
 		Call:   callData(c)})
 }
@@ -641,16 +642,16 @@ func (s *scanner) judgeAppend(off int64, target *sv, items []*sv) {
 	}
 	c := &sv{kind: svCall, callee: &sv{kind: svGlobal, s: cls + ".append", fidx: -1}, fidx: -1}
 	c.items, c.more = keep(items)
-	s.fs.add(Finding{Severity: SeverityDanger, Global: cls, Where: s.where, Offset: off - s.start,
+	s.fs.add(ckpt.Finding{Severity: ckpt.SeverityDanger, Global: cls, Where: s.where, Offset: off - s.start,
 		Detail: "calls " + c.repr(400) + " on an instance of " + cls + " when unpickled (APPEND calls the object's own append/extend): code this viewer has not vetted, which Python would run",
 		Call:   callData(c)})
 }
 
 // callData is a symbolic call as a Finding's Call.
-func callData(c *sv) *Call {
-	out := &Call{Callable: c.callee.repr(200), More: c.more}
+func callData(c *sv) *ckpt.Call {
+	out := &ckpt.Call{Callable: c.callee.repr(200), More: c.more}
 	for _, a := range c.items {
-		out.Args = append(out.Args, CallArg{Kind: svKindName(a), Repr: a.repr(300)})
+		out.Args = append(out.Args, ckpt.CallArg{Kind: svKindName(a), Repr: a.repr(300)})
 	}
 	return out
 }
@@ -1265,7 +1266,7 @@ func (s *scanner) stepCall(off int64, op byte) error {
 		s.applyState(inst, state)
 		if inst.kind == svGlobal {
 			// setstate on a module or class: overwrites what later globals resolve to
-			s.fs.add(Finding{Severity: SeverityDanger, Global: inst.s, Where: s.where, Offset: off - s.start,
+			s.fs.add(ckpt.Finding{Severity: ckpt.SeverityDanger, Global: inst.s, Where: s.where, Offset: off - s.start,
 				Detail: "overwrites attributes of " + inst.s + " itself with " + state.repr(200) + " (later globals from it resolve to whatever the file chose)"})
 			if state.kind == svDict {
 				for i := 0; i+1 < len(state.items); i += 2 {

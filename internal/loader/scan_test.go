@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,7 +14,7 @@ import (
 	"testing"
 )
 
-func openBytes(b []byte) (*Checkpoint, error) {
+func openBytes(b []byte) (*ckpt.Checkpoint, error) {
 	return Open(bytes.NewReader(b), int64(len(b)), Options{})
 }
 
@@ -47,7 +48,7 @@ func TestHostilePickles(t *testing.T) {
 		name    string
 		data    []byte
 		wantErr string // substring; "" means it must open
-		check   func(t *testing.T, ck *Checkpoint)
+		check   func(t *testing.T, ck *ckpt.Checkpoint)
 	}{
 		{name: "empty", data: nil, wantErr: "empty"},
 		{name: "BINBYTES8 claims an exabyte", data: []byte("\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\x0fabc."), wantErr: "declares"},
@@ -69,19 +70,19 @@ func TestHostilePickles(t *testing.T) {
 		{name: "EXT1", data: []byte("\x80\x02\x82\x01."), wantErr: "extension registry"},
 		{name: "out-of-band buffer", data: []byte("\x80\x05\x97."), wantErr: "out-of-band"},
 		{name: "random bytes", data: []byte("\x13\x37\xca\xfe\xba\xbe"), wantErr: "not a checkpoint"},
-		{name: "200k memo entries", data: memo.Bytes(), check: func(t *testing.T, ck *Checkpoint) {
+		{name: "200k memo entries", data: memo.Bytes(), check: func(t *testing.T, ck *ckpt.Checkpoint) {
 			if ck.Root.Len != 200000 {
 				t.Errorf("root len = %d, want 200000", ck.Root.Len)
 			}
 		}},
-		{name: "billion laughs", data: laughs.Bytes(), check: func(t *testing.T, ck *Checkpoint) {
+		{name: "billion laughs", data: laughs.Bytes(), check: func(t *testing.T, ck *ckpt.Checkpoint) {
 			if countNodes(ck) > 1000 {
 				t.Errorf("tree has %d nodes; shared lists must become refs", countNodes(ck))
 			}
 		}},
-		{name: "self-referencing list", data: []byte("\x80\x02]q\x00(K\x01h\x00e."), check: func(t *testing.T, ck *Checkpoint) {
+		{name: "self-referencing list", data: []byte("\x80\x02]q\x00(K\x01h\x00e."), check: func(t *testing.T, ck *ckpt.Checkpoint) {
 			n, err := ck.Node("/1")
-			if err != nil || n.Kind != KindRef || n.Target != "" {
+			if err != nil || n.Kind != ckpt.KindRef || n.Target != "" {
 				t.Errorf(`Node("/1") = %+v, %v; want a ref to the root`, n, err)
 			}
 		}},
@@ -128,7 +129,7 @@ func TestFindingsFromTheScan(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ck, err := openBytes([]byte(tc.data))
-			var findings []Finding
+			var findings []ckpt.Finding
 			if tc.wantErr {
 				var le *Error
 				if !errors.As(err, &le) {
@@ -142,7 +143,7 @@ func TestFindingsFromTheScan(t *testing.T) {
 				findings = ck.Findings
 			}
 			for _, f := range findings {
-				if f.Global == tc.global && f.Severity == SeverityDanger {
+				if f.Global == tc.global && f.Severity == ckpt.SeverityDanger {
 					if !strings.Contains(f.Detail, tc.detail) {
 						t.Errorf("finding detail = %q, want it to contain %q", f.Detail, tc.detail)
 					}
@@ -165,7 +166,7 @@ func TestTruncatedCheckpoints(t *testing.T) {
 		files = append(files, extra...)
 	}
 	if len(files) == 0 {
-		t.Skip("no fixtures")
+		t.Fatal("no fixtures: the committed fixtures are missing")
 	}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
@@ -329,9 +330,9 @@ func TestLimitsAreNotMalformed(t *testing.T) {
 }
 
 // checkPointers checks that every node's Path leads back to it.
-func checkPointers(t *testing.T, ck *Checkpoint) {
+func checkPointers(t *testing.T, ck *ckpt.Checkpoint) {
 	t.Helper()
-	Walk(ck.Root, func(n *Node) {
+	ckpt.Walk(ck.Root, func(n *ckpt.Node) {
 		got, err := ck.Node(n.Path())
 		if err != nil || got != n {
 			t.Fatalf("pointer %q leads to %p (%v), not to its node %p", n.Path(), got, err, n)
@@ -340,9 +341,9 @@ func checkPointers(t *testing.T, ck *Checkpoint) {
 }
 
 // countNodes is the number of values in the tree.
-func countNodes(ck *Checkpoint) int {
+func countNodes(ck *ckpt.Checkpoint) int {
 	n := 0
-	Walk(ck.Root, func(*Node) { n++ })
+	ckpt.Walk(ck.Root, func(*ckpt.Node) { n++ })
 	return n
 }
 
@@ -380,7 +381,7 @@ func TestLargeContainerLookup(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if _, err := ck.Node("/k5000"); err != ErrNotFound {
+	if _, err := ck.Node("/k5000"); err != ckpt.ErrNotFound {
 		t.Errorf("/k5000: %v, want ErrNotFound", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"sort"
 	"strings"
@@ -29,7 +30,7 @@ type File struct {
 const maxIndexBytes = 64 << 20
 
 // OpenSet opens files as one checkpoint.
-func OpenSet(files []File, opts Options) (*Checkpoint, error) {
+func OpenSet(files []File, opts Options) (*ckpt.Checkpoint, error) {
 	o := opts.withDefaults()
 	if len(files) == 0 {
 		return nil, &Error{Msg: "no files", Offset: -1}
@@ -45,12 +46,12 @@ func OpenSet(files []File, opts Options) (*Checkpoint, error) {
 			indexes = append(indexes, f)
 		}
 	}
-	ck := &Checkpoint{BytesByDType: map[string]int64{}}
+	ck := &ckpt.Checkpoint{BytesByDType: map[string]int64{}}
 	if done, err := openGGUFSplit(ck, files, o); done {
 		if err != nil {
 			return nil, err
 		}
-		ck.reindex()
+		reindex(ck)
 		return ck, nil
 	}
 	var err error
@@ -70,7 +71,7 @@ func OpenSet(files []File, opts Options) (*Checkpoint, error) {
 		ck.Close()
 		return nil, err
 	}
-	ck.reindex()
+	reindex(ck)
 	return ck, nil
 }
 
@@ -136,7 +137,7 @@ func parseShardIndex(b []byte) (*shardIndex, error) {
 	return idx, nil
 }
 
-func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) error {
+func openSharded(ck *ckpt.Checkpoint, index File, byName map[string]File, o Options) error {
 	if index.Size > maxIndexBytes {
 		return &Error{Msg: fmt.Sprintf("the shard index %s is larger than %d MiB", index.Name, maxIndexBytes>>20), Offset: -1}
 	}
@@ -157,7 +158,7 @@ func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) 
 			shardOf[kv[1]] = kv[1]
 		}
 	}
-	opened := map[string]*Checkpoint{}
+	opened := map[string]*ckpt.Checkpoint{}
 	var missing []string
 	formats := map[string]bool{}
 	for _, name := range shardNames {
@@ -177,10 +178,10 @@ func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) 
 			}
 			return err
 		}
-		ck.closers = append(ck.closers, sck)
+		ck.AddCloser(sck)
 		opened[name] = sck
 		formats[sck.Format] = true
-		ck.absorb(sck, name, "")
+		absorb(ck, sck, name, "")
 	}
 	var fs []string
 	for f := range formats {
@@ -188,8 +189,8 @@ func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) 
 	}
 	sort.Strings(fs)
 	ck.Format = "sharded " + strings.Join(fs, "+")
-	root := &Node{Kind: KindDict, Type: "sharded checkpoint"}
-	used := map[*Node]bool{}
+	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "sharded checkpoint"}
+	used := map[*ckpt.Node]bool{}
 	absent := 0
 	for _, kv := range idx.WeightMap {
 		name, shard := kv[0], kv[1]
@@ -197,7 +198,7 @@ func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) 
 		if sck == nil {
 			continue
 		}
-		n, err := sck.Node("/" + EscapeSegment(name))
+		n, err := sck.Node("/" + ckpt.EscapeSegment(name))
 		if err != nil {
 			absent++
 			if absent <= 5 {
@@ -237,7 +238,7 @@ func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) 
 		ck.Notes = append(ck.Notes, fmt.Sprintf("%d tensor(s) are in a shard but not in the index; they are shown as shard:name (transformers loads every tensor of the shards it opens)", extra))
 	}
 	if len(idx.Metadata) > 0 {
-		md := &Node{Kind: KindDict, Type: "dict", Key: "__metadata__", Seg: "__metadata__", Attr: true}
+		md := &ckpt.Node{Kind: ckpt.KindDict, Type: "dict", Key: "__metadata__", Seg: "__metadata__", Attr: true}
 		keys := make([]string, 0, len(idx.Metadata))
 		for k := range idx.Metadata {
 			keys = append(keys, k)
@@ -254,9 +255,9 @@ func openSharded(ck *Checkpoint, index File, byName map[string]File, o Options) 
 }
 
 // openFiles opens files uploaded together with no index: one entry per file.
-func openFiles(ck *Checkpoint, files []File, o Options) error {
+func openFiles(ck *ckpt.Checkpoint, files []File, o Options) error {
 	ck.Format = "set"
-	root := &Node{Kind: KindDict, Type: "files"}
+	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "files"}
 	sorted := append([]File(nil), files...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	if done, err := openSideCars(ck, sorted, o); done || err != nil {
@@ -271,9 +272,9 @@ func openFiles(ck *Checkpoint, files []File, o Options) error {
 			}
 			return err
 		}
-		ck.closers = append(ck.closers, sck)
-		seg := EscapeSegment(f.Name)
-		ck.absorb(sck, f.Name, "/"+seg)
+		ck.AddCloser(sck)
+		seg := ckpt.EscapeSegment(f.Name)
+		absorb(ck, sck, f.Name, "/"+seg)
 		root.Children = append(root.Children, graft(sck.Root, f.Name, f.Name))
 	}
 	root.Len = int64(len(root.Children))
@@ -287,11 +288,11 @@ func openFiles(ck *Checkpoint, files []File, o Options) error {
 // os.path.join(the pickle's folder, wrapper.filename) with numpy.load): when the other files
 // of the set are exactly such side-cars, the tree is the pickle's, each wrapper replaced by
 // the array its side-car holds. It reports whether the set was such a one.
-func openSideCars(ck *Checkpoint, files []File, o Options) (bool, error) {
+func openSideCars(ck *ckpt.Checkpoint, files []File, o Options) (bool, error) {
 	if len(files) < 2 {
 		return false, nil
 	}
-	opened := make([]*Checkpoint, len(files))
+	opened := make([]*ckpt.Checkpoint, len(files))
 	for i, f := range files {
 		sck, err := Open(f.R, f.Size, o)
 		if err != nil {
@@ -308,14 +309,14 @@ func openSideCars(ck *Checkpoint, files []File, o Options) (bool, error) {
 	}
 	for mi, main := range opened {
 		// the wrappers of this file and the side-cars they name
-		wrappers := map[*Node]int{}
+		wrappers := map[*ckpt.Node]int{}
 		named := map[int]bool{}
-		Walk(main.Root, func(n *Node) {
-			if n.Kind != KindObject || wrapperKind(n.Global) != "NDArrayWrapper" {
+		ckpt.Walk(main.Root, func(n *ckpt.Node) {
+			if n.Kind != ckpt.KindObject || wrapperKind(n.Global) != "NDArrayWrapper" {
 				return
 			}
 			for _, k := range n.Children {
-				if k.Key == "filename" && k.Kind == KindStr {
+				if k.Key == "filename" && k.Kind == ckpt.KindStr {
 					for j, f := range files {
 						if j != mi && (f.Name == k.Str || strings.HasSuffix(f.Name, "/"+k.Str)) {
 							wrappers[n] = j
@@ -329,8 +330,8 @@ func openSideCars(ck *Checkpoint, files []File, o Options) (bool, error) {
 			continue
 		}
 		for i, sck := range opened {
-			ck.closers = append(ck.closers, sck)
-			ck.absorb(sck, files[i].Name, "")
+			ck.AddCloser(sck)
+			absorb(ck, sck, files[i].Name, "")
 		}
 		for w, j := range wrappers {
 			side := opened[j].Root
@@ -339,13 +340,14 @@ func openSideCars(ck *Checkpoint, files []File, o Options) (bool, error) {
 			}
 			typ := w.Type
 			for _, k := range w.Children {
-				if k.Key == "subclass" && k.Kind == KindGlobal && k.Global != "numpy.ndarray" {
+				if k.Key == "subclass" && k.Kind == ckpt.KindGlobal && k.Global != "numpy.ndarray" {
 					typ = k.Global
 				}
 			}
-			key, seg, path, parent := w.Key, w.Seg, w.Path(), w.parent
+			key, seg, path, parent := w.Key, w.Seg, w.Path(), w.Parent()
 			*w = *side
-			w.Key, w.Seg, w.parent = key, seg, parent
+			w.Key, w.Seg = key, seg
+			w.SetParent(parent)
 			w.Type = "numpy.ndarray"
 			if typ != "" && !strings.HasSuffix(typ, "NDArrayWrapper") {
 				w.Type = typ
@@ -365,9 +367,9 @@ func openSideCars(ck *Checkpoint, files []File, o Options) (bool, error) {
 
 // graftAt rewrites the paths that nodes under n hold (ref targets, storage users) from old
 // to new; the nodes' own paths follow from their parents once the tree is linked.
-func graftAt(n *Node, old, new string) {
-	Walk(n, func(m *Node) {
-		if m.Kind == KindRef && (m.Target == old || strings.HasPrefix(m.Target, old+"/") || old == "") {
+func graftAt(n *ckpt.Node, old, new string) {
+	ckpt.Walk(n, func(m *ckpt.Node) {
+		if m.Kind == ckpt.KindRef && (m.Target == old || strings.HasPrefix(m.Target, old+"/") || old == "") {
 			m.Target = new + strings.TrimPrefix(m.Target, old)
 		}
 		if m.Tensor != nil && m.Tensor.Storage != nil {
@@ -382,7 +384,7 @@ func graftAt(n *Node, old, new string) {
 
 // absorb takes a member file's findings, notes, totals and storages into the set, the
 // storages naming the file; prefix is where the file's tree will sit.
-func (ck *Checkpoint) absorb(sck *Checkpoint, file, prefix string) {
+func absorb(ck, sck *ckpt.Checkpoint, file, prefix string) {
 	for _, f := range sck.Findings {
 		f.Where = file + ": " + f.Where
 		if !f.Outside {
@@ -411,11 +413,11 @@ func (ck *Checkpoint) absorb(sck *Checkpoint, file, prefix string) {
 
 // graft moves a member file's subtree under the set's root as key (seg), rewriting the
 // paths in it (and the refs and storage users that name them).
-func graft(n *Node, key, seg string) *Node {
+func graft(n *ckpt.Node, key, seg string) *ckpt.Node {
 	old := n.Path()
-	prefix := "/" + EscapeSegment(seg)
-	Walk(n, func(m *Node) {
-		if m.Kind == KindRef && (m.Target == old || strings.HasPrefix(m.Target, old+"/")) {
+	prefix := "/" + ckpt.EscapeSegment(seg)
+	ckpt.Walk(n, func(m *ckpt.Node) {
+		if m.Kind == ckpt.KindRef && (m.Target == old || strings.HasPrefix(m.Target, old+"/")) {
 			m.Target = prefix + strings.TrimPrefix(m.Target, old)
 		}
 		if m.Tensor != nil && m.Tensor.Storage != nil {
@@ -432,34 +434,33 @@ func graft(n *Node, key, seg string) *Node {
 }
 
 // jsonNode is a node for a JSON value of an index's metadata.
-func jsonNode(v any, key string) *Node {
-	n := &Node{Key: key, Seg: key}
+func jsonNode(v any, key string) *ckpt.Node {
+	n := &ckpt.Node{Key: key, Seg: key}
 	switch x := v.(type) {
 	case nil:
-		n.Kind, n.Type = KindNone, "NoneType"
+		n.Kind, n.Type = ckpt.KindNone, "NoneType"
 	case bool:
-		n.Kind, n.Type, n.Bool = KindBool, "bool", x
+		n.Kind, n.Type, n.Bool = ckpt.KindBool, "bool", x
 	case float64:
 		if x == float64(int64(x)) && x < 1<<53 && x > -(1<<53) {
-			n.Kind, n.Type, n.Int = KindInt, "int", fmt.Sprint(int64(x))
+			n.Kind, n.Type, n.Int = ckpt.KindInt, "int", fmt.Sprint(int64(x))
 		} else {
-			n.Kind, n.Type, n.Float = KindFloat, "float", x
+			n.Kind, n.Type, n.Float = ckpt.KindFloat, "float", x
 		}
 	case string:
-		n.Kind, n.Type, n.Str, n.Len = KindStr, "str", x, int64(len([]rune(x)))
+		n.Kind, n.Type, n.Str, n.Len = ckpt.KindStr, "str", x, int64(len([]rune(x)))
 	default:
 		b, _ := json.Marshal(x)
-		n.Kind, n.Type, n.Str, n.Len = KindStr, "json", string(b), int64(len(b))
+		n.Kind, n.Type, n.Str, n.Len = ckpt.KindStr, "json", string(b), int64(len(b))
 	}
 	return n
 }
 
 // reindex puts an assembled tree's findings in order, dangers first (its pointer
 // indexes are built as pointers are looked up).
-func (ck *Checkpoint) reindex() {
-	Link(ck.Root)
-	ck.keys = nil
+func reindex(ck *ckpt.Checkpoint) {
+	ck.Relink()
 	sort.SliceStable(ck.Findings, func(i, j int) bool {
-		return ck.Findings[i].Severity == SeverityDanger && ck.Findings[j].Severity != SeverityDanger
+		return ck.Findings[i].Severity == ckpt.SeverityDanger && ck.Findings[j].Severity != ckpt.SeverityDanger
 	})
 }

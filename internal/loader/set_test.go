@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"os"
 	"path/filepath"
@@ -74,7 +75,7 @@ func TestSharded(t *testing.T) {
 				t.Errorf("root keys = %v, want the weight_map's %v", order, want.Order)
 			}
 			for name, wt := range want.Tensors {
-				n, err := ck.Node("/" + EscapeSegment(name))
+				n, err := ck.Node("/" + ckpt.EscapeSegment(name))
 				if err != nil || n.Tensor == nil || n.Tensor.Storage == nil {
 					t.Errorf("Node(%q) = %v, %v; want a tensor", name, n, err)
 					continue

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"path"
 	"strconv"
 	"strings"
@@ -210,7 +211,7 @@ func (a *tarArchive) extracted(op *opener, name string, done map[string]tarMembe
 			target = path.Join(path.Dir(e.name), e.linkname)
 		}
 		if path.IsAbs(e.linkname) || strings.HasPrefix(path.Clean(target), "..") {
-			op.fs.add(Finding{Severity: SeverityDanger, Global: "(tar link)", Where: e.name, Offset: e.off - 512,
+			op.fs.add(ckpt.Finding{Severity: ckpt.SeverityDanger, Global: "(tar link)", Where: e.name, Offset: e.off - 512,
 				Detail: fmt.Sprintf("the tar member %s is a link to %s, out of the folder torch extracts it to: torch's legacy loader would read that file of the machine loading it", e.name, e.linkname)})
 			return tarMember{}, fmt.Sprintf("its member %s links out of the archive, to %s", e.name, e.linkname)
 		}
@@ -342,7 +343,7 @@ func (op *opener) openTar() error {
 	if why != "" {
 		tensorsM = tarMember{} // hand-built archives (burn's) put storage ids inline in the pickle
 		op.ck.Notes = append(op.ck.Notes, "torch.load refuses this tar archive: "+why+"; it is shown as its storages and pickle members read")
-		op.ck.WeightsOnly = &WeightsOnly{Refusal: "torch.load refuses this tar archive, with or without weights_only: " + why}
+		op.ck.WeightsOnly = &ckpt.WeightsOnly{Refusal: "torch.load refuses this tar archive, with or without weights_only: " + why}
 	}
 	members := map[string]tarMember{"storages": storages, "pickle": pickled, "tensors": tensorsM}
 	defer op.scanTarDecoys(a, members)
@@ -397,11 +398,11 @@ func (op *opener) openTar() error {
 			return &Error{Msg: "storage data cut short", Offset: pos}
 		}
 		numel := int64(binary.LittleEndian.Uint64(nb[:]))
-		es := int64(DTypeSize(dtype))
+		es := int64(ckpt.DTypeSize(dtype))
 		if numel < 0 || numel > (end-pos-8)/es {
 			return &Error{Msg: fmt.Sprintf("storage %q declares %d elements, more than the member holds", key, numel), Offset: pos}
 		}
-		st := &Storage{Key: key, DType: dtype, Location: location, ByteOrder: "little", Data: op.r, Offset: pos + 8, Size: numel * es}
+		st := &ckpt.Storage{Key: key, DType: dtype, Location: location, ByteOrder: "little", Data: op.r, Offset: pos + 8, Size: numel * es}
 		op.ck.Storages = append(op.ck.Storages, st)
 		ctx.storages[key] = &pyStorage{st: st, numel: numel}
 		pos += 8 + numel*es
@@ -411,7 +412,7 @@ func (op *opener) openTar() error {
 		// legacy_load reads the views pickle whatever the count: EOFError without it
 		why := "its storages member ends before the storage views"
 		op.ck.Notes = append(op.ck.Notes, "torch.load refuses this tar archive: "+why+"; it is shown as its members read")
-		op.ck.WeightsOnly = &WeightsOnly{Refusal: "torch.load refuses this tar archive, with or without weights_only: " + why}
+		op.ck.WeightsOnly = &ckpt.WeightsOnly{Refusal: "torch.load refuses this tar archive, with or without weights_only: " + why}
 	}
 	if verr == nil {
 		for _, it := range iterItems(views) {
@@ -425,9 +426,9 @@ func (op *opener) openTar() error {
 			if !ok || !ok1 || !ok2 || off < 0 || n < 0 || off+n > root.numel {
 				return &Error{Msg: "storage view runs past its storage", Offset: -1}
 			}
-			es := int64(DTypeSize(root.st.DType))
+			es := int64(ckpt.DTypeSize(root.st.DType))
 			key := fmt.Sprint(vt.Get(0))
-			st := &Storage{Key: key, DType: root.st.DType, Location: root.st.Location, ByteOrder: "little", Data: op.r, Offset: root.st.Offset + off*es, Size: n * es}
+			st := &ckpt.Storage{Key: key, DType: root.st.DType, Location: root.st.Location, ByteOrder: "little", Data: op.r, Offset: root.st.Offset + off*es, Size: n * es}
 			ctx.storages[key] = &pyStorage{st: st, numel: n}
 		}
 	}

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"math"
 	"slices"
@@ -462,7 +463,7 @@ func (t *plainTree) treeKinds(root uint32) bool {
 // readTorchPickle reads a torch archive's data.pkl in one pass. It returns errNotPlain
 // when the general path must read it, an *Error when it is over a limit or cut short, and
 // else the tree, its root and the pickle's weights_only verdict.
-func readTorchPickle(r io.ReaderAt, size int64, o Options, where string) (*plainTree, uint32, *WeightsOnly, int, error) {
+func readTorchPickle(r io.ReaderAt, size int64, o Options, where string) (*plainTree, uint32, *ckpt.WeightsOnly, int, error) {
 	b := newPlainBuilder(r, 0, size, o, where)
 	b.torch, b.wo = true, &woState{needs: map[string]bool{}}
 	t, root, _, err := b.read()

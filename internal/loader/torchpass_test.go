@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"math"
 	"os"
@@ -20,7 +21,7 @@ import (
 // checkpointText is everything an open says of a file besides its tree's own values: the
 // format, counts, bytes per dtype, storages in order, findings, notes and the weights_only
 // verdict, then the tree (treeText).
-func checkpointText(ck *Checkpoint) string {
+func checkpointText(ck *ckpt.Checkpoint) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "format=%s values=%d tensors=%d parameters=%d members=%d\n", ck.Format, ck.Values, ck.Tensors, ck.Parameters, len(ck.Members))
 	dts := make([]string, 0, len(ck.BytesByDType))
@@ -52,13 +53,13 @@ func TestTorchPassMatchesGeneralPath(t *testing.T) {
 	files := testFiles(t, "../../testdata/models/*", "../../testdata/models/*/*", "../../testdata/hostile/*", "testdata/fuzz/*/*", corpusDir+"/*/*")
 	onePass := 0
 	for name, data := range files {
-		a, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+		a, pass, err := openReading(bytes.NewReader(data), int64(len(data)), Options{}.withDefaults())
 		b, err2 := Open(bytes.NewReader(data), int64(len(data)), Options{noPlain: true})
 		if (err == nil) != (err2 == nil) {
 			t.Errorf("%s: one pass: %v; general path: %v", name, err, err2)
 			continue
 		}
-		if err != nil || a.onePass != "torch" {
+		if err != nil || pass != "torch" {
 			continue
 		}
 		onePass++
@@ -91,11 +92,11 @@ func TestTorchPassTakesWhatItShould(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+		_, pass, err := openReading(bytes.NewReader(data), int64(len(data)), Options{}.withDefaults())
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if got := ck.onePass == "torch"; got != want {
+		if got := pass == "torch"; got != want {
 			t.Errorf("%s: read in one pass %v, want %v", name, got, want)
 		}
 	}
@@ -137,14 +138,14 @@ func TestTorchPassFixturesMatchTorch(t *testing.T) {
 		t.Fatalf("only %d fixtures", len(want))
 	}
 	for name, w := range want {
-		ck := openTorchFixture(t, name)
-		if ck.onePass != "torch" {
+		ck, pass := openTorchFixture(t, name)
+		if pass != "torch" {
 			t.Errorf("%s: not read in one pass", name)
 		}
 		if ck.Tensors != w.TensorCount {
 			t.Errorf("%s: %d tensors, torch has %d", name, ck.Tensors, w.TensorCount)
 		}
-		groups := map[*Storage]int{}
+		groups := map[*ckpt.Storage]int{}
 		for path, x := range w.Tensors {
 			n, err := ck.Node(path)
 			if err != nil || n.Tensor == nil {
@@ -202,22 +203,22 @@ func TestTorchPassFixturesMatchTorch(t *testing.T) {
 		}
 	}
 	// torch's weights_only reader implements no FRAME (nor torch 2.6's): a protocol 4 file is refused
-	if ck := openTorchFixture(t, "torchpass_proto4.pt"); ck.WeightsOnly.Loads || !strings.Contains(ck.WeightsOnly.Refusal, "FRAME") {
+	if ck, _ := openTorchFixture(t, "torchpass_proto4.pt"); ck.WeightsOnly.Loads || !strings.Contains(ck.WeightsOnly.Refusal, "FRAME") {
 		t.Errorf("protocol 4: %+v", ck.WeightsOnly)
 	}
 }
 
-func openTorchFixture(t *testing.T, name string) *Checkpoint {
+func openTorchFixture(t *testing.T, name string) (*ckpt.Checkpoint, string) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(modelsDir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+	ck, pass, err := openReading(bytes.NewReader(data), int64(len(data)), Options{}.withDefaults())
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	return ck
+	return ck, pass
 }
 
 func distinctGroups(w expectedTorchPass) int {
@@ -229,17 +230,17 @@ func distinctGroups(w expectedTorchPass) int {
 }
 
 // scalarText is a plain value's node as generate_torchpass.py writes it.
-func scalarText(n *Node) string {
+func scalarText(n *ckpt.Node) string {
 	switch n.Kind {
-	case KindInt:
+	case ckpt.KindInt:
 		return n.Int
-	case KindFloat:
+	case ckpt.KindFloat:
 		return fmt.Sprint(n.Float)
-	case KindStr:
+	case ckpt.KindStr:
 		return n.Str
-	case KindBool:
+	case ckpt.KindBool:
 		return fmt.Sprint(n.Bool)
-	case KindNone:
+	case ckpt.KindNone:
 		return "none"
 	}
 	return string(n.Kind)
@@ -247,7 +248,7 @@ func scalarText(n *Node) string {
 
 // firstValues reads the first k elements of t in C order from the file's bytes, with the
 // statistics package's decoder.
-func firstValues(t *Tensor, k int) ([]float64, error) {
+func firstValues(t *ckpt.Tensor, k int) ([]float64, error) {
 	vs, err := tensor.NewValues(&tensor.View{DType: t.DType, Shape: t.Shape, Strides: t.Strides, Offset: t.StorageOffset,
 		Data: t.Storage.Data, DataOffset: t.Storage.Offset, DataSize: t.Storage.Size, BigEndian: t.Storage.ByteOrder == "big"})
 	if err != nil {
@@ -304,7 +305,7 @@ func FuzzTorchPass(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p []byte) {
 		data := torchArchive(p)
 		o := Options{MaxNodes: 20000, MaxValues: 50000, MaxOps: 200000}
-		a, err := Open(bytes.NewReader(data), int64(len(data)), o)
+		a, pass, err := openReading(bytes.NewReader(data), int64(len(data)), o.withDefaults())
 		o.noPlain = true
 		b, err2 := Open(bytes.NewReader(data), int64(len(data)), o)
 		var ia *InternalError
@@ -318,9 +319,9 @@ func FuzzTorchPass(f *testing.F) {
 			return
 		}
 		if err2 != nil {
-			t.Fatalf("the one pass opens it (%s), the general path refuses it: %v", a.onePass, err2)
+			t.Fatalf("the one pass opens it (%s), the general path refuses it: %v", pass, err2)
 		}
-		if a.onePass != "torch" {
+		if pass != "torch" {
 			return
 		}
 		if ta, tb := checkpointText(a), checkpointText(b); ta != tb {

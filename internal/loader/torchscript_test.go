@@ -2,6 +2,7 @@ package loader
 
 import (
 	"encoding/json"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -62,7 +63,7 @@ func TestTorchScript(t *testing.T) {
 			t.Errorf("extra file %s: kind %q, %q, %v; want extra %q", name, kinds[name], got, err, text)
 		}
 	}
-	if _, err := ck.ReadMember("nope", 10); err != ErrMemberNotFound {
+	if _, err := ck.ReadMember("nope", 10); err != ckpt.ErrMemberNotFound {
 		t.Errorf("ReadMember of a missing member = %v, want ErrMemberNotFound", err)
 	}
 	for key, wt := range want.StateDict {

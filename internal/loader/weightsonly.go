@@ -2,29 +2,11 @@ package loader
 
 import (
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"sort"
 	"strings"
 )
-
-// WeightsOnly is the verdict of torch.load(weights_only=True) on a torch.save file, by the
-// rules of torch/_weights_only_unpickler.py (torch 2.6 and later): only the opcodes
-// torch.save's protocol 2 writes; GLOBAL names from its default allowlist (tensors,
-// storages, dtypes, OrderedDict, Counter, torch.Size, torch.device, set, complex,
-// bytearray, _codecs.encode, the _rebuild functions) or the ones a user adds with
-// torch.serialization.add_safe_globals, never from sys, os, posix or nt; NEWOBJ, REDUCE
-// and BUILD only on those; APPEND only on lists and SETITEM only on dicts.
-type WeightsOnly struct {
-	// Loads says torch.load(weights_only=True) reads the file as it is.
-	Loads bool
-	// Needs are the globals it would need allowlisted (all data classes as far as ckptview
-	// knows) for it to load the file, when that is all that is missing.
-	Needs []string
-	// Refusal says why no allowlist can make it load the file (an opcode the
-	// weights_only unpickler does not implement, a blocked module, a dangerous callable it
-	// would need), or is "" when Needs is the whole story.
-	Refusal string
-}
 
 // weightsOnlyAllowed is torch's default allowlist (_get_allowed_globals).
 var weightsOnlyAllowed = map[string]bool{
@@ -196,8 +178,8 @@ func (w *woState) appendTarget(t *sv) {
 var woNeverAdd = map[string]bool{"torch.storage._load_from_bytes": true}
 
 // verdict is the outcome for the pickle.
-func (w *woState) verdict() *WeightsOnly {
-	v := &WeightsOnly{Refusal: w.refusal}
+func (w *woState) verdict() *ckpt.WeightsOnly {
+	v := &ckpt.WeightsOnly{Refusal: w.refusal}
 	for g := range w.needs {
 		v.Needs = append(v.Needs, g)
 	}

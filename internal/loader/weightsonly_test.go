@@ -2,6 +2,7 @@ package loader
 
 import (
 	"encoding/json"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -64,7 +65,7 @@ func TestWeightsOnlyAgainstTorch(t *testing.T) {
 // The verdict's rules on files made to break each one.
 func TestWeightsOnlyRules(t *testing.T) {
 	// a raw stream through the scanner with the verdict on, as for a torch file's data.pkl
-	verdict := func(p string) *WeightsOnly {
+	verdict := func(p string) *ckpt.WeightsOnly {
 		w := &woState{needs: map[string]bool{}}
 		w.pickle(strings.NewReader(p), 0, int64(len(p)))
 		return w.verdict()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,11 +26,11 @@ type torchCase struct {
 }
 
 // rootValue is the value at the root of an opened tree, as torch would return it.
-func rootValue(ck *Checkpoint) any {
+func rootValue(ck *ckpt.Checkpoint) any {
 	switch n := ck.Root; n.Kind {
-	case KindInt:
+	case ckpt.KindInt:
 		return n.Int
-	case KindStr:
+	case ckpt.KindStr:
 		return n.Str
 	}
 	return fmt.Sprintf("<%s %s>", ck.Root.Kind, ck.Root.Type)

@@ -5,11 +5,11 @@
 package report
 
 import (
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/views"
 )
 
-// Finding is a loader.Finding as JSON.
+// Finding is a ckpt.Finding as JSON.
 type Finding struct {
 	Severity string `json:"severity"`
 	Global   string `json:"global"`
@@ -27,7 +27,7 @@ type Finding struct {
 	Call *Call `json:"call,omitempty"`
 }
 
-// Call is a loader.Call: the callable and each argument's kind and Python repr.
+// Call is a ckpt.Call: the callable and each argument's kind and Python repr.
 type Call struct {
 	Callable string    `json:"callable"`
 	Args     []CallArg `json:"args"`
@@ -41,7 +41,7 @@ type CallArg struct {
 }
 
 // Findings converts the loader's findings, in order; never nil.
-func Findings(fs []loader.Finding) []Finding {
+func Findings(fs []ckpt.Finding) []Finding {
 	out := make([]Finding, 0, len(fs))
 	for _, f := range fs {
 		fj := Finding{Severity: string(f.Severity), Global: f.Global, Path: f.Path, Outside: f.Outside, Detail: f.Detail, Where: f.Where, Offset: f.Offset}
@@ -56,7 +56,7 @@ func Findings(fs []loader.Finding) []Finding {
 	return out
 }
 
-// WeightsOnly is a loader.WeightsOnly as JSON.
+// WeightsOnly is a ckpt.WeightsOnly as JSON.
 type WeightsOnly struct {
 	Loads   bool     `json:"loads"`
 	Needs   []string `json:"needs"`
@@ -67,7 +67,7 @@ type WeightsOnly struct {
 }
 
 // NewWeightsOnly converts the verdict; nil for files torch.load does not read.
-func NewWeightsOnly(v *loader.WeightsOnly) *WeightsOnly {
+func NewWeightsOnly(v *ckpt.WeightsOnly) *WeightsOnly {
 	if v == nil {
 		return nil
 	}

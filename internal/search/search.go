@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // Query is a parsed search: every term must match.
@@ -23,7 +23,7 @@ type Query struct {
 // term matches one node; cheap ones (kind, dtype) come first in a query.
 type term struct {
 	cost  int
-	match func(n *loader.Node, path, key string) bool
+	match func(n *ckpt.Node, path, key string) bool
 }
 
 // ErrEmpty is a query with no term.
@@ -103,15 +103,15 @@ func parseTerm(tok string) (term, error) {
 		if len(want) == 0 {
 			return term{}, errors.New("dtype: needs a dtype, such as dtype:float16")
 		}
-		return term{cost: 0, match: func(n *loader.Node, _, _ string) bool {
+		return term{cost: 0, match: func(n *ckpt.Node, _, _ string) bool {
 			return n.Tensor != nil && want[strings.ToLower(n.Tensor.DType)]
 		}}, nil
 	case strings.HasPrefix(lower, "kind:"):
-		k := loader.Kind(lower[len("kind:"):])
-		return term{cost: 0, match: func(n *loader.Node, _, _ string) bool { return n.Kind == k }}, nil
+		k := ckpt.Kind(lower[len("kind:"):])
+		return term{cost: 0, match: func(n *ckpt.Node, _, _ string) bool { return n.Kind == k }}, nil
 	case strings.HasPrefix(lower, "type:"):
 		s := lower[len("type:"):]
-		return term{cost: 1, match: func(n *loader.Node, _, _ string) bool {
+		return term{cost: 1, match: func(n *ckpt.Node, _, _ string) bool {
 			return strings.Contains(strings.ToLower(n.Type), s) || strings.Contains(strings.ToLower(n.Global), s)
 		}}, nil
 	case strings.HasPrefix(lower, "shape:"):
@@ -119,12 +119,12 @@ func parseTerm(tok string) (term, error) {
 	case strings.HasPrefix(lower, "size") || strings.HasPrefix(lower, "numel"):
 		return sizeTerm(lower)
 	case strings.ContainsAny(tok, "*?"):
-		return term{cost: 3, match: func(_ *loader.Node, path, key string) bool {
+		return term{cost: 3, match: func(_ *ckpt.Node, path, key string) bool {
 			return globMatch(lower, key) || globMatch(lower, strings.TrimPrefix(path, "/"))
 		}}, nil
 	}
 	s := lower
-	return term{cost: 2, match: func(_ *loader.Node, path, _ string) bool {
+	return term{cost: 2, match: func(_ *ckpt.Node, path, _ string) bool {
 		return strings.Contains(strings.ToLower(path), s)
 	}}, nil
 }
@@ -172,7 +172,7 @@ func regexTerm(expr string) (term, error) {
 	if err != nil {
 		return term{}, fmt.Errorf("the regular expression %q cannot be read: %v", expr, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
 	}
-	return term{cost: 3, match: func(_ *loader.Node, path, _ string) bool { return re.MatchString(path) }}, nil
+	return term{cost: 3, match: func(_ *ckpt.Node, path, _ string) bool { return re.MatchString(path) }}, nil
 }
 
 // shapeTerm matches a tensor's shape against [d, d, ...]: a number is that size, * any one
@@ -209,7 +209,7 @@ func shapeTerm(s string) (term, error) {
 	if ellipses > 1 {
 		return term{}, bad
 	}
-	return term{cost: 0, match: func(n *loader.Node, _, _ string) bool {
+	return term{cost: 0, match: func(n *ckpt.Node, _, _ string) bool {
 		return n.Tensor != nil && shapeMatches(n.Tensor.Shape, pat)
 	}}, nil
 }
@@ -256,7 +256,7 @@ func sizeTerm(s string) (term, error) {
 	if err != nil {
 		return term{}, fmt.Errorf("%s%s: %v", field, op, err)
 	}
-	return term{cost: 0, match: func(n *loader.Node, _, _ string) bool {
+	return term{cost: 0, match: func(n *ckpt.Node, _, _ string) bool {
 		if n.Tensor == nil {
 			return false
 		}
@@ -300,7 +300,7 @@ func parseSize(s string, units bool) (int64, error) {
 
 // Result is one matching node.
 type Result struct {
-	Node *loader.Node
+	Node *ckpt.Node
 	Path string
 }
 
@@ -318,7 +318,7 @@ const MaxVisit = 5_000_000
 // Run finds the nodes under root that q matches, in tree order, and returns the page
 // [offset, offset+limit) of them. Items made on demand (plain data kept as values, a
 // large list read from the file) are searched too, made a page at a time.
-func Run(ctx context.Context, root *loader.Node, q *Query, offset, limit int) (Results, error) {
+func Run(ctx context.Context, root *ckpt.Node, q *Query, offset, limit int) (Results, error) {
 	w := &walker{ctx: ctx, q: q, offset: offset, limit: limit, root: root}
 	err := w.visit(root, root.Path())
 	if errors.Is(err, errCapped) {
@@ -333,15 +333,15 @@ type walker struct {
 	ctx           context.Context
 	q             *Query
 	offset, limit int
-	root          *loader.Node
+	root          *ckpt.Node
 	visited       int
 	res           Results
 }
 
 // visit searches n and everything under it, depth first.
-func (w *walker) visit(n *loader.Node, path string) error {
+func (w *walker) visit(n *ckpt.Node, path string) error {
 	type frame struct {
-		n    *loader.Node
+		n    *ckpt.Node
 		path string
 	}
 	stack := []frame{{n, path}}
@@ -362,7 +362,7 @@ func (w *walker) visit(n *loader.Node, path string) error {
 			}
 			w.res.Total++
 		}
-		if f.n.Kind == loader.KindRef {
+		if f.n.Kind == ckpt.KindRef {
 			continue
 		}
 		if f.n.IsLazy() {
@@ -370,7 +370,7 @@ func (w *walker) visit(n *loader.Node, path string) error {
 			const page = 4096
 			for from := 0; from < f.n.NumItems(); from += page {
 				for _, k := range f.n.Items(from, from+page) {
-					if err := w.visit(k, f.path+"/"+loader.EscapeSegment(k.Seg)); err != nil {
+					if err := w.visit(k, f.path+"/"+ckpt.EscapeSegment(k.Seg)); err != nil {
 						return err
 					}
 				}
@@ -379,14 +379,14 @@ func (w *walker) visit(n *loader.Node, path string) error {
 		}
 		kids := f.n.Items(0, f.n.NumItems())
 		for i := len(kids) - 1; i >= 0; i-- {
-			stack = append(stack, frame{kids[i], f.path + "/" + loader.EscapeSegment(kids[i].Seg)})
+			stack = append(stack, frame{kids[i], f.path + "/" + ckpt.EscapeSegment(kids[i].Seg)})
 		}
 	}
 	return nil
 }
 
 // matches says whether every term of q matches n.
-func matches(q *Query, n *loader.Node, path string) bool {
+func matches(q *Query, n *ckpt.Node, path string) bool {
 	for _, t := range q.terms {
 		if !t.match(n, DisplayPath(path), n.Key) {
 			return false
@@ -402,7 +402,7 @@ func DisplayPath(p string) string {
 	}
 	segs := strings.Split(p, "/")
 	for i, s := range segs {
-		segs[i] = loader.UnescapeSegment(s)
+		segs[i] = ckpt.UnescapeSegment(s)
 	}
 	return strings.Join(segs, "/")
 }

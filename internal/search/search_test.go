@@ -11,13 +11,14 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 )
 
 const models = "../../testdata/models"
 
 // fixture opens a fixture and returns what torch recorded of its tensors (expected.json).
-func fixture(t *testing.T, name string) (*loader.Checkpoint, []expectedTensor) {
+func fixture(t *testing.T, name string) (*ckpt.Checkpoint, []expectedTensor) {
 	t.Helper()
 	raw, err := os.ReadFile(models + "/expected.json")
 	if err != nil {
@@ -49,7 +50,7 @@ type expectedTensor struct {
 	Shape []int64 `json:"shape"`
 }
 
-func search(t *testing.T, ck *loader.Checkpoint, q string) []string {
+func search(t *testing.T, ck *ckpt.Checkpoint, q string) []string {
 	t.Helper()
 	pq, err := Parse(q)
 	if err != nil {
@@ -196,13 +197,13 @@ func TestParseErrors(t *testing.T) {
 // BenchmarkSearch200k searches a state dict of 200,000 tensors (48 layers of MoE-shaped
 // names), as a search box does on every keystroke: a glob, a dtype and a shape.
 func BenchmarkSearch200k(b *testing.B) {
-	root := &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict"}
+	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "collections.OrderedDict"}
 	for i := range 200_000 {
 		key := fmt.Sprintf("model.layers.%d.experts.%d.w%d.weight", i/4000, (i/3)%1000, i%3)
-		root.Children = append(root.Children, &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: key, Seg: key,
-			Tensor: &loader.Tensor{DType: []string{"float16", "bfloat16"}[i%2], Shape: []int64{1024, int64(64 + i%3)}}})
+		root.Children = append(root.Children, &ckpt.Node{Kind: ckpt.KindTensor, Type: "torch.Tensor", Key: key, Seg: key,
+			Tensor: &ckpt.Tensor{DType: []string{"float16", "bfloat16"}[i%2], Shape: []int64{1024, int64(64 + i%3)}}})
 	}
-	loader.Link(root)
+	ckpt.Link(root)
 	for _, q := range []string{"*.experts.7.w1.*", "dtype:bfloat16 shape:[*, 65]", "layers.47"} {
 		pq, err := Parse(q)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/store"
 )
@@ -62,7 +63,7 @@ func TestEveryFixtureValue(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open(%s): %v", filepath.Base(p), err)
 		}
-		loader.Walk(ck.Root, func(n *loader.Node) {
+		ckpt.Walk(ck.Root, func(n *ckpt.Node) {
 			if n.Tensor == nil {
 				return
 			}
@@ -87,7 +88,7 @@ func TestEveryFixtureValue(t *testing.T) {
 // stack in the log, and the server goes on serving.
 func TestLoaderInternalError(t *testing.T) {
 	s, logs := loggingServer(t)
-	s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
+	s.load = func(r io.ReaderAt, size int64) (*ckpt.Checkpoint, error) {
 		return nil, &loader.InternalError{Panic: "a planted bug", Stack: []byte("goroutine 1 [running]: planted")}
 	}
 	rec := do(s, http.MethodPost, "/api/checkpoints?name=x.pkl", strings.NewReader("\x80\x02K\x01."))

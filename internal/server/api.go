@@ -7,7 +7,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/report"
 	"github.com/ckptview/ckptview/internal/store"
 	"github.com/ckptview/ckptview/internal/views"
@@ -69,11 +69,11 @@ type nodeJSON struct {
 
 // childJSON is one child in a node's page of children.
 type childJSON struct {
-	Key     string      `json:"key"`
-	Path    string      `json:"path"`
-	Kind    loader.Kind `json:"kind"`
-	Type    string      `json:"type"`
-	Summary string      `json:"summary"`
+	Key     string    `json:"key"`
+	Path    string    `json:"path"`
+	Kind    ckpt.Kind `json:"kind"`
+	Type    string    `json:"type"`
+	Summary string    `json:"summary"`
 }
 
 // tensorJSON is the layout of a tensor or ndarray.
@@ -238,19 +238,19 @@ func (s *Server) handleAPINode(c echo.Context) error {
 	switch {
 	case n.Tensor != nil:
 		out.tensorJSON = tensorLayout(n)
-	case n.Kind == loader.KindObject || n.Kind == loader.KindGlobal:
+	case n.Kind == ckpt.KindObject || n.Kind == ckpt.KindGlobal:
 		out.globalJSON = &globalJSON{Global: n.Global, Danger: n.Danger}
-	case n.Kind == loader.KindRef:
+	case n.Kind == ckpt.KindRef:
 		out.refJSON = &refJSON{Target: n.Target}
 	}
 	return c.JSON(http.StatusOK, out)
 }
 
-func child(n *loader.Node) childJSON {
+func child(n *ckpt.Node) childJSON {
 	return childJSON{Key: n.Key, Path: n.Path(), Kind: n.Kind, Type: n.Type, Summary: views.Summary(n)}
 }
 
-func tensorLayout(n *loader.Node) *tensorJSON {
+func tensorLayout(n *ckpt.Node) *tensorJSON {
 	t := n.Tensor
 	out := &tensorJSON{
 		DType:         t.DType,
@@ -275,7 +275,7 @@ func tensorLayout(n *loader.Node) *tensorJSON {
 	return out
 }
 
-func findingsJSON(fs []loader.Finding) []findingJSON { return report.Findings(fs) }
+func findingsJSON(fs []ckpt.Finding) []findingJSON { return report.Findings(fs) }
 
 func nonNil(s []int64) []int64 {
 	if s == nil {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/store"
 )
@@ -17,7 +18,7 @@ import (
 type opened struct {
 	id   string
 	meta store.Meta
-	ck   *loader.Checkpoint
+	ck   *ckpt.Checkpoint
 	blob *store.Blob
 	// files are the blobs of a set's files (a sharded checkpoint's shards).
 	files []*store.Blob
@@ -354,12 +355,12 @@ const (
 
 // treeBytes estimates the memory an opened checkpoint holds, for the cache's byte budget.
 // It is linear in the tree, which the loader has just built.
-func treeBytes(ck *loader.Checkpoint) int64 {
+func treeBytes(ck *ckpt.Checkpoint) int64 {
 	total := int64(len(ck.Storages))*storageBytes + findingsBytes(ck.Findings)
 	for _, m := range ck.Members {
 		total += memberBytes + int64(len(m.Name))
 	}
-	stack := []*loader.Node{ck.Root}
+	stack := []*ckpt.Node{ck.Root}
 	for len(stack) > 0 {
 		n := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
@@ -377,7 +378,7 @@ func treeBytes(ck *loader.Checkpoint) int64 {
 	return total
 }
 
-func findingsBytes(fs []loader.Finding) int64 {
+func findingsBytes(fs []ckpt.Finding) int64 {
 	total := int64(0)
 	for _, f := range fs {
 		total += 128 + int64(len(f.Global)+len(f.Path)+len(f.Detail)+len(f.Where))

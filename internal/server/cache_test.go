@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/store"
 )
@@ -173,7 +174,7 @@ func TestOpenConcurrency(t *testing.T) {
 	s := newTestServer(t, t.TempDir())
 	var running, peak atomic.Int32
 	release := make(chan struct{})
-	s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
+	s.load = func(r io.ReaderAt, size int64) (*ckpt.Checkpoint, error) {
 		n := running.Add(1)
 		for {
 			p := peak.Load()
@@ -218,7 +219,7 @@ func TestOpenConcurrency(t *testing.T) {
 func TestStoredFileIsReadAsLocal(t *testing.T) {
 	s := newTestServer(t, t.TempDir())
 	var hinted atomic.Bool
-	s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
+	s.load = func(r io.ReaderAt, size int64) (*ckpt.Checkpoint, error) {
 		_, ok := r.(interface{ WillRead(off, n int64) })
 		hinted.Store(ok)
 		return fakeLoad(r, size)

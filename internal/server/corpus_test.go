@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/store"
 	"github.com/ckptview/ckptview/internal/views"
@@ -87,7 +88,7 @@ func TestCorpusOverHTTP(t *testing.T) {
 }
 
 // loaderFindings is what the loader finds in data, opened or not.
-func loaderFindings(data []byte) []loader.Finding {
+func loaderFindings(data []byte) []ckpt.Finding {
 	ck, err := loader.Open(bytes.NewReader(data), int64(len(data)), loader.Options{})
 	var lerr *loader.Error
 	switch {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/export"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/tensor"
@@ -82,7 +83,7 @@ func (s *Server) handleAPIDownload(c echo.Context) error {
 	v, err := storedView(t)
 	if err != nil {
 		// str, bytes and structured arrays have no numbers, but their items copy as they are
-		iv := export.ItemViewOf(t.Tensor)
+		iv := t.Tensor.ItemView()
 		if iv == nil || iv.ItemSize == 0 || iv.CheckItems() != nil {
 			return err
 		}
@@ -127,8 +128,8 @@ func probe(o *opened, r io.ReaderAt, size int64) error {
 
 // serveSafetensors streams the tensors under n as one safetensors file (export.Safetensors):
 // constant memory, a Content-Length, Range requests honoured.
-func (s *Server) serveSafetensors(c echo.Context, o *opened, n *loader.Node, pointer, tag string) error {
-	st, err := export.NewSafetensors(n, func(r *loader.Node) *loader.Node {
+func (s *Server) serveSafetensors(c echo.Context, o *opened, n *ckpt.Node, pointer, tag string) error {
+	st, err := export.NewSafetensors(n, func(r *ckpt.Node) *ckpt.Node {
 		t, err := resolve(o.ck, r)
 		if err != nil {
 			return nil
@@ -155,7 +156,7 @@ func (s *Server) serveSafetensors(c echo.Context, o *opened, n *loader.Node, poi
 
 // serveJSON writes the JSON of a subtree to a temporary file (at most MaxJSONExport bytes)
 // and serves that, so the answer has a Content-Length and honours Range like the others.
-func (s *Server) serveJSON(c echo.Context, o *opened, n *loader.Node, limit int64, tag string) error {
+func (s *Server) serveJSON(c echo.Context, o *opened, n *ckpt.Node, limit int64, tag string) error {
 	ctx := c.Request().Context()
 	select {
 	case s.exports <- struct{}{}:
@@ -251,7 +252,7 @@ func nameFor(file, pointer, ext string, letters bool) string {
 	var segs []string
 	if pointer != "" {
 		for _, seg := range strings.Split(strings.TrimPrefix(pointer, "/"), "/") {
-			segs = append(segs, loader.UnescapeSegment(seg))
+			segs = append(segs, ckpt.UnescapeSegment(seg))
 		}
 	}
 	name := base

@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/s3store"
 	"github.com/ckptview/ckptview/internal/store"
@@ -57,7 +58,7 @@ var errorKinds = []errorKind{
 	{as[*loader.InternalError], http.StatusInternalServerError, "ckptview met an internal error reading this file; it is logged, and the file is not at fault"},
 	{as[*loader.Error], http.StatusUnprocessableEntity, ""},
 	{is(store.ErrNotFound), http.StatusNotFound, "no checkpoint with that id"},
-	{is(loader.ErrNotFound), http.StatusNotFound, ""},
+	{is(ckpt.ErrNotFound), http.StatusNotFound, ""},
 	{is(store.ErrInvalidID), http.StatusBadRequest, "invalid checkpoint id: want 64 lowercase hex digits"},
 	{is(store.ErrTooLarge), http.StatusRequestEntityTooLarge, ""},
 	{as[*http.MaxBytesError], http.StatusRequestEntityTooLarge, ""},
@@ -184,7 +185,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if status == http.StatusServiceUnavailable {
 		c.Response().Header().Set("Retry-After", retryAfter)
 	}
-	var findings []loader.Finding
+	var findings []ckpt.Finding
 	var lerr *loader.Error
 	if errors.As(err, &lerr) {
 		findings = lerr.Findings
@@ -202,7 +203,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	page := views.ErrorPage{Status: status, Title: errorTitle(status), Message: msg, Findings: findings}
-	if m := checkpointPath.FindStringSubmatch(req.URL.Path); m != nil && errors.Is(err, loader.ErrNotFound) {
+	if m := checkpointPath.FindStringSubmatch(req.URL.Path); m != nil && errors.Is(err, ckpt.ErrNotFound) {
 		page.CheckpointURL = views.CheckpointURL(m[1]) // a node that is not there: its checkpoint is
 	}
 	var buf bytes.Buffer

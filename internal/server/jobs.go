@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
@@ -100,19 +100,19 @@ type statsUnit struct {
 
 type viewIdentity struct {
 	path           string
-	storage        *loader.Storage
+	storage        *ckpt.Storage
 	offset         int64
 	dtype          string
 	shape, strides string
-	quant          loader.Quantization
+	quant          ckpt.Quantization
 }
 
 // statsUnits lists, in tree order, the tensors of a checkpoint whose values can be read,
 // grouped by identical views.
-func statsUnits(ck *loader.Checkpoint) []*statsUnit {
+func statsUnits(ck *ckpt.Checkpoint) []*statsUnit {
 	var units []*statsUnit
 	byView := map[viewIdentity]*statsUnit{}
-	walkTensors(ck.Root, func(n *loader.Node) {
+	walkTensors(ck.Root, func(n *ckpt.Node) {
 		if _, err := statsSource(n); err != nil {
 			return
 		}
@@ -138,9 +138,9 @@ func statsUnits(ck *loader.Checkpoint) []*statsUnit {
 
 // walkTensors visits every tensor and array node in tree order (depth first, children in
 // order, object arrays' items included), never through a ref.
-func walkTensors(root *loader.Node, visit func(*loader.Node)) {
-	loader.Walk(root, func(n *loader.Node) {
-		if n.Kind == loader.KindTensor || n.Kind == loader.KindNDArray {
+func walkTensors(root *ckpt.Node, visit func(*ckpt.Node)) {
+	ckpt.Walk(root, func(n *ckpt.Node) {
+		if n.Kind == ckpt.KindTensor || n.Kind == ckpt.KindNDArray {
 			visit(n)
 		}
 	})

@@ -12,7 +12,7 @@ import (
 	"github.com/a-h/templ"
 	"github.com/labstack/echo/v4"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/store"
 	"github.com/ckptview/ckptview/internal/tensor"
 	"github.com/ckptview/ckptview/internal/views"
@@ -129,14 +129,14 @@ func (s *Server) handleCode(c echo.Context) error {
 	}
 	defer release()
 	name := c.QueryParam("member")
-	var m *loader.Member
+	var m *ckpt.Member
 	for i := range o.ck.Members {
 		if o.ck.Members[i].Name == name {
 			m = &o.ck.Members[i]
 		}
 	}
 	if m == nil {
-		return echo.NewHTTPError(http.StatusNotFound, loader.ErrMemberNotFound.Error())
+		return echo.NewHTTPError(http.StatusNotFound, ckpt.ErrMemberNotFound.Error())
 	}
 	data, err := o.ck.ReadMember(name, maxCodeBytes)
 	if err != nil {
@@ -231,7 +231,7 @@ func (s *Server) checkpoint(c echo.Context) (*opened, func(), error) {
 // pathNode opens the checkpoint of :id and finds the node at the ?path= query parameter.
 // The caller must call release once it is done with them (also when err is not nil and
 // release is not nil).
-func (s *Server) pathNode(c echo.Context) (o *opened, n *loader.Node, release func(), err error) {
+func (s *Server) pathNode(c echo.Context) (o *opened, n *ckpt.Node, release func(), err error) {
 	o, release, err = s.checkpoint(c)
 	if err != nil {
 		return nil, nil, nil, err
@@ -245,7 +245,7 @@ func (s *Server) pathNode(c echo.Context) (o *opened, n *loader.Node, release fu
 }
 
 // node finds the node at a JSON Pointer, saying which pointer when there is none.
-func node(ck *loader.Checkpoint, pointer string) (*loader.Node, error) {
+func node(ck *ckpt.Checkpoint, pointer string) (*ckpt.Node, error) {
 	n, err := ck.Node(pointer)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q", err, pointer)

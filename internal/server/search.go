@@ -8,7 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/search"
 	"github.com/ckptview/ckptview/internal/views"
 	"github.com/ckptview/ckptview/web/templates"
@@ -121,7 +121,7 @@ func (s *Server) handleAPISearch(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-func searchResult(n *loader.Node, path string) searchResultJSON {
+func searchResult(n *ckpt.Node, path string) searchResultJSON {
 	r := searchResultJSON{childJSON: childJSON{Key: n.Key, Path: path, Kind: n.Kind, Type: n.Type, Summary: views.Summary(n)}}
 	if t := n.Tensor; t != nil {
 		r.DType, r.Shape = t.DType, nonNil(t.Shape)

@@ -18,7 +18,7 @@ import (
 	"testing/fstest"
 	"time"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/store"
 )
 
@@ -376,7 +376,7 @@ func TestUploadStalled(t *testing.T) {
 func TestSlowOpenAfterUpload(t *testing.T) {
 	const stall = 200 * time.Millisecond
 	_, addr, _ := liveServer(t, t.TempDir(), Config{StallTimeout: stall, OpenConcurrency: 1}, nil, func(s *Server) {
-		s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
+		s.load = func(r io.ReaderAt, size int64) (*ckpt.Checkpoint, error) {
 			time.Sleep(3 * stall)
 			return fakeLoad(r, size)
 		}

@@ -1,7 +1,7 @@
 // Package server is ckptview's HTTP surface: the HTML pages, the JSON API, uploads, the
 // error handler that turns error kinds into statuses, and the cache of opened checkpoints.
 //
-// It sees files only through the store and checkpoints only through loader.Node; it never
+// It sees files only through the store and checkpoints only through ckpt.Node; it never
 // touches pickle bytes itself.
 package server
 
@@ -22,6 +22,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/s3store"
 	"github.com/ckptview/ckptview/internal/store"
@@ -133,7 +134,7 @@ type Server struct {
 	base context.Context
 	stop context.CancelFunc
 	// load opens a checkpoint; loader.Open with Config.Loader, replaced in tests.
-	load func(r io.ReaderAt, size int64) (*loader.Checkpoint, error)
+	load func(r io.ReaderAt, size int64) (*ckpt.Checkpoint, error)
 }
 
 // New builds a server with every route registered.
@@ -210,7 +211,7 @@ func New(cfg Config, deps Deps) *Server {
 		s.cfg.OpenTimeout = 60 * time.Second
 	}
 	lo := s.cfg.Loader
-	s.load = func(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
+	s.load = func(r io.ReaderAt, size int64) (*ckpt.Checkpoint, error) {
 		return loader.Open(r, size, s.loaderOptions(lo))
 	}
 	if s.static == nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/labstack/echo/v4"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/store"
 	"github.com/ckptview/ckptview/internal/tensor"
@@ -44,7 +45,7 @@ var (
 // fakeLoad stands in for loader.Open so the server's own behaviour is tested whatever
 // state the loader is in. Files starting with FAKE open as fakeTree; EVIL is a broken file
 // with a finding; PANIC panics; anything else is not a checkpoint.
-func fakeLoad(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
+func fakeLoad(r io.ReaderAt, size int64) (*ckpt.Checkpoint, error) {
 	head := make([]byte, min(size, 5))
 	if _, err := r.ReadAt(head, 0); err != nil && err != io.EOF {
 		return nil, err
@@ -53,8 +54,8 @@ func fakeLoad(r io.ReaderAt, size int64) (*loader.Checkpoint, error) {
 	case bytes.HasPrefix(head, []byte("FAKE")):
 		return fakeTree(), nil
 	case bytes.HasPrefix(head, []byte("EVIL")):
-		return nil, &loader.Error{Msg: "truncated pickle", Offset: 40, Findings: []loader.Finding{{
-			Severity: loader.SeverityDanger, Global: "posix.system", Path: "/cmd", Detail: "posix.system('rm -rf ~')",
+		return nil, &loader.Error{Msg: "truncated pickle", Offset: 40, Findings: []ckpt.Finding{{
+			Severity: ckpt.SeverityDanger, Global: "posix.system", Path: "/cmd", Detail: "posix.system('rm -rf ~')",
 		}}}
 	case bytes.HasPrefix(head, []byte("PANIC")):
 		panic("loader bug")
@@ -67,36 +68,36 @@ const fakeItems = 450
 
 // fakeTree is a small checkpoint with one of everything the API distinguishes: tied
 // tensors, a key with a slash, a long list, a dangerous object and a ref.
-func fakeTree() *loader.Checkpoint {
-	st := &loader.Storage{Key: "0", DType: "float32", Location: "cpu", Size: 24, Users: []string{"/weight", "/tied"}}
-	tensor := func(seg string) *loader.Node {
-		return &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: seg, Seg: seg,
-			Tensor: &loader.Tensor{DType: "float32", Shape: []int64{2, 3}, Strides: []int64{3, 1}, Storage: st}}
+func fakeTree() *ckpt.Checkpoint {
+	st := &ckpt.Storage{Key: "0", DType: "float32", Location: "cpu", Size: 24, Users: []string{"/weight", "/tied"}}
+	tensor := func(seg string) *ckpt.Node {
+		return &ckpt.Node{Kind: ckpt.KindTensor, Type: "torch.Tensor", Key: seg, Seg: seg,
+			Tensor: &ckpt.Tensor{DType: "float32", Shape: []int64{2, 3}, Strides: []int64{3, 1}, Storage: st}}
 	}
-	items := &loader.Node{Kind: loader.KindList, Type: "list", Key: "items", Seg: "items", Len: fakeItems}
+	items := &ckpt.Node{Kind: ckpt.KindList, Type: "list", Key: "items", Seg: "items", Len: fakeItems}
 	for i := range fakeItems {
 		s := strconv.Itoa(i)
-		items.Children = append(items.Children, &loader.Node{Kind: loader.KindInt, Type: "int", Int: s, Key: s, Seg: s})
+		items.Children = append(items.Children, &ckpt.Node{Kind: ckpt.KindInt, Type: "int", Int: s, Key: s, Seg: s})
 	}
-	root := &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict", Children: []*loader.Node{
+	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "collections.OrderedDict", Children: []*ckpt.Node{
 		tensor("weight"),
 		tensor("tied"),
-		{Kind: loader.KindStr, Type: "str", Key: "a/b", Seg: "a/b", Str: "hello", Len: 5},
-		{Kind: loader.KindStr, Type: "str", Key: "sp ace?%", Seg: "sp ace?%", Str: "odd key", Len: 7},
+		{Kind: ckpt.KindStr, Type: "str", Key: "a/b", Seg: "a/b", Str: "hello", Len: 5},
+		{Kind: ckpt.KindStr, Type: "str", Key: "sp ace?%", Seg: "sp ace?%", Str: "odd key", Len: 7},
 		items,
-		{Kind: loader.KindObject, Type: "posix.system", Key: "cmd", Seg: "cmd", Global: "posix.system", Danger: true},
-		{Kind: loader.KindRef, Key: "self", Seg: "self", Target: "/weight"},
+		{Kind: ckpt.KindObject, Type: "posix.system", Key: "cmd", Seg: "cmd", Global: "posix.system", Danger: true},
+		{Kind: ckpt.KindRef, Key: "self", Seg: "self", Target: "/weight"},
 	}}
 	root.Len = int64(len(root.Children))
-	loader.Link(root)
-	return &loader.Checkpoint{
+	ckpt.Link(root)
+	return &ckpt.Checkpoint{
 		Format:       "fake",
 		Root:         root,
 		Tensors:      2,
 		Parameters:   12,
 		BytesByDType: map[string]int64{"float32": 48},
-		Storages:     []*loader.Storage{st},
-		Findings:     []loader.Finding{{Severity: loader.SeverityDanger, Global: "posix.system", Path: "/cmd", Detail: "posix.system()"}},
+		Storages:     []*ckpt.Storage{st},
+		Findings:     []ckpt.Finding{{Severity: ckpt.SeverityDanger, Global: "posix.system", Path: "/cmd", Detail: "posix.system()"}},
 		Notes:        []string{"a note"},
 	}
 }
@@ -718,7 +719,7 @@ func TestErrorTable(t *testing.T) {
 		{"key that reads like a prefix", &loader.Error{Msg: `tensor /loader: b: view past its storage`, Offset: -1}, 422, `tensor /loader: b: view past its storage`},
 		{"unsupported dtype", fmt.Errorf("statistics of /x: %w", tensor.ErrUnsupported), 422, "statistics of /x: values of this dtype cannot be decoded"},
 		{"unknown id", store.ErrNotFound, 404, "no checkpoint with that id"},
-		{"unknown node", fmt.Errorf(`%w: "/x"`, loader.ErrNotFound), 404, `this checkpoint has no node at that path: "/x"`},
+		{"unknown node", fmt.Errorf(`%w: "/x"`, ckpt.ErrNotFound), 404, `this checkpoint has no node at that path: "/x"`},
 		{"invalid id", store.ErrInvalidID, 400, "invalid checkpoint id: want 64 lowercase hex digits"},
 		{"too large", store.ErrTooLarge, 413, "file too large"},
 		{"too large with limit", &tooLargeError{limit: 20 << 30}, 413, "file too large: the limit is 21.5 GB"},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/store"
 )
@@ -83,7 +84,7 @@ func readSet(b *store.Blob) (*setManifest, bool, error) {
 
 // openSet opens every file of a set and the set as one checkpoint; the blobs stay open
 // with the checkpoint (they are its tensors' bytes).
-func (s *Server) openSet(m *setManifest) (*loader.Checkpoint, []*store.Blob, error) {
+func (s *Server) openSet(m *setManifest) (*ckpt.Checkpoint, []*store.Blob, error) {
 	var blobs []*store.Blob
 	var files []loader.File
 	closeAll := func() {

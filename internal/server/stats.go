@@ -10,8 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ckptview/ckptview/internal/export"
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 	"github.com/ckptview/ckptview/internal/views"
 )
@@ -238,21 +237,21 @@ func displayPath(p string) string {
 }
 
 // resolve follows ref nodes to what they point at (views.ResolveRef, which the pages use).
-func resolve(ck *loader.Checkpoint, n *loader.Node) (*loader.Node, error) {
+func resolve(ck *ckpt.Checkpoint, n *ckpt.Node) (*ckpt.Node, error) {
 	if t := views.ResolveRef(ck, n); t != nil {
 		return t, nil
 	}
 	return nil, &notTensorError{msg: fmt.Sprintf("%s: a ref that leads nowhere, or too many refs in a row", displayPath(n.Path()))}
 }
 
-// statsSource is the view a tensor node's statistics describe (export.ViewOfNode): its
+// statsSource is the view a tensor node's statistics describe (ckpt.Node.View): its
 // values, dequantized per tensor or per channel, or a sparse tensor's stored values;
 // checked against its storage.
-func statsSource(n *loader.Node) (*tensor.View, error) {
+func statsSource(n *ckpt.Node) (*tensor.View, error) {
 	if err := numeric(n); err != nil {
 		return nil, err
 	}
-	v := export.ViewOfNode(n)
+	v := n.View()
 	if v == nil {
 		return nil, &valueError{path: n.Path(), dtype: n.Tensor.DType, err: errors.New("the file holds no readable data for it")}
 	}
@@ -264,7 +263,7 @@ func statsSource(n *loader.Node) (*tensor.View, error) {
 
 // storedView is the view of the values a tensor node stores, as they are (a quantized
 // tensor's integers): what previews, slices and .npy/raw downloads read.
-func storedView(n *loader.Node) (*tensor.View, error) {
+func storedView(n *ckpt.Node) (*tensor.View, error) {
 	if err := numeric(n); err != nil {
 		return nil, err
 	}
@@ -273,7 +272,7 @@ func storedView(n *loader.Node) (*tensor.View, error) {
 		return nil, &notTensorError{msg: fmt.Sprintf("%s is a %s tensor: its indices and values are its children; download those, or the whole as JSON",
 			displayPath(n.Path()), t.Layout)}
 	}
-	v := export.ViewOf(t)
+	v := t.View()
 	if v == nil {
 		return nil, &valueError{path: n.Path(), dtype: t.DType, err: errors.New("the file holds no data for it")}
 	}
@@ -284,7 +283,7 @@ func storedView(n *loader.Node) (*tensor.View, error) {
 }
 
 // numeric checks that a node is a tensor whose dtype has numbers.
-func numeric(n *loader.Node) error {
+func numeric(n *ckpt.Node) error {
 	t := n.Tensor
 	if t == nil {
 		return &notTensorError{msg: fmt.Sprintf("not a tensor: %s is a %s", displayPath(n.Path()), n.Kind)}
@@ -311,14 +310,14 @@ func (s *Server) cachedStats(o *opened, path string) *tensor.Stats {
 // tensorStats returns the statistics of tensor node n of checkpoint o, computing them
 // unless cached. The computation holds the checkpoint open itself, so it is unaffected by
 // the caller's release; it is cancelled when every caller waiting for it has gone.
-func (s *Server) tensorStats(ctx context.Context, o *opened, n *loader.Node, progress func(int64)) (*tensor.Stats, error) {
+func (s *Server) tensorStats(ctx context.Context, o *opened, n *ckpt.Node, progress func(int64)) (*tensor.Stats, error) {
 	return s.computeStats(ctx, o, n, progress, true)
 }
 
 // computeStats is tensorStats; single says the statistics are asked for on their own (not
 // by a job, which saves all of them at its end), so they are looked for and saved one by
 // one beside the blob.
-func (s *Server) computeStats(ctx context.Context, o *opened, n *loader.Node, progress func(int64), single bool) (*tensor.Stats, error) {
+func (s *Server) computeStats(ctx context.Context, o *opened, n *ckpt.Node, progress func(int64), single bool) (*tensor.Stats, error) {
 	if _, err := statsSource(n); err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
@@ -53,22 +53,22 @@ const hostileKey = "../\"evil\"\r\nX-Injected: 1; é/日本"
 // dataTree is a checkpoint of tensors with real bytes in memory: a hostile key, a sparse
 // COO tensor as the loader shows it (an object whose arguments hold the indices and values
 // tensors), and a per-channel quantized tensor with its scales and zero points.
-func dataTree() *loader.Checkpoint {
-	f32 := func(vals ...float32) *loader.Storage {
+func dataTree() *ckpt.Checkpoint {
+	f32 := func(vals ...float32) *ckpt.Storage {
 		b := make([]byte, 4*len(vals))
 		for i, v := range vals {
 			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
 		}
-		return &loader.Storage{Key: "f", DType: "float32", ByteOrder: "little", Size: int64(len(b)), Data: bytes.NewReader(b)}
+		return &ckpt.Storage{Key: "f", DType: "float32", ByteOrder: "little", Size: int64(len(b)), Data: bytes.NewReader(b)}
 	}
-	i64 := func(vals ...int64) *loader.Storage {
+	i64 := func(vals ...int64) *ckpt.Storage {
 		b := make([]byte, 8*len(vals))
 		for i, v := range vals {
 			binary.LittleEndian.PutUint64(b[8*i:], uint64(v))
 		}
-		return &loader.Storage{Key: "i", DType: "int64", ByteOrder: "little", Size: int64(len(b)), Data: bytes.NewReader(b)}
+		return &ckpt.Storage{Key: "i", DType: "int64", ByteOrder: "little", Size: int64(len(b)), Data: bytes.NewReader(b)}
 	}
-	tn := func(key, path, dtype string, st *loader.Storage, shape ...int64) *loader.Node {
+	tn := func(key, path, dtype string, st *ckpt.Storage, shape ...int64) *ckpt.Node {
 		strides := make([]int64, len(shape))
 		n := int64(1)
 		for i := len(shape) - 1; i >= 0; i-- {
@@ -76,47 +76,47 @@ func dataTree() *loader.Checkpoint {
 			n *= shape[i]
 		}
 		st.Users = append(st.Users, path)
-		return &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: key, Seg: key,
-			Tensor: &loader.Tensor{DType: dtype, Shape: shape, Strides: strides, Storage: st}}
+		return &ckpt.Node{Kind: ckpt.KindTensor, Type: "torch.Tensor", Key: key, Seg: key,
+			Tensor: &ckpt.Tensor{DType: dtype, Shape: shape, Strides: strides, Storage: st}}
 	}
-	hostile := tn(hostileKey, "/"+loader.EscapeSegment(hostileKey), "float32", f32(1, -2, 3, 0, 0, 6), 2, 3)
-	sparse := &loader.Node{Kind: loader.KindObject, Type: "torch.Tensor", Global: "torch._utils._rebuild_sparse_tensor",
+	hostile := tn(hostileKey, "/"+ckpt.EscapeSegment(hostileKey), "float32", f32(1, -2, 3, 0, 0, 6), 2, 3)
+	sparse := &ckpt.Node{Kind: ckpt.KindObject, Type: "torch.Tensor", Global: "torch._utils._rebuild_sparse_tensor",
 		Key: "sparse", Seg: "sparse"}
-	args := &loader.Node{Kind: loader.KindTuple, Type: "tuple", Key: "__args__", Seg: "__args__"}
-	args.Children = []*loader.Node{
-		{Kind: loader.KindGlobal, Global: "torch.sparse_coo", Key: "0", Seg: "0"},
+	args := &ckpt.Node{Kind: ckpt.KindTuple, Type: "tuple", Key: "__args__", Seg: "__args__"}
+	args.Children = []*ckpt.Node{
+		{Kind: ckpt.KindGlobal, Global: "torch.sparse_coo", Key: "0", Seg: "0"},
 		tn("1", "/sparse/__args__/1", "int64", i64(0, 1, 2, 0, 1, 2), 2, 3),
 		tn("2", "/sparse/__args__/2", "float32", f32(0.5, -1.5, 2.5), 3),
 	}
-	sparse.Children = []*loader.Node{args}
+	sparse.Children = []*ckpt.Node{args}
 	// The loader now shows a sparse tensor as a tensor with a layout and no storage, whose
 	// children are its indices and values.
-	coo := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "coo", Seg: "coo",
-		Tensor: &loader.Tensor{DType: "float32", Shape: []int64{3, 3}, Layout: "sparse_coo"}}
-	coo.Children = []*loader.Node{
+	coo := &ckpt.Node{Kind: ckpt.KindTensor, Type: "torch.Tensor", Key: "coo", Seg: "coo",
+		Tensor: &ckpt.Tensor{DType: "float32", Shape: []int64{3, 3}, Layout: "sparse_coo"}}
+	coo.Children = []*ckpt.Node{
 		tn("indices", "/coo/indices", "int64", i64(0, 1, 2, 0, 1, 2), 2, 3),
 		tn("values", "/coo/values", "float32", f32(4, -8, 16), 3),
 	}
 
 	qb := []byte{0, 1, 2, 3, 250, 255} // quint8 per channel, axis 0
-	qst := &loader.Storage{Key: "q", DType: "quint8", ByteOrder: "little", Size: int64(len(qb)), Data: bytes.NewReader(qb)}
+	qst := &ckpt.Storage{Key: "q", DType: "quint8", ByteOrder: "little", Size: int64(len(qb)), Data: bytes.NewReader(qb)}
 	q := tn("q", "/q", "quint8", qst, 2, 3)
-	q.Tensor.Quant = &loader.Quantization{Scheme: "per_channel_affine", Axis: 0}
-	q.Children = []*loader.Node{
+	q.Tensor.Quant = &ckpt.Quantization{Scheme: "per_channel_affine", Axis: 0}
+	q.Children = []*ckpt.Node{
 		tn("scales", "/q/scales", "float32", f32(0.1, 0.2), 2),
 		tn("zero_points", "/q/zero_points", "int64", i64(0, 128), 2),
 	}
-	root := &loader.Node{Kind: loader.KindDict, Type: "dict", Children: []*loader.Node{hostile, sparse, coo, q}}
+	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "dict", Children: []*ckpt.Node{hostile, sparse, coo, q}}
 	root.Len = int64(len(root.Children))
-	loader.Link(root)
-	return &loader.Checkpoint{Format: "fake", Root: root, Tensors: 6, Parameters: 26, BytesByDType: map[string]int64{"float32": 44}}
+	ckpt.Link(root)
+	return &ckpt.Checkpoint{Format: "fake", Root: root, Tensors: 6, Parameters: 26, BytesByDType: map[string]int64{"float32": 44}}
 }
 
 // dataServer serves dataTree for any upload.
 func dataServer(t *testing.T) (*Server, string) {
 	t.Helper()
 	s := newTestServer(t, t.TempDir())
-	s.load = func(io.ReaderAt, int64) (*loader.Checkpoint, error) { return dataTree(), nil }
+	s.load = func(io.ReaderAt, int64) (*ckpt.Checkpoint, error) { return dataTree(), nil }
 	rec := do(s, http.MethodPost, "/api/checkpoints?name="+"we%22ird%20name.pt", bytes.NewReader([]byte("data tree")))
 	if rec.Code != http.StatusCreated {
 		t.Fatalf("upload = %d %.200s", rec.Code, rec.Body)
@@ -128,7 +128,7 @@ func dataServer(t *testing.T) (*Server, string) {
 func TestDownloadNameHostile(t *testing.T) {
 	s, id := dataServer(t)
 	safe := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	p := "/" + loader.EscapeSegment(hostileKey)
+	p := "/" + ckpt.EscapeSegment(hostileKey)
 	for _, format := range []string{"json", "npy", "raw"} {
 		rec := do(s, http.MethodGet, downloadURL(id, p, format), nil)
 		if rec.Code != http.StatusOK {

@@ -7,8 +7,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/export"
-	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/tensor"
 	"github.com/ckptview/ckptview/internal/views"
 	"github.com/ckptview/ckptview/web/templates"
@@ -71,7 +71,7 @@ func (s *Server) handleAPIStatsExport(c echo.Context) error {
 	}
 	_, unitOf := o.statsUnits()
 	var werr error
-	walkTensors(o.ck.Root, func(n *loader.Node) {
+	walkTensors(o.ck.Root, func(n *ckpt.Node) {
 		if werr != nil {
 			return
 		}
@@ -184,7 +184,7 @@ func (s *Server) handleStatsFragment(c echo.Context) error {
 }
 
 // statsView is the statistics block of tensor n at the page state q.
-func statsView(id string, n *loader.Node, st *tensor.Stats, q views.NodeQuery) *views.StatsView {
+func statsView(id string, n *ckpt.Node, st *tensor.Stats, q views.NodeQuery) *views.StatsView {
 	return views.NewStatsView(n.Tensor, st, views.StatsOptions{
 		Log:     q.Log,
 		PageURL: q.URL(id, n.Path()),
@@ -228,9 +228,9 @@ func (s *Server) statsJobBlock(o *opened, p jobProgress) *views.StatsJob {
 // tensorPage adds to a tensor's page what needs its data: the statistics when cached (or
 // the placeholder that loads them; computed now when asked with ?stats=compute, for
 // browsers without JavaScript), the preview and the slice table.
-func (s *Server) tensorPage(c echo.Context, o *opened, n *loader.Node, p *views.NodePage) error {
+func (s *Server) tensorPage(c echo.Context, o *opened, n *ckpt.Node, p *views.NodePage) error {
 	q := views.NodeQuery{Log: c.QueryParam("hist") == "log"}
-	if n.Tensor == nil || n.Kind == loader.KindRef {
+	if n.Tensor == nil || n.Kind == ckpt.KindRef {
 		return nil
 	}
 	shape := n.Tensor.Shape

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/ckptview/ckptview/internal/export"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
@@ -171,12 +171,12 @@ func sumRanges(ranges []byteRange, get func(buf []byte, off int64) []byte) uint6
 
 // tensorViews lists the views of every tensor and array in the tree, in tree order, as the
 // server makes them for statistics.
-func tensorViews(n *loader.Node) []*tensor.View {
+func tensorViews(n *ckpt.Node) []*tensor.View {
 	var out []*tensor.View
-	var walk func(n *loader.Node)
-	walk = func(n *loader.Node) {
-		if n.Kind == loader.KindTensor || n.Kind == loader.KindNDArray {
-			if v := export.ViewOfNode(n); v != nil && v.Check() == nil {
+	var walk func(n *ckpt.Node)
+	walk = func(n *ckpt.Node) {
+		if n.Kind == ckpt.KindTensor || n.Kind == ckpt.KindNDArray {
+			if v := n.View(); v != nil && v.Check() == nil {
 				out = append(out, v)
 			}
 		}

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/search"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
@@ -301,7 +301,7 @@ func AddSafeGlobals(needs []string) string {
 
 // NewCheckpointPage describes an opened checkpoint, in the default view (modules when the
 // file holds a state dict).
-func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
+func NewCheckpointPage(meta FileMeta, ck *ckpt.Checkpoint) CheckpointPage {
 	p := CheckpointPage{
 		Meta:       meta,
 		URL:        CheckpointURL(meta.ID),
@@ -380,9 +380,9 @@ func NewCheckpointPage(meta FileMeta, ck *loader.Checkpoint) CheckpointPage {
 
 // ResolveRef follows a ref (and refs to refs) to its node, nil if it leads nowhere; any
 // other node is itself.
-func ResolveRef(ck *loader.Checkpoint, n *loader.Node) *loader.Node {
+func ResolveRef(ck *ckpt.Checkpoint, n *ckpt.Node) *ckpt.Node {
 	for range 64 {
-		if n == nil || n.Kind != loader.KindRef {
+		if n == nil || n.Kind != ckpt.KindRef {
 			return n
 		}
 		t, err := ck.Node(n.Target)
@@ -396,7 +396,7 @@ func ResolveRef(ck *loader.Checkpoint, n *loader.Node) *loader.Node {
 
 // AddLayerChart adds the chart of the shown state dict's repeated blocks from the
 // statistics lookup has already; it never computes any.
-func (p *CheckpointPage) AddLayerChart(ck *loader.Checkpoint, lookup StatsLookup) {
+func (p *CheckpointPage) AddLayerChart(ck *ckpt.Checkpoint, lookup StatsLookup) {
 	if p.Modules == nil {
 		return
 	}
@@ -406,7 +406,7 @@ func (p *CheckpointPage) AddLayerChart(ck *loader.Checkpoint, lookup StatsLookup
 }
 
 // WithStateDict shows the state dict at pointer in the Modules view (one of StateDicts).
-func (p CheckpointPage) WithStateDict(ck *loader.Checkpoint, pointer string) CheckpointPage {
+func (p CheckpointPage) WithStateDict(ck *ckpt.Checkpoint, pointer string) CheckpointPage {
 	for _, d := range FindStateDicts(ck.Root) {
 		if d.Path() == pointer {
 			p.Modules = NewModuleTree(p.Meta.ID, ck, d)
@@ -437,14 +437,14 @@ func (p CheckpointPage) HasRootChildren() bool { return p.Tree.Total > 0 }
 // are the same (one storage, offset, shape and strides: tied weights) count once in the
 // elements and bytes, as in the loader's totals; every tensor counts in Tensors. Rows are
 // ordered by bytes, largest first.
-func dtypeRows(ck *loader.Checkpoint) []DTypeRow {
+func dtypeRows(ck *ckpt.Checkpoint) []DTypeRow {
 	byName := map[string]*DTypeRow{}
 	seen := viewSet{}
-	loader.Walk(ck.Root, func(n *loader.Node) {
-		if n.Kind == loader.KindRef { // a tensor stored again counts, its values once
+	ckpt.Walk(ck.Root, func(n *ckpt.Node) {
+		if n.Kind == ckpt.KindRef { // a tensor stored again counts, its values once
 			n = ResolveRef(ck, n)
 		}
-		if n == nil || (n.Kind != loader.KindTensor && n.Kind != loader.KindNDArray) || n.Tensor == nil || n.Tensor.Column {
+		if n == nil || (n.Kind != ckpt.KindTensor && n.Kind != ckpt.KindNDArray) || n.Tensor == nil || n.Tensor.Column {
 			return
 		}
 		t := n.Tensor
@@ -479,7 +479,7 @@ func dtypeRows(ck *loader.Checkpoint) []DTypeRow {
 // viewKey identifies a view on a storage: two tensors with the same key are the same
 // numbers (tied weights saved twice).
 type viewKey struct {
-	storage        *loader.Storage
+	storage        *ckpt.Storage
 	offset         int64
 	shape, strides string
 }
@@ -489,7 +489,7 @@ type viewSet map[viewKey]bool
 
 // add reports whether t is a view not seen before, and remembers it. Tensors without a
 // storage (object arrays) are always new.
-func (s viewSet) add(t *loader.Tensor) bool {
+func (s viewSet) add(t *ckpt.Tensor) bool {
 	if t.Layout != "" {
 		return false // a sparse tensor: its index and value tensors are counted instead
 	}
@@ -506,7 +506,7 @@ func (s viewSet) add(t *loader.Tensor) bool {
 
 // FindingRows puts findings in a reviewer's words, dangers first, each linked to its node
 // when it has one (id may be empty when the file could not be opened: no links then).
-func FindingRows(id string, fs []loader.Finding) []FindingRow {
+func FindingRows(id string, fs []ckpt.Finding) []FindingRow {
 	rows := make([]FindingRow, 0, len(fs))
 	for _, f := range fs {
 		rows = append(rows, findingRow(id, f))
@@ -518,7 +518,7 @@ func FindingRows(id string, fs []loader.Finding) []FindingRow {
 }
 
 // CountSeverity counts the rows of one severity.
-func CountSeverity(rows []FindingRow, severity loader.Severity) int {
+func CountSeverity(rows []FindingRow, severity ckpt.Severity) int {
 	n := 0
 	for _, r := range rows {
 		if r.Severity == string(severity) {
@@ -530,7 +530,7 @@ func CountSeverity(rows []FindingRow, severity loader.Severity) int {
 
 // FindingsTitle heads a list of findings: "2 dangers, 1 warning".
 func FindingsTitle(rows []FindingRow) string {
-	d := CountSeverity(rows, loader.SeverityDanger)
+	d := CountSeverity(rows, ckpt.SeverityDanger)
 	w := len(rows) - d
 	switch {
 	case d > 0 && w > 0:
@@ -542,13 +542,13 @@ func FindingsTitle(rows []FindingRow) string {
 }
 
 func severityRank(s string) int {
-	if s == string(loader.SeverityDanger) {
+	if s == string(ckpt.SeverityDanger) {
 		return 0
 	}
 	return 1
 }
 
-func findingRow(id string, f loader.Finding) FindingRow {
+func findingRow(id string, f ckpt.Finding) FindingRow {
 	r := FindingRow{
 		Severity: string(f.Severity),
 		Global:   f.Global,
@@ -578,9 +578,9 @@ func findingRow(id string, f loader.Finding) FindingRow {
 		detail = "" // the sentence below says the same
 	}
 	switch {
-	case f.Severity == loader.SeverityDanger && call != "":
+	case f.Severity == ckpt.SeverityDanger && call != "":
 		r.Label, r.Verb, r.Call, r.Tail = "Danger", "calls", call, " when unpickled"
-	case f.Severity == loader.SeverityDanger:
+	case f.Severity == ckpt.SeverityDanger:
 		r.Label, r.Verb, r.Call, r.Tail = "Danger", "imports", f.Global, ", which can run code or touch the system, when unpickled"
 	case call != "":
 		r.Label, r.Verb, r.Call = "Warning", "calls", call

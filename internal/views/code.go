@@ -5,7 +5,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // MemberRow is one member of a checkpoint's zip archive, for the archive listing.
@@ -29,7 +29,7 @@ var kindText = map[string]string{
 }
 
 // MemberRows lists an archive's members, code first.
-func MemberRows(id string, ms []loader.Member) []MemberRow {
+func MemberRows(id string, ms []ckpt.Member) []MemberRow {
 	var out []MemberRow
 	for _, want := range []string{"code", "extra", "record", "pickle", "debug", "array", "data", "other"} {
 		for _, m := range ms {
@@ -73,7 +73,7 @@ type CodePage struct {
 }
 
 // NewCodePage numbers the lines of a member's text.
-func NewCodePage(meta FileMeta, m loader.Member, data []byte) CodePage {
+func NewCodePage(meta FileMeta, m ckpt.Member, data []byte) CodePage {
 	p := CodePage{Meta: meta, Member: m.Name, Kind: kindText[m.Kind], SizeText: HumanBytes(m.Size),
 		BackURL: CheckpointURL(meta.ID), RawURL: CodeURL(meta.ID, m.Name) + "&raw=1"}
 	p.Breadcrumb = []Link{{Label: meta.Name, URL: CheckpointURL(meta.ID)}, {Label: m.Name}}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 )
 
@@ -64,7 +65,7 @@ func openFixtures(t *testing.T) map[string]fixtureFacts {
 	return out
 }
 
-func open(t *testing.T, name string) (*loader.Checkpoint, FileMeta) {
+func open(t *testing.T, name string) (*ckpt.Checkpoint, FileMeta) {
 	t.Helper()
 	f, err := os.Open(filepath.Join(modelsDir, name))
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
@@ -308,7 +308,7 @@ func TestNarrowStats(t *testing.T) {
 	counts := make([]int64, tensor.Bins)
 	counts[0], counts[63] = 1, 1
 	st := stats(counts, lo, hi)
-	v := NewStatsView(&loader.Tensor{DType: "bfloat16"}, st, StatsOptions{})
+	v := NewStatsView(&ckpt.Tensor{DType: "bfloat16"}, st, StatsOptions{})
 	if v.Rows[1].Value != "-0.2" || v.Rows[2].Value != "0.1" {
 		t.Errorf("bfloat16 min, max = %q, %q; want -0.2, 0.1", v.Rows[1].Value, v.Rows[2].Value)
 	}
@@ -322,12 +322,12 @@ func TestNarrowStats(t *testing.T) {
 		t.Errorf("axis labels %q..%q (%q), want the min and max as printed above", v.Hist.MinLabel, v.Hist.MaxLabel, v.Hist.MaxTitle)
 	}
 	h := float64(tensor.HalfToFloat(0x2e66)) // float16 0.1: 0.0999755859375
-	c := NewStatsView(&loader.Tensor{DType: "float16"}, &tensor.Stats{Numel: 4, Count: 4, Min: h, Max: h, Histogram: tensor.Histogram{Edges: []float64{h - 0.5, h + 0.5}, Counts: []int64{4}}}, StatsOptions{})
+	c := NewStatsView(&ckpt.Tensor{DType: "float16"}, &tensor.Stats{Numel: 4, Count: 4, Min: h, Max: h, Histogram: tensor.Histogram{Edges: []float64{h - 0.5, h + 0.5}, Counts: []int64{4}}}, StatsOptions{})
 	if c.Rows[1].Value != "0.1" || c.Flags[0].Label != "constant (0.1)" || c.Hist.MinLabel != StatNumber(h-0.5) {
 		t.Errorf("constant float16: min %q, flag %q, axis from %q", c.Rows[1].Value, c.Flags[0].Label, c.Hist.MinLabel)
 	}
 	// float32 values, and a quantized tensor's dequantized statistics, print as before.
-	for _, tt := range []*loader.Tensor{{DType: "float32"}, {DType: "float16", Quant: &loader.Quantization{Scheme: "per_tensor_affine"}}} {
+	for _, tt := range []*ckpt.Tensor{{DType: "float32"}, {DType: "float16", Quant: &ckpt.Quantization{Scheme: "per_tensor_affine"}}} {
 		v := NewStatsView(tt, st, StatsOptions{})
 		if v.Rows[1].Value != StatNumber(lo) || v.Rows[2].Title != FullNumber(hi) {
 			t.Errorf("%s min %q, max title %q; want %q, %q", tt.DType, v.Rows[1].Value, v.Rows[2].Title, StatNumber(lo), FullNumber(hi))

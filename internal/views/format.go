@@ -1,6 +1,6 @@
 // Package views turns an opened checkpoint into view models for the HTML pages: rows,
 // breadcrumbs, module trees, sizes and one-line summaries. Everything here is a pure function
-// of a loader.Checkpoint, so the templates stay markup-only and the formatting is unit-tested.
+// of a ckpt.Checkpoint, so the templates stay markup-only and the formatting is unit-tested.
 package views
 
 import (
@@ -11,7 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // summaryStrChars is how many characters of a str a one-line summary shows.
@@ -23,25 +23,25 @@ const summaryBytes = 16
 // Summary says what a node is in one line: "float32[768, 3072]", "'hello'",
 // "OrderedDict (317 items)", "sklearn.svm._classes.SVC", "bytes (256 bytes): 00 01 02 …",
 // "ref → /a/b". Values from the file are returned as text; the templates escape them.
-func Summary(n *loader.Node) string {
+func Summary(n *ckpt.Node) string {
 	if n == nil {
 		return ""
 	}
 	switch n.Kind {
-	case loader.KindNone:
+	case ckpt.KindNone:
 		return "None"
-	case loader.KindBool:
+	case ckpt.KindBool:
 		if n.Bool {
 			return "True"
 		}
 		return "False"
-	case loader.KindInt:
+	case ckpt.KindInt:
 		return n.Int
-	case loader.KindFloat:
+	case ckpt.KindFloat:
 		return PyFloat(n.Float)
-	case loader.KindComplex:
+	case ckpt.KindComplex:
 		return pyComplex(n.Complex)
-	case loader.KindStr:
+	case ckpt.KindStr:
 		s := n.Str
 		cut := n.Truncated
 		if utf8.RuneCountInString(s) > summaryStrChars {
@@ -53,24 +53,24 @@ func Summary(n *loader.Node) string {
 			r += " … (" + plural(strLen(n), "char") + ")"
 		}
 		return r
-	case loader.KindBytes:
+	case ckpt.KindBytes:
 		return bytesSummary(n)
-	case loader.KindList, loader.KindTuple, loader.KindDict, loader.KindSet, loader.KindFrozenSet:
+	case ckpt.KindList, ckpt.KindTuple, ckpt.KindDict, ckpt.KindSet, ckpt.KindFrozenSet:
 		if s, ok := inlineRepr(n); ok {
 			return s
 		}
 		return ShortType(typeOr(n)) + " (" + plural(int64(n.NumItems()), "item") + ")"
-	case loader.KindObject, loader.KindGlobal:
+	case ckpt.KindObject, ckpt.KindGlobal:
 		if n.Global != "" {
 			return n.Global
 		}
 		return n.Type
-	case loader.KindTensor, loader.KindNDArray:
+	case ckpt.KindTensor, ckpt.KindNDArray:
 		if n.Tensor == nil {
 			return typeOr(n)
 		}
 		return n.Tensor.DType + FormatShape(n.Tensor.Shape)
-	case loader.KindRef:
+	case ckpt.KindRef:
 		return "ref → " + displayPointer(n.Target)
 	}
 	return typeOr(n)
@@ -85,17 +85,17 @@ const (
 // inlineRepr is a short list or tuple of plain scalars as Python prints it, "(3, 3)",
 // "[0.9, 0.999]", "('cpu',)": what a reader wants to see of a kernel size or a pair of
 // betas rather than "tuple (2 items)".
-func inlineRepr(n *loader.Node) (string, bool) {
-	if (n.Kind != loader.KindList && n.Kind != loader.KindTuple) || n.IsLazy() || len(n.Children) > inlineMaxItems ||
+func inlineRepr(n *ckpt.Node) (string, bool) {
+	if (n.Kind != ckpt.KindList && n.Kind != ckpt.KindTuple) || n.IsLazy() || len(n.Children) > inlineMaxItems ||
 		(n.Type != "list" && n.Type != "tuple") {
 		return "", false
 	}
 	parts := make([]string, 0, len(n.Children))
 	for _, k := range n.Children {
 		switch k.Kind {
-		case loader.KindNone, loader.KindBool, loader.KindInt, loader.KindFloat:
+		case ckpt.KindNone, ckpt.KindBool, ckpt.KindInt, ckpt.KindFloat:
 			parts = append(parts, Summary(k))
-		case loader.KindStr:
+		case ckpt.KindStr:
 			if k.Truncated || utf8.RuneCountInString(k.Str) > inlineMaxChars {
 				return "", false
 			}
@@ -105,7 +105,7 @@ func inlineRepr(n *loader.Node) (string, bool) {
 		}
 	}
 	s := strings.Join(parts, ", ")
-	if n.Kind == loader.KindTuple {
+	if n.Kind == ckpt.KindTuple {
 		if len(parts) == 1 {
 			s += ","
 		}
@@ -127,21 +127,21 @@ func displayPointer(p string) string {
 	return p
 }
 
-func strLen(n *loader.Node) int64 {
+func strLen(n *ckpt.Node) int64 {
 	if n.Len > 0 {
 		return n.Len
 	}
 	return int64(utf8.RuneCountInString(n.Str))
 }
 
-func bytesLen(n *loader.Node) int64 {
+func bytesLen(n *ckpt.Node) int64 {
 	if n.Len > 0 {
 		return n.Len
 	}
 	return int64(len(n.Bytes))
 }
 
-func bytesSummary(n *loader.Node) string {
+func bytesSummary(n *ckpt.Node) string {
 	name := ShortType(n.Type)
 	if name == "" {
 		name = "bytes"
@@ -167,7 +167,7 @@ func bytesSummary(n *loader.Node) string {
 	return sb.String()
 }
 
-func typeOr(n *loader.Node) string {
+func typeOr(n *ckpt.Node) string {
 	if n.Type != "" {
 		return n.Type
 	}
@@ -185,7 +185,7 @@ func ShortType(t string) string {
 
 // childrenOf is what a reader sees inside a node: a numpy object array's items, or the
 // node's children (a large list's first items only: the rest is read page by page).
-func childrenOf(n *loader.Node) []*loader.Node {
+func childrenOf(n *ckpt.Node) []*ckpt.Node {
 	if n.IsLazy() {
 		return n.Items(0, MaxLimit)
 	}
@@ -196,12 +196,12 @@ func childrenOf(n *loader.Node) []*loader.Node {
 }
 
 // isContainer reports whether a node has children a reader can open.
-func isContainer(n *loader.Node) bool {
+func isContainer(n *ckpt.Node) bool {
 	switch n.Kind {
-	case loader.KindList, loader.KindTuple, loader.KindDict, loader.KindSet, loader.KindFrozenSet,
-		loader.KindObject, loader.KindGlobal:
+	case ckpt.KindList, ckpt.KindTuple, ckpt.KindDict, ckpt.KindSet, ckpt.KindFrozenSet,
+		ckpt.KindObject, ckpt.KindGlobal:
 		return true
-	case loader.KindTensor, loader.KindNDArray:
+	case ckpt.KindTensor, ckpt.KindNDArray:
 		// an object array's items, or a quantized tensor's per-channel scales
 		return n.Tensor != nil && n.Tensor.Objects != nil || len(n.Children) > 0
 	}
@@ -336,7 +336,7 @@ const structNameFields = 3
 // FieldsText lists a structured dtype's fields beside numpy's name for it ("void448"), for
 // people: "{left_child: int64, right_child: int64, feature: int64, … 7 fields}"; "" for any
 // other dtype.
-func FieldsText(t *loader.Tensor) string {
+func FieldsText(t *ckpt.Tensor) string {
 	if len(t.Fields) == 0 {
 		return ""
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 )
 
@@ -14,7 +15,7 @@ import (
 // {7: 1, "7": 2, "7 (2)": 3, ".": 4, "..": 5, "": 6, "a/b": 7, "~x": 8}.
 const keysFixture = "../loader/testdata/keys/keys.pkl"
 
-func openKeys(t *testing.T, path string) *loader.Checkpoint {
+func openKeys(t *testing.T, path string) *ckpt.Checkpoint {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -23,7 +24,7 @@ func openKeys(t *testing.T, path string) *loader.Checkpoint {
 	return openPickleBytes(t, data)
 }
 
-func openPickleBytes(t *testing.T, data []byte) *loader.Checkpoint {
+func openPickleBytes(t *testing.T, data []byte) *ckpt.Checkpoint {
 	t.Helper()
 	ck, err := loader.Open(bytes.NewReader(data), int64(len(data)), loader.Options{})
 	if err != nil {
@@ -63,9 +64,9 @@ func TestNodeURLSurvivesABrowser(t *testing.T) {
 	keys := []string{".", "..", "", "~", "~.", "~..", "~0", "~1", "%2E", "%2e%2E", ".%2E", "a/b", "a b", "7 (2)", "é", "?#", "\\", "..."}
 	var pointers []string
 	for _, a := range keys {
-		pointers = append(pointers, "/"+loader.EscapeSegment(a))
+		pointers = append(pointers, "/"+ckpt.EscapeSegment(a))
 		for _, b := range keys {
-			pointers = append(pointers, "/"+loader.EscapeSegment(a)+"/"+loader.EscapeSegment(b))
+			pointers = append(pointers, "/"+ckpt.EscapeSegment(a)+"/"+ckpt.EscapeSegment(b))
 		}
 	}
 	pointers = append(pointers, "", "/model/blocks.0.weight", "///")
@@ -114,7 +115,7 @@ func TestNodeURLSurvivesABrowser(t *testing.T) {
 func TestKeyLabels(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		ck   *loader.Checkpoint
+		ck   *ckpt.Checkpoint
 		want []string
 	}{
 		{"mixed", openKeys(t, keysFixture), []string{"7", "'7'", "'7 (2)'", "'.'", "'..'", "''", "'a/b'", "'~x'"}},

@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
@@ -64,12 +64,12 @@ const (
 
 // NewLayerChart builds the chart of the largest run of numbered blocks of a state dict,
 // from the statistics lookup already has; nil when the dict has no repeated blocks.
-func NewLayerChart(id string, dict *loader.Node, lookup StatsLookup) *LayerChart {
+func NewLayerChart(id string, dict *ckpt.Node, lookup StatsLookup) *LayerChart {
 	if dict == nil || lookup == nil {
 		return nil
 	}
 	// blocks: prefix -> index -> role -> entry
-	type entry struct{ n *loader.Node }
+	type entry struct{ n *ckpt.Node }
 	groups := map[string]map[int]map[string]entry{}
 	for _, k := range entries(dict) {
 		if k.DictKey != nil || k.Tensor == nil || !isParameter(k) {

@@ -3,7 +3,7 @@ package views
 import (
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // ModelView is an nn.Module saved whole (torch.save(model)) shown as print(model) shows
@@ -62,15 +62,15 @@ const maxModelRows = 2000
 
 // IsModule reports whether n is an nn.Module saved whole: an object whose state has
 // _modules and _parameters.
-func IsModule(n *loader.Node) bool {
-	if n == nil || n.Kind != loader.KindObject {
+func IsModule(n *ckpt.Node) bool {
+	if n == nil || n.Kind != ckpt.KindObject {
 		return false
 	}
 	return attr(n, "_modules") != nil && attr(n, "_parameters") != nil
 }
 
 // attr is the child of an object named key.
-func attr(n *loader.Node, key string) *loader.Node {
+func attr(n *ckpt.Node, key string) *ckpt.Node {
 	for _, k := range n.Children {
 		if k.Key == key {
 			return k
@@ -81,12 +81,12 @@ func attr(n *loader.Node, key string) *loader.Node {
 
 // FindModels returns the modules saved whole in a checkpoint: the root, or the values of
 // the root's entries that are modules ({"model": ..., "ema": ...}), in order.
-func FindModels(root *loader.Node) []*loader.Node {
+func FindModels(root *ckpt.Node) []*ckpt.Node {
 	if IsModule(root) {
-		return []*loader.Node{root}
+		return []*ckpt.Node{root}
 	}
-	var out []*loader.Node
-	if root != nil && (root.Kind == loader.KindDict || root.Kind == loader.KindObject) {
+	var out []*ckpt.Node
+	if root != nil && (root.Kind == ckpt.KindDict || root.Kind == ckpt.KindObject) {
 		for _, k := range root.Children {
 			if IsModule(k) {
 				out = append(out, k)
@@ -97,13 +97,13 @@ func FindModels(root *loader.Node) []*loader.Node {
 }
 
 // NewModelView builds the view of module object n of checkpoint ck.
-func NewModelView(id string, ck *loader.Checkpoint, n *loader.Node) *ModelView {
+func NewModelView(id string, ck *ckpt.Checkpoint, n *ckpt.Node) *ModelView {
 	v := &ModelView{Path: n.Path(), Where: "the root"}
 	if v.Path != "" {
 		v.Where = displayPointer(v.Path)
 	}
 	rows := 0
-	v.Root = buildModule(id, ck, n, "", &rows, map[*loader.Node]bool{})
+	v.Root = buildModule(id, ck, n, "", &rows, map[*ckpt.Node]bool{})
 	v.Truncated = rows > maxModelRows
 	v.Modules = min(rows, maxModelRows)
 	v.Params, v.Buffers = v.Root.ParamCount, v.Root.BufferCount
@@ -120,21 +120,21 @@ var moduleInternals = map[string]bool{"training": true, "_parameters": true, "_b
 	"_state_dict_hooks": true, "_state_dict_pre_hooks": true, "_load_state_dict_pre_hooks": true,
 	"_load_state_dict_post_hooks": true, "_modules": true, "_version": true}
 
-func buildModule(id string, ck *loader.Checkpoint, n *loader.Node, name string, rows *int, seen map[*loader.Node]bool) *ModelModule {
+func buildModule(id string, ck *ckpt.Checkpoint, n *ckpt.Node, name string, rows *int, seen map[*ckpt.Node]bool) *ModelModule {
 	*rows++
 	m := &ModelModule{Name: name, FullClass: n.Global, URL: NodeURL(id, n.Path())}
 	if m.FullClass == "" {
 		m.FullClass = n.Type
 	}
 	m.Class = m.FullClass[strings.LastIndexByte(m.FullClass, '.')+1:]
-	if t := attr(n, "training"); t != nil && t.Kind == loader.KindBool && !t.Bool {
+	if t := attr(n, "training"); t != nil && t.Kind == ckpt.KindBool && !t.Bool {
 		m.Eval = true
 	}
 	seen[n] = true
 	notSaved := map[string]bool{}
 	if s := attr(n, "_non_persistent_buffers_set"); s != nil {
 		for _, k := range s.Children {
-			if k.Kind == loader.KindStr {
+			if k.Kind == ckpt.KindStr {
 				notSaved[k.Str] = true
 			}
 		}
@@ -152,7 +152,7 @@ func buildModule(id string, ck *loader.Checkpoint, n *loader.Node, name string, 
 		}
 	}
 	m.Attrs = strings.Join(attrs, ", ")
-	tensors := func(dict *loader.Node, buffers bool) []ModelTensor {
+	tensors := func(dict *ckpt.Node, buffers bool) []ModelTensor {
 		var out []ModelTensor
 		if dict == nil {
 			return nil
@@ -163,7 +163,7 @@ func buildModule(id string, ck *loader.Checkpoint, n *loader.Node, name string, 
 			}
 			t := ModelTensor{Name: k.Key, URL: NodeURL(id, k.Path()), NotSaved: buffers && notSaved[k.Key]}
 			r := k
-			if r.Kind == loader.KindRef {
+			if r.Kind == ckpt.KindRef {
 				if x, err := ck.Node(r.Target); err == nil {
 					r = x
 				}
@@ -171,7 +171,7 @@ func buildModule(id string, ck *loader.Checkpoint, n *loader.Node, name string, 
 			switch {
 			case r.Tensor != nil:
 				t.DType, t.Shape, t.Numel = r.Tensor.DType, FormatShape(r.Tensor.Shape), r.Tensor.Numel()
-			case r.Kind == loader.KindNone:
+			case r.Kind == ckpt.KindNone:
 				t.Empty = true
 			default:
 				t.DType = string(r.Kind)
@@ -194,7 +194,7 @@ func buildModule(id string, ck *loader.Checkpoint, n *loader.Node, name string, 
 				continue
 			}
 			c := k
-			if c.Kind == loader.KindRef { // a module used twice: counted once, shown where it first is
+			if c.Kind == ckpt.KindRef { // a module used twice: counted once, shown where it first is
 				continue
 			}
 			if !IsModule(c) || seen[c] {
@@ -219,11 +219,11 @@ func buildModule(id string, ck *loader.Checkpoint, n *loader.Node, name string, 
 
 // attrRepr is a plain attribute as Python writes it: a scalar, a short string, a short
 // tuple or list of them; ok is false for anything else (a tensor, a module, a dict).
-func attrRepr(n *loader.Node) (string, bool) {
+func attrRepr(n *ckpt.Node) (string, bool) {
 	switch n.Kind {
-	case loader.KindNone, loader.KindBool, loader.KindInt, loader.KindFloat:
+	case ckpt.KindNone, ckpt.KindBool, ckpt.KindInt, ckpt.KindFloat:
 		return Summary(n), true
-	case loader.KindStr:
+	case ckpt.KindStr:
 		if n.Truncated || len(n.Str) > inlineMaxChars {
 			return "", false
 		}
@@ -233,7 +233,7 @@ func attrRepr(n *loader.Node) (string, bool) {
 }
 
 // countModule counts a module's elements without building rows for it.
-func countModule(n *loader.Node, seen map[*loader.Node]bool) ModelModule {
+func countModule(n *ckpt.Node, seen map[*ckpt.Node]bool) ModelModule {
 	var m ModelModule
 	seen[n] = true
 	for _, dict := range []string{"_parameters", "_buffers"} {

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // stateDictKeys are the root entries that usually hold a model's state dict, tried when the
@@ -49,10 +49,10 @@ type Module struct {
 	// Leaf is the state dict entry whose key is exactly Prefix, if any (made for the rows a
 	// page shows: leaf is the entry itself).
 	Leaf *Row
-	leaf *loader.Node
+	leaf *ckpt.Node
 	// tied is the tensor a leaf that is a ref points at (the same tensor object stored under
 	// a second key): it counts as a tensor tied to it.
-	tied *loader.Node
+	tied *ckpt.Node
 	// More counts the children not shown (a module of thousands of entries, or a tree past
 	// its budget of rows); MoreURL lists them all, a page at a time (a search for the prefix).
 	More    int
@@ -113,17 +113,17 @@ func (t *ModuleTree) Source() string {
 // FindStateDict returns the dict that holds the model's weights: the root when it is a dict
 // of mostly tensors with dotted keys, else the dict child of the root that is one (the one
 // with most tensors). It returns nil when there is none.
-func FindStateDict(root *loader.Node) *loader.Node {
+func FindStateDict(root *ckpt.Node) *ckpt.Node {
 	if root == nil {
 		return nil
 	}
 	if isStateDict(root) {
 		return root
 	}
-	if root.Kind != loader.KindDict && root.Kind != loader.KindObject {
+	if root.Kind != ckpt.KindDict && root.Kind != ckpt.KindObject {
 		return nil
 	}
-	var best *loader.Node
+	var best *ckpt.Node
 	bestTensors, bestRank := 0, len(stateDictKeys)
 	for _, k := range root.Children {
 		if !isStateDict(k) {
@@ -144,15 +144,15 @@ func FindStateDict(root *loader.Node) *loader.Node {
 // FindStateDicts returns every state dict of a checkpoint: the root when it is one, else
 // each dict entry of the root that is one (model, ema, discriminator...) and each dict
 // entry of those ({"state_dict": {"model": ..., "ema": ...}}), in order.
-func FindStateDicts(root *loader.Node) []*loader.Node {
+func FindStateDicts(root *ckpt.Node) []*ckpt.Node {
 	if root == nil {
 		return nil
 	}
 	if isStateDict(root) {
-		return []*loader.Node{root}
+		return []*ckpt.Node{root}
 	}
-	var out []*loader.Node
-	if root.Kind != loader.KindDict && root.Kind != loader.KindObject {
+	var out []*ckpt.Node
+	if root.Kind != ckpt.KindDict && root.Kind != ckpt.KindObject {
 		return nil
 	}
 	for _, k := range root.Children {
@@ -160,7 +160,7 @@ func FindStateDicts(root *loader.Node) []*loader.Node {
 			out = append(out, k)
 			continue
 		}
-		if k.Kind == loader.KindDict {
+		if k.Kind == ckpt.KindDict {
 			for _, kk := range k.Children {
 				if isStateDict(kk) {
 					out = append(out, kk)
@@ -171,10 +171,10 @@ func FindStateDicts(root *loader.Node) []*loader.Node {
 	return out
 }
 
-func countTensors(n *loader.Node) int {
+func countTensors(n *ckpt.Node) int {
 	t := 0
 	for _, k := range n.Children {
-		if k.Kind == loader.KindTensor || k.Kind == loader.KindNDArray {
+		if k.Kind == ckpt.KindTensor || k.Kind == ckpt.KindNDArray {
 			t++
 		}
 	}
@@ -183,14 +183,14 @@ func countTensors(n *loader.Node) int {
 
 // isStateDict reports whether n is a dict whose values are mostly tensors and whose keys
 // are dotted module names.
-func isStateDict(n *loader.Node) bool {
+func isStateDict(n *ckpt.Node) bool {
 	kids := entries(n)
-	if n.Kind != loader.KindDict || len(kids) == 0 {
+	if n.Kind != ckpt.KindDict || len(kids) == 0 {
 		return false
 	}
 	tensors, dotted := 0, false
 	for _, k := range kids {
-		if k.Kind == loader.KindTensor || k.Kind == loader.KindNDArray || k.Kind == loader.KindRef {
+		if k.Kind == ckpt.KindTensor || k.Kind == ckpt.KindNDArray || k.Kind == ckpt.KindRef {
 			tensors++
 		}
 		if k.DictKey == nil && strings.Contains(k.Key, ".") {
@@ -202,8 +202,8 @@ func isStateDict(n *loader.Node) bool {
 
 // entries are a dict's entries without its attributes (a state dict's _metadata, which
 // BUILD sets on the OrderedDict; the raw tree still shows it).
-func entries(n *loader.Node) []*loader.Node {
-	out := make([]*loader.Node, 0, len(n.Children))
+func entries(n *ckpt.Node) []*ckpt.Node {
+	out := make([]*ckpt.Node, 0, len(n.Children))
 	for _, k := range n.Children {
 		if !k.Attr {
 			out = append(out, k)
@@ -213,7 +213,7 @@ func entries(n *loader.Node) []*loader.Node {
 }
 
 // NewModuleTree groups the entries of a state dict on the dots of their keys.
-func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleTree {
+func NewModuleTree(id string, ck *ckpt.Checkpoint, dict *ckpt.Node) *ModuleTree {
 	if dict == nil {
 		return nil
 	}
@@ -236,8 +236,8 @@ func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleT
 		}
 		if m.leaf == nil {
 			m.leaf = k
-			if k.Kind == loader.KindRef {
-				if t := ResolveRef(ck, k); t != nil && t.Tensor != nil && (t.Kind == loader.KindTensor || t.Kind == loader.KindNDArray) {
+			if k.Kind == ckpt.KindRef {
+				if t := ResolveRef(ck, k); t != nil && t.Tensor != nil && (t.Kind == ckpt.KindTensor || t.Kind == ckpt.KindNDArray) {
 					m.tied = t
 				}
 			}
@@ -256,7 +256,7 @@ func NewModuleTree(id string, ck *loader.Checkpoint, dict *loader.Node) *ModuleT
 	setShares(root, t.Params, t.Bytes)
 	seen := viewSet{}
 	for _, k := range kids {
-		if (k.Kind == loader.KindTensor || k.Kind == loader.KindNDArray) && k.Tensor != nil && seen.add(k.Tensor) {
+		if (k.Kind == ckpt.KindTensor || k.Kind == ckpt.KindNDArray) && k.Tensor != nil && seen.add(k.Tensor) {
 			if isParameter(k) {
 				t.UniqueParams += k.Tensor.Numel()
 			}
@@ -290,7 +290,7 @@ const (
 )
 
 // fillRows makes the rows of the entries of the modules a page shows.
-func fillRows(id string, ck *loader.Checkpoint, mods []*Module) {
+func fillRows(id string, ck *ckpt.Checkpoint, mods []*Module) {
 	for _, m := range mods {
 		if m.leaf != nil {
 			row := NewRow(id, ck, m.leaf)
@@ -362,7 +362,7 @@ func finishModule(m *Module) {
 	if m.tied != nil {
 		l = m.tied // a tie by assignment counts as the tensor it is
 	}
-	if l != nil && l.Tensor != nil && (l.Kind == loader.KindTensor || l.Kind == loader.KindNDArray) {
+	if l != nil && l.Tensor != nil && (l.Kind == ckpt.KindTensor || l.Kind == ckpt.KindNDArray) {
 		m.Tensors = 1
 		if isParameter(l) {
 			m.Params = l.Tensor.Numel()

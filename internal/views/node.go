@@ -5,8 +5,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/export"
-	"github.com/ckptview/ckptview/internal/loader"
 )
 
 // hexDumpBytes is how many bytes of a bytes value a node page dumps.
@@ -122,7 +122,7 @@ type HexLine struct {
 }
 
 // NewNodePage describes node n of checkpoint ck; offset and limit page its children.
-func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, limit int) NodePage {
+func NewNodePage(meta FileMeta, ck *ckpt.Checkpoint, n *ckpt.Node, offset, limit int) NodePage {
 	p := NodePage{Meta: meta, CheckpointURL: CheckpointURL(meta.ID)}
 	if n == nil {
 		return p
@@ -146,7 +146,7 @@ func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 		p.DictKey = Summary(n.DictKey)
 	}
 	if ck != nil {
-		var mine []loader.Finding
+		var mine []ckpt.Finding
 		for _, f := range ck.Findings {
 			if under(f.Path, n.Path()) {
 				mine = append(mine, f)
@@ -155,22 +155,22 @@ func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 		p.Findings = FindingRows(meta.ID, mine)
 	}
 	switch n.Kind {
-	case loader.KindObject, loader.KindGlobal:
+	case ckpt.KindObject, ckpt.KindGlobal:
 		p.Global = n.Global
 		if p.Global == "" {
 			p.Global = n.Type
 		}
-	case loader.KindStr:
+	case ckpt.KindStr:
 		s := n.Str
 		p.Text, p.TextTruncated, p.Length = &s, n.Truncated, strLen(n)
-	case loader.KindBytes:
+	case ckpt.KindBytes:
 		b := n.Bytes
 		p.HexTruncated = n.Truncated
 		if len(b) > hexDumpBytes {
 			b, p.HexTruncated = b[:hexDumpBytes], true
 		}
 		p.Hex, p.Length = HexDump(b), bytesLen(n)
-	case loader.KindNone, loader.KindBool, loader.KindInt, loader.KindFloat, loader.KindComplex:
+	case ckpt.KindNone, ckpt.KindBool, ckpt.KindInt, ckpt.KindFloat, ckpt.KindComplex:
 		p.Value = Summary(n)
 	}
 	if n.Tensor != nil {
@@ -185,7 +185,7 @@ func NewNodePage(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 }
 
 // downloads lists the formats node n can be saved as.
-func downloads(id string, n *loader.Node) []Download {
+func downloads(id string, n *ckpt.Node) []Download {
 	out := []Download{{Label: "JSON", URL: DownloadURL(id, n.Path(), "json", false), TestID: "download-json",
 		Title: "this node and everything below it as lossless JSON (tensors inline up to 1,048,576 elements)"}}
 	t := n.Tensor
@@ -193,7 +193,7 @@ func downloads(id string, n *loader.Node) []Download {
 		out = append(out, Download{Label: "safetensors", URL: DownloadURL(id, n.Path(), "safetensors", false), TestID: "download-safetensors",
 			Title: "the tensors here as one safetensors file: dtypes kept, tied weights once, named as in a state dict"})
 	}
-	if t != nil && t.Objects == nil && export.ViewOf(t) == nil && export.ItemViewOf(t) != nil {
+	if t != nil && t.Objects == nil && t.View() == nil && t.ItemView() != nil {
 		// str, bytes, structured: no numbers, but numpy reads the items
 		return append(out,
 			Download{Label: ".npy", URL: DownloadURL(id, n.Path(), "npy", false), TestID: "download-npy",
@@ -201,7 +201,7 @@ func downloads(id string, n *loader.Node) []Download {
 			Download{Label: "raw", URL: DownloadURL(id, n.Path(), "raw", false), TestID: "download-raw",
 				Title: "the items' bytes as they are stored, C order"})
 	}
-	if t == nil || t.Objects != nil || export.ViewOf(t) == nil {
+	if t == nil || t.Objects != nil || t.View() == nil {
 		return out
 	}
 	conv := ""
@@ -231,11 +231,11 @@ func downloads(id string, n *loader.Node) []Download {
 
 // hasTensor says whether a tensor safetensors can hold is at or below n, looking at no more
 // than budget nodes (past that it answers yes: the download itself says if there is none).
-func hasTensor(n *loader.Node, budget int) bool {
+func hasTensor(n *ckpt.Node, budget int) bool {
 	found := false
 	seen := 0
-	var walk func(n *loader.Node)
-	walk = func(n *loader.Node) {
+	var walk func(n *ckpt.Node)
+	walk = func(n *ckpt.Node) {
 		if found || seen > budget {
 			return
 		}
@@ -269,7 +269,7 @@ func under(p, parent string) bool {
 }
 
 // crumbs links the file and every ancestor of n, ending with n itself.
-func crumbs(meta FileMeta, ck *loader.Checkpoint, n *loader.Node) []Link {
+func crumbs(meta FileMeta, ck *ckpt.Checkpoint, n *ckpt.Node) []Link {
 	out := []Link{{Label: meta.Name, URL: CheckpointURL(meta.ID)}}
 	if out[0].Label == "" {
 		out[0].Label = "checkpoint"
@@ -282,7 +282,7 @@ func crumbs(meta FileMeta, ck *loader.Checkpoint, n *loader.Node) []Link {
 	prefix := ""
 	for i, seg := range segs {
 		prefix += "/" + seg
-		label := loader.UnescapeSegment(seg)
+		label := ckpt.UnescapeSegment(seg)
 		if ck != nil {
 			if a, err := ck.Node(prefix); err == nil {
 				label = KeyLabel(a) // 7 and '7' stay apart
@@ -308,7 +308,7 @@ func crumbLabel(key string) string {
 }
 
 // NewTensorMeta describes a tensor's layout and storage.
-func NewTensorMeta(id string, n *loader.Node) *TensorMeta {
+func NewTensorMeta(id string, n *ckpt.Node) *TensorMeta {
 	t := n.Tensor
 	m := &TensorMeta{
 		DType:         t.DType,
@@ -377,7 +377,7 @@ type FieldRow struct {
 }
 
 // fieldRows lists a structured array's fields with links to their columns.
-func fieldRows(id string, n *loader.Node) []FieldRow {
+func fieldRows(id string, n *ckpt.Node) []FieldRow {
 	var out []FieldRow
 	for _, f := range n.Tensor.Fields {
 		r := FieldRow{Name: f.Name, DType: f.DType, Descr: f.Descr, Offset: f.Offset}
@@ -395,8 +395,8 @@ func fieldRows(id string, n *loader.Node) []FieldRow {
 }
 
 // outOfBounds reports whether the view's last element lies past the end of its storage.
-func outOfBounds(t *loader.Tensor) bool {
-	size := int64(loader.DTypeSize(t.DType))
+func outOfBounds(t *ckpt.Tensor) bool {
+	size := int64(ckpt.DTypeSize(t.DType))
 	if size == 0 || t.Numel() == 0 || len(t.Strides) != len(t.Shape) {
 		return false
 	}

@@ -3,7 +3,7 @@ package views
 import (
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
@@ -29,8 +29,8 @@ type ParamNames struct {
 }
 
 // NewParamNames finds the optimizer state dicts and the model's state dict of ck.
-func NewParamNames(ck *loader.Checkpoint) *ParamNames {
-	if ck == nil || ck.Root == nil || ck.Root.Kind != loader.KindDict || ck.Root.IsLazy() {
+func NewParamNames(ck *ckpt.Checkpoint) *ParamNames {
+	if ck == nil || ck.Root == nil || ck.Root.Kind != ckpt.KindDict || ck.Root.IsLazy() {
 		return nil
 	}
 	sd := FindStateDict(ck.Root)
@@ -43,11 +43,11 @@ func NewParamNames(ck *loader.Checkpoint) *ParamNames {
 			params = append(params, k.Key)
 		}
 	}
-	var opts []*loader.Node
+	var opts []*ckpt.Node
 	for _, k := range ck.Root.Children { // "optimizer_state_dict": {...}, "optimizer_states": [{...}]
 		if isOptimizerState(k) {
 			opts = append(opts, k)
-		} else if k.Kind == loader.KindList && !k.IsLazy() {
+		} else if k.Kind == ckpt.KindList && !k.IsLazy() {
 			for _, o := range k.Children {
 				if isOptimizerState(o) {
 					opts = append(opts, o)
@@ -91,8 +91,8 @@ func NewParamNames(ck *loader.Checkpoint) *ParamNames {
 
 // isParameter says whether a state dict entry is a parameter rather than a buffer: a float
 // tensor whose name is not one of the buffers torch's modules register.
-func isParameter(k *loader.Node) bool {
-	if k.Tensor == nil || k.Kind == loader.KindRef || !tensor.IsFloat(k.Tensor.DType) {
+func isParameter(k *ckpt.Node) bool {
+	if k.Tensor == nil || k.Kind == ckpt.KindRef || !tensor.IsFloat(k.Tensor.DType) {
 		return false
 	}
 	for _, s := range bufferSuffixes {
@@ -103,11 +103,11 @@ func isParameter(k *loader.Node) bool {
 	return true
 }
 
-func isOptimizerState(n *loader.Node) bool {
-	return n.Kind == loader.KindDict && child(n, "state") != nil && child(n, "param_groups") != nil
+func isOptimizerState(n *ckpt.Node) bool {
+	return n.Kind == ckpt.KindDict && child(n, "state") != nil && child(n, "param_groups") != nil
 }
 
-func child(n *loader.Node, key string) *loader.Node {
+func child(n *ckpt.Node, key string) *ckpt.Node {
 	for _, k := range n.Children {
 		if k.Key == key && k.DictKey == nil {
 			return k
@@ -117,17 +117,17 @@ func child(n *loader.Node, key string) *loader.Node {
 }
 
 // groupParams lists the parameter ids of an optimizer's param_groups, in order.
-func groupParams(o *loader.Node) []string {
+func groupParams(o *ckpt.Node) []string {
 	groups := child(o, "param_groups")
 	if groups == nil {
 		return nil
 	}
 	var ids []string
 	for _, g := range groups.Items(0, groups.NumItems()) {
-		if g.Kind != loader.KindDict {
+		if g.Kind != ckpt.KindDict {
 			continue
 		}
-		var p *loader.Node
+		var p *ckpt.Node
 		if g.IsLazy() {
 			for _, k := range g.Items(0, g.NumItems()) {
 				if k.Key == "params" {
@@ -141,7 +141,7 @@ func groupParams(o *loader.Node) []string {
 			return nil
 		}
 		for _, id := range p.Items(0, p.NumItems()) {
-			if id.Kind != loader.KindInt {
+			if id.Kind != ckpt.KindInt {
 				return nil
 			}
 			ids = append(ids, id.Int)
@@ -151,6 +151,6 @@ func groupParams(o *loader.Node) []string {
 }
 
 // isOptimizerStateEntries says whether n is the "state" dict of an optimizer's state dict.
-func isOptimizerStateEntries(n *loader.Node) bool {
+func isOptimizerStateEntries(n *ckpt.Node) bool {
 	return n != nil && n.Key == "state" && n.Parent() != nil && isOptimizerState(n.Parent())
 }

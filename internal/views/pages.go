@@ -3,7 +3,7 @@ package views
 import (
 	"time"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // Example is a bundled checkpoint the home page offers one click away.
@@ -48,7 +48,7 @@ func (h Home) MaxUploadText() string {
 type ErrorPage struct {
 	Status         int
 	Title, Message string
-	Findings       []loader.Finding
+	Findings       []ckpt.Finding
 	// CheckpointURL links back to the checkpoint a missing node was looked for in.
 	CheckpointURL string
 }

@@ -3,14 +3,14 @@ package views
 import (
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // PythonExpr is the Python expression that reaches n from the object the file loads as
 // (ckpt = torch.load(f), model = joblib.load(f)...): ckpt["model_state_dict"]["fc.weight"],
 // model.steps[0][1].coef_. It is "" where Python has no such expression: a set's item, a
 // call's arguments, a tensor's parts, a format read with no Python object behind it.
-func PythonExpr(ck *loader.Checkpoint, n *loader.Node) string {
+func PythonExpr(ck *ckpt.Checkpoint, n *ckpt.Node) string {
 	root := rootName(ck)
 	if root == "" {
 		return ""
@@ -20,22 +20,22 @@ func PythonExpr(ck *loader.Checkpoint, n *loader.Node) string {
 		p := m.Parent()
 		var step string
 		switch {
-		case p.Kind == loader.KindList || p.Kind == loader.KindTuple:
+		case p.Kind == ckpt.KindList || p.Kind == ckpt.KindTuple:
 			step = "[" + m.Seg + "]"
-		case p.Kind == loader.KindDict && !m.Attr:
+		case p.Kind == ckpt.KindDict && !m.Attr:
 			switch k := m.DictKey; {
 			case k == nil:
 				step = "[" + PyRepr(m.Key) + "]"
-			case k.Kind == loader.KindInt || k.Kind == loader.KindBool || k.Kind == loader.KindNone || k.Kind == loader.KindFloat:
+			case k.Kind == ckpt.KindInt || k.Kind == ckpt.KindBool || k.Kind == ckpt.KindNone || k.Kind == ckpt.KindFloat:
 				step = "[" + Summary(k) + "]"
 			default:
-				if s, ok := inlineRepr(k); ok && k.Kind == loader.KindTuple {
+				if s, ok := inlineRepr(k); ok && k.Kind == ckpt.KindTuple {
 					step = "[" + s + "]"
 				} else {
 					return ""
 				}
 			}
-		case (p.Kind == loader.KindObject || p.Kind == loader.KindDict) && isIdentifier(m.Seg) && !strings.HasPrefix(m.Seg, "__"):
+		case (p.Kind == ckpt.KindObject || p.Kind == ckpt.KindDict) && isIdentifier(m.Seg) && !strings.HasPrefix(m.Seg, "__"):
 			step = "." + m.Seg // an attribute from the object's state
 		default:
 			return ""
@@ -51,7 +51,7 @@ func PythonExpr(ck *loader.Checkpoint, n *loader.Node) string {
 }
 
 // rootName is the name the loaded object gets in the usual Python line for the format.
-func rootName(ck *loader.Checkpoint) string {
+func rootName(ck *ckpt.Checkpoint) string {
 	if ck == nil || ck.Root == nil {
 		return ""
 	}
@@ -61,7 +61,7 @@ func rootName(ck *loader.Checkpoint) string {
 	case f == "joblib":
 		return "model" // model = joblib.load(f)
 	case f == "pickle":
-		if ck.Root.Kind == loader.KindObject {
+		if ck.Root.Kind == ckpt.KindObject {
 			return "model"
 		}
 		return "obj" // obj = pickle.load(f)

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/search"
 )
 
@@ -50,7 +50,7 @@ func (v *SearchView) AddStats(lookup StatsLookup) {
 func (v SearchView) KeyClass() string { return keyClass(v.KeyWidth) }
 
 // NewSearchView describes the results of a query (res, or the error that stopped it).
-func NewSearchView(id string, ck *loader.Checkpoint, query string, res search.Results, err error, offset int) SearchView {
+func NewSearchView(id string, ck *ckpt.Checkpoint, query string, res search.Results, err error, offset int) SearchView {
 	v := SearchView{ID: id, Query: query, Syntax: search.Syntax, Offset: offset, FragmentURL: SearchFragmentURL(id, "", 0)}
 	if strings.TrimSpace(query) == "" {
 		return v

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
@@ -83,7 +83,7 @@ type StatsOptions struct {
 }
 
 // NewStatsView describes statistics s of tensor t.
-func NewStatsView(t *loader.Tensor, s *tensor.Stats, o StatsOptions) *StatsView {
+func NewStatsView(t *ckpt.Tensor, s *tensor.Stats, o StatsOptions) *StatsView {
 	v := &StatsView{Log: o.Log, JSONURL: o.JSONURL, Empty: s.Numel == 0}
 	v.LinearURL = withQuery(o.PageURL, "hist", "") + "#stats"
 	v.LogURL = withQuery(o.PageURL, "hist", "log") + "#stats"
@@ -148,7 +148,7 @@ type elements struct {
 
 // elementsOf is how the elements of t print. A quantized tensor's statistics are of
 // dequantized values, a packed one's of its float32 decoding: not elements of its dtype.
-func elementsOf(t *loader.Tensor) elements {
+func elementsOf(t *ckpt.Tensor) elements {
 	if t == nil || t.Quant != nil || t.Decoded != nil {
 		return elements{}
 	}
@@ -206,7 +206,7 @@ func statsFlags(s *tensor.Stats, el elements) []Flag {
 }
 
 // statsNotes say what the numbers are of when that is not simply the stored values.
-func statsNotes(t *loader.Tensor) []string {
+func statsNotes(t *ckpt.Tensor) []string {
 	var out []string
 	if t == nil {
 		return nil

@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
@@ -137,7 +137,7 @@ func keyClass(w int) string {
 
 // keyWidth is the width in characters that fits the longest key among the first page of
 // children, rounded up to a step and capped: longer keys are cut with an ellipsis.
-func keyWidth(kids []*loader.Node) int {
+func keyWidth(kids []*ckpt.Node) int {
 	w := 0
 	var reprs bool // the children's keys are reprs (KeyLabel), which a page shows
 	if len(kids) > 0 {
@@ -152,7 +152,7 @@ func keyWidth(kids []*loader.Node) int {
 
 // NewChildren builds the page of n's children that starts at offset. A limit of 0 or less
 // means DefaultLimit.
-func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, limit int) Children {
+func NewChildren(meta FileMeta, ck *ckpt.Checkpoint, n *ckpt.Node, offset, limit int) Children {
 	c := Children{Meta: meta}
 	if n == nil {
 		return c
@@ -199,10 +199,10 @@ func NewChildren(meta FileMeta, ck *loader.Checkpoint, n *loader.Node, offset, l
 // as Python's repr, so that the int 7 (7) and the str "7" ('7') read apart; a dict of str
 // keys only shows them bare. A key that is the empty str is written as a pair of quotes
 // either way, so that its link has text to click.
-func KeyLabel(n *loader.Node) string { return keyLabel(n, keysAsRepr(n.Parent())) }
+func KeyLabel(n *ckpt.Node) string { return keyLabel(n, keysAsRepr(n.Parent())) }
 
 // keyLabel is KeyLabel when whether n's siblings' keys are reprs is known.
-func keyLabel(n *loader.Node, reprs bool) string {
+func keyLabel(n *ckpt.Node, reprs bool) string {
 	switch {
 	case n.Attr || n.DictKey != nil:
 		// an attribute's name, or a key that is not a str (its Key is its repr already)
@@ -216,8 +216,8 @@ func keyLabel(n *loader.Node, reprs bool) string {
 
 // keysAsRepr says whether the keys of dict p's entries are shown as reprs: whether one of
 // them is not a str. A dict kept as values (IsLazy) has str keys only.
-func keysAsRepr(p *loader.Node) bool {
-	if p == nil || p.Kind != loader.KindDict || p.IsLazy() {
+func keysAsRepr(p *ckpt.Node) bool {
+	if p == nil || p.Kind != ckpt.KindDict || p.IsLazy() {
 		return false
 	}
 	for _, k := range p.Children {
@@ -229,13 +229,13 @@ func keysAsRepr(p *loader.Node) bool {
 }
 
 // NewRow describes one node for a tree listing.
-func NewRow(id string, ck *loader.Checkpoint, n *loader.Node) Row {
+func NewRow(id string, ck *ckpt.Checkpoint, n *ckpt.Node) Row {
 	return newRow(id, ck, n, keysAsRepr(n.Parent()))
 }
 
 // newRow is NewRow when whether n's key is shown as a repr is known (keysAsRepr of its
 // parent, worked out once for a page of siblings).
-func newRow(id string, ck *loader.Checkpoint, n *loader.Node, reprs bool) Row {
+func newRow(id string, ck *ckpt.Checkpoint, n *ckpt.Node, reprs bool) Row {
 	path := n.Path() // made from the parents: once per row
 	r := Row{
 		Key:      keyLabel(n, reprs),
@@ -251,7 +251,7 @@ func newRow(id string, ck *loader.Checkpoint, n *loader.Node, reprs bool) Row {
 		r.Type = string(n.Kind)
 	}
 	switch n.Kind {
-	case loader.KindList, loader.KindTuple, loader.KindDict, loader.KindSet, loader.KindFrozenSet:
+	case ckpt.KindList, ckpt.KindTuple, ckpt.KindDict, ckpt.KindSet, ckpt.KindFrozenSet:
 		if _, inline := inlineRepr(n); !inline { // "(3, 3)" says more than "2 items"
 			r.Brief = plural(int64(n.NumItems()), "item")
 		}
@@ -266,10 +266,10 @@ func newRow(id string, ck *loader.Checkpoint, n *loader.Node, reprs bool) Row {
 	if n.Tensor != nil {
 		r.Tensor = newTensorBrief(id, n)
 	}
-	if n.Kind == loader.KindRef {
+	if n.Kind == ckpt.KindRef {
 		r.Ref = &Link{Label: displayPointer(n.Target), URL: NodeURL(id, n.Target)}
 		if ck != nil {
-			if t, err := ck.Node(n.Target); err == nil && t != n && t.Kind != loader.KindRef {
+			if t, err := ck.Node(n.Target); err == nil && t != n && t.Kind != ckpt.KindRef {
 				r.Summary = "ref → " + displayPointer(n.Target) + " (" + Summary(t) + ")"
 			}
 		}
@@ -277,7 +277,7 @@ func newRow(id string, ck *loader.Checkpoint, n *loader.Node, reprs bool) Row {
 	return r
 }
 
-func newTensorBrief(id string, n *loader.Node) *TensorBrief {
+func newTensorBrief(id string, n *ckpt.Node) *TensorBrief {
 	t := n.Tensor
 	b := &TensorBrief{
 		DType:     t.DType,
@@ -293,7 +293,7 @@ func newTensorBrief(id string, n *loader.Node) *TensorBrief {
 }
 
 // sharedWith lists up to max other tensors that view n's storage, and how many more do.
-func sharedWith(id string, n *loader.Node, max int) ([]Link, int) {
+func sharedWith(id string, n *ckpt.Node, max int) ([]Link, int) {
 	if n.Tensor == nil || n.Tensor.Storage == nil {
 		return nil, 0
 	}

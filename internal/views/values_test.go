@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
@@ -182,7 +182,7 @@ func stats(counts []int64, lo, hi float64) *tensor.Stats {
 func TestStatsView(t *testing.T) {
 	counts := make([]int64, tensor.Bins)
 	counts[0], counts[10], counts[63] = 1, 1000, 10
-	tt := &loader.Tensor{DType: "float32"}
+	tt := &ckpt.Tensor{DType: "float32"}
 	v := NewStatsView(tt, stats(counts, -1, 3), StatsOptions{PageURL: "/c/x/n/w?row=32"})
 	h := v.Hist
 	if h == nil || len(h.Bars) != tensor.Bins {
@@ -208,7 +208,7 @@ func TestStatsView(t *testing.T) {
 
 	flags := func(s *tensor.Stats, dtype string) string {
 		var out []string
-		for _, f := range NewStatsView(&loader.Tensor{DType: dtype}, s, StatsOptions{}).Flags {
+		for _, f := range NewStatsView(&ckpt.Tensor{DType: dtype}, s, StatsOptions{}).Flags {
 			out = append(out, f.TestID)
 		}
 		return strings.Join(out, " ")
@@ -237,15 +237,15 @@ func TestStatsView(t *testing.T) {
 		t.Errorf("no finite values: histogram %v, min %q; want none and a dash", nv.Hist, nv.Rows[1].Value)
 	}
 
-	pc := &loader.Tensor{DType: "qint8", Quant: &loader.Quantization{Scheme: "per_channel_affine", Axis: 1}}
+	pc := &ckpt.Tensor{DType: "qint8", Quant: &ckpt.Quantization{Scheme: "per_channel_affine", Axis: 1}}
 	if notes := NewStatsView(pc, zero, StatsOptions{}).Notes; len(notes) != 1 || !strings.Contains(notes[0], "dequantized") || !strings.Contains(notes[0], "axis 1") {
 		t.Errorf("per-channel notes = %q, want them to say the statistics are dequantized per channel", notes)
 	}
-	sparse := &loader.Tensor{DType: "float32", Layout: "sparse_coo"}
+	sparse := &ckpt.Tensor{DType: "float32", Layout: "sparse_coo"}
 	if notes := NewStatsView(sparse, zero, StatsOptions{}).Notes; len(notes) != 1 || !strings.Contains(notes[0], "sparse_coo") {
 		t.Errorf("sparse notes = %q", notes)
 	}
-	if notes := NewStatsView(&loader.Tensor{DType: "complex64"}, zero, StatsOptions{}).Notes; len(notes) != 1 || !strings.Contains(notes[0], "magnitude") {
+	if notes := NewStatsView(&ckpt.Tensor{DType: "complex64"}, zero, StatsOptions{}).Notes; len(notes) != 1 || !strings.Contains(notes[0], "magnitude") {
 		t.Errorf("complex notes = %q", notes)
 	}
 }

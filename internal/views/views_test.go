@@ -6,45 +6,46 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/google/go-cmp/cmp"
 )
 
 // tensor builds a contiguous tensor node over its own storage.
-func tensorNode(key, dtype string, shape ...int64) *loader.Node {
+func tensorNode(key, dtype string, shape ...int64) *ckpt.Node {
 	strides := make([]int64, len(shape))
 	s := int64(1)
 	for i := len(shape) - 1; i >= 0; i-- {
 		strides[i] = s
 		s *= shape[i]
 	}
-	st := &loader.Storage{Key: key, DType: dtype, Location: "cpu", ByteOrder: "little", Size: s * int64(loader.DTypeSize(dtype))}
-	return &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: key, Seg: key,
-		Tensor: &loader.Tensor{DType: dtype, Shape: shape, Strides: strides, Storage: st}}
+	st := &ckpt.Storage{Key: key, DType: dtype, Location: "cpu", ByteOrder: "little", Size: s * int64(ckpt.DTypeSize(dtype))}
+	return &ckpt.Node{Kind: ckpt.KindTensor, Type: "torch.Tensor", Key: key, Seg: key,
+		Tensor: &ckpt.Tensor{DType: dtype, Shape: shape, Strides: strides, Storage: st}}
 }
 
-func str(key, s string) *loader.Node {
-	return &loader.Node{Kind: loader.KindStr, Type: "str", Key: key, Seg: key, Str: s, Len: int64(len([]rune(s)))}
+func str(key, s string) *ckpt.Node {
+	return &ckpt.Node{Kind: ckpt.KindStr, Type: "str", Key: key, Seg: key, Str: s, Len: int64(len([]rune(s)))}
 }
 
-func dict(key string, kids ...*loader.Node) *loader.Node {
-	return &loader.Node{Kind: loader.KindDict, Type: "dict", Key: key, Seg: key, Children: kids}
+func dict(key string, kids ...*ckpt.Node) *ckpt.Node {
+	return &ckpt.Node{Kind: ckpt.KindDict, Type: "dict", Key: key, Seg: key, Children: kids}
 }
 
-func list(key string, kids ...*loader.Node) *loader.Node {
+func list(key string, kids ...*ckpt.Node) *ckpt.Node {
 	for i, k := range kids {
 		k.Key, k.Seg = strconv.Itoa(i), strconv.Itoa(i)
 	}
-	return &loader.Node{Kind: loader.KindList, Type: "list", Key: key, Seg: key, Children: kids}
+	return &ckpt.Node{Kind: ckpt.KindList, Type: "list", Key: key, Seg: key, Children: kids}
 }
 
 // checkpoint links the tree (so every node's Path is made from its Seg) and sets the storages' users, as the loader does.
-func checkpoint(root *loader.Node) *loader.Checkpoint {
-	loader.Link(root)
-	ck := &loader.Checkpoint{Format: "torch-zip", Root: root, BytesByDType: map[string]int64{}}
-	var set func(n *loader.Node, path string)
-	set = func(n *loader.Node, path string) {
-		if t := n.Tensor; t != nil && t.Storage != nil && n.Kind != loader.KindRef {
+func checkpoint(root *ckpt.Node) *ckpt.Checkpoint {
+	ckpt.Link(root)
+	ck := &ckpt.Checkpoint{Format: "torch-zip", Root: root, BytesByDType: map[string]int64{}}
+	var set func(n *ckpt.Node, path string)
+	set = func(n *ckpt.Node, path string) {
+		if t := n.Tensor; t != nil && t.Storage != nil && n.Kind != ckpt.KindRef {
 			ck.Tensors++
 			ck.Parameters += t.Numel()
 			ck.BytesByDType[t.DType] += t.NBytes()
@@ -54,7 +55,7 @@ func checkpoint(root *loader.Node) *loader.Checkpoint {
 			t.Storage.Users = append(t.Storage.Users, path)
 		}
 		for _, k := range n.Children {
-			set(k, path+"/"+loader.EscapeSegment(k.Seg))
+			set(k, path+"/"+ckpt.EscapeSegment(k.Seg))
 		}
 	}
 	set(root, "")
@@ -65,50 +66,50 @@ func TestSummary(t *testing.T) {
 	big := str("s", strings.Repeat("a", 100))
 	tests := []struct {
 		name string
-		n    *loader.Node
+		n    *ckpt.Node
 		want string
 	}{
-		{"none", &loader.Node{Kind: loader.KindNone}, "None"},
-		{"true", &loader.Node{Kind: loader.KindBool, Bool: true}, "True"},
-		{"false", &loader.Node{Kind: loader.KindBool}, "False"},
-		{"int", &loader.Node{Kind: loader.KindInt, Int: "-123456789012345678901234567890"}, "-123456789012345678901234567890"},
-		{"float integral", &loader.Node{Kind: loader.KindFloat, Float: 1}, "1.0"},
-		{"float small", &loader.Node{Kind: loader.KindFloat, Float: 1e-5}, "1e-05"},
-		{"float large", &loader.Node{Kind: loader.KindFloat, Float: 1e16}, "1e+16"},
-		{"float", &loader.Node{Kind: loader.KindFloat, Float: 0.1}, "0.1"},
-		{"complex", &loader.Node{Kind: loader.KindComplex, Complex: complex(1, 2)}, "(1+2j)"},
-		{"complex imag", &loader.Node{Kind: loader.KindComplex, Complex: complex(0, 2.5)}, "2.5j"},
-		{"complex negative", &loader.Node{Kind: loader.KindComplex, Complex: complex(1.5, -2)}, "(1.5-2j)"},
+		{"none", &ckpt.Node{Kind: ckpt.KindNone}, "None"},
+		{"true", &ckpt.Node{Kind: ckpt.KindBool, Bool: true}, "True"},
+		{"false", &ckpt.Node{Kind: ckpt.KindBool}, "False"},
+		{"int", &ckpt.Node{Kind: ckpt.KindInt, Int: "-123456789012345678901234567890"}, "-123456789012345678901234567890"},
+		{"float integral", &ckpt.Node{Kind: ckpt.KindFloat, Float: 1}, "1.0"},
+		{"float small", &ckpt.Node{Kind: ckpt.KindFloat, Float: 1e-5}, "1e-05"},
+		{"float large", &ckpt.Node{Kind: ckpt.KindFloat, Float: 1e16}, "1e+16"},
+		{"float", &ckpt.Node{Kind: ckpt.KindFloat, Float: 0.1}, "0.1"},
+		{"complex", &ckpt.Node{Kind: ckpt.KindComplex, Complex: complex(1, 2)}, "(1+2j)"},
+		{"complex imag", &ckpt.Node{Kind: ckpt.KindComplex, Complex: complex(0, 2.5)}, "2.5j"},
+		{"complex negative", &ckpt.Node{Kind: ckpt.KindComplex, Complex: complex(1.5, -2)}, "(1.5-2j)"},
 		{"str", str("k", "hello"), "'hello'"},
 		{"str quote", str("k", "it's"), `"it's"`},
 		{"str control", str("k", "a\nb\x00"), `'a\nb\x00'`},
 		{"str long", big, "'" + strings.Repeat("a", 80) + "' … (100 chars)"},
-		{"str truncated by loader", &loader.Node{Kind: loader.KindStr, Str: "abc", Truncated: true, Len: 5000}, "'abc' … (5,000 chars)"},
-		{"bytes", &loader.Node{Kind: loader.KindBytes, Type: "bytes", Bytes: []byte{0, 1, 2}, Len: 3}, "bytes (3 bytes): 00 01 02"},
-		{"bytes long", &loader.Node{Kind: loader.KindBytes, Type: "bytes", Bytes: make([]byte, 256), Len: 256},
+		{"str truncated by loader", &ckpt.Node{Kind: ckpt.KindStr, Str: "abc", Truncated: true, Len: 5000}, "'abc' … (5,000 chars)"},
+		{"bytes", &ckpt.Node{Kind: ckpt.KindBytes, Type: "bytes", Bytes: []byte{0, 1, 2}, Len: 3}, "bytes (3 bytes): 00 01 02"},
+		{"bytes long", &ckpt.Node{Kind: ckpt.KindBytes, Type: "bytes", Bytes: make([]byte, 256), Len: 256},
 			"bytes (256 bytes):" + strings.Repeat(" 00", 16) + " …"},
 		// the page's separators: bytes (153600) read as a count without one
-		{"bytes large", &loader.Node{Kind: loader.KindBytes, Type: "bytes", Bytes: make([]byte, 16), Len: 153600},
+		{"bytes large", &ckpt.Node{Kind: ckpt.KindBytes, Type: "bytes", Bytes: make([]byte, 16), Len: 153600},
 			"bytes (153,600 bytes):" + strings.Repeat(" 00", 16) + " …"},
-		{"bytearray", &loader.Node{Kind: loader.KindBytes, Type: "bytearray", Bytes: []byte("A"), Len: 1}, "bytearray (1 byte): 41"},
-		{"dict", &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict", Children: make([]*loader.Node, 317)}, "OrderedDict (317 items)"},
+		{"bytearray", &ckpt.Node{Kind: ckpt.KindBytes, Type: "bytearray", Bytes: []byte("A"), Len: 1}, "bytearray (1 byte): 41"},
+		{"dict", &ckpt.Node{Kind: ckpt.KindDict, Type: "collections.OrderedDict", Children: make([]*ckpt.Node, 317)}, "OrderedDict (317 items)"},
 		// short lists and tuples of scalars read as Python's repr prints them
 		{"list one", list("l", str("", "x")), "['x']"},
-		{"empty tuple", &loader.Node{Kind: loader.KindTuple, Type: "tuple"}, "()"},
-		{"kernel size", &loader.Node{Kind: loader.KindTuple, Type: "tuple", Children: []*loader.Node{
-			{Kind: loader.KindInt, Int: "3"}, {Kind: loader.KindInt, Int: "3"}}}, "(3, 3)"},
-		{"one-tuple", &loader.Node{Kind: loader.KindTuple, Type: "tuple", Children: []*loader.Node{{Kind: loader.KindStr, Str: "cpu"}}}, "('cpu',)"},
-		{"betas", &loader.Node{Kind: loader.KindList, Type: "list", Children: []*loader.Node{
-			{Kind: loader.KindFloat, Float: 0.9}, {Kind: loader.KindFloat, Float: 0.999}, {Kind: loader.KindNone}, {Kind: loader.KindBool, Bool: true}}}, "[0.9, 0.999, None, True]"},
-		{"list of a tensor", &loader.Node{Kind: loader.KindList, Type: "list", Children: []*loader.Node{{Kind: loader.KindTensor}}}, "list (1 item)"},
-		{"long list", &loader.Node{Kind: loader.KindList, Type: "list", Children: make([]*loader.Node, 9)}, "list (9 items)"},
-		{"set", &loader.Node{Kind: loader.KindSet, Type: "set", Children: make([]*loader.Node, 2)}, "set (2 items)"},
-		{"object", &loader.Node{Kind: loader.KindObject, Type: "sklearn.svm._classes.SVC", Global: "sklearn.svm._classes.SVC"}, "sklearn.svm._classes.SVC"},
-		{"global", &loader.Node{Kind: loader.KindGlobal, Global: "posix.system"}, "posix.system"},
+		{"empty tuple", &ckpt.Node{Kind: ckpt.KindTuple, Type: "tuple"}, "()"},
+		{"kernel size", &ckpt.Node{Kind: ckpt.KindTuple, Type: "tuple", Children: []*ckpt.Node{
+			{Kind: ckpt.KindInt, Int: "3"}, {Kind: ckpt.KindInt, Int: "3"}}}, "(3, 3)"},
+		{"one-tuple", &ckpt.Node{Kind: ckpt.KindTuple, Type: "tuple", Children: []*ckpt.Node{{Kind: ckpt.KindStr, Str: "cpu"}}}, "('cpu',)"},
+		{"betas", &ckpt.Node{Kind: ckpt.KindList, Type: "list", Children: []*ckpt.Node{
+			{Kind: ckpt.KindFloat, Float: 0.9}, {Kind: ckpt.KindFloat, Float: 0.999}, {Kind: ckpt.KindNone}, {Kind: ckpt.KindBool, Bool: true}}}, "[0.9, 0.999, None, True]"},
+		{"list of a tensor", &ckpt.Node{Kind: ckpt.KindList, Type: "list", Children: []*ckpt.Node{{Kind: ckpt.KindTensor}}}, "list (1 item)"},
+		{"long list", &ckpt.Node{Kind: ckpt.KindList, Type: "list", Children: make([]*ckpt.Node, 9)}, "list (9 items)"},
+		{"set", &ckpt.Node{Kind: ckpt.KindSet, Type: "set", Children: make([]*ckpt.Node, 2)}, "set (2 items)"},
+		{"object", &ckpt.Node{Kind: ckpt.KindObject, Type: "sklearn.svm._classes.SVC", Global: "sklearn.svm._classes.SVC"}, "sklearn.svm._classes.SVC"},
+		{"global", &ckpt.Node{Kind: ckpt.KindGlobal, Global: "posix.system"}, "posix.system"},
 		{"tensor", tensorNode("w", "float32", 768, 3072), "float32[768, 3072]"},
 		{"scalar tensor", tensorNode("w", "int64"), "int64[]"},
-		{"ref", &loader.Node{Kind: loader.KindRef, Target: "/a/b"}, "ref → /a/b"},
-		{"ref root", &loader.Node{Kind: loader.KindRef, Target: ""}, "ref → /"},
+		{"ref", &ckpt.Node{Kind: ckpt.KindRef, Target: "/a/b"}, "ref → /a/b"},
+		{"ref root", &ckpt.Node{Kind: ckpt.KindRef, Target: ""}, "ref → /"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,8 +126,8 @@ func TestNodeURL(t *testing.T) {
 	}{
 		{"root", "abc", "", "/c/abc/n/"},
 		{"plain", "abc", "/model/blocks.0.attn.weight", "/c/abc/n/model/blocks.0.attn.weight"},
-		{"slash in key", "abc", "/" + loader.EscapeSegment("a/b"), "/c/abc/n/a~1b"},
-		{"tilde in key", "abc", "/" + loader.EscapeSegment("a~b"), "/c/abc/n/a~0b"},
+		{"slash in key", "abc", "/" + ckpt.EscapeSegment("a/b"), "/c/abc/n/a~1b"},
+		{"tilde in key", "abc", "/" + ckpt.EscapeSegment("a~b"), "/c/abc/n/a~0b"},
 		{"space", "abc", "/my key/x", "/c/abc/n/my%20key/x"},
 		{"unicode", "abc", "/gewicht/größe", "/c/abc/n/gewicht/gr%C3%B6%C3%9Fe"},
 		{"query and hash", "abc", "/a?b#c%", "/c/abc/n/a%3Fb%23c%25"},
@@ -134,7 +135,7 @@ func TestNodeURL(t *testing.T) {
 		{"empty key at the root", "abc", "/", "/c/abc/n/~"},
 		{"dot keys", "abc", "/./..", "/c/abc/n/~./~.."},
 		{"dots in a key", "abc", "/.../.a/a.", "/c/abc/n/.../.a/a."},
-		{"tilde keys", "abc", "/" + loader.EscapeSegment("~.") + "/" + loader.EscapeSegment("~"), "/c/abc/n/~0./~0"},
+		{"tilde keys", "abc", "/" + ckpt.EscapeSegment("~.") + "/" + ckpt.EscapeSegment("~"), "/c/abc/n/~0./~0"},
 		{"repr key", "abc", "/('a', 1)", "/c/abc/n/%28%27a%27%2C%201%29"},
 	}
 	for _, tc := range tests {
@@ -258,7 +259,7 @@ func modulePaths(ms []*Module, depth int, out *[]string) {
 }
 
 func TestModuleTree(t *testing.T) {
-	var entries []*loader.Node
+	var entries []*ckpt.Node
 	// Keys in string order, as some savers write them: 0, 1, 10, 11, 2, ...
 	for _, i := range []string{"0", "1", "10", "2"} {
 		entries = append(entries, tensorNode("blocks."+i+".attn.q.weight", "float32", 4, 4))
@@ -268,9 +269,9 @@ func TestModuleTree(t *testing.T) {
 		tensorNode("encoder.layer.norm.weight", "float16", 8),
 		tensorNode("head", "float32", 2, 4),
 		tensorNode("head.bias", "float32", 2),
-		&loader.Node{Kind: loader.KindRef, Key: "tied.weight", Seg: "tied.weight", Target: "/head"},
+		&ckpt.Node{Kind: ckpt.KindRef, Key: "tied.weight", Seg: "tied.weight", Target: "/head"},
 	)
-	root := &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict", Children: entries}
+	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "collections.OrderedDict", Children: entries}
 	ck := checkpoint(root)
 	tree := NewModuleTree("id", ck, FindStateDict(root))
 	if tree == nil {
@@ -342,16 +343,16 @@ func TestIndexLabel(t *testing.T) {
 }
 
 func TestFindStateDict(t *testing.T) {
-	sd := func(key string) *loader.Node {
+	sd := func(key string) *ckpt.Node {
 		return dict(key, tensorNode("a.weight", "float32", 2), tensorNode("a.bias", "float32", 2))
 	}
 	tests := []struct {
 		name string
-		root *loader.Node
+		root *ckpt.Node
 		want string // the Key of the dict found, "-" for none, "" for the root
 	}{
 		{"root", sd(""), ""},
-		{"lightning", dict("", &loader.Node{Kind: loader.KindInt, Key: "epoch", Int: "3"}, sd("state_dict"), dict("optimizer_states")), "state_dict"},
+		{"lightning", dict("", &ckpt.Node{Kind: ckpt.KindInt, Key: "epoch", Int: "3"}, sd("state_dict"), dict("optimizer_states")), "state_dict"},
 		{"prefers named key on ties", dict("", sd("ema"), sd("model")), "model"},
 		{"more tensors wins", dict("", sd("model"), dict("ema", tensorNode("a.b", "float32", 1), tensorNode("a.c", "float32", 1), tensorNode("a.d", "float32", 1))), "ema"},
 		{"flat keys", dict("", tensorNode("weight", "float32", 2), tensorNode("bias", "float32", 2)), "-"},
@@ -375,9 +376,9 @@ func TestFindStateDict(t *testing.T) {
 }
 
 func TestNewChildrenPaging(t *testing.T) {
-	var kids []*loader.Node
+	var kids []*ckpt.Node
 	for i := range 450 {
-		kids = append(kids, &loader.Node{Kind: loader.KindInt, Int: strconv.Itoa(i)})
+		kids = append(kids, &ckpt.Node{Kind: ckpt.KindInt, Int: strconv.Itoa(i)})
 	}
 	root := list("", kids...)
 	ck := checkpoint(root)
@@ -427,13 +428,13 @@ func TestRowTiedWeights(t *testing.T) {
 }
 
 func TestFindingRows(t *testing.T) {
-	fs := []loader.Finding{
-		{Severity: loader.SeverityWarning, Global: "sklearn.svm._classes.SVC", Path: "/model"},
-		{Severity: loader.SeverityDanger, Global: "posix.system", Path: "/payload", Detail: "posix.system('touch x')"},
-		{Severity: loader.SeverityDanger, Global: "builtins.eval", Detail: "left on the pickle stack"},
-		{Severity: loader.SeverityDanger, Global: "operator.attrgetter", Detail: "calls operator.attrgetter('system')(builtins.__import__('os'))('ls')"},
-		{Severity: loader.SeverityDanger, Global: "builtins.exec", Detail: "imports builtins.exec, which can run code or reach the system"},
-		{Severity: loader.SeverityWarning, Global: "x.Y", Path: "/a", Detail: "imports x.Y, which is not on the allowlist; shown as an opaque object and never called"},
+	fs := []ckpt.Finding{
+		{Severity: ckpt.SeverityWarning, Global: "sklearn.svm._classes.SVC", Path: "/model"},
+		{Severity: ckpt.SeverityDanger, Global: "posix.system", Path: "/payload", Detail: "posix.system('touch x')"},
+		{Severity: ckpt.SeverityDanger, Global: "builtins.eval", Detail: "left on the pickle stack"},
+		{Severity: ckpt.SeverityDanger, Global: "operator.attrgetter", Detail: "calls operator.attrgetter('system')(builtins.__import__('os'))('ls')"},
+		{Severity: ckpt.SeverityDanger, Global: "builtins.exec", Detail: "imports builtins.exec, which can run code or reach the system"},
+		{Severity: ckpt.SeverityWarning, Global: "x.Y", Path: "/a", Detail: "imports x.Y, which is not on the allowlist; shown as an opaque object and never called"},
 	}
 	got := FindingRows("id", fs)
 	want := []FindingRow{
@@ -453,13 +454,13 @@ func TestNodePage(t *testing.T) {
 	w := tensorNode("w", "float32", 3, 2)
 	w.Tensor.Strides = []int64{1, 3} // a transposed view
 	w.Tensor.StorageOffset = 0
-	payload := &loader.Node{Kind: loader.KindObject, Type: "posix.system", Global: "posix.system", Key: "payload", Seg: "payload", Danger: true}
+	payload := &ckpt.Node{Kind: ckpt.KindObject, Type: "posix.system", Global: "posix.system", Key: "payload", Seg: "payload", Danger: true}
 	inner := dict("a/b", w, payload)
-	root := dict("", inner, &loader.Node{Kind: loader.KindBytes, Type: "bytes", Key: "raw", Seg: "raw", Bytes: []byte("xyz"), Len: 3})
+	root := dict("", inner, &ckpt.Node{Kind: ckpt.KindBytes, Type: "bytes", Key: "raw", Seg: "raw", Bytes: []byte("xyz"), Len: 3})
 	ck := checkpoint(root)
-	ck.Findings = []loader.Finding{
-		{Severity: loader.SeverityDanger, Global: "posix.system", Path: "/a~1b/payload", Detail: "posix.system('id')"},
-		{Severity: loader.SeverityWarning, Global: "x.Y", Path: "/other"},
+	ck.Findings = []ckpt.Finding{
+		{Severity: ckpt.SeverityDanger, Global: "posix.system", Path: "/a~1b/payload", Detail: "posix.system('id')"},
+		{Severity: ckpt.SeverityWarning, Global: "x.Y", Path: "/other"},
 	}
 	meta := FileMeta{ID: "id", Name: "model.pt"}
 
@@ -588,9 +589,9 @@ func TestFindingsTitle(t *testing.T) {
 // TestEmptyKeyNodePage checks the page of a dict entry whose key is the empty string (an
 // OrderedDict's _metadata holds one): its heading and last crumb read as a pair of quotes.
 func TestEmptyKeyNodePage(t *testing.T) {
-	empty := &loader.Node{Kind: loader.KindDict, Type: "dict", Key: "", Seg: ""}
-	md := &loader.Node{Kind: loader.KindDict, Type: "dict", Key: "_metadata", Seg: "_metadata", Children: []*loader.Node{empty}}
-	ck := checkpoint(&loader.Node{Kind: loader.KindDict, Type: "dict", Children: []*loader.Node{md}})
+	empty := &ckpt.Node{Kind: ckpt.KindDict, Type: "dict", Key: "", Seg: ""}
+	md := &ckpt.Node{Kind: ckpt.KindDict, Type: "dict", Key: "_metadata", Seg: "_metadata", Children: []*ckpt.Node{empty}}
+	ck := checkpoint(&ckpt.Node{Kind: ckpt.KindDict, Type: "dict", Children: []*ckpt.Node{md}})
 	n, err := ck.Node("/_metadata/")
 	if err != nil || n != empty {
 		t.Fatalf("/_metadata/: %v", err)
@@ -639,12 +640,12 @@ func TestPythonExpr(t *testing.T) {
 // (t200k.pt's shape: layer0.w ... layer199999.w): it counts them all but shows at most its
 // budget of rows, each module at most 200 children, with links to the rest.
 func TestModuleTreeOfManyTensors(t *testing.T) {
-	root := &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict"}
-	st := &loader.Storage{Key: "0", DType: "float32", Size: 16}
+	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "collections.OrderedDict"}
+	st := &ckpt.Storage{Key: "0", DType: "float32", Size: 16}
 	for i := range 200_000 {
 		k := "layer" + strconv.Itoa(i) + ".w"
-		root.Children = append(root.Children, &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: k, Seg: k,
-			Tensor: &loader.Tensor{DType: "float32", Shape: []int64{4}, Strides: []int64{1}, Storage: st}})
+		root.Children = append(root.Children, &ckpt.Node{Kind: ckpt.KindTensor, Type: "torch.Tensor", Key: k, Seg: k,
+			Tensor: &ckpt.Tensor{DType: "float32", Shape: []int64{4}, Strides: []int64{1}, Storage: st}})
 	}
 	ck := checkpoint(root)
 	tr := NewModuleTree("id", ck, root)

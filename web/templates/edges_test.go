@@ -4,17 +4,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/views"
 )
 
 // A class name is written with a <wbr> after each dot, so a narrow screen wraps it there;
 // its text is unchanged, and what comes from the file stays escaped.
 func TestDottedNames(t *testing.T) {
-	root := &loader.Node{Kind: loader.KindDict, Type: "dict", Children: []*loader.Node{
-		{Kind: loader.KindObject, Type: "sklearn.ensemble._forest.RandomForestClassifier", Key: "clf", Seg: "clf",
+	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "dict", Children: []*ckpt.Node{
+		{Kind: ckpt.KindObject, Type: "sklearn.ensemble._forest.RandomForestClassifier", Key: "clf", Seg: "clf",
 			Global: "sklearn.ensemble._forest.RandomForestClassifier"},
-		{Kind: loader.KindObject, Type: "x.<b>evil</b>", Key: "evil", Seg: "evil", Global: "x.<b>evil</b>"},
+		{Kind: ckpt.KindObject, Type: "x.<b>evil</b>", Key: "evil", Seg: "evil", Global: "x.<b>evil</b>"},
 	}}
 	ck := build(root)
 	meta := views.FileMeta{ID: "abc", Name: "m.pkl"}

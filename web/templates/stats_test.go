@@ -9,7 +9,7 @@ import (
 
 	"github.com/PuerkitoBio/goquery"
 
-	"github.com/ckptview/ckptview/internal/loader"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	tensorpkg "github.com/ckptview/ckptview/internal/tensor"
 	"github.com/ckptview/ckptview/internal/views"
 )
@@ -27,7 +27,7 @@ func someStats() *tensorpkg.Stats {
 }
 
 func TestStatsFragment(t *testing.T) {
-	tt := &loader.Tensor{DType: "complex64"}
+	tt := &ckpt.Tensor{DType: "complex64"}
 	v := views.NewStatsView(tt, someStats(), views.StatsOptions{PageURL: "/c/x/n/" + evil, JSONURL: "/api/checkpoints/x/stats?path=%2Fw"})
 	doc, _ := render(t, StatsFragment(v))
 	checkCSP(t, doc)
@@ -217,12 +217,12 @@ func TestSparklinesInTree(t *testing.T) {
 
 // A sparse tensor's page names its layout and stored values, not strides or a storage.
 func TestNodePageSparse(t *testing.T) {
-	vals := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "values", Seg: "values",
-		Tensor: &loader.Tensor{DType: "float32", Shape: []int64{4}, Strides: []int64{1}}}
-	n := &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: "s", Seg: "s",
-		Tensor: &loader.Tensor{DType: "float32", Shape: []int64{3, 4}, Layout: "sparse_coo"}, Children: []*loader.Node{vals}}
-	ck := &loader.Checkpoint{Root: &loader.Node{Kind: loader.KindDict, Children: []*loader.Node{n}}}
-	loader.Link(ck.Root)
+	vals := &ckpt.Node{Kind: ckpt.KindTensor, Type: "torch.Tensor", Key: "values", Seg: "values",
+		Tensor: &ckpt.Tensor{DType: "float32", Shape: []int64{4}, Strides: []int64{1}}}
+	n := &ckpt.Node{Kind: ckpt.KindTensor, Type: "torch.Tensor", Key: "s", Seg: "s",
+		Tensor: &ckpt.Tensor{DType: "float32", Shape: []int64{3, 4}, Layout: "sparse_coo"}, Children: []*ckpt.Node{vals}}
+	ck := &ckpt.Checkpoint{Root: &ckpt.Node{Kind: ckpt.KindDict, Children: []*ckpt.Node{n}}}
+	ckpt.Link(ck.Root)
 	doc, _ := render(t, NodePage(views.NewNodePage(views.FileMeta{ID: "x", Name: "m.pt"}, ck, n, 0, 0)))
 	checkCSP(t, doc)
 	if testid(doc, "tensor-layout").Text() != "sparse_coo" || testid(doc, "tensor-nnz").Text() != "4" || testid(doc, "tensor-strides").Length() != 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/PuerkitoBio/goquery"
 	"github.com/a-h/templ"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/loader"
 	"github.com/ckptview/ckptview/internal/views"
 )
@@ -55,24 +56,24 @@ func testid(doc *goquery.Document, id string) *goquery.Selection {
 	return doc.Find(`[data-testid="` + id + `"]`)
 }
 
-func tensor(key, dtype string, shape ...int64) *loader.Node {
+func tensor(key, dtype string, shape ...int64) *ckpt.Node {
 	strides := make([]int64, len(shape))
 	n := int64(1)
 	for i := len(shape) - 1; i >= 0; i-- {
 		strides[i] = n
 		n *= shape[i]
 	}
-	st := &loader.Storage{Key: key, DType: dtype, Location: "cpu", ByteOrder: "little", Size: n * int64(loader.DTypeSize(dtype)), Offset: 4096}
-	return &loader.Node{Kind: loader.KindTensor, Type: "torch.Tensor", Key: key, Seg: key,
-		Tensor: &loader.Tensor{DType: dtype, Shape: shape, Strides: strides, Storage: st}}
+	st := &ckpt.Storage{Key: key, DType: dtype, Location: "cpu", ByteOrder: "little", Size: n * int64(ckpt.DTypeSize(dtype)), Offset: 4096}
+	return &ckpt.Node{Kind: ckpt.KindTensor, Type: "torch.Tensor", Key: key, Seg: key,
+		Tensor: &ckpt.Tensor{DType: dtype, Shape: shape, Strides: strides, Storage: st}}
 }
 
 // build sets paths, storage users and totals the way the loader does.
-func build(root *loader.Node) *loader.Checkpoint {
-	loader.Link(root)
-	ck := &loader.Checkpoint{Format: "torch-zip", Root: root, BytesByDType: map[string]int64{}}
-	var set func(n *loader.Node, path string)
-	set = func(n *loader.Node, path string) {
+func build(root *ckpt.Node) *ckpt.Checkpoint {
+	ckpt.Link(root)
+	ck := &ckpt.Checkpoint{Format: "torch-zip", Root: root, BytesByDType: map[string]int64{}}
+	var set func(n *ckpt.Node, path string)
+	set = func(n *ckpt.Node, path string) {
 		if t := n.Tensor; t != nil && t.Storage != nil {
 			ck.Tensors++
 			ck.Parameters += t.Numel()
@@ -83,7 +84,7 @@ func build(root *loader.Node) *loader.Checkpoint {
 			t.Storage.Users = append(t.Storage.Users, path)
 		}
 		for _, k := range n.Children {
-			set(k, path+"/"+loader.EscapeSegment(k.Seg))
+			set(k, path+"/"+ckpt.EscapeSegment(k.Seg))
 		}
 	}
 	set(root, "")
@@ -91,30 +92,30 @@ func build(root *loader.Node) *loader.Checkpoint {
 }
 
 // stateDict is a small GPT-like checkpoint with tied weights, a hostile key and a payload.
-func stateDict() (*loader.Checkpoint, views.FileMeta) {
+func stateDict() (*ckpt.Checkpoint, views.FileMeta) {
 	wte := tensor("wte.weight", "float32", 50, 8)
 	head := tensor("lm_head.weight", "float32", 50, 8)
 	head.Tensor.Storage = wte.Tensor.Storage
-	var entries []*loader.Node
+	var entries []*ckpt.Node
 	entries = append(entries, wte)
 	for i := range 3 {
 		p := "h." + strconv.Itoa(i) + ".attn."
 		entries = append(entries, tensor(p+"c_attn.weight", "float16", 8, 24), tensor(p+"c_attn.bias", "float16", 24))
 	}
 	entries = append(entries, head, tensor(evil+".weight", "float32", 2))
-	sd := &loader.Node{Kind: loader.KindDict, Type: "collections.OrderedDict", Key: "state_dict", Seg: "state_dict", Children: entries}
-	payload := &loader.Node{Kind: loader.KindObject, Type: "posix.system", Global: "posix.system", Key: "payload", Seg: "payload", Danger: true,
-		Children: []*loader.Node{{Kind: loader.KindStr, Type: "str", Key: "0", Seg: "0", Str: evil, Len: int64(len(evil))}}}
-	root := &loader.Node{Kind: loader.KindDict, Type: "dict", Children: []*loader.Node{
+	sd := &ckpt.Node{Kind: ckpt.KindDict, Type: "collections.OrderedDict", Key: "state_dict", Seg: "state_dict", Children: entries}
+	payload := &ckpt.Node{Kind: ckpt.KindObject, Type: "posix.system", Global: "posix.system", Key: "payload", Seg: "payload", Danger: true,
+		Children: []*ckpt.Node{{Kind: ckpt.KindStr, Type: "str", Key: "0", Seg: "0", Str: evil, Len: int64(len(evil))}}}
+	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "dict", Children: []*ckpt.Node{
 		sd,
-		{Kind: loader.KindInt, Type: "int", Key: "epoch", Seg: "epoch", Int: "7"},
-		{Kind: loader.KindStr, Type: "str", Key: evil, Seg: evil, Str: evil, Len: int64(len(evil))},
+		{Kind: ckpt.KindInt, Type: "int", Key: "epoch", Seg: "epoch", Int: "7"},
+		{Kind: ckpt.KindStr, Type: "str", Key: evil, Seg: evil, Str: evil, Len: int64(len(evil))},
 		payload,
 	}}
 	ck := build(root)
-	ck.Findings = []loader.Finding{
-		{Severity: loader.SeverityWarning, Global: "sklearn.svm._classes.SVC", Path: ""},
-		{Severity: loader.SeverityDanger, Global: "posix.system", Path: "/payload", Detail: "posix.system('" + evil + "')", Where: "data.pkl", Offset: 1234},
+	ck.Findings = []ckpt.Finding{
+		{Severity: ckpt.SeverityWarning, Global: "sklearn.svm._classes.SVC", Path: ""},
+		{Severity: ckpt.SeverityDanger, Global: "posix.system", Path: "/payload", Detail: "posix.system('" + evil + "')", Where: "data.pkl", Offset: 1234},
 	}
 	ck.Notes = []string{"torch version " + evil}
 	return ck, views.FileMeta{ID: strings.Repeat("ab", 32), Name: evil + ".pt", Format: "torch-zip", Size: 123_456_789}
@@ -266,11 +267,11 @@ func TestCheckpointPageRaw(t *testing.T) {
 }
 
 func TestChildrenFragment(t *testing.T) {
-	var kids []*loader.Node
+	var kids []*ckpt.Node
 	for i := range 450 {
-		kids = append(kids, &loader.Node{Kind: loader.KindInt, Type: "int", Key: strconv.Itoa(i), Seg: strconv.Itoa(i), Int: strconv.Itoa(i * i)})
+		kids = append(kids, &ckpt.Node{Kind: ckpt.KindInt, Type: "int", Key: strconv.Itoa(i), Seg: strconv.Itoa(i), Int: strconv.Itoa(i * i)})
 	}
-	root := &loader.Node{Kind: loader.KindList, Type: "list", Children: kids}
+	root := &ckpt.Node{Kind: ckpt.KindList, Type: "list", Children: kids}
 	ck := build(root)
 	meta := views.FileMeta{ID: "id", Name: "big.pkl"}
 	doc, _ := render(t, ChildrenFragment(views.NewChildren(meta, ck, root, 200, 0)))
@@ -341,7 +342,7 @@ func TestNodePageTensor(t *testing.T) {
 func TestNodePageValues(t *testing.T) {
 	ck, meta := stateDict()
 	// A str with a hostile value: shown whole, as text.
-	n, _ := ck.Node("/" + loader.EscapeSegment(evil))
+	n, _ := ck.Node("/" + ckpt.EscapeSegment(evil))
 	doc, raw := render(t, NodePage(views.NewNodePage(meta, ck, n, 0, 0)))
 	checkCSP(t, doc)
 	if strings.Contains(raw, evil) {
@@ -365,8 +366,8 @@ func TestNodePageValues(t *testing.T) {
 	}
 
 	// Bytes: a hex dump.
-	b := &loader.Node{Kind: loader.KindBytes, Type: "bytes", Key: "raw", Seg: "raw", Bytes: []byte("<b>\x00\x01"), Len: 5}
-	build(&loader.Node{Kind: loader.KindDict, Children: []*loader.Node{b}})
+	b := &ckpt.Node{Kind: ckpt.KindBytes, Type: "bytes", Key: "raw", Seg: "raw", Bytes: []byte("<b>\x00\x01"), Len: 5}
+	build(&ckpt.Node{Kind: ckpt.KindDict, Children: []*ckpt.Node{b}})
 	doc, _ = render(t, NodePage(views.NewNodePage(meta, ck, b, 0, 0)))
 	if got := testid(doc, "hex-dump").Text(); !strings.Contains(got, "3c 62 3e 00 01") || !strings.Contains(got, "<b>..") {
 		t.Errorf("hex dump = %q", got)
@@ -380,8 +381,8 @@ func TestNodePageValues(t *testing.T) {
 	}
 
 	// A ref.
-	ref := &loader.Node{Kind: loader.KindRef, Key: "again", Seg: "again", Target: "/state_dict"}
-	build(&loader.Node{Kind: loader.KindDict, Children: []*loader.Node{ref}})
+	ref := &ckpt.Node{Kind: ckpt.KindRef, Key: "again", Seg: "again", Target: "/state_dict"}
+	build(&ckpt.Node{Kind: ckpt.KindDict, Children: []*ckpt.Node{ref}})
 	doc, _ = render(t, NodePage(views.NewNodePage(meta, ck, ref, 0, 0)))
 	if got := testid(doc, "ref-target").AttrOr("href", ""); got != "/c/"+meta.ID+"/n/state_dict" {
 		t.Errorf("ref target link = %q", got)
@@ -393,8 +394,8 @@ func TestErrorPage(t *testing.T) {
 		Status:  422,
 		Title:   "This file cannot be read",
 		Message: "loader: truncated pickle " + evil,
-		Findings: []loader.Finding{
-			{Severity: loader.SeverityDanger, Global: "builtins.exec", Path: "/x", Detail: "builtins.exec('" + evil + "')"},
+		Findings: []ckpt.Finding{
+			{Severity: ckpt.SeverityDanger, Global: "builtins.exec", Path: "/x", Detail: "builtins.exec('" + evil + "')"},
 		},
 	}))
 	checkCSP(t, doc)

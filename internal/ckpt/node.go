@@ -1,19 +1,14 @@
-// Package loader opens pickles and PyTorch checkpoints without running anything in them.
-//
-// It sniffs the container format, scans every pickle opcode before unpickling, resolves
-// globals through an allowlist of pure-Go stand-ins, and turns the result into a neutral
-// tree of Nodes whose tensors are lazy byte ranges of the original file. gopickle types never
-// leave this package.
-package loader
+// Package ckpt is the checkpoint model: the tree of an opened file (Node), its tensors and
+// the bytes they view (Tensor, Storage), what loading it would run (Finding), and the
+// Checkpoint that holds them with its pointer lookup and Walk. The loader makes it; views,
+// export, statistics, search, diff and the server read it, and nothing here parses a file
+// or runs anything in one.
+package ckpt
 
 import (
-	"io"
-	"math"
 	"strconv"
 	"strings"
 	"unsafe"
-
-	"github.com/ckptview/ckptview/internal/tensor"
 )
 
 // Kind is what a Node is, in Python's terms. The set is fixed by the JSON contract.
@@ -171,16 +166,26 @@ func Link(root *Node) {
 		for _, k := range kids {
 			k.parent = n
 			if k.DictKey != nil {
-				k.DictKey.parent, k.DictKey.Seg = k, dictKeySeg
+				k.DictKey.parent, k.DictKey.Seg = k, DictKeySeg
 			}
 			stack = append(stack, k)
 		}
 	}
 }
 
-// dictKeySeg is the segment of a dict entry's non-str key under its entry (the key is not
+// DictKeySeg is the segment of a dict entry's non-str key under its entry (the key is not
 // a child: no pointer leads to it, but its own values have paths).
-const dictKeySeg = "__key__"
+const DictKeySeg = "__key__"
+
+// SetParent makes p the node n is a child of (nil for a root): for readers that build a
+// tree node by node and need its paths before it is whole (Link sets every parent at once).
+func (n *Node) SetParent(p *Node) { n.parent = p }
+
+// SetLazy gives n items made on demand instead of Children.
+func (n *Node) SetLazy(items LazyItems) { n.lazy = items }
+
+// Lazy is n's items made on demand, nil when it has none.
+func (n *Node) Lazy() LazyItems { return n.lazy }
 
 // LazyItems are the items of a large list, made when they are looked at.
 type LazyItems interface {
@@ -210,8 +215,8 @@ func (n *Node) Items(from, to int) []*Node {
 	}
 	switch {
 	case n.lazy != nil:
-		if p, ok := n.lazy.(lazyList); ok {
-			return p.items(n, from, to)
+		if p, ok := n.lazy.(PagedItems); ok {
+			return p.Page(n, from, to)
 		}
 		out := make([]*Node, 0, to-from)
 		for i := from; i < to; i++ {
@@ -232,14 +237,15 @@ func (n *Node) Items(from, to int) []*Node {
 	return n.Children[from:to]
 }
 
-// lazyList is what the items kept as values (pure.go, plain.go) have besides LazyItems: a
-// page of them made at once, a dict's entries looked up by key, and their memory.
-type lazyList interface {
+// PagedItems are what the items a reader keeps as values (plain data) have besides
+// LazyItems: a page of them made at once (their keys, segments and parents set), a dict's
+// entries looked up by segment, and the memory they hold.
+type PagedItems interface {
 	LazyItems
-	items(n *Node, from, to int) []*Node
-	keyed() bool
-	lookup(seg string) (int, bool)
-	memBytes() int64
+	Page(n *Node, from, to int) []*Node
+	Keyed() bool
+	Lookup(seg string) (int, bool)
+	MemBytes() int64
 }
 
 // IsLazy says whether n's items are made on demand (then Walk does not visit them): a
@@ -250,124 +256,11 @@ func (n *Node) IsLazy() bool { return n.lazy != nil }
 // LazyBytes is the memory that n's items made on demand hold until then (0 when they are
 // read from the file).
 func (n *Node) LazyBytes() int64 {
-	if p, ok := n.lazy.(lazyList); ok {
-		return p.memBytes()
+	if p, ok := n.lazy.(PagedItems); ok {
+		return p.MemBytes()
 	}
 	return 0
 }
-
-// Tensor is a strided view on a Storage: the metadata of a torch.Tensor or numpy.ndarray.
-// Its values are never read by the loader.
-type Tensor struct {
-	DType         string // numpy name where numpy has one: float32, int64, bool, bfloat16...
-	Shape         []int64
-	Strides       []int64 // in elements, like torch (numpy byte strides are converted)
-	StorageOffset int64   // in elements
-	Storage       *Storage
-	RequiresGrad  bool
-	// Descr is numpy's description of the dtype ("<f4", ">i4", structured fields).
-	Descr string
-	// Layout is "" for strided tensors, or "sparse_coo", "sparse_csr"... for sparse ones,
-	// whose index and value tensors are the node's children (Storage is nil then).
-	Layout string
-	// Quant describes a quantized tensor's parameters (qint8, quint8, qint32 storages).
-	Quant *Quantization
-	// Objects holds the items of a numpy object array (dtype "object"); Storage is nil then.
-	Objects []*Node
-	// Fields are the fields of a structured dtype (scikit-learn's Tree.nodes), in order;
-	// each is also a child node, a Column.
-	Fields []Field
-	// Column marks one field of a structured array shown as an array of its own: a view of
-	// its parent's bytes, so totals do not count it again.
-	Column bool
-	// Packed marks a dtype stored in blocks (GGUF's quantized types, "q4_k"): it has no size
-	// per element, its bytes are Storage.Size.
-	Packed bool
-	// Decoded is a float32 view of a packed tensor's values (dequantized as ggml does), for
-	// the types that can be dequantized; its Data makes the values as they are read.
-	Decoded *Storage
-}
-
-// Field is one field of a structured numpy dtype: its name, type, byte offset in an
-// element and, for a field that is itself an array, its shape.
-type Field struct {
-	Name   string
-	DType  string // numpy name: int64, float64...
-	Descr  string // "<i8"
-	Offset int64
-	Shape  []int64
-}
-
-// Quantization holds a quantized tensor's scheme. Per-channel scales and zero points are
-// tensors: the node's children "scales" and "zero_points".
-type Quantization struct {
-	Scheme    string // per_tensor_affine, per_channel_affine, per_channel_affine_float_qparams
-	Scale     float64
-	ZeroPoint int64
-	Axis      int64
-}
-
-// Numel is the number of elements of the view (saturating at the largest int64).
-func (t *Tensor) Numel() int64 {
-	n := int64(1)
-	for _, d := range t.Shape {
-		if d <= 0 {
-			return 0
-		}
-		if n > math.MaxInt64/d {
-			return math.MaxInt64
-		}
-		n *= d
-	}
-	return n
-}
-
-// NBytes is the size of the view's elements in bytes (saturating at the largest int64 for
-// broadcast views that describe more than that).
-func (t *Tensor) NBytes() int64 {
-	if t.Packed && t.Storage != nil {
-		return t.Storage.Size
-	}
-	n, es := t.Numel(), int64(DTypeSize(t.DType))
-	if es > 0 && n > math.MaxInt64/es {
-		return math.MaxInt64
-	}
-	return n * es
-}
-
-// Storage is a flat run of bytes in the file that one or more tensors view.
-type Storage struct {
-	Key   string // the storage key in the archive ("0", "data/0"), or a synthetic one
-	DType string
-	// Location is where the tensor was saved from ("cpu", "cuda:0": metadata only), or for
-	// arrays where the bytes are: "file" (in place), "decompressed" (in the decompressed
-	// stream of a compressed file), "inline" (inside the pickle), "field" (a structured
-	// array's column).
-	Location string
-	// Offset and Size locate the bytes in Data. Size is in bytes.
-	Offset int64
-	Size   int64
-	// Data reads the bytes: the blob itself, or memory for values inlined in a pickle.
-	Data io.ReaderAt
-	// ByteOrder is "little" or "big".
-	ByteOrder string
-	// Users are the Paths of the tensors that view this storage, in tree order.
-	Users []string
-	// File names the file of a set (a shard of a sharded checkpoint) the bytes are in.
-	File string
-
-	// countedBy is the converter that counted a view of the storage first, and firstView
-	// that view until a second one is counted (converter.count)
-	countedBy *converter
-	firstView *Tensor
-}
-
-// Section returns a reader over the storage's bytes.
-func (s *Storage) Section() *io.SectionReader { return io.NewSectionReader(s.Data, s.Offset, s.Size) }
-
-// DTypeSize is the size in bytes of one element of the named dtype in its storage, or 0 if
-// unknown: the tensor package's one dtype table.
-func DTypeSize(dtype string) int { return tensor.StorageSize(dtype) }
 
 // EscapeSegment escapes a key for use in a JSON Pointer (RFC 6901).
 func EscapeSegment(s string) string {
