@@ -2,10 +2,11 @@ package loader
 
 import (
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"os"
 	"time"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // Error says what is wrong with a file that cannot be opened. Findings made before the

@@ -3,7 +3,6 @@ package loader
 import (
 	"bytes"
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"math"
 	"math/big"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 
 	"github.com/nlpodyssey/gopickle/types"
 )

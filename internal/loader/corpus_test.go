@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // corpusDir is the shared corpus of real files from public projects, beside the checkout.

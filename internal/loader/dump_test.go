@@ -2,10 +2,11 @@ package loader
 
 import (
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // TestDump prints the tree of the file named by CKPTVIEW_DUMP (a debugging aid).

@@ -3,10 +3,11 @@ package loader
 import (
 	"bytes"
 	"errors"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // The readers of joblib, .npy/.npz and safetensors files are fuzzed through the loader's

@@ -3,11 +3,12 @@ package loader
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // formatFacts are the facts generate.py recorded for the joblib, numpy and safetensors

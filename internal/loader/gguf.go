@@ -4,12 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"math"
 	"strconv"
 	"strings"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/gguf"
 )
 

@@ -5,12 +5,13 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 const ggufDir = "../../testdata/gguf"

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // hostileDir holds the files testdata/hostile/generate.py writes and the outcome each must

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/pyrepr"
 )
 

@@ -2,12 +2,13 @@ package loader
 
 import (
 	"encoding/json"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // Tensors pickled with pickle.dump (not torch.save) keep each storage as

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"hash/maphash"
 	"io"
 	"math"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 
 	"github.com/nlpodyssey/gopickle/types"
 )

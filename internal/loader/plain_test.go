@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // readsPlain says whether data is read in one pass (plain.go), and how it ended otherwise.

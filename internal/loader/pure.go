@@ -1,11 +1,12 @@
 package loader
 
 import (
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"math"
 	"math/big"
 	"strconv"
 	"sync"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 
 	"github.com/nlpodyssey/gopickle/types"
 )

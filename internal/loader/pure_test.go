@@ -3,13 +3,14 @@ package loader
 import (
 	"bytes"
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // treeText writes every value of the tree under n, items made on demand included, with

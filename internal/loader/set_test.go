@@ -4,13 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 

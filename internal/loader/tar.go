@@ -5,10 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 
 	"github.com/nlpodyssey/gopickle/types"
 )

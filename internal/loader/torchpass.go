@@ -1,12 +1,14 @@
 package loader
 
 import (
-	"github.com/ckptview/ckptview/internal/ckpt"
+	"fmt"
 	"io"
 	"math"
 	"slices"
 	"strings"
 	"unsafe"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 
 	"github.com/nlpodyssey/gopickle/types"
 )
@@ -311,10 +313,11 @@ func (b *plainBuilder) torchOp(op byte) error {
 			if rg != pTrue && rg != pFalse {
 				return errNotPlain
 			}
-			p := tb.tensors[*t.val(it[0])]
-			p.param, p.requiresGrad = true, rg == pTrue
+			// the tensor is made a Parameter in its own row: the REDUCE consumed it
+			i := *t.val(it[0])
+			tb.tensors[i].param, tb.tensors[i].requiresGrad = true, rg == pTrue
 			b.reclaim(fn.v)
-			return b.tensor(p)
+			return b.add(pTensor, i, 0)
 		}
 		return errNotPlain
 	case opBuild:
@@ -339,11 +342,16 @@ func (b *plainBuilder) torchOp(op byte) error {
 	return errNotPlain
 }
 
-// tensor records a tensor and pushes it.
+// tensor records a tensor and pushes it. The tensors made are held to -max-tensors as they
+// are made (the tree would hold them all), so that a file over it is refused before its
+// whole pickle is read.
 func (b *plainBuilder) tensor(p ptensor) error {
 	tb := &b.t.tb
 	if len(tb.tensors) >= math.MaxUint32-1 {
 		return errNotPlain
+	}
+	if len(tb.tensors) >= b.o.MaxTensors {
+		return &Error{Msg: fmt.Sprintf("the file holds more than %s tensors, this server's limit (-max-tensors)", thousands(int64(b.o.MaxTensors))), Offset: -1}
 	}
 	tb.tensors = append(tb.tensors, p)
 	return b.add(pTensor, uint64(len(tb.tensors)-1), 0)

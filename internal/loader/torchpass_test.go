@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"math"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/tensor"
 )
 
@@ -328,4 +328,23 @@ func FuzzTorchPass(f *testing.F) {
 			t.Fatalf("the one-pass reading differs:\n%s", firstLineDiff(ta, tb))
 		}
 	})
+}
+
+// A state dict with more tensors than -max-tensors is refused saying so, by the one pass
+// as it reads (before the rest of the pickle) and by the general path.
+func TestTorchPassMaxTensors(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(modelsDir, "torchpass_module.pt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []Options{{MaxTensors: 5}, {MaxTensors: 5, noPlain: true}} {
+		_, err := Open(bytes.NewReader(data), int64(len(data)), o)
+		var le *Error
+		if !errors.As(err, &le) || le.Msg != "the file holds more than 5 tensors, this server's limit (-max-tensors)" {
+			t.Errorf("6 tensors, -max-tensors 5 (noPlain %v): %v", o.noPlain, err)
+		}
+	}
+	if _, err := Open(bytes.NewReader(data), int64(len(data)), Options{MaxTensors: 6}); err != nil {
+		t.Errorf("6 tensors, -max-tensors 6: %v", err)
+	}
 }

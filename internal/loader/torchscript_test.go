@@ -2,12 +2,13 @@ package loader
 
 import (
 	"encoding/json"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // TestTorchScript opens a torch.jit.save archive: its members with what each holds (as

@@ -2,10 +2,11 @@ package loader
 
 import (
 	"fmt"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // weightsOnlyAllowed is torch's default allowlist (_get_allowed_globals).

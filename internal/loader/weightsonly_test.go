@@ -2,13 +2,14 @@ package loader
 
 import (
 	"encoding/json"
-	"github.com/ckptview/ckptview/internal/ckpt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // TestWeightsOnlyAgainstTorch compares the verdict with what real torch 1.13's own

@@ -5,13 +5,12 @@ package views
 
 import (
 	"fmt"
+	"github.com/ckptview/ckptview/internal/ckpt"
 	"github.com/ckptview/ckptview/internal/pyrepr"
 	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/ckptview/ckptview/internal/ckpt"
 )
 
 // summaryStrChars is how many characters of a str a one-line summary shows.
