@@ -837,9 +837,10 @@ type plainItems struct {
 	// root marks the root's items, which answer for the tree's memory
 	root bool
 
-	once  sync.Once
-	kids  []uint32       // the item (for a dict, the key) slots, in order
-	index map[string]int // segment -> entry, for a large dict
+	once      sync.Once
+	kids      []uint32 // the item (for a dict, the key) slots, in order
+	indexOnce sync.Once
+	index     map[string]int // segment -> entry, for a large dict
 }
 
 func (p *plainItems) Len() int { return int(*p.t.aux(p.v)) }
@@ -864,18 +865,22 @@ func (p *plainItems) slots() []uint32 {
 			}
 			p.kids = append(p.kids, item)
 		})
-		if p.Keyed() && len(p.kids) >= ckpt.KeyIndexMin {
-			p.index = make(map[string]int, len(p.kids))
-			for i, k := range p.kids {
-				p.index[t.str(k)] = i
-			}
-		}
 	})
 	return p.kids
 }
 
+// Lookup finds a dict's entry by segment; a large dict's keys are indexed at the first
+// lookup (a page of items needs no index: the first open of a vocabulary makes none).
 func (p *plainItems) Lookup(seg string) (int, bool) {
 	kids := p.slots()
+	p.indexOnce.Do(func() {
+		if p.Keyed() && len(kids) >= ckpt.KeyIndexMin {
+			p.index = make(map[string]int, len(kids))
+			for i, k := range kids {
+				p.index[p.t.str(k)] = i
+			}
+		}
+	})
 	if p.index != nil {
 		i, ok := p.index[seg]
 		return i, ok
