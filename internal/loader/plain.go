@@ -385,15 +385,30 @@ func (b *plainBuilder) setItems(d *pslot, kv []pslot) error {
 func (b *plainBuilder) newKey(d *pslot, k uint32) error {
 	t := &b.t
 	var kb, fb [9]byte
-	key := t.keyID(k, &kb)
 	if *t.aux(d.v) < plainKeyScan {
+		// the keys so far, one by one: a str is the same key as another str of the same
+		// bytes (the memo's copies share them), an int as another int of its value
+		kind, val, n := t.kindOf(k), *t.val(k), *t.aux(k)
+		var key []byte
+		if kind == pStr {
+			key = t.bytesOf(k)
+		}
 		dup := false
-		t.eachKey(d.v, func(f uint32) { dup = dup || string(t.keyID(f, &fb)) == string(key) })
+		t.eachKey(d.v, func(f uint32) {
+			switch {
+			case dup || t.kindOf(f) != kind:
+			case kind == pInt:
+				dup = *t.val(f) == val
+			case *t.aux(f) == n:
+				dup = *t.val(f) == val || string(t.bytesOf(f)) == string(key)
+			}
+		})
 		if dup {
 			return errNotPlain
 		}
 		return nil
 	}
+	key := t.keyID(k, &kb)
 	m := b.lastKeys
 	if m == nil || b.lastDict != d.v {
 		if m = b.keys[d.v]; m == nil {
