@@ -351,6 +351,10 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 	if op.o.nodesOnly || op.o.noPlain || tz.byName == nil {
 		return nil, nil, false, nil
 	}
+	// The records' data offsets are read while the pickle is (on another core): an
+	// archive of 200,000 storages has as many local headers to read.
+	headers := dataOffsets(zr)
+	defer headers()
 	t, root, wo, ops, err := readTorchPickle(src, size, op.o, where)
 	if err == errNotPlain {
 		return nil, nil, false, nil
@@ -376,7 +380,8 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 	files := make([]*zip.File, len(tb.storages))
 	offs := make([]int64, len(tb.storages))
 	want := lowerName(tz.prefix) + "data/"
-	for _, f := range zr.File {
+	dataOff := headers()
+	for j, f := range zr.File {
 		name := lowerName(f.Name)
 		if !strings.HasPrefix(name, want) {
 			continue
@@ -385,11 +390,7 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 			if f.Method != zip.Store {
 				return nil, nil, false, nil // the general path inflates it
 			}
-			off, err := f.DataOffset()
-			if err != nil {
-				off = -1
-			}
-			files[i], offs[i] = f, off
+			files[i], offs[i] = f, dataOff[j]
 		}
 	}
 	before := len(op.ck.Storages)

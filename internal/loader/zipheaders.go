@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"archive/zip"
 	"io"
 	"sync"
 )
@@ -11,8 +12,8 @@ import (
 // for them, which is not the order of the file (torch writes the records sorted by name,
 // "data/10" before "data/2"). Read that way they cost a system call each. So the archive is
 // read through headerCache, which serves small reads from a window of the file, and the
-// one-pass reading finds the offsets in the order of the file (opener.torchPass), where
-// each window serves the headers of many small members.
+// one-pass reading has the offsets found in the order of the file (dataOffsets), where
+// each window serves the headers of many small members, while it reads the pickle.
 
 // headerWindow is the size of the window headerCache reads.
 const headerWindow = 16 << 10
@@ -49,4 +50,27 @@ func (h *headerCache) ReadAt(p []byte, off int64) (int, error) {
 		}
 	}
 	return copy(p, h.buf[off-h.off:]), nil
+}
+
+// dataOffsets reads the data offset of every stored member of zr, in the order of the file,
+// on a goroutine of its own; the function it returns waits for them (-1 where a local
+// header cannot be read: the caller judges it) and may be called again.
+func dataOffsets(zr *zip.Reader) func() []int64 {
+	offs := make([]int64, len(zr.File))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i, f := range zr.File {
+			offs[i] = -1
+			if f.Method == zip.Store {
+				if off, err := f.DataOffset(); err == nil {
+					offs[i] = off
+				}
+			}
+		}
+	}()
+	return func() []int64 {
+		<-done
+		return offs
+	}
 }
