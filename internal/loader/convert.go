@@ -38,8 +38,10 @@ type converter struct {
 	// unshared says that no container is met twice in the values converted (the one-pass
 	// readings make each of them once): no refs, and no map of what was seen
 	unshared bool
-	// torch holds the tensors a torch pickle read in one pass names by tensorRef
-	torch *torchTables
+	// torch holds the tensors a torch pickle read in one pass names by tensorRef, and
+	// tensorFirst the node of each one stored more than once, for the refs to it
+	torch       *torchTables
+	tensorFirst map[tensorRef]*ckpt.Node
 	// fromSpool are the readers of decompressed streams (opener.fromSpool)
 	fromSpool map[io.ReaderAt]bool
 	// the last long str converted (see text)
@@ -89,6 +91,21 @@ func (c *converter) keepPlain(n *ckpt.Node, v any, depth int) bool {
 	n.Len = int64(p.Len())
 	c.markLazy(v, n)
 	return true
+}
+
+// refTo is a ref at segment seg of parent to first, a value met before. The same tensor
+// stored again (sd["lm_head.weight"] = sd["wte.weight"]) is a tensor tied to the first,
+// counted and listed among its storage's users as two tensors viewing one storage are; its
+// values count once.
+func (c *converter) refTo(first, parent *ckpt.Node, seg string) *ckpt.Node {
+	ref := orphan(parent, seg, ckpt.Node{Kind: ckpt.KindRef, Type: "ref", Target: first.Path()})
+	if t := first.Tensor; t != nil && (first.Kind == ckpt.KindTensor || first.Kind == ckpt.KindNDArray) {
+		c.tensorMade()
+		if t.Storage != nil {
+			t.Storage.Users = append(t.Storage.Users, ref.Path())
+		}
+	}
+	return ref
 }
 
 // orphan is node n at segment seg of parent, made on its own (not from the slab).
@@ -148,17 +165,7 @@ func (c *converter) node(v any, parent *ckpt.Node, seg string, depth int) *ckpt.
 	isContainer = isContainer && !c.unshared
 	if isContainer {
 		if first, ok := c.seen[id]; ok {
-			ref := orphan(parent, seg, ckpt.Node{Kind: ckpt.KindRef, Type: "ref", Target: first.Path()})
-			if t := first.Tensor; t != nil && (first.Kind == ckpt.KindTensor || first.Kind == ckpt.KindNDArray) {
-				// the same tensor stored again (sd["lm_head.weight"] = sd["wte.weight"]): a
-				// tensor tied to the first, counted and listed among its storage's users as
-				// two tensors viewing one storage are; its values count once
-				c.tensorMade()
-				if t.Storage != nil {
-					t.Storage.Users = append(t.Storage.Users, ref.Path())
-				}
-			}
-			return ref
+			return c.refTo(first, parent, seg)
 		}
 		if m := c.pureMemo[id]; m != nil && m.inLazy {
 			if target, ok := c.lazyPath(id); ok { // first met in a subtree kept as values
@@ -166,11 +173,24 @@ func (c *converter) node(v any, parent *ckpt.Node, seg string, depth int) *ckpt.
 			}
 		}
 	}
+	r, tied := v.(tensorRef)
+	tied = tied && c.torch.shared[uint32(r)]
+	if tied {
+		if first := c.tensorFirst[r]; first != nil {
+			return c.refTo(first, parent, seg)
+		}
+	}
 	n := c.newNode()
 	n.Seg = seg
 	n.SetParent(parent)
 	if isContainer {
 		c.seen[id] = n
+	}
+	if tied {
+		if c.tensorFirst == nil {
+			c.tensorFirst = map[tensorRef]*ckpt.Node{}
+		}
+		c.tensorFirst[r] = n
 	}
 	switch x := v.(type) {
 	case nil:

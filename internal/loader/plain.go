@@ -576,11 +576,15 @@ func (b *plainBuilder) memoGet(idx int64) error {
 }
 
 // again pushes scalar v a second time (GET, DUP): a slot of its own that shares v's
-// payload, text included. A container met again is a ref in the tree: not plain.
+// payload, text included. A container met again is a ref in the tree: not plain. A tensor
+// met again (a tied weight) is one too, which a torch pickle's tree makes (torchpass.go).
 func (b *plainBuilder) again(v uint32) error {
 	t := &b.t
-	if k := t.kindOf(v); k.container() || k == pTensor || k == pStorage {
+	switch k := t.kindOf(v); {
+	case k.container() || k == pStorage:
 		return errNotPlain
+	case k == pTensor:
+		t.tb.share(*t.val(v)) // a tensor stored twice: a ref to its first place in the tree
 	}
 	return b.add(t.kindOf(v), *t.val(v), *t.aux(v))
 }

@@ -36,8 +36,10 @@ import (
 // global, a call of a global with other arguments than torch.save writes (a storage id of
 // another shape, a tensor with backward hooks or metadata, an OrderedDict built from
 // items), BUILD of anything but a dict on an OrderedDict, a global or storage left in the
-// tree, a container, tensor or storage met a second time through the memo or DUP (a tied
-// tensor: the general path makes a ref of it), and every rule of the plain builder. The
+// tree, a container or storage met a second time through the memo or DUP, and every rule
+// of the plain builder. A tensor met a second time (a tied weight: lm_head.weight stored as
+// the embedding's tensor) is a ref to its first place in the tree, as the general path
+// makes it. The
 // weights_only verdict is judged on the way, by the scanner's rules (opcodes and globals:
 // the vocabulary holds nothing else it judges: every SETITEM is on a dict or an
 // OrderedDict, every APPEND on a list).
@@ -66,6 +68,17 @@ type torchTables struct {
 	// known to hold them (in the order the pickle names them, as the general path does)
 	ps      []*pyStorage
 	scratch pyTensor
+	// shared are the tensors the pickle stores more than once (GET or DUP of one): the
+	// tree has the first place and refs to it
+	shared map[uint32]bool
+}
+
+// share records that tensor i is stored more than once.
+func (tb *torchTables) share(i uint64) {
+	if tb.shared == nil {
+		tb.shared = map[uint32]bool{}
+	}
+	tb.shared[uint32(i)] = true
 }
 
 type ptensor struct {
@@ -313,8 +326,15 @@ func (b *plainBuilder) torchOp(op byte) error {
 			if rg != pTrue && rg != pFalse {
 				return errNotPlain
 			}
-			// the tensor is made a Parameter in its own row: the REDUCE consumed it
+			// the tensor is made a Parameter in its own row, which the REDUCE consumed, unless
+			// the tensor is also stored as it is (a new row then)
 			i := *t.val(it[0])
+			if tb.shared[uint32(i)] {
+				p := tb.tensors[i]
+				p.param, p.requiresGrad = true, rg == pTrue
+				b.reclaim(fn.v)
+				return b.tensor(p)
+			}
 			tb.tensors[i].param, tb.tensors[i].requiresGrad = true, rg == pTrue
 			b.reclaim(fn.v)
 			return b.add(pTensor, i, 0)

@@ -81,10 +81,11 @@ func TestTorchPassTakesWhatItShould(t *testing.T) {
 		"testdata/models/torchpass_module.pt": true, "testdata/models/torchpass_views.pt": true,
 		"testdata/models/torchpass_params.pt": true, "testdata/models/torchpass_dtypes.pt": true,
 		"testdata/models/torchpass_training.pt": true, "testdata/models/torchpass_root_tensor.pt": true,
-		"testdata/models/torchpass_proto4.pt": true,
-		// a tensor stored twice (a ref), an object, a call that runs code, a quantized or
-		// sparse tensor, an archive torch refuses
-		"testdata/models/tied_assign.pt": false, "testdata/models/whole_module.pt": false,
+		"testdata/models/torchpass_proto4.pt": true, "testdata/models/torchpass_tied.pt": true,
+		"testdata/models/tied_assign.pt": true,
+		// an object, a call that runs code, a quantized or sparse tensor, an archive torch
+		// refuses
+		"testdata/models/whole_module.pt":    false,
 		"testdata/models/malicious_torch.pt": false, "testdata/models/quantized.pt": false,
 		"testdata/models/layouts.pt": false, "testdata/hostile/zip_duplicate_data_pkl.pt": false,
 	} {
@@ -114,10 +115,11 @@ type expectedTorchPass struct {
 		Storage       int       `json:"storage"`
 		First         []float64 `json:"first"`
 	} `json:"tensors"`
-	Scalars      map[string]any `json:"scalars"`
-	WeightsOnly  bool           `json:"weights_only"`
-	TensorCount  int            `json:"tensor_count"`
-	MetadataKeys []string       `json:"metadata_keys"`
+	Scalars      map[string]any    `json:"scalars"`
+	Refs         map[string]string `json:"refs"`
+	WeightsOnly  bool              `json:"weights_only"`
+	TensorCount  int               `json:"tensor_count"`
+	MetadataKeys []string          `json:"metadata_keys"`
 }
 
 // TestTorchPassFixturesMatchTorch holds the one-pass reading of state dicts torch.save
@@ -134,7 +136,7 @@ func TestTorchPassFixturesMatchTorch(t *testing.T) {
 	if err := json.Unmarshal(raw, &want); err != nil {
 		t.Fatal(err)
 	}
-	if len(want) < 7 {
+	if len(want) < 8 {
 		t.Fatalf("only %d fixtures", len(want))
 	}
 	for name, w := range want {
@@ -190,6 +192,11 @@ func TestTorchPassFixturesMatchTorch(t *testing.T) {
 			}
 			if got := scalarText(n); got != want {
 				t.Errorf("%s %s: %s, torch %v", name, path, got, v)
+			}
+		}
+		for path, target := range w.Refs {
+			if n, err := ck.Node(path); err != nil || n.Kind != ckpt.KindRef || n.Target != target {
+				t.Errorf("%s %s: %v %+v, torch stores the tensor of %s again there", name, path, err, n, target)
 			}
 		}
 		if w.MetadataKeys != nil {

@@ -22,7 +22,8 @@ them is safe) and from torch.load(weights_only=True):
   float: True is 1.0);
 - `scalars`: plain values by pointer (int as decimal text, float as repr, str, bool, None);
 - `weights_only`: whether torch 1.13's weights_only loader reads the file;
-- `tensor_count`: the tensors the tree holds.
+- `refs`: a tensor object stored again, by pointer, and the pointer of its first place;
+- `tensor_count`: the places that hold a tensor (refs included).
 
 Fixed seed; running it twice gives the same tensors (zip timestamps aside).
 """
@@ -84,6 +85,13 @@ def training():
             "history": [0.5, 0.25, 0.125], "layers": [torch.ones(2), torch.zeros(1)]}
 
 
+def tied():
+    emb = torch.randn(4, 3)
+    # the same tensor stored twice (a tied output layer), and a Parameter over its storage
+    return collections.OrderedDict([("embed.weight", emb), ("head.weight", emb), ("bias", torch.zeros(4)),
+                                    ("param", torch.nn.Parameter(emb[1:]))])
+
+
 FILES = {
     "torchpass_module.pt": (module_state_dict, {}),
     "torchpass_views.pt": (shared_views, {}),
@@ -92,6 +100,7 @@ FILES = {
     "torchpass_training.pt": (training, {}),
     "torchpass_root_tensor.pt": (lambda: torch.arange(6, dtype=torch.int32).reshape(2, 3), {}),
     "torchpass_proto4.pt": (module_state_dict, {"pickle_protocol": 4}),
+    "torchpass_tied.pt": (tied, {}),
 }
 
 
@@ -103,8 +112,14 @@ def first(t):
     return [float(x) for x in t.detach().reshape(-1)[:6].to(torch.float64).tolist()]
 
 
-def walk(v, path, facts, groups):
+def walk(v, path, facts, groups, seen=None):
+    if seen is None:
+        seen = {}
+    if isinstance(v, torch.Tensor) and id(v) in seen:
+        facts["refs"][path] = seen[id(v)]  # the same object stored again
+        return
     if isinstance(v, torch.Tensor):
+        seen[id(v)] = path
         ptr = v.storage().data_ptr()
         facts["tensors"][path] = {
             "type": type(v).__module__ + "." + type(v).__qualname__ if type(v) is not torch.Tensor else "torch.Tensor",
@@ -115,11 +130,11 @@ def walk(v, path, facts, groups):
         return
     if isinstance(v, dict):
         for k, x in v.items():
-            walk(x, path + "/" + esc(k), facts, groups)
+            walk(x, path + "/" + esc(k), facts, groups, seen)
         return
     if isinstance(v, (list, tuple)):
         for i, x in enumerate(v):
-            walk(x, path + "/" + str(i), facts, groups)
+            walk(x, path + "/" + str(i), facts, groups, seen)
         return
     if isinstance(v, bool) or v is None or isinstance(v, str):
         facts["scalars"][path] = v
@@ -135,9 +150,9 @@ def main():
         path = os.path.join(HERE, name)
         torch.save(make(), path, **kw)
         v = torch.load(path)
-        facts = {"tensors": {}, "scalars": {}}
+        facts = {"tensors": {}, "scalars": {}, "refs": {}}
         walk(v, "", facts, {})
-        facts["tensor_count"] = len(facts["tensors"])
+        facts["tensor_count"] = len(facts["tensors"]) + len(facts["refs"])
         try:
             torch.load(path, weights_only=True)
             facts["weights_only"] = True
