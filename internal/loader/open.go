@@ -481,7 +481,7 @@ func (op *opener) build(v any) error { return op.buildTree(v, nil) }
 // pickle read in one pass made, none of which is in the tree twice.
 func (op *opener) buildTree(v any, tb *torchTables) error {
 	c := newConverter(op.o, op.ck)
-	c.unshared, c.torch, c.fromSpool = tb != nil, tb, op.fromSpool
+	c.unshared, c.torch, c.fromSpool = tb != nil && len(tb.sharedSlots) == 0, tb, op.fromSpool
 	op.ck.Root = c.node(v, nil, "", 0)
 	op.ck.Values += c.nodes
 	if c.err != nil {

@@ -58,6 +58,7 @@ const (
 	pGlobal  // val: which of torchGlobals (and, for a storage class, its dtype's index)
 	pStorage // val: index in storages
 	pTensor  // val: index in tensors
+	pRef     // val: the slot of a container the memo hands out a second time
 	pList    // val: first child + 1 | values in the subtree << 32, aux: items
 	pTuple   //
 	pDict    // children alternate key (a pStr), value; aux: entries
@@ -581,8 +582,19 @@ func (b *plainBuilder) memoGet(idx int64) error {
 func (b *plainBuilder) again(v uint32) error {
 	t := &b.t
 	switch k := t.kindOf(v); {
-	case k.container() || k == pStorage:
+	case k == pStorage || k.container() && !b.torch:
 		return errNotPlain
+	case k.container():
+		// In a torch pickle, a container met again is a ref to its first place in the
+		// tree, as the general path makes it, once it is complete: one still on the stack
+		// could still change, and hold itself (a cycle), which the general path reads.
+		for _, s := range b.stack {
+			if s.v == v {
+				return errNotPlain
+			}
+		}
+		t.tb.shareSlot(v)
+		return b.add(pRef, uint64(v), 0)
 	case k == pTensor:
 		t.tb.share(*t.val(v)) // a tensor stored twice: a ref to its first place in the tree
 	}
@@ -973,9 +985,27 @@ func (t *plainTree) value(v uint32) any {
 		return []byte(t.str(v))
 	case pTensor:
 		return tensorRef(*t.val(v))
+	case pRef:
+		return t.value(uint32(*t.val(v)))
 	case pGlobal, pStorage:
 		panic("loader: a torch global or storage in the tree") // the builder never puts one there
 	}
+	if t.tb.sharedSlots[v] { // one value for every place the container is in, as the unpickler makes
+		if x, ok := t.tb.values[v]; ok {
+			return x
+		}
+		x := t.containerValue(v)
+		if t.tb.values == nil {
+			t.tb.values = map[uint32]any{}
+		}
+		t.tb.values[v] = x
+		return x
+	}
+	return t.containerValue(v)
+}
+
+// containerValue is container slot v as the unpickler makes it.
+func (t *plainTree) containerValue(v uint32) any {
 	var items []any
 	var entries []types.DictEntry
 	t.eachItem(v, func(item, key uint32) {

@@ -36,10 +36,11 @@ import (
 // global, a call of a global with other arguments than torch.save writes (a storage id of
 // another shape, a tensor with backward hooks or metadata, an OrderedDict built from
 // items), BUILD of anything but a dict on an OrderedDict, a global or storage left in the
-// tree, a container or storage met a second time through the memo or DUP, and every rule
-// of the plain builder. A tensor met a second time (a tied weight: lm_head.weight stored as
-// the embedding's tensor) is a ref to its first place in the tree, as the general path
-// makes it. The
+// tree, a storage met a second time through the memo or DUP, a container met again while it
+// is still being filled, and every rule of the plain builder. A tensor or a complete
+// container met a second time (a tied weight: lm_head.weight stored as the embedding's
+// tensor; the betas tuple two param groups share) is a ref to its first place in the tree,
+// as the general path makes it. The
 // weights_only verdict is judged on the way, by the scanner's rules (opcodes and globals:
 // the vocabulary holds nothing else it judges: every SETITEM is on a dict or an
 // OrderedDict, every APPEND on a list).
@@ -71,6 +72,18 @@ type torchTables struct {
 	// shared are the tensors the pickle stores more than once (GET or DUP of one): the
 	// tree has the first place and refs to it
 	shared map[uint32]bool
+	// sharedSlots are the containers the memo hands out again (refs to them are pRef
+	// slots), and values the value made of each, one for all its places
+	sharedSlots map[uint32]bool
+	values      map[uint32]any
+}
+
+// shareSlot records that container slot v is in the tree more than once.
+func (tb *torchTables) shareSlot(v uint32) {
+	if tb.sharedSlots == nil {
+		tb.sharedSlots = map[uint32]bool{}
+	}
+	tb.sharedSlots[v] = true
 }
 
 // share records that tensor i is stored more than once.
@@ -405,7 +418,7 @@ func (b *plainBuilder) reclaim(lo uint32) {
 	held := b.reloc[:0]
 	for i := j; i < len(b.memo); i++ {
 		if v := b.memo[i]; v != memoGone {
-			if k := t.kindOf(v - 1); k.container() || k == pTensor || k == pStorage {
+			if k := t.kindOf(v - 1); k.container() || k == pTensor || k == pStorage || k == pRef && uint32(*t.val(v - 1)) >= lo {
 				b.memo[i] = memoGone
 			} else {
 				held = append(held, relocSlot{memo: uint32(i), k: k, val: *t.val(v - 1), aux: *t.aux(v - 1)})
@@ -471,12 +484,18 @@ func (t *plainTree) odict(v uint32, entries []types.DictEntry) *pyDict {
 // storage (the vocabulary's calls consume them; one left as a value goes the general way).
 func (t *plainTree) treeKinds(root uint32) bool {
 	stack := []uint32{root}
+	seen := map[uint32]bool{} // the containers refs lead to, visited once
 	for len(stack) > 0 {
 		v := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		switch t.kindOf(v) {
 		case pGlobal, pStorage:
 			return false
+		case pRef:
+			if target := uint32(*t.val(v)); !seen[target] {
+				seen[target] = true
+				stack = append(stack, target)
+			}
 		}
 		if t.kindOf(v).container() {
 			t.eachItem(v, func(item, _ uint32) { stack = append(stack, item) })

@@ -22,7 +22,8 @@ them is safe) and from torch.load(weights_only=True):
   float: True is 1.0);
 - `scalars`: plain values by pointer (int as decimal text, float as repr, str, bool, None);
 - `weights_only`: whether torch 1.13's weights_only loader reads the file;
-- `refs`: a tensor object stored again, by pointer, and the pointer of its first place;
+- `refs`: a tensor, dict, list or tuple object stored again, by pointer, and the pointer of
+  its first place;
 - `tensor_count`: the places that hold a tensor (refs included).
 
 Fixed seed; running it twice gives the same tensors (zip timestamps aside).
@@ -77,7 +78,9 @@ def dtypes():
 
 def training():
     m = torch.nn.Linear(3, 2)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    # two param groups: the defaults' betas tuple is the same object in both, which the
+    # pickle stores once and hands out again
+    opt = torch.optim.Adam([{"params": [m.weight]}, {"params": [m.bias], "lr": 1e-4}], lr=1e-3)
     m(torch.randn(4, 3)).sum().backward()
     opt.step()
     sd = opt.state_dict()  # {'state': {0: {...}, 1: {...}}, 'param_groups': [...]}
@@ -115,11 +118,13 @@ def first(t):
 def walk(v, path, facts, groups, seen=None):
     if seen is None:
         seen = {}
-    if isinstance(v, torch.Tensor) and id(v) in seen:
+    shareable = isinstance(v, (torch.Tensor, dict, list)) or (isinstance(v, tuple) and v != ())
+    if shareable and id(v) in seen:
         facts["refs"][path] = seen[id(v)]  # the same object stored again
         return
-    if isinstance(v, torch.Tensor):
+    if shareable:  # (the empty tuple is one object in Python, and pickled anew each time)
         seen[id(v)] = path
+    if isinstance(v, torch.Tensor):
         ptr = v.storage().data_ptr()
         facts["tensors"][path] = {
             "type": type(v).__module__ + "." + type(v).__qualname__ if type(v) is not torch.Tensor else "torch.Tensor",
@@ -152,7 +157,7 @@ def main():
         v = torch.load(path)
         facts = {"tensors": {}, "scalars": {}, "refs": {}}
         walk(v, "", facts, {})
-        facts["tensor_count"] = len(facts["tensors"]) + len(facts["refs"])
+        facts["tensor_count"] = len(facts["tensors"]) + sum(1 for t in facts["refs"].values() if t in facts["tensors"])
         try:
             torch.load(path, weights_only=True)
             facts["weights_only"] = True
