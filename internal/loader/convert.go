@@ -832,7 +832,13 @@ func (c *converter) array(n *ckpt.Node, a *pyArray, depth int) {
 		st.Data, st.Size = bytes.NewReader(nil), 0
 	}
 	if numel*int64(size) != st.Size && !a.field {
+		// numpy's __setstate__ (and frombuffer's reshape) refuse data of another size, so
+		// Python never makes this array: it is shown as what the pickle holds, not as a
+		// tensor whose bytes are not there
 		c.ck.Notes = append(c.ck.Notes, fmt.Sprintf("%s: array data is %d bytes, but %v %s needs %d", displayPath(n.Path()), st.Size, a.shape, name, numel*int64(size)))
+		n.Kind, n.Global, n.Tensor = ckpt.KindObject, a.cls, nil
+		n.Str = fmt.Sprintf("ndarray %s%v whose data numpy refuses: %d bytes where it needs %d", name, a.shape, st.Size, numel*int64(size))
+		return
 	}
 	t.Storage = st
 	st.Users = append(st.Users, n.Path())
