@@ -113,6 +113,8 @@ type pyDType struct {
 	fields any // name -> (dtype, offset[, title]), as numpy pickles them
 	// subShape is the shape of a structured field that is itself an array ("('x', '<f4', (3,))").
 	subShape []int64
+	// spread caches how many fields d's nesting spells out (spreadOf): 0 not known yet
+	spread int
 }
 
 // pyArray is a numpy ndarray being rebuilt.
@@ -1014,10 +1016,44 @@ type structField struct {
 	offset int64
 }
 
-// structFields lists a structured dtype's fields in order, or nil when they are unknown.
+// maxSpread bounds the fields a structured dtype's nesting spells out, shared sub-dtypes
+// counted each time they are met (its descr's length and the columns shown grow with it):
+// a pickle's memo can make a dtype that holds itself, or a few that hold each other many
+// times over, which no numpy dtype is.
+const maxSpread = 100_000
+
+// spreadOf is how many fields d spells out through its nested fields (1 for a plain dtype),
+// or more than maxSpread when they are too many or lead back to d. Each dtype is counted
+// once (memoized on it), so the count takes time in the number of dtypes, not of fields.
+func (d *pyDType) spreadOf() int {
+	if d.spread != 0 {
+		return d.spread
+	}
+	d.spread = maxSpread + 1 // while it is counted: a field that leads back here is too many
+	n := 1
+	if fd, ok := d.fields.(*types.Dict); ok {
+		for _, name := range d.names {
+			v, _ := fd.Get(name)
+			if t, ok := v.(*types.Tuple); ok && t.Len() >= 1 {
+				if sub, ok := t.Get(0).(*pyDType); ok {
+					n += sub.spreadOf()
+				}
+			}
+			if n > maxSpread {
+				n = maxSpread + 1
+				break
+			}
+		}
+	}
+	d.spread = n
+	return n
+}
+
+// structFields lists a structured dtype's fields in order, or nil when they are unknown
+// (or more, through their nesting, than maxSpread).
 func (d *pyDType) structFields() []structField {
 	fd, ok := d.fields.(*types.Dict)
-	if !ok || len(d.names) == 0 {
+	if !ok || len(d.names) == 0 || d.spreadOf() > maxSpread {
 		return nil
 	}
 	var out []structField
