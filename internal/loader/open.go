@@ -48,8 +48,8 @@ type opener struct {
 	// onePass names the one-pass reading that read the pickle ("plain", "torch"; "" for
 	// the general path), for the tests that hold the two to each other
 	onePass string
-	// memberFiles are the zip entries of the checkpoint's Members, by index
-	memberFiles []*zip.File
+	// memberAt is the index in the archive's entries of each of the checkpoint's Members
+	memberAt []int
 }
 
 func (op *opener) markDecompressed(r io.ReaderAt) {
@@ -347,14 +347,10 @@ func (op *opener) openPlain() (bool, error) {
 // read, and only when every one of them is a stored member that holds it: a file the pass
 // gives up on goes the general way as if the pass had not run, and that way says what is
 // wrong with it.
-func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torchZip, zr *zip.Reader, order string) (any, *torchTables, bool, error) {
+func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torchZip, zr *zip.Reader, order string, headers func() []int64) (any, *torchTables, bool, error) {
 	if op.o.nodesOnly || op.o.noPlain || tz.byName == nil {
 		return nil, nil, false, nil
 	}
-	// The records' data offsets are read while the pickle is (on another core): an
-	// archive of 200,000 storages has as many local headers to read.
-	headers := dataOffsets(zr)
-	defer headers()
 	t, root, wo, ops, err := readTorchPickle(src, size, op.o, where)
 	if err == errNotPlain {
 		return nil, nil, false, nil
@@ -900,8 +896,13 @@ func (op *opener) openZip() error {
 	default:
 		op.wo = &woState{needs: map[string]bool{}}
 	}
+	// The entries' data offsets are read while the pickle is (on another core): an archive
+	// of 200,000 storages has as many local headers to read. The one pass matches them to
+	// its storages, and the members keep them.
+	headers := dataOffsets(zr)
+	defer headers()
 	if op.wo != nil {
-		if v, tb, done, err := op.torchPass(src, srcSize, dataPkl.Name, tz, zr, order); done {
+		if v, tb, done, err := op.torchPass(src, srcSize, dataPkl.Name, tz, zr, order, headers); done {
 			op.wo = nil
 			if err != nil {
 				return err
@@ -910,7 +911,7 @@ func (op *opener) openZip() error {
 			if err := op.buildTree(v, tb); err != nil {
 				return err
 			}
-			op.compactMembers()
+			op.compactMembers(zr, headers())
 			return op.checkViews()
 		}
 	}
@@ -931,7 +932,7 @@ func (op *opener) openZip() error {
 	if err := op.build(v); err != nil {
 		return err
 	}
-	op.compactMembers()
+	op.compactMembers(zr, headers())
 	return op.checkViews()
 }
 
@@ -1006,30 +1007,29 @@ func (op *opener) warmHeaders(zr *zip.Reader) {
 }
 
 // compactMembers gives up the zip entries of the members stored as they are, once the
-// archive is read (their local headers are read in the order of the file): they are read
-// in place, and an opened archive keeps about 250 bytes less a member.
-func (op *opener) compactMembers() {
-	for i, f := range op.memberFiles {
-		m := &op.ck.Members[i]
-		if f.Method == zip.Store && f.Flags&1 == 0 && f.UncompressedSize64 == f.CompressedSize64 {
-			if off, err := f.DataOffset(); err == nil && off >= 0 && off <= op.size && m.Size <= op.size-off {
-				*m = ckpt.NewMember(m.Name, m.Size, m.Kind, storedMember(m.Name, op.r, off, m.Size))
-			}
+// archive is read (offs are the entries' data offsets, dataOffsets): they are read in
+// place, and an opened archive keeps about 250 bytes less a member.
+func (op *opener) compactMembers(zr *zip.Reader, offs []int64) {
+	for i, j := range op.memberAt {
+		m, f, off := &op.ck.Members[i], zr.File[j], offs[j]
+		if f.Method == zip.Store && f.Flags&1 == 0 && f.UncompressedSize64 == f.CompressedSize64 &&
+			off >= 0 && off <= op.size && m.Size <= op.size-off {
+			*m = ckpt.NewMember(m.Name, m.Size, m.Kind, storedMember(m.Name, op.r, off, m.Size))
 		}
 	}
-	op.memberFiles = nil
+	op.memberAt = nil
 }
 
 func (op *opener) listMembers(zr *zip.Reader) {
 	if len(zr.File) > 100_000 {
 		return
 	}
-	for _, f := range zr.File {
+	for j, f := range zr.File {
 		if f.FileInfo().IsDir() {
 			continue
 		}
 		op.ck.Members = append(op.ck.Members, ckpt.NewMember(f.Name, int64(f.UncompressedSize64), memberKind(f.Name), zipMember(f)))
-		op.memberFiles = append(op.memberFiles, f)
+		op.memberAt = append(op.memberAt, j)
 	}
 }
 
