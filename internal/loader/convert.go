@@ -35,13 +35,12 @@ type converter struct {
 	// tslab and uslab are where tensors and their storages' first users are allocated
 	tslab []ckpt.Tensor
 	uslab []string
-	// unshared says that no container is met twice in the values converted (the one-pass
-	// readings make each of them once): no refs, and no map of what was seen
+	// unshared says that no container or tensor is met twice in the values converted (a
+	// torch pickle read in one pass with nothing stored twice): no refs, and no map of
+	// what was seen
 	unshared bool
-	// torch holds the tensors a torch pickle read in one pass names by tensorRef, and
-	// tensorFirst the node of each one stored more than once, for the refs to it
-	torch       *torchTables
-	tensorFirst map[tensorRef]*ckpt.Node
+	// torch holds the tensors a torch pickle read in one pass names by tensorRef
+	torch *torchTables
 	// fromSpool are the readers of decompressed streams (opener.fromSpool)
 	fromSpool map[io.ReaderAt]bool
 	// the last long str converted (see text)
@@ -137,7 +136,8 @@ func newConverter(o Options, ck *ckpt.Checkpoint) *converter {
 func identity(v any) (any, bool) {
 	switch v.(type) {
 	case *types.List, *types.Tuple, *types.Dict, *types.Set, *types.FrozenSet, *types.ByteArray,
-		*pyDict, *pySet, *pyObject, *pyTensor, *pyArray, *pyStorage, *pySparse:
+		*pyDict, *pySet, *pyObject, *pyTensor, *pyArray, *pyStorage, *pySparse,
+		tensorRef: // a tensor row of a torch pickle read in one pass
 		return v, true
 	}
 	return nil, false
@@ -173,24 +173,11 @@ func (c *converter) node(v any, parent *ckpt.Node, seg string, depth int) *ckpt.
 			}
 		}
 	}
-	r, tied := v.(tensorRef)
-	tied = tied && c.torch.shared[uint32(r)]
-	if tied {
-		if first := c.tensorFirst[r]; first != nil {
-			return c.refTo(first, parent, seg)
-		}
-	}
 	n := c.newNode()
 	n.Seg = seg
 	n.SetParent(parent)
 	if isContainer {
 		c.seen[id] = n
-	}
-	if tied {
-		if c.tensorFirst == nil {
-			c.tensorFirst = map[tensorRef]*ckpt.Node{}
-		}
-		c.tensorFirst[r] = n
 	}
 	switch x := v.(type) {
 	case nil:

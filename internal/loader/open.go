@@ -474,10 +474,11 @@ func (op *opener) trailing(src io.ReaderAt, size, pos int64) {
 func (op *opener) build(v any) error { return op.buildTree(v, nil) }
 
 // buildTree converts the root value; tb, when set, holds the tensors of the values a torch
-// pickle read in one pass made, none of which is in the tree twice.
+// pickle read in one pass made. When none of its tensors and containers is stored twice,
+// the converter keeps no map of the values it has met.
 func (op *opener) buildTree(v any, tb *torchTables) error {
 	c := newConverter(op.o, op.ck)
-	c.unshared, c.torch, c.fromSpool = tb != nil && len(tb.sharedSlots) == 0, tb, op.fromSpool
+	c.unshared, c.torch, c.fromSpool = tb != nil && len(tb.sharedSlots) == 0 && len(tb.shared) == 0, tb, op.fromSpool
 	op.ck.Root = c.node(v, nil, "", 0)
 	op.ck.Values += c.nodes
 	if c.err != nil {
