@@ -43,6 +43,11 @@ func (e *InternalError) Error() string {
 	return fmt.Sprintf("loader: internal error while reading the file: %v", e.Panic)
 }
 
+// tooManyTensors is the refusal of a file with more than MaxTensors tensors.
+func (o *Options) tooManyTensors() *Error {
+	return &Error{Msg: fmt.Sprintf("the file holds more than %s tensors, this server's limit (-max-tensors)", thousands(int64(o.MaxTensors))), Offset: -1}
+}
+
 // pastDeadline says whether an Open has run out of its time budget.
 func (o *Options) pastDeadline() bool { return !o.Deadline.IsZero() && time.Now().After(o.Deadline) }
 

@@ -739,9 +739,10 @@ func (c *converter) tensor(n *ckpt.Node, t *pyTensor) {
 func (c *converter) tensorMade() {
 	c.ck.Tensors++
 	if c.ck.Tensors > c.o.MaxTensors && c.err == nil {
-		c.err = &Error{Msg: fmt.Sprintf("the file holds more than %s tensors, this server's limit (-max-tensors)", thousands(int64(c.o.MaxTensors))), Offset: -1}
+		c.err = c.o.tooManyTensors()
 	}
 }
+
 
 func (c *converter) count(t *ckpt.Tensor) {
 	c.tensorMade()

@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"fmt"
 	"io"
 	"math"
 	"slices"
@@ -384,7 +383,7 @@ func (b *plainBuilder) tensor(p ptensor) error {
 		return errNotPlain
 	}
 	if len(tb.tensors) >= b.o.MaxTensors {
-		return &Error{Msg: fmt.Sprintf("the file holds more than %s tensors, this server's limit (-max-tensors)", thousands(int64(b.o.MaxTensors))), Offset: -1}
+		return b.o.tooManyTensors()
 	}
 	tb.tensors = append(tb.tensors, p)
 	return b.add(pTensor, uint64(len(tb.tensors)-1), 0)

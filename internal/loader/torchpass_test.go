@@ -256,8 +256,7 @@ func scalarText(n *ckpt.Node) string {
 // firstValues reads the first k elements of t in C order from the file's bytes, with the
 // statistics package's decoder.
 func firstValues(t *ckpt.Tensor, k int) ([]float64, error) {
-	vs, err := tensor.NewValues(&tensor.View{DType: t.DType, Shape: t.Shape, Strides: t.Strides, Offset: t.StorageOffset,
-		Data: t.Storage.Data, DataOffset: t.Storage.Offset, DataSize: t.Storage.Size, BigEndian: t.Storage.ByteOrder == "big"})
+	vs, err := tensor.NewValues(t.View())
 	if err != nil {
 		return nil, err
 	}
