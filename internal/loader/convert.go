@@ -743,7 +743,6 @@ func (c *converter) tensorMade() {
 	}
 }
 
-
 func (c *converter) count(t *ckpt.Tensor) {
 	c.tensorMade()
 	if st := t.Storage; st != nil && !st.NewView(t) {
