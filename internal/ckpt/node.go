@@ -6,6 +6,7 @@
 package ckpt
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -97,14 +98,22 @@ type Node struct {
 // Path is the JSON Pointer of n from the root of its tree ("" for the root), made from the
 // segments of n and its parents, in one allocation.
 func (n *Node) Path() string {
+	buf := n.AppendPath(nil)
+	if len(buf) == 0 {
+		return ""
+	}
+	return unsafe.String(&buf[0], len(buf)) // buf is never written again
+}
+
+// AppendPath appends the JSON Pointer of n (see Path) to dst: for a reader that makes the
+// paths of many nodes into one buffer of its own.
+func (n *Node) AppendPath(dst []byte) []byte {
 	size := 0
 	for m := n; m.parent != nil; m = m.parent {
 		size += 1 + escapedLen(m.Seg)
 	}
-	if size == 0 {
-		return ""
-	}
-	buf := make([]byte, size)
+	dst = slices.Grow(dst, size)
+	buf := dst[len(dst) : len(dst)+size]
 	i := size
 	for m := n; m.parent != nil; m = m.parent {
 		i -= escapedLen(m.Seg)
@@ -112,7 +121,7 @@ func (n *Node) Path() string {
 		i--
 		buf[i] = '/'
 	}
-	return unsafe.String(&buf[0], size) // buf is never written again
+	return dst[:len(dst)+size]
 }
 
 // escapedLen is the length of EscapeSegment(s).

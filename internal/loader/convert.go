@@ -35,6 +35,8 @@ type converter struct {
 	// tslab and uslab are where tensors and their storages' first users are allocated
 	tslab []ckpt.Tensor
 	uslab []string
+	// paths holds the storage users' paths (path)
+	paths []byte
 	// unshared says that no container or tensor is met twice in the values converted (a
 	// torch pickle read in one pass with nothing stored twice): no refs, and no map of
 	// what was seen
@@ -136,15 +138,17 @@ func newConverter(o Options, ck *ckpt.Checkpoint) *converter {
 func identity(v any) (any, bool) {
 	switch v.(type) {
 	case *types.List, *types.Tuple, *types.Dict, *types.Set, *types.FrozenSet, *types.ByteArray,
-		*pyDict, *pySet, *pyObject, *pyTensor, *pyArray, *pyStorage, *pySparse,
+		*pyDict, *slotODict, *pySet, *pyObject, *pyTensor, *pyArray, *pyStorage, *pySparse,
 		tensorRef: // a tensor row of a torch pickle read in one pass
 		return v, true
 	}
 	return nil, false
 }
 
-// node converts v into the node at segment seg of parent (nil for the root).
-func (c *converter) node(v any, parent *ckpt.Node, seg string, depth int) *ckpt.Node {
+// admit counts a value about to be converted at segment seg of parent against the limits;
+// when it is over one (or an earlier value was), it returns the stand-in node to put there
+// instead, with the error set.
+func (c *converter) admit(parent *ckpt.Node, seg string, depth int) *ckpt.Node {
 	if c.err != nil {
 		return orphan(parent, seg, ckpt.Node{Kind: ckpt.KindNone, Type: "NoneType"})
 	}
@@ -160,6 +164,14 @@ func (c *converter) node(v any, parent *ckpt.Node, seg string, depth int) *ckpt.
 	if depth > c.o.MaxDepth {
 		c.err = &Error{Msg: fmt.Sprintf("values nested deeper than %s levels, this server's limit (-max-depth)", thousands(int64(c.o.MaxDepth))), Offset: -1}
 		return orphan(parent, seg, ckpt.Node{Kind: ckpt.KindNone})
+	}
+	return nil
+}
+
+// node converts v into the node at segment seg of parent (nil for the root).
+func (c *converter) node(v any, parent *ckpt.Node, seg string, depth int) *ckpt.Node {
+	if n := c.admit(parent, seg, depth); n != nil {
+		return n
 	}
 	id, isContainer := identity(v)
 	isContainer = isContainer && !c.unshared
@@ -251,6 +263,9 @@ func (c *converter) node(v any, parent *ckpt.Node, seg string, depth int) *ckpt.
 		if !c.keepPlain(n, x, depth) {
 			c.entries(n, *x, depth)
 		}
+	case *slotODict:
+		n.Kind, n.Type = ckpt.KindDict, "collections.OrderedDict"
+		c.slotEntries(n, x, depth)
 	case *pyDict:
 		n.Kind, n.Type = ckpt.KindDict, x.typeName
 		if n.Type == "builtins.dict" {
@@ -725,14 +740,28 @@ func (c *converter) tensor(n *ckpt.Node, t *pyTensor) {
 			c.uslab = make([]string, nodeSlab)
 		}
 		st.Users, c.uslab = c.uslab[:1:1], c.uslab[1:]
-		st.Users[0] = n.Path()
+		st.Users[0] = c.path(n)
 	} else {
-		st.Users = append(st.Users, n.Path())
+		st.Users = append(st.Users, c.path(n))
 	}
 	c.count(tt)
 	if t.quantScales != nil {
 		n.Children = append(n.Children, c.child(t.quantScales, n, "scales", "scales", 0), c.child(t.quantZeros, n, "zero_points", "zero_points", 0))
 	}
+}
+
+// path is n.Path(), made in the converter's buffer of paths: one allocation for many.
+func (c *converter) path(n *ckpt.Node) string {
+	if cap(c.paths)-len(c.paths) < 256 {
+		c.paths = make([]byte, 0, 32<<10)
+	}
+	start := len(c.paths)
+	c.paths = n.AppendPath(c.paths) // a longer path than the room left moves the buffer on
+	p := c.paths[start:]
+	if len(p) == 0 {
+		return ""
+	}
+	return unsafe.String(&p[0], len(p)) // never written again: the buffer only grows
 }
 
 // tensorMade counts a tensor of the tree against -max-tensors.

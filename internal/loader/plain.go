@@ -98,7 +98,7 @@ func (t *plainTree) next(v uint32) *uint32 { return &t.chunks[v>>chunkBits].next
 // slot makes a slot.
 func (t *plainTree) slot(k pkind, val uint64, aux uint32) uint32 {
 	v := t.n
-	if v&chunkMask == 0 {
+	if int(v>>chunkBits) == len(t.chunks) { // a chunk reclaim gave back is written again
 		t.chunks = append(t.chunks, new(pchunk))
 	}
 	c := t.chunks[v>>chunkBits]
@@ -246,6 +246,9 @@ func (b *plainBuilder) read() (t *plainTree, root uint32, pos int64, err error) 
 		}
 		return nil, 0, 0, err
 	}
+	if t := &b.t; cap(t.text)-len(t.text) > len(t.text)/8 { // the room doubling left, given back
+		t.text = append([]byte(nil), t.text...)
+	}
 	return &b.t, b.stack[0].v, b.pos, nil
 }
 
@@ -330,8 +333,20 @@ func (b *plainBuilder) text(p []byte) (uint64, error) {
 	if int64(len(b.t.text))+int64(len(p)) > b.o.MaxPickle {
 		return 0, b.overLimit("the pickle holds more than %s of values besides its large byte strings, this server's limit (-max-pickle)", limitSize(b.o.MaxPickle))
 	}
-	b.t.text = append(b.t.text, p...)
+	b.t.text = append(grow(b.t.text, len(p)), p...)
 	return off, nil
+}
+
+// grow makes room for n more elements of s, doubling its capacity when it is full:
+// append grows a large slice by a quarter, which copies what the text and the memo hold
+// about four times over while a large pickle is read; doubling copies it once.
+func grow[T any](s []T, n int) []T {
+	if len(s)+n <= cap(s) {
+		return s
+	}
+	out := make([]T, len(s), max(2*cap(s), len(s)+n, 1024))
+	copy(out, s)
+	return out
 }
 
 // appendChild makes child slot c the last child of the container in slot p; a container
@@ -365,12 +380,21 @@ func (b *plainBuilder) setItems(d *pslot, kv []pslot) error {
 	if !t.kindOf(d.v).keyed() || len(kv)%2 != 0 {
 		return errNotPlain
 	}
+	// a dict filled from empty by one SETITEMS of a few entries (a record) has its keys
+	// compared among themselves, in kv
+	fresh := *t.aux(d.v) == 0 && len(kv) <= 2*plainKeyScan
 	for i := 0; i < len(kv); i += 2 {
 		k, v := kv[i], kv[i+1]
 		if kk := t.kindOf(k.v); kk != pStr && (kk != pInt || !b.torch) {
 			return errNotPlain // (an int key only in a torch pickle, whose dicts are not paged)
 		}
-		if err := b.newKey(d, k.v); err != nil {
+		if fresh {
+			for j := 0; j < i; j += 2 {
+				if t.sameKey(kv[j].v, k.v) {
+					return errNotPlain
+				}
+			}
+		} else if err := b.newKey(d, k.v); err != nil {
 			return err
 		}
 		b.values-- // a str key is no value of the tree (its slot is bounded by its entry's)
@@ -389,21 +413,8 @@ func (b *plainBuilder) newKey(d *pslot, k uint32) error {
 	if *t.aux(d.v) < plainKeyScan {
 		// the keys so far, one by one: a str is the same key as another str of the same
 		// bytes (the memo's copies share them), an int as another int of its value
-		kind, val, n := t.kindOf(k), *t.val(k), *t.aux(k)
-		var key []byte
-		if kind == pStr {
-			key = t.bytesOf(k)
-		}
 		dup := false
-		t.eachKey(d.v, func(f uint32) {
-			switch {
-			case dup || t.kindOf(f) != kind:
-			case kind == pInt:
-				dup = *t.val(f) == val
-			case *t.aux(f) == n:
-				dup = *t.val(f) == val || string(t.bytesOf(f)) == string(key)
-			}
-		})
+		t.eachKey(d.v, func(f uint32) { dup = dup || t.sameKey(f, k) })
 		if dup {
 			return errNotPlain
 		}
@@ -426,6 +437,18 @@ func (b *plainBuilder) newKey(d *pslot, k uint32) error {
 		return errNotPlain // the same key, or (rarely) another with its hash: the general path decides
 	}
 	return nil
+}
+
+// sameKey says whether dict key slots a and b are the same key: a str of the same bytes
+// (the memo's copies share them), an int of the same value.
+func (t *plainTree) sameKey(a, b uint32) bool {
+	switch kind := t.kindOf(a); {
+	case t.kindOf(b) != kind:
+		return false
+	case kind == pInt:
+		return *t.val(a) == *t.val(b)
+	}
+	return *t.aux(a) == *t.aux(b) && (*t.val(a) == *t.val(b) || string(t.bytesOf(a)) == string(t.bytesOf(b)))
 }
 
 // keyID is what tells dict key slot k from the others: a str's bytes, or for an int 0xff
@@ -540,7 +563,7 @@ func (b *plainBuilder) memoPut(idx int64, v uint32) error {
 		b.memo[idx] = v + 1
 		b.oddMemo = b.t.n
 	case idx == int64(len(b.memo)) && b.sparse[idx] == 0:
-		b.memo = append(b.memo, v+1)
+		b.memo = append(grow(b.memo, 1), v+1)
 		b.memoN++
 	default:
 		// indexes pickle.dump never writes, kept in a map at tens of bytes each: as many as
@@ -1006,8 +1029,16 @@ func (t *plainTree) value(v uint32) any {
 
 // containerValue is container slot v as the unpickler makes it.
 func (t *plainTree) containerValue(v uint32) any {
+	if t.kindOf(v) == pODict && t.strKeys(v) {
+		return &slotODict{t: t, v: v}
+	}
 	var items []any
 	var entries []types.DictEntry
+	if t.kindOf(v).keyed() {
+		entries = make([]types.DictEntry, 0, *t.aux(v))
+	} else {
+		items = make([]any, 0, *t.aux(v))
+	}
 	t.eachItem(v, func(item, key uint32) {
 		if key != noKey {
 			entries = append(entries, types.DictEntry{Key: t.value(key), Value: t.value(item)})

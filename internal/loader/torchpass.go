@@ -166,7 +166,7 @@ func (b *plainBuilder) addStorage(key, loc uint32, dtype uint64, numel int64) (u
 		li = len(tb.locs)
 		tb.locs = append(tb.locs, strings.Clone(l))
 	}
-	tb.storages = append(tb.storages, pstorage{key: *t.val(key), keyLen: *t.aux(key), loc: uint16(li), dtype: uint16(dtype), numel: numel})
+	tb.storages = append(grow(tb.storages, 1), pstorage{key: *t.val(key), keyLen: *t.aux(key), loc: uint16(li), dtype: uint16(dtype), numel: numel})
 	k := t.key(int(i))
 	if n, ok := seqIndex(k); tb.byKey == nil && (!ok || n != int(i)) {
 		tb.byKey = make(map[string]uint32, i+1)
@@ -244,7 +244,7 @@ func (b *plainBuilder) ints(v uint32) bool {
 	ok := true
 	t.eachItem(v, func(item, _ uint32) {
 		ok = ok && t.kindOf(item) == pInt
-		t.tb.dims = append(t.tb.dims, int64(*t.val(item)))
+		t.tb.dims = append(grow(t.tb.dims, 1), int64(*t.val(item)))
 	})
 	return ok
 }
@@ -385,7 +385,7 @@ func (b *plainBuilder) tensor(p ptensor) error {
 	if len(tb.tensors) >= b.o.MaxTensors {
 		return b.o.tooManyTensors()
 	}
-	tb.tensors = append(tb.tensors, p)
+	tb.tensors = append(grow(tb.tensors, 1), p)
 	return b.add(pTensor, uint64(len(tb.tensors)-1), 0)
 }
 
@@ -460,6 +460,57 @@ func (tb *torchTables) tensorAt(i tensorRef) *pyTensor {
 		x.typeName = "torch.nn.parameter.Parameter"
 	}
 	return x
+}
+
+// slotODict is an OrderedDict of a torch pickle read in one pass whose keys are all str
+// (a state dict), as a value of the tree: the converter makes its entries from its slots
+// (slotEntries), so that no entry is made for each of them.
+type slotODict struct {
+	t *plainTree
+	v uint32
+}
+
+// strKeys says whether every key of dict slot v is a str.
+func (t *plainTree) strKeys(v uint32) bool {
+	ok := true
+	t.eachKey(v, func(k uint32) { ok = ok && t.kindOf(k) == pStr })
+	return ok
+}
+
+// slotEntries adds the entries of x as n's children, as distinctEntries adds those of the
+// OrderedDict the stand-ins make, then its attributes (a state dict's _metadata). A tensor
+// nothing else holds is made from its row at once.
+func (c *converter) slotEntries(n *ckpt.Node, x *slotODict, depth int) {
+	t := x.t
+	n.Children = make([]*ckpt.Node, 0, *t.aux(x.v))
+	t.eachItem(x.v, func(item, key uint32) {
+		if c.err != nil {
+			return
+		}
+		k := t.str(key)
+		if !c.unshared || t.kindOf(item) != pTensor {
+			n.Children = append(n.Children, c.child(t.value(item), n, k, k, depth))
+			return
+		}
+		m := c.admit(n, k, depth+1)
+		if m == nil {
+			m = c.newNode()
+			m.Seg = k
+			m.SetParent(n)
+			c.tensor(m, c.torch.tensorAt(tensorRef(*t.val(item))))
+		}
+		m.Key = k
+		n.Children = append(n.Children, m)
+	})
+	if s, ok := t.tb.attrs[x.v]; ok && c.err == nil {
+		if sd, ok := t.value(s).(*types.Dict); ok {
+			before := len(n.Children)
+			c.attrs(n, *sd, depth)
+			for _, k := range n.Children[before:] {
+				k.Attr = true
+			}
+		}
+	}
 }
 
 // odict is OrderedDict slot v as the stand-ins make it, with its entries made.
