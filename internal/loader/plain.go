@@ -182,11 +182,12 @@ type plainBuilder struct {
 	memo   []uint32
 	sparse map[int64]uint32
 	memoN  int
-	// keys holds, for each dict being filled with more than a few entries, the hashes of
-	// its keys (a key set twice gives the file to the general path)
-	keys     map[uint32]*keySet
+	// keys holds, for each dict filled with more than a few entries, the hashes of its
+	// keys in the order they came, checked for a repeat once the pickle is read (a key set
+	// twice gives the file to the general path)
+	keys     map[uint32]*[]uint64
 	lastDict uint32
-	lastKeys *keySet
+	lastKeys *[]uint64
 	seed     maphash.Seed
 
 	r        io.ReaderAt
@@ -245,6 +246,11 @@ func (b *plainBuilder) read() (t *plainTree, root uint32, pos int64, err error) 
 			return nil, 0, 0, &Error{Msg: b.malformed() + why + " (the file is cut short)", Offset: b.cut}
 		}
 		return nil, 0, 0, err
+	}
+	for _, h := range b.keys {
+		if repeated(*h) {
+			return nil, 0, 0, errNotPlain // the same key, or (rarely) another with its hash: the general path decides
+		}
 	}
 	if t := &b.t; cap(t.text)-len(t.text) > len(t.text)/8 { // the room doubling left, given back
 		t.text = append([]byte(nil), t.text...)
@@ -420,23 +426,93 @@ func (b *plainBuilder) newKey(d *pslot, k uint32) error {
 		}
 		return nil
 	}
-	key := t.keyID(k, &kb)
 	m := b.lastKeys
 	if m == nil || b.lastDict != d.v {
 		if m = b.keys[d.v]; m == nil {
-			m = &keySet{}
-			t.eachKey(d.v, func(f uint32) { m.add(maphash.Bytes(b.seed, t.keyID(f, &fb))) })
+			m = new([]uint64)
+			t.eachKey(d.v, func(f uint32) { *m = append(*m, maphash.Bytes(b.seed, t.keyID(f, &fb))) })
 			if b.keys == nil {
-				b.keys = map[uint32]*keySet{}
+				b.keys = map[uint32]*[]uint64{}
 			}
 			b.keys[d.v] = m
 		}
 		b.lastDict, b.lastKeys = d.v, m
 	}
-	if !m.add(maphash.Bytes(b.seed, key)) {
-		return errNotPlain // the same key, or (rarely) another with its hash: the general path decides
-	}
+	*m = append(grow(*m, 1), maphash.Bytes(b.seed, t.keyID(k, &kb)))
 	return nil
+}
+
+// repeated says whether a hash occurs twice in h. A set of hashes filled as keys come
+// meets a cache miss at each of them once it is larger than the cache (a vocabulary of
+// 250,000 keys took a third of its reading that way), so the hashes are first spread into
+// buckets by their top bits, each small enough for a set that stays in the cache.
+func repeated(h []uint64) bool {
+	const bucket = 2048 // hashes per bucket, on average
+	if len(h) <= 2*bucket {
+		return repeatedIn(h, nil)
+	}
+	bits := bitsFor(len(h) / bucket)
+	shift := 64 - bits
+	start := make([]int, 1<<bits+1)
+	for _, x := range h {
+		start[x>>shift+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	spread, at := make([]uint64, len(h)), append([]int(nil), start[:1<<bits]...)
+	for _, x := range h {
+		spread[at[x>>shift]] = x
+		at[x>>shift]++
+	}
+	var set []uint64
+	for i := 0; i < 1<<bits; i++ {
+		if repeatedIn(spread[start[i]:start[i+1]], &set) {
+			return true
+		}
+	}
+	return false
+}
+
+// bitsFor is the number of bits of the smallest power of two at least n (n >= 1).
+func bitsFor(n int) int {
+	b := 0
+	for 1<<b < n {
+		b++
+	}
+	return b
+}
+
+// repeatedIn says whether a hash occurs twice in h, with an open-addressing set (0 stands
+// for no entry) in *set, reused from bucket to bucket.
+func repeatedIn(h []uint64, set *[]uint64) bool {
+	size := 1 << bitsFor(2*len(h)+2)
+	var slots []uint64
+	if set != nil && cap(*set) >= size {
+		slots = (*set)[:size]
+		clear(slots)
+	} else {
+		slots = make([]uint64, size)
+		if set != nil {
+			*set = slots
+		}
+	}
+	mask := uint64(size - 1)
+	for _, x := range h {
+		if x == 0 {
+			x = 1
+		}
+		for i := x & mask; ; i = (i + 1) & mask {
+			if slots[i] == 0 {
+				slots[i] = x
+				break
+			}
+			if slots[i] == x {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // sameKey says whether dict key slots a and b are the same key: a str of the same bytes
@@ -460,40 +536,6 @@ func (t *plainTree) keyID(k uint32, buf *[9]byte) []byte {
 	buf[0] = 0xff
 	binary.LittleEndian.PutUint64(buf[1:], *t.val(k))
 	return buf[:]
-}
-
-// keySet is a set of 64-bit key hashes, open addressing (0 stands for no entry).
-type keySet struct {
-	slots []uint64
-	n     int
-}
-
-// add adds h and says whether it was new.
-func (s *keySet) add(h uint64) bool {
-	if h == 0 {
-		h = 1
-	}
-	if 4*(s.n+1) > 3*len(s.slots) {
-		old := s.slots
-		s.slots = make([]uint64, max(64, 2*len(old)))
-		s.n = 0
-		for _, o := range old {
-			if o != 0 {
-				s.add(o)
-			}
-		}
-	}
-	mask := uint64(len(s.slots) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
-		switch s.slots[i] {
-		case 0:
-			s.slots[i] = h
-			s.n++
-			return true
-		case h:
-			return false
-		}
-	}
 }
 
 // fence is the stack height of the last MARK (0 without one): opcodes other than those

@@ -108,6 +108,7 @@ func TestPlainOnePassTakesWhatItShould(t *testing.T) {
 		"records": true, "vocab": true, "nested": true, "tuples": true, "big ints": true,
 		"memo str": true, "bytes": true, "trailing": true,
 		"shared list": false, "int keys": false, "duplicate key": false, "global": false,
+		"many keys": true, "duplicate key late": false, "duplicate key later batch": false, "duplicate key of many": false,
 		"large bytes": false, "bad utf8": false, "set": false, "left on stack": false,
 	} {
 		data, ok := shapes[name]
@@ -172,6 +173,18 @@ func plainShapes() map[string][]byte {
 	add("shared list", "\x80\x02](](", ints(40), "eq\x01h\x01e.")
 	add("int keys", "\x80\x02}(", ints(40), "u.")
 	add("duplicate key", "\x80\x02}(", str("a"), "K\x01", str("b"), "K\x01", str("a"), "K\x02u.")
+	// keys past the first few are checked once the pickle is read, from their hashes
+	keys := func(from, to int) string {
+		var b strings.Builder
+		for i := from; i < to; i++ {
+			b.WriteString(str(fmt.Sprintf("k%d", i)) + intOp(i))
+		}
+		return b.String()
+	}
+	add("many keys", "\x80\x02}q\x00(", keys(0, 1000), "u(", keys(1000, 10000), "u.")
+	add("duplicate key late", "\x80\x02}(", keys(0, 40), str("k3"), "K\x02u.")
+	add("duplicate key later batch", "\x80\x02}(", keys(0, 20), "u(", keys(20, 40), str("k19"), "K\x02u.")
+	add("duplicate key of many", "\x80\x02}(", keys(0, 1000), "u(", keys(1000, 10000), str("k7777"), "K\x02u.")
 	add("global", "\x80\x02](", ints(40), "c__main__\nFoo\n)\x81e.")
 	add("large bytes", "\x80\x03](B\x00\x10\x00\x00", strings.Repeat("\x00", 4096), ints(40), "e.")
 	add("bad utf8", "\x80\x02](X\x02\x00\x00\x00\xc3\x28", ints(40), "e.")
