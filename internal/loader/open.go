@@ -490,19 +490,25 @@ func (op *opener) buildTree(v any, tb *torchTables) error {
 // finish attaches tree paths to findings and builds the pointer index.
 func (op *opener) finish() {
 	ck := op.ck
-	ckpt.Link(ck.Root)
 	firstPath := map[string]string{}
 	var storages []*ckpt.Storage
-	ckpt.Walk(ck.Root, func(n *ckpt.Node) {
-		if n.Tensor != nil && n.Tensor.Storage != nil {
-			storages = append(storages, n.Tensor.Storage)
-		}
-		if n.Global != "" {
-			if _, ok := firstPath[n.Global]; !ok {
-				firstPath[n.Global] = n.Path()
+	if op.onePass == "torch" {
+		// The converter set every parent, no node of the tree is a global, and every
+		// tensor views one of the archive's storages: nothing to walk the tree for.
+		storages = ck.Storages
+	} else {
+		ckpt.Link(ck.Root)
+		ckpt.Walk(ck.Root, func(n *ckpt.Node) {
+			if n.Tensor != nil && n.Tensor.Storage != nil {
+				storages = append(storages, n.Tensor.Storage)
 			}
-		}
-	})
+			if n.Global != "" {
+				if _, ok := firstPath[n.Global]; !ok {
+					firstPath[n.Global] = n.Path()
+				}
+			}
+		})
+	}
 	for i := range op.fs.list {
 		f := &op.fs.list[i]
 		if p, ok := firstPath[f.Global]; ok && !strings.HasPrefix(f.Where, "pickle ") {
@@ -532,10 +538,8 @@ func (op *opener) finish() {
 	sort.SliceStable(ck.Findings, func(i, j int) bool {
 		return ck.Findings[i].Severity == ckpt.SeverityDanger && ck.Findings[j].Severity != ckpt.SeverityDanger
 	})
-	seen := map[*ckpt.Storage]bool{}
 	for _, st := range storages {
-		if !seen[st] {
-			seen[st] = true
+		if len(st.Users) > 1 { // sorting twice does no harm
 			sort.Strings(st.Users)
 		}
 	}
