@@ -247,8 +247,9 @@ func (b *plainBuilder) read() (t *plainTree, root uint32, pos int64, err error) 
 		}
 		return nil, 0, 0, err
 	}
+	var set []uint64 // one set for every dict's check
 	for _, h := range b.keys {
-		if repeated(*h) {
+		if repeated(*h, &set) {
 			return nil, 0, 0, errNotPlain // the same key, or (rarely) another with its hash: the general path decides
 		}
 	}
@@ -445,11 +446,12 @@ func (b *plainBuilder) newKey(d *pslot, k uint32) error {
 // repeated says whether a hash occurs twice in h. A set of hashes filled as keys come
 // meets a cache miss at each of them once it is larger than the cache (a vocabulary of
 // 250,000 keys took a third of its reading that way), so the hashes are first spread into
-// buckets by their top bits, each small enough for a set that stays in the cache.
-func repeated(h []uint64) bool {
+// buckets by their top bits, each small enough for a set that stays in the cache (set,
+// reused from one call to the next).
+func repeated(h []uint64, set *[]uint64) bool {
 	const bucket = 2048 // hashes per bucket, on average
 	if len(h) <= 2*bucket {
-		return repeatedIn(h, nil)
+		return repeatedIn(h, set)
 	}
 	bits := bitsFor(len(h) / bucket)
 	shift := 64 - bits
@@ -465,9 +467,8 @@ func repeated(h []uint64) bool {
 		spread[at[x>>shift]] = x
 		at[x>>shift]++
 	}
-	var set []uint64
 	for i := 0; i < 1<<bits; i++ {
-		if repeatedIn(spread[start[i]:start[i+1]], &set) {
+		if repeatedIn(spread[start[i]:start[i+1]], set) {
 			return true
 		}
 	}
@@ -487,15 +488,13 @@ func bitsFor(n int) int {
 // for no entry) in *set, reused from bucket to bucket.
 func repeatedIn(h []uint64, set *[]uint64) bool {
 	size := 1 << bitsFor(2*len(h)+2)
-	var slots []uint64
-	if set != nil && cap(*set) >= size {
-		slots = (*set)[:size]
+	slots := *set
+	if cap(slots) >= size {
+		slots = slots[:size]
 		clear(slots)
 	} else {
 		slots = make([]uint64, size)
-		if set != nil {
-			*set = slots
-		}
+		*set = slots
 	}
 	mask := uint64(size - 1)
 	for _, x := range h {
