@@ -247,16 +247,19 @@ func (b *plainBuilder) read() (t *plainTree, root uint32, pos int64, err error) 
 		}
 		return nil, 0, 0, err
 	}
-	var set []uint64 // one set for every dict's check
+	b.memo, b.sparse = nil, nil // not needed any more: given back before the check
+	var set []uint64            // one set for every dict's check
 	for _, h := range b.keys {
 		if repeated(*h, &set) {
 			return nil, 0, 0, errNotPlain // the same key, or (rarely) another with its hash: the general path decides
 		}
 	}
-	if t := &b.t; cap(t.text)-len(t.text) > len(t.text)/8 { // the room doubling left, given back
+	t = new(plainTree) // the tree alone: the builder (its read window, stack, key hashes) is let go
+	*t = b.t
+	if cap(t.text)-len(t.text) > len(t.text)/8 { // the room doubling left, given back
 		t.text = append([]byte(nil), t.text...)
 	}
-	return &b.t, b.stack[0].v, b.pos, nil
+	return t, b.stack[0].v, b.pos, nil
 }
 
 // malformed and overLimit begin the messages of a malformed pickle and of one over a limit,
