@@ -855,15 +855,8 @@ func (op *opener) openZip() error {
 	if _, ok := record("constants.pkl"); ok {
 		op.ck.Format = "torchscript"
 		code := 0
-		names := byName
-		if names == nil {
-			names = make(map[string]*zip.File, len(zr.File))
-			for _, f := range zr.File {
-				names[f.Name] = f
-			}
-		}
-		for name := range names {
-			if strings.HasPrefix(name, prefix+"code/") && strings.HasSuffix(name, ".py") {
+		for _, f := range zr.File { // a name given twice counts once: byName keeps the first
+			if name := f.Name; (byName == nil || byName[name] == f) && strings.HasPrefix(name, prefix+"code/") && strings.HasSuffix(name, ".py") {
 				code++
 			}
 		}
