@@ -247,13 +247,6 @@ func smallFloats(n *Node) ([]float64, bool) {
 	if err != nil {
 		return nil, false
 	}
-	els, err := vals.Read(0, v.Numel())
-	if err != nil {
-		return nil, false
-	}
-	out := make([]float64, len(els))
-	for i, e := range els {
-		out[i] = e.Real
-	}
-	return out, true
+	out, err := vals.ReadReal(0, v.Numel())
+	return out, err == nil
 }

@@ -260,15 +260,7 @@ func firstValues(t *ckpt.Tensor, k int) ([]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	els, err := vs.Read(0, int64(k))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]float64, len(els))
-	for i, e := range els {
-		out[i] = e.Real
-	}
-	return out, nil
+	return vs.ReadReal(0, int64(k))
 }
 
 // torchArchive is a torch.save archive around pickle p, with 4 storages of 64 bytes

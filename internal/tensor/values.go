@@ -98,6 +98,20 @@ func (vs *Values) Read(from, n int64) ([]Element, error) {
 }
 
 // bits is the precision used to print floats of the output dtype.
+// ReadReal reads n elements from element from, as Read does, as float64s (each element's
+// Real).
+func (vs *Values) ReadReal(from, n int64) ([]float64, error) {
+	els, err := vs.Read(from, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, len(els))
+	for i, e := range els {
+		out[i] = e.Real
+	}
+	return out, nil
+}
+
 func (vs *Values) bits() int {
 	if vs.s.OutDType == "float64" || vs.s.OutDType == "complex128" {
 		return 64
