@@ -57,11 +57,34 @@ func (c *converter) text(x string) (string, int64) {
 	if len(x) >= 1024 && len(x) == len(c.lastText) && unsafe.StringData(x) == unsafe.StringData(c.lastText) {
 		return c.lastValid, c.lastLen
 	}
-	v, l := strings.ToValidUTF8(x, "\ufffd"), int64(utf8.RuneCountInString(x))
+	v, l := pyText(x)
 	if len(x) >= 1024 {
 		c.lastText, c.lastValid, c.lastLen = x, v, l
 	}
 	return v, l
+}
+
+// pyText is Python's str x (UTF-8 in which a surrogate, which Python's strs may hold and
+// UTF-8 may not, is encoded as its three bytes) as valid UTF-8, each surrogate shown as
+// U+FFFD, and its length in characters as Python counts them. Any other byte that is not
+// UTF-8 (none reaches here from a pickle: the scanner refuses them as pickle.load does)
+// is one U+FFFD too.
+func pyText(x string) (string, int64) {
+	if utf8.ValidString(x) {
+		return x, int64(utf8.RuneCountInString(x))
+	}
+	var b strings.Builder
+	b.Grow(len(x))
+	n := int64(0)
+	for i := 0; i < len(x); n++ {
+		r, size := utf8.DecodeRuneInString(x[i:])
+		if r == utf8.RuneError && size == 1 && i+2 < len(x) && x[i] == 0xed && x[i+1] >= 0xa0 && x[i+1] <= 0xbf && x[i+2] >= 0x80 && x[i+2] <= 0xbf {
+			size = 3
+		}
+		b.WriteRune(r) // RuneError for a surrogate or a stray byte
+		i += size
+	}
+	return b.String(), n
 }
 
 // keepPlain keeps container v of node n as values when its subtree is plain data (pure.go),
@@ -345,6 +368,15 @@ func (c *converter) items(n *ckpt.Node, items []any, depth int) {
 func keySeg(k any) (key, seg string, isStr bool) {
 	switch x := k.(type) {
 	case string:
+		if !utf8.ValidString(x) {
+			// a str with a surrogate, shown with U+FFFD: two such keys can read alike, so
+			// the key is kept as a node (DictKey) and the segment is made unique on a
+			// clash, as for keys that are no str (a key repeated byte for byte then shows
+			// twice, where Python keeps one entry: keys of this kind are never written
+			// by real programs)
+			t, _ := pyText(x)
+			return t, t, false
+		}
 		return x, x, true
 	case int:
 		s := strconv.Itoa(x)

@@ -447,7 +447,7 @@ func notPickleStart(r io.ReaderAt, msg string) bool {
 	if _, err := r.ReadAt(b[:], 0); err != nil || b[0] == 0x80 {
 		return false
 	}
-	for _, s := range []string{"declares", "longer than", "digits"} {
+	for _, s := range []string{"declares", "longer than", "digits", "UnicodeDecodeError"} {
 		if strings.Contains(msg, s) {
 			return false
 		}

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -893,6 +894,9 @@ func (s *scanner) unicode(off int64, op string, n int64) error {
 	if err != nil {
 		return s.fail(off, "%s cut short", op)
 	}
+	if bad := pyUTF8Error(b); bad != "" {
+		return s.fail(off, "%s string is not UTF-8 (%s): pickle.load stops here with UnicodeDecodeError", op, bad)
+	}
 	str := string(b)
 	s.pushNew(sv{kind: svStr, s: str, fidx: -1})
 	return s.emitStr('X', str)
@@ -1143,7 +1147,10 @@ func (s *scanner) stepText(off int64, op byte) error {
 		if err != nil {
 			return err
 		}
-		str := rawUnicodeUnescape(l)
+		str, bad := rawUnicodeUnescape(l)
+		if bad != "" {
+			return s.fail(off, "UNICODE argument is not raw-unicode-escape text (%s): pickle.load stops here with UnicodeDecodeError", bad)
+		}
 		s.pushNew(sv{kind: svStr, s: str, fidx: -1})
 		return s.emitStr('X', str)
 	case opBinString: // BINSTRING
@@ -1700,28 +1707,85 @@ func pyUnquote(l string) (string, bool) {
 	return string(b), true
 }
 
-// rawUnicodeUnescape decodes a protocol-0 UNICODE argument (raw-unicode-escape): bytes are
-// Latin-1 code points, and \uXXXX / \UXXXXXXXX escapes stand for the others.
-func rawUnicodeUnescape(l string) string {
+// rawUnicodeUnescape decodes a protocol-0 UNICODE argument as Python's raw-unicode-escape
+// codec does: a byte is its Latin-1 code point; a backslash and the byte after it stand
+// for themselves unless that byte is u or U, which take exactly 4 or 8 hex digits (a
+// code point up to U+10FFFF). What the codec refuses (too few hex digits, a code point
+// out of range) it names, as UnicodeDecodeError does, and pickle.load stops there.
+func rawUnicodeUnescape(l string) (string, string) {
 	var b strings.Builder
 	for i := 0; i < len(l); i++ {
 		c := l[i]
-		if c == '\\' && i+1 < len(l) && (l[i+1] == 'u' || l[i+1] == 'U') {
-			n := 4
-			if l[i+1] == 'U' {
-				n = 8
-			}
-			if i+2+n <= len(l) {
-				if v, err := strconv.ParseUint(l[i+2:i+2+n], 16, 32); err == nil {
-					b.WriteRune(rune(v))
-					i += 1 + n
-					continue
-				}
-			}
+		if c != '\\' || i+1 == len(l) {
+			b.WriteRune(rune(c))
+			continue
 		}
-		b.WriteRune(rune(c))
+		e := l[i+1]
+		if e != 'u' && e != 'U' {
+			b.WriteRune('\\')
+			b.WriteRune(rune(e))
+			i++
+			continue
+		}
+		n := 4
+		if e == 'U' {
+			n = 8
+		}
+		v := rune(0)
+		for j := 0; j < n; j++ {
+			k := i + 2 + j
+			if k == len(l) || hexVal(l[k]) < 0 {
+				if e == 'U' {
+					return "", fmt.Sprintf("truncated \\UXXXXXXXX escape at position %d", i)
+				}
+				return "", fmt.Sprintf("truncated \\uXXXX escape at position %d", i)
+			}
+			v = v<<4 | rune(hexVal(l[k]))
+		}
+		if v > unicode.MaxRune {
+			return "", fmt.Sprintf("\\Uxxxxxxxx out of range at position %d", i)
+		}
+		b.WriteRune(v)
+		i += 1 + n
 	}
-	return b.String()
+	return b.String(), ""
+}
+
+// hexVal is the value of a hex digit, -1 for any other byte.
+func hexVal(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10
+	case c >= 'A' && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+// pyUTF8Error is where b stops being text that Python's UTF-8 decoder with the
+// surrogatepass handler accepts (pickle.load decodes every BINUNICODE so), and why; ""
+// when all of it is. Go's utf8 refuses the encoded surrogates U+D800-U+DFFF, which that
+// handler lets through.
+func pyUTF8Error(b []byte) string {
+	for i := 0; i < len(b); {
+		if b[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		if r != utf8.RuneError || size > 1 {
+			i += size
+			continue
+		}
+		if i+2 < len(b) && b[i] == 0xed && b[i+1] >= 0xa0 && b[i+1] <= 0xbf && b[i+2] >= 0x80 && b[i+2] <= 0xbf {
+			i += 3 // a surrogate, which surrogatepass decodes
+			continue
+		}
+		return fmt.Sprintf("byte 0x%02x at position %d", b[i], i)
+	}
+	return ""
 }
 
 // decodeLongBytes renders a LONG1/LONG4 payload (little-endian two's complement) in decimal.
