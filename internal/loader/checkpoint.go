@@ -93,6 +93,9 @@ type Options struct {
 	// noPlain reads plain pickles by the general path too (plain.go): the reference the
 	// one-pass reading is held to.
 	noPlain bool
+	// keepDeadPuts leaves the memo writes no GET reads in the pickle gopickle reads
+	// (scanner.dropDeadPuts): the reference dropping them is held to.
+	keepDeadPuts bool
 }
 
 // ServerOptions are the limits a shared server opens files with, and the command line

@@ -142,6 +142,7 @@ func (s *scanner) joblibArray(off int64, inst *sv) error {
 			}
 			return err
 		}
+		sub.dropDeadPuts()
 		s.notes = append(s.notes, sub.notes...)
 		if _, err := s.r.raw(sub.r.pos - at); err != nil {
 			return s.fail(off, "the object array's pickle runs past the end of the data")

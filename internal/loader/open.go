@@ -225,6 +225,9 @@ func (op *opener) scanMode(src io.ReaderAt, start, end int64, where string, mode
 	// them go before the unpickler makes the real ones. What callers read of the scanner
 	// is its rewritten pickle, position, notes and flags.
 	s.stack, s.meta, s.memo, s.slab, s.overrides, s.refFinds = nil, nil, memoTable{}, nil, nil, nil
+	if err == nil {
+		s.dropDeadPuts()
+	}
 	if err != nil {
 		var se *scanError
 		if errors.As(err, &se) {

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 )
@@ -282,6 +283,11 @@ type scanner struct {
 	objPickleBytes int64
 	// wo follows the pickle for torch.load(weights_only=True)'s verdict (torch files only)
 	wo *woState
+	// puts locates every memo write of out, and read marks the memo indexes a GET reads,
+	// for dropDeadPuts; putsOff is set when out grew past what puts can locate.
+	puts    []memoWrite
+	read    memoRead
+	putsOff bool
 }
 
 type scanError struct {
@@ -1538,6 +1544,7 @@ func (s *scanner) stepMemo(off int64, op byte) error {
 			return s.fail(off, "memo key %d is read before it is written", idx)
 		}
 		s.push(v)
+		s.read.add(idx)
 		return s.emitMemo('j', idx)
 	case opPut, opBinPut, opLongBinPut: // PUT, BINPUT, LONG_BINPUT
 		idx, err := s.memoIndex(off, op)
@@ -1551,15 +1558,18 @@ func (s *scanner) stepMemo(off int64, op byte) error {
 		if err := s.memoPut(off, idx, v); err != nil {
 			return err
 		}
+		s.notePut(idx)
 		return s.emitMemo('r', idx)
 	case opMemoize: // MEMOIZE
 		v, err := s.top(off, "MEMOIZE")
 		if err != nil {
 			return err
 		}
-		if err := s.memoPut(off, int64(s.memo.n), v); err != nil {
+		idx := int64(s.memo.n)
+		if err := s.memoPut(off, idx, v); err != nil {
 			return err
 		}
+		s.notePut(idx)
 		return s.emit(op)
 	}
 	return s.fail(off, "unknown opcode 0x%02x", op)
@@ -1640,6 +1650,108 @@ func (m *memoTable) put(idx int64, v *sv) {
 		m.sparse[idx] = v
 	}
 }
+
+// memoWrite is a memo write of the rewritten pickle: a LONG_BINPUT (5 bytes) or a MEMOIZE
+// (1 byte) at byte at, of memo index idx.
+type memoWrite struct{ at, idx uint32 }
+
+// memoRead is the set of memo indexes some GET reads: a bitset of the low ones, a map of
+// the others (a pickle may number its memo as it likes).
+type memoRead struct {
+	low  []uint64
+	high map[int64]struct{}
+}
+
+// memoReadLow is the first memo index memoRead keeps in its map.
+const memoReadLow = 1 << 26
+
+func (m *memoRead) add(idx int64) {
+	if idx >= 0 && idx < memoReadLow {
+		w := int(idx >> 6)
+		if w >= len(m.low) {
+			m.low = append(m.low, make([]uint64, w+1-len(m.low))...)
+		}
+		m.low[w] |= 1 << (idx & 63)
+		return
+	}
+	if m.high == nil {
+		m.high = map[int64]struct{}{}
+	}
+	m.high[idx] = struct{}{}
+}
+
+func (m *memoRead) has(idx int64) bool {
+	if idx >= 0 && idx < memoReadLow {
+		w := int(idx >> 6)
+		return w < len(m.low) && m.low[w]&(1<<(idx&63)) != 0
+	}
+	_, ok := m.high[idx]
+	return ok
+}
+
+// notePut records the memo write about to be emitted at the end of out.
+func (s *scanner) notePut(idx int64) {
+	if s.putsOff {
+		return
+	}
+	if len(s.out) >= math.MaxUint32 || idx < 0 || idx > math.MaxUint32 {
+		s.putsOff, s.puts = true, nil
+		return
+	}
+	s.puts = append(s.puts, memoWrite{at: uint32(len(s.out)), idx: uint32(idx)})
+}
+
+// dropDeadPuts takes out of the rewritten pickle the memo writes that no GET reads, when
+// that makes it smaller: pickle.dump memoizes nearly every value it writes, and a
+// torch.save(model) of 2,000 modules writes 50,000 memo entries of which 26 are ever read,
+// which gopickle would otherwise keep in its memo map one by one. A memo write that is
+// read stays; a MEMOIZE (whose index is the number of entries before it, which dropping
+// others changes) becomes a LONG_BINPUT of its index. What gopickle builds is the same:
+// an entry nobody reads changes nothing.
+func (s *scanner) dropDeadPuts() {
+	if s.putsOff || len(s.puts) == 0 || s.o.keepDeadPuts {
+		return
+	}
+	dead, grow := 0, 0
+	for _, p := range s.puts {
+		short := s.out[p.at] == opMemoize
+		switch {
+		case !s.read.has(int64(p.idx)) && short:
+			dead++
+		case !s.read.has(int64(p.idx)):
+			dead += 5
+		case short:
+			grow += 4
+		}
+	}
+	if dead <= grow {
+		return
+	}
+	out := make([]byte, 0, len(s.out)-dead+grow)
+	prev := 0
+	for _, p := range s.puts {
+		at, short := int(p.at), s.out[p.at] == opMemoize
+		read := s.read.has(int64(p.idx))
+		if read && !short {
+			continue // copied with what is around it
+		}
+		out = append(out, s.out[prev:at]...)
+		if read {
+			out = append(out, 'r', byte(p.idx), byte(p.idx>>8), byte(p.idx>>16), byte(p.idx>>24))
+		}
+		prev = at + 5
+		if short {
+			prev = at + 1
+		}
+	}
+	s.out = append(out, s.out[prev:]...)
+	s.puts, s.read = nil, memoRead{}
+	deadPutsDropped.Add(1)
+}
+
+// deadPutsDropped counts the pickles dropDeadPuts rewrote, for the test that holds it to
+// the pickles left whole.
+var deadPutsDropped atomic.Int64
 
 func (s *scanner) emitMemo(op byte, idx int64) error {
 	var b [5]byte

@@ -346,3 +346,29 @@ func TestTorchPassMaxTensors(t *testing.T) {
 		t.Errorf("6 tensors, -max-tensors 6: %v", err)
 	}
 }
+
+// TestDeadPutsChangeNothing holds the general path with the memo writes no GET reads
+// dropped from the pickle gopickle reads (scanner.dropDeadPuts) to the same path with them
+// left in: the whole checkpoint, tree, refs, findings and notes, on the fixtures, the
+// hostile files, the fuzz corpus and the corpus, most of which drop some.
+func TestDeadPutsChangeNothing(t *testing.T) {
+	files := testFiles(t, "../../testdata/models/*", "../../testdata/models/*/*", "../../testdata/hostile/*", "testdata/fuzz/*/*", corpusDir+"/*/*")
+	before := deadPutsDropped.Load()
+	for name, data := range files {
+		a, err := Open(bytes.NewReader(data), int64(len(data)), Options{noPlain: true})
+		b, err2 := Open(bytes.NewReader(data), int64(len(data)), Options{noPlain: true, keepDeadPuts: true})
+		if fmt.Sprint(err) != fmt.Sprint(err2) {
+			t.Errorf("%s: dead memo writes dropped: %v; kept: %v", name, err, err2)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		if ta, tb := checkpointText(a), checkpointText(b); ta != tb {
+			t.Errorf("%s: dropping the dead memo writes changes the checkpoint:\n%s", name, firstLineDiff(ta, tb))
+		}
+	}
+	if n := deadPutsDropped.Load() - before; n < 100 {
+		t.Errorf("only %d pickles had dead memo writes dropped: the comparison checks little", n)
+	}
+}
