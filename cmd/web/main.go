@@ -77,7 +77,10 @@ type options struct {
 	logLevel    slog.Level
 	uploadToken string
 	// memoryLimit is the Go runtime's soft memory limit; 0 leaves it alone (GOMEMLIMIT).
-	memoryLimit     optionalSize
+	memoryLimit optionalSize
+	// gcFloor is the heap size under which the collector does not run (gcfloor.go); 0:
+	// GOGC alone decides.
+	gcFloor         optionalSize
 	stallTimeout    time.Duration
 	shutdownTimeout time.Duration
 
@@ -118,6 +121,7 @@ func defaultOptions() options {
 		logFormat:        "text",
 		logLevel:         slog.LevelInfo,
 		memoryLimit:      224 << 20,
+		gcFloor:          64 << 20,
 		stallTimeout:     time.Minute,
 		s3Timeout:        30 * time.Second,
 		s3Cache:          64 << 20,
@@ -184,6 +188,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	fs.TextVar(&o.logLevel, "log-level", o.logLevel, "least important log level shown: debug, info, warn or error")
 	fs.StringVar(&o.uploadToken, "upload-token", "", "if set, uploads need this token (Authorization: Bearer, or the form's token field); prefer "+envName("upload-token")+" to keep it out of ps")
 	fs.Var(&o.memoryLimit, "memory-limit", "soft memory limit of the Go runtime (debug.SetMemoryLimit); off to leave GOMEMLIMIT in charge")
+	fs.Var(&o.gcFloor, "gc-floor", "heap size under which the garbage collector does not run (GOGC is raised for the next cycle while the live heap is small); off to leave GOGC alone")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", o.stallTimeout, "drop an upload that sends no byte, or a download that takes none, for this long")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", o.shutdownTimeout, "how long to wait for requests in flight on shutdown")
 
@@ -325,6 +330,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if o.memoryLimit > 0 {
 		debug.SetMemoryLimit(int64(o.memoryLimit))
 	}
+	defer startGCFloor(int64(o.gcFloor)).stop()
 
 	dir := o.data
 	if dir == "" {
