@@ -133,7 +133,7 @@ func (s *scanner) joblibArray(off int64, inst *sv) error {
 		if s.depth >= 8 {
 			return s.fail(off, "object arrays nested deeper than 8 pickles")
 		}
-		sub := &scanner{r: newSeqReader(s.r.r, at, s.r.end), o: s.o, start: at, fs: s.fs, nonce: s.nonce,
+		sub := &scanner{r: newSeqReader(s.r.r, at, s.r.end), o: s.o, start: at, fs: s.fs, nonce: s.nonce, reader: s.reader,
 			ops: s.ops, lazyMin: s.lazyMin, depth: s.depth + 1, overrides: s.overrides,
 			where: fmt.Sprintf("the object array pickled after the NumpyArrayWrapper at byte %d of %s", off-s.start, s.where)}
 		if _, err := sub.run(); err != nil {

@@ -120,7 +120,9 @@ func (op *opener) readNPY(src io.ReaderAt, base, size int64, where string) (any,
 	end := base + size
 	if dt.hasObject() {
 		where := "the pickle of the object array in " + orFile(where)
+		op.reader = "numpy.load"
 		s, _, err := op.scanOne(src, dataOff, end, where)
+		op.reader = ""
 		if err != nil {
 			return nil, err
 		}

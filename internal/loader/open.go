@@ -30,13 +30,16 @@ const mainPickle = "the pickle"
 
 // opener holds the state of one Open call.
 type opener struct {
-	r     io.ReaderAt
-	size  int64
-	o     Options
-	fs    findingSet
-	ops   int
-	nonce string
-	ck    *ckpt.Checkpoint
+	// reader is the program that would unpickle what is scanned now, when it is not the
+	// one the scan's mode says (numpy.load for a .npy object array's pickle)
+	reader string
+	r      io.ReaderAt
+	size   int64
+	o      Options
+	fs     findingSet
+	ops    int
+	nonce  string
+	ck     *ckpt.Checkpoint
 	// decompressed counts the bytes inflated into spools for this file, against MaxDecompress
 	decompressed int64
 	// wo, when set, follows the pickles torch.load reads for its weights_only verdict
@@ -218,7 +221,10 @@ func (op *opener) scanOne(src io.ReaderAt, start, end int64, where string) (*sca
 // scanMode scans one pickle by the reading rules of the consumer mode names.
 func (op *opener) scanMode(src io.ReaderAt, start, end int64, where string, mode scanMode) (*scanner, *sv, error) {
 	s := &scanner{r: newSeqReader(src, start, end), o: op.o, where: where, start: start, fs: &op.fs,
-		nonce: op.nonce, ops: &op.ops, lazyMin: 4096, mode: mode, wo: op.wo, depth: op.nestDepth}
+		nonce: op.nonce, ops: &op.ops, lazyMin: 4096, mode: mode, wo: op.wo, depth: op.nestDepth, reader: op.reader}
+	if mode != modePickle {
+		s.reader = "joblib.load"
+	}
 	s.r.pyFrames = mode != modePickle
 	v, err := s.run()
 	// The symbolic values (one per value of the pickle) are not needed past the scan: let

@@ -288,6 +288,62 @@ type scanner struct {
 	puts    []memoWrite
 	read    memoRead
 	putsOff bool
+	// py2Noted is set once a Python 2 str the default decoding refuses was noted
+	py2Noted bool
+	// reader is the program that would unpickle this pickle when it is not pickle.load
+	// or torch.load: "joblib.load", "numpy.load"
+	reader string
+}
+
+// wholeRunes is b without the start of a UTF-8 character cut at its end.
+func wholeRunes(b []byte) []byte {
+	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				return b[:i]
+			}
+			break
+		}
+	}
+	return b
+}
+
+// py2Str notes the first Python 2 str (STRING, BINSTRING, SHORT_BINSTRING) that the
+// loader's default decoding of such strs refuses: pickle.load's encoding="ASCII" any
+// byte over 0x7f, torch.load's encoding="utf-8" (which it passes unless told otherwise)
+// bytes that are not UTF-8. Python stops there with UnicodeDecodeError unless the caller
+// passes another encoding, as Python 2 pickles need; the tree shows the bytes as text.
+func (s *scanner) py2Str(off int64, b []byte) {
+	if s.py2Noted {
+		return
+	}
+	torch := s.wo != nil
+	bad := false
+	if torch {
+		bad = !utf8.Valid(b)
+	} else {
+		for _, c := range b {
+			if c >= utf8.RuneSelf {
+				bad = true
+				break
+			}
+		}
+	}
+	if !bad {
+		return
+	}
+	s.py2Noted = true
+	at := fmt.Sprintf("%s holds a Python 2 str", s.where)
+	switch {
+	case torch:
+		s.notes = append(s.notes, fmt.Sprintf("%s that is not UTF-8 (at byte %d): torch.load, which decodes such strs with encoding='utf-8' unless told otherwise, stops there with UnicodeDecodeError; torch.load(f, encoding='latin1') or encoding='bytes' reads it", at, off-s.start))
+	case s.reader == "joblib.load":
+		s.notes = append(s.notes, fmt.Sprintf("%s with bytes over 0x7f (at byte %d), as joblib files written by Python 2 do: joblib.load, whose unpickler decodes such strs as ASCII and takes no encoding, stops there (ValueError: \"You may be trying to read with python 3 a joblib pickle generated with python 2\")", at, off-s.start))
+	case s.reader == "numpy.load":
+		s.notes = append(s.notes, fmt.Sprintf("%s with bytes over 0x7f (at byte %d): numpy.load(f, allow_pickle=True), which decodes such strs with encoding='ASCII' unless told otherwise, stops there with UnicodeError (\"Unpickling a python object failed\"); numpy.load(f, allow_pickle=True, encoding='latin1') or encoding='bytes' reads it", at, off-s.start))
+	default:
+		s.notes = append(s.notes, fmt.Sprintf("%s with bytes over 0x7f (at byte %d): pickle.load, which decodes such strs with encoding='ASCII' unless told otherwise, stops there with UnicodeDecodeError; pickle.load(f, encoding='latin1') (what numpy advises for Python 2 pickles) or encoding='bytes' reads it", at, off-s.start))
+	}
 }
 
 type scanError struct {
@@ -853,6 +909,17 @@ func (s *scanner) payload(off int64, op string, n int64, kind byte) error {
 		if err := s.r.skip(n); err != nil {
 			return s.fail(off, "%s cut short", op)
 		}
+		if kind == 's' && !s.py2Noted {
+			// a large Python 2 str (the data of a numpy array pickled by Python 2): its
+			// first MiB decides, which is where such bytes show what they are
+			head := make([]byte, min(n, 1<<20))
+			if _, err := s.r.r.ReadAt(head, at); err == nil {
+				if int64(len(head)) < n {
+					head = wholeRunes(head)
+				}
+				s.py2Str(off, head)
+			}
+		}
 		if err := s.emitStr('X', s.lazyMarker(kind, at, n)); err != nil {
 			return err
 		}
@@ -865,6 +932,7 @@ func (s *scanner) payload(off int64, op string, n int64, kind byte) error {
 	}
 	switch kind {
 	case 's': // py2 str: bytes in a str opcode
+		s.py2Str(off, b)
 		s.pushNew(sv{kind: svStr, s: clip(string(b)), fidx: -1, raw: append([]byte(nil), b...)})
 		return s.emitStr('T', string(b))
 	case 'a':
@@ -1146,6 +1214,7 @@ func (s *scanner) stepText(off int64, op byte) error {
 		if !ok {
 			return s.fail(off, "STRING argument is not a quoted string")
 		}
+		s.py2Str(off, []byte(str))
 		s.pushNew(sv{kind: svStr, s: clip(str), fidx: -1})
 		return s.emitStr('T', str)
 	case opUnicode: // UNICODE (raw-unicode-escape)

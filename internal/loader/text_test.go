@@ -92,3 +92,65 @@ func TestTextAsPythonDecodesIt(t *testing.T) {
 		})
 	}
 }
+
+// TestPy2StrNotes holds the note on Python 2 strs to Python's own verdicts
+// (testdata/text/gen_py2.py): a raw pickle whose str pickle.loads refuses with its default
+// encoding="ASCII", and a legacy torch file whose str torch.load refuses with its
+// encoding="utf-8", a .npy object array numpy.load(allow_pickle=True) refuses and a
+// joblib file joblib.load refuses are opened with a note saying so (naming the program,
+// the encoding and the exception); a file Python loads as it is gets no such note.
+func TestPy2StrNotes(t *testing.T) {
+	raw, err := os.ReadFile("testdata/text/py2.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var verdicts map[string]struct{ Error string }
+	if err := json.Unmarshal(raw, &verdicts); err != nil {
+		t.Fatal(err)
+	}
+	if len(verdicts) < 8 {
+		t.Fatalf("%d files in py2.json", len(verdicts))
+	}
+	for name, v := range verdicts {
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile("testdata/text/py2/" + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+			if err != nil {
+				t.Fatalf("Python's verdict %q; we: %v", v.Error, err)
+			}
+			var note string
+			for _, n := range ck.Notes {
+				if strings.Contains(n, "Python 2 str") {
+					note = n
+				}
+			}
+			// what the note must name: the program, the encoding, the exception
+			want := []string{"pickle.load,", "encoding='ASCII'", "UnicodeDecodeError"}
+			switch {
+			case strings.HasSuffix(name, ".pt"):
+				want = []string{"torch.load,", "encoding='utf-8'", "UnicodeDecodeError"}
+			case strings.HasSuffix(name, ".npy"):
+				want = []string{"numpy.load(f, allow_pickle=True),", "encoding='ASCII'", "UnicodeError"}
+			case strings.HasPrefix(name, "joblib_"):
+				want = []string{"joblib.load,", "ValueError", "You may be trying to read with python 3 a joblib pickle generated with python 2"}
+			}
+			if v.Error == "" {
+				if note != "" {
+					t.Errorf("Python loads it; we note %q", note)
+				}
+				return
+			}
+			if !strings.HasPrefix(v.Error, want[2]) && !strings.Contains(v.Error, want[2]) {
+				t.Fatalf("Python raised %s; the test expects %s", v.Error, want[2])
+			}
+			for _, w := range want {
+				if !strings.Contains(note, w) {
+					t.Errorf("Python: %s; our note %q does not say %q (notes %q)", v.Error, note, w, ck.Notes)
+				}
+			}
+		})
+	}
+}
