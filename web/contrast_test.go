@@ -57,6 +57,7 @@ var (
 	dangerBox  = [][]string{{".findings", ".findings-danger"}}
 	noneBox    = [][]string{{".findings", ".findings-none"}}
 	alertBox   = [][]string{{".alert", ".alert-danger"}}
+	alertWarn  = [][]string{{".alert", ".alert-warning"}}
 	uploadErr  = [][]string{{".upload-error"}}
 	dropzone   = [][]string{{".dropzone"}}
 	dropHover  = [][]string{{".dropzone", ".dropzone:hover, .dropzone.dragover"}}
@@ -81,6 +82,7 @@ var contrastPairs = []contrastPair{
 	{el: []string{"a"}, on: dangerBox},
 	{el: []string{"a"}, on: noneBox},
 	{el: []string{"a"}, on: alertBox},
+	{el: []string{"a"}, on: alertWarn},
 	{el: []string{"a"}, on: treeHover},
 	{el: []string{"a"}, on: modHover},
 	{el: []string{"a"}, on: exampleHov},
@@ -98,6 +100,7 @@ var contrastPairs = []contrastPair{
 	{el: []string{".muted"}, on: dangerBox},
 	{el: []string{".muted"}, on: noneBox},
 	{el: []string{".muted"}, on: alertBox},
+	{el: []string{".muted"}, on: alertWarn},
 	{el: []string{".muted"}, on: uploadErr},
 	{el: []string{".muted"}, on: treeHover},
 	{el: []string{".muted"}, on: summHover},
@@ -137,6 +140,7 @@ var contrastPairs = []contrastPair{
 
 	// Alerts and findings.
 	{el: []string{".alert", ".alert-danger"}},
+	{el: []string{".alert", ".alert-warning"}},
 	{el: []string{"body"}, on: uploadErr},
 	{el: []string{"body"}, on: warnBox},
 	{el: []string{"body"}, on: noneBox},

@@ -119,6 +119,11 @@ type Member struct {
 	// tensor storage), "extra" (files saved with _extra_files), "record" (version and
 	// format records), "array" (.npy), or "other".
 	Kind string
+	// Shadowed marks a member whose name another member of the archive has, and which is
+	// not the one the loading program reads by that name: torch finds one of several by a
+	// binary search over the sorted names (caffe2's reader over miniz), numpy and Python's
+	// zipfile take the last.
+	Shadowed bool
 	// read reads the whole member, at most limit bytes (its reader knows how: in place for
 	// a stored member, through its zip entry otherwise)
 	read func(limit int64) ([]byte, error)
@@ -133,15 +138,42 @@ func NewMember(name string, size int64, kind string, read func(limit int64) ([]b
 // is shown to users as it is.
 var ErrMemberNotFound = errors.New("this archive has no member of that name")
 
-// ReadMember reads a whole archive member, at most limit bytes (an error past that).
+// ReadMember reads a whole archive member, at most limit bytes (an error past that): of
+// several members of that name, the one the loading program reads.
 func (c *Checkpoint) ReadMember(name string, limit int64) ([]byte, error) {
-	var m *Member
-	for i := range c.Members {
-		if c.Members[i].Name == name {
-			m = &c.Members[i] // the last of a repeated name, as torch reads it
-		}
-	}
+	m := c.Member(name, 0)
 	if m == nil || m.read == nil {
+		return nil, ErrMemberNotFound
+	}
+	return m.read(limit)
+}
+
+// Member is the member named name that the loading program reads (copy 0: the one not
+// Shadowed, else the last), or with copy > 0 the copy-th member of that name in the
+// archive's order; nil if there is none.
+func (c *Checkpoint) Member(name string, copy int) *Member {
+	var last *Member
+	k := 0
+	for i := range c.Members {
+		m := &c.Members[i]
+		if m.Name != name {
+			continue
+		}
+		k++
+		if copy > 0 && k == copy || copy == 0 && !m.Shadowed {
+			return m
+		}
+		last = m
+	}
+	if copy > 0 {
+		return nil
+	}
+	return last
+}
+
+// Read reads the whole member, at most limit bytes (an error past that).
+func (m *Member) Read(limit int64) ([]byte, error) {
+	if m.read == nil {
 		return nil, ErrMemberNotFound
 	}
 	return m.read(limit)

@@ -807,11 +807,11 @@ func (op *opener) openZip() error {
 	}
 	var dataPkl *zip.File
 	op.listMembers(zr)
+	op.markShadowed(zr, tz, refusal == "")
 	for _, f := range zr.File {
 		if byName != nil {
 			if _, dup := byName[f.Name]; dup {
-				op.ck.Notes = append(op.ck.Notes, "the archive holds two members named "+f.Name+"; torch finds one of them by a binary search over the sorted names, and that is the one shown; both are scanned")
-				continue
+				continue // markShadowed notes it
 			}
 			byName[f.Name] = f
 		}
@@ -1021,7 +1021,9 @@ func (op *opener) compactMembers(zr *zip.Reader, offs []int64) {
 		m, f, off := &op.ck.Members[i], zr.File[j], offs[j]
 		if f.Method == zip.Store && f.Flags&1 == 0 && f.UncompressedSize64 == f.CompressedSize64 &&
 			off >= 0 && off <= op.size && m.Size <= op.size-off {
+			shadowed := m.Shadowed
 			*m = ckpt.NewMember(m.Name, m.Size, m.Kind, storedMember(m.Name, op.r, off, m.Size))
+			m.Shadowed = shadowed
 		}
 	}
 	op.memberAt = nil
@@ -1037,6 +1039,59 @@ func (op *opener) listMembers(zr *zip.Reader) {
 		}
 		op.ck.Members = append(op.ck.Members, ckpt.NewMember(f.Name, int64(f.UncompressedSize64), memberKind(f.Name), zipMember(f)))
 		op.memberAt = append(op.memberAt, j)
+	}
+}
+
+// markShadowed notes each name several members of the archive have, and marks the
+// members the loading program does not read by that name: in an archive torch reads
+// (torchReads), all but the one torch's lookup finds (torchzip.go; all of them when it
+// finds a name that differs but for case); elsewhere all but the last, as Python's
+// zipfile and numpy read them.
+func (op *opener) markShadowed(zr *zip.Reader, tz *torchZip, torchReads bool) {
+	if tz.byName != nil {
+		return // no two names alike, even without regard to case
+	}
+	count := make(map[string]int, len(zr.File))
+	var names []string // the repeated names, in the order of their first member
+	for _, f := range zr.File {
+		if count[f.Name]++; count[f.Name] == 2 {
+			names = append(names, f.Name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	read := map[string]int{} // name -> which copy is read (1-based), 0 if none
+	seen := map[string]int{}
+	copyOf := make([]int, len(zr.File)) // which member of its name each is (1-based)
+	for j, f := range zr.File {
+		if count[f.Name] < 2 {
+			continue
+		}
+		seen[f.Name]++
+		copyOf[j] = seen[f.Name]
+		reads := seen[f.Name] == count[f.Name]
+		if torchReads && strings.HasPrefix(f.Name, tz.prefix) {
+			reads = tz.lookup(strings.TrimPrefix(f.Name, tz.prefix)) == f
+		}
+		if reads {
+			read[f.Name] = seen[f.Name]
+		}
+	}
+	for i := range op.ck.Members {
+		m := &op.ck.Members[i]
+		m.Shadowed = count[m.Name] > 1 && read[m.Name] != copyOf[op.memberAt[i]]
+	}
+	for _, name := range names {
+		which := fmt.Sprintf("it reads copy %d of them (in the archive's order), which is the one shown", read[name])
+		if read[name] == 0 {
+			which = "it reads a member whose name differs from this one only in case, not any of them"
+		}
+		who := "torch finds one by a binary search over the sorted names: " + which
+		if !torchReads || !strings.HasPrefix(name, tz.prefix) {
+			who = "a zip reader (Python's zipfile, numpy) takes the last: " + which
+		}
+		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("the archive holds %d members named %s; %s; all of them are scanned", count[name], name, who))
 	}
 }
 

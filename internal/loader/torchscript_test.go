@@ -1,10 +1,12 @@
 package loader
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -96,4 +98,72 @@ func equalShape(a, b []int64) bool {
 		}
 	}
 	return true
+}
+
+// TestTorchScriptRepeatedCode holds the code shown for a TorchScript archive that holds
+// its code file several times to torch.jit.load itself (testdata/tsdup/generate.py: each
+// copy adds a different number in forward, and the module torch loaded said which it
+// compiled): ReadMember gives that copy, it alone is not Shadowed, and every copy can be
+// read by its place.
+func TestTorchScriptRepeatedCode(t *testing.T) {
+	raw, err := os.ReadFile("testdata/tsdup/expected.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases map[string]struct {
+		Forward0 int   `json:"forward_0"`
+		Copies   []int `json:"copies"`
+	}
+	if err := json.Unmarshal(raw, &cases); err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) < 4 {
+		t.Fatalf("%d cases", len(cases))
+	}
+	const code = "m/code/__torch__.py"
+	adds := func(b []byte) string {
+		i := bytes.Index(b, []byte("torch.add(x, "))
+		if i < 0 {
+			return "?"
+		}
+		j := bytes.IndexByte(b[i:], ')')
+		return string(b[i+len("torch.add(x, ") : i+j])
+	}
+	for name, c := range cases {
+		data, err := os.ReadFile(filepath.Join("testdata/tsdup", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck, err := Open(bytes.NewReader(data), int64(len(data)), Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got, err := ck.ReadMember(code, 1<<20)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if a := adds(got); a != strconv.Itoa(c.Forward0) {
+			t.Errorf("%s: the code shown adds %s; the module torch.jit.load made adds %d", name, a, c.Forward0)
+		}
+		read := 0
+		for k, n := range c.Copies {
+			m := ck.Member(code, k+1)
+			if m == nil {
+				t.Fatalf("%s: no copy %d", name, k+1)
+			}
+			b, err := m.Read(1 << 20)
+			if err != nil || adds(b) != strconv.Itoa(n) {
+				t.Errorf("%s: copy %d adds %s (%v), want %d", name, k+1, adds(b), err, n)
+			}
+			if !m.Shadowed {
+				read++
+				if n != c.Forward0 {
+					t.Errorf("%s: copy %d (adds %d) is not shadowed; torch compiles the one adding %d", name, k+1, n, c.Forward0)
+				}
+			}
+		}
+		if read != 1 {
+			t.Errorf("%s: %d copies not shadowed, want 1", name, read)
+		}
+	}
 }

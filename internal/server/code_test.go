@@ -1,9 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"html"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -30,5 +33,48 @@ func TestCodePage(t *testing.T) {
 	}
 	if rec := do(s, http.MethodGet, "/c/"+id+"/code?member=nope", nil); rec.Code != http.StatusNotFound {
 		t.Errorf("GET an unknown member = %d, want 404", rec.Code)
+	}
+}
+
+// Of a code file an archive holds three times, the code page shows the copy torch.jit.load
+// compiles (the loader's tsdup fixture, whose verdict torch gave: the second, which adds
+// 2), the member list lists every copy with a link of its own and says which is read,
+// and a copy torch does not read is shown saying so.
+func TestCodePageRepeatedName(t *testing.T) {
+	s := realServer(t, Config{})
+	data, err := os.ReadFile("../loader/testdata/tsdup/three_in_a_row.pt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := do(s, http.MethodPost, "/api/checkpoints?name=three.pt", bytes.NewReader(data))
+	if rec.Code != http.StatusCreated {
+		t.Fatalf("upload = %d %.300s", rec.Code, rec.Body)
+	}
+	id := decode[uploadJSON](t, rec).ID
+	member := url.QueryEscape("m/code/__torch__.py")
+	page := html.UnescapeString(do(s, http.MethodGet, "/c/"+id, nil).Body.String())
+	for k := 1; k <= 3; k++ {
+		if !strings.Contains(page, "code?member="+member+"&copy="+strconv.Itoa(k)) {
+			t.Errorf("the member list has no link to copy %d", k)
+		}
+	}
+	if !strings.Contains(page, "copy 2 of 3 of this name: read") || strings.Count(page, "not read (the loading program reads another copy)") != 2 {
+		t.Errorf("the member list does not say that copy 2 of 3 is the one read")
+	}
+	for _, c := range []struct {
+		query, adds string
+		shadowed    bool
+	}{{"", "2", false}, {"&copy=1", "1", true}, {"&copy=2", "2", false}, {"&copy=3", "3", true}} {
+		body := html.UnescapeString(do(s, http.MethodGet, "/c/"+id+"/code?member="+member+c.query, nil).Body.String())
+		if !strings.Contains(body, "torch.add(x, "+c.adds+")") || strings.Contains(body, `data-testid="member-shadowed"`) != c.shadowed {
+			t.Errorf("code page%s: want the copy adding %s, shadowed %v: %.600s", c.query, c.adds, c.shadowed, body)
+		}
+	}
+	raw := do(s, http.MethodGet, "/c/"+id+"/code?raw=1&copy=3&member="+member, nil)
+	if !strings.Contains(raw.Body.String(), "torch.add(x, 3)") {
+		t.Errorf("raw copy 3: %.300s", raw.Body)
+	}
+	if rec := do(s, http.MethodGet, "/c/"+id+"/code?copy=4&member="+member, nil); rec.Code != http.StatusNotFound {
+		t.Errorf("copy 4 of 3 = %d, want 404", rec.Code)
 	}
 }

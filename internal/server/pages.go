@@ -121,7 +121,9 @@ func (s *Server) handleCheckpoint(c echo.Context) error {
 const maxCodeBytes = 4 << 20
 
 // handleCode serves GET /c/:id/code?member=NAME: a member of the checkpoint's archive
-// (TorchScript code, extra files) as numbered text, or its bytes with &raw=1.
+// (TorchScript code, extra files) as numbered text, or its bytes with &raw=1. Of several
+// members of one name it shows the one the loading program reads, or with &copy=K the
+// K-th of them in the archive's order.
 func (s *Server) handleCode(c echo.Context) error {
 	o, release, err := s.checkpoint(c)
 	if err != nil {
@@ -129,16 +131,15 @@ func (s *Server) handleCode(c echo.Context) error {
 	}
 	defer release()
 	name := c.QueryParam("member")
-	var m *ckpt.Member
-	for i := range o.ck.Members {
-		if o.ck.Members[i].Name == name {
-			m = &o.ck.Members[i]
-		}
+	copyN, err := intParam(c, "copy", 0) // of a name several members have: which one
+	if err != nil {
+		return err
 	}
+	m := o.ck.Member(name, copyN)
 	if m == nil {
 		return echo.NewHTTPError(http.StatusNotFound, ckpt.ErrMemberNotFound.Error())
 	}
-	data, err := o.ck.ReadMember(name, maxCodeBytes)
+	data, err := m.Read(maxCodeBytes)
 	if err != nil {
 		return err
 	}
@@ -147,7 +148,7 @@ func (s *Server) handleCode(c echo.Context) error {
 		c.Response().Header().Set("Content-Disposition", `attachment; filename="`+downloadName(base, "", "")+`"`)
 		return c.Blob(http.StatusOK, "application/octet-stream", data)
 	}
-	return s.render(c, http.StatusOK, templates.CodePage(views.NewCodePage(fileMeta(o), *m, data)))
+	return s.render(c, http.StatusOK, templates.CodePage(views.NewCodePage(fileMeta(o), *m, copyN, data)))
 }
 
 // handleNodeRoot serves GET /c/:id/n by redirecting to the root node's page.

@@ -1,7 +1,9 @@
 package views
 
 import (
+	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -11,6 +13,9 @@ import (
 // MemberRow is one member of a checkpoint's zip archive, for the archive listing.
 type MemberRow struct {
 	Name, Kind, SizeText string
+	// Copy says, of a name several members have, which of them this is and whether the
+	// loading program reads it ("" for a name of one member).
+	Copy string
 	// URL shows the member as text (TorchScript code, extra files, records); "" for binary
 	// members (storages, pickles: the tree shows those).
 	URL string
@@ -31,15 +36,34 @@ var kindText = map[string]string{
 // MemberRows lists an archive's members, code first.
 func MemberRows(id string, ms []ckpt.Member) []MemberRow {
 	var out []MemberRow
+	count := map[string]int{}
+	for _, m := range ms {
+		count[m.Name]++
+	}
+	copyOf := make([]int, len(ms)) // each member's place among the members of its name
+	seen := map[string]int{}
+	for i, m := range ms {
+		seen[m.Name]++
+		copyOf[i] = seen[m.Name]
+	}
 	for _, want := range []string{"code", "extra", "record", "pickle", "debug", "array", "data", "other"} {
-		for _, m := range ms {
+		for i, m := range ms {
 			if m.Kind != want {
 				continue
 			}
 			r := MemberRow{Name: m.Name, Kind: kindText[m.Kind], SizeText: HumanBytes(m.Size)}
+			if n := count[m.Name]; n > 1 {
+				r.Copy = fmt.Sprintf("copy %d of %d of this name: read", copyOf[i], n)
+				if m.Shadowed {
+					r.Copy = fmt.Sprintf("copy %d of %d of this name: not read (the loading program reads another copy)", copyOf[i], n)
+				}
+			}
 			switch m.Kind {
 			case "code", "extra", "record", "other":
 				r.URL = CodeURL(id, m.Name)
+				if count[m.Name] > 1 {
+					r.URL += "&copy=" + strconv.Itoa(copyOf[i])
+				}
 			}
 			out = append(out, r)
 		}
@@ -70,12 +94,19 @@ type CodePage struct {
 	BackURL    string
 	RawURL     string
 	Breadcrumb []Link
+	// Shadowed says that the archive holds another member of this name, which is the one
+	// the loading program reads, not this one.
+	Shadowed bool
 }
 
-// NewCodePage numbers the lines of a member's text.
-func NewCodePage(meta FileMeta, m ckpt.Member, data []byte) CodePage {
+// NewCodePage numbers the lines of a member's text; copy is which of the members of its
+// name it is (0: the one the loading program reads).
+func NewCodePage(meta FileMeta, m ckpt.Member, copy int, data []byte) CodePage {
 	p := CodePage{Meta: meta, Member: m.Name, Kind: kindText[m.Kind], SizeText: HumanBytes(m.Size),
-		BackURL: CheckpointURL(meta.ID), RawURL: CodeURL(meta.ID, m.Name) + "&raw=1"}
+		BackURL: CheckpointURL(meta.ID), RawURL: CodeURL(meta.ID, m.Name) + "&raw=1", Shadowed: m.Shadowed}
+	if copy > 0 {
+		p.RawURL += "&copy=" + strconv.Itoa(copy)
+	}
 	p.Breadcrumb = []Link{{Label: meta.Name, URL: CheckpointURL(meta.ID)}, {Label: m.Name}}
 	if !utf8.Valid(data) || strings.IndexByte(string(data), 0) >= 0 {
 		p.Binary = true
