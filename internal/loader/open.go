@@ -915,10 +915,14 @@ func (op *opener) openZip() error {
 				return err
 			}
 			op.scanOtherPickles(zr, dataPkl)
+			// the zip entries (about 250 bytes each: a state dict of 200,000 tensors has
+			// 50 MB of them) are done with once the members are: let them go before the
+			// tree is made
+			op.compactMembers(zr, headers())
+			zr, tz, dataPkl, ctx, record = nil, nil, nil, nil, nil
 			if err := op.buildTree(v, tb); err != nil {
 				return err
 			}
-			op.compactMembers(zr, headers())
 			return op.checkViews()
 		}
 	}
