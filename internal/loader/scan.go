@@ -1915,13 +1915,13 @@ func rawUnicodeUnescape(l string) (string, string) {
 		v := rune(0)
 		for j := 0; j < n; j++ {
 			k := i + 2 + j
-			if k == len(l) || hexVal(l[k]) < 0 {
+			if k == len(l) || hexDigit(l[k]) < 0 {
 				if e == 'U' {
 					return "", fmt.Sprintf("truncated \\UXXXXXXXX escape at position %d", i)
 				}
 				return "", fmt.Sprintf("truncated \\uXXXX escape at position %d", i)
 			}
-			v = v<<4 | rune(hexVal(l[k]))
+			v = v<<4 | rune(hexDigit(l[k]))
 		}
 		if v > unicode.MaxRune {
 			return "", fmt.Sprintf("\\Uxxxxxxxx out of range at position %d", i)
@@ -1930,19 +1930,6 @@ func rawUnicodeUnescape(l string) (string, string) {
 		i += 1 + n
 	}
 	return b.String(), ""
-}
-
-// hexVal is the value of a hex digit, -1 for any other byte.
-func hexVal(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'a' && c <= 'f':
-		return int(c-'a') + 10
-	case c >= 'A' && c <= 'F':
-		return int(c-'A') + 10
-	}
-	return -1
 }
 
 // pyUTF8Error is where b stops being text that Python's UTF-8 decoder with the
