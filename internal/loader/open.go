@@ -807,7 +807,7 @@ func (op *opener) openZip() error {
 	}
 	var dataPkl *zip.File
 	op.listMembers(zr)
-	op.markShadowed(zr, tz, refusal == "")
+	op.markShadowed(zr, tz, refusal == "" && tz.lookup("data.pkl") != nil) // else numpy or zipfile reads it
 	for _, f := range zr.File {
 		if byName != nil {
 			if _, dup := byName[f.Name]; dup {
@@ -1093,7 +1093,7 @@ func (op *opener) markShadowed(zr *zip.Reader, tz *torchZip, torchReads bool) {
 		}
 		who := "torch finds one by a binary search over the sorted names: " + which
 		if !torchReads || !strings.HasPrefix(name, tz.prefix) {
-			who = "a zip reader (Python's zipfile, numpy) takes the last: " + which
+			who = "numpy.load and Python's zipfile take the last: " + which
 		}
 		op.ck.Notes = append(op.ck.Notes, fmt.Sprintf("the archive holds %d members named %s; %s; all of them are scanned", count[name], name, who))
 	}

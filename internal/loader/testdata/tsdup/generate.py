@@ -3,9 +3,10 @@
 each copy returning a different number from forward(0), and expected.json: the number
 torch.jit.load's module returns (so which copy torch compiles), with the copies in the
 order of the central directory. Our loader must show the copy torch compiles, and say
-which ones it does not. Run: /usr/bin/python3 generate.py (from this directory)."""
+which ones it does not. npz_in_folder.npz is the same for numpy.load: an .npz with a
+member there twice, which numpy (zipfile) reads the last of. Run: /usr/bin/python3 generate.py (from this directory)."""
 import io, json, os, tempfile, warnings, zipfile
-import torch
+import numpy, torch
 
 class M(torch.nn.Module):
     def forward(self, x: int) -> int:
@@ -51,7 +52,24 @@ CASES = {
     "two_at_the_end.pt": [("first", 1), ("end", 2), ("end", 3)],
 }
 
+def npz_in_folder():
+    """An .npz whose member d/x.npy is there four times (arrays [1] to [4]), in a folder as
+    a torch archive's members are, and no data.pkl: numpy reads it, not torch."""
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+            for v in (1, 2, 3, 4):
+                b = io.BytesIO()
+                numpy.save(b, numpy.array([v], dtype="<i8"))
+                z.writestr("d/x.npy", b.getvalue())
+    return out.getvalue()
+
 expected = {}
+data = npz_in_folder()
+with open("npz_in_folder.npz", "wb") as f:
+    f.write(data)
+expected["npz_in_folder.npz"] = {"numpy_load": int(numpy.load(io.BytesIO(data))["d/x"][0]), "copies": [1, 2, 3, 4]}
 for name, order in CASES.items():
     data = archive(order)
     with open(name, "wb") as f:
