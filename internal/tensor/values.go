@@ -97,7 +97,6 @@ func (vs *Values) Read(from, n int64) ([]Element, error) {
 	return out, nil
 }
 
-// bits is the precision used to print floats of the output dtype.
 // ReadReal reads n elements from element from, as Read does, as float64s (each element's
 // Real).
 func (vs *Values) ReadReal(from, n int64) ([]float64, error) {
@@ -112,6 +111,7 @@ func (vs *Values) ReadReal(from, n int64) ([]float64, error) {
 	return out, nil
 }
 
+// bits is the precision used to print floats of the output dtype.
 func (vs *Values) bits() int {
 	if vs.s.OutDType == "float64" || vs.s.OutDType == "complex128" {
 		return 64
