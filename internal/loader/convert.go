@@ -78,7 +78,7 @@ func pyText(x string) (string, int64) {
 	n := int64(0)
 	for i := 0; i < len(x); n++ {
 		r, size := utf8.DecodeRuneInString(x[i:])
-		if r == utf8.RuneError && size == 1 && i+2 < len(x) && x[i] == 0xed && x[i+1] >= 0xa0 && x[i+1] <= 0xbf && x[i+2] >= 0x80 && x[i+2] <= 0xbf {
+		if r == utf8.RuneError && size == 1 && encodedSurrogate(x, i) {
 			size = 3
 		}
 		b.WriteRune(r) // RuneError for a surrogate or a stray byte

@@ -288,12 +288,17 @@ type scanner struct {
 	puts    []memoWrite
 	read    memoRead
 	putsOff bool
-	// py2Noted is set once a Python 2 str the default decoding refuses was noted
+	// py2Noted is set once a Python 2 str the default decoding refuses was noted, and
+	// py2Read counts the bytes of large ones read to judge them (py2Str)
 	py2Noted bool
+	py2Read  int64
 	// reader is the program that would unpickle this pickle when it is not pickle.load
 	// or torch.load: "joblib.load", "numpy.load"
 	reader string
 }
+
+// py2ReadMax bounds what one pickle's large Python 2 strs are read for, to judge them.
+const py2ReadMax = 4 << 20
 
 // wholeRunes is b without the start of a UTF-8 character cut at its end.
 func wholeRunes(b []byte) []byte {
@@ -909,10 +914,12 @@ func (s *scanner) payload(off int64, op string, n int64, kind byte) error {
 		if err := s.r.skip(n); err != nil {
 			return s.fail(off, "%s cut short", op)
 		}
-		if kind == 's' && !s.py2Noted {
+		if kind == 's' && !s.py2Noted && s.py2Read < py2ReadMax {
 			// a large Python 2 str (the data of a numpy array pickled by Python 2): its
-			// first MiB decides, which is where such bytes show what they are
-			head := make([]byte, min(n, 1<<20))
+			// first MiB decides, which is where such bytes show what they are; a pickle
+			// of many that all pass is read for this up to py2ReadMax in all
+			head := make([]byte, min(n, 1<<20, py2ReadMax-s.py2Read))
+			s.py2Read += int64(len(head))
 			if _, err := s.r.r.ReadAt(head, at); err == nil {
 				if int64(len(head)) < n {
 					head = wholeRunes(head)
@@ -1731,8 +1738,9 @@ type memoRead struct {
 	high map[int64]struct{}
 }
 
-// memoReadLow is the first memo index memoRead keeps in its map.
-const memoReadLow = 1 << 26
+// memoReadLow is the first memo index memoRead keeps in its map (its bitset is then at
+// most 512 KiB; pickle.dump numbers the memo from 0).
+const memoReadLow = 1 << 22
 
 func (m *memoRead) add(idx int64) {
 	if idx >= 0 && idx < memoReadLow {
@@ -1932,6 +1940,13 @@ func rawUnicodeUnescape(l string) (string, string) {
 	return b.String(), ""
 }
 
+// encodedSurrogate says whether s holds at i the three bytes UTF-8 would encode a
+// surrogate (U+D800-U+DFFF) with, were it allowed to: what Python's surrogatepass reads
+// and writes.
+func encodedSurrogate[T string | []byte](s T, i int) bool {
+	return i+2 < len(s) && s[i] == 0xed && s[i+1] >= 0xa0 && s[i+1] <= 0xbf && s[i+2] >= 0x80 && s[i+2] <= 0xbf
+}
+
 // pyUTF8Error is where b stops being text that Python's UTF-8 decoder with the
 // surrogatepass handler accepts (pickle.load decodes every BINUNICODE so), and why; ""
 // when all of it is. Go's utf8 refuses the encoded surrogates U+D800-U+DFFF, which that
@@ -1947,7 +1962,7 @@ func pyUTF8Error(b []byte) string {
 			i += size
 			continue
 		}
-		if i+2 < len(b) && b[i] == 0xed && b[i+1] >= 0xa0 && b[i+1] <= 0xbf && b[i+2] >= 0x80 && b[i+2] <= 0xbf {
+		if encodedSurrogate(b, i) {
 			i += 3 // a surrogate, which surrogatepass decodes
 			continue
 		}
