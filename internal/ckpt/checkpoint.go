@@ -124,6 +124,9 @@ type Member struct {
 	// binary search over the sorted names (caffe2's reader over miniz), numpy and Python's
 	// zipfile take the last.
 	Shadowed bool
+	// Copy is which member of its name this one is, in the archive's order (1-based), and
+	// Copies how many have the name; both 0 for a name only one member has.
+	Copy, Copies int
 	// read reads the whole member, at most limit bytes (its reader knows how: in place for
 	// a stored member, through its zip entry otherwise)
 	read func(limit int64) ([]byte, error)
@@ -153,14 +156,12 @@ func (c *Checkpoint) ReadMember(name string, limit int64) ([]byte, error) {
 // archive's order; nil if there is none.
 func (c *Checkpoint) Member(name string, copy int) *Member {
 	var last *Member
-	k := 0
 	for i := range c.Members {
 		m := &c.Members[i]
 		if m.Name != name {
 			continue
 		}
-		k++
-		if copy > 0 && k == copy || copy == 0 && !m.Shadowed {
+		if copy > 0 && max(m.Copy, 1) == copy || copy == 0 && !m.Shadowed {
 			return m
 		}
 		last = m

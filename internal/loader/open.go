@@ -1025,9 +1025,9 @@ func (op *opener) compactMembers(zr *zip.Reader, offs []int64) {
 		m, f, off := &op.ck.Members[i], zr.File[j], offs[j]
 		if f.Method == zip.Store && f.Flags&1 == 0 && f.UncompressedSize64 == f.CompressedSize64 &&
 			off >= 0 && off <= op.size && m.Size <= op.size-off {
-			shadowed := m.Shadowed
+			old := *m
 			*m = ckpt.NewMember(m.Name, m.Size, m.Kind, storedMember(m.Name, op.r, off, m.Size))
-			m.Shadowed = shadowed
+			m.Shadowed, m.Copy, m.Copies = old.Shadowed, old.Copy, old.Copies
 		}
 	}
 	op.memberAt = nil
@@ -1083,8 +1083,10 @@ func (op *opener) markShadowed(zr *zip.Reader, tz *torchZip, torchReads bool) {
 		}
 	}
 	for i := range op.ck.Members {
-		m := &op.ck.Members[i]
-		m.Shadowed = count[m.Name] > 1 && read[m.Name] != copyOf[op.memberAt[i]]
+		if m := &op.ck.Members[i]; count[m.Name] > 1 {
+			m.Copy, m.Copies = copyOf[op.memberAt[i]], count[m.Name]
+			m.Shadowed = read[m.Name] != m.Copy
+		}
 	}
 	for _, name := range names {
 		which := fmt.Sprintf("it reads copy %d of them (in the archive's order), which is the one shown", read[name])

@@ -36,33 +36,23 @@ var kindText = map[string]string{
 // MemberRows lists an archive's members, code first.
 func MemberRows(id string, ms []ckpt.Member) []MemberRow {
 	var out []MemberRow
-	count := map[string]int{}
-	for _, m := range ms {
-		count[m.Name]++
-	}
-	copyOf := make([]int, len(ms)) // each member's place among the members of its name
-	seen := map[string]int{}
-	for i, m := range ms {
-		seen[m.Name]++
-		copyOf[i] = seen[m.Name]
-	}
 	for _, want := range []string{"code", "extra", "record", "pickle", "debug", "array", "data", "other"} {
-		for i, m := range ms {
+		for _, m := range ms {
 			if m.Kind != want {
 				continue
 			}
 			r := MemberRow{Name: m.Name, Kind: kindText[m.Kind], SizeText: HumanBytes(m.Size)}
-			if n := count[m.Name]; n > 1 {
-				r.Copy = fmt.Sprintf("copy %d of %d of this name: read", copyOf[i], n)
+			if m.Copies > 1 {
+				r.Copy = fmt.Sprintf("copy %d of %d of this name: read", m.Copy, m.Copies)
 				if m.Shadowed {
-					r.Copy = fmt.Sprintf("copy %d of %d of this name: not read (the loading program reads another copy)", copyOf[i], n)
+					r.Copy = fmt.Sprintf("copy %d of %d of this name: not read (the loading program reads another copy)", m.Copy, m.Copies)
 				}
 			}
 			switch m.Kind {
 			case "code", "extra", "record", "other":
 				r.URL = CodeURL(id, m.Name)
-				if count[m.Name] > 1 {
-					r.URL += "&copy=" + strconv.Itoa(copyOf[i])
+				if m.Copies > 1 {
+					r.URL += "&copy=" + strconv.Itoa(m.Copy)
 				}
 			}
 			out = append(out, r)
