@@ -916,10 +916,9 @@ func (op *opener) openZip() error {
 			}
 			op.scanOtherPickles(zr, dataPkl)
 			// the zip entries (about 250 bytes each: a state dict of 200,000 tensors has
-			// 50 MB of them) are done with once the members are: let them go before the
-			// tree is made
+			// 50 MB of them) are done with once the members are: nothing reads them while
+			// the tree is made, so they can go before it is
 			op.compactMembers(zr, headers())
-			zr, tz, dataPkl, ctx, record = nil, nil, nil, nil, nil
 			if err := op.buildTree(v, tb); err != nil {
 				return err
 			}
