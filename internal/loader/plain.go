@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"io"
 	"math"
+	"math/bits"
 	"strconv"
 	"sync"
 	"unicode/utf8"
@@ -456,21 +457,21 @@ func repeated(h []uint64, set *[]uint64) bool {
 	if len(h) <= 2*bucket {
 		return repeatedIn(h, set)
 	}
-	bits := bitsFor(len(h) / bucket)
-	shift := 64 - bits
-	start := make([]int, 1<<bits+1)
+	nb := bitsFor(len(h) / bucket)
+	shift := 64 - nb
+	start := make([]int, 1<<nb+1)
 	for _, x := range h {
 		start[x>>shift+1]++
 	}
 	for i := 1; i < len(start); i++ {
 		start[i] += start[i-1]
 	}
-	spread, at := make([]uint64, len(h)), append([]int(nil), start[:1<<bits]...)
+	spread, at := make([]uint64, len(h)), append([]int(nil), start[:1<<nb]...)
 	for _, x := range h {
 		spread[at[x>>shift]] = x
 		at[x>>shift]++
 	}
-	for i := 0; i < 1<<bits; i++ {
+	for i := 0; i < 1<<nb; i++ {
 		if repeatedIn(spread[start[i]:start[i+1]], set) {
 			return true
 		}
@@ -478,14 +479,8 @@ func repeated(h []uint64, set *[]uint64) bool {
 	return false
 }
 
-// bitsFor is the number of bits of the smallest power of two at least n (n >= 1).
-func bitsFor(n int) int {
-	b := 0
-	for 1<<b < n {
-		b++
-	}
-	return b
-}
+// bitsFor is the exponent of the smallest power of two at least n (n >= 1).
+func bitsFor(n int) int { return bits.Len(uint(n - 1)) }
 
 // repeatedIn says whether a hash occurs twice in h, with an open-addressing set (0 stands
 // for no entry) in *set, reused from bucket to bucket.
