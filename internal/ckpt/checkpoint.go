@@ -271,7 +271,9 @@ func (c *Checkpoint) Relink() {
 
 // Walk visits every value of the tree under root once, depth first in tree order (a
 // node's children, then an object array's items), without recursion. Refs are visited but
-// not followed; dict keys are not visited.
+// not followed; dict keys are not visited. The tensors of a large state dict kept as rows
+// (LazyTensors) are made a page at a time and visited, each page dropped once visited;
+// plain data kept as values is not visited (it holds no tensor, global or ref).
 func Walk(root *Node, visit func(*Node)) {
 	if root == nil {
 		return
@@ -281,6 +283,15 @@ func Walk(root *Node, visit func(*Node)) {
 		n := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		visit(n)
+		if n.LazyTensors() {
+			// its items hold no container of lazy tensors, so this goes one level deep
+			for from := 0; from < n.NumItems(); from += walkPage {
+				for _, k := range n.Items(from, from+walkPage) {
+					Walk(k, visit)
+				}
+			}
+			continue
+		}
 		kids := n.Children
 		if n.Tensor != nil && n.Tensor.Objects != nil {
 			kids = append(kids[:len(kids):len(kids)], n.Tensor.Objects...)
@@ -290,6 +301,9 @@ func Walk(root *Node, visit func(*Node)) {
 		}
 	}
 }
+
+// walkPage is how many lazy tensors Walk makes at once.
+const walkPage = 512
 
 // WeightsOnly is the verdict of torch.load(weights_only=True) on a torch.save file, by the
 // rules of torch/_weights_only_unpickler.py (torch 2.6 and later): only the opcodes

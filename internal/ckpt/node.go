@@ -257,10 +257,27 @@ type PagedItems interface {
 	MemBytes() int64
 }
 
-// IsLazy says whether n's items are made on demand (then Walk does not visit them): a
-// large list read from the file, or plain data kept as values (none of them is a tensor,
-// a global or a ref).
+// TensorItems are lazy items that hold tensors: the entries of a large state dict kept as
+// rows of a table and made into tensor nodes a page at a time. Walk visits them.
+type TensorItems interface {
+	PagedItems
+	HoldsTensors() bool
+}
+
+// IsLazy says whether n's items are made on demand: a large list read from the file, plain
+// data kept as values (none of them is a tensor, a global or a ref: Walk does not visit
+// them), or a large state dict's tensors (TensorItems: Walk visits them). A reader that
+// needs every item of a node asks for them with Items, which makes lazy ones.
 func (n *Node) IsLazy() bool { return n.lazy != nil }
+
+// LazyTensors says whether n's lazy items are tensors (TensorItems), which Walk visits.
+func (n *Node) LazyTensors() bool {
+	t, ok := n.lazy.(TensorItems)
+	return ok && t.HoldsTensors()
+}
+
+// All is every item of n (Items of all of them): its Children, or its lazy items made.
+func (n *Node) All() []*Node { return n.Items(0, n.NumItems()) }
 
 // LazyBytes is the memory that n's items made on demand hold until then (0 when they are
 // read from the file).

@@ -121,7 +121,7 @@ func keys(ck *ckpt.Checkpoint) ([]item, *ckpt.Node) {
 		out = append(out, item{key: key, t: Tensor{Path: n.Path(), DType: r.Tensor.DType, Shape: r.Tensor.Shape, node: r}})
 	}
 	if sd := views.FindStateDict(ck.Root); sd != nil {
-		for _, k := range sd.Children {
+		for _, k := range sd.All() {
 			if !k.Attr {
 				add(k.Key, k)
 			}

@@ -305,24 +305,34 @@ func (e *encoder) dict(n *ckpt.Node) error {
 }
 
 // lazyDict writes a dict whose entries are made on demand: str keys only (plain data kept
-// as values), so a JSON object unless a key starts with "$" (then the tagged form).
+// as values, a state dict kept as rows), so a JSON object unless a key starts with "$" or
+// the dict has attributes (a state dict's _metadata, its last items), then the tagged form.
 func (e *encoder) lazyDict(n *ckpt.Node) error {
 	plain := true
+	var attrs []*ckpt.Node
 	_ = eachItem(n, func(_ int, k *ckpt.Node) error {
-		if strings.HasPrefix(k.Seg, "$") {
+		if k.Attr {
+			attrs = append(attrs, k)
+		} else if strings.HasPrefix(k.Seg, "$") {
 			plain = false
 		}
 		return nil
 	})
+	plain = plain && len(attrs) == 0
 	if plain {
 		e.w.WriteByte('{')
 	} else {
 		e.w.WriteString(`{"$dict":[`)
 	}
-	err := eachItem(n, func(i int, k *ckpt.Node) error {
-		if i > 0 {
+	first := true
+	err := eachItem(n, func(_ int, k *ckpt.Node) error {
+		if k.Attr {
+			return nil
+		}
+		if !first {
 			e.w.WriteByte(',')
 		}
+		first = false
 		if !plain {
 			e.w.WriteByte('[')
 		}
@@ -345,9 +355,16 @@ func (e *encoder) lazyDict(n *ckpt.Node) error {
 	}
 	if plain {
 		e.w.WriteByte('}')
-	} else {
-		e.w.WriteString("]}")
+		return nil
 	}
+	e.w.WriteByte(']')
+	if len(attrs) > 0 {
+		e.w.WriteString(`,"attrs":`)
+		if err := e.object(attrs); err != nil {
+			return err
+		}
+	}
+	e.w.WriteByte('}')
 	return nil
 }
 

@@ -111,7 +111,11 @@ func NewSafetensors(root *ckpt.Node, resolve func(*ckpt.Node) *ckpt.Node) (*Safe
 			s.Skipped = append(s.Skipped, name)
 			return nil
 		}
-		for _, k := range n.Children {
+		kids := n.Children
+		if n.LazyTensors() {
+			kids = n.All()
+		}
+		for _, k := range kids {
 			if k.Attr || k.DictKey != nil && k.DictKey.Kind != ckpt.KindStr && k.DictKey.Kind != ckpt.KindInt {
 				continue
 			}

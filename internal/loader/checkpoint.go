@@ -96,6 +96,9 @@ type Options struct {
 	// keepDeadPuts leaves the memo writes no GET reads in the pickle gopickle reads
 	// (scanner.dropDeadPuts): the reference dropping them is held to.
 	keepDeadPuts bool
+	// rowsFrom is the size from which a state dict read in one pass keeps its entries as
+	// rows (lazytensors.go): 0 for lazyTensorsMin, -1 for never.
+	rowsFrom int
 }
 
 // ServerOptions are the limits a shared server opens files with, and the command line

@@ -43,6 +43,10 @@ type converter struct {
 	unshared bool
 	// torch holds the tensors a torch pickle read in one pass names by tensorRef
 	torch *torchTables
+	// rowValues counts the entries of dicts kept as rows (lazytensors.go), which are values
+	// of the tree but no nodes; rowsCounted says the memory of their rows is counted
+	rowValues   int
+	rowsCounted bool
 	// fromSpool are the readers of decompressed streams (opener.fromSpool)
 	fromSpool map[io.ReaderAt]bool
 	// the last long str converted (see text)
@@ -161,7 +165,7 @@ func newConverter(o Options, ck *ckpt.Checkpoint) *converter {
 func identity(v any) (any, bool) {
 	switch v.(type) {
 	case *types.List, *types.Tuple, *types.Dict, *types.Set, *types.FrozenSet, *types.ByteArray,
-		*pyDict, *slotODict, *pySet, *pyObject, *pyTensor, *pyArray, *pyStorage, *pySparse,
+		*pyDict, *slotODict, *slotTensors, *pySet, *pyObject, *pyTensor, *pyArray, *pyStorage, *pySparse,
 		tensorRef: // a tensor row of a torch pickle read in one pass
 		return v, true
 	}
@@ -289,6 +293,12 @@ func (c *converter) node(v any, parent *ckpt.Node, seg string, depth int) *ckpt.
 	case *slotODict:
 		n.Kind, n.Type = ckpt.KindDict, "collections.OrderedDict"
 		c.slotEntries(n, x, depth)
+	case *slotTensors:
+		n.Kind, n.Type = ckpt.KindDict, "dict"
+		if x.t.kindOf(x.v) == pODict {
+			n.Type = "collections.OrderedDict"
+		}
+		c.keepRows(n, x, depth)
 	case *pyDict:
 		n.Kind, n.Type = ckpt.KindDict, x.typeName
 		if n.Type == "builtins.dict" {

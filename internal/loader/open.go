@@ -414,6 +414,11 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 	}
 	op.ops += ops
 	op.ck.WeightsOnly, op.onePass = wo, "torch"
+	tb.lazyMin = op.o.rowsFrom
+	if tb.lazyMin == 0 {
+		tb.lazyMin = lazyTensorsMin
+	}
+	tb.oneViewer = len(tb.sharedSlots) == 0 && len(tb.shared) == 0 && tb.oneViewerEach()
 	return t.value(root), tb, true, nil
 }
 
@@ -489,7 +494,7 @@ func (op *opener) buildTree(v any, tb *torchTables) error {
 	c := newConverter(op.o, op.ck)
 	c.unshared, c.torch, c.fromSpool = tb != nil && len(tb.sharedSlots) == 0 && len(tb.shared) == 0, tb, op.fromSpool
 	op.ck.Root = c.node(v, nil, "", 0)
-	op.ck.Values += c.nodes
+	op.ck.Values += c.nodes + c.rowValues
 	if c.err != nil {
 		return c.err
 	}
@@ -706,6 +711,12 @@ func (op *opener) checkViews() error {
 			if err := checkView(n.Tensor); err != nil {
 				bad = &Error{Msg: fmt.Sprintf("tensor %s: %v", displayPath(n.Path()), err), Offset: -1}
 				return
+			}
+		}
+		if p, ok := n.Lazy().(*tensorItems); ok {
+			bad = p.checkViews(n)
+			for _, a := range p.attrs {
+				walk(a)
 			}
 		}
 		for _, k := range n.Children {

@@ -1068,6 +1068,9 @@ func (t *plainTree) value(v uint32) any {
 
 // containerValue is container slot v as the unpickler makes it.
 func (t *plainTree) containerValue(v uint32) any {
+	if t.keepsRows(v) {
+		return &slotTensors{t: t, v: v}
+	}
 	if t.kindOf(v) == pODict && t.strKeys(v) {
 		return &slotODict{t: t, v: v}
 	}

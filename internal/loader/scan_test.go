@@ -330,11 +330,16 @@ func TestLimitsAreNotMalformed(t *testing.T) {
 	}
 }
 
-// checkPointers checks that every node's Path leads back to it.
+// checkPointers checks that every node's Path leads back to it (for an entry of a state
+// dict kept as rows, to a node made anew from the same row: the same path, kind and tensor).
 func checkPointers(t *testing.T, ck *ckpt.Checkpoint) {
 	t.Helper()
 	ckpt.Walk(ck.Root, func(n *ckpt.Node) {
 		got, err := ck.Node(n.Path())
+		if p := n.Parent(); err == nil && got != n && p != nil && p.LazyTensors() && got.Path() == n.Path() &&
+			got.Kind == n.Kind && (got.Tensor == nil) == (n.Tensor == nil) && (n.Tensor == nil || got.Tensor.Storage == n.Tensor.Storage) {
+			return
+		}
 		if err != nil || got != n {
 			t.Fatalf("pointer %q leads to %p (%v), not to its node %p", n.Path(), got, err, n)
 		}

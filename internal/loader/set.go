@@ -190,7 +190,7 @@ func openSharded(ck *ckpt.Checkpoint, index File, byName map[string]File, o Opti
 	sort.Strings(fs)
 	ck.Format = "sharded " + strings.Join(fs, "+")
 	root := &ckpt.Node{Kind: ckpt.KindDict, Type: "sharded checkpoint"}
-	used := map[*ckpt.Node]bool{}
+	used := map[string]bool{} // shard and segment: a shard's lazily made entries are new nodes at each lookup
 	absent := 0
 	for _, kv := range idx.WeightMap {
 		name, shard := kv[0], kv[1]
@@ -206,7 +206,7 @@ func openSharded(ck *ckpt.Checkpoint, index File, byName map[string]File, o Opti
 			}
 			continue
 		}
-		used[n] = true
+		used[shard+"\x00"+n.Seg] = true
 		root.Children = append(root.Children, graft(n, name, name))
 	}
 	if absent > 5 {
@@ -219,8 +219,8 @@ func openSharded(ck *ckpt.Checkpoint, index File, byName map[string]File, o Opti
 		if sck == nil || sck.Root == nil {
 			continue
 		}
-		for _, k := range sck.Root.Children {
-			if used[k] || k.Attr {
+		for _, k := range sck.Root.All() {
+			if used[name+"\x00"+k.Seg] || k.Attr {
 				continue
 			}
 			extra++

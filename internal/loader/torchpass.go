@@ -75,6 +75,10 @@ type torchTables struct {
 	// slots), and values the value made of each, one for all its places
 	sharedSlots map[uint32]bool
 	values      map[uint32]any
+	// lazyMin is the size from which a dict of tensors keeps its rows (lazytensors.go), 0
+	// or less for none; oneViewer says that the file allows it
+	lazyMin   int
+	oneViewer bool
 }
 
 // shareSlot records that container slot v is in the tree more than once.

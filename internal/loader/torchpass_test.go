@@ -51,25 +51,50 @@ func checkpointText(ck *ckpt.Checkpoint) string {
 // torch's own by the fixture tests.
 func TestTorchPassMatchesGeneralPath(t *testing.T) {
 	files := testFiles(t, "../../testdata/models/*", "../../testdata/models/*/*", "../../testdata/hostile/*", "testdata/fuzz/*/*", corpusDir+"/*/*")
-	onePass := 0
+	onePass, rows := 0, 0
 	for name, data := range files {
-		a, pass, err := openReading(bytes.NewReader(data), int64(len(data)), Options{}.withDefaults())
 		b, err2 := Open(bytes.NewReader(data), int64(len(data)), Options{noPlain: true})
-		if (err == nil) != (err2 == nil) {
-			t.Errorf("%s: one pass: %v; general path: %v", name, err, err2)
-			continue
-		}
-		if err != nil || pass != "torch" {
-			continue
-		}
-		onePass++
-		if ta, tb := checkpointText(a), checkpointText(b); ta != tb {
-			t.Errorf("%s: the one-pass reading differs:\n%s", name, firstLineDiff(ta, tb))
+		// with the dicts of tensors made into nodes at open, then as files are read (such
+		// dicts kept as rows, lazytensors.go)
+		for _, from := range []int{-1, 0} {
+			a, pass, err := openReading(bytes.NewReader(data), int64(len(data)), Options{rowsFrom: from}.withDefaults())
+			if (err == nil) != (err2 == nil) {
+				t.Errorf("%s (rows from %d): one pass: %v; general path: %v", name, from, err, err2)
+				continue
+			}
+			if err != nil || pass != "torch" {
+				continue
+			}
+			if from == 0 {
+				onePass++
+				if keptRows(a.Root) {
+					rows++
+				}
+			} else if keptRows(a.Root) {
+				t.Errorf("%s: rows kept with rowsFrom -1", name)
+			}
+			if ta, tb := checkpointText(a), checkpointText(b); ta != tb {
+				t.Errorf("%s (rows from %d): the one-pass reading differs:\n%s", name, from, firstLineDiff(ta, tb))
+			}
 		}
 	}
-	if onePass < 50 {
-		t.Errorf("only %d files read in one pass: the comparison checks little", onePass)
+	t.Logf("%d files read in one pass, %d with rows kept", onePass, rows)
+	if onePass < 50 || rows < 20 {
+		t.Errorf("only %d files read in one pass, %d with rows kept: the comparison checks little", onePass, rows)
 	}
+}
+
+// keptRows says whether a dict under n keeps its tensors as rows.
+func keptRows(n *ckpt.Node) bool {
+	if n.LazyTensors() {
+		return true
+	}
+	for _, k := range n.Children {
+		if keptRows(k) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestTorchPassTakesWhatItShould pins which torch archives the one-pass reading takes: a

@@ -125,7 +125,7 @@ func FindStateDict(root *ckpt.Node) *ckpt.Node {
 	}
 	var best *ckpt.Node
 	bestTensors, bestRank := 0, len(stateDictKeys)
-	for _, k := range root.Children {
+	for _, k := range root.All() {
 		if !isStateDict(k) {
 			continue
 		}
@@ -155,13 +155,13 @@ func FindStateDicts(root *ckpt.Node) []*ckpt.Node {
 	if root.Kind != ckpt.KindDict && root.Kind != ckpt.KindObject {
 		return nil
 	}
-	for _, k := range root.Children {
+	for _, k := range root.All() {
 		if isStateDict(k) {
 			out = append(out, k)
 			continue
 		}
 		if k.Kind == ckpt.KindDict {
-			for _, kk := range k.Children {
+			for _, kk := range k.All() {
 				if isStateDict(kk) {
 					out = append(out, kk)
 				}
@@ -172,6 +172,9 @@ func FindStateDicts(root *ckpt.Node) []*ckpt.Node {
 }
 
 func countTensors(n *ckpt.Node) int {
+	if n.LazyTensors() {
+		return n.NumItems() // a dict that keeps its rows: every entry is a tensor (attributes aside)
+	}
 	t := 0
 	for _, k := range n.Children {
 		if k.Kind == ckpt.KindTensor || k.Kind == ckpt.KindNDArray {
@@ -203,8 +206,12 @@ func isStateDict(n *ckpt.Node) bool {
 // entries are a dict's entries without its attributes (a state dict's _metadata, which
 // BUILD sets on the OrderedDict; the raw tree still shows it).
 func entries(n *ckpt.Node) []*ckpt.Node {
-	out := make([]*ckpt.Node, 0, len(n.Children))
-	for _, k := range n.Children {
+	kids := n.Children
+	if n.LazyTensors() {
+		kids = n.All()
+	}
+	out := make([]*ckpt.Node, 0, len(kids))
+	for _, k := range kids {
 		if !k.Attr {
 			out = append(out, k)
 		}

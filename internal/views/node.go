@@ -247,6 +247,10 @@ func hasTensor(n *ckpt.Node, budget int) bool {
 		if n.Tensor != nil {
 			return
 		}
+		if n.LazyTensors() { // a state dict kept as rows holds tensors of torch's dtypes
+			found = true
+			return
+		}
 		for _, k := range n.Children {
 			walk(k)
 		}

@@ -1,0 +1,253 @@
+package loader
+
+import (
+	"fmt"
+	"sync"
+	"unsafe"
+
+	"github.com/ckptview/ckptview/internal/ckpt"
+
+	"github.com/nlpodyssey/gopickle/types"
+)
+
+// Large state dicts kept as rows. A torch pickle read in one pass (torchpass.go) holds
+// each tensor as a row of its table; a state dict of 200,000 tensors made into nodes at
+// open holds 200,000 nodes, tensors and paths (about 0.7 kB each) for as long as the
+// checkpoint is open, while a page shows 200 of them. So a dict whose keys are all str and
+// whose values are all tensors (a state dict, an OrderedDict with its _metadata, a dict of
+// experts) keeps its entries as the rows they are (tensorItems), and makes their nodes a
+// page at a time when they are looked at, exactly as the converter makes them (the tests
+// hold the two to each other on every torch file). Walk visits them, so everything that
+// walks the tree (statistics, the dtype table, diff, search) sees every tensor; a node
+// made twice is two nodes, of one path, tensor and storage. Every such dict keeps its rows,
+// small ones too, so that every file and test meets one way of making them.
+//
+// What a node of such a dict would set in the tree at open is set at open from the rows:
+// its storage's users (each storage of such a file is viewed by one tensor: the rule for
+// keeping rows, so a page never changes a storage), the counts of tensors, elements and
+// bytes per dtype, the values. The dict's attributes (an OrderedDict's _metadata) are
+// converted at open, as the converter converts them, and follow the entries.
+
+// lazyTensorsMin is the number of entries from which a state dict keeps its rows: any.
+const lazyTensorsMin = 1
+
+// slotTensors is a dict slot of a torch pickle read in one pass that keeps its rows.
+type slotTensors struct {
+	t *plainTree
+	v uint32
+}
+
+// keepsRows says whether dict slot v keeps its entries as rows: a dict or OrderedDict of
+// at least tb.lazyMin entries, each a tensor at a str key, in a file whose storages are
+// each viewed by one tensor and which stores nothing twice.
+func (t *plainTree) keepsRows(v uint32) bool {
+	tb := &t.tb
+	k := t.kindOf(v)
+	if tb.lazyMin <= 0 || !tb.oneViewer || (k != pDict && k != pODict) || int(*t.aux(v)) < tb.lazyMin {
+		return false
+	}
+	ok := true
+	t.eachItem(v, func(item, key uint32) { ok = ok && t.kindOf(key) == pStr && t.kindOf(item) == pTensor })
+	return ok
+}
+
+// oneViewerEach says whether every storage of tb is viewed by exactly one of its tensors.
+func (tb *torchTables) oneViewerEach() bool {
+	if len(tb.tensors) != len(tb.storages) {
+		return false
+	}
+	seen := make([]bool, len(tb.storages))
+	for _, p := range tb.tensors {
+		if seen[p.storage] {
+			return false
+		}
+		seen[p.storage] = true
+	}
+	return true
+}
+
+var _ ckpt.TensorItems = (*tensorItems)(nil)
+
+// tensorItems are the entries of a dict kept as rows, then its attributes.
+type tensorItems struct {
+	t     *plainTree
+	kids  []uint32     // the entries' key slots, in order
+	attrs []*ckpt.Node // the attributes, converted at open
+	// mem is what the rows hold, counted by the first dict of the tree that keeps them
+	mem int64
+
+	indexOnce sync.Once
+	index     map[string]int
+}
+
+func (p *tensorItems) Len() int           { return len(p.kids) + len(p.attrs) }
+func (p *tensorItems) Keyed() bool        { return true }
+func (p *tensorItems) HoldsTensors() bool { return true }
+func (p *tensorItems) MemBytes() int64    { return p.mem }
+
+func (p *tensorItems) Item(i int) (*ckpt.Node, error) { return p.Page(nil, i, i+1)[0], nil }
+
+// Lookup finds an entry by segment: through an index of the keys, made at the first
+// lookup (a page of entries needs none), or an attribute.
+func (p *tensorItems) Lookup(seg string) (int, bool) {
+	p.indexOnce.Do(func() {
+		p.index = make(map[string]int, len(p.kids))
+		for i := len(p.kids) - 1; i >= 0; i-- {
+			p.index[p.t.str(p.kids[i])] = i
+		}
+	})
+	if i, ok := p.index[seg]; ok {
+		return i, true
+	}
+	for i, a := range p.attrs {
+		if a.Seg == seg {
+			return len(p.kids) + i, true
+		}
+	}
+	return 0, false
+}
+
+// Page makes items [from, to) as children of n: an entry's tensor node from its row, as
+// the converter makes it (converter.tensor), an attribute as it was converted.
+func (p *tensorItems) Page(n *ckpt.Node, from, to int) []*ckpt.Node {
+	from, to = max(0, from), min(to, p.Len())
+	if from >= to {
+		return nil
+	}
+	out := make([]*ckpt.Node, 0, to-from)
+	rows := min(to, len(p.kids)) - min(from, len(p.kids))
+	nodes := make([]ckpt.Node, rows)
+	tensors := make([]ckpt.Tensor, rows)
+	t := p.t
+	tb := &t.tb
+	for i := from; i < to; i++ {
+		if i >= len(p.kids) {
+			out = append(out, p.attrs[i-len(p.kids)])
+			continue
+		}
+		k := p.kids[i]
+		key := t.str(k)
+		row := tb.tensors[*t.val(*t.next(k) - 1)]
+		st, nd := tb.ps[row.storage].st, row.ndim
+		m, tt := &nodes[i-from], &tensors[i-from]
+		m.Kind, m.Type, m.Key, m.Seg = ckpt.KindTensor, "torch.Tensor", key, key
+		if row.param {
+			m.Type = "torch.nn.parameter.Parameter"
+		}
+		*tt = ckpt.Tensor{DType: st.DType, Shape: tb.dims[row.dims : row.dims+nd : row.dims+nd],
+			Strides: tb.dims[row.dims+nd : row.dims+2*nd : row.dims+2*nd], StorageOffset: row.offset,
+			Storage: st, RequiresGrad: row.requiresGrad}
+		m.Tensor = tt
+		m.SetParent(n)
+		out = append(out, m)
+	}
+	return out
+}
+
+// checkViews holds each row's view to its storage as opener.checkViews holds a tensor
+// node's, in order, without making the nodes; the attributes are checked as nodes.
+func (p *tensorItems) checkViews(n *ckpt.Node) error {
+	t := p.t
+	tb := &t.tb
+	for i, k := range p.kids {
+		row := tb.tensors[*t.val(*t.next(k) - 1)]
+		st, nd := tb.ps[row.storage].st, row.ndim
+		view := ckpt.Tensor{DType: st.DType, Shape: tb.dims[row.dims : row.dims+nd], Strides: tb.dims[row.dims+nd : row.dims+2*nd],
+			StorageOffset: row.offset, Storage: st}
+		if err := checkView(&view); err != nil {
+			return &Error{Msg: fmt.Sprintf("tensor %s: %v", displayPath(p.Page(n, i, i+1)[0].Path()), err), Offset: -1}
+		}
+	}
+	return nil
+}
+
+// keepRows gives node n (the dict of x, at depth) its entries as rows, sets what their
+// nodes would set (storage users, the counts) and converts its attributes. An attribute
+// whose segment is an entry's key (which the converter would move to a free segment) has
+// the dict converted entry by entry instead.
+func (c *converter) keepRows(n *ckpt.Node, x *slotTensors, depth int) {
+	t := x.t
+	tb := &t.tb
+	var attrs types.Dict
+	if s, ok := tb.attrs[x.v]; ok {
+		sd, ok := t.value(s).(*types.Dict)
+		if !ok {
+			c.slotEntries(n, &slotODict{t: t, v: x.v}, depth)
+			return
+		}
+		attrs = *sd
+	}
+	if depth+1 > c.o.MaxDepth {
+		c.admit(n, "", depth+1) // the error the first entry would meet
+		return
+	}
+	p := &tensorItems{t: t, kids: make([]uint32, 0, *t.aux(x.v))}
+	t.eachKey(x.v, func(k uint32) { p.kids = append(p.kids, k) })
+	if len(attrs) > 0 {
+		segs := make(map[string]bool, len(attrs))
+		for _, e := range attrs {
+			_, seg, _ := keySeg(e.Key)
+			segs[seg] = true
+		}
+		for _, k := range p.kids {
+			if segs[t.str(k)] {
+				c.slotEntries(n, &slotODict{t: t, v: x.v}, depth)
+				return
+			}
+		}
+	}
+	prefix := n.AppendPath(nil)
+	ck := c.ck
+	if ck.BytesByDType == nil {
+		ck.BytesByDType = map[string]int64{}
+	}
+	for i, k := range p.kids {
+		if i&0xffff == 0xffff && c.o.pastDeadline() {
+			c.err = c.o.timeError()
+			return
+		}
+		row := tb.tensors[*t.val(*t.next(k) - 1)]
+		st := tb.ps[row.storage].st
+		if len(c.uslab) == 0 {
+			c.uslab = make([]string, nodeSlab)
+		}
+		st.Users, c.uslab = c.uslab[:1:1], c.uslab[1:]
+		st.Users[0] = c.childPath(prefix, t.str(k))
+		view := ckpt.Tensor{DType: st.DType, Shape: tb.dims[row.dims : row.dims+row.ndim]}
+		ck.Parameters = addSat(ck.Parameters, view.Numel())
+		ck.BytesByDType[st.DType] = addSat(ck.BytesByDType[st.DType], view.NBytes())
+	}
+	ck.Tensors += len(p.kids)
+	c.rowValues += len(p.kids)
+	n.SetLazy(p)
+	if len(attrs) > 0 {
+		c.attrs(n, attrs, depth)
+		p.attrs, n.Children = n.Children, nil
+		for _, a := range p.attrs {
+			a.Attr = true
+		}
+	}
+	n.Len = int64(p.Len())
+	p.mem = int64(len(p.kids))*4 + int64(len(p.attrs))*int64(unsafe.Sizeof(ckpt.Node{}))
+	if !c.rowsCounted { // the tree, its tables and the users' paths, once
+		c.rowsCounted = true
+		p.mem += t.memBytes() + int64(cap(tb.tensors))*int64(unsafe.Sizeof(ptensor{})) + int64(cap(tb.dims))*8 +
+			int64(cap(tb.storages))*int64(unsafe.Sizeof(pstorage{}))
+	}
+	p.mem += int64(len(p.kids)) * int64(16+len(prefix)+1+8)
+}
+
+// childPath is the path of the child at segment seg of the node whose path is prefix, made
+// in the converter's buffer of paths (as path makes it).
+func (c *converter) childPath(prefix []byte, seg string) string {
+	need := len(prefix) + 1 + len(seg) + 2*len(seg)
+	if cap(c.paths)-len(c.paths) < need {
+		c.paths = make([]byte, 0, max(32<<10, need))
+	}
+	start := len(c.paths)
+	c.paths = append(c.paths, prefix...)
+	c.paths = append(c.paths, '/')
+	c.paths = append(c.paths, ckpt.EscapeSegment(seg)...)
+	p := c.paths[start:]
+	return unsafe.String(&p[0], len(p)) // never written again: the buffer only grows
+}
