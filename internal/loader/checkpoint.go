@@ -72,8 +72,9 @@ type Options struct {
 	MaxIntChars int // digits of a decimal integer in a text opcode
 	MaxNodes    int // nodes in the tree
 	// MaxTensors bounds the tensors and arrays of the tree, which cost more than other
-	// nodes (their Tensor and Storage): about 0.85 kB each while a torch state dict is read
-	// in one pass, 0.7 kB once opened.
+	// nodes (their Tensor and Storage): about 0.8 kB each while a torch state dict is read
+	// in one pass (its zip entries included), 0.38 kB once opened (its entries kept as
+	// rows, lazytensors.go).
 	MaxTensors int
 	// MaxValues bounds the values (and memo entries) of a pickle of plain data, which is
 	// read into flat arrays at 17 bytes a slot (plain.go) rather than into nodes.
@@ -112,7 +113,7 @@ func ServerOptions() Options {
 		MaxMemo:       100_000,
 		MaxIntChars:   4300,
 		MaxNodes:      100_000,
-		MaxTensors:    50_000,
+		MaxTensors:    100_000,
 		MaxValues:     2_000_000,
 		MaxPickle:     16 << 20,
 		MaxInflate:    16 << 20,
