@@ -83,7 +83,11 @@ type Checkpoint struct {
 	Tensors      int   // tensor and array nodes (refs not counted)
 	Parameters   int64 // total elements of those tensors
 	BytesByDType map[string]int64
-	Storages     []*Storage
+	// Storages are the storages of the file's tensors, but for those of a state dict kept
+	// as rows (a Node's TensorItems), which its tensor nodes make as they are made: there
+	// are RowStorages of those, each viewed by its one tensor.
+	Storages    []*Storage
+	RowStorages int
 
 	// keys indexes the children of large containers by segment, each built the first time
 	// a pointer goes through the container (keysMu guards it: pages are served at once).

@@ -23,9 +23,10 @@ import (
 // small ones too, so that every file and test meets one way of making them.
 //
 // What a node of such a dict would set in the tree at open is set at open from the rows:
-// its storage's users (each storage of such a file is viewed by one tensor: the rule for
-// keeping rows, so a page never changes a storage), the counts of tensors, elements and
-// bytes per dtype, the values. The dict's attributes (an OrderedDict's _metadata) are
+// the counts of tensors, elements and bytes per dtype, the values, the check of its view.
+// Its storage is made with the node (each storage of such a file is viewed by one tensor:
+// the rule for keeping rows), with that node as its one user; the checkpoint's Storages
+// leave such storages out (RowStorages counts them). The dict's attributes (an OrderedDict's _metadata) are
 // converted at open, as the converter converts them, and follow the entries.
 
 // lazyTensorsMin is the number of entries from which a state dict keeps its rows: any.
@@ -73,6 +74,7 @@ type tensorItems struct {
 	t     *plainTree
 	kids  []uint32     // the entries' key slots, in order
 	attrs []*ckpt.Node // the attributes, converted at open
+	file  string       // the file of a set the storages are in (absorb)
 	// mem is what the rows hold, counted by the first dict of the tree that keeps them
 	mem int64
 
@@ -108,7 +110,8 @@ func (p *tensorItems) Lookup(seg string) (int, bool) {
 }
 
 // Page makes items [from, to) as children of n: an entry's tensor node from its row, as
-// the converter makes it (converter.tensor), an attribute as it was converted.
+// the converter makes it (converter.tensor), with a Storage of its own (its one user), an
+// attribute as it was converted.
 func (p *tensorItems) Page(n *ckpt.Node, from, to int) []*ckpt.Node {
 	from, to = max(0, from), min(to, p.Len())
 	if from >= to {
@@ -118,6 +121,12 @@ func (p *tensorItems) Page(n *ckpt.Node, from, to int) []*ckpt.Node {
 	rows := min(to, len(p.kids)) - min(from, len(p.kids))
 	nodes := make([]ckpt.Node, rows)
 	tensors := make([]ckpt.Tensor, rows)
+	storages := make([]ckpt.Storage, rows)
+	var prefix []byte
+	if n != nil {
+		prefix = n.AppendPath(nil)
+	}
+	paths := make([]byte, 0, rows*(len(prefix)+24))
 	t := p.t
 	tb := &t.tb
 	for i := from; i < to; i++ {
@@ -125,11 +134,16 @@ func (p *tensorItems) Page(n *ckpt.Node, from, to int) []*ckpt.Node {
 			out = append(out, p.attrs[i-len(p.kids)])
 			continue
 		}
-		k := p.kids[i]
-		key := t.str(k)
-		row := tb.tensors[*t.val(*t.next(k) - 1)]
-		st, nd := tb.ps[row.storage].st, row.ndim
-		m, tt := &nodes[i-from], &tensors[i-from]
+		j := i - from
+		m, tt, st := &nodes[j], &tensors[j], &storages[j]
+		row := p.row(i)
+		*st = *tb.newStorage(row.storage)
+		st.File = p.file
+		key := t.str(p.kids[i])
+		start := len(paths)
+		paths = append(append(append(paths, prefix...), '/'), ckpt.EscapeSegment(key)...)
+		st.Users = []string{string(paths[start:])}
+		nd := row.ndim
 		m.Kind, m.Type, m.Key, m.Seg = ckpt.KindTensor, "torch.Tensor", key, key
 		if row.param {
 			m.Type = "torch.nn.parameter.Parameter"
@@ -144,16 +158,24 @@ func (p *tensorItems) Page(n *ckpt.Node, from, to int) []*ckpt.Node {
 	return out
 }
 
-// checkViews holds each row's view to its storage as opener.checkViews holds a tensor
-// node's, in order, without making the nodes; the attributes are checked as nodes.
-func (p *tensorItems) checkViews(n *ckpt.Node) error {
+// row is the tensor row of entry i.
+func (p *tensorItems) row(i int) ptensor {
 	t := p.t
-	tb := &t.tb
-	for i, k := range p.kids {
-		row := tb.tensors[*t.val(*t.next(k) - 1)]
-		st, nd := tb.ps[row.storage].st, row.ndim
-		view := ckpt.Tensor{DType: st.DType, Shape: tb.dims[row.dims : row.dims+nd], Strides: tb.dims[row.dims+nd : row.dims+2*nd],
-			StorageOffset: row.offset, Storage: st}
+	return t.tb.tensors[*t.val(*t.next(p.kids[i]) - 1)]
+}
+
+// checkViews holds each row's view to its storage as opener.checkViews holds a tensor
+// node's, in order, without making the nodes.
+func (p *tensorItems) checkViews(n *ckpt.Node) error {
+	tb := &p.t.tb
+	for i := range p.kids {
+		row := p.row(i)
+		nd := row.ndim
+		s := tb.storages[row.storage]
+		dt := tb.dtypes[s.dtype]
+		st := ckpt.Storage{DType: dt, Size: s.numel * int64(ckpt.DTypeSize(dt))}
+		view := ckpt.Tensor{DType: dt, Shape: tb.dims[row.dims : row.dims+nd], Strides: tb.dims[row.dims+nd : row.dims+2*nd],
+			StorageOffset: row.offset, Storage: &st}
 		if err := checkView(&view); err != nil {
 			return &Error{Msg: fmt.Sprintf("tensor %s: %v", displayPath(p.Page(n, i, i+1)[0].Path()), err), Offset: -1}
 		}
@@ -196,26 +218,22 @@ func (c *converter) keepRows(n *ckpt.Node, x *slotTensors, depth int) {
 			}
 		}
 	}
-	prefix := n.AppendPath(nil)
 	ck := c.ck
 	if ck.BytesByDType == nil {
 		ck.BytesByDType = map[string]int64{}
 	}
-	for i, k := range p.kids {
+	for i := range p.kids {
 		if i&0xffff == 0xffff && c.o.pastDeadline() {
 			c.err = c.o.timeError()
 			return
 		}
-		row := tb.tensors[*t.val(*t.next(k) - 1)]
-		st := tb.ps[row.storage].st
-		if len(c.uslab) == 0 {
-			c.uslab = make([]string, nodeSlab)
-		}
-		st.Users, c.uslab = c.uslab[:1:1], c.uslab[1:]
-		st.Users[0] = c.childPath(prefix, t.str(k))
-		view := ckpt.Tensor{DType: st.DType, Shape: tb.dims[row.dims : row.dims+row.ndim]}
+		row := p.row(i)
+		tb.holdRow(row.storage)
+		s := tb.storages[row.storage]
+		dt := tb.dtypes[s.dtype]
+		view := ckpt.Tensor{DType: dt, Shape: tb.dims[row.dims : row.dims+row.ndim]}
 		ck.Parameters = addSat(ck.Parameters, view.Numel())
-		ck.BytesByDType[st.DType] = addSat(ck.BytesByDType[st.DType], view.NBytes())
+		ck.BytesByDType[dt] = addSat(ck.BytesByDType[dt], view.NBytes())
 	}
 	ck.Tensors += len(p.kids)
 	c.rowValues += len(p.kids)
@@ -229,25 +247,10 @@ func (c *converter) keepRows(n *ckpt.Node, x *slotTensors, depth int) {
 	}
 	n.Len = int64(p.Len())
 	p.mem = int64(len(p.kids))*4 + int64(len(p.attrs))*int64(unsafe.Sizeof(ckpt.Node{}))
-	if !c.rowsCounted { // the tree, its tables and the users' paths, once
+	if !c.rowsCounted { // the tree and its tables, once
 		c.rowsCounted = true
 		p.mem += t.memBytes() + int64(cap(tb.tensors))*int64(unsafe.Sizeof(ptensor{})) + int64(cap(tb.dims))*8 +
-			int64(cap(tb.storages))*int64(unsafe.Sizeof(pstorage{}))
+			int64(cap(tb.storages))*int64(unsafe.Sizeof(pstorage{})) + int64(cap(tb.offs))*8 + int64(cap(tb.ps))*8
 	}
-	p.mem += int64(len(p.kids)) * int64(16+len(prefix)+1+8)
 }
 
-// childPath is the path of the child at segment seg of the node whose path is prefix, made
-// in the converter's buffer of paths (as path makes it).
-func (c *converter) childPath(prefix []byte, seg string) string {
-	need := len(prefix) + 1 + len(seg) + 2*len(seg)
-	if cap(c.paths)-len(c.paths) < need {
-		c.paths = make([]byte, 0, max(32<<10, need))
-	}
-	start := len(c.paths)
-	c.paths = append(c.paths, prefix...)
-	c.paths = append(c.paths, '/')
-	c.paths = append(c.paths, ckpt.EscapeSegment(seg)...)
-	p := c.paths[start:]
-	return unsafe.String(&p[0], len(p)) // never written again: the buffer only grows
-}

@@ -398,20 +398,17 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 			files[i], offs[i] = f, dataOff[j]
 		}
 	}
-	before := len(op.ck.Storages)
-	slab := make([]ckpt.Storage, len(tb.storages)) // one allocation each for the storages
-	tb.ps = make([]*pyStorage, len(tb.storages))
-	pys := make([]pyStorage, len(tb.storages))
+	// each storage is checked against its member as zipStorage checks it; its Storage is
+	// made when a node needs it (torchTables.storage), or for each node made of a row
 	for i, s := range tb.storages {
-		st := &slab[i]
-		*st = ckpt.Storage{Key: t.key(i), DType: tb.dtypes[s.dtype], Location: tb.locs[s.loc], ByteOrder: order}
-		if files[i] == nil || op.zipStorage(st, files[i], offs[i], s.numel) != nil {
-			op.ck.Storages = op.ck.Storages[:before]
+		if files[i] == nil {
 			return nil, nil, false, nil
 		}
-		pys[i] = pyStorage{st: st, numel: s.numel}
-		tb.ps[i] = &pys[i]
+		if _, err := op.storedSize(t.key(i), tb.dtypes[s.dtype], files[i].UncompressedSize64, offs[i], s.numel); err != nil {
+			return nil, nil, false, nil
+		}
 	}
+	tb.ps, tb.offs, tb.data, tb.order, tb.tree = make([]*pyStorage, len(tb.storages)), offs, op.r, order, t
 	op.ops += ops
 	op.ck.WeightsOnly, op.onePass = wo, "torch"
 	tb.lazyMin = op.o.rowsFrom
@@ -495,6 +492,17 @@ func (op *opener) buildTree(v any, tb *torchTables) error {
 	c.unshared, c.torch, c.fromSpool = tb != nil && len(tb.sharedSlots) == 0 && len(tb.shared) == 0, tb, op.fromSpool
 	op.ck.Root = c.node(v, nil, "", 0)
 	op.ck.Values += c.nodes + c.rowValues
+	if tb != nil && c.err == nil {
+		// the storages in the order the pickle names them, as the general path lists them;
+		// those of rows are made with their nodes
+		for i := range tb.storages {
+			if tb.rowHeld(i) {
+				op.ck.RowStorages++
+			} else {
+				op.ck.Storages = append(op.ck.Storages, tb.storage(uint32(i)).st)
+			}
+		}
+	}
 	if c.err != nil {
 		return c.err
 	}
@@ -957,25 +965,43 @@ func (op *opener) openZip() error {
 	return op.checkViews()
 }
 
+// storedSize is the size in bytes of a storage of numel elements of dtype in a stored
+// member of size bytes whose data is at off (-1 when its local header could not be read),
+// or why it cannot be one.
+func (op *opener) storedSize(key, dtype string, size uint64, off, numel int64) (int64, error) {
+	es := int64(ckpt.DTypeSize(dtype))
+	if es == 0 {
+		return 0, fmt.Errorf("storage %q has unknown dtype %s", key, dtype)
+	}
+	if numel > int64(size)/es {
+		return 0, fmt.Errorf("storage %q needs %d elements of %s but its member holds %d bytes", key, numel, dtype, size)
+	}
+	if off < 0 || off+numel*es > op.size {
+		return 0, fmt.Errorf("storage %q lies outside the file", key)
+	}
+	return numel * es, nil
+}
+
 // zipStorage completes st, the storage of a persistent id, from its record f (off is f's
 // data offset when it is stored and its local header could be read, else -1), and adds it
 // to the checkpoint.
 func (op *opener) zipStorage(st *ckpt.Storage, f *zip.File, off, numel int64) error {
 	key, dtype := st.Key, st.DType
-	es := int64(ckpt.DTypeSize(dtype))
-	if es == 0 {
-		return fmt.Errorf("storage %q has unknown dtype %s", key, dtype)
-	}
-	if numel > int64(f.UncompressedSize64)/es {
-		return fmt.Errorf("storage %q needs %d elements of %s but its member holds %d bytes", key, numel, dtype, f.UncompressedSize64)
-	}
-	st.Size = numel * es
 	if f.Method == zip.Store {
-		if off < 0 || off+st.Size > op.size {
-			return fmt.Errorf("storage %q lies outside the file", key)
+		size, err := op.storedSize(key, dtype, f.UncompressedSize64, off, numel)
+		if err != nil {
+			return err
 		}
-		st.Data, st.Offset = op.r, off
+		st.Size, st.Data, st.Offset = size, op.r, off
 	} else {
+		es := int64(ckpt.DTypeSize(dtype))
+		if es == 0 {
+			return fmt.Errorf("storage %q has unknown dtype %s", key, dtype)
+		}
+		if numel > int64(f.UncompressedSize64)/es {
+			return fmt.Errorf("storage %q needs %d elements of %s but its member holds %d bytes", key, numel, dtype, f.UncompressedSize64)
+		}
+		st.Size = numel * es
 		// torch writes storages stored; a deflated one is inflated once, into a spool
 		// counted against -max-decompress, so that reading it never inflates it again
 		// from the start (which made statistics quadratic in its size)

@@ -337,7 +337,7 @@ func checkPointers(t *testing.T, ck *ckpt.Checkpoint) {
 	ckpt.Walk(ck.Root, func(n *ckpt.Node) {
 		got, err := ck.Node(n.Path())
 		if p := n.Parent(); err == nil && got != n && p != nil && p.LazyTensors() && got.Path() == n.Path() &&
-			got.Kind == n.Kind && (got.Tensor == nil) == (n.Tensor == nil) && (n.Tensor == nil || got.Tensor.Storage == n.Tensor.Storage) {
+			got.Kind == n.Kind && (got.Tensor == nil) == (n.Tensor == nil) && (n.Tensor == nil || got.Tensor.Storage.Key == n.Tensor.Storage.Key && got.Tensor.Storage.Users[0] == n.Tensor.Storage.Users[0]) {
 			return
 		}
 		if err != nil || got != n {

@@ -405,9 +405,28 @@ func absorb(ck, sck *ckpt.Checkpoint, file, prefix string) {
 		st.File = file
 		ck.Storages = append(ck.Storages, st)
 	}
+	ck.RowStorages += sck.RowStorages
+	rowsFile(sck.Root, file)
 	for _, m := range sck.Members {
 		m.Name = file + "/" + m.Name
 		ck.Members = append(ck.Members, m)
+	}
+}
+
+// rowsFile names file in the storages the rows under n make (lazytensors.go). Rows are
+// never under rows, nor in an object array.
+func rowsFile(n *ckpt.Node, file string) {
+	if n == nil {
+		return
+	}
+	if p, ok := n.Lazy().(*tensorItems); ok {
+		p.file = file
+		for _, a := range p.attrs {
+			rowsFile(a, file)
+		}
+	}
+	for _, k := range n.Children {
+		rowsFile(k, file)
 	}
 }
 

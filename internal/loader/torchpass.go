@@ -75,10 +75,45 @@ type torchTables struct {
 	// slots), and values the value made of each, one for all its places
 	sharedSlots map[uint32]bool
 	values      map[uint32]any
+	// offs are the storages' data offsets in data, the file, and order their byte order;
+	// rows marks the storages of rows (lazytensors.go), whose Storage each node of a row
+	// makes
+	tree  *plainTree // the tree the tables are part of (its text holds the keys)
+	offs  []int64
+	data  io.ReaderAt
+	order string
+	rows  []uint64
 	// lazyMin is the size from which a dict of tensors keeps its rows (lazytensors.go), 0
 	// or less for none; oneViewer says that the file allows it
 	lazyMin   int
 	oneViewer bool
+}
+
+// storage is storage i as the stand-ins hold it, made at its first use.
+func (tb *torchTables) storage(i uint32) *pyStorage {
+	if p := tb.ps[i]; p != nil {
+		return p
+	}
+	p := &pyStorage{st: tb.newStorage(i), numel: tb.storages[i].numel}
+	tb.ps[i] = p
+	return p
+}
+
+// newStorage makes the Storage of storage i (checked by torchPass).
+func (tb *torchTables) newStorage(i uint32) *ckpt.Storage {
+	s := tb.storages[i]
+	dt := tb.dtypes[s.dtype]
+	return &ckpt.Storage{Key: tb.tree.key(int(i)), DType: dt, Location: tb.locs[s.loc], ByteOrder: tb.order,
+		Data: tb.data, Offset: tb.offs[i], Size: s.numel * int64(ckpt.DTypeSize(dt))}
+}
+
+// rowHeld says whether storage i is a row's; holdRow makes it one.
+func (tb *torchTables) rowHeld(i int) bool { return i/64 < len(tb.rows) && tb.rows[i/64]&(1<<(i%64)) != 0 }
+func (tb *torchTables) holdRow(i uint32) {
+	if tb.rows == nil {
+		tb.rows = make([]uint64, (len(tb.storages)+63)/64)
+	}
+	tb.rows[i/64] |= 1 << (i % 64)
 }
 
 // shareSlot records that container slot v is in the tree more than once.
@@ -458,7 +493,7 @@ func (tb *torchTables) tensorAt(i tensorRef) *pyTensor {
 	p := tb.tensors[i]
 	n := p.ndim
 	x := &tb.scratch
-	*x = pyTensor{storage: tb.ps[p.storage], offset: p.offset, shape: tb.dims[p.dims : p.dims+n : p.dims+n],
+	*x = pyTensor{storage: tb.storage(p.storage), offset: p.offset, shape: tb.dims[p.dims : p.dims+n : p.dims+n],
 		stride: tb.dims[p.dims+n : p.dims+2*n : p.dims+2*n], requiresGrad: p.requiresGrad, typeName: "torch.Tensor"}
 	if p.param {
 		x.typeName = "torch.nn.parameter.Parameter"

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -32,8 +33,20 @@ func checkpointText(ck *ckpt.Checkpoint) string {
 	for _, d := range dts {
 		fmt.Fprintf(&b, "bytes %s=%d\n", d, ck.BytesByDType[d])
 	}
-	for _, s := range ck.Storages {
-		fmt.Fprintf(&b, "storage %q %s %s %s @%d+%d users=%v\n", s.Key, s.DType, s.Location, s.ByteOrder, s.Offset, s.Size, s.Users)
+	// the storages by key: those of rows (lazytensors.go), made with their nodes, are not
+	// in ck.Storages (storageOrder holds the order of those that are)
+	all := slices.Clone(ck.Storages)
+	ckpt.Walk(ck.Root, func(n *ckpt.Node) {
+		if p := n.Parent(); p != nil && p.LazyTensors() && n.Tensor != nil && n.Tensor.Storage != nil {
+			all = append(all, n.Tensor.Storage)
+		}
+	})
+	if len(all)-len(ck.Storages) != ck.RowStorages {
+		fmt.Fprintf(&b, "%d storages of rows, %d counted\n", len(all)-len(ck.Storages), ck.RowStorages)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Key < all[j].Key })
+	for _, s := range all {
+		fmt.Fprintf(&b, "storage %q %s %s %s @%d+%d users=%v file=%q\n", s.Key, s.DType, s.Location, s.ByteOrder, s.Offset, s.Size, s.Users, s.File)
 	}
 	fmt.Fprintf(&b, "findings:\n%s\nnotes: %q\n", findingsText(ck.Findings), ck.Notes)
 	if w := ck.WeightsOnly; w != nil {
@@ -76,12 +89,24 @@ func TestTorchPassMatchesGeneralPath(t *testing.T) {
 			if ta, tb := checkpointText(a), checkpointText(b); ta != tb {
 				t.Errorf("%s (rows from %d): the one-pass reading differs:\n%s", name, from, firstLineDiff(ta, tb))
 			}
+			if oa, ob := storageOrder(a), storageOrder(b); from < 0 && oa != ob {
+				t.Errorf("%s: storages in the order %s, the general path's %s", name, oa, ob)
+			}
 		}
 	}
 	t.Logf("%d files read in one pass, %d with rows kept", onePass, rows)
 	if onePass < 50 || rows < 20 {
 		t.Errorf("only %d files read in one pass, %d with rows kept: the comparison checks little", onePass, rows)
 	}
+}
+
+// storageOrder is the keys of ck.Storages in order.
+func storageOrder(ck *ckpt.Checkpoint) string {
+	keys := make([]string, len(ck.Storages))
+	for i, s := range ck.Storages {
+		keys[i] = s.Key
+	}
+	return fmt.Sprintf("%q", keys)
 }
 
 // keptRows says whether a dict under n keeps its tensors as rows.

@@ -332,7 +332,7 @@ func NewCheckpointPage(meta FileMeta, ck *ckpt.Checkpoint) CheckpointPage {
 	for i := range p.DTypes {
 		p.DTypes[i].Share = Percent(p.DTypes[i].Bytes, p.TensorBytes)
 	}
-	p.Storages = len(ck.Storages)
+	p.Storages = len(ck.Storages) + ck.RowStorages
 	for _, s := range ck.Storages {
 		if len(s.Users) > 1 { // a tie by assignment (a ref to a tensor) is one of the users
 			p.SharedStorages++
