@@ -262,6 +262,10 @@ type PagedItems interface {
 type TensorItems interface {
 	PagedItems
 	HoldsTensors() bool
+	// Rows is the number of entries that are tensors, the first items (the others are the
+	// dict's attributes); Key is the key of entry i < Rows, without making its node.
+	Rows() int
+	Key(i int) string
 }
 
 // IsLazy says whether n's items are made on demand: a large list read from the file, plain

@@ -83,6 +83,8 @@ type tensorItems struct {
 }
 
 func (p *tensorItems) Len() int           { return len(p.kids) + len(p.attrs) }
+func (p *tensorItems) Rows() int          { return len(p.kids) }
+func (p *tensorItems) Key(i int) string   { return p.t.str(p.kids[i]) }
 func (p *tensorItems) Keyed() bool        { return true }
 func (p *tensorItems) HoldsTensors() bool { return true }
 func (p *tensorItems) MemBytes() int64    { return p.mem }
@@ -127,6 +129,7 @@ func (p *tensorItems) Page(n *ckpt.Node, from, to int) []*ckpt.Node {
 		prefix = n.AppendPath(nil)
 	}
 	paths := make([]byte, 0, rows*(len(prefix)+24))
+	users := make([]string, rows)
 	t := p.t
 	tb := &t.tb
 	for i := from; i < to; i++ {
@@ -137,12 +140,15 @@ func (p *tensorItems) Page(n *ckpt.Node, from, to int) []*ckpt.Node {
 		j := i - from
 		m, tt, st := &nodes[j], &tensors[j], &storages[j]
 		row := p.row(i)
-		*st = *tb.newStorage(row.storage)
+		tb.fillStorage(st, row.storage)
 		st.File = p.file
 		key := t.str(p.kids[i])
 		start := len(paths)
 		paths = append(append(append(paths, prefix...), '/'), ckpt.EscapeSegment(key)...)
-		st.Users = []string{string(paths[start:])}
+		// the bytes of a path are never written again (paths only grows, and a larger
+		// buffer leaves the old one to the paths made in it)
+		users[j] = unsafe.String(&paths[start], len(paths)-start)
+		st.Users = users[j : j+1 : j+1]
 		nd := row.ndim
 		m.Kind, m.Type, m.Key, m.Seg = ckpt.KindTensor, "torch.Tensor", key, key
 		if row.param {

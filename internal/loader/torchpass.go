@@ -101,9 +101,16 @@ func (tb *torchTables) storage(i uint32) *pyStorage {
 
 // newStorage makes the Storage of storage i (checked by torchPass).
 func (tb *torchTables) newStorage(i uint32) *ckpt.Storage {
+	st := new(ckpt.Storage)
+	tb.fillStorage(st, i)
+	return st
+}
+
+// fillStorage sets st to the Storage of storage i, without users.
+func (tb *torchTables) fillStorage(st *ckpt.Storage, i uint32) {
 	s := tb.storages[i]
 	dt := tb.dtypes[s.dtype]
-	return &ckpt.Storage{Key: tb.tree.key(int(i)), DType: dt, Location: tb.locs[s.loc], ByteOrder: tb.order,
+	*st = ckpt.Storage{Key: tb.tree.key(int(i)), DType: dt, Location: tb.locs[s.loc], ByteOrder: tb.order,
 		Data: tb.data, Offset: tb.offs[i], Size: s.numel * int64(ckpt.DTypeSize(dt))}
 }
 

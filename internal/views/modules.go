@@ -172,8 +172,8 @@ func FindStateDicts(root *ckpt.Node) []*ckpt.Node {
 }
 
 func countTensors(n *ckpt.Node) int {
-	if n.LazyTensors() {
-		return n.NumItems() // a dict that keeps its rows: every entry is a tensor (attributes aside)
+	if rows, ok := n.Lazy().(ckpt.TensorItems); ok && rows.HoldsTensors() {
+		return rows.Rows() // a dict that keeps its rows: every entry is a tensor
 	}
 	t := 0
 	for _, k := range n.Children {
@@ -187,6 +187,15 @@ func countTensors(n *ckpt.Node) int {
 // isStateDict reports whether n is a dict whose values are mostly tensors and whose keys
 // are dotted module names.
 func isStateDict(n *ckpt.Node) bool {
+	if rows, ok := n.Lazy().(ckpt.TensorItems); ok && rows.HoldsTensors() {
+		// every entry a tensor: a state dict if a key is dotted
+		for i := range rows.Rows() {
+			if strings.Contains(rows.Key(i), ".") {
+				return n.Kind == ckpt.KindDict
+			}
+		}
+		return false
+	}
 	kids := entries(n)
 	if n.Kind != ckpt.KindDict || len(kids) == 0 {
 		return false
