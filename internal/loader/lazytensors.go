@@ -6,8 +6,6 @@ import (
 	"unsafe"
 
 	"github.com/ckptview/ckptview/internal/ckpt"
-
-	"github.com/nlpodyssey/gopickle/types"
 )
 
 // Large state dicts kept as rows. A torch pickle read in one pass (torchpass.go) holds
@@ -170,6 +168,31 @@ func (p *tensorItems) row(i int) ptensor {
 	return t.tb.tensors[*t.val(*t.next(p.kids[i]) - 1)]
 }
 
+// plainOnly says whether the values under container slot v are plain data: lists, tuples,
+// dicts and OrderedDicts without attributes, with str keys, of scalars, str and bytes;
+// nothing else a torch pickle adds.
+func (t *plainTree) plainOnly(v uint32) bool {
+	stack := []uint32{v}
+	ok := true
+	for len(stack) > 0 && ok {
+		v := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		switch k := t.kindOf(v); k {
+		case pTensor, pRef, pGlobal, pStorage:
+			return false
+		case pList, pTuple, pDict, pODict:
+			if _, built := t.tb.attrs[v]; built {
+				return false
+			}
+			t.eachItem(v, func(item, key uint32) {
+				ok = ok && (key == noKey || t.kindOf(key) == pStr)
+				stack = append(stack, item)
+			})
+		}
+	}
+	return ok
+}
+
 // checkViews holds each row's view to its storage as opener.checkViews holds a tensor
 // node's, in order, without making the nodes.
 func (p *tensorItems) checkViews(n *ckpt.Node) error {
@@ -190,20 +213,29 @@ func (p *tensorItems) checkViews(n *ckpt.Node) error {
 }
 
 // keepRows gives node n (the dict of x, at depth) its entries as rows, sets what their
-// nodes would set (storage users, the counts) and converts its attributes. An attribute
-// whose segment is an entry's key (which the converter would move to a free segment) has
-// the dict converted entry by entry instead.
+// nodes would set (the counts, the values) and makes its attributes: one of plain data
+// large enough to be kept as values (a state dict's _metadata, a dict per module) is kept
+// as the slots it is, like the plain data of a raw pickle, so that it counts against
+// -max-values (which the builder held it to), not -max-nodes: a model's state dict of
+// 100,000 tensors has a _metadata of about 150,000 values. An attribute whose key is not a
+// str, or whose segment is an entry's key (which the converter would move to a free
+// segment), has the dict converted entry by entry instead.
 func (c *converter) keepRows(n *ckpt.Node, x *slotTensors, depth int) {
 	t := x.t
 	tb := &t.tb
-	var attrs types.Dict
+	var attrKeys, attrVals []uint32
 	if s, ok := tb.attrs[x.v]; ok {
-		sd, ok := t.value(s).(*types.Dict)
-		if !ok {
+		strKeys := t.kindOf(s) == pDict
+		if strKeys {
+			t.eachItem(s, func(item, key uint32) {
+				strKeys = strKeys && t.kindOf(key) == pStr
+				attrKeys, attrVals = append(attrKeys, key), append(attrVals, item)
+			})
+		}
+		if !strKeys {
 			c.slotEntries(n, &slotODict{t: t, v: x.v}, depth)
 			return
 		}
-		attrs = *sd
 	}
 	if depth+1 > c.o.MaxDepth {
 		c.admit(n, "", depth+1) // the error the first entry would meet
@@ -211,11 +243,10 @@ func (c *converter) keepRows(n *ckpt.Node, x *slotTensors, depth int) {
 	}
 	p := &tensorItems{t: t, kids: make([]uint32, 0, *t.aux(x.v))}
 	t.eachKey(x.v, func(k uint32) { p.kids = append(p.kids, k) })
-	if len(attrs) > 0 {
-		segs := make(map[string]bool, len(attrs))
-		for _, e := range attrs {
-			_, seg, _ := keySeg(e.Key)
-			segs[seg] = true
+	if len(attrKeys) > 0 {
+		segs := make(map[string]bool, len(attrKeys))
+		for _, k := range attrKeys {
+			segs[t.str(k)] = true
 		}
 		for _, k := range p.kids {
 			if segs[t.str(k)] {
@@ -244,11 +275,20 @@ func (c *converter) keepRows(n *ckpt.Node, x *slotTensors, depth int) {
 	ck.Tensors += len(p.kids)
 	c.rowValues += len(p.kids)
 	n.SetLazy(p)
-	if len(attrs) > 0 {
-		c.attrs(n, attrs, depth)
-		p.attrs, n.Children = n.Children, nil
-		for _, a := range p.attrs {
-			a.Attr = true
+	for i, v := range attrVals {
+		key := t.str(attrKeys[i])
+		var a *ckpt.Node
+		if t.kindOf(v).container() && t.size(v) >= pureMin && t.plainOnly(v) {
+			a = t.node(c, v) // kept as values, as keepPlain keeps such a value
+			c.rowValues += t.size(v)
+		} else {
+			a = c.node(t.value(v), n, key, depth+1)
+		}
+		a.Key, a.Seg, a.Attr = key, key, true
+		a.SetParent(n)
+		p.attrs = append(p.attrs, a)
+		if c.err != nil {
+			return
 		}
 	}
 	n.Len = int64(p.Len())
@@ -259,4 +299,3 @@ func (c *converter) keepRows(n *ckpt.Node, x *slotTensors, depth int) {
 			int64(cap(tb.storages))*int64(unsafe.Sizeof(pstorage{})) + int64(cap(tb.offs))*8 + int64(cap(tb.ps))*8
 	}
 }
-

@@ -1016,6 +1016,8 @@ func (t *plainTree) node(c *converter, v uint32) *ckpt.Node {
 			n.Kind, n.Type = ckpt.KindList, "list"
 		case pTuple:
 			n.Kind, n.Type = ckpt.KindTuple, "tuple"
+		case pODict: // plain data of a torch pickle (a state dict's _metadata)
+			n.Kind, n.Type = ckpt.KindDict, "collections.OrderedDict"
 		default:
 			n.Kind, n.Type = ckpt.KindDict, "dict"
 		}

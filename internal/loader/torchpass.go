@@ -115,7 +115,9 @@ func (tb *torchTables) fillStorage(st *ckpt.Storage, i uint32) {
 }
 
 // rowHeld says whether storage i is a row's; holdRow makes it one.
-func (tb *torchTables) rowHeld(i int) bool { return i/64 < len(tb.rows) && tb.rows[i/64]&(1<<(i%64)) != 0 }
+func (tb *torchTables) rowHeld(i int) bool {
+	return i/64 < len(tb.rows) && tb.rows[i/64]&(1<<(i%64)) != 0
+}
 func (tb *torchTables) holdRow(i uint32) {
 	if tb.rows == nil {
 		tb.rows = make([]uint64, (len(tb.storages)+63)/64)

@@ -422,3 +422,46 @@ func TestDeadPutsChangeNothing(t *testing.T) {
 		t.Errorf("only %d pickles had dead memo writes dropped: the comparison checks little", n)
 	}
 }
+
+// TestRowsCountAgainstValues pins what bounds a state dict kept as rows with its _metadata
+// kept as values (lazytensors.go): -max-values, which the one pass holds every slot to, not
+// -max-nodes, which bounds the nodes made at open. hf_pytorch_model.bin (26 tensors, a
+// _metadata of 53 values: 80 values in all) opens under -max-nodes 30 to the tree the
+// general path makes with no such limit, which refuses it under that limit; under
+// -max-values 60 the one pass refuses it, naming that limit.
+func TestRowsCountAgainstValues(t *testing.T) {
+	data, err := os.ReadFile("../../testdata/models/hf_pytorch_model.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(o Options) (*ckpt.Checkpoint, error) { return Open(bytes.NewReader(data), int64(len(data)), o) }
+	ck, err := open(Options{MaxNodes: 30})
+	if err != nil {
+		t.Fatalf("rows under -max-nodes 30: %v", err)
+	}
+	ref, err := open(Options{noPlain: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := checkpointText(ck), checkpointText(ref); a != b {
+		t.Errorf("the tree differs from the general path's:\n%s", firstLineDiff(a, b))
+	}
+	if ck.Values != 80 || ck.Tensors != 26 {
+		t.Errorf("values %d, tensors %d; want 80, 26", ck.Values, ck.Tensors)
+	}
+	var meta *ckpt.Node
+	for _, k := range ck.Root.All() {
+		if k.Attr && k.Seg == "_metadata" {
+			meta = k
+		}
+	}
+	if meta == nil || !meta.IsLazy() || meta.Type != "collections.OrderedDict" || meta.NumItems() != 26 {
+		t.Fatalf("_metadata = %+v, want an OrderedDict of 26 entries kept as values", meta)
+	}
+	if _, err := open(Options{MaxNodes: 30, noPlain: true}); err == nil || !strings.Contains(err.Error(), "-max-nodes") {
+		t.Errorf("general path under -max-nodes 30: %v, want the -max-nodes refusal", err)
+	}
+	if _, err := open(Options{MaxValues: 60}); err == nil || !strings.Contains(err.Error(), "-max-values") {
+		t.Errorf("one pass under -max-values 60: %v, want the -max-values refusal", err)
+	}
+}
