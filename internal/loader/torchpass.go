@@ -83,6 +83,9 @@ type torchTables struct {
 	data  io.ReaderAt
 	order string
 	rows  []uint64
+	// stSlab and psSlab are where the storages nodes need are made, many at a time
+	stSlab []ckpt.Storage
+	psSlab []pyStorage
 	// lazyMin is the size from which a dict of tensors keeps its rows (lazytensors.go), 0
 	// or less for none; oneViewer says that the file allows it
 	lazyMin   int
@@ -94,16 +97,16 @@ func (tb *torchTables) storage(i uint32) *pyStorage {
 	if p := tb.ps[i]; p != nil {
 		return p
 	}
-	p := &pyStorage{st: tb.newStorage(i), numel: tb.storages[i].numel}
+	if len(tb.stSlab) == 0 { // many at once: one allocation each for a state dict's storages
+		n := min(len(tb.storages), nodeSlab)
+		tb.stSlab, tb.psSlab = make([]ckpt.Storage, n), make([]pyStorage, n)
+	}
+	st, p := &tb.stSlab[0], &tb.psSlab[0]
+	tb.stSlab, tb.psSlab = tb.stSlab[1:], tb.psSlab[1:]
+	tb.fillStorage(st, i)
+	*p = pyStorage{st: st, numel: tb.storages[i].numel}
 	tb.ps[i] = p
 	return p
-}
-
-// newStorage makes the Storage of storage i (checked by torchPass).
-func (tb *torchTables) newStorage(i uint32) *ckpt.Storage {
-	st := new(ckpt.Storage)
-	tb.fillStorage(st, i)
-	return st
 }
 
 // fillStorage sets st to the Storage of storage i, without users.
