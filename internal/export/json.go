@@ -293,15 +293,7 @@ func (e *encoder) dict(n *ckpt.Node) error {
 		}
 		e.w.WriteByte(']')
 	}
-	e.w.WriteByte(']')
-	if len(attrs) > 0 {
-		e.w.WriteString(`,"attrs":`)
-		if err := e.object(attrs); err != nil {
-			return err
-		}
-	}
-	e.w.WriteByte('}')
-	return nil
+	return e.endTagged(attrs)
 }
 
 // lazyDict writes a dict whose entries are made on demand: str keys only (plain data kept
@@ -357,6 +349,11 @@ func (e *encoder) lazyDict(n *ckpt.Node) error {
 		e.w.WriteByte('}')
 		return nil
 	}
+	return e.endTagged(attrs)
+}
+
+// endTagged closes the entries of a dict in the tagged form and writes its attributes.
+func (e *encoder) endTagged(attrs []*ckpt.Node) error {
 	e.w.WriteByte(']')
 	if len(attrs) > 0 {
 		e.w.WriteString(`,"attrs":`)
