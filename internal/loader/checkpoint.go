@@ -97,9 +97,26 @@ type Options struct {
 	// keepDeadPuts leaves the memo writes no GET reads in the pickle gopickle reads
 	// (scanner.dropDeadPuts): the reference dropping them is held to.
 	keepDeadPuts bool
+	// noTorchPass reads torch archives the general way (set by openZip when the one pass
+	// gave one back)
+	noTorchPass bool
+	// releaseAt is the number of entries from which an archive's entries are let go before
+	// the one pass reads its pickle (openZip): 0 for releaseEntriesMin.
+	releaseAt int
 	// rowsFrom is the size from which a state dict read in one pass keeps its entries as
 	// rows (lazytensors.go): 0 for lazyTensorsMin, -1 for never.
 	rowsFrom int
+}
+
+// releaseEntriesMin is the number of an archive's entries from which the one pass lets them
+// go before it reads the pickle (4,096 entries hold about 0.9 MB).
+const releaseEntriesMin = 4096
+
+func (o *Options) releaseFrom() int {
+	if o.releaseAt > 0 {
+		return o.releaseAt
+	}
+	return releaseEntriesMin
 }
 
 // ServerOptions are the limits a shared server opens files with, and the command line

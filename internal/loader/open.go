@@ -53,6 +53,8 @@ type opener struct {
 	onePass string
 	// memberAt is the index in the archive's entries of each of the checkpoint's Members
 	memberAt []int
+	// fresh says the opener has read nothing yet but the archive openZip reads
+	fresh bool
 }
 
 func (op *opener) markDecompressed(r io.ReaderAt) {
@@ -356,10 +358,7 @@ func (op *opener) openPlain() (bool, error) {
 // read, and only when every one of them is a stored member that holds it: a file the pass
 // gives up on goes the general way as if the pass had not run, and that way says what is
 // wrong with it.
-func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torchZip, zr *zip.Reader, order string, headers func() []int64) (any, *torchTables, bool, error) {
-	if op.o.nodesOnly || op.o.noPlain || tz.byName == nil {
-		return nil, nil, false, nil
-	}
+func (op *opener) torchPass(src io.ReaderAt, size int64, where string, members func() *dataMembers, order string) (any, *torchTables, bool, error) {
 	t, root, wo, ops, err := readTorchPickle(src, size, op.o, where)
 	if err == errNotPlain {
 		return nil, nil, false, nil
@@ -369,8 +368,7 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 	}
 	tb := &t.tb
 	// The record torch reads for a storage is the member named folder/data/key without
-	// regard to ASCII case, one at most (tz.byName). The members are met in the order of
-	// the file, so each window of the header cache serves many of them.
+	// regard to ASCII case, one at most (the archive has no two names equal so).
 	find := t.find
 	for i := range tb.storages {
 		if k := t.key(i); lowerName(k) != k { // compared as miniz does
@@ -382,29 +380,27 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, tz *torch
 			break
 		}
 	}
-	files := make([]*zip.File, len(tb.storages))
-	offs := make([]int64, len(tb.storages))
-	want := lowerName(tz.prefix) + "data/"
-	dataOff := headers()
-	for j, f := range zr.File {
-		name := lowerName(f.Name)
-		if !strings.HasPrefix(name, want) {
-			continue
-		}
-		if i, ok := find(name[len(want):]); ok {
-			if f.Method != zip.Store {
+	dm := members()
+	member := make([]int32, len(tb.storages))
+	for i := range member {
+		member[i] = -1
+	}
+	for j, name := range dm.names {
+		if i, ok := find(name); ok {
+			if !dm.stored[j] {
 				return nil, nil, false, nil // the general path inflates it
 			}
-			files[i], offs[i] = f, dataOff[j]
+			member[i] = int32(j)
 		}
 	}
-	// each storage is checked against its member as zipStorage checks it; its Storage is
-	// made when a node needs it (torchTables.storage), or for each node made of a row
+	offs := make([]int64, len(tb.storages))
 	for i, s := range tb.storages {
-		if files[i] == nil {
+		j := member[i]
+		if j < 0 {
 			return nil, nil, false, nil
 		}
-		if _, err := op.storedSize(t.key(i), tb.dtypes[s.dtype], files[i].UncompressedSize64, offs[i], s.numel); err != nil {
+		offs[i] = dm.offs[j]
+		if _, err := op.storedSize(t.key(i), tb.dtypes[s.dtype], dm.sizes[j], offs[i], s.numel); err != nil {
 			return nil, nil, false, nil
 		}
 	}
@@ -797,9 +793,30 @@ func mulOK(a, b int64) (int64, bool) {
 	return c, true
 }
 
+// errTorchRetry says that the one pass gave up on an archive whose entries it had let go:
+// openZip reads it again the general way.
+var errTorchRetry = errors.New("loader: the one pass gave the archive back")
+
 // openZip opens a torch zip archive (torch.save since 1.6, TorchScript) or a plain zip of
-// pickles.
+// pickles. An archive the one pass gives back after letting its entries go is read again
+// from the start with the pass off, by an opener as it was before the first reading (the
+// one pass is tried only by an opener that has read nothing else: fresh).
 func (op *opener) openZip() error {
+	op.fresh = len(op.fs.list) == 0 && op.ck.Root == nil && len(op.ck.Notes) == 0 && len(op.ck.Members) == 0 &&
+		len(op.ck.Storages) == 0 && op.wo == nil && op.reader == "" && op.decompressed == 0
+	ops := op.ops
+	err := op.openZipOnce()
+	if err != errTorchRetry {
+		return err
+	}
+	op.ck.Close()
+	op.fs, op.ops, op.ck, op.wo, op.onePass, op.memberAt, op.fromSpool = findingSet{}, ops, &ckpt.Checkpoint{BytesByDType: map[string]int64{}}, nil, "", nil, nil
+	op.decompressed, op.o.noTorchPass, op.fresh = 0, true, false
+	return op.openZipOnce()
+}
+
+// openZipOnce is one reading of openZip.
+func (op *opener) openZipOnce() error {
 	var zr *zip.Reader
 	var err error
 	if _, remote := op.r.(interface{ WillRead(off, n int64) }); remote {
@@ -922,26 +939,44 @@ func (op *opener) openZip() error {
 	default:
 		op.wo = &woState{needs: map[string]bool{}}
 	}
-	// The entries' data offsets are read while the pickle is (on another core): an archive
-	// of 200,000 storages has as many local headers to read. The one pass matches them to
-	// its storages, and the members keep them.
+	// The entries' data offsets are read on another core (an archive of 200,000 storages
+	// has as many local headers to read), while the pickle is when it goes the general way.
 	headers := dataOffsets(zr)
 	defer headers()
-	if op.wo != nil {
-		if v, tb, done, err := op.torchPass(src, srcSize, dataPkl.Name, tz, zr, order, headers); done {
+	if op.wo != nil && tz.byName != nil && !op.o.nodesOnly && !op.o.noPlain && !op.o.noTorchPass {
+		// The one pass. In an archive of many entries (about 215 bytes each, 43 MB for a
+		// state dict of 200,000 tensors) what it needs of them is taken first, the other
+		// pickles are scanned and the members made to read in place, and the entries let
+		// go before the pickle is read, so that they and its tables are never in memory
+		// together; a pickle the pass does not take then has the archive read again the
+		// general way. In a smaller one the local headers are read while the pickle is.
+		want := lowerName(tz.prefix) + "data/"
+		release := op.fresh && len(zr.File) >= op.o.releaseFrom()
+		members := func() *dataMembers { return newDataMembers(zr, want, headers()) }
+		if release {
+			dm := members()
+			op.scanOtherPickles(zr, dataPkl)
+			op.compactMembers(zr, headers())
+			zr.File, tz.files, tz.sorted, tz.byName, byName = nil, nil, nil, nil, nil
+			members = func() *dataMembers { return dm }
+		}
+		v, tb, done, err := op.torchPass(src, srcSize, dataPkl.Name, members, order)
+		switch {
+		case done:
 			op.wo = nil
 			if err != nil {
 				return err
 			}
-			op.scanOtherPickles(zr, dataPkl)
-			// the zip entries (about 250 bytes each: a state dict of 200,000 tensors has
-			// 50 MB of them) are done with once the members are: nothing reads them while
-			// the tree is made, so they can go before it is
-			op.compactMembers(zr, headers())
+			if !release {
+				op.scanOtherPickles(zr, dataPkl)
+				op.compactMembers(zr, headers())
+			}
 			if err := op.buildTree(v, tb); err != nil {
 				return err
 			}
 			return op.checkViews()
+		case release:
+			return errTorchRetry
 		}
 	}
 	s, _, err := op.scanOne(src, 0, srcSize, dataPkl.Name)
@@ -963,6 +998,33 @@ func (op *opener) openZip() error {
 	}
 	op.compactMembers(zr, headers())
 	return op.checkViews()
+}
+
+// dataMembers are what the one pass needs of an archive's entries named folder/data/...:
+// the rest of each name in ASCII lower case (as miniz compares names), whether it is
+// stored, its size and its data offset (-1 when its local header could not be read).
+type dataMembers struct {
+	names  []string
+	stored []bool
+	sizes  []uint64
+	offs   []int64
+}
+
+// newDataMembers takes the entries of zr named want... (in lower case); offs are the data
+// offsets of all its entries (dataOffsets).
+func newDataMembers(zr *zip.Reader, want string, offs []int64) *dataMembers {
+	dm := &dataMembers{}
+	for j, f := range zr.File {
+		name := lowerName(f.Name)
+		if !strings.HasPrefix(name, want) {
+			continue
+		}
+		dm.names = append(dm.names, strings.Clone(name[len(want):])) // not the entry's own name
+		dm.stored = append(dm.stored, f.Method == zip.Store)
+		dm.sizes = append(dm.sizes, f.UncompressedSize64)
+		dm.offs = append(dm.offs, offs[j])
+	}
+	return dm
 }
 
 // storedSize is the size in bytes of a storage of numel elements of dtype in a stored
