@@ -103,9 +103,9 @@ type Options struct {
 	// releaseAt is the number of entries from which an archive's entries are let go before
 	// the one pass reads its pickle (openZip): 0 for releaseEntriesMin.
 	releaseAt int
-	// rowsFrom is the size from which a state dict read in one pass keeps its entries as
-	// rows (lazytensors.go): 0 for lazyTensorsMin, -1 for never.
-	rowsFrom int
+	// noRows makes every entry of a state dict read in one pass a node at open, none kept
+	// as a row (lazytensors.go): the reference rows are held to.
+	noRows bool
 }
 
 // releaseEntriesMin is the number of an archive's entries from which the one pass lets them

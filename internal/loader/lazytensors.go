@@ -24,11 +24,8 @@ import (
 // the counts of tensors, elements and bytes per dtype, the values, the check of its view.
 // Its storage is made with the node (each storage of such a file is viewed by one tensor:
 // the rule for keeping rows), with that node as its one user; the checkpoint's Storages
-// leave such storages out (RowStorages counts them). The dict's attributes (an OrderedDict's _metadata) are
-// converted at open, as the converter converts them, and follow the entries.
-
-// lazyTensorsMin is the number of entries from which a state dict keeps its rows: any.
-const lazyTensorsMin = 1
+// leave such storages out (RowStorages counts them). The dict's attributes (an
+// OrderedDict's _metadata) follow the entries, made at open (keepRows).
 
 // slotTensors is a dict slot of a torch pickle read in one pass that keeps its rows.
 type slotTensors struct {
@@ -36,13 +33,11 @@ type slotTensors struct {
 	v uint32
 }
 
-// keepsRows says whether dict slot v keeps its entries as rows: a dict or OrderedDict of
-// at least tb.lazyMin entries, each a tensor at a str key, in a file whose storages are
-// each viewed by one tensor and which stores nothing twice.
+// keepsRows says whether dict slot v keeps its entries as rows: a dict or OrderedDict
+// with entries, each a tensor at a str key, in a file whose storages are each viewed
+// by one tensor and which stores nothing twice (tb.keepRows).
 func (t *plainTree) keepsRows(v uint32) bool {
-	tb := &t.tb
-	k := t.kindOf(v)
-	if tb.lazyMin <= 0 || !tb.oneViewer || (k != pDict && k != pODict) || int(*t.aux(v)) < tb.lazyMin {
+	if k := t.kindOf(v); !t.tb.keepRows || k != pDict && k != pODict || *t.aux(v) == 0 {
 		return false
 	}
 	ok := true
@@ -147,13 +142,12 @@ func (p *tensorItems) Page(n *ckpt.Node, from, to int) []*ckpt.Node {
 		// buffer leaves the old one to the paths made in it)
 		users[j] = unsafe.String(&paths[start], len(paths)-start)
 		st.Users = users[j : j+1 : j+1]
-		nd := row.ndim
 		m.Kind, m.Type, m.Key, m.Seg = ckpt.KindTensor, "torch.Tensor", key, key
 		if row.param {
 			m.Type = "torch.nn.parameter.Parameter"
 		}
-		*tt = ckpt.Tensor{DType: st.DType, Shape: tb.dims[row.dims : row.dims+nd : row.dims+nd],
-			Strides: tb.dims[row.dims+nd : row.dims+2*nd : row.dims+2*nd], StorageOffset: row.offset,
+		shape, strides := tb.dimsOf(row)
+		*tt = ckpt.Tensor{DType: st.DType, Shape: shape, Strides: strides, StorageOffset: row.offset,
 			Storage: st, RequiresGrad: row.requiresGrad}
 		m.Tensor = tt
 		m.SetParent(n)
@@ -197,14 +191,12 @@ func (t *plainTree) plainOnly(v uint32) bool {
 // node's, in order, without making the nodes.
 func (p *tensorItems) checkViews(n *ckpt.Node) error {
 	tb := &p.t.tb
+	var st ckpt.Storage
 	for i := range p.kids {
 		row := p.row(i)
-		nd := row.ndim
-		s := tb.storages[row.storage]
-		dt := tb.dtypes[s.dtype]
-		st := ckpt.Storage{DType: dt, Size: s.numel * int64(ckpt.DTypeSize(dt))}
-		view := ckpt.Tensor{DType: dt, Shape: tb.dims[row.dims : row.dims+nd], Strides: tb.dims[row.dims+nd : row.dims+2*nd],
-			StorageOffset: row.offset, Storage: &st}
+		tb.fillStorage(&st, row.storage)
+		shape, strides := tb.dimsOf(row)
+		view := ckpt.Tensor{DType: st.DType, Shape: shape, Strides: strides, StorageOffset: row.offset, Storage: &st}
 		if err := checkView(&view); err != nil {
 			return &Error{Msg: fmt.Sprintf("tensor %s: %v", displayPath(p.Page(n, i, i+1)[0].Path()), err), Offset: -1}
 		}
@@ -266,9 +258,9 @@ func (c *converter) keepRows(n *ckpt.Node, x *slotTensors, depth int) {
 		}
 		row := p.row(i)
 		tb.holdRow(row.storage)
-		s := tb.storages[row.storage]
-		dt := tb.dtypes[s.dtype]
-		view := ckpt.Tensor{DType: dt, Shape: tb.dims[row.dims : row.dims+row.ndim]}
+		dt := tb.dtypes[tb.storages[row.storage].dtype]
+		shape, _ := tb.dimsOf(row)
+		view := ckpt.Tensor{DType: dt, Shape: shape}
 		ck.Parameters = addSat(ck.Parameters, view.Numel())
 		ck.BytesByDType[dt] = addSat(ck.BytesByDType[dt], view.NBytes())
 	}

@@ -407,11 +407,7 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, members f
 	tb.ps, tb.offs, tb.data, tb.order, tb.tree = make([]*pyStorage, len(tb.storages)), offs, op.r, order, t
 	op.ops += ops
 	op.ck.WeightsOnly, op.onePass = wo, "torch"
-	tb.lazyMin = op.o.rowsFrom
-	if tb.lazyMin == 0 {
-		tb.lazyMin = lazyTensorsMin
-	}
-	tb.oneViewer = len(tb.sharedSlots) == 0 && len(tb.shared) == 0 && tb.oneViewerEach()
+	tb.keepRows = !op.o.noRows && len(tb.sharedSlots) == 0 && len(tb.shared) == 0 && tb.oneViewerEach()
 	return t.value(root), tb, true, nil
 }
 
@@ -1031,15 +1027,22 @@ func newDataMembers(zr *zip.Reader, want string, offs []int64) *dataMembers {
 // member of size bytes whose data is at off (-1 when its local header could not be read),
 // or why it cannot be one.
 func (op *opener) storedSize(key, dtype string, size uint64, off, numel int64) (int64, error) {
+	n, err := storageSize(key, dtype, size, numel)
+	if err == nil && (off < 0 || off+n > op.size) {
+		err = fmt.Errorf("storage %q lies outside the file", key)
+	}
+	return n, err
+}
+
+// storageSize is the size in bytes of a storage of numel elements of dtype in a member of
+// size bytes (uncompressed), or why the member cannot hold it.
+func storageSize(key, dtype string, size uint64, numel int64) (int64, error) {
 	es := int64(ckpt.DTypeSize(dtype))
 	if es == 0 {
 		return 0, fmt.Errorf("storage %q has unknown dtype %s", key, dtype)
 	}
 	if numel > int64(size)/es {
 		return 0, fmt.Errorf("storage %q needs %d elements of %s but its member holds %d bytes", key, numel, dtype, size)
-	}
-	if off < 0 || off+numel*es > op.size {
-		return 0, fmt.Errorf("storage %q lies outside the file", key)
 	}
 	return numel * es, nil
 }
@@ -1056,14 +1059,11 @@ func (op *opener) zipStorage(st *ckpt.Storage, f *zip.File, off, numel int64) er
 		}
 		st.Size, st.Data, st.Offset = size, op.r, off
 	} else {
-		es := int64(ckpt.DTypeSize(dtype))
-		if es == 0 {
-			return fmt.Errorf("storage %q has unknown dtype %s", key, dtype)
+		size, err := storageSize(key, dtype, f.UncompressedSize64, numel)
+		if err != nil {
+			return err
 		}
-		if numel > int64(f.UncompressedSize64)/es {
-			return fmt.Errorf("storage %q needs %d elements of %s but its member holds %d bytes", key, numel, dtype, f.UncompressedSize64)
-		}
-		st.Size = numel * es
+		st.Size = size
 		// torch writes storages stored; a deflated one is inflated once, into a spool
 		// counted against -max-decompress, so that reading it never inflates it again
 		// from the start (which made statistics quadratic in its size)
@@ -1084,7 +1084,6 @@ func (op *opener) zipStorage(st *ckpt.Storage, f *zip.File, off, numel int64) er
 	return nil
 }
 
-// listMembers records an archive's members and what each holds.
 // warmHeaders reads the local headers of a torch archive's records in parallel when the
 // file is read over the network (its reader takes WillRead hints: a bucket's blob). Each
 // storage's data offset needs its record's local header, scattered over the whole file,
@@ -1131,6 +1130,7 @@ func (op *opener) compactMembers(zr *zip.Reader, offs []int64) {
 	op.memberAt = nil
 }
 
+// listMembers records an archive's members and what each holds (none past 100,000).
 func (op *opener) listMembers(zr *zip.Reader) {
 	if len(zr.File) > 100_000 {
 		return

@@ -26,7 +26,7 @@ func TestRowsExportAsNodes(t *testing.T) {
 			continue
 		}
 		a, err := loader.Open(bytes.NewReader(data), int64(len(data)), loader.Options{})
-		if err != nil || a.Root == nil || !hasRows(a.Root) {
+		if err != nil || a.Root == nil || !loader.KeptRows(a.Root) {
 			continue
 		}
 		rows++
@@ -34,7 +34,7 @@ func TestRowsExportAsNodes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if hasRows(b.Root) {
+		if loader.KeptRows(b.Root) {
 			t.Fatalf("%s: rows kept with RowsNever", name)
 		}
 		ja, jb := jsonOf(t, a.Root), jsonOf(t, b.Root)
@@ -52,18 +52,6 @@ func TestRowsExportAsNodes(t *testing.T) {
 	if rows < 5 || exported < 5 {
 		t.Errorf("only %d fixtures keep rows, %d of them exported as safetensors", rows, exported)
 	}
-}
-
-func hasRows(n *ckpt.Node) bool {
-	if n.LazyTensors() {
-		return true
-	}
-	for _, k := range n.Children {
-		if hasRows(k) {
-			return true
-		}
-	}
-	return false
 }
 
 func jsonOf(t *testing.T, n *ckpt.Node) string {

@@ -86,10 +86,9 @@ type torchTables struct {
 	// stSlab and psSlab are where the storages nodes need are made, many at a time
 	stSlab []ckpt.Storage
 	psSlab []pyStorage
-	// lazyMin is the size from which a dict of tensors keeps its rows (lazytensors.go), 0
-	// or less for none; oneViewer says that the file allows it
-	lazyMin   int
-	oneViewer bool
+	// keepRows says that a dict of tensors keeps its entries as rows (lazytensors.go): the
+	// file allows it
+	keepRows bool
 }
 
 // storage is storage i as the stand-ins hold it, made at its first use.
@@ -498,15 +497,22 @@ type relocSlot struct {
 // node from the table (tensorAt), so that no pyTensor is made for each of them.
 type tensorRef uint32
 
+// dimsOf is the shape and the strides of tensor row p, views of dims that an append
+// cannot reach.
+func (tb *torchTables) dimsOf(p ptensor) (shape, strides []int64) {
+	n := p.ndim
+	return tb.dims[p.dims : p.dims+n : p.dims+n], tb.dims[p.dims+n : p.dims+2*n : p.dims+2*n]
+}
+
 // tensorAt is tensor i as the stand-ins make it, in a value reused for every tensor (the
 // converter keeps nothing of the pyTensor it is given but the slices of its shape and
 // strides, which are views of dims).
 func (tb *torchTables) tensorAt(i tensorRef) *pyTensor {
 	p := tb.tensors[i]
-	n := p.ndim
 	x := &tb.scratch
-	*x = pyTensor{storage: tb.storage(p.storage), offset: p.offset, shape: tb.dims[p.dims : p.dims+n : p.dims+n],
-		stride: tb.dims[p.dims+n : p.dims+2*n : p.dims+2*n], requiresGrad: p.requiresGrad, typeName: "torch.Tensor"}
+	shape, stride := tb.dimsOf(p)
+	*x = pyTensor{storage: tb.storage(p.storage), offset: p.offset, shape: shape, stride: stride,
+		requiresGrad: p.requiresGrad, typeName: "torch.Tensor"}
 	if p.param {
 		x.typeName = "torch.nn.parameter.Parameter"
 	}
