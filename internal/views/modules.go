@@ -125,7 +125,7 @@ func FindStateDict(root *ckpt.Node) *ckpt.Node {
 	}
 	var best *ckpt.Node
 	bestTensors, bestRank := 0, len(stateDictKeys)
-	for _, k := range root.All() {
+	for _, k := range root.Children { // a lazy root's items are no state dicts: plain data, or the tensors of one
 		if !isStateDict(k) {
 			continue
 		}
@@ -155,13 +155,13 @@ func FindStateDicts(root *ckpt.Node) []*ckpt.Node {
 	if root.Kind != ckpt.KindDict && root.Kind != ckpt.KindObject {
 		return nil
 	}
-	for _, k := range root.All() {
+	for _, k := range root.Children { // as in FindStateDict
 		if isStateDict(k) {
 			out = append(out, k)
 			continue
 		}
 		if k.Kind == ckpt.KindDict {
-			for _, kk := range k.All() {
+			for _, kk := range k.Children {
 				if isStateDict(kk) {
 					out = append(out, kk)
 				}
