@@ -358,8 +358,8 @@ func (op *opener) openPlain() (bool, error) {
 // read, and only when every one of them is a stored member that holds it: a file the pass
 // gives up on goes the general way as if the pass had not run, and that way says what is
 // wrong with it.
-func (op *opener) torchPass(src io.ReaderAt, size int64, where string, members func() *dataMembers, order string) (any, *torchTables, bool, error) {
-	t, root, wo, ops, err := readTorchPickle(src, size, op.o, where)
+func (op *opener) torchPass(src io.ReaderAt, size int64, where string, members func() *dataMembers, expect int, order string) (any, *torchTables, bool, error) {
+	t, root, wo, ops, err := readTorchPickle(src, size, op.o, where, expect)
 	if err == errNotPlain {
 		return nil, nil, false, nil
 	}
@@ -949,14 +949,16 @@ func (op *opener) openZipOnce() error {
 		want := lowerName(tz.prefix) + "data/"
 		release := op.fresh && len(zr.File) >= op.o.releaseFrom()
 		members := func() *dataMembers { return newDataMembers(zr, want, headers()) }
+		expect := 0 // the storages the archive's members can hold, when they are known
 		if release {
 			dm := members()
+			expect = len(dm.names)
 			op.scanOtherPickles(zr, dataPkl)
 			op.compactMembers(zr, headers())
 			zr.File, tz.files, tz.sorted, tz.byName, byName = nil, nil, nil, nil, nil
 			members = func() *dataMembers { return dm }
 		}
-		v, tb, done, err := op.torchPass(src, srcSize, dataPkl.Name, members, order)
+		v, tb, done, err := op.torchPass(src, srcSize, dataPkl.Name, members, expect, order)
 		switch {
 		case done:
 			op.wo = nil
@@ -1009,16 +1011,33 @@ type dataMembers struct {
 // newDataMembers takes the entries of zr named want... (in lower case); offs are the data
 // offsets of all its entries (dataOffsets).
 func newDataMembers(zr *zip.Reader, want string, offs []int64) *dataMembers {
-	dm := &dataMembers{}
+	// counted first, and the names' bytes kept in one string, so that the members of a
+	// state dict of 200,000 tensors are made in five allocations
+	n, text := 0, 0
+	for _, f := range zr.File {
+		if hasPrefixFold(f.Name, want) {
+			n, text = n+1, text+len(f.Name)-len(want)
+		}
+	}
+	dm := &dataMembers{names: make([]string, 0, n), stored: make([]bool, 0, n), sizes: make([]uint64, 0, n), offs: make([]int64, 0, n)}
+	var all strings.Builder
+	all.Grow(text)
 	for j, f := range zr.File {
-		name := lowerName(f.Name)
-		if !strings.HasPrefix(name, want) {
+		if !hasPrefixFold(f.Name, want) {
 			continue
 		}
-		dm.names = append(dm.names, strings.Clone(name[len(want):])) // not the entry's own name
+		all.WriteString(lowerName(f.Name[len(want):])) // not the entry's own name
 		dm.stored = append(dm.stored, f.Method == zip.Store)
 		dm.sizes = append(dm.sizes, f.UncompressedSize64)
 		dm.offs = append(dm.offs, offs[j])
+	}
+	names, at := all.String(), 0
+	for _, f := range zr.File {
+		if hasPrefixFold(f.Name, want) {
+			k := len(f.Name) - len(want)
+			dm.names = append(dm.names, names[at:at+k])
+			at += k
+		}
 	}
 	return dm
 }

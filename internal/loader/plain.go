@@ -180,7 +180,7 @@ type plainBuilder struct {
 	ops    int
 	stack  []pslot
 	marks  []int // stack heights at each open MARK
-	memo   []uint32
+	memo   memoChunks
 	sparse map[int64]uint32
 	memoN  int
 	// keys holds, for each dict filled with more than a few entries, the hashes of its
@@ -248,8 +248,8 @@ func (b *plainBuilder) read() (t *plainTree, root uint32, pos int64, err error) 
 		}
 		return nil, 0, 0, err
 	}
-	b.memo, b.sparse = nil, nil // not needed any more: given back before the check
-	var set []uint64            // one set for every dict's check
+	b.memo, b.sparse = memoChunks{}, nil // not needed any more: given back before the check
+	var set []uint64                     // one set for every dict's check
 	for _, h := range b.keys {
 		if repeated(*h, &set) {
 			return nil, 0, 0, errNotPlain // the same key, or (rarely) another with its hash: the general path decides
@@ -593,16 +593,39 @@ func (b *plainBuilder) mark() (int, bool) {
 	return m, true
 }
 
+// memoChunks is the memo pickle.dump writes in order: entry i is the slot + 1 it names (0:
+// none). Past its first chunk it grows a chunk at a time, so that the memo of millions of
+// values is never copied, nor held twice while it grows; the first grows from small, for
+// the many small pickles.
+type memoChunks struct {
+	chunks [][]uint32
+	n      int
+}
+
+func (m *memoChunks) at(i int) *uint32 { return &m.chunks[i>>chunkBits][i&chunkMask] }
+
+func (m *memoChunks) push(v uint32) {
+	switch {
+	case m.n == 0:
+		m.chunks = append(m.chunks, make([]uint32, 0, 256))
+	case m.n&chunkMask == 0:
+		m.chunks = append(m.chunks, make([]uint32, 0, 1<<chunkBits))
+	}
+	c := &m.chunks[len(m.chunks)-1]
+	*c = append(*c, v)
+	m.n++
+}
+
 func (b *plainBuilder) memoPut(idx int64, v uint32) error {
 	switch {
-	case idx >= 0 && idx < int64(len(b.memo)):
-		if b.memo[idx] == 0 {
+	case idx >= 0 && idx < int64(b.memo.n):
+		if e := b.memo.at(int(idx)); *e == 0 {
 			b.memoN++
 		}
-		b.memo[idx] = v + 1
+		*b.memo.at(int(idx)) = v + 1
 		b.oddMemo = b.t.n
-	case idx == int64(len(b.memo)) && b.sparse[idx] == 0:
-		b.memo = append(grow(b.memo, 1), v+1)
+	case idx == int64(b.memo.n) && b.sparse[idx] == 0:
+		b.memo.push(v + 1)
 		b.memoN++
 	default:
 		// indexes pickle.dump never writes, kept in a map at tens of bytes each: as many as
@@ -627,8 +650,8 @@ func (b *plainBuilder) memoPut(idx int64, v uint32) error {
 
 func (b *plainBuilder) memoGet(idx int64) error {
 	var v uint32
-	if idx >= 0 && idx < int64(len(b.memo)) {
-		v = b.memo[idx]
+	if idx >= 0 && idx < int64(b.memo.n) {
+		v = *b.memo.at(int(idx))
 	} else {
 		v = b.sparse[idx]
 	}

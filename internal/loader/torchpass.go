@@ -458,17 +458,17 @@ func (b *plainBuilder) reclaim(lo uint32) {
 	if b.keyedFrom > lo || b.oddMemo > lo {
 		return
 	}
-	j := len(b.memo)
+	j := b.memo.n
 	for ; j > 0; j-- {
-		if v := b.memo[j-1]; v != memoGone && (v == 0 || v-1 < lo) {
+		if v := *b.memo.at(j - 1); v != memoGone && (v == 0 || v-1 < lo) {
 			break
 		}
 	}
 	held := b.reloc[:0]
-	for i := j; i < len(b.memo); i++ {
-		if v := b.memo[i]; v != memoGone {
+	for i := j; i < b.memo.n; i++ {
+		if v := *b.memo.at(i); v != memoGone {
 			if k := t.kindOf(v - 1); k.container() || k == pTensor || k == pStorage || k == pRef && uint32(*t.val(v - 1)) >= lo {
-				b.memo[i] = memoGone
+				*b.memo.at(i) = memoGone
 			} else {
 				held = append(held, relocSlot{memo: uint32(i), k: k, val: *t.val(v - 1), aux: *t.aux(v - 1)})
 			}
@@ -478,7 +478,7 @@ func (b *plainBuilder) reclaim(lo uint32) {
 	b.values -= int(t.n-lo) - len(held)
 	t.n = lo
 	for _, h := range held {
-		b.memo[h.memo] = t.slot(h.k, h.val, h.aux) + 1
+		*b.memo.at(int(h.memo)) = t.slot(h.k, h.val, h.aux) + 1
 	}
 }
 
@@ -617,8 +617,12 @@ func (t *plainTree) treeKinds(root uint32) bool {
 // readTorchPickle reads a torch archive's data.pkl in one pass. It returns errNotPlain
 // when the general path must read it, an *Error when it is over a limit or cut short, and
 // else the tree, its root and the pickle's weights_only verdict.
-func readTorchPickle(r io.ReaderAt, size int64, o Options, where string) (*plainTree, uint32, *ckpt.WeightsOnly, int, error) {
+func readTorchPickle(r io.ReaderAt, size int64, o Options, where string, expect int) (*plainTree, uint32, *ckpt.WeightsOnly, int, error) {
 	b := newPlainBuilder(r, 0, size, o, where)
+	if expect = min(expect, o.MaxTensors+1); expect > 0 { // a tensor for each storage, most often
+		tb := &b.t.tb
+		tb.tensors, tb.storages, tb.dims = make([]ptensor, 0, expect), make([]pstorage, 0, expect), make([]int64, 0, 2*expect)
+	}
 	b.torch, b.wo = true, &woState{needs: map[string]bool{}}
 	t, root, _, err := b.read()
 	if err != nil {

@@ -216,3 +216,17 @@ func (t *torchZip) versionRefusal(read func(*zip.File) ([]byte, error)) string {
 	}
 	return ""
 }
+
+// hasPrefixFold says whether s begins with prefix (in lower case) without regard to ASCII
+// case, as miniz compares names.
+func hasPrefixFold(s, prefix string) bool {
+	if len(s) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		if lowerASCII(s[i]) != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
