@@ -93,9 +93,37 @@ type Checkpoint struct {
 	// a pointer goes through the container (keysMu guards it: pages are served at once).
 	keysMu sync.Mutex
 	keys   map[*Node]map[string]*Node
+	// summaries are what readers compute from the whole tree and show on every page,
+	// each made once (Summary)
+	summaryMu sync.Mutex
+	summaries map[string]*summary
 	// closers release what the checkpoint's storages read from besides the file itself
 	// (the spool of a decompressed stream).
 	closers []io.Closer
+}
+
+type summary struct {
+	once sync.Once
+	v    any
+}
+
+// Summary is what make computes from the whole tree (a page's table of dtypes, which walks
+// every tensor of a state dict of 200,000), made at its first use under key and kept as
+// long as the checkpoint: it must be small, and callers must not change it. Calls at once
+// wait for the one that makes it.
+func (c *Checkpoint) Summary(key string, make func() any) any {
+	c.summaryMu.Lock()
+	s := c.summaries[key]
+	if s == nil {
+		if c.summaries == nil {
+			c.summaries = map[string]*summary{}
+		}
+		s = &summary{}
+		c.summaries[key] = s
+	}
+	c.summaryMu.Unlock()
+	s.once.Do(func() { s.v = make() })
+	return s.v
 }
 
 // AddCloser has Close release cl too (a temporary file the checkpoint's storages read).

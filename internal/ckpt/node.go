@@ -266,6 +266,10 @@ type TensorItems interface {
 	// dict's attributes); Key is the key of entry i < Rows, without making its node.
 	Rows() int
 	Key(i int) string
+	// RowTensor is what entry i < Rows holds, without making its node: its tensor's dtype
+	// and shape (a view, not to be changed), and whether it is a torch Parameter. Each
+	// row's tensor is the one view of a storage of its own.
+	RowTensor(i int) (dtype string, shape []int64, param bool)
 }
 
 // IsLazy says whether n's items are made on demand: a large list read from the file, plain

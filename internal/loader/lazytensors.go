@@ -82,6 +82,12 @@ func (p *tensorItems) Keyed() bool        { return true }
 func (p *tensorItems) HoldsTensors() bool { return true }
 func (p *tensorItems) MemBytes() int64    { return p.mem }
 
+func (p *tensorItems) RowTensor(i int) (string, []int64, bool) {
+	row := p.row(i)
+	shape, _ := p.t.tb.dimsOf(row)
+	return p.t.tb.dtypes[p.t.tb.storages[row.storage].dtype], shape, row.param
+}
+
 func (p *tensorItems) Item(i int) (*ckpt.Node, error) { return p.Page(nil, i, i+1)[0], nil }
 
 // Lookup finds an entry by segment: through an index of the keys, made at the first

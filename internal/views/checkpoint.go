@@ -324,7 +324,7 @@ func NewCheckpointPage(meta FileMeta, ck *ckpt.Checkpoint) CheckpointPage {
 		p.SafetensorsURL = DownloadURL(meta.ID, "", "safetensors", false)
 	}
 	p.ParametersText = HumanCount(ck.Parameters)
-	p.DTypes = dtypeRows(ck)
+	p.DTypes = slices.Clone(ck.Summary("views.dtypeRows", func() any { return dtypeRows(ck) }).([]DTypeRow))
 	for _, d := range p.DTypes {
 		p.TensorBytes += d.Bytes
 	}
@@ -476,32 +476,56 @@ func dtypeRows(ck *ckpt.Checkpoint) []DTypeRow {
 	return rows
 }
 
-// viewKey identifies a view on a storage: two tensors with the same key are the same
-// numbers (tied weights saved twice).
-type viewKey struct {
-	storage        *ckpt.Storage
-	offset         int64
-	shape, strides string
+// viewAt is where a view on a storage starts: two tensors that start at the same place
+// and have the same shape and strides are the same numbers (tied weights saved twice).
+type viewAt struct {
+	storage *ckpt.Storage
+	offset  int64
 }
 
-// viewSet remembers the views counted so far.
-type viewSet map[viewKey]bool
+// viewSet remembers the views counted so far: the first at each place, and any other
+// there (rare), so that a state dict of 200,000 tensors is counted without a string made
+// for each.
+type viewSet struct {
+	first map[viewAt]*ckpt.Tensor
+	more  map[viewAt][]*ckpt.Tensor
+}
 
 // add reports whether t is a view not seen before, and remembers it. Tensors without a
 // storage (object arrays) are always new.
-func (s viewSet) add(t *ckpt.Tensor) bool {
+func (s *viewSet) add(t *ckpt.Tensor) bool {
 	if t.Layout != "" {
 		return false // a sparse tensor: its index and value tensors are counted instead
 	}
 	if t.Storage == nil {
 		return true
 	}
-	k := viewKey{t.Storage, t.StorageOffset, FormatShape(t.Shape), FormatShape(t.Strides)}
-	if s[k] {
+	k := viewAt{t.Storage, t.StorageOffset}
+	f, ok := s.first[k]
+	if !ok {
+		if s.first == nil {
+			s.first = map[viewAt]*ckpt.Tensor{}
+		}
+		s.first[k] = t
+		return true
+	}
+	if sameView(f, t) {
 		return false
 	}
-	s[k] = true
+	for _, o := range s.more[k] {
+		if sameView(o, t) {
+			return false
+		}
+	}
+	if s.more == nil {
+		s.more = map[viewAt][]*ckpt.Tensor{}
+	}
+	s.more[k] = append(s.more[k], t)
 	return true
+}
+
+func sameView(a, b *ckpt.Tensor) bool {
+	return slices.Equal(a.Shape, b.Shape) && slices.Equal(a.Strides, b.Strides)
 }
 
 // FindingRows puts findings in a reviewer's words, dangers first, each linked to its node

@@ -68,33 +68,41 @@ func NewLayerChart(id string, dict *ckpt.Node, lookup StatsLookup) *LayerChart {
 	if dict == nil || lookup == nil {
 		return nil
 	}
-	// blocks: prefix -> index -> role -> entry
-	type entry struct{ n *ckpt.Node }
-	groups := map[string]map[int]map[string]entry{}
-	for _, k := range entries(dict) {
-		if k.DictKey != nil || k.Tensor == nil || !isParameter(k) {
-			continue
-		}
-		parts := strings.Split(k.Key, ".")
-		for i := 1; i < len(parts)-1; i++ { // the first numbered part names the block
-			idx, ok := index(parts[i])
-			if !ok {
-				continue
-			}
-			prefix := strings.Join(parts[:i], ".")
-			role := strings.Join(parts[i+1:], ".")
-			g := groups[prefix]
-			if g == nil {
-				g = map[int]map[string]entry{}
-				groups[prefix] = g
-			}
-			if g[idx] == nil {
-				g[idx] = map[string]entry{}
-			}
-			g[idx][role] = entry{n: k}
-			break
-		}
+	// blocks: prefix -> index -> role -> entry (its index among the dict's items, so that
+	// no node is kept for each; prefix and role are parts of its key)
+	type entry struct {
+		at    int
+		numel int64
 	}
+	groups := map[string]map[int]map[string]entry{}
+	eachEntry(dict, func(at int, k *ckpt.Node, _ bool) {
+		if k.DictKey != nil || k.Tensor == nil || !isParameter(k) {
+			return
+		}
+		key := k.Key
+		first := strings.IndexByte(key, '.')
+		for start := first + 1; first >= 0; { // the first numbered part but the first and the last names the block
+			end := strings.IndexByte(key[start:], '.')
+			if end < 0 {
+				return
+			}
+			end += start
+			if idx, ok := index(key[start:end]); ok {
+				prefix, role := key[:start-1], key[end+1:]
+				g := groups[prefix]
+				if g == nil {
+					g = map[int]map[string]entry{}
+					groups[prefix] = g
+				}
+				if g[idx] == nil {
+					g[idx] = map[string]entry{}
+				}
+				g[idx][role] = entry{at: at, numel: k.Tensor.Numel()}
+				return
+			}
+			start = end + 1
+		}
+	})
 	best, bestN := "", 0
 	for p, g := range groups {
 		if len(g) > bestN || len(g) == bestN && p < best {
@@ -115,7 +123,7 @@ func NewLayerChart(id string, dict *ckpt.Node, lookup StatsLookup) *LayerChart {
 	count := map[string]int{}
 	for _, b := range blocks {
 		for role, e := range g[b] {
-			size[role] += e.n.Tensor.Numel()
+			size[role] += e.numel
 			count[role]++
 		}
 	}
@@ -143,7 +151,7 @@ func NewLayerChart(id string, dict *ckpt.Node, lookup StatsLookup) *LayerChart {
 			if !ok {
 				continue
 			}
-			st := lookup(e.n.Path())
+			st := lookup(entryPath(dict, e.at))
 			if st == nil || st.Count == 0 {
 				c.Missing++
 				continue
@@ -227,7 +235,7 @@ func NewLayerChart(id string, dict *ckpt.Node, lookup StatsLookup) *LayerChart {
 					if v > 5*med || v < med/5 {
 						s.Outliers = append(s.Outliers, LayerPoint{X: fmt.Sprintf("%.1f", xOf(i)), Y: fmt.Sprintf("%.1f", scale(v)),
 							Block: b, Text: fmt.Sprintf("%s.%d.%s: %s %s (median %s)", best, b, r, m.name, sig3(v), sig3(med)),
-							URL: NodeURL(id, g[b][r].n.Path())})
+							URL: NodeURL(id, entryPath(dict, g[b][r].at))})
 					}
 				}
 			}
@@ -261,4 +269,12 @@ func median(v []float64) float64 {
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
 	return s[(len(s)-1)/2] // the lower median: with two blocks, the smaller is the reference
+}
+
+// entryPath is the JSON Pointer of item i of dict.
+func entryPath(dict *ckpt.Node, i int) string {
+	if items := dict.Items(i, i+1); len(items) == 1 {
+		return items[0].Path()
+	}
+	return ""
 }

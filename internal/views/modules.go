@@ -29,40 +29,55 @@ type Module struct {
 	Tensors int
 	Params  int64
 	Bytes   int64
-	// DTypes names the dtypes of the tensors below, most bytes first ("float32, int64").
-	DTypes string
-	dtypes map[string]int64 // bytes per dtype, while the tree is built
+	dtypes  []dtypeBytes  // bytes per dtype, while the tree is built
+	dtype1  [1]dtypeBytes // a leaf's, which dtypes is a view of
 	// Buffers counts the elements of the entries that are buffers, not parameters
 	// (isParameter: running statistics, inv_freq, masks, integer tensors): Params leaves
 	// them out.
 	Buffers int64
+	// Numbered is the number of children when all of them are indices (blocks.0, blocks.1...),
+	// shown in numeric order.
+	Numbered int
+	Children []*Module
+	// leaf is the index among the dict's items + 1 of the state dict entry whose key is
+	// exactly Prefix (0 for none), so that a tree of 200,000 entries holds no node of them.
+	leaf int
+
+	index map[string]*Module // children by name, for a module of many (findModule)
+
+	// ModuleShown is what a module the page shows has besides (nil for the others: a
+	// tree of 200,000 modules puts into words the few thousand it shows).
+	*ModuleShown
+}
+
+// ModuleShown is a shown module in words.
+type ModuleShown struct {
+	// DTypes names the dtypes of the tensors below, most bytes first ("float32, int64").
+	DTypes string
 	// ParamsText, BuffersText, BytesText and Share (of the tree's parameters) are their
 	// human forms.
 	ParamsText, BuffersText, BytesText, Share string
-	// Numbered is the number of children when all of them are indices (blocks.0, blocks.1...),
-	// shown in numeric order; NumberedLabel says which: "[0–11]", "[0, 2]", "[0, 2, …, 46] (24)".
-	Numbered      int
+	// NumberedLabel says which indices a numbered module's children are: "[0–11]",
+	// "[0, 2]", "[0, 2, …, 46] (24)".
 	NumberedLabel string
 	// Open says whether the module starts expanded.
-	Open     bool
-	Children []*Module
-	// Leaf is the state dict entry whose key is exactly Prefix, if any (made for the rows a
-	// page shows: leaf is the entry itself).
+	Open bool
+	// Leaf is the row of the module's own entry, if any.
 	Leaf *Row
-	leaf *ckpt.Node
-	// tied is the tensor a leaf that is a ref points at (the same tensor object stored under
-	// a second key): it counts as a tensor tied to it.
-	tied *ckpt.Node
 	// More counts the children not shown (a module of thousands of entries, or a tree past
 	// its budget of rows); MoreURL lists them all, a page at a time (a search for the prefix).
 	More    int
 	MoreURL string
-
-	index map[string]*Module // children by name, for a module of many (findModule)
 }
 
 // IsLeaf reports whether the module is a single entry with nothing below it.
-func (m *Module) IsLeaf() bool { return m.leaf != nil && len(m.Children) == 0 }
+func (m *Module) IsLeaf() bool { return m.leaf != 0 && len(m.Children) == 0 }
+
+// dtypeBytes is the bytes of one dtype below a module.
+type dtypeBytes struct {
+	dtype string
+	bytes int64
+}
 
 // ModuleTree is a state dict shown as nested modules.
 type ModuleTree struct {
@@ -228,40 +243,80 @@ func entries(n *ckpt.Node) []*ckpt.Node {
 	return out
 }
 
-// NewModuleTree groups the entries of a state dict on the dots of their keys.
+// eachEntry calls visit with each entry of dict n that is no attribute, and its index
+// among n's items. The entries of a dict that keeps them as rows (ckpt.TensorItems) are
+// not made into nodes: k is then a stand-in with the row's key, kind and tensor (its dtype
+// and shape), valid during the call only, and row is true (the row's tensor is the one
+// view of its storage), so that a state dict of 200,000 entries is summed up in a moment.
+func eachEntry(n *ckpt.Node, visit func(i int, k *ckpt.Node, row bool)) {
+	rows, ok := n.Lazy().(ckpt.TensorItems)
+	if !ok || !rows.HoldsTensors() {
+		for i, k := range n.Children {
+			if !k.Attr {
+				visit(i, k, false)
+			}
+		}
+		return
+	}
+	var k ckpt.Node
+	var t ckpt.Tensor
+	for i := range rows.Rows() {
+		dtype, shape, param := rows.RowTensor(i)
+		t = ckpt.Tensor{DType: dtype, Shape: shape}
+		k = ckpt.Node{Kind: ckpt.KindTensor, Type: "torch.Tensor", Key: rows.Key(i), Tensor: &t}
+		if param {
+			k.Type = "torch.nn.parameter.Parameter"
+		}
+		k.Seg = k.Key
+		visit(i, &k, true)
+	}
+}
+
+// NewModuleTree groups the entries of a state dict on the dots of their keys. It holds no
+// entry's node but those of the rows the page shows, and puts into words only the modules
+// it shows, so that a state dict of 200,000 entries is grouped in a moment.
 func NewModuleTree(id string, ck *ckpt.Checkpoint, dict *ckpt.Node) *ModuleTree {
 	if dict == nil {
 		return nil
 	}
-	kids := entries(dict)
-	t := &ModuleTree{Path: dict.Path(), URL: NodeURL(id, dict.Path()), Entries: len(kids)}
+	t := &ModuleTree{Path: dict.Path(), URL: NodeURL(id, dict.Path())}
 	root := &Module{}
-	for _, k := range kids {
-		parts := strings.Split(k.Key, ".")
-		if k.DictKey != nil {
-			parts = []string{k.Key} // a non-str key is one name, dots and all
-		}
-		m := root
-		for i, p := range parts {
-			child := findModule(m, p)
+	var seen viewSet
+	eachEntry(dict, func(i int, k *ckpt.Node, row bool) {
+		t.Entries++
+		// the parts of a dotted key, each module's prefix the key up to its part's end,
+		// no string made; a non-str key is one name, dots and all
+		key, m := k.Key, root
+		for start := 0; ; {
+			end := len(key)
+			if j := strings.IndexByte(key[start:], '.'); j >= 0 && k.DictKey == nil {
+				end = start + j
+			}
+			child := findModule(m, key[start:end])
 			if child == nil {
-				child = &Module{Name: p, Prefix: strings.Join(parts[:i+1], ".")}
+				child = &Module{Name: key[start:end], Prefix: key[:end]}
 				m.addChild(child)
 			}
 			m = child
-		}
-		if m.leaf == nil {
-			m.leaf = k
-			if k.Kind == ckpt.KindRef {
-				if t := ResolveRef(ck, k); t != nil && t.Tensor != nil && (t.Kind == ckpt.KindTensor || t.Kind == ckpt.KindNDArray) {
-					m.tied = t
-				}
+			if end == len(key) {
+				break
 			}
-		} else {
-			// The same dotted name twice (keys "a.b" and a non-str key): keep both as leaves.
-			m.addChild(&Module{Name: k.Key, Prefix: k.Key, leaf: k})
+			start = end + 1
 		}
-	}
+		if m.leaf != 0 {
+			// The same dotted name twice (keys "a.b" and a non-str key): keep both as leaves.
+			c := &Module{Name: k.Key, Prefix: k.Key}
+			m.addChild(c)
+			m = c
+		}
+		m.setLeaf(ck, i, k)
+		if (k.Kind == ckpt.KindTensor || k.Kind == ckpt.KindNDArray) && k.Tensor != nil && (row || seen.add(k.Tensor)) {
+			if isParameter(k) {
+				t.UniqueParams += k.Tensor.Numel()
+			}
+			t.UniqueBytes += k.Tensor.NBytes()
+		}
+	})
 	finishModule(root)
 	for _, m := range root.Children {
 		collapseChains(m)
@@ -269,31 +324,69 @@ func NewModuleTree(id string, ck *ckpt.Checkpoint, dict *ckpt.Node) *ModuleTree 
 	t.Modules = root.Children
 	t.Tensors, t.Params, t.Buffers, t.Bytes = root.Tensors, root.Params, root.Buffers, root.Bytes
 	t.ParamsText, t.BuffersText, t.BytesText = HumanCount(t.Params), HumanCount(t.Buffers), HumanBytes(t.Bytes)
-	setShares(root, t.Params, t.Bytes)
-	seen := viewSet{}
-	for _, k := range kids {
-		if (k.Kind == ckpt.KindTensor || k.Kind == ckpt.KindNDArray) && k.Tensor != nil && seen.add(k.Tensor) {
-			if isParameter(k) {
-				t.UniqueParams += k.Tensor.Numel()
-			}
-			t.UniqueBytes += k.Tensor.NBytes()
-		}
-	}
 	if t.UniqueParams != t.Params || t.UniqueBytes != t.Bytes {
 		t.UniqueText = HumanCount(t.UniqueParams) + " parameters, " + HumanBytes(t.UniqueBytes) + " without tied weights"
 	}
-	if len(t.Modules) <= openTopLevel {
+	openAll := len(t.Modules) <= openTopLevel
+	budget := moduleRowBudget
+	t.Modules, t.More = limitModules(id, t.Modules, "", &budget)
+	if openAll {
 		for _, m := range t.Modules {
 			m.Open = !m.IsLeaf()
 		}
 	}
-	budget := moduleRowBudget
-	t.Modules, t.More = limitModules(id, t.Modules, "", &budget)
-	fillRows(id, ck, t.Modules)
+	shown := map[int]*Module{}
+	for _, m := range t.Modules {
+		m.finishShown(t.Params, t.Bytes, shown)
+	}
+	fillRows(id, ck, dict, shown)
 	if t.More > 0 {
 		t.MoreURL = NodeURL(id, dict.Path())
 	}
 	return t
+}
+
+// setLeaf makes entry k, item i of the dict, the leaf of m, with its counts: a ref to a
+// tensor (the same tensor object stored under a second key) counts as the tensor it is,
+// tied to it.
+func (m *Module) setLeaf(ck *ckpt.Checkpoint, i int, k *ckpt.Node) {
+	m.leaf = i + 1
+	l := k
+	if k.Kind == ckpt.KindRef {
+		if t := ResolveRef(ck, k); t != nil && t.Tensor != nil && (t.Kind == ckpt.KindTensor || t.Kind == ckpt.KindNDArray) {
+			l = t
+		}
+	}
+	if l.Tensor == nil || l.Kind != ckpt.KindTensor && l.Kind != ckpt.KindNDArray {
+		return
+	}
+	m.Tensors = 1
+	if isParameter(l) {
+		m.Params = l.Tensor.Numel()
+	} else {
+		m.Buffers = l.Tensor.Numel()
+	}
+	m.Bytes = l.Tensor.NBytes()
+	m.dtype1[0] = dtypeBytes{l.Tensor.DType, m.Bytes}
+	m.dtypes = m.dtype1[:]
+}
+
+// finishShown puts a module the page shows, and those it shows below it, into words, and
+// notes the ones that are entries in shown, by item index.
+func (m *Module) finishShown(params, bytes int64, shown map[int]*Module) {
+	m.DTypes = dtypeList(m.dtypes)
+	m.ParamsText, m.BuffersText, m.BytesText = HumanCount(m.Params), HumanCount(m.Buffers), HumanBytes(m.Bytes)
+	if params > 0 {
+		m.Share = Percent(m.Params, params)
+	} else {
+		m.Share = Percent(m.Bytes, bytes)
+	}
+	if m.leaf != 0 {
+		shown[m.leaf-1] = m
+	}
+	for _, c := range m.Children {
+		c.finishShown(params, bytes, shown)
+	}
 }
 
 // A page shows at most moduleRowBudget rows of a module tree and moduleChildrenShown
@@ -305,14 +398,35 @@ const (
 	moduleChildrenShown = 200
 )
 
-// fillRows makes the rows of the entries of the modules a page shows.
-func fillRows(id string, ck *ckpt.Checkpoint, mods []*Module) {
-	for _, m := range mods {
-		if m.leaf != nil {
-			row := NewRow(id, ck, m.leaf)
-			m.Leaf = &row
+// entryPage is how many entries of a dict that keeps its rows fillRows makes at once.
+const entryPage = 512
+
+// fillRows makes the rows of the entries the page shows (shown, by their index among the
+// dict's items), reading each page of the dict's items once.
+func fillRows(id string, ck *ckpt.Checkpoint, dict *ckpt.Node, shown map[int]*Module) {
+	if len(shown) == 0 {
+		return
+	}
+	at := make([]int, 0, len(shown))
+	for i := range shown {
+		at = append(at, i)
+	}
+	slices.Sort(at)
+	if !dict.LazyTensors() {
+		for _, i := range at {
+			row := NewRow(id, ck, dict.Children[i])
+			shown[i].Leaf = &row
 		}
-		fillRows(id, ck, m.Children)
+		return
+	}
+	var page []*ckpt.Node
+	from := -1
+	for _, i := range at {
+		if f := i / entryPage * entryPage; f != from {
+			from, page = f, dict.Items(f, f+entryPage)
+		}
+		row := NewRow(id, ck, page[i-from])
+		shown[i].Leaf = &row
 	}
 }
 
@@ -324,6 +438,10 @@ func limitModules(id string, mods []*Module, prefix string, budget *int) ([]*Mod
 		m := mods[keep]
 		keep++
 		*budget--
+		m.ModuleShown = &ModuleShown{}
+		if m.Numbered > 0 {
+			m.NumberedLabel = indexLabel(m.Children)
+		}
 		if len(m.Children) > 0 {
 			m.Children, m.More = limitModules(id, m.Children, m.Prefix, budget)
 			if m.More > 0 {
@@ -374,20 +492,6 @@ func (m *Module) indexChild(c *Module) {
 
 // finishModule sums counts bottom-up and orders numbered children numerically.
 func finishModule(m *Module) {
-	l := m.leaf
-	if m.tied != nil {
-		l = m.tied // a tie by assignment counts as the tensor it is
-	}
-	if l != nil && l.Tensor != nil && (l.Kind == ckpt.KindTensor || l.Kind == ckpt.KindNDArray) {
-		m.Tensors = 1
-		if isParameter(l) {
-			m.Params = l.Tensor.Numel()
-		} else {
-			m.Buffers = l.Tensor.Numel()
-		}
-		m.Bytes = l.Tensor.NBytes()
-		m.dtypes = map[string]int64{l.Tensor.DType: m.Bytes}
-	}
 	numbered := len(m.Children) > 0
 	for _, c := range m.Children {
 		finishModule(c)
@@ -395,17 +499,13 @@ func finishModule(m *Module) {
 		m.Params += c.Params
 		m.Buffers += c.Buffers
 		m.Bytes += c.Bytes
-		for d, b := range c.dtypes {
-			if m.dtypes == nil {
-				m.dtypes = map[string]int64{}
-			}
-			m.dtypes[d] += b
+		for _, d := range c.dtypes {
+			m.addDType(d)
 		}
 		if _, ok := index(c.Name); !ok {
 			numbered = false
 		}
 	}
-	m.DTypes = dtypeList(m.dtypes)
 	if numbered {
 		slices.SortStableFunc(m.Children, func(a, b *Module) int {
 			x, _ := index(a.Name)
@@ -413,22 +513,38 @@ func finishModule(m *Module) {
 			return x - y
 		})
 		m.Numbered = len(m.Children)
-		m.NumberedLabel = indexLabel(m.Children)
 	}
 }
 
-// dtypeList names dtypes by bytes, most first, at most three ("float32, int64, …").
-func dtypeList(m map[string]int64) string {
-	names := make([]string, 0, len(m))
-	for d := range m {
-		names = append(names, d)
-	}
-	sort.Slice(names, func(i, j int) bool {
-		if m[names[i]] != m[names[j]] {
-			return m[names[i]] > m[names[j]]
+// addDType adds bytes of a dtype to the module's.
+func (m *Module) addDType(d dtypeBytes) {
+	for i := range m.dtypes {
+		if m.dtypes[i].dtype == d.dtype {
+			m.dtypes[i].bytes += d.bytes // its own: a leaf's array, or one made below
+			return
 		}
-		return names[i] < names[j]
+	}
+	if len(m.dtypes) == 0 {
+		m.dtype1[0] = d
+		m.dtypes = m.dtype1[:]
+		return
+	}
+	m.dtypes = append(m.dtypes[:len(m.dtypes):len(m.dtypes)], d)
+}
+
+// dtypeList names dtypes by bytes, most first, at most three ("float32, int64, …").
+func dtypeList(ds []dtypeBytes) string {
+	ds = slices.Clone(ds)
+	sort.Slice(ds, func(i, j int) bool {
+		if ds[i].bytes != ds[j].bytes {
+			return ds[i].bytes > ds[j].bytes
+		}
+		return ds[i].dtype < ds[j].dtype
 	})
+	names := make([]string, len(ds))
+	for i, d := range ds {
+		names[i] = d.dtype
+	}
 	if len(names) > 3 {
 		names = append(names[:3], "…")
 	}
@@ -459,9 +575,13 @@ func index(s string) (int, bool) {
 	if s == "" || len(s) > 9 || (len(s) > 1 && s[0] == '0') {
 		return 0, false
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 || s[0] == '+' {
-		return 0, false
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
 	}
 	return n, true
 }
@@ -470,28 +590,16 @@ func index(s string) (int, bool) {
 // as one level: "encoder" → "layer" becomes "encoder.layer". Numbered levels stay apart.
 func collapseChains(m *Module) {
 	_, numbered := index(m.Name)
-	for !numbered && m.leaf == nil && len(m.Children) == 1 && !m.Children[0].IsLeaf() && m.Numbered == 0 {
+	for !numbered && m.leaf == 0 && len(m.Children) == 1 && !m.Children[0].IsLeaf() && m.Numbered == 0 {
 		if _, ok := index(m.Children[0].Name); ok {
 			break
 		}
 		c := m.Children[0]
 		m.Name += "." + c.Name
 		m.Prefix = c.Prefix
-		m.leaf, m.Children, m.Numbered, m.NumberedLabel = c.leaf, c.Children, c.Numbered, c.NumberedLabel
+		m.leaf, m.Children, m.Numbered = c.leaf, c.Children, c.Numbered
 	}
 	for _, c := range m.Children {
 		collapseChains(c)
-	}
-}
-
-func setShares(m *Module, params, bytes int64) {
-	m.ParamsText, m.BuffersText, m.BytesText = HumanCount(m.Params), HumanCount(m.Buffers), HumanBytes(m.Bytes)
-	if params > 0 {
-		m.Share = Percent(m.Params, params)
-	} else {
-		m.Share = Percent(m.Bytes, bytes)
-	}
-	for _, c := range m.Children {
-		setShares(c, params, bytes)
 	}
 }

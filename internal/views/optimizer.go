@@ -96,7 +96,7 @@ func isParameter(k *ckpt.Node) bool {
 		return false
 	}
 	for _, s := range bufferSuffixes {
-		if k.Key == s || strings.HasSuffix(k.Key, "."+s) {
+		if key := k.Key; strings.HasSuffix(key, s) && (len(key) == len(s) || key[len(key)-len(s)-1] == '.') {
 			return false
 		}
 	}
