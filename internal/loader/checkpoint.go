@@ -72,9 +72,9 @@ type Options struct {
 	MaxIntChars int // digits of a decimal integer in a text opcode
 	MaxNodes    int // nodes in the tree
 	// MaxTensors bounds the tensors and arrays of the tree, which cost more than other
-	// nodes (their Tensor and Storage): about 0.55 kB each while a torch state dict is read
+	// nodes (their Tensor and Storage): about 0.5 kB each while a torch state dict is read
 	// in one pass (the garbage of the read included; its zip entries are let go first),
-	// 0.18 kB once opened (its entries kept as rows, lazytensors.go).
+	// 0.15 kB once opened (its entries kept as rows, lazytensors.go).
 	MaxTensors int
 	// MaxValues bounds the values (and memo entries) of a pickle of plain data, which is
 	// read into flat arrays at 17 bytes a slot (plain.go) rather than into nodes.
@@ -130,7 +130,7 @@ func ServerOptions() Options {
 		MaxMemo:       100_000,
 		MaxIntChars:   4300,
 		MaxNodes:      100_000,
-		MaxTensors:    150_000,
+		MaxTensors:    200_000,
 		MaxValues:     2_000_000,
 		MaxPickle:     16 << 20,
 		MaxInflate:    16 << 20,
