@@ -29,8 +29,6 @@ type Module struct {
 	Tensors int
 	Params  int64
 	Bytes   int64
-	dtypes  []dtypeBytes  // bytes per dtype, while the tree is built
-	dtype1  [1]dtypeBytes // a leaf's, which dtypes is a view of
 	// Buffers counts the elements of the entries that are buffers, not parameters
 	// (isParameter: running statistics, inv_freq, masks, integer tensors): Params leaves
 	// them out.
@@ -42,8 +40,6 @@ type Module struct {
 	// leaf is the index among the dict's items + 1 of the state dict entry whose key is
 	// exactly Prefix (0 for none), so that a tree of 200,000 entries holds no node of them.
 	leaf int
-
-	index map[string]*Module // children by name, for a module of many (findModule)
 
 	// ModuleShown is what a module the page shows has besides (nil for the others: a
 	// tree of 200,000 modules puts into words the few thousand it shows).
@@ -272,44 +268,20 @@ func eachEntry(n *ckpt.Node, visit func(i int, k *ckpt.Node, row bool)) {
 	}
 }
 
-// NewModuleTree groups the entries of a state dict on the dots of their keys. It holds no
-// entry's node but those of the rows the page shows, and puts into words only the modules
-// it shows, so that a state dict of 200,000 entries is grouped in a moment.
+// NewModuleTree groups the entries of a state dict on the dots of their keys. It groups
+// them in a modTree (no node kept for an entry, no pointer per module) and makes Modules,
+// in words, only of the modules the page shows, so that a state dict of 200,000 entries is
+// grouped in a moment.
 func NewModuleTree(id string, ck *ckpt.Checkpoint, dict *ckpt.Node) *ModuleTree {
 	if dict == nil {
 		return nil
 	}
 	t := &ModuleTree{Path: dict.Path(), URL: NodeURL(id, dict.Path())}
-	root := &Module{}
+	mt := newModTree(dict)
 	var seen viewSet
 	eachEntry(dict, func(i int, k *ckpt.Node, row bool) {
 		t.Entries++
-		// the parts of a dotted key, each module's prefix the key up to its part's end,
-		// no string made; a non-str key is one name, dots and all
-		key, m := k.Key, root
-		for start := 0; ; {
-			end := len(key)
-			if j := strings.IndexByte(key[start:], '.'); j >= 0 && k.DictKey == nil {
-				end = start + j
-			}
-			child := findModule(m, key[start:end])
-			if child == nil {
-				child = &Module{Name: key[start:end], Prefix: key[:end]}
-				m.addChild(child)
-			}
-			m = child
-			if end == len(key) {
-				break
-			}
-			start = end + 1
-		}
-		if m.leaf != 0 {
-			// The same dotted name twice (keys "a.b" and a non-str key): keep both as leaves.
-			c := &Module{Name: k.Key, Prefix: k.Key}
-			m.addChild(c)
-			m = c
-		}
-		m.setLeaf(ck, i, k)
+		mt.addEntry(ck, int32(i), k)
 		if (k.Kind == ckpt.KindTensor || k.Kind == ckpt.KindNDArray) && k.Tensor != nil && (row || seen.add(k.Tensor)) {
 			if isParameter(k) {
 				t.UniqueParams += k.Tensor.Numel()
@@ -317,76 +289,26 @@ func NewModuleTree(id string, ck *ckpt.Checkpoint, dict *ckpt.Node) *ModuleTree 
 			t.UniqueBytes += k.Tensor.NBytes()
 		}
 	})
-	finishModule(root)
-	for _, m := range root.Children {
-		collapseChains(m)
-	}
-	t.Modules = root.Children
-	t.Tensors, t.Params, t.Buffers, t.Bytes = root.Tensors, root.Params, root.Buffers, root.Bytes
+	mt.finish()
+	root := mt.at(0)
+	t.Tensors, t.Params, t.Buffers, t.Bytes = root.tensors, root.params, root.buffers, root.bytes
 	t.ParamsText, t.BuffersText, t.BytesText = HumanCount(t.Params), HumanCount(t.Buffers), HumanBytes(t.Bytes)
 	if t.UniqueParams != t.Params || t.UniqueBytes != t.Bytes {
 		t.UniqueText = HumanCount(t.UniqueParams) + " parameters, " + HumanBytes(t.UniqueBytes) + " without tied weights"
 	}
-	openAll := len(t.Modules) <= openTopLevel
 	budget := moduleRowBudget
-	t.Modules, t.More = limitModules(id, t.Modules, "", &budget)
-	if openAll {
+	shown := map[int]*Module{}
+	t.Modules, t.More = mt.shown(id, 0, &budget, t.Params, t.Bytes, shown)
+	if root.kids <= openTopLevel {
 		for _, m := range t.Modules {
 			m.Open = !m.IsLeaf()
 		}
-	}
-	shown := map[int]*Module{}
-	for _, m := range t.Modules {
-		m.finishShown(t.Params, t.Bytes, shown)
 	}
 	fillRows(id, ck, dict, shown)
 	if t.More > 0 {
 		t.MoreURL = NodeURL(id, dict.Path())
 	}
 	return t
-}
-
-// setLeaf makes entry k, item i of the dict, the leaf of m, with its counts: a ref to a
-// tensor (the same tensor object stored under a second key) counts as the tensor it is,
-// tied to it.
-func (m *Module) setLeaf(ck *ckpt.Checkpoint, i int, k *ckpt.Node) {
-	m.leaf = i + 1
-	l := k
-	if k.Kind == ckpt.KindRef {
-		if t := ResolveRef(ck, k); t != nil && t.Tensor != nil && (t.Kind == ckpt.KindTensor || t.Kind == ckpt.KindNDArray) {
-			l = t
-		}
-	}
-	if l.Tensor == nil || l.Kind != ckpt.KindTensor && l.Kind != ckpt.KindNDArray {
-		return
-	}
-	m.Tensors = 1
-	if isParameter(l) {
-		m.Params = l.Tensor.Numel()
-	} else {
-		m.Buffers = l.Tensor.Numel()
-	}
-	m.Bytes = l.Tensor.NBytes()
-	m.dtype1[0] = dtypeBytes{l.Tensor.DType, m.Bytes}
-	m.dtypes = m.dtype1[:]
-}
-
-// finishShown puts a module the page shows, and those it shows below it, into words, and
-// notes the ones that are entries in shown, by item index.
-func (m *Module) finishShown(params, bytes int64, shown map[int]*Module) {
-	m.DTypes = dtypeList(m.dtypes)
-	m.ParamsText, m.BuffersText, m.BytesText = HumanCount(m.Params), HumanCount(m.Buffers), HumanBytes(m.Bytes)
-	if params > 0 {
-		m.Share = Percent(m.Params, params)
-	} else {
-		m.Share = Percent(m.Bytes, bytes)
-	}
-	if m.leaf != 0 {
-		shown[m.leaf-1] = m
-	}
-	for _, c := range m.Children {
-		c.finishShown(params, bytes, shown)
-	}
 }
 
 // A page shows at most moduleRowBudget rows of a module tree and moduleChildrenShown
@@ -430,108 +352,6 @@ func fillRows(id string, ck *ckpt.Checkpoint, dict *ckpt.Node, shown map[int]*Mo
 	}
 }
 
-// limitModules keeps the modules a page shows, in order, within budget rows; it returns
-// them and how many were left out.
-func limitModules(id string, mods []*Module, prefix string, budget *int) ([]*Module, int) {
-	keep := 0
-	for keep < len(mods) && keep < moduleChildrenShown && *budget > 0 {
-		m := mods[keep]
-		keep++
-		*budget--
-		m.ModuleShown = &ModuleShown{}
-		if m.Numbered > 0 {
-			m.NumberedLabel = indexLabel(m.Children)
-		}
-		if len(m.Children) > 0 {
-			m.Children, m.More = limitModules(id, m.Children, m.Prefix, budget)
-			if m.More > 0 {
-				m.MoreURL = SearchPageURL(id, m.Prefix+".", 0)
-			}
-		}
-	}
-	return mods[:keep], len(mods) - keep
-}
-
-func findModule(m *Module, name string) *Module {
-	// The last child is the usual match: state dicts list a module's entries together.
-	if n := len(m.Children); n > 0 && m.Children[n-1].Name == name {
-		return m.Children[n-1]
-	}
-	if len(m.Children) < 16 {
-		for _, c := range m.Children {
-			if c.Name == name {
-				return c
-			}
-		}
-		return nil
-	}
-	// a module of many children (a state dict of 200,000 top-level names) looks them up in
-	// an index, so building the tree stays linear
-	if m.index == nil {
-		m.index = make(map[string]*Module, len(m.Children))
-		for _, c := range m.Children {
-			m.indexChild(c)
-		}
-	}
-	return m.index[name]
-}
-
-// addChild appends a child module, keeping the index of a module of many children.
-func (m *Module) addChild(c *Module) {
-	m.Children = append(m.Children, c)
-	if m.index != nil {
-		m.indexChild(c)
-	}
-}
-
-func (m *Module) indexChild(c *Module) {
-	if _, dup := m.index[c.Name]; !dup { // the first of a name, as the scan finds it
-		m.index[c.Name] = c
-	}
-}
-
-// finishModule sums counts bottom-up and orders numbered children numerically.
-func finishModule(m *Module) {
-	numbered := len(m.Children) > 0
-	for _, c := range m.Children {
-		finishModule(c)
-		m.Tensors += c.Tensors
-		m.Params += c.Params
-		m.Buffers += c.Buffers
-		m.Bytes += c.Bytes
-		for _, d := range c.dtypes {
-			m.addDType(d)
-		}
-		if _, ok := index(c.Name); !ok {
-			numbered = false
-		}
-	}
-	if numbered {
-		slices.SortStableFunc(m.Children, func(a, b *Module) int {
-			x, _ := index(a.Name)
-			y, _ := index(b.Name)
-			return x - y
-		})
-		m.Numbered = len(m.Children)
-	}
-}
-
-// addDType adds bytes of a dtype to the module's.
-func (m *Module) addDType(d dtypeBytes) {
-	for i := range m.dtypes {
-		if m.dtypes[i].dtype == d.dtype {
-			m.dtypes[i].bytes += d.bytes // its own: a leaf's array, or one made below
-			return
-		}
-	}
-	if len(m.dtypes) == 0 {
-		m.dtype1[0] = d
-		m.dtypes = m.dtype1[:]
-		return
-	}
-	m.dtypes = append(m.dtypes[:len(m.dtypes):len(m.dtypes)], d)
-}
-
 // dtypeList names dtypes by bytes, most first, at most three ("float32, int64, …").
 func dtypeList(ds []dtypeBytes) string {
 	ds = slices.Clone(ds)
@@ -551,23 +371,24 @@ func dtypeList(ds []dtypeBytes) string {
 	return strings.Join(names, ", ")
 }
 
-// indexLabel names the indices of numbered children in numeric order.
-func indexLabel(ms []*Module) string {
-	first, last := ms[0].Name, ms[len(ms)-1].Name
-	if n, _ := index(last); first == "0" && n == len(ms)-1 {
-		if len(ms) == 1 {
+// numberedLabel names the indices of n numbered children in numeric order, name(i) the
+// i-th's.
+func numberedLabel(n int, name func(i int) string) string {
+	first, last := name(0), name(n-1)
+	if k, _ := index(last); first == "0" && k == n-1 {
+		if n == 1 {
 			return "[0]"
 		}
 		return "[0–" + last + "]"
 	}
-	if len(ms) <= 4 {
-		names := make([]string, len(ms))
-		for i, m := range ms {
-			names[i] = m.Name
+	if n <= 4 {
+		names := make([]string, n)
+		for i := range names {
+			names[i] = name(i)
 		}
 		return "[" + strings.Join(names, ", ") + "]"
 	}
-	return "[" + first + ", " + ms[1].Name + ", …, " + last + "] (" + strconv.Itoa(len(ms)) + ")"
+	return "[" + first + ", " + name(1) + ", …, " + last + "] (" + strconv.Itoa(n) + ")"
 }
 
 // index parses a decimal list index (no sign, no leading zeros except "0").
@@ -584,22 +405,4 @@ func index(s string) (int, bool) {
 		n = n*10 + int(c-'0')
 	}
 	return n, true
-}
-
-// collapseChains shows a chain of modules that each hold one module and no entry of their own
-// as one level: "encoder" → "layer" becomes "encoder.layer". Numbered levels stay apart.
-func collapseChains(m *Module) {
-	_, numbered := index(m.Name)
-	for !numbered && m.leaf == 0 && len(m.Children) == 1 && !m.Children[0].IsLeaf() && m.Numbered == 0 {
-		if _, ok := index(m.Children[0].Name); ok {
-			break
-		}
-		c := m.Children[0]
-		m.Name += "." + c.Name
-		m.Prefix = c.Prefix
-		m.leaf, m.Children, m.Numbered = c.leaf, c.Children, c.Numbered
-	}
-	for _, c := range m.Children {
-		collapseChains(c)
-	}
 }

@@ -319,13 +319,6 @@ func TestModuleTree(t *testing.T) {
 }
 
 func TestIndexLabel(t *testing.T) {
-	mods := func(names ...string) []*Module {
-		var ms []*Module
-		for _, n := range names {
-			ms = append(ms, &Module{Name: n})
-		}
-		return ms
-	}
 	for _, tc := range []struct {
 		names []string
 		want  string
@@ -336,8 +329,8 @@ func TestIndexLabel(t *testing.T) {
 		{[]string{"1", "2", "3", "4", "5"}, "[1, 2, …, 5] (5)"},
 		{[]string{"0", "2", "4", "6", "8", "10"}, "[0, 2, …, 10] (6)"},
 	} {
-		if got := indexLabel(mods(tc.names...)); got != tc.want {
-			t.Errorf("indexLabel(%v) = %q, want %q", tc.names, got, tc.want)
+		if got := numberedLabel(len(tc.names), func(i int) string { return tc.names[i] }); got != tc.want {
+			t.Errorf("numberedLabel(%v) = %q, want %q", tc.names, got, tc.want)
 		}
 	}
 }
