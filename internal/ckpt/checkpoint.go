@@ -306,7 +306,12 @@ func (c *Checkpoint) Relink() {
 // not followed; dict keys are not visited. The tensors of a large state dict kept as rows
 // (LazyTensors) are made a page at a time and visited, each page dropped once visited;
 // plain data kept as values is not visited (it holds no tensor, global or ref).
-func Walk(root *Node, visit func(*Node)) {
+func Walk(root *Node, visit func(*Node)) { WalkRows(root, visit, nil) }
+
+// WalkRows is Walk, but for a dict that keeps its entries as rows (TensorItems) it calls
+// rows with the dict and its rows instead of visiting a node made for each (the dict's
+// attributes are walked as Walk walks them); a nil rows makes the nodes, as Walk does.
+func WalkRows(root *Node, visit func(*Node), rows func(n *Node, items TensorItems)) {
 	if root == nil {
 		return
 	}
@@ -317,9 +322,15 @@ func Walk(root *Node, visit func(*Node)) {
 		visit(n)
 		if n.LazyTensors() {
 			// its items hold no container of lazy tensors, so this goes one level deep
-			for from := 0; from < n.NumItems(); from += walkPage {
+			from := 0
+			if rows != nil {
+				items := n.lazy.(TensorItems)
+				rows(n, items)
+				from = items.Rows()
+			}
+			for ; from < n.NumItems(); from += walkPage {
 				for _, k := range n.Items(from, from+walkPage) {
-					Walk(k, visit)
+					WalkRows(k, visit, rows)
 				}
 			}
 			continue

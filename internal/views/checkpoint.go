@@ -439,8 +439,28 @@ func (p CheckpointPage) HasRootChildren() bool { return p.Tree.Total > 0 }
 // ordered by bytes, largest first.
 func dtypeRows(ck *ckpt.Checkpoint) []DTypeRow {
 	byName := map[string]*DTypeRow{}
+	row := func(t *ckpt.Tensor) *DTypeRow {
+		r := byName[t.DType]
+		if r == nil {
+			r = &DTypeRow{DType: t.DType, Fields: FieldsText(t)}
+			byName[t.DType] = r
+		}
+		return r
+	}
 	seen := viewSet{}
-	ckpt.Walk(ck.Root, func(n *ckpt.Node) {
+	// the rows of a large state dict are counted from its table, no node made: each is
+	// the one view of its storage
+	countRows := func(_ *ckpt.Node, items ckpt.TensorItems) {
+		var t ckpt.Tensor
+		for i := range items.Rows() {
+			t.DType, t.Shape, _ = items.RowTensor(i)
+			r := row(&t)
+			r.Tensors++
+			r.Params += t.Numel()
+			r.Bytes += t.NBytes()
+		}
+	}
+	ckpt.WalkRows(ck.Root, func(n *ckpt.Node) {
 		if n.Kind == ckpt.KindRef { // a tensor stored again counts, its values once
 			n = ResolveRef(ck, n)
 		}
@@ -448,17 +468,13 @@ func dtypeRows(ck *ckpt.Checkpoint) []DTypeRow {
 			return
 		}
 		t := n.Tensor
-		r := byName[t.DType]
-		if r == nil {
-			r = &DTypeRow{DType: t.DType, Fields: FieldsText(t)}
-			byName[t.DType] = r
-		}
+		r := row(t)
 		r.Tensors++
 		if seen.add(t) && t.DType != "object" {
 			r.Params += t.Numel()
 			r.Bytes += t.NBytes()
 		}
-	})
+	}, countRows)
 	rows := make([]DTypeRow, 0, len(byName))
 	for _, r := range byName {
 		r.ParamsText, r.BytesText = HumanCount(r.Params), HumanBytes(r.Bytes)

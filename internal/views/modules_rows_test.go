@@ -12,15 +12,15 @@ import (
 )
 
 // A state dict that keeps its entries as rows is grouped into modules, counted and charted
-// from the rows (eachEntry's stand-ins), without its nodes: the tree, its totals and the
-// layer chart must be those the same dict's entries made into nodes give, on every fixture
-// whose state dicts keep rows.
+// from the rows (eachEntry's stand-ins, WalkRows), without its nodes: the tree, its totals,
+// the layer chart and the dtype table must be those the same dict's entries made into
+// nodes give, on every fixture whose state dicts keep rows.
 func TestModuleTreeFromRowsMatchesNodes(t *testing.T) {
 	names, err := filepath.Glob(filepath.Join(modelsDir, "*"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	compared := 0
+	compared, roots := 0, 0
 	for _, path := range names {
 		name := filepath.Base(path)
 		if st, err := os.Stat(path); err != nil || st.IsDir() || !strings.HasSuffix(name, ".pt") && !strings.HasSuffix(name, ".pth") && !strings.HasSuffix(name, ".bin") && !strings.HasSuffix(name, ".ckpt") {
@@ -45,14 +45,21 @@ func TestModuleTreeFromRowsMatchesNodes(t *testing.T) {
 			if got, want := NewLayerChart(meta.ID, d, some), NewLayerChart(meta.ID, &nodes, some); !reflect.DeepEqual(got, want) {
 				t.Errorf("%s %s: layer chart from rows = %+v, from nodes %+v", name, d.Path(), got, want)
 			}
+			if d == ck.Root { // the dtype table, counted from the rows, and from the nodes
+				withNodes := &ckpt.Checkpoint{Root: &nodes}
+				if got, want := dtypeRows(ck), dtypeRows(withNodes); !reflect.DeepEqual(got, want) || len(got) == 0 {
+					t.Errorf("%s: dtype table from rows = %+v, from nodes %+v", name, got, want)
+				}
+				roots++
+			}
 			if got.Tensors == 0 || got.Entries != d.NumItems()-attrs(d) {
 				t.Errorf("%s %s: %d tensors, %d entries of %d items", name, d.Path(), got.Tensors, got.Entries, d.NumItems())
 			}
 			compared++
 		}
 	}
-	if compared < 3 {
-		t.Fatalf("%d state dicts keep rows among the fixtures, want at least 3", compared)
+	if compared < 3 || roots < 1 {
+		t.Fatalf("%d state dicts keep rows among the fixtures (%d at the root), want at least 3 (1)", compared, roots)
 	}
 }
 
