@@ -267,9 +267,9 @@ type TensorItems interface {
 	Rows() int
 	Key(i int) string
 	// RowTensor is what entry i < Rows holds, without making its node: its tensor's dtype
-	// and shape (a view, not to be changed), and whether it is a torch Parameter. Each
-	// row's tensor is the one view of a storage of its own.
-	RowTensor(i int) (dtype string, shape []int64, param bool)
+	// and shape (a view, not to be changed). Each row's tensor is the one view of a
+	// storage of its own.
+	RowTensor(i int) (dtype string, shape []int64)
 }
 
 // IsLazy says whether n's items are made on demand: a large list read from the file, plain
@@ -294,6 +294,23 @@ func (n *Node) LazyBytes() int64 {
 		return p.MemBytes()
 	}
 	return 0
+}
+
+// Index reads s as a list index is written in decimal (torch's storage keys "0", "1"...,
+// a module list's "blocks.12"): digits only, no leading zero but in "0", at most nine.
+func Index(s string) (int, bool) {
+	if s == "" || len(s) > 9 || (len(s) > 1 && s[0] == '0') {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }
 
 // EscapeSegment escapes a key for use in a JSON Pointer (RFC 6901).

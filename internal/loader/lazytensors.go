@@ -82,10 +82,10 @@ func (p *tensorItems) Keyed() bool        { return true }
 func (p *tensorItems) HoldsTensors() bool { return true }
 func (p *tensorItems) MemBytes() int64    { return p.mem }
 
-func (p *tensorItems) RowTensor(i int) (string, []int64, bool) {
+func (p *tensorItems) RowTensor(i int) (string, []int64) {
 	row := p.row(i)
 	shape, _ := p.t.tb.dimsOf(row)
-	return p.t.tb.dtypes[p.t.tb.storages[row.storage].dtype], shape, row.param
+	return p.t.tb.dtypes[p.t.tb.storages[row.storage].dtype], shape
 }
 
 func (p *tensorItems) Item(i int) (*ckpt.Node, error) { return p.Page(nil, i, i+1)[0], nil }

@@ -619,10 +619,11 @@ func (m *memoChunks) push(v uint32) {
 func (b *plainBuilder) memoPut(idx int64, v uint32) error {
 	switch {
 	case idx >= 0 && idx < int64(b.memo.n):
-		if e := b.memo.at(int(idx)); *e == 0 {
+		e := b.memo.at(int(idx))
+		if *e == 0 {
 			b.memoN++
 		}
-		*b.memo.at(int(idx)) = v + 1
+		*e = v + 1
 		b.oddMemo = b.t.n
 	case idx == int64(b.memo.n) && b.sparse[idx] == 0:
 		b.memo.push(v + 1)

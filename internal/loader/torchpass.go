@@ -169,23 +169,6 @@ func (t *plainTree) key(i int) string {
 	return unsafe.String(&t.text[s.key], int(s.keyLen))
 }
 
-// seqIndex reads key as torch's own keys are written, the decimal number of the storages
-// named before it ("0", "1"... "199999"): it says whether it is one, and which.
-func seqIndex(key string) (int, bool) {
-	if len(key) == 0 || len(key) > 9 || (key[0] == '0' && len(key) > 1) {
-		return 0, false
-	}
-	n := 0
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, true
-}
-
 // find is the index of the storage with key, if one was named.
 func (t *plainTree) find(key string) (uint32, bool) {
 	tb := &t.tb
@@ -193,7 +176,7 @@ func (t *plainTree) find(key string) (uint32, bool) {
 		i, ok := tb.byKey[key]
 		return i, ok
 	}
-	if n, ok := seqIndex(key); ok && n < len(tb.storages) {
+	if n, ok := ckpt.Index(key); ok && n < len(tb.storages) {
 		return uint32(n), true
 	}
 	return 0, false
@@ -218,7 +201,7 @@ func (b *plainBuilder) addStorage(key, loc uint32, dtype uint64, numel int64) (u
 	}
 	tb.storages = append(grow(tb.storages, 1), pstorage{key: *t.val(key), keyLen: *t.aux(key), loc: uint16(li), dtype: uint16(dtype), numel: numel})
 	k := t.key(int(i))
-	if n, ok := seqIndex(k); tb.byKey == nil && (!ok || n != int(i)) {
+	if n, ok := ckpt.Index(k); tb.byKey == nil && (!ok || n != int(i)) {
 		tb.byKey = make(map[string]uint32, i+1)
 		for j := range i {
 			tb.byKey[t.key(int(j))] = j

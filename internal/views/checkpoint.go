@@ -453,7 +453,7 @@ func dtypeRows(ck *ckpt.Checkpoint) []DTypeRow {
 	countRows := func(_ *ckpt.Node, items ckpt.TensorItems) {
 		var t ckpt.Tensor
 		for i := range items.Rows() {
-			t.DType, t.Shape, _ = items.RowTensor(i)
+			t.DType, t.Shape = items.RowTensor(i)
 			r := row(&t)
 			r.Tensors++
 			r.Params += t.Numel()

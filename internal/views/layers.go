@@ -87,7 +87,7 @@ func NewLayerChart(id string, dict *ckpt.Node, lookup StatsLookup) *LayerChart {
 				return
 			}
 			end += start
-			if idx, ok := index(key[start:end]); ok {
+			if idx, ok := ckpt.Index(key[start:end]); ok {
 				prefix, role := key[:start-1], key[end+1:]
 				g := groups[prefix]
 				if g == nil {

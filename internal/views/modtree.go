@@ -187,7 +187,7 @@ func (t *modTree) finish() {
 		p.params += x.params
 		p.buffers += x.buffers
 		p.bytes += x.bytes
-		if _, ok := index(t.name(c)); !ok {
+		if _, ok := ckpt.Index(t.name(c)); !ok {
 			notNumbered[x.parent] = true
 		}
 	}
@@ -203,8 +203,8 @@ func (t *modTree) finish() {
 			kids = append(kids, c)
 		}
 		slices.SortStableFunc(kids, func(a, b int32) int {
-			x, _ := index(t.name(a))
-			y, _ := index(t.name(b))
+			x, _ := ckpt.Index(t.name(a))
+			y, _ := ckpt.Index(t.name(b))
 			return x - y
 		})
 		m.first, m.last = kids[0], kids[len(kids)-1]
@@ -221,7 +221,7 @@ func (t *modTree) finish() {
 // no entry of its own is shown as one level with it ("encoder" → "layer" becomes
 // "encoder.layer"); numbered levels stay apart.
 func (t *modTree) collapse(m int32) int32 {
-	if _, numbered := index(t.name(m)); numbered {
+	if _, numbered := ckpt.Index(t.name(m)); numbered {
 		return m
 	}
 	for {
@@ -233,7 +233,7 @@ func (t *modTree) collapse(m int32) int32 {
 		if c.leaf != 0 && c.kids == 0 {
 			return m
 		}
-		if _, ok := index(t.name(x.first)); ok {
+		if _, ok := ckpt.Index(t.name(x.first)); ok {
 			return m
 		}
 		m = x.first

@@ -257,13 +257,8 @@ func eachEntry(n *ckpt.Node, visit func(i int, k *ckpt.Node, row bool)) {
 	var k ckpt.Node
 	var t ckpt.Tensor
 	for i := range rows.Rows() {
-		dtype, shape, param := rows.RowTensor(i)
-		t = ckpt.Tensor{DType: dtype, Shape: shape}
-		k = ckpt.Node{Kind: ckpt.KindTensor, Type: "torch.Tensor", Key: rows.Key(i), Tensor: &t}
-		if param {
-			k.Type = "torch.nn.parameter.Parameter"
-		}
-		k.Seg = k.Key
+		t.DType, t.Shape = rows.RowTensor(i)
+		k = ckpt.Node{Kind: ckpt.KindTensor, Key: rows.Key(i), Tensor: &t}
 		visit(i, &k, true)
 	}
 }
@@ -320,7 +315,8 @@ const (
 	moduleChildrenShown = 200
 )
 
-// entryPage is how many entries of a dict that keeps its rows fillRows makes at once.
+// entryPage is how many entries fillRows asks a dict for at once (a dict that keeps rows
+// makes their nodes a page at a time).
 const entryPage = 512
 
 // fillRows makes the rows of the entries the page shows (shown, by their index among the
@@ -334,13 +330,6 @@ func fillRows(id string, ck *ckpt.Checkpoint, dict *ckpt.Node, shown map[int]*Mo
 		at = append(at, i)
 	}
 	slices.Sort(at)
-	if !dict.LazyTensors() {
-		for _, i := range at {
-			row := NewRow(id, ck, dict.Children[i])
-			shown[i].Leaf = &row
-		}
-		return
-	}
 	var page []*ckpt.Node
 	from := -1
 	for _, i := range at {
@@ -375,7 +364,7 @@ func dtypeList(ds []dtypeBytes) string {
 // i-th's.
 func numberedLabel(n int, name func(i int) string) string {
 	first, last := name(0), name(n-1)
-	if k, _ := index(last); first == "0" && k == n-1 {
+	if k, _ := ckpt.Index(last); first == "0" && k == n-1 {
 		if n == 1 {
 			return "[0]"
 		}
@@ -389,20 +378,4 @@ func numberedLabel(n int, name func(i int) string) string {
 		return "[" + strings.Join(names, ", ") + "]"
 	}
 	return "[" + first + ", " + name(1) + ", …, " + last + "] (" + strconv.Itoa(n) + ")"
-}
-
-// index parses a decimal list index (no sign, no leading zeros except "0").
-func index(s string) (int, bool) {
-	if s == "" || len(s) > 9 || (len(s) > 1 && s[0] == '0') {
-		return 0, false
-	}
-	n := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, true
 }
