@@ -166,30 +166,49 @@ func (t *plainTree) memBytes() int64 {
 	return int64(len(t.chunks))*int64(unsafe.Sizeof(pchunk{})) + int64(cap(t.text))
 }
 
-// pslot is a stack entry of the builder: a value, the height of the tree under it, and
-// for a container still being filled its last child and the values under it so far.
+// pslot is a stack entry of the builder: a value, the height of the tree under it (with
+// isContainer set for a list, tuple or dict, so that it is sealed without a look at its
+// slot), and for a container still being filled its last child and the values under it so
+// far.
 type pslot struct {
 	v, h, last uint32
 	size       uint32
 }
 
+const isContainer = 1 << 31
+
+// height is the height of the tree under s.
+func (s pslot) height() uint32 { return s.h &^ isContainer }
+
+// under records that child c hangs under container s.
+func (s *pslot) under(c pslot) {
+	if h := (c.height() + 1) | isContainer; h > s.h {
+		s.h = h
+	}
+}
+
 // plainBuilder reads one plain pickle into a plainTree.
 type plainBuilder struct {
-	t      plainTree
-	o      Options
-	ops    int
-	stack  []pslot
-	marks  []int // stack heights at each open MARK
-	memo   memoChunks
-	sparse map[int64]uint32
-	memoN  int
+	t   plainTree
+	o   Options
+	ops int
+	// nextCheck is the opcode count at which checkOps is called next
+	nextCheck int
+	stack     []pslot
+	marks     []int // stack heights at each open MARK
+	memo      memoChunks
+	sparse    map[int64]uint32
+	memoN     int
 	// keys holds, for each dict filled with more than a few entries, the hashes of its
 	// keys in the order they came, checked for a repeat once the pickle is read (a key set
 	// twice gives the file to the general path)
 	keys     map[uint32]*[]uint64
 	lastDict uint32
 	lastKeys *[]uint64
-	seed     maphash.Seed
+	// lastFresh are the keys of the last dict whose keys freshKeys found to differ
+	lastFresh  [plainKeyScan]pkey
+	lastFreshN int
+	seed       maphash.Seed
 
 	r        io.ReaderAt
 	pos, end int64
@@ -317,7 +336,11 @@ func (b *plainBuilder) add(k pkind, val uint64, aux uint32) error {
 		return errNotPlain
 	}
 	v := b.t.slot(k, val, aux)
-	b.stack = append(b.stack, pslot{v: v, size: 1})
+	s := pslot{v: v, size: 1}
+	if k.container() {
+		s.h = isContainer
+	}
+	b.stack = append(b.stack, s)
 	return b.count()
 }
 
@@ -373,14 +396,14 @@ func (b *plainBuilder) appendChild(p *pslot, c pslot, isKey bool) {
 	p.last = c.v + 1
 	if !isKey {
 		p.size += c.size
-		p.h = max(p.h, c.h+1)
+		p.under(c)
 	}
 }
 
 // seal records a container's subtree size once it can no longer change: when it becomes
 // a child, or the pickle's result.
 func (b *plainBuilder) seal(c pslot) {
-	if b.t.kindOf(c.v).container() {
+	if c.h&isContainer != 0 {
 		*b.t.val(c.v) = uint64(uint32(*b.t.val(c.v))) | uint64(c.size)<<32
 	}
 }
@@ -391,30 +414,78 @@ func (b *plainBuilder) setItems(d *pslot, kv []pslot) error {
 	if !t.kindOf(d.v).keyed() || len(kv)%2 != 0 {
 		return errNotPlain
 	}
-	// a dict filled from empty by one SETITEMS of a few entries (a record) has its keys
-	// compared among themselves, in kv
-	fresh := *t.aux(d.v) == 0 && len(kv) <= 2*plainKeyScan
-	for i := 0; i < len(kv); i += 2 {
-		k, v := kv[i], kv[i+1]
-		if kk := t.kindOf(k.v); kk != pStr && (kk != pInt || !b.torch) {
-			return errNotPlain // (an int key only in a torch pickle, whose dicts are not paged)
-		}
-		if fresh {
-			for j := 0; j < i; j += 2 {
-				if t.sameKey(kv[j].v, k.v) {
-					return errNotPlain
-				}
-			}
-		} else if err := b.newKey(d, k.v); err != nil {
-			return err
-		}
-		b.values-- // a str key is no value of the tree (its slot is bounded by its entry's)
-		b.keyedFrom = max(b.keyedFrom, d.v+1)
-		b.appendChild(d, k, true)
-		b.appendChild(d, v, false)
-		*t.aux(d.v)++
+	if len(kv) == 0 {
+		return nil
 	}
+	// a dict filled from empty by one SETITEMS of a few entries (a record) has its keys
+	// compared among themselves; else each key is checked against the dict's (newKey)
+	if d.last == 0 && len(kv) <= 2*plainKeyScan { // an empty dict: aux, its entries, is 0
+		if !b.freshKeys(kv) {
+			return errNotPlain
+		}
+		for i := 0; i < len(kv); i += 2 {
+			b.appendChild(d, kv[i], true)
+			b.appendChild(d, kv[i+1], false)
+		}
+		*t.aux(d.v) = uint32(len(kv) / 2)
+	} else {
+		for i := 0; i < len(kv); i += 2 { // each key checked against the dict's, the last one added included
+			if kk := t.kindOf(kv[i].v); kk != pStr && (kk != pInt || !b.torch) {
+				return errNotPlain // (an int key only in a torch pickle, whose dicts are not paged)
+			}
+			if err := b.newKey(d, kv[i].v); err != nil {
+				return err
+			}
+			b.appendChild(d, kv[i], true)
+			b.appendChild(d, kv[i+1], false)
+			*t.aux(d.v)++
+		}
+	}
+	b.values -= len(kv) / 2 // a str key is no value of the tree (its slot is bounded by its entry's)
+	b.keyedFrom = max(b.keyedFrom, d.v+1)
 	return nil
+}
+
+// pkey is a dict key as freshKeys compares it: its kind and payload.
+type pkey struct {
+	val uint64
+	aux uint32
+	k   pkind
+}
+
+// freshKeys says whether the keys of kv (key, value, key, value...; at most plainKeyScan
+// entries) are str (or, in a torch pickle, int) keys that differ from one another. A
+// dataset of records names the same keys in each, through the memo, so the keys of the
+// last set found to differ are kept (b.lastFresh): keys of the same kinds and payloads,
+// in the same order, differ too.
+func (b *plainBuilder) freshKeys(kv []pslot) bool {
+	t := &b.t
+	var keys [plainKeyScan]pkey
+	n := len(kv) / 2
+	same := n == b.lastFreshN
+	for i := range n {
+		v := kv[2*i].v
+		c, j := t.chunks[v>>chunkBits], v&chunkMask
+		k := pkey{val: c.val[j], aux: c.aux[j], k: c.kind[j]}
+		if k.k != pStr && (k.k != pInt || !b.torch) {
+			return false // (an int key only in a torch pickle, whose dicts are not paged)
+		}
+		keys[i] = k
+		same = same && k == b.lastFresh[i]
+	}
+	if same {
+		return true
+	}
+	for i := 1; i < n; i++ {
+		for j := range i {
+			a, c := keys[i], keys[j]
+			if a.k == c.k && a.aux == c.aux && (a.val == c.val || a.k == pStr && string(t.text[a.val:a.val+uint64(a.aux)]) == string(t.text[c.val:c.val+uint64(c.aux)])) {
+				return false
+			}
+		}
+	}
+	b.lastFresh, b.lastFreshN = keys, n
+	return true
 }
 
 // newKey checks that key k is not already a key of dict d (Python would keep one entry).
@@ -625,7 +696,7 @@ func (b *plainBuilder) memoPut(idx int64, v uint32) error {
 		}
 		*e = v + 1
 		b.oddMemo = b.t.n
-	case idx == int64(b.memo.n) && b.sparse[idx] == 0:
+	case idx == int64(b.memo.n) && (b.sparse == nil || b.sparse[idx] == 0):
 		b.memo.push(v + 1)
 		b.memoN++
 	default:
@@ -667,7 +738,8 @@ func (b *plainBuilder) memoGet(idx int64) error {
 // met again (a tied weight) is one too, which a torch pickle's tree makes (torchpass.go).
 func (b *plainBuilder) again(v uint32) error {
 	t := &b.t
-	switch k := t.kindOf(v); {
+	c, i := t.chunks[v>>chunkBits], v&chunkMask
+	switch k := c.kind[i]; {
 	case k == pStorage || k.container() && !b.torch:
 		return errNotPlain
 	case k.container():
@@ -684,11 +756,15 @@ func (b *plainBuilder) again(v uint32) error {
 	case k == pTensor:
 		t.tb.share(*t.val(v)) // a tensor stored twice: a ref to its first place in the tree
 	}
-	return b.add(t.kindOf(v), *t.val(v), *t.aux(v))
+	return b.add(c.kind[i], c.val[i], c.aux[i])
 }
 
-// le reads an n-byte little-endian unsigned argument.
+// le reads an n-byte little-endian unsigned argument (n is 1, 2, 4 or 8).
 func (b *plainBuilder) le(n int64) (uint64, bool) {
+	if i := b.pos - b.bufOff; i+8 <= int64(len(b.buf)) { // the usual case: the window holds 8 bytes
+		b.pos += n
+		return binary.LittleEndian.Uint64(b.buf[i:]) & (1<<(8*n) - 1), true // (1<<64 - 1 for 8)
+	}
 	p := b.bytes(n)
 	if p == nil {
 		return 0, false
@@ -719,26 +795,45 @@ func argSize(op byte) int64 {
 	return 4
 }
 
+// checkOps holds the opcodes read to -max-pickle-ops and, every 65,536 of them, the
+// time to the deadline; it says when to be called again.
+func (b *plainBuilder) checkOps() error {
+	if b.ops > b.o.MaxOps {
+		return b.overLimit("more than %s pickle opcodes, this server's limit (-max-pickle-ops)", thousands(int64(b.o.MaxOps)))
+	}
+	if b.ops > 1 && b.o.pastDeadline() {
+		return b.o.timeError()
+	}
+	b.nextCheck = b.ops + 1<<16
+	if b.o.MaxOps-b.ops < 1<<16 {
+		b.nextCheck = b.o.MaxOps + 1
+	}
+	return nil
+}
+
 // run reads opcodes up to STOP.
 func (b *plainBuilder) run() error {
 	t := &b.t
 	for {
-		b.ops++
-		if b.ops&0xffff == 0 && b.o.pastDeadline() {
-			return b.o.timeError()
+		if b.ops++; b.ops >= b.nextCheck {
+			if err := b.checkOps(); err != nil {
+				return err
+			}
 		}
-		if b.ops > b.o.MaxOps {
-			return b.overLimit("more than %s pickle opcodes, this server's limit (-max-pickle-ops)", thousands(int64(b.o.MaxOps)))
-		}
-		p := b.bytes(1)
-		if p == nil {
+		var op byte
+		if i := b.pos - b.bufOff; i < int64(len(b.buf)) {
+			op = b.buf[i]
+			b.pos++
+		} else if p := b.fill(1); p != nil {
+			op = p[0]
+		} else {
 			return errNotPlain
 		}
 		var err error
 		if b.wo != nil {
-			b.wo.opcode(p[0])
+			b.wo.opcode(op)
 		}
-		switch op := p[0]; op {
+		switch op {
 		case opProto:
 			if v, ok := b.le(argSize(op)); !ok || v > 5 {
 				return errNotPlain
@@ -755,7 +850,7 @@ func (b *plainBuilder) run() error {
 				return errNotPlain
 			}
 			root := b.stack[0]
-			if k := t.kindOf(root.v); !(k.container() || b.torch && k == pTensor) || int(root.h) > b.o.MaxDepth {
+			if k := t.kindOf(root.v); !(k.container() || b.torch && k == pTensor) || int(root.height()) > b.o.MaxDepth {
 				return errNotPlain
 			}
 			if b.values > b.o.MaxValues {
@@ -927,7 +1022,7 @@ const plainLazyMin = 4096
 
 // collect makes a list, tuple or dict of the slots from stack height m up, in their place.
 func (b *plainBuilder) collect(k pkind, m int) error {
-	c := pslot{v: b.t.slot(k, 0, 0), size: 1}
+	c := pslot{v: b.t.slot(k, 0, 0), h: isContainer, size: 1}
 	items := b.stack[m:]
 	if k == pDict {
 		if err := b.setItems(&c, items); err != nil {

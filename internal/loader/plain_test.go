@@ -109,6 +109,7 @@ func TestPlainOnePassTakesWhatItShould(t *testing.T) {
 		"memo str": true, "bytes": true, "trailing": true,
 		"shared list": false, "int keys": false, "duplicate key": false, "global": false,
 		"many keys": true, "duplicate key late": false, "duplicate key later batch": false, "duplicate key of many": false,
+		"duplicate key in a record": false, "duplicate key in a record's second batch": false,
 		"large bytes": false, "bad utf8": false, "set": false, "left on stack": false,
 	} {
 		data, ok := shapes[name]
@@ -156,6 +157,11 @@ func plainShapes() map[string][]byte {
 	}
 	rec.WriteString("e.")
 	add("records", rec.String())
+	// records whose keys are checked once and then known by their slots' payloads: a
+	// record that names one of them twice is still a key set twice
+	recs := strings.TrimSuffix(rec.String(), "e.")
+	add("duplicate key in a record", recs, "}\x94(h\x02K\x01h\x02K\x02ue.")
+	add("duplicate key in a record's second batch", recs, "}\x94(h\x02K\x01u(h\x04K\x01h\x04K\x02ue.")
 	var voc strings.Builder
 	voc.WriteString("\x80\x02}q\x00(")
 	for i := range 200 {

@@ -401,7 +401,7 @@ func (b *plainBuilder) torchOp(op byte) error {
 		tb.attrs[d.v] = state.v
 		b.keyedFrom = max(b.keyedFrom, d.v+1)
 		d.size += state.size
-		d.h = max(d.h, state.h+1)
+		d.under(state)
 		return nil
 	}
 	return errNotPlain
