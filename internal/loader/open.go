@@ -832,9 +832,9 @@ func (op *opener) openZipOnce() error {
 	// an archive torch refuses is shown as a plain zip reading finds it, saying so
 	tz, refusal := newTorchZip(zr)
 	// byName finds members by their exact names; when no two names are equal even without
-	// regard to case (tz.byName), there is no repeated name to find, and tz finds them
+	// regard to case (tz.distinct), there is no repeated name to find, and tz finds them
 	var byName map[string]*zip.File
-	if tz.byName == nil {
+	if !tz.distinct {
 		byName = make(map[string]*zip.File, len(zr.File))
 	}
 	var dataPkl *zip.File
@@ -939,7 +939,7 @@ func (op *opener) openZipOnce() error {
 	// has as many local headers to read), while the pickle is when it goes the general way.
 	headers := dataOffsets(zr)
 	defer headers()
-	if op.wo != nil && tz.byName != nil && !op.o.nodesOnly && !op.o.noPlain && !op.o.noTorchPass {
+	if op.wo != nil && tz.distinct && !op.o.nodesOnly && !op.o.noPlain && !op.o.noTorchPass {
 		// The one pass. In an archive of many entries (about 215 bytes each, 43 MB for a
 		// state dict of 200,000 tensors) what it needs of them is taken first, the other
 		// pickles are scanned and the members made to read in place, and the entries let
@@ -955,7 +955,7 @@ func (op *opener) openZipOnce() error {
 			expect = len(dm.names)
 			op.scanOtherPickles(zr, dataPkl)
 			op.compactMembers(zr, headers())
-			zr.File, tz.files, tz.sorted, tz.byName, byName = nil, nil, nil, nil, nil
+			zr.File, tz.files, tz.sorted, tz.byName, tz.byNumber, byName = nil, nil, nil, nil, nil, nil
 			members = func() *dataMembers { return dm }
 		}
 		v, tb, done, err := op.torchPass(src, srcSize, dataPkl.Name, members, expect, order)
@@ -1164,7 +1164,7 @@ func (op *opener) listMembers(zr *zip.Reader) {
 // finds a name that differs but for case); elsewhere all but the last, as Python's
 // zipfile and numpy read them.
 func (op *opener) markShadowed(zr *zip.Reader, tz *torchZip, torchReads bool) {
-	if tz.byName != nil {
+	if tz.distinct {
 		return // no two names alike, even without regard to case
 	}
 	count := make(map[string]int, len(zr.File))

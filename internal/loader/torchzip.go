@@ -31,10 +31,16 @@ type torchZip struct {
 	files  []*zip.File
 	sorted []int // indexes of files, in miniz's sorted order (when byName is nil)
 	prefix string
-	// byName finds the files by their names in ASCII lower case when no two are equal so
-	// (the binary search then finds the one such name, and a map finds it at once: a state
-	// dict of 200,000 storages looks each one up)
-	byName map[string]*zip.File
+	// distinct says that no two names are equal in ASCII lower case: the binary search
+	// then finds the one entry of a name, and byName and byNumber find it at once (a state
+	// dict of 200,000 storages looks each one up). byNumber holds the entries named, in
+	// lower case, numbered (the folder, "data/" and a decimal below len(files) without a
+	// leading zero: the storages torch.save writes), byName the others, by their names in
+	// lower case.
+	distinct bool
+	byName   map[string]*zip.File
+	byNumber []*zip.File
+	numbered string // the numbered names' folder and "data/", in lower case
 }
 
 // newTorchZip applies torch's folder rules; refusal says why torch would refuse the
@@ -111,17 +117,17 @@ func nameCompare(a, b string) int {
 // and the binary search finds the one entry of a name: a map of the names in lower case
 // then finds it at once, and nothing is sorted (a state dict of 200,000 storages).
 func (t *torchZip) sortLikeMiniz() {
-	byName := make(map[string]*zip.File, len(t.files))
+	t.numbered = lowerName(t.prefix) + "data/"
+	t.byNumber = make([]*zip.File, len(t.files))
+	t.byName = map[string]*zip.File{}
+	t.distinct = true
 	for _, f := range t.files {
-		l := lowerName(f.Name)
-		if _, dup := byName[l]; dup {
-			byName = nil
+		if !t.put(lowerName(f.Name), f) {
+			t.distinct, t.byName, t.byNumber = false, nil, nil
 			break
 		}
-		byName[l] = f
 	}
-	if byName != nil {
-		t.byName = byName
+	if t.distinct {
 		return
 	}
 	idx := make([]int, len(t.files))
@@ -156,12 +162,54 @@ func (t *torchZip) sortLikeMiniz() {
 	t.sorted = idx
 }
 
+// number is the number of a numbered name (in lower case), ok false for another name.
+func (t *torchZip) number(lower string) (n int, ok bool) {
+	if len(lower) <= len(t.numbered) || lower[:len(t.numbered)] != t.numbered {
+		return 0, false
+	}
+	d := lower[len(t.numbered):]
+	if len(d) > 9 || len(d) > 1 && d[0] == '0' {
+		return 0, false
+	}
+	for i := range len(d) {
+		if d[i] < '0' || d[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(d[i]-'0')
+	}
+	return n, n < len(t.byNumber)
+}
+
+// put files f under its name in lower case; false when a file is there already.
+func (t *torchZip) put(lower string, f *zip.File) bool {
+	if n, ok := t.number(lower); ok {
+		if t.byNumber[n] != nil {
+			return false
+		}
+		t.byNumber[n] = f
+		return true
+	}
+	if _, dup := t.byName[lower]; dup {
+		return false
+	}
+	t.byName[lower] = f
+	return true
+}
+
+// find is the file named lower in lower case, when the names are distinct.
+func (t *torchZip) find(lower string) *zip.File {
+	if n, ok := t.number(lower); ok {
+		return t.byNumber[n]
+	}
+	return t.byName[lower]
+}
+
 // lookup finds record name (below the archive's folder) as torch does, nil if torch would
 // not find it.
 func (t *torchZip) lookup(name string) *zip.File {
 	want := t.prefix + name
-	if t.byName != nil {
-		return t.byName[lowerName(want)]
+	if t.distinct {
+		return t.find(lowerName(want))
 	}
 	if t.sorted == nil {
 		return nil // refused before it was sorted
@@ -182,10 +230,10 @@ func (t *torchZip) lookup(name string) *zip.File {
 	return nil
 }
 
-// exact finds the member named name, case and all, when tz.byName is set (the names are
-// distinct even without regard to case, so there is one candidate).
+// exact finds the member named name, case and all, when the names are distinct even
+// without regard to case (so there is one candidate).
 func (t *torchZip) exact(name string) *zip.File {
-	if f := t.byName[lowerName(name)]; f != nil && f.Name == name {
+	if f := t.find(lowerName(name)); f != nil && f.Name == name {
 		return f
 	}
 	return nil

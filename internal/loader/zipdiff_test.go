@@ -123,6 +123,12 @@ func FuzzTorchZipLookup(f *testing.F) {
 	f.Add("archive/data.pkl\narchive/DATA.pkl\narchive/version\narchive/data/0", "data.pkl")
 	f.Add("a/data.pkl\na/data.pkl\na/data.pkl\na/version", "DATA.PKL")
 	f.Add("x/\x00\nx/\xff\nx/Z\nx/z\nx/[", "z")
+	// numbered storage names, found by their number: one equal to another but for case,
+	// one with a leading zero, one past the count of entries
+	f.Add("data.pkl\ndata/0\ndata/1\ndata/2\ndata/10\nversion", "data/1")
+	f.Add("data/0\ndata/00\ndata/1", "data/00")
+	f.Add("data/0\ndata/00\nDATA/0\ndata/1", "Data/0")
+	f.Add("data/0\ndata/1\ndata/3", "data/3")
 	f.Fuzz(func(t *testing.T, list, query string) {
 		names := strings.Split(list, "\n")
 		if len(names) > 200 {
@@ -133,6 +139,15 @@ func FuzzTorchZipLookup(f *testing.F) {
 			tz.files[i] = &zip.File{FileHeader: zip.FileHeader{Name: n}}
 		}
 		tz.sortLikeMiniz()
+		lower := map[string]bool{}
+		distinct := true
+		for _, n := range names {
+			distinct = distinct && !lower[foldASCII(n)]
+			lower[foldASCII(n)] = true
+		}
+		if tz.distinct != distinct {
+			t.Fatalf("names distinct without regard to case: %v, the lookup says %v", distinct, tz.distinct)
+		}
 		for i := 1; i < len(tz.sorted); i++ {
 			if nameLess(tz.files[tz.sorted[i]].Name, tz.files[tz.sorted[i-1]].Name) {
 				t.Fatalf("not sorted at %d: %q before %q", i, tz.files[tz.sorted[i-1]].Name, tz.files[tz.sorted[i]].Name)
@@ -147,4 +162,15 @@ func FuzzTorchZipLookup(f *testing.F) {
 			t.Fatalf("lookup(%q) = %v, an equal name exists: %v", query, got, exists)
 		}
 	})
+}
+
+// foldASCII is s with its ASCII capitals in lower case and every other byte as it is.
+func foldASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
