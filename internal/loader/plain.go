@@ -26,7 +26,8 @@ import (
 // three times. So a raw pickle is first read by plainBuilder: one walk over its opcodes
 // that builds the values straight into flat arrays (a plainTree: a kind byte, an 8-byte
 // payload, a count or length and a sibling link per value; the text of every str in one byte arena, a str
-// the memo hands out again shared, not copied) and nodes are made from them a page at a
+// the memo hands out again shared, not copied; the keys of a small dict filled at once, a
+// record, in a shape that the records naming the same keys share) and nodes are made from them a page at a
 // time when they are looked at, by the converter of the general path, so a value looks the
 // same whichever path read it.
 //
@@ -60,6 +61,7 @@ const (
 	pStorage // val: index in storages
 	pTensor  // val: index in tensors
 	pRef     // val: the slot of a container the memo hands out a second time
+	pShape   // val: offset in shapes of a dict's key slots, aux: their count; only a dict's first child
 	pList    // val: first child + 1 | values in the subtree << 32, aux: items
 	pTuple   //
 	pDict    // children alternate key (a pStr), value; aux: entries
@@ -73,6 +75,10 @@ type plainTree struct {
 	chunks []*pchunk
 	n      uint32 // slots made
 	text   []byte
+	// shapes holds the key slots of the dicts filled at once with a few entries (a record),
+	// whose children are then a pShape slot and the values, without a key slot each: the
+	// records of a dataset name the same keys, through the memo, and share one shape
+	shapes []uint32
 	// tb holds the tensors, storages and attributes of a torch archive's pickle
 	tb torchTables
 }
@@ -144,7 +150,15 @@ func (t *plainTree) str(v uint32) string {
 // key's slot (noKey otherwise).
 func (t *plainTree) eachItem(c uint32, fn func(item, key uint32)) {
 	dict := t.kindOf(c).keyed()
-	for f, ok := t.first(c); ok; {
+	f, ok := t.first(c)
+	if keys := t.shape(c); keys != nil { // f is the shape, the values follow it
+		for _, k := range keys {
+			f = *t.next(f) - 1
+			fn(f, k)
+		}
+		return
+	}
+	for ok {
 		key := uint32(noKey)
 		if dict {
 			key, f = f, *t.next(f)-1
@@ -156,6 +170,16 @@ func (t *plainTree) eachItem(c uint32, fn func(item, key uint32)) {
 
 const noKey = math.MaxUint32
 
+// shape is the key slots of dict d when it has a shape (nil otherwise).
+func (t *plainTree) shape(d uint32) []uint32 {
+	f, ok := t.first(d)
+	if !ok || t.kindOf(f) != pShape {
+		return nil
+	}
+	off := *t.val(f)
+	return t.shapes[off : off+uint64(*t.aux(f))]
+}
+
 // eachKey calls fn with the key slot of each entry of dict d, in order.
 func (t *plainTree) eachKey(d uint32, fn func(k uint32)) {
 	t.eachItem(d, func(_, k uint32) { fn(k) })
@@ -163,7 +187,7 @@ func (t *plainTree) eachKey(d uint32, fn func(k uint32)) {
 
 // memBytes is what the tree holds in memory.
 func (t *plainTree) memBytes() int64 {
-	return int64(len(t.chunks))*int64(unsafe.Sizeof(pchunk{})) + int64(cap(t.text))
+	return int64(len(t.chunks))*int64(unsafe.Sizeof(pchunk{})) + int64(cap(t.text)) + 4*int64(cap(t.shapes))
 }
 
 // pslot is a stack entry of the builder: a value, the height of the tree under it (with
@@ -175,10 +199,16 @@ type pslot struct {
 	size       uint32
 }
 
-const isContainer = 1 << 31
+// Flags of a pslot's h. A borrowed slot is a scalar the memo handed out again (GET, DUP),
+// pushed as its first slot: a str a dataset's records repeat as a key needs no slot of its
+// own until a place in the tree does (appendChild), and a record's keys never do.
+const (
+	isContainer = 1 << 31
+	isBorrowed  = 1 << 30
+)
 
 // height is the height of the tree under s.
-func (s pslot) height() uint32 { return s.h &^ isContainer }
+func (s pslot) height() uint32 { return s.h &^ (isContainer | isBorrowed) }
 
 // under records that child c hangs under container s.
 func (s *pslot) under(c pslot) {
@@ -205,9 +235,11 @@ type plainBuilder struct {
 	keys     map[uint32]*[]uint64
 	lastDict uint32
 	lastKeys *[]uint64
-	// lastFresh are the keys of the last dict whose keys freshKeys found to differ
+	// lastFresh are the keys of the last dict whose keys freshKeys found to differ, and
+	// lastShape the offset of their shape
 	lastFresh  [plainKeyScan]pkey
 	lastFreshN int
+	lastShape  uint64
 	seed       maphash.Seed
 
 	r        io.ReaderAt
@@ -387,6 +419,10 @@ func grow[T any](s []T, n int) []T {
 // child can no longer change, and is sealed.
 func (b *plainBuilder) appendChild(p *pslot, c pslot, isKey bool) {
 	t := &b.t
+	if c.h&isBorrowed != 0 { // a place of its own, with the payload it shares
+		k, i := t.chunks[c.v>>chunkBits], c.v&chunkMask
+		c.v = t.slot(k.kind[i], k.val[i], k.aux[i])
+	}
 	b.seal(c)
 	if p.last == 0 {
 		*t.val(p.v) = uint64(c.v + 1)
@@ -420,15 +456,33 @@ func (b *plainBuilder) setItems(d *pslot, kv []pslot) error {
 	// a dict filled from empty by one SETITEMS of a few entries (a record) has its keys
 	// compared among themselves; else each key is checked against the dict's (newKey)
 	if d.last == 0 && len(kv) <= 2*plainKeyScan { // an empty dict: aux, its entries, is 0
-		if !b.freshKeys(kv) {
+		same, ok := b.freshKeys(kv)
+		if !ok {
 			return errNotPlain
 		}
-		for i := 0; i < len(kv); i += 2 {
-			b.appendChild(d, kv[i], true)
-			b.appendChild(d, kv[i+1], false)
+		switch {
+		case b.torch: // keys in the chain (a torch pickle's slots are reclaimed and moved)
+			for i := 0; i < len(kv); i += 2 {
+				b.appendChild(d, kv[i], true)
+				b.appendChild(d, kv[i+1], false)
+			}
+		default: // a shape, then the values
+			if !same {
+				b.lastShape = uint64(len(t.shapes))
+				for i := 0; i < len(kv); i += 2 {
+					t.shapes = append(grow(t.shapes, 1), kv[i].v)
+				}
+			}
+			b.appendChild(d, pslot{v: t.slot(pShape, b.lastShape, uint32(len(kv)/2))}, true)
+			for i := 0; i < len(kv); i += 2 {
+				b.appendChild(d, kv[i+1], false)
+			}
 		}
 		*t.aux(d.v) = uint32(len(kv) / 2)
 	} else {
+		if t.shape(d.v) != nil {
+			return errNotPlain // more entries for a record: only a pickle made by hand does that
+		}
 		for i := 0; i < len(kv); i += 2 { // each key checked against the dict's, the last one added included
 			if kk := t.kindOf(kv[i].v); kk != pStr && (kk != pInt || !b.torch) {
 				return errNotPlain // (an int key only in a torch pickle, whose dicts are not paged)
@@ -446,6 +500,20 @@ func (b *plainBuilder) setItems(d *pslot, kv []pslot) error {
 	return nil
 }
 
+// sameAsLast says whether the keys of kv have the kinds and payloads of b.lastFresh, in
+// order (kv has as many).
+func (b *plainBuilder) sameAsLast(kv []pslot) bool {
+	t := &b.t
+	for i := range b.lastFreshN {
+		v := kv[2*i].v
+		c, j := t.chunks[v>>chunkBits], v&chunkMask
+		if l := &b.lastFresh[i]; c.val[j] != l.val || c.aux[j] != l.aux || c.kind[j] != l.k {
+			return false
+		}
+	}
+	return true
+}
+
 // pkey is a dict key as freshKeys compares it: its kind and payload.
 type pkey struct {
 	val uint64
@@ -458,34 +526,37 @@ type pkey struct {
 // dataset of records names the same keys in each, through the memo, so the keys of the
 // last set found to differ are kept (b.lastFresh): keys of the same kinds and payloads,
 // in the same order, differ too.
-func (b *plainBuilder) freshKeys(kv []pslot) bool {
+func (b *plainBuilder) freshKeys(kv []pslot) (same, ok bool) {
 	t := &b.t
-	var keys [plainKeyScan]pkey
 	n := len(kv) / 2
-	same := n == b.lastFreshN
+	if n == b.lastFreshN && b.sameAsLast(kv) {
+		return true, true
+	}
+	var keys [plainKeyScan]pkey
+	same = n == b.lastFreshN
 	for i := range n {
 		v := kv[2*i].v
 		c, j := t.chunks[v>>chunkBits], v&chunkMask
 		k := pkey{val: c.val[j], aux: c.aux[j], k: c.kind[j]}
 		if k.k != pStr && (k.k != pInt || !b.torch) {
-			return false // (an int key only in a torch pickle, whose dicts are not paged)
+			return false, false // (an int key only in a torch pickle, whose dicts are not paged)
 		}
 		keys[i] = k
 		same = same && k == b.lastFresh[i]
 	}
 	if same {
-		return true
+		return true, true
 	}
 	for i := 1; i < n; i++ {
 		for j := range i {
 			a, c := keys[i], keys[j]
 			if a.k == c.k && a.aux == c.aux && (a.val == c.val || a.k == pStr && string(t.text[a.val:a.val+uint64(a.aux)]) == string(t.text[c.val:c.val+uint64(c.aux)])) {
-				return false
+				return false, false
 			}
 		}
 	}
 	b.lastFresh, b.lastFreshN = keys, n
-	return true
+	return false, true
 }
 
 // newKey checks that key k is not already a key of dict d (Python would keep one entry).
@@ -755,16 +826,33 @@ func (b *plainBuilder) again(v uint32) error {
 		return b.add(pRef, uint64(v), 0)
 	case k == pTensor:
 		t.tb.share(*t.val(v)) // a tensor stored twice: a ref to its first place in the tree
+	case !b.torch: // (a torch pickle's slots are reclaimed and moved; its scalars are copied)
+		b.stack = append(b.stack, pslot{v: v, h: isBorrowed, size: 1})
+		return b.count()
 	}
 	return b.add(c.kind[i], c.val[i], c.aux[i])
 }
 
 // le reads an n-byte little-endian unsigned argument (n is 1, 2, 4 or 8).
 func (b *plainBuilder) le(n int64) (uint64, bool) {
-	if i := b.pos - b.bufOff; i+8 <= int64(len(b.buf)) { // the usual case: the window holds 8 bytes
+	if i := b.pos - b.bufOff; uint64(i+8) <= uint64(len(b.buf)) { // the usual case: the window holds 8 bytes
 		b.pos += n
 		return binary.LittleEndian.Uint64(b.buf[i:]) & (1<<(8*n) - 1), true // (1<<64 - 1 for 8)
 	}
+	return b.leSlow(n)
+}
+
+// u8 reads a 1-byte argument.
+func (b *plainBuilder) u8() (uint64, bool) {
+	if i := b.pos - b.bufOff; uint64(i) < uint64(len(b.buf)) {
+		b.pos++
+		return uint64(b.buf[i]), true
+	}
+	return b.leSlow(1)
+}
+
+// leSlow is le past the window.
+func (b *plainBuilder) leSlow(n int64) (uint64, bool) {
 	p := b.bytes(n)
 	if p == nil {
 		return 0, false
@@ -886,7 +974,13 @@ func (b *plainBuilder) run() error {
 		case opNewFalse:
 			err = b.add(pFalse, 0, 0)
 		case opBinInt, opBinInt1, opBinInt2:
-			x, ok := b.le(argSize(op))
+			var x uint64
+			var ok bool
+			if op == opBinInt1 {
+				x, ok = b.u8()
+			} else {
+				x, ok = b.le(argSize(op))
+			}
 			if !ok {
 				return errNotPlain
 			}
@@ -926,7 +1020,13 @@ func (b *plainBuilder) run() error {
 			}
 			err = b.add(pFloat, binary.BigEndian.Uint64(p), 0)
 		case opBinUnicode, opShortBinUnicode, opBinUnicode8, opBinBytes, opShortBinBytes, opBinBytes8:
-			n, ok := b.le(argSize(op))
+			var n uint64
+			var ok bool
+			if op == opShortBinUnicode {
+				n, ok = b.u8()
+			} else {
+				n, ok = b.le(argSize(op))
+			}
 			isStr := op == opBinUnicode || op == opShortBinUnicode || op == opBinUnicode8
 			if !ok || n > math.MaxUint32 || (!isStr && n >= plainLazyMin) {
 				return errNotPlain // too large to show, or bytes the general path leaves in the file
@@ -999,7 +1099,13 @@ func (b *plainBuilder) run() error {
 			}
 			err = b.memoPut(int64(idx), s.v)
 		case opBinGet, opLongBinGet:
-			idx, ok := b.le(argSize(op))
+			var idx uint64
+			var ok bool
+			if op == opBinGet {
+				idx, ok = b.u8()
+			} else {
+				idx, ok = b.le(4)
+			}
 			if !ok {
 				return errNotPlain
 			}
@@ -1051,6 +1157,7 @@ type plainItems struct {
 
 	once      sync.Once
 	kids      []uint32 // the item (for a dict, the key) slots, in order
+	vals      []uint32 // for a dict with a shape, the value slots (else each follows its key)
 	indexOnce sync.Once
 	index     map[string]int // segment -> entry, for a large dict
 }
@@ -1071,7 +1178,11 @@ func (p *plainItems) slots() []uint32 {
 	p.once.Do(func() {
 		t := p.t
 		p.kids = make([]uint32, 0, *t.aux(p.v))
+		shaped := t.shape(p.v) != nil
 		t.eachItem(p.v, func(item, key uint32) {
+			if shaped {
+				p.vals = append(p.vals, item)
+			}
 			if p.Keyed() {
 				item = key
 			}
@@ -1114,7 +1225,11 @@ func (p *plainItems) item(c *converter, i int) *ckpt.Node {
 	s, key := kids[i], strconv.Itoa(i)
 	if p.Keyed() {
 		key = p.t.str(s)
-		s = *p.t.next(s) - 1
+		if p.vals != nil {
+			s = p.vals[i]
+		} else {
+			s = *p.t.next(s) - 1
+		}
 	}
 	n := p.t.node(c, s)
 	n.Key, n.Seg = key, key
@@ -1170,8 +1285,8 @@ func (t *plainTree) value(v uint32) any {
 		return tensorRef(*t.val(v))
 	case pRef:
 		return t.value(uint32(*t.val(v)))
-	case pGlobal, pStorage:
-		panic("loader: a torch global or storage in the tree") // the builder never puts one there
+	case pGlobal, pStorage, pShape:
+		panic("loader: a torch global, a storage or a shape as a value of the tree") // the builder never puts one there
 	}
 	if t.tb.sharedSlots[v] { // one value for every place the container is in, as the unpickler makes
 		if x, ok := t.tb.values[v]; ok {

@@ -110,6 +110,7 @@ func TestPlainOnePassTakesWhatItShould(t *testing.T) {
 		"shared list": false, "int keys": false, "duplicate key": false, "global": false,
 		"many keys": true, "duplicate key late": false, "duplicate key later batch": false, "duplicate key of many": false,
 		"duplicate key in a record": false, "duplicate key in a record's second batch": false,
+		"paged record": true, "str from the memo in a list": true, "record given another entry": false,
 		"large bytes": false, "bad utf8": false, "set": false, "left on stack": false,
 	} {
 		data, ok := shapes[name]
@@ -162,6 +163,12 @@ func plainShapes() map[string][]byte {
 	recs := strings.TrimSuffix(rec.String(), "e.")
 	add("duplicate key in a record", recs, "}\x94(h\x02K\x01h\x02K\x02ue.")
 	add("duplicate key in a record's second batch", recs, "}\x94(h\x02K\x01u(h\x04K\x01h\x04K\x02ue.")
+	// a record large enough to be paged (its items made when asked for), its keys from the
+	// memo; a str from the memo as a list item, duplicated and memoized again; a record
+	// given a second entry later, which only a pickle made by hand does
+	add("paged record", "\x80\x04]\x94(}\x94(", short("a"), "\x94]\x94(", ints(20), "e", short("b"), "\x94]\x94(", ints(20), "eu}\x94(h\x02]\x94(", ints(20), "eh\x04]\x94(", ints(20), "eue.")
+	add("str from the memo in a list", "\x80\x04](", short("word"), "\x94", ints(40), "h\x00h\x002\x94h\x01e.")
+	add("record given another entry", "\x80\x04](", ints(40), "}\x94(", short("a"), "K\x01", short("b"), "K\x02u", short("c"), "K\x03se.")
 	var voc strings.Builder
 	voc.WriteString("\x80\x02}q\x00(")
 	for i := range 200 {
