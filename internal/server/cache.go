@@ -44,30 +44,42 @@ type opened struct {
 	names   []string
 
 	unitsOnce sync.Once
-	units     []*statsUnit
+	units     []statsUnit
 	unitOf    map[string]*statsUnit
 }
 
 // statsUnits returns the checkpoint's statistics units in tree order, and the unit of
-// each tensor path.
-func (o *opened) statsUnits() ([]*statsUnit, map[string]*statsUnit) {
+// each tensor path but the rows' (a row is a unit of its own: unitOfNode).
+func (o *opened) statsUnits() ([]statsUnit, map[string]*statsUnit) {
 	o.unitsOnce.Do(func() {
 		o.units = statsUnits(o.ck)
-		o.unitOf = make(map[string]*statsUnit, len(o.units))
-		for _, u := range o.units {
-			for _, p := range u.paths {
-				o.unitOf[p] = u
+		o.unitOf = map[string]*statsUnit{}
+		for i := range o.units {
+			for _, p := range o.units[i].paths {
+				o.unitOf[p] = &o.units[i]
 			}
 		}
 	})
 	return o.units, o.unitOf
 }
 
+// unitOfNode is the unit of tensor node n at path, nil when its values cannot be read. A
+// readable tensor outside unitOf is a row, the one tensor of its unit.
+func (o *opened) unitOfNode(n *ckpt.Node, path string) *statsUnit {
+	if _, unitOf := o.statsUnits(); unitOf[path] != nil {
+		return unitOf[path]
+	}
+	if _, err := statsSource(n); err != nil {
+		return nil
+	}
+	return &statsUnit{paths: []string{path}, nbytes: n.Tensor.NBytes()}
+}
+
 // statsKey is the statistics cache's key for a tensor path: tied tensors (one unit) share
 // the key of the unit's first path, so their statistics are stored and computed once.
 func (o *opened) statsKey(path string) statsKey {
 	if _, unitOf := o.statsUnits(); unitOf[path] != nil {
-		path = unitOf[path].paths[0]
+		path = unitOf[path].key()
 	}
 	return statsKey{o.id, path}
 }
@@ -351,12 +363,18 @@ const (
 	tensorBytes  = 160
 	storageBytes = 128
 	memberBytes  = 80 // an archive member's entry (a stored one keeps no zip entry)
+	// the statistics units a checkpoint keeps once a page has asked for them (statsUnits),
+	// per tensor, measured on the bench-pickle inputs: 56-58 bytes for a row of a state
+	// dict kept as rows, 164 for a tensor node (its path and its entry in unitOf)
+	rowUnitBytes  = 64
+	nodeUnitBytes = 192
 )
 
 // treeBytes estimates the memory an opened checkpoint holds, for the cache's byte budget.
 // It is linear in the tree, which the loader has just built.
 func treeBytes(ck *ckpt.Checkpoint) int64 {
-	total := int64(len(ck.Storages))*storageBytes + findingsBytes(ck.Findings)
+	total := int64(len(ck.Storages))*storageBytes + findingsBytes(ck.Findings) +
+		int64(ck.RowStorages)*rowUnitBytes + int64(max(ck.Tensors-ck.RowStorages, 0))*nodeUnitBytes
 	for _, m := range ck.Members {
 		total += memberBytes + int64(len(m.Name))
 	}

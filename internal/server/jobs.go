@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,11 +92,31 @@ func (js *statsJobs) job(id string) *statsJob {
 }
 
 // statsUnit is one view whose statistics a job computes: the tensors that are the same
-// numbers (tied weights saved under several keys) share it.
+// numbers (tied weights saved under several keys) share it. A row of a state dict kept as
+// rows (ckpt.TensorItems) is a unit of its own, as no other tensor views its storage; it
+// holds no path (200,000 of them would), its path is made when asked.
 type statsUnit struct {
-	paths  []string
+	paths  []string   // the tensors' paths, the first one the unit's key; nil for a row
+	rows   *ckpt.Node // for a row: the dict, and which row
+	row    int
 	nbytes int64
-	numel  int64
+}
+
+// key is the path the unit's statistics are stored under: its first tensor's.
+func (u *statsUnit) key() string {
+	if u.rows == nil {
+		return u.paths[0]
+	}
+	items := u.rows.Lazy().(ckpt.TensorItems)
+	return string(append(append(u.rows.AppendPath(nil), '/'), ckpt.EscapeSegment(items.Key(u.row))...))
+}
+
+// count is the number of tensors that share the unit.
+func (u *statsUnit) count() int {
+	if u.rows == nil {
+		return len(u.paths)
+	}
+	return 1
 }
 
 type viewIdentity struct {
@@ -109,10 +130,22 @@ type viewIdentity struct {
 
 // statsUnits lists, in tree order, the tensors of a checkpoint whose values can be read,
 // grouped by identical views.
-func statsUnits(ck *ckpt.Checkpoint) []*statsUnit {
-	var units []*statsUnit
-	byView := map[viewIdentity]*statsUnit{}
-	walkTensors(ck.Root, func(n *ckpt.Node) {
+func statsUnits(ck *ckpt.Checkpoint) []statsUnit {
+	var units []statsUnit
+	byView := map[viewIdentity]int{}
+	rows := func(d *ckpt.Node, items ckpt.TensorItems) {
+		for from := 0; from < items.Rows(); from += rowsPage { // a page of nodes at a time, dropped
+			for i, n := range d.Items(from, min(from+rowsPage, items.Rows())) {
+				if _, err := statsSource(n); err == nil {
+					units = append(units, statsUnit{rows: d, row: from + i, nbytes: n.Tensor.NBytes()})
+				}
+			}
+		}
+	}
+	ckpt.WalkRows(ck.Root, func(n *ckpt.Node) {
+		if n.Kind != ckpt.KindTensor && n.Kind != ckpt.KindNDArray {
+			return
+		}
 		if _, err := statsSource(n); err != nil {
 			return
 		}
@@ -125,16 +158,18 @@ func statsUnits(ck *ckpt.Checkpoint) []*statsUnit {
 		if t.Storage == nil || t.Layout != "" || (t.Quant != nil && strings.HasPrefix(t.Quant.Scheme, "per_channel")) {
 			k.path = n.Path() // sparse and per-channel views depend on their children: their own
 		}
-		if u, ok := byView[k]; ok {
-			u.paths = append(u.paths, n.Path())
+		if i, ok := byView[k]; ok {
+			units[i].paths = append(units[i].paths, n.Path())
 			return
 		}
-		u := &statsUnit{paths: []string{n.Path()}, nbytes: t.NBytes(), numel: t.Numel()}
-		byView[k] = u
-		units = append(units, u)
-	})
-	return units
+		byView[k] = len(units)
+		units = append(units, statsUnit{paths: []string{n.Path()}, nbytes: t.NBytes()})
+	}, rows)
+	return slices.Clip(units)
 }
+
+// rowsPage is how many rows statsUnits makes into nodes at once.
+const rowsPage = 256
 
 // walkTensors visits every tensor and array node in tree order (depth first, children in
 // order, object arrays' items included), never through a ref.
@@ -151,11 +186,12 @@ func walkTensors(root *ckpt.Node, visit func(*ckpt.Node)) {
 func (s *Server) idleProgress(o *opened) jobProgress {
 	p := jobProgress{State: jobIdle}
 	units, _ := o.statsUnits()
-	for _, u := range units {
-		p.TensorsTotal += len(u.paths)
+	for i := range units {
+		u := &units[i]
+		p.TensorsTotal += u.count()
 		p.TotalBytes += u.nbytes
 		if s.unitCached(o, u) != nil {
-			p.TensorsDone += len(u.paths)
+			p.TensorsDone += u.count()
 			p.DoneBytes += u.nbytes
 		}
 	}
@@ -168,7 +204,7 @@ func (s *Server) idleProgress(o *opened) jobProgress {
 // unitCached returns the unit's statistics if they have been computed, here or (saved
 // beside the blob) before a restart or by another replica.
 func (s *Server) unitCached(o *opened, u *statsUnit) *tensor.Stats {
-	key := statsKey{o.id, u.paths[0]}
+	key := statsKey{o.id, u.key()}
 	if st := s.stats.get(key); st != nil {
 		return st
 	}
@@ -210,11 +246,12 @@ func (s *Server) startStatsJob(o *opened) jobProgress {
 	j := &statsJob{p: jobProgress{State: jobRunning, Queued: true}}
 	j.touch()
 	all, _ := o.statsUnits()
-	for _, u := range all {
-		j.p.TensorsTotal += len(u.paths)
+	for i := range all {
+		u := &all[i]
+		j.p.TensorsTotal += u.count()
 		j.p.TotalBytes += u.nbytes
 		if s.unitCached(o, u) != nil {
-			j.p.TensorsDone += len(u.paths)
+			j.p.TensorsDone += u.count()
 			j.p.DoneBytes += u.nbytes
 		} else {
 			units = append(units, u)
@@ -285,9 +322,9 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 		completed += u.nbytes
 		report()
 		j.update(func(p *jobProgress) {
-			p.TensorsDone += len(u.paths)
+			p.TensorsDone += u.count()
 			if !ok {
-				p.Failed += len(u.paths)
+				p.Failed += u.count()
 			}
 		})
 	}
@@ -309,21 +346,25 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			n, err := node(o.ck, u.paths[0])
+			key := u.key()
+			n, err := node(o.ck, key)
 			if err != nil {
 				finish(i, u, false)
 				return
 			}
 			// Compute reads every element twice (moments, then the histogram): bytes done
 			// are half the elements reported, in the tensor's own size, never beyond it.
-			var elems int64
+			var elems, numel int64
+			if n.Tensor != nil {
+				numel = n.Tensor.Numel()
+			}
 			progress := func(e int64) {
 				mu.Lock()
 				defer mu.Unlock()
 				elems += e
 				within := u.nbytes
-				if u.numel > 0 {
-					within = min(u.nbytes, int64(float64(elems)/float64(2*u.numel)*float64(u.nbytes)))
+				if numel > 0 {
+					within = min(u.nbytes, int64(float64(elems)/float64(2*numel)*float64(u.nbytes)))
 				}
 				partial[i] = within
 				report()
@@ -331,7 +372,7 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 			st, err := s.computeStats(ctx, o, n, progress, false)
 			if err == nil {
 				mu.Lock()
-				results[u.paths[0]] = st
+				results[key] = st
 				mu.Unlock()
 			}
 			switch {
@@ -340,7 +381,7 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 				stopped = ctx.Err()
 				mu.Unlock()
 			case err != nil:
-				s.log.Warn("statistics failed", "id", id, "path", u.paths[0], "err", err)
+				s.log.Warn("statistics failed", "id", id, "path", key, "err", err)
 				finish(i, u, false)
 			default:
 				finish(i, u, true)
@@ -356,10 +397,10 @@ func (s *Server) runStatsJob(id string, j *statsJob, units []*statsUnit) {
 		return
 	}
 	all, _ := o.statsUnits()
-	for _, u := range all {
-		if results[u.paths[0]] == nil {
-			if st := s.unitCached(o, u); st != nil {
-				results[u.paths[0]] = st
+	for i := range all {
+		if key := all[i].key(); results[key] == nil {
+			if st := s.unitCached(o, &all[i]); st != nil {
+				results[key] = st
 			}
 		}
 	}

@@ -69,7 +69,6 @@ func (s *Server) handleAPIStatsExport(c echo.Context) error {
 		w := export.NewStatsJSONWriter(res)
 		write, end = w.Write, w.Close
 	}
-	_, unitOf := o.statsUnits()
 	var werr error
 	walkTensors(o.ck.Root, func(n *ckpt.Node) {
 		if werr != nil {
@@ -80,7 +79,7 @@ func (s *Server) handleAPIStatsExport(c echo.Context) error {
 		if t != nil {
 			row.DType, row.Shape = t.DType, t.Shape
 		}
-		if u := unitOf[n.Path()]; u != nil {
+		if u := o.unitOfNode(n, row.Path); u != nil {
 			st := s.unitCached(o, u)
 			if st == nil {
 				var err error
@@ -209,17 +208,18 @@ func (s *Server) statsJobBlock(o *opened, p jobProgress) *views.StatsJob {
 		return j
 	}
 	units, _ := o.statsUnits()
-	for _, u := range units {
+	for i := range units {
+		u := &units[i]
 		st := s.unitCached(o, u)
 		if st == nil {
 			continue
 		}
-		float := false
-		if n, err := node(o.ck, u.paths[0]); err == nil && n.Tensor != nil {
+		key, float := u.key(), false
+		if n, err := node(o.ck, key); err == nil && n.Tensor != nil {
 			float = tensor.IsFloat(n.Tensor.DType) || n.Tensor.Quant != nil
 		}
 		if what := views.StatFlagOf(st, float); what != "" {
-			j.AddFlag(o.id, u.paths[0], what)
+			j.AddFlag(o.id, key, what)
 		}
 	}
 	return j
