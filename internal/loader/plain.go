@@ -842,6 +842,15 @@ func (b *plainBuilder) le(n int64) (uint64, bool) {
 	return b.leSlow(n)
 }
 
+// arg reads op's integer argument (argSize), one of the 1-byte arguments a pickle of
+// records is full of (BININT1, SHORT_BINUNICODE, BINGET) without the 8-byte path.
+func (b *plainBuilder) arg(op byte) (uint64, bool) {
+	if op == opBinInt1 || op == opShortBinUnicode || op == opBinGet {
+		return b.u8()
+	}
+	return b.le(argSize(op))
+}
+
 // u8 reads a 1-byte argument.
 func (b *plainBuilder) u8() (uint64, bool) {
 	if i := b.pos - b.bufOff; uint64(i) < uint64(len(b.buf)) {
@@ -974,13 +983,7 @@ func (b *plainBuilder) run() error {
 		case opNewFalse:
 			err = b.add(pFalse, 0, 0)
 		case opBinInt, opBinInt1, opBinInt2:
-			var x uint64
-			var ok bool
-			if op == opBinInt1 {
-				x, ok = b.u8()
-			} else {
-				x, ok = b.le(argSize(op))
-			}
+			x, ok := b.arg(op)
 			if !ok {
 				return errNotPlain
 			}
@@ -1020,13 +1023,7 @@ func (b *plainBuilder) run() error {
 			}
 			err = b.add(pFloat, binary.BigEndian.Uint64(p), 0)
 		case opBinUnicode, opShortBinUnicode, opBinUnicode8, opBinBytes, opShortBinBytes, opBinBytes8:
-			var n uint64
-			var ok bool
-			if op == opShortBinUnicode {
-				n, ok = b.u8()
-			} else {
-				n, ok = b.le(argSize(op))
-			}
+			n, ok := b.arg(op)
 			isStr := op == opBinUnicode || op == opShortBinUnicode || op == opBinUnicode8
 			if !ok || n > math.MaxUint32 || (!isStr && n >= plainLazyMin) {
 				return errNotPlain // too large to show, or bytes the general path leaves in the file
@@ -1099,13 +1096,7 @@ func (b *plainBuilder) run() error {
 			}
 			err = b.memoPut(int64(idx), s.v)
 		case opBinGet, opLongBinGet:
-			var idx uint64
-			var ok bool
-			if op == opBinGet {
-				idx, ok = b.u8()
-			} else {
-				idx, ok = b.le(4)
-			}
+			idx, ok := b.arg(op)
 			if !ok {
 				return errNotPlain
 			}
