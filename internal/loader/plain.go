@@ -102,6 +102,12 @@ func (t *plainTree) val(v uint32) *uint64  { return &t.chunks[v>>chunkBits].val[
 func (t *plainTree) aux(v uint32) *uint32  { return &t.chunks[v>>chunkBits].aux[v&chunkMask] }
 func (t *plainTree) next(v uint32) *uint32 { return &t.chunks[v>>chunkBits].next[v&chunkMask] }
 
+// get is slot v's kind and payload, read from its chunk once.
+func (t *plainTree) get(v uint32) pkey {
+	c, i := t.chunks[v>>chunkBits], v&chunkMask
+	return pkey{val: c.val[i], aux: c.aux[i], k: c.kind[i]}
+}
+
 // slot makes a slot.
 func (t *plainTree) slot(k pkind, val uint64, aux uint32) uint32 {
 	v := t.n
@@ -420,8 +426,8 @@ func grow[T any](s []T, n int) []T {
 func (b *plainBuilder) appendChild(p *pslot, c pslot, isKey bool) {
 	t := &b.t
 	if c.h&isBorrowed != 0 { // a place of its own, with the payload it shares
-		k, i := t.chunks[c.v>>chunkBits], c.v&chunkMask
-		c.v = t.slot(k.kind[i], k.val[i], k.aux[i])
+		k := t.get(c.v)
+		c.v = t.slot(k.k, k.val, k.aux)
 	}
 	b.seal(c)
 	if p.last == 0 {
@@ -503,18 +509,15 @@ func (b *plainBuilder) setItems(d *pslot, kv []pslot) error {
 // sameAsLast says whether the keys of kv have the kinds and payloads of b.lastFresh, in
 // order (kv has as many).
 func (b *plainBuilder) sameAsLast(kv []pslot) bool {
-	t := &b.t
 	for i := range b.lastFreshN {
-		v := kv[2*i].v
-		c, j := t.chunks[v>>chunkBits], v&chunkMask
-		if l := &b.lastFresh[i]; c.val[j] != l.val || c.aux[j] != l.aux || c.kind[j] != l.k {
+		if b.t.get(kv[2*i].v) != b.lastFresh[i] {
 			return false
 		}
 	}
 	return true
 }
 
-// pkey is a dict key as freshKeys compares it: its kind and payload.
+// pkey is a slot's kind and payload; freshKeys compares dict keys by them.
 type pkey struct {
 	val uint64
 	aux uint32
@@ -522,7 +525,8 @@ type pkey struct {
 }
 
 // freshKeys says whether the keys of kv (key, value, key, value...; at most plainKeyScan
-// entries) are str (or, in a torch pickle, int) keys that differ from one another. A
+// entries) are str (or, in a torch pickle, int) keys that differ from one another, and
+// (same) whether they are the last set found to differ, by their payloads. A
 // dataset of records names the same keys in each, through the memo, so the keys of the
 // last set found to differ are kept (b.lastFresh): keys of the same kinds and payloads,
 // in the same order, differ too.
@@ -533,24 +537,14 @@ func (b *plainBuilder) freshKeys(kv []pslot) (same, ok bool) {
 		return true, true
 	}
 	var keys [plainKeyScan]pkey
-	same = n == b.lastFreshN
 	for i := range n {
-		v := kv[2*i].v
-		c, j := t.chunks[v>>chunkBits], v&chunkMask
-		k := pkey{val: c.val[j], aux: c.aux[j], k: c.kind[j]}
+		k := t.get(kv[2*i].v)
 		if k.k != pStr && (k.k != pInt || !b.torch) {
 			return false, false // (an int key only in a torch pickle, whose dicts are not paged)
 		}
 		keys[i] = k
-		same = same && k == b.lastFresh[i]
-	}
-	if same {
-		return true, true
-	}
-	for i := 1; i < n; i++ {
 		for j := range i {
-			a, c := keys[i], keys[j]
-			if a.k == c.k && a.aux == c.aux && (a.val == c.val || a.k == pStr && string(t.text[a.val:a.val+uint64(a.aux)]) == string(t.text[c.val:c.val+uint64(c.aux)])) {
+			if t.sameKey(kv[2*j].v, kv[2*i].v) {
 				return false, false
 			}
 		}
@@ -809,8 +803,8 @@ func (b *plainBuilder) memoGet(idx int64) error {
 // met again (a tied weight) is one too, which a torch pickle's tree makes (torchpass.go).
 func (b *plainBuilder) again(v uint32) error {
 	t := &b.t
-	c, i := t.chunks[v>>chunkBits], v&chunkMask
-	switch k := c.kind[i]; {
+	x := t.get(v)
+	switch k := x.k; {
 	case k == pStorage || k.container() && !b.torch:
 		return errNotPlain
 	case k.container():
@@ -830,7 +824,7 @@ func (b *plainBuilder) again(v uint32) error {
 		b.stack = append(b.stack, pslot{v: v, h: isBorrowed, size: 1})
 		return b.count()
 	}
-	return b.add(c.kind[i], c.val[i], c.aux[i])
+	return b.add(x.k, x.val, x.aux)
 }
 
 // le reads an n-byte little-endian unsigned argument (n is 1, 2, 4 or 8).
