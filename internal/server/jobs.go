@@ -111,6 +111,17 @@ func (u *statsUnit) key() string {
 	return string(append(append(u.rows.AppendPath(nil), '/'), ckpt.EscapeSegment(items.Key(u.row))...))
 }
 
+// float says whether the unit's values are floating point (or quantized floats), for
+// views.StatFlagOf; a row's dtype is read from its row, without making its node.
+func (u *statsUnit) float(ck *ckpt.Checkpoint) bool {
+	if u.rows != nil {
+		dtype, _ := u.rows.Lazy().(ckpt.TensorItems).RowTensor(u.row)
+		return tensor.IsFloat(dtype) // (a row is never quantized: the one pass reads no quantized tensor)
+	}
+	n, err := node(ck, u.paths[0])
+	return err == nil && n.Tensor != nil && (tensor.IsFloat(n.Tensor.DType) || n.Tensor.Quant != nil)
+}
+
 // count is the number of tensors that share the unit.
 func (u *statsUnit) count() int {
 	if u.rows == nil {

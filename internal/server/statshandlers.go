@@ -214,12 +214,8 @@ func (s *Server) statsJobBlock(o *opened, p jobProgress) *views.StatsJob {
 		if st == nil {
 			continue
 		}
-		key, float := u.key(), false
-		if n, err := node(o.ck, key); err == nil && n.Tensor != nil {
-			float = tensor.IsFloat(n.Tensor.DType) || n.Tensor.Quant != nil
-		}
-		if what := views.StatFlagOf(st, float); what != "" {
-			j.AddFlag(o.id, key, what)
+		if what := views.StatFlagOf(st, u.float(o.ck)); what != "" {
+			j.AddFlag(o.id, u.key(), what)
 		}
 	}
 	return j

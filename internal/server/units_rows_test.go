@@ -124,4 +124,18 @@ func TestStatsJobAndExportOfRows(t *testing.T) {
 	if n := s.stats.computed.Load(); n != computed {
 		t.Errorf("the export computed statistics again: %d computations, want %d", n, computed)
 	}
+	// the page lists the rows whose values stand out: here those numpy finds constant
+	page := do(s, http.MethodGet, "/c/"+id, nil).Body.String()
+	flagged := 0
+	for _, wt := range want {
+		if st := wt.Stats; st.Count > 1 && *st.Min == *st.Max {
+			flagged++
+			if !strings.Contains(page, ">"+wt.Path+"<") {
+				t.Errorf("the page does not list %s, whose every value is %v", wt.Path, *st.Min)
+			}
+		}
+	}
+	if flagged == 0 {
+		t.Errorf("no row of %s is constant: the flags are not checked", name)
+	}
 }
