@@ -309,9 +309,10 @@ func (c *Checkpoint) Relink() {
 func Walk(root *Node, visit func(*Node)) { WalkRows(root, visit, nil) }
 
 // WalkRows is Walk, but for a dict that keeps its entries as rows (TensorItems) it calls
-// rows with the dict and its rows instead of visiting a node made for each (the dict's
-// attributes are walked as Walk walks them); a nil rows makes the nodes, as Walk does.
-func WalkRows(root *Node, visit func(*Node), rows func(n *Node, items TensorItems)) {
+// rows with the dict and each run [from, to) of its rows instead of visiting a node made
+// for each (its entries made at open and its attributes are walked, in order, as Walk
+// walks them); a nil rows makes the nodes, as Walk does.
+func WalkRows(root *Node, visit func(*Node), rows func(n *Node, items TensorItems, from, to int)) {
 	if root == nil {
 		return
 	}
@@ -325,7 +326,8 @@ func WalkRows(root *Node, visit func(*Node), rows func(n *Node, items TensorItem
 			from := 0
 			if rows != nil {
 				items := n.lazy.(TensorItems)
-				rows(n, items)
+				EachRow(items, func(from, to int) { rows(n, items, from, to) },
+					func(_ int, k *Node) { WalkRows(k, visit, rows) })
 				from = items.Rows()
 			}
 			for ; from < n.NumItems(); from += walkPage {

@@ -262,14 +262,35 @@ type PagedItems interface {
 type TensorItems interface {
 	PagedItems
 	HoldsTensors() bool
-	// Rows is the number of entries that are tensors, the first items (the others are the
-	// dict's attributes); Key is the key of entry i < Rows, without making its node.
+	// Rows is the number of the dict's entries, the first items (the others are its
+	// attributes); Key is the key of entry i < Rows, without making its node.
 	Rows() int
 	Key(i int) string
-	// RowTensor is what entry i < Rows holds, without making its node: its tensor's dtype
-	// and shape (a view, not to be changed). Each row's tensor is the one view of a
-	// storage of its own.
+	// NextMade is the first entry at or after from that is not a row but a node made at
+	// open, and that node, or (Rows, nil) when there is none: a tensor that shares its
+	// storage with another (a tied weight, a view), or a ref to one stored twice. Every
+	// other entry is a row.
+	NextMade(from int) (int, *Node)
+	// RowTensor is what row i holds, without making its node: its tensor's dtype and
+	// shape (a view, not to be changed). Each row's tensor is the one view of a storage
+	// of its own.
 	RowTensor(i int) (dtype string, shape []int64)
+}
+
+// EachRow calls rows with each run [from, to) of the entries of items that are rows, and
+// made with each entry that is a node made at open, in the entries' order.
+func EachRow(items TensorItems, rows func(from, to int), made func(i int, n *Node)) {
+	for from := 0; from < items.Rows(); {
+		i, n := items.NextMade(from)
+		if i > from {
+			rows(from, i)
+		}
+		if n == nil {
+			return
+		}
+		made(i, n)
+		from = i + 1
+	}
 }
 
 // IsLazy says whether n's items are made on demand: a large list read from the file, plain

@@ -192,7 +192,7 @@ func TestScanExitCodes(t *testing.T) {
 	readme := filepath.Join(folder, "README.md")
 
 	tight := serverLimits()
-	tight.Loader.MaxNodes = 3
+	tight.Loader.MaxTensors = 3
 
 	cases := []struct {
 		name     string
@@ -211,7 +211,7 @@ func TestScanExitCodes(t *testing.T) {
 		{name: "payload then broken is a danger", paths: []string{cutMalicious}, code: ExitDanger, verdicts: map[string]string{cutMalicious: VerdictDanger}},
 		{name: "a danger wins over an unreadable file", paths: []string{cutTorch, malicious}, code: ExitDanger},
 		{name: "over a limit names it", paths: []string{clean}, opts: tight, code: ExitUnreadable,
-			verdicts: map[string]string{clean: VerdictUnreadable}, errText: map[string]string{clean: "-max-nodes"}},
+			verdicts: map[string]string{clean: VerdictUnreadable}, errText: map[string]string{clean: "-max-tensors"}},
 		{name: "missing", paths: []string{filepath.Join(dir, "nope.pt")}, code: ExitUnreadable},
 		{name: "text in a folder is skipped", paths: []string{folder}, code: ExitClean,
 			verdicts: map[string]string{readme: VerdictSkipped, filepath.Join(folder, "config.json"): VerdictSkipped, filepath.Join(folder, "weights.bin"): VerdictClean}},

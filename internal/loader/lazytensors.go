@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"unsafe"
 
@@ -20,12 +21,18 @@ import (
 // made twice is two nodes, of one path, tensor and storage. Every such dict keeps its rows,
 // small ones too, so that every file and test meets one way of making them.
 //
-// What a node of such a dict would set in the tree at open is set at open from the rows:
-// the counts of tensors, elements and bytes per dtype, the values, the check of its view.
-// Its storage is made with the node (each storage of such a file is viewed by one tensor:
-// the rule for keeping rows), with that node as its one user; the checkpoint's Storages
-// leave such storages out (RowStorages counts them). The dict's attributes (an
-// OrderedDict's _metadata) follow the entries, made at open (keepRows).
+// An entry is a row when its tensor is the one view of its storage and is stored once
+// (markTogether). What a row's node would set in the tree at open is set at open from the
+// rows: the counts of tensors, elements and bytes per dtype, the values, the check of its
+// view. Its storage is made with the node, with that node as its one user; the
+// checkpoint's Storages leave such storages out (RowStorages counts them). Any other
+// entry is converted at open as the general path converts it, in its place among the
+// rows: a tied weight (two keys, one tensor: the second a ref to the first), tensors that
+// view one storage (a weight and its slices), with their storage and its users shared as
+// in any tree. They are nodes, counted against -max-nodes; a state dict of 150,000
+// tensors with its embedding tied to its output layer keeps 149,998 rows and makes two
+// nodes. The dict's attributes (an OrderedDict's _metadata) follow the entries, made at
+// open (keepRows).
 
 // slotTensors is a dict slot of a torch pickle read in one pass that keeps its rows.
 type slotTensors struct {
@@ -34,40 +41,55 @@ type slotTensors struct {
 }
 
 // keepsRows says whether dict slot v keeps its entries as rows: a dict or OrderedDict
-// with entries, each a tensor at a str key, in a file whose storages are each viewed
-// by one tensor and which stores nothing twice (tb.keepRows).
+// with entries, each a tensor at a str key, at least one of them a row (tb.isRow).
 func (t *plainTree) keepsRows(v uint32) bool {
 	if k := t.kindOf(v); !t.tb.keepRows || k != pDict && k != pODict || *t.aux(v) == 0 {
 		return false
 	}
-	ok := true
-	t.eachItem(v, func(item, key uint32) { ok = ok && t.kindOf(key) == pStr && t.kindOf(item) == pTensor })
-	return ok
+	ok, rows := true, false
+	t.eachItem(v, func(item, key uint32) {
+		ok = ok && t.kindOf(key) == pStr && t.kindOf(item) == pTensor
+		rows = rows || ok && t.tb.isRow(*t.val(item))
+	})
+	return ok && rows
 }
 
-// oneViewerEach says whether every storage of tb is viewed by exactly one of its tensors.
-func (tb *torchTables) oneViewerEach() bool {
-	if len(tb.tensors) != len(tb.storages) {
-		return false
-	}
-	seen := make([]bool, len(tb.storages))
+// markTogether marks the storages whose tensors cannot be rows: those viewed by more than
+// one tensor of the table, and those of a tensor the pickle stores more than once.
+func (tb *torchTables) markTogether() {
+	tb.together = make([]uint64, (len(tb.storages)+63)/64)
+	seen := make([]uint64, len(tb.together))
 	for _, p := range tb.tensors {
-		if seen[p.storage] {
-			return false
+		s := p.storage
+		if seen[s/64]&(1<<(s%64)) != 0 {
+			tb.together[s/64] |= 1 << (s % 64)
 		}
-		seen[p.storage] = true
+		seen[s/64] |= 1 << (s % 64)
 	}
-	return true
+	for i := range tb.shared {
+		s := tb.tensors[i].storage
+		tb.together[s/64] |= 1 << (s % 64)
+	}
+}
+
+// isRow says whether tensor i can be a row: the one view of its storage, stored once.
+func (tb *torchTables) isRow(i uint64) bool {
+	s := tb.tensors[i].storage
+	return tb.together[s/64]&(1<<(s%64)) == 0
 }
 
 var _ ckpt.TensorItems = (*tensorItems)(nil)
 
 // tensorItems are the entries of a dict kept as rows, then its attributes.
 type tensorItems struct {
-	t     *plainTree
-	kids  []uint32     // the entries' key slots, in order
-	attrs []*ckpt.Node // the attributes, converted at open
-	file  string       // the file of a set the storages are in (absorb)
+	t    *plainTree
+	kids []uint32 // the entries' key slots, in order
+	// madeAt are the entries (in order) that are nodes made at open, made: a tensor whose
+	// storage another tensor views too, or that is stored twice (and its refs)
+	madeAt []int
+	made   []*ckpt.Node
+	attrs  []*ckpt.Node // the attributes, converted at open
+	file   string       // the file of a set the storages are in (absorb)
 	// mem is what the rows hold, counted by the first dict of the tree that keeps them
 	mem int64
 
@@ -81,6 +103,25 @@ func (p *tensorItems) Key(i int) string   { return p.t.str(p.kids[i]) }
 func (p *tensorItems) Keyed() bool        { return true }
 func (p *tensorItems) HoldsTensors() bool { return true }
 func (p *tensorItems) MemBytes() int64    { return p.mem }
+
+func (p *tensorItems) NextMade(from int) (int, *ckpt.Node) {
+	j, _ := slices.BinarySearch(p.madeAt, from)
+	if j == len(p.madeAt) {
+		return len(p.kids), nil
+	}
+	return p.madeAt[j], p.made[j]
+}
+
+// madeNode is entry i's node made at open, nil for a row.
+func (p *tensorItems) madeNode(i int) *ckpt.Node {
+	if len(p.madeAt) == 0 {
+		return nil
+	}
+	if j, ok := slices.BinarySearch(p.madeAt, i); ok {
+		return p.made[j]
+	}
+	return nil
+}
 
 func (p *tensorItems) RowTensor(i int) (string, []int64) {
 	row := p.row(i)
@@ -134,6 +175,10 @@ func (p *tensorItems) Page(n *ckpt.Node, from, to int) []*ckpt.Node {
 	for i := from; i < to; i++ {
 		if i >= len(p.kids) {
 			out = append(out, p.attrs[i-len(p.kids)])
+			continue
+		}
+		if m := p.madeNode(i); m != nil {
+			out = append(out, m)
 			continue
 		}
 		j := i - from
@@ -199,6 +244,14 @@ func (p *tensorItems) checkViews(n *ckpt.Node) error {
 	tb := &p.t.tb
 	var st ckpt.Storage
 	for i := range p.kids {
+		if m := p.madeNode(i); m != nil {
+			if m.Tensor != nil {
+				if err := checkView(m.Tensor); err != nil {
+					return &Error{Msg: fmt.Sprintf("tensor %s: %v", displayPath(m.Path()), err), Offset: -1}
+				}
+			}
+			continue
+		}
 		row := p.row(i)
 		tb.fillStorage(&st, row.storage)
 		shape, strides := tb.dimsOf(row)
@@ -257,11 +310,25 @@ func (c *converter) keepRows(n *ckpt.Node, x *slotTensors, depth int) {
 	if ck.BytesByDType == nil {
 		ck.BytesByDType = map[string]int64{}
 	}
-	for i := range p.kids {
+	rows := 0
+	for i, k := range p.kids {
 		if i&0xffff == 0xffff && c.o.pastDeadline() {
 			c.err = c.o.timeError()
 			return
 		}
+		item := *t.next(k) - 1
+		if !tb.isRow(*t.val(item)) {
+			// converted as the general path converts it: a tensor that shares its storage
+			// (its users listed on it), or a ref to its first place
+			key := t.str(k)
+			m := c.child(t.value(item), n, key, key, depth)
+			if c.err != nil {
+				return
+			}
+			p.madeAt, p.made = append(p.madeAt, i), append(p.made, m)
+			continue
+		}
+		rows++
 		row := p.row(i)
 		tb.holdRow(row.storage)
 		dt := tb.dtypes[tb.storages[row.storage].dtype]
@@ -270,8 +337,12 @@ func (c *converter) keepRows(n *ckpt.Node, x *slotTensors, depth int) {
 		ck.Parameters = addSat(ck.Parameters, view.Numel())
 		ck.BytesByDType[dt] = addSat(ck.BytesByDType[dt], view.NBytes())
 	}
-	ck.Tensors += len(p.kids)
-	c.rowValues += len(p.kids)
+	ck.Tensors += rows
+	if ck.Tensors > c.o.MaxTensors {
+		c.err = c.o.tooManyTensors()
+		return
+	}
+	c.rowValues += rows
 	n.SetLazy(p)
 	for i, v := range attrVals {
 		key := t.str(attrKeys[i])
@@ -291,6 +362,9 @@ func (c *converter) keepRows(n *ckpt.Node, x *slotTensors, depth int) {
 	}
 	n.Len = int64(p.Len())
 	p.mem = int64(len(p.kids))*4 + int64(len(p.attrs))*int64(unsafe.Sizeof(ckpt.Node{}))
+	for _, m := range p.made { // a node, its tensor, its place among the made and its paths
+		p.mem += int64(unsafe.Sizeof(ckpt.Node{})+unsafe.Sizeof(ckpt.Tensor{})) + 24 + 2*int64(len(m.Key)+len(m.Target))
+	}
 	if !c.rowsCounted { // the tree and its tables, once
 		c.rowsCounted = true
 		p.mem += t.memBytes() + int64(cap(tb.tensors))*int64(unsafe.Sizeof(ptensor{})) + int64(cap(tb.dims))*8 +

@@ -407,7 +407,9 @@ func (op *opener) torchPass(src io.ReaderAt, size int64, where string, members f
 	tb.ps, tb.offs, tb.data, tb.order, tb.tree = make([]*pyStorage, len(tb.storages)), offs, op.r, order, t
 	op.ops += ops
 	op.ck.WeightsOnly, op.onePass = wo, "torch"
-	tb.keepRows = !op.o.noRows && len(tb.sharedSlots) == 0 && len(tb.shared) == 0 && tb.oneViewerEach()
+	if tb.keepRows = !op.o.noRows; tb.keepRows {
+		tb.markTogether()
+	}
 	return t.value(root), tb, true, nil
 }
 

@@ -86,9 +86,10 @@ type torchTables struct {
 	// stSlab and psSlab are where the storages nodes need are made, many at a time
 	stSlab []ckpt.Storage
 	psSlab []pyStorage
-	// keepRows says that a dict of tensors keeps its entries as rows (lazytensors.go): the
-	// file allows it
+	// keepRows says that a dict of tensors keeps its entries as rows (lazytensors.go);
+	// together marks the storages whose tensors are nodes instead (markTogether)
 	keepRows bool
+	together []uint64
 }
 
 // storage is storage i as the stand-ins hold it, made at its first use.

@@ -34,10 +34,15 @@ func checkpointText(ck *ckpt.Checkpoint) string {
 		fmt.Fprintf(&b, "bytes %s=%d\n", d, ck.BytesByDType[d])
 	}
 	// the storages by key: those of rows (lazytensors.go), made with their nodes, are not
-	// in ck.Storages (storageOrder holds the order of those that are)
+	// in ck.Storages (storageOrder holds the order of those that are); the entries of such
+	// a dict made at open (a tied weight, a view) view storages that are
 	all := slices.Clone(ck.Storages)
+	listed := map[*ckpt.Storage]bool{}
+	for _, s := range ck.Storages {
+		listed[s] = true
+	}
 	ckpt.Walk(ck.Root, func(n *ckpt.Node) {
-		if p := n.Parent(); p != nil && p.LazyTensors() && n.Tensor != nil && n.Tensor.Storage != nil {
+		if p := n.Parent(); p != nil && p.LazyTensors() && n.Tensor != nil && n.Tensor.Storage != nil && !listed[n.Tensor.Storage] {
 			all = append(all, n.Tensor.Storage)
 		}
 	})
@@ -261,6 +266,7 @@ func TestTorchPassFixturesMatchTorch(t *testing.T) {
 				t.Errorf("%s %s: %v %+v, torch stores the tensor of %s again there", name, path, err, n, target)
 			}
 		}
+		checkRowsAgainstTorch(t, name, ck, w)
 		if w.MetadataKeys != nil {
 			m, err := ck.Node("/_metadata")
 			if err != nil || !m.Attr || m.NumItems() != len(w.MetadataKeys) {
@@ -274,6 +280,44 @@ func TestTorchPassFixturesMatchTorch(t *testing.T) {
 	// torch's weights_only reader implements no FRAME (nor torch 2.6's): a protocol 4 file is refused
 	if ck, _ := openTorchFixture(t, "torchpass_proto4.pt"); ck.WeightsOnly.Loads || !strings.Contains(ck.WeightsOnly.Refusal, "FRAME") {
 		t.Errorf("protocol 4: %+v", ck.WeightsOnly)
+	}
+}
+
+// checkRowsAgainstTorch holds which entries of a root state dict kept as rows are rows to
+// what torch says of them: an entry is a row when its storage is viewed by its tensor alone
+// and the pickle stores it once; a tied weight, the tensors viewing one storage and the
+// second place of a tensor stored twice are nodes, in their place among the rows.
+func checkRowsAgainstTorch(t *testing.T, name string, ck *ckpt.Checkpoint, w expectedTorchPass) {
+	t.Helper()
+	items, ok := ck.Root.Lazy().(ckpt.TensorItems)
+	mustKeep := name == "torchpass_views.pt" || name == "torchpass_tied.pt" || name == "torchpass_module.pt"
+	if !ok || !items.HoldsTensors() {
+		if mustKeep {
+			t.Errorf("%s: the root dict does not keep rows", name)
+		}
+		return
+	}
+	viewers := map[int]int{}
+	for _, x := range w.Tensors {
+		viewers[x.Storage]++
+	}
+	made := map[int]bool{}
+	ckpt.EachRow(items, func(int, int) {}, func(i int, _ *ckpt.Node) { made[i] = true })
+	rows := 0
+	for i := range items.Rows() {
+		path := "/" + items.Key(i)
+		_, ref := w.Refs[path]
+		x, isTensor := w.Tensors[path]
+		wantRow := isTensor && !ref && viewers[x.Storage] == 1
+		if made[i] == wantRow {
+			t.Errorf("%s %s: a row %v; torch: its storage viewed by %d tensors, stored again %v", name, path, !made[i], viewers[x.Storage], ref)
+		}
+		if !made[i] {
+			rows++
+		}
+	}
+	if rows == 0 {
+		t.Errorf("%s: no rows kept", name)
 	}
 }
 

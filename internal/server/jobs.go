@@ -93,7 +93,8 @@ func (js *statsJobs) job(id string) *statsJob {
 
 // statsUnit is one view whose statistics a job computes: the tensors that are the same
 // numbers (tied weights saved under several keys) share it. A row of a state dict kept as
-// rows (ckpt.TensorItems) is a unit of its own, as no other tensor views its storage; it
+// rows (ckpt.TensorItems; its entries made at open are nodes like any other) is a unit of
+// its own, as no other tensor views its storage; it
 // holds no path (200,000 of them would), its path is made when asked.
 type statsUnit struct {
 	paths  []string   // the tensors' paths, the first one the unit's key; nil for a row
@@ -144,9 +145,9 @@ type viewIdentity struct {
 func statsUnits(ck *ckpt.Checkpoint) []statsUnit {
 	var units []statsUnit
 	byView := map[viewIdentity]int{}
-	rows := func(d *ckpt.Node, items ckpt.TensorItems) {
-		for from := 0; from < items.Rows(); from += rowsPage { // a page of nodes at a time, dropped
-			for i, n := range d.Items(from, min(from+rowsPage, items.Rows())) {
+	rows := func(d *ckpt.Node, _ ckpt.TensorItems, from, to int) {
+		for ; from < to; from += rowsPage { // a page of nodes at a time, dropped
+			for i, n := range d.Items(from, min(from+rowsPage, to)) {
 				if _, err := statsSource(n); err == nil {
 					units = append(units, statsUnit{rows: d, row: from + i, nbytes: n.Tensor.NBytes()})
 				}

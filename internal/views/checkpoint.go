@@ -450,9 +450,9 @@ func dtypeRows(ck *ckpt.Checkpoint) []DTypeRow {
 	seen := viewSet{}
 	// the rows of a large state dict are counted from its table, no node made: each is
 	// the one view of its storage
-	countRows := func(_ *ckpt.Node, items ckpt.TensorItems) {
+	countRows := func(_ *ckpt.Node, items ckpt.TensorItems, from, to int) {
 		var t ckpt.Tensor
-		for i := range items.Rows() {
+		for i := from; i < to; i++ {
 			t.DType, t.Shape = items.RowTensor(i)
 			r := row(&t)
 			r.Tensors++

@@ -183,10 +183,17 @@ func FindStateDicts(root *ckpt.Node) []*ckpt.Node {
 }
 
 func countTensors(n *ckpt.Node) int {
-	if rows, ok := n.Lazy().(ckpt.TensorItems); ok && rows.HoldsTensors() {
-		return rows.Rows() // a dict that keeps its rows: every entry is a tensor
-	}
 	t := 0
+	if rows, ok := n.Lazy().(ckpt.TensorItems); ok && rows.HoldsTensors() {
+		// a dict that keeps its rows: every row is a tensor, an entry made at open a
+		// tensor or a ref to one
+		ckpt.EachRow(rows, func(from, to int) { t += to - from }, func(_ int, k *ckpt.Node) {
+			if k.Kind == ckpt.KindTensor {
+				t++
+			}
+		})
+		return t
+	}
 	for _, k := range n.Children {
 		if k.Kind == ckpt.KindTensor || k.Kind == ckpt.KindNDArray {
 			t++
@@ -243,7 +250,8 @@ func entries(n *ckpt.Node) []*ckpt.Node {
 // among n's items. The entries of a dict that keeps them as rows (ckpt.TensorItems) are
 // not made into nodes: k is then a stand-in with the row's key, kind and tensor (its dtype
 // and shape), valid during the call only, and row is true (the row's tensor is the one
-// view of its storage), so that a state dict of 200,000 entries is summed up in a moment.
+// view of its storage), so that a state dict of 200,000 entries is summed up in a moment;
+// its entries made at open (a tied weight, a view) are visited as they are.
 func eachEntry(n *ckpt.Node, visit func(i int, k *ckpt.Node, row bool)) {
 	rows, ok := n.Lazy().(ckpt.TensorItems)
 	if !ok || !rows.HoldsTensors() {
@@ -256,11 +264,13 @@ func eachEntry(n *ckpt.Node, visit func(i int, k *ckpt.Node, row bool)) {
 	}
 	var k ckpt.Node
 	var t ckpt.Tensor
-	for i := range rows.Rows() {
-		t.DType, t.Shape = rows.RowTensor(i)
-		k = ckpt.Node{Kind: ckpt.KindTensor, Key: rows.Key(i), Tensor: &t}
-		visit(i, &k, true)
-	}
+	ckpt.EachRow(rows, func(from, to int) {
+		for i := from; i < to; i++ {
+			t.DType, t.Shape = rows.RowTensor(i)
+			k = ckpt.Node{Kind: ckpt.KindTensor, Key: rows.Key(i), Tensor: &t}
+			visit(i, &k, true)
+		}
+	}, func(i int, made *ckpt.Node) { visit(i, made, false) })
 }
 
 // NewModuleTree groups the entries of a state dict on the dots of their keys. It groups
