@@ -91,12 +91,14 @@ type Checkpoint struct {
 
 	// keys indexes the children of large containers by segment, each built the first time
 	// a pointer goes through the container (keysMu guards it: pages are served at once).
-	keysMu sync.Mutex
-	keys   map[*Node]map[string]*Node
+	keysMu    sync.Mutex
+	keys      map[*Node]map[string]*Node
+	keysBytes int64 // what the key indexes hold (keyIndexEntryBytes an entry)
 	// summaries are what readers compute from the whole tree and show on every page,
-	// each made once (Summary)
-	summaryMu sync.Mutex
-	summaries map[string]*summary
+	// each made once (Summary); summaryBytes is what those that count it hold
+	summaryMu    sync.Mutex
+	summaries    map[string]*summary
+	summaryBytes int64
 	// closers release what the checkpoint's storages read from besides the file itself
 	// (the spool of a decompressed stream).
 	closers []io.Closer
@@ -108,9 +110,10 @@ type summary struct {
 }
 
 // Summary is what make computes from the whole tree (a page's table of dtypes, which walks
-// every tensor of a state dict of 200,000), made at its first use under key and kept as
-// long as the checkpoint: it must be small, and callers must not change it. Calls at once
-// wait for the one that makes it.
+// every tensor of a state dict of 200,000; its module tree), made at its first use under
+// key and kept as long as the checkpoint: it must be small (a summary that says what it
+// holds, with a MemBytes() int64 method, is counted in DerivedBytes), and callers must not
+// change it. Calls at once wait for the one that makes it.
 func (c *Checkpoint) Summary(key string, make func() any) any {
 	c.summaryMu.Lock()
 	s := c.summaries[key]
@@ -122,9 +125,37 @@ func (c *Checkpoint) Summary(key string, make func() any) any {
 		c.summaries[key] = s
 	}
 	c.summaryMu.Unlock()
-	s.once.Do(func() { s.v = make() })
+	s.once.Do(func() {
+		s.v = make()
+		if m, ok := s.v.(interface{ MemBytes() int64 }); ok {
+			n := m.MemBytes() + int64(len(key)) + summaryEntryBytes
+			c.summaryMu.Lock()
+			c.summaryBytes += n
+			c.summaryMu.Unlock()
+		}
+	})
 	return s.v
 }
+
+// DerivedBytes is the memory of what readers have made from the tree since it was opened
+// and the checkpoint keeps: the key indexes of large containers and the summaries that
+// count themselves. A cache that charges a checkpoint its tree adds these as they grow.
+func (c *Checkpoint) DerivedBytes() int64 {
+	c.keysMu.Lock()
+	k := c.keysBytes
+	c.keysMu.Unlock()
+	c.summaryMu.Lock()
+	defer c.summaryMu.Unlock()
+	return k + c.summaryBytes
+}
+
+// keyIndexEntryBytes is what an entry of a key index holds: its string header and
+// pointer (the key's bytes are the node's), with a Swiss table's slack; summaryEntryBytes
+// is a summary's place in the map of them.
+const (
+	keyIndexEntryBytes = 40
+	summaryEntryBytes  = 96
+)
 
 // AddCloser has Close release cl too (a temporary file the checkpoint's storages read).
 func (c *Checkpoint) AddCloser(cl io.Closer) { c.closers = append(c.closers, cl) }
@@ -288,6 +319,7 @@ func (c *Checkpoint) child(n *Node, seg string) *Node {
 			c.keys = map[*Node]map[string]*Node{}
 		}
 		c.keys[n] = idx
+		c.keysBytes += int64(len(kids)) * keyIndexEntryBytes
 	}
 	return idx[seg]
 }
@@ -297,7 +329,7 @@ func (c *Checkpoint) child(n *Node, seg string) *Node {
 func (c *Checkpoint) Relink() {
 	Link(c.Root)
 	c.keysMu.Lock()
-	c.keys = nil
+	c.keys, c.keysBytes = nil, 0
 	c.keysMu.Unlock()
 }
 

@@ -25,13 +25,17 @@ type opened struct {
 	// err is the *loader.Error for a file that cannot be read. Rejections are cached like
 	// successes: the same bytes give the same answer.
 	err error
-	// size estimates the memory the entry holds (treeBytes), for the cache's byte budget.
+	// size estimates the memory the entry holds, for the cache's byte budget: its tree
+	// (treeBytes) and what pages have made from it since (recharge).
 	size int64
 
 	// refs counts the requests using the blob; an evicted entry closes its blob when the
 	// last of them is done. Guarded by the cache's mutex.
 	refs    int
 	evicted bool
+	// derived is the part of size that recharge counted (ckpt.DerivedBytes when it last
+	// looked). Guarded by the cache's mutex.
+	derived int64
 
 	// the statistics units of the tree (tensors grouped by identical views), made on
 	// first use
@@ -46,6 +50,10 @@ type opened struct {
 	unitsOnce sync.Once
 	units     []statsUnit
 	unitOf    map[string]*statsUnit
+	// unitTensors and unitBytes sum the units up (unitTotals)
+	totalsOnce  sync.Once
+	unitTensors int
+	unitBytes   int64
 }
 
 // statsUnits returns the checkpoint's statistics units in tree order, and the unit of
@@ -61,6 +69,18 @@ func (o *opened) statsUnits() ([]statsUnit, map[string]*statsUnit) {
 		}
 	})
 	return o.units, o.unitOf
+}
+
+// unitTotals is the number of tensors of the checkpoint's statistics units and their bytes.
+func (o *opened) unitTotals() (tensors int, nbytes int64) {
+	units, _ := o.statsUnits()
+	o.totalsOnce.Do(func() {
+		for i := range units {
+			o.unitTensors += units[i].count()
+			o.unitBytes += units[i].nbytes
+		}
+	})
+	return o.unitTensors, o.unitBytes
 }
 
 // unitOfNode is the unit of tensor node n at path, nil when its values cannot be read. A
@@ -196,6 +216,12 @@ func (c *checkpointCache) insert(o *opened) {
 	for c.lru.Len() > c.max {
 		c.evict(c.lru.Back())
 	}
+	c.trimLocked()
+}
+
+// trimLocked evicts entries while the cache is over its byte budget, the least recent
+// large tree first (insert says why), and never the most recent. c.mu is held.
+func (c *checkpointCache) trimLocked() {
 	for c.bytes > c.maxBytes && c.lru.Len() > 1 {
 		victim := c.lru.Back()
 		for el := c.lru.Back(); el != c.lru.Front(); el = el.Prev() {
@@ -206,6 +232,21 @@ func (c *checkpointCache) insert(o *opened) {
 		}
 		c.evict(victim)
 	}
+}
+
+// rechargeLocked counts again what o holds, now with what requests have made from its
+// tree since it was opened (derived, its ckpt.DerivedBytes: key indexes, module trees),
+// and evicts as insert does when the cache is now over its budget; each request that
+// releases the entry has it done. A request that made nothing changes nothing. c.mu is
+// held.
+func (c *checkpointCache) rechargeLocked(o *opened, derived int64) {
+	if o.evicted || derived == o.derived {
+		return
+	}
+	c.bytes += derived - o.derived
+	o.size += derived - o.derived
+	o.derived = derived
+	c.trimLocked()
 }
 
 // evict drops an entry; its blob is closed now or when its last user releases it.
@@ -270,12 +311,18 @@ func (o *opened) close() {
 }
 
 func (c *checkpointCache) release(o *opened) {
+	var derived int64
+	if o.ck != nil {
+		derived = o.ck.DerivedBytes()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	o.refs--
 	if o.refs == 0 && o.evicted {
 		o.close()
+		return
 	}
+	c.rechargeLocked(o, derived)
 }
 
 // close evicts everything.

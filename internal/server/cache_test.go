@@ -354,3 +354,33 @@ func TestServeShutdown(t *testing.T) {
 		t.Errorf("Serve after its context ended = %v, want nil", err)
 	}
 }
+
+// What a page makes from a tree and the checkpoint keeps (its module tree, the layout of
+// its layer chart, key indexes) is charged to the cache entry when the request is done,
+// once: a second view of the page makes nothing new and charges nothing more.
+func TestCacheChargesWhatPagesKeep(t *testing.T) {
+	s := realServer(t, Config{})
+	id := uploadFixture(t, s, "state_dict.pt")
+	charge := func() (size, total, derived int64) {
+		o, release, err := s.cache.get(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		release()
+		s.cache.mu.Lock()
+		defer s.cache.mu.Unlock()
+		return o.size, s.cache.bytes, o.ck.DerivedBytes()
+	}
+	before, totalBefore, _ := charge()
+	if rec := do(s, http.MethodGet, "/c/"+id, nil); rec.Code != http.StatusOK {
+		t.Fatalf("page: %d", rec.Code)
+	}
+	after, totalAfter, derived := charge()
+	if derived <= 0 || after != before+derived || totalAfter != totalBefore+derived {
+		t.Errorf("after the page, the entry is charged %d (cache %d), before %d (cache %d), with %d bytes derived", after, totalAfter, before, totalBefore, derived)
+	}
+	do(s, http.MethodGet, "/c/"+id, nil)
+	if again, totalAgain, _ := charge(); again != after || totalAgain != totalAfter {
+		t.Errorf("a second view charged %d more", again-after)
+	}
+}

@@ -198,10 +198,12 @@ func walkTensors(root *ckpt.Node, visit func(*ckpt.Node)) {
 func (s *Server) idleProgress(o *opened) jobProgress {
 	p := jobProgress{State: jobIdle}
 	units, _ := o.statsUnits()
+	p.TensorsTotal, p.TotalBytes = o.unitTotals()
+	if !s.stats.holds(o.id) && len(s.savedStatsOf(o)) == 0 {
+		return p // nothing computed yet: no unit's key made (200,000 paths) to find that out
+	}
 	for i := range units {
 		u := &units[i]
-		p.TensorsTotal += u.count()
-		p.TotalBytes += u.nbytes
 		if s.unitCached(o, u) != nil {
 			p.TensorsDone += u.count()
 			p.DoneBytes += u.nbytes

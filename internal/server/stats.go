@@ -33,6 +33,9 @@ type statsCache struct {
 	lru     *list.List // of *statsEntry, most recent first
 	entries map[statsKey]*list.Element
 	flights map[statsKey]*statsFlight
+	// perID counts the entries of each checkpoint, so that a page of one with none asks
+	// nothing of each of its tensors (idleProgress)
+	perID map[string]int
 
 	// computed counts the computations that finished; tests read it to tell a cache hit.
 	computed atomic.Int64
@@ -75,7 +78,15 @@ func newStatsCache(base context.Context, max, workers, concurrency int, timeout 
 		lru:     list.New(),
 		entries: map[statsKey]*list.Element{},
 		flights: map[statsKey]*statsFlight{},
+		perID:   map[string]int{},
 	}
+}
+
+// holds says whether the cache has statistics of any tensor of checkpoint id.
+func (c *statsCache) holds(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.perID[id] > 0
 }
 
 // get returns cached statistics without computing anything: what tree rows use.
@@ -104,9 +115,13 @@ func (c *statsCache) insert(key statsKey, s *tensor.Stats) {
 		return
 	}
 	c.entries[key] = c.lru.PushFront(&statsEntry{key: key, stats: s})
+	c.perID[key.id]++
 	for c.lru.Len() > c.max {
 		e := c.lru.Remove(c.lru.Back()).(*statsEntry)
 		delete(c.entries, e.key)
+		if c.perID[e.key.id]--; c.perID[e.key.id] == 0 {
+			delete(c.perID, e.key.id)
+		}
 	}
 }
 

@@ -357,7 +357,7 @@ func NewCheckpointPage(meta FileMeta, ck *ckpt.Checkpoint) CheckpointPage {
 		p.Root.Key = meta.Name
 		p.Tree = NewChildren(meta, ck, ck.Root, 0, DefaultLimit)
 		if sd := FindStateDict(ck.Root); sd != nil {
-			p.Modules = NewModuleTree(meta.ID, ck, sd)
+			p.Modules = ModuleTreeOf(meta.ID, ck, sd)
 		}
 		for _, m := range FindModels(ck.Root) {
 			p.Models = append(p.Models, NewModelView(meta.ID, ck, m))
@@ -401,7 +401,7 @@ func (p *CheckpointPage) AddLayerChart(ck *ckpt.Checkpoint, lookup StatsLookup) 
 		return
 	}
 	if dict, err := ck.Node(p.Modules.Path); err == nil {
-		p.Layers = NewLayerChart(p.Meta.ID, dict, lookup)
+		p.Layers = layerChartOf(p.Meta.ID, ck, dict, lookup)
 	}
 }
 
@@ -409,7 +409,7 @@ func (p *CheckpointPage) AddLayerChart(ck *ckpt.Checkpoint, lookup StatsLookup) 
 func (p CheckpointPage) WithStateDict(ck *ckpt.Checkpoint, pointer string) CheckpointPage {
 	for _, d := range FindStateDicts(ck.Root) {
 		if d.Path() == pointer {
-			p.Modules = NewModuleTree(p.Meta.ID, ck, d)
+			p.Modules = ModuleTreeOf(p.Meta.ID, ck, d)
 			p.View = ViewModules
 		}
 	}

@@ -68,8 +68,45 @@ func NewLayerChart(id string, dict *ckpt.Node, lookup StatsLookup) *LayerChart {
 	if dict == nil || lookup == nil {
 		return nil
 	}
-	// blocks: prefix -> index -> role -> entry (its index among the dict's items, so that
-	// no node is kept for each; prefix and role are parts of its key)
+	return newLayerLayout(dict).chart(id, dict, lookup)
+}
+
+// layerChartOf is NewLayerChart with the dict's layout made once and kept with the
+// checkpoint (a Summary): finding the blocks walks every entry, 200,000 of them in a large
+// state dict, while the statistics it charts change from one request to the next.
+func layerChartOf(id string, ck *ckpt.Checkpoint, dict *ckpt.Node, lookup StatsLookup) *LayerChart {
+	if dict == nil || lookup == nil {
+		return nil
+	}
+	l, _ := ck.Summary("views.layerLayout\x00"+dict.Path(), func() any { return newLayerLayout(dict) }).(*layerLayout)
+	return l.chart(id, dict, lookup)
+}
+
+// layerLayout is what a state dict's chart is drawn from, whatever statistics exist: its
+// largest run of numbered blocks, the roles charted and, for each role, its entry in each
+// block (its index among the dict's items, -1 for none, so that no node is kept for each).
+type layerLayout struct {
+	prefix string
+	blocks []int
+	roles  []string
+	at     [][]int // at[role][i]: the entry of roles[role] in block blocks[i]
+}
+
+// MemBytes is what l holds (a Summary counts it; a dict without blocks has none).
+func (l *layerLayout) MemBytes() int64 {
+	if l == nil {
+		return 0
+	}
+	n := int64(64+len(l.prefix)) + 8*int64(len(l.blocks))
+	for i, r := range l.roles {
+		n += 16 + int64(len(r)) + 24 + 8*int64(len(l.at[i]))
+	}
+	return n
+}
+
+// newLayerLayout finds the layout of dict's chart, nil when it has no repeated blocks.
+func newLayerLayout(dict *ckpt.Node) *layerLayout {
+	// blocks: prefix -> index -> role -> entry (prefix and role are parts of its key)
 	type entry struct {
 		at    int
 		numel int64
@@ -142,16 +179,39 @@ func NewLayerChart(id string, dict *ckpt.Node, lookup StatsLookup) *LayerChart {
 	if len(roles) > maxRoles {
 		roles = roles[:maxRoles]
 	}
+	l := &layerLayout{prefix: strings.Clone(best), blocks: blocks, roles: roles, at: make([][]int, len(roles))}
+	for ri, r := range roles {
+		l.roles[ri] = strings.Clone(r) // not the key it was cut from, which a row's page made
+		l.at[ri] = make([]int, len(blocks))
+		for i, b := range blocks {
+			l.at[ri][i] = -1
+			if e, ok := g[b][r]; ok {
+				l.at[ri][i] = e.at
+			}
+		}
+	}
+	return l
+}
+
+// chart draws l's chart from the statistics lookup has (nil l: no chart).
+func (l *layerLayout) chart(id string, dict *ckpt.Node, lookup StatsLookup) *LayerChart {
+	if l == nil {
+		return nil
+	}
+	best, blocks, roles := l.prefix, l.blocks, l.roles
 	c := &LayerChart{Prefix: best, Blocks: len(blocks)}
 	stat := map[string]map[int]*tensor.Stats{}
-	for _, r := range roles {
+	entryOf := map[string]map[int]int{}
+	for ri, r := range roles {
 		stat[r] = map[int]*tensor.Stats{}
-		for _, b := range blocks {
-			e, ok := g[b][r]
-			if !ok {
+		entryOf[r] = map[int]int{}
+		for i, b := range blocks {
+			at := l.at[ri][i]
+			if at < 0 {
 				continue
 			}
-			st := lookup(entryPath(dict, e.at))
+			entryOf[r][b] = at
+			st := lookup(entryPath(dict, at))
 			if st == nil || st.Count == 0 {
 				c.Missing++
 				continue
@@ -235,7 +295,7 @@ func NewLayerChart(id string, dict *ckpt.Node, lookup StatsLookup) *LayerChart {
 					if v > 5*med || v < med/5 {
 						s.Outliers = append(s.Outliers, LayerPoint{X: fmt.Sprintf("%.1f", xOf(i)), Y: fmt.Sprintf("%.1f", scale(v)),
 							Block: b, Text: fmt.Sprintf("%s.%d.%s: %s %s (median %s)", best, b, r, m.name, sig3(v), sig3(med)),
-							URL: NodeURL(id, entryPath(dict, g[b][r].at))})
+							URL: NodeURL(id, entryPath(dict, entryOf[r][b]))})
 					}
 				}
 			}
