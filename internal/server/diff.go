@@ -3,6 +3,7 @@ package server
 import (
 	"container/list"
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -47,38 +48,58 @@ func newDiffCache(max int) *diffCache {
 func (s *Server) compare(ctx context.Context, a, b string) (*diff.Result, error) {
 	c := s.diffs
 	key := a + "/" + b
-	c.mu.Lock()
-	if el, ok := c.byKey[key]; ok {
-		c.lru.MoveToFront(el)
-		c.mu.Unlock()
-		return el.Value.(*diffEntry).r, nil
-	}
-	if f, ok := c.flights[key]; ok {
+	for {
+		c.mu.Lock()
+		if el, ok := c.byKey[key]; ok {
+			c.lru.MoveToFront(el)
+			c.mu.Unlock()
+			return el.Value.(*diffEntry).r, nil
+		}
+		f, ok := c.flights[key]
+		if !ok {
+			f = &diffFlight{done: make(chan struct{})}
+			c.flights[key] = f
+			c.mu.Unlock()
+			s.runDiffFlight(ctx, key, a, b, f)
+			return f.r, f.err
+		}
 		c.mu.Unlock()
 		select {
 		case <-f.done:
-			return f.r, f.err
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-	}
-	f := &diffFlight{done: make(chan struct{})}
-	c.flights[key] = f
-	c.mu.Unlock()
-
-	f.r, f.err = s.computeDiff(ctx, a, b)
-	c.mu.Lock()
-	delete(c.flights, key)
-	if f.err == nil {
-		c.byKey[key] = c.lru.PushFront(&diffEntry{key: key, r: f.r})
-		for c.lru.Len() > c.max {
-			e := c.lru.Remove(c.lru.Back()).(*diffEntry)
-			delete(c.byKey, e.key)
+		// The request that computed it went away before it was done: this one is still
+		// here, so it computes the comparison itself rather than report the other's end.
+		if f.err != nil && isContextErr(f.err) && ctx.Err() == nil {
+			continue
 		}
+		return f.r, f.err
 	}
-	c.mu.Unlock()
-	close(f.done)
-	return f.r, f.err
+}
+
+// runDiffFlight computes the comparison of flight f and wakes its waiters, whatever
+// happens: a panic in the comparison is f's error (a 500 for this request and the ones
+// waiting), not a flight left open for every later request of the same pair to wait on.
+func (s *Server) runDiffFlight(ctx context.Context, key, a, b string, f *diffFlight) {
+	c := s.diffs
+	defer func() {
+		if r := recover(); r != nil {
+			f.r, f.err = nil, fmt.Errorf("server: comparing %s panicked: %v", key, r)
+		}
+		c.mu.Lock()
+		delete(c.flights, key)
+		if f.err == nil {
+			c.byKey[key] = c.lru.PushFront(&diffEntry{key: key, r: f.r})
+			for c.lru.Len() > c.max {
+				e := c.lru.Remove(c.lru.Back()).(*diffEntry)
+				delete(c.byKey, e.key)
+			}
+		}
+		c.mu.Unlock()
+		close(f.done)
+	}()
+	f.r, f.err = s.computeDiff(ctx, a, b)
 }
 
 // computeDiff opens both checkpoints and compares them, as one of the statistics

@@ -2,15 +2,18 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // expectedDiff is testdata/models/expected_diff.json: numpy's comparison of pairs of
@@ -245,5 +248,41 @@ func TestDiffPagingAndFilters(t *testing.T) {
 	rec := do(s, http.MethodGet, "/c/"+a+"/compare?with="+"http://x/c/"+b+"/n/wte.weight", nil)
 	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/diff/"+a+"/"+b {
 		t.Errorf("compare form = %d to %q", rec.Code, rec.Header().Get("Location"))
+	}
+}
+
+// A request waiting on a comparison that another request started, and left (its tab
+// closed), computes the comparison itself: it is answered with the result, not with the
+// other request's cancellation.
+func TestDiffWaiterOutlivesTheRequestItJoined(t *testing.T) {
+	s := realServer(t, Config{})
+	a, b := uploadDiffFixture(t, s, "base.pt"), uploadDiffFixture(t, s, "finetuned.pt")
+	key := a + "/" + b
+	gone := &diffFlight{done: make(chan struct{})}
+	s.diffs.mu.Lock()
+	s.diffs.flights[key] = gone
+	s.diffs.mu.Unlock()
+
+	answered := make(chan *httptest.ResponseRecorder)
+	go func() { answered <- do(s, http.MethodGet, "/api/diff/"+key, nil) }()
+	// The waiter has joined once it is blocked on the flight; then the flight ends as a
+	// cancelled request's does (computeDiff returned its context's error).
+	time.Sleep(50 * time.Millisecond)
+	s.diffs.mu.Lock()
+	delete(s.diffs.flights, key)
+	gone.err = context.Canceled
+	s.diffs.mu.Unlock()
+	close(gone.done)
+
+	select {
+	case rec := <-answered:
+		if rec.Code != http.StatusOK {
+			t.Fatalf("GET /api/diff after the first request left = %d %.300s", rec.Code, rec.Body)
+		}
+		if got := decode[diffJSON](t, rec); got.Total == 0 {
+			t.Errorf("the comparison has no pairs: %+v", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiter was never answered")
 	}
 }
