@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"sync"
 
@@ -69,6 +70,23 @@ func (o *opened) statsUnits() ([]statsUnit, map[string]*statsUnit) {
 		}
 	})
 	return o.units, o.unitOf
+}
+
+// unitsAheadTensors is the number of tensors from which a checkpoint's first page makes
+// its statistics units beside the module tree (for fewer, starting a goroutine costs more
+// than it saves).
+const unitsAheadTensors = 10000
+
+// prepareUnits makes o's statistics units ahead of their first use, beside the request
+// that will need them. A panic in it (a bug) is logged and does not take the server down;
+// the request then sees no units.
+func (s *Server) prepareUnits(o *opened) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic", "making statistics units of", o.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	o.statsUnits()
 }
 
 // unitTotals is the number of tensors of the checkpoint's statistics units and their bytes.

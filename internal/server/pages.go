@@ -93,6 +93,17 @@ func (s *Server) handleCheckpoint(c echo.Context) error {
 		return err
 	}
 	defer release()
+	if o.ck.Tensors >= unitsAheadTensors {
+		// The page needs the statistics units (to say what is computed) after it has grouped
+		// the modules; each walks every tensor once per checkpoint, so on a large state dict
+		// the first page makes them side by side.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.prepareUnits(o)
+		}()
+		defer func() { <-done }() // before release: the units read the tree
+	}
 	p := views.NewCheckpointPage(fileMetaAs(c, o), o.ck).WithView(c.QueryParam("view"))
 	if as := nameAs(c, o); as != o.meta.Name { // a link made by a later upload of the same bytes
 		p.URL += "?name=" + url.QueryEscape(as)

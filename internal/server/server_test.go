@@ -155,7 +155,7 @@ func upload(t *testing.T, s http.Handler, name string, data []byte) *httptest.Re
 	return do(s, http.MethodPost, "/api/checkpoints", body, "Content-Type", ct)
 }
 
-func decode[T any](t *testing.T, rec *httptest.ResponseRecorder) T {
+func decode[T any](t testing.TB, rec *httptest.ResponseRecorder) T {
 	t.Helper()
 	var v T
 	if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
