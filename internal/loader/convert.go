@@ -49,6 +49,12 @@ type converter struct {
 	rowsCounted bool
 	// fromSpool are the readers of decompressed streams (opener.fromSpool)
 	fromSpool map[io.ReaderAt]bool
+	// deferKeys defers the nodes of dict keys that are objects, tuples or containers to
+	// makeKeys, which keys holds them for; inKey counts the keys being made (a ref made in
+	// one is no tensor tied to another: a key is no place a tensor is stored)
+	deferKeys bool
+	keys      []pendingKey
+	inKey     int
 	// the last long str converted (see text)
 	lastText, lastValid string
 	lastLen             int64
@@ -127,7 +133,7 @@ func (c *converter) keepPlain(n *ckpt.Node, v any, depth int) bool {
 // values count once.
 func (c *converter) refTo(first, parent *ckpt.Node, seg string) *ckpt.Node {
 	ref := orphan(parent, seg, ckpt.Node{Kind: ckpt.KindRef, Type: "ref", Target: first.Path()})
-	if t := first.Tensor; t != nil && (first.Kind == ckpt.KindTensor || first.Kind == ckpt.KindNDArray) {
+	if t := first.Tensor; t != nil && (first.Kind == ckpt.KindTensor || first.Kind == ckpt.KindNDArray) && c.inKey == 0 {
 		c.tensorMade()
 		if t.Storage != nil {
 			t.Storage.Users = append(t.Storage.Users, ref.Path())
@@ -491,13 +497,25 @@ func ownSegs(entries []types.DictEntry) map[string]bool {
 
 // sameKey says whether a and b, two keys of one dict with the same segment, are one key
 // to Python: a str and a non-str never are, two str are when equal, two tuples when their
-// items are (a long tuple's segment leaves items out); other keys are when their segments
-// are (keySeg writes ints, floats, None and bools whole).
+// items are (a long tuple's segment leaves items out); an object, a tensor, an array or a
+// container is one key with itself only: the pickler writes an object met twice once and
+// fetches it from the memo after that, so two values of the file are two objects, and a
+// dict Python pickled never holds two keys that compare equal. (The objects Python
+// compares by value, a datetime or a Decimal, have their value in their segment.) Other
+// keys are the same when their segments are (keySeg writes ints, floats, None and bools
+// whole).
 func sameKey(a, b any) bool {
 	as, aStr := a.(string)
 	bs, bStr := b.(string)
 	if aStr || bStr {
 		return aStr && bStr && as == bs
+	}
+	if _, isObject := identity(a); isObject {
+		if o, ok := a.(*pyObject); !ok || o.display == "" {
+			if _, ok := a.(*types.Tuple); !ok {
+				return a == b
+			}
+		}
 	}
 	ta, aTuple := a.(*types.Tuple)
 	tb, bTuple := b.(*types.Tuple)
@@ -525,10 +543,11 @@ func (c *converter) entries(n *ckpt.Node, entries []types.DictEntry, depth int) 
 	idx := segIndex{n: n, size: base + len(entries)}
 	// An entry child's Key is its key's own segment (keySeg gives one string for both),
 	// renamed or not, so a key met again has the Key of its first entry; and that Key is
-	// then a taken segment, so the entry children are searched only on a clash. tuples
-	// holds the tuple keys (to compare: their segments may leave items out); byKey finds
-	// the entry children by Key in a large dict, made at the first clash.
-	var tuples map[int]any
+	// then a taken segment, so the entry children are searched only on a clash. keys
+	// holds the tuple and object keys, by child (to compare: a tuple's segment may leave
+	// items out, and two objects are two keys whatever their segments); byKey finds the
+	// entry children by Key in a large dict, made at the first clash.
+	var keys map[int]any
 	var byKey map[string][]int
 	same := func(k any, seg string) (int, bool) {
 		is := func(i int) bool {
@@ -536,13 +555,15 @@ func (c *converter) entries(n *ckpt.Node, entries []types.DictEntry, depth int) 
 			if m.Key != seg {
 				return false
 			}
+			kept, ok := keys[i]
 			_, isStr := k.(string)
-			if m.DictKey == nil || isStr {
-				return m.DictKey == nil && isStr
+			if strKey := m.DictKey == nil && !ok; strKey || isStr {
+				return strKey && isStr
 			}
-			t, ok := tuples[i]
-			_, kTuple := k.(*types.Tuple)
-			return ok == kTuple && (!ok || sameKey(t, k))
+			if _, compared := identity(k); ok || compared {
+				return ok && sameKey(kept, k)
+			}
+			return true // an int, a float, None, a bool: its segment is its whole value
 		}
 		if len(n.Children)-base <= segIndexMin {
 			for i := base; i < len(n.Children); i++ {
@@ -591,13 +612,15 @@ func (c *converter) entries(n *ckpt.Node, entries []types.DictEntry, depth int) 
 		i := len(n.Children)
 		k := c.child(e.Value, n, key, seg, depth)
 		if !isStr {
-			k.DictKey = c.node(e.Key, k, ckpt.DictKeySeg, depth+2)
-			c.nodes--
-			if _, ok := e.Key.(*types.Tuple); ok {
-				if tuples == nil {
-					tuples = map[int]any{}
+			if _, compared := identity(e.Key); compared {
+				if keys == nil {
+					keys = map[int]any{}
 				}
-				tuples[i] = e.Key
+				keys[i] = e.Key
+				c.dictKey(n, i, e.Key, depth+2)
+			} else {
+				k.DictKey = c.node(e.Key, k, ckpt.DictKeySeg, depth+2)
+				c.nodes--
 			}
 		}
 		if byKey != nil {
@@ -608,6 +631,52 @@ func (c *converter) entries(n *ckpt.Node, entries []types.DictEntry, depth int) 
 			return
 		}
 	}
+}
+
+// dictKey makes the node of key, an object, tuple or container that is the key of entry i
+// of dict n: at once, or when the tree is whole if c.deferKeys. An object that is a dict's
+// key is often somewhere else in the file too (the parameters that key an optimizer's
+// state are in its param_groups, which torch pickles after the state): made last, the key
+// is a ref to its place in the tree, not the tree's entries refs to a key, which no pointer
+// leads to.
+func (c *converter) dictKey(n *ckpt.Node, i int, key any, depth int) {
+	if c.deferKeys {
+		c.keys = append(c.keys, pendingKey{dict: n, i: i, key: key, depth: depth})
+		return
+	}
+	k := n.Children[i]
+	c.inKey++
+	k.DictKey = c.node(key, k, ckpt.DictKeySeg, depth)
+	c.inKey--
+	c.nodes--
+}
+
+// pendingKey is a dict key whose node is made when the tree is whole (dictKey). The entry
+// is found by its index, which stays its own when a later value of the same key replaces
+// the entry's node.
+type pendingKey struct {
+	dict  *ckpt.Node
+	i     int
+	key   any
+	depth int
+}
+
+// makeKeys makes the nodes of the keys dictKey deferred, and of those their making defers,
+// in the order they were met.
+func (c *converter) makeKeys() {
+	c.deferKeys = false
+	for i := 0; i < len(c.keys) && c.err == nil; i++ {
+		p := c.keys[i]
+		c.keys[i] = pendingKey{}
+		c.deferKeys = true // a key inside a key waits for its turn too
+		k := p.dict.Children[p.i]
+		c.inKey++
+		k.DictKey = c.node(p.key, k, ckpt.DictKeySeg, p.depth)
+		c.inKey--
+		c.nodes--
+		c.deferKeys = false
+	}
+	c.keys = nil
 }
 
 // distinctEntries adds the entries of a dict whose keys are str and distinct (as the

@@ -3,6 +3,7 @@ package loader
 import (
 	"archive/zip"
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -484,7 +485,9 @@ func (op *opener) build(v any) error { return op.buildTree(v, nil) }
 func (op *opener) buildTree(v any, tb *torchTables) error {
 	c := newConverter(op.o, op.ck)
 	c.unshared, c.torch, c.fromSpool = tb != nil && len(tb.sharedSlots) == 0 && len(tb.shared) == 0, tb, op.fromSpool
+	c.deferKeys = true
 	op.ck.Root = c.node(v, nil, "", 0)
+	c.makeKeys()
 	op.ck.Values += c.nodes + c.rowValues
 	if tb != nil && c.err == nil {
 		// the storages in the order the pickle names them, as the general path lists them;
@@ -514,16 +517,25 @@ func (op *opener) finish() {
 		storages = ck.Storages
 	} else {
 		ckpt.Link(ck.Root)
-		ckpt.Walk(ck.Root, func(n *ckpt.Node) {
-			if n.Tensor != nil && n.Tensor.Storage != nil {
-				storages = append(storages, n.Tensor.Storage)
-			}
-			if n.Global != "" {
-				if _, ok := firstPath[n.Global]; !ok {
-					firstPath[n.Global] = n.Path()
+		// A global met only in a dict's key (an object of a class the file imports, as the
+		// key) is found at the entry: no pointer leads into a key.
+		var visit func(at *ckpt.Node) func(n *ckpt.Node)
+		visit = func(at *ckpt.Node) func(n *ckpt.Node) {
+			return func(n *ckpt.Node) {
+				if n.Tensor != nil && n.Tensor.Storage != nil {
+					storages = append(storages, n.Tensor.Storage)
+				}
+				if n.Global != "" {
+					if _, ok := firstPath[n.Global]; !ok {
+						firstPath[n.Global] = cmp.Or(at, n).Path()
+					}
+				}
+				if n.DictKey != nil {
+					ckpt.Walk(n.DictKey, visit(cmp.Or(at, n)))
 				}
 			}
-		})
+		}
+		ckpt.Walk(ck.Root, visit(nil))
 	}
 	for i := range op.fs.list {
 		f := &op.fs.list[i]

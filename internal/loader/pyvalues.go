@@ -1249,18 +1249,87 @@ func reprValue(v any) string {
 		if x.display != "" {
 			return x.display
 		}
+	case *pySet:
+		parts := make([]string, 0, min(len(x.items), 9))
+		for i, it := range x.items {
+			if i >= 8 {
+				parts = append(parts, "…")
+				break
+			}
+			parts = append(parts, reprValue(it))
+		}
+		if len(parts) == 0 {
+			return typeOf(x) + "()"
+		}
+		return typeOf(x) + "({" + strings.Join(parts, ", ") + "})"
+	case *pyTensor:
+		// a tensor as a dict key (an optimizer's state, keyed by its parameters)
+		dtype := "?"
+		if x.storage != nil && x.storage.st != nil {
+			dtype = x.storage.st.DType
+		}
+		typ := typeOf(x)
+		return "<" + typ[strings.LastIndexByte(typ, '.')+1:] + " " + dtype + shapeText(x.shape) + ">"
+	case *pyArray:
+		return "<" + typeOf(x) + shapeText(x.shape) + ">"
 	}
-	return fmt.Sprintf("<%s>", typeOf(v))
+	return "<" + typeOf(v) + ">"
 }
 
+// shapeText is a shape as the pages write it: "[3, 4]".
+func shapeText(shape []int64) string {
+	parts := make([]string, len(shape))
+	for i, d := range shape {
+		parts[i] = strconv.FormatInt(d, 10)
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+// typeOf is the Python type of v, by its qualified name.
 func typeOf(v any) string {
 	switch x := v.(type) {
 	case *pyObject:
 		return objectType(x)
 	case *pyGlobal:
 		return x.full
+	case *pyTensor:
+		if x.typeName != "" {
+			return x.typeName
+		}
+		return "torch.Tensor"
+	case *pySparse, tensorRef:
+		return "torch.Tensor"
+	case *pyStorage:
+		return "torch.storage.TypedStorage"
+	case *pyArray:
+		if x.cls != "" {
+			return x.cls
+		}
+		return "numpy.ndarray"
+	case *pyDict:
+		if x.typeName != "" {
+			return x.typeName
+		}
+		return "dict"
+	case *pySet:
+		if x.frozen {
+			return "frozenset"
+		}
+		return "set"
+	case *types.List:
+		return "list"
+	case *types.Dict:
+		return "dict"
+	case *types.Set:
+		return "set"
+	case *types.FrozenSet:
+		return "frozenset"
+	case *types.ByteArray:
+		return "bytearray"
+	case *types.OrderedDict:
+		return "collections.OrderedDict"
 	}
-	return fmt.Sprintf("%T", v)
+	return "object"
 }
 
 func objectType(o *pyObject) string {

@@ -174,8 +174,12 @@ func typeOr(n *ckpt.Node) string {
 }
 
 // ShortType drops the module from a container's type name: "collections.OrderedDict"
-// becomes "OrderedDict". Builtin names are unchanged.
+// becomes "OrderedDict", and "collections.defaultdict(builtins.list)" (a defaultdict with
+// its default factory) "defaultdict(list)". Builtin names are unchanged.
 func ShortType(t string) string {
+	if i := strings.IndexByte(t, '('); i > 0 && strings.HasSuffix(t, ")") {
+		return ShortType(t[:i]) + "(" + ShortType(t[i+1:len(t)-1]) + ")"
+	}
 	if i := strings.LastIndexByte(t, '.'); i >= 0 && i < len(t)-1 {
 		return t[i+1:]
 	}

@@ -2,8 +2,11 @@ package views
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -163,5 +166,49 @@ func TestKeyWidthCountsQuotes(t *testing.T) {
 	ck := openPickleBytes(t, []byte("\x80\x02}(K\x01K\x00X\x04\x00\x00\x00abcdK\x00u."))
 	if w := NewChildren(FileMeta{ID: "abc"}, ck, ck.Root, 0, 0).KeyWidth; w != 8 {
 		t.Errorf("key width %d, want 8 (for 'abcd')", w)
+	}
+}
+
+// An optimizer saved whole (torch.save of torch.optim.Adam, generate_objkeys.py): its state
+// reads as torch names its type, defaultdict with its default factory, with one entry per
+// parameter, each shown by its key, a link to the parameter it is.
+func TestOptimizerStateKeyedByParameters(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(modelsDir, "expected_objkeys.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var facts map[string]json.RawMessage
+	var want struct {
+		StateType string `json:"state_type"`
+		StateLen  int    `json:"state_len"`
+		KeyIndex  []int  `json:"key_index"`
+	}
+	if err := json.Unmarshal(b, &facts); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(facts["optim_zip.pt"], &want); err != nil {
+		t.Fatal(err)
+	}
+	ck := openKeys(t, filepath.Join(modelsDir, "optim_zip.pt"))
+	state, err := ck.Node("/optimizer/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, w := Summary(state), want.StateType+" ("+strconv.Itoa(want.StateLen)+" items)"; got != w {
+		t.Errorf("the state reads %q, want %q", got, w)
+	}
+	p := NewNodePage(FileMeta{ID: "x"}, ck, state, 0, 100)
+	if p.Children == nil || len(p.Children.Rows) != want.StateLen {
+		t.Fatalf("the state's page lists %+v, torch's state has %d entries", p.Children, want.StateLen)
+	}
+	for i, r := range p.Children.Rows {
+		entry, err := ck.Node(r.Path)
+		if err != nil {
+			t.Fatalf("row %d: %v", i, err)
+		}
+		w := "ref → /optimizer/param_groups/0/params/" + strconv.Itoa(want.KeyIndex[i])
+		if got := NewNodePage(FileMeta{ID: "x"}, ck, entry, 0, 100).DictKey; got != w {
+			t.Errorf("%s is keyed %q, want %q", r.Path, got, w)
+		}
 	}
 }
