@@ -206,9 +206,10 @@ func TestOptimizerStateKeyedByParameters(t *testing.T) {
 		if err != nil {
 			t.Fatalf("row %d: %v", i, err)
 		}
-		w := "ref → /optimizer/param_groups/0/params/" + strconv.Itoa(want.KeyIndex[i])
-		if got := NewNodePage(FileMeta{ID: "x"}, ck, entry, 0, 100).DictKey; got != w {
-			t.Errorf("%s is keyed %q, want %q", r.Path, got, w)
+		param := "/optimizer/param_groups/0/params/" + strconv.Itoa(want.KeyIndex[i])
+		page := NewNodePage(FileMeta{ID: "x"}, ck, entry, 0, 100)
+		if page.DictKey != "ref → "+param || page.DictKeyURL != NodeURL("x", param) {
+			t.Errorf("%s is keyed %q (a link to %q), want a ref to %s", r.Path, page.DictKey, page.DictKeyURL, param)
 		}
 	}
 }

@@ -28,8 +28,9 @@ type NodePage struct {
 	Python string
 	// Param names the parameter an optimizer state entry belongs to; ParamHow says how.
 	Param, ParamHow string
-	// DictKey is the Python repr of a dict entry's key when it is not a str.
-	DictKey string
+	// DictKey is the Python repr of a dict entry's key when it is not a str; DictKeyURL,
+	// when the key is an object held elsewhere in the file (a ref), the page of that place.
+	DictKey, DictKeyURL string
 	// Findings are those at this node or below it.
 	Findings []FindingRow
 	// Global is the module.name of a global or object node.
@@ -144,6 +145,9 @@ func NewNodePage(meta FileMeta, ck *ckpt.Checkpoint, n *ckpt.Node, offset, limit
 	}
 	if n.DictKey != nil {
 		p.DictKey = Summary(n.DictKey)
+		if n.DictKey.Kind == ckpt.KindRef {
+			p.DictKeyURL = NodeURL(meta.ID, n.DictKey.Target)
+		}
 	}
 	if ck != nil {
 		var mine []ckpt.Finding
