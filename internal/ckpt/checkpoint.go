@@ -105,7 +105,8 @@ type Checkpoint struct {
 }
 
 type summary struct {
-	once sync.Once
+	mu   sync.Mutex
+	made bool
 	v    any
 }
 
@@ -113,7 +114,8 @@ type summary struct {
 // every tensor of a state dict of 200,000; its module tree), made at its first use under
 // key and kept as long as the checkpoint: it must be small (a summary that says what it
 // holds, with a MemBytes() int64 method, is counted in DerivedBytes), and callers must not
-// change it. Calls at once wait for the one that makes it.
+// change it. Calls at once wait for the one that makes it. A make that panics makes
+// nothing: the panic goes on to the caller, and the next call tries again.
 func (c *Checkpoint) Summary(key string, make func() any) any {
 	c.summaryMu.Lock()
 	s := c.summaries[key]
@@ -125,15 +127,18 @@ func (c *Checkpoint) Summary(key string, make func() any) any {
 		c.summaries[key] = s
 	}
 	c.summaryMu.Unlock()
-	s.once.Do(func() {
-		s.v = make()
-		if m, ok := s.v.(interface{ MemBytes() int64 }); ok {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.made {
+		v := make()
+		if m, ok := v.(interface{ MemBytes() int64 }); ok {
 			n := m.MemBytes() + int64(len(key)) + summaryEntryBytes
 			c.summaryMu.Lock()
 			c.summaryBytes += n
 			c.summaryMu.Unlock()
 		}
-	})
+		s.v, s.made = v, true
+	}
 	return s.v
 }
 
