@@ -48,7 +48,9 @@ type opened struct {
 	namesMu sync.Mutex
 	names   []string
 
-	unitsOnce sync.Once
+	// unitsMu guards units and unitOf, made at their first use (statsUnits)
+	unitsMu   sync.Mutex
+	unitsMade bool
 	units     []statsUnit
 	unitOf    map[string]*statsUnit
 	// unitTensors and unitBytes sum the units up (unitTotals)
@@ -58,17 +60,22 @@ type opened struct {
 }
 
 // statsUnits returns the checkpoint's statistics units in tree order, and the unit of
-// each tensor path but the rows' (a row is a unit of its own: unitOfNode).
+// each tensor path but the rows' (a row is a unit of its own: unitOfNode). Calls at once
+// wait for the one that makes them; one that panics makes none (its request is a 500), and
+// the next call tries again rather than find the checkpoint without units.
 func (o *opened) statsUnits() ([]statsUnit, map[string]*statsUnit) {
-	o.unitsOnce.Do(func() {
-		o.units = statsUnits(o.ck)
-		o.unitOf = map[string]*statsUnit{}
-		for i := range o.units {
-			for _, p := range o.units[i].paths {
-				o.unitOf[p] = &o.units[i]
+	o.unitsMu.Lock()
+	defer o.unitsMu.Unlock()
+	if !o.unitsMade {
+		units := statsUnits(o.ck)
+		unitOf := map[string]*statsUnit{}
+		for i := range units {
+			for _, p := range units[i].paths {
+				unitOf[p] = &units[i]
 			}
 		}
-	})
+		o.units, o.unitOf, o.unitsMade = units, unitOf, true
+	}
 	return o.units, o.unitOf
 }
 
@@ -79,7 +86,7 @@ const unitsAheadTensors = 10000
 
 // prepareUnits makes o's statistics units ahead of their first use, beside the request
 // that will need them. A panic in it (a bug) is logged and does not take the server down;
-// the request then sees no units.
+// the request then makes them itself.
 func (s *Server) prepareUnits(o *opened) {
 	defer func() {
 		if r := recover(); r != nil {

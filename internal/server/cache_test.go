@@ -1,12 +1,15 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -382,5 +385,30 @@ func TestCacheChargesWhatPagesKeep(t *testing.T) {
 	do(s, http.MethodGet, "/c/"+id, nil)
 	if again, totalAgain, _ := charge(); again != after || totalAgain != totalAfter {
 		t.Errorf("a second view charged %d more", again-after)
+	}
+}
+
+// A checkpoint whose statistics units could not be made once (a panic: a bug) is not left
+// without units: the next request makes them.
+func TestStatsUnitsAfterAPanic(t *testing.T) {
+	o := &opened{} // no tree: making the units panics
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("making the units of a checkpoint without a tree did not panic")
+			}
+		}()
+		o.statsUnits()
+	}()
+	data, err := os.ReadFile(filepath.Join(fixturesDir, "state_dict.pt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.ck, err = loader.Open(bytes.NewReader(data), int64(len(data)), loader.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	units, _ := o.statsUnits()
+	if len(units) == 0 {
+		t.Fatal("no statistics units after the first try panicked")
 	}
 }
