@@ -644,9 +644,15 @@ func (c *converter) dictKey(n *ckpt.Node, i int, key any, depth int) {
 		c.keys = append(c.keys, pendingKey{dict: n, i: i, key: key, depth: depth})
 		return
 	}
-	k := n.Children[i]
+	c.makeKey(pendingKey{dict: n, i: i, key: key, depth: depth})
+}
+
+// makeKey makes the node of key p under its entry. The key node is no value of the tree
+// (its own values are).
+func (c *converter) makeKey(p pendingKey) {
+	k := p.dict.Children[p.i]
 	c.inKey++
-	k.DictKey = c.node(key, k, ckpt.DictKeySeg, depth)
+	k.DictKey = c.node(p.key, k, ckpt.DictKeySeg, p.depth)
 	c.inKey--
 	c.nodes--
 }
@@ -669,11 +675,7 @@ func (c *converter) makeKeys() {
 		p := c.keys[i]
 		c.keys[i] = pendingKey{}
 		c.deferKeys = true // a key inside a key waits for its turn too
-		k := p.dict.Children[p.i]
-		c.inKey++
-		k.DictKey = c.node(p.key, k, ckpt.DictKeySeg, p.depth)
-		c.inKey--
-		c.nodes--
+		c.makeKey(p)
 		c.deferKeys = false
 	}
 	c.keys = nil

@@ -519,23 +519,21 @@ func (op *opener) finish() {
 		ckpt.Link(ck.Root)
 		// A global met only in a dict's key (an object of a class the file imports, as the
 		// key) is found at the entry: no pointer leads into a key.
-		var visit func(at *ckpt.Node) func(n *ckpt.Node)
-		visit = func(at *ckpt.Node) func(n *ckpt.Node) {
-			return func(n *ckpt.Node) {
+		var walk func(root, at *ckpt.Node)
+		walk = func(root, at *ckpt.Node) {
+			ckpt.Walk(root, func(n *ckpt.Node) {
 				if n.Tensor != nil && n.Tensor.Storage != nil {
 					storages = append(storages, n.Tensor.Storage)
 				}
-				if n.Global != "" {
-					if _, ok := firstPath[n.Global]; !ok {
-						firstPath[n.Global] = cmp.Or(at, n).Path()
-					}
+				if _, ok := firstPath[n.Global]; n.Global != "" && !ok {
+					firstPath[n.Global] = cmp.Or(at, n).Path()
 				}
 				if n.DictKey != nil {
-					ckpt.Walk(n.DictKey, visit(cmp.Or(at, n)))
+					walk(n.DictKey, cmp.Or(at, n))
 				}
-			}
+			})
 		}
-		ckpt.Walk(ck.Root, visit(nil))
+		walk(ck.Root, nil)
 	}
 	for i := range op.fs.list {
 		f := &op.fs.list[i]

@@ -1229,14 +1229,7 @@ func reprValue(v any) string {
 	case complex128:
 		return pyrepr.Complex(x)
 	case *types.Tuple:
-		parts := make([]string, 0, len(*x))
-		for i, it := range *x {
-			if i >= 8 {
-				parts = append(parts, "…")
-				break
-			}
-			parts = append(parts, reprValue(it))
-		}
+		parts := reprItems(*x)
 		if len(parts) == 1 {
 			return "(" + parts[0] + ",)"
 		}
@@ -1250,14 +1243,7 @@ func reprValue(v any) string {
 			return x.display
 		}
 	case *pySet:
-		parts := make([]string, 0, min(len(x.items), 9))
-		for i, it := range x.items {
-			if i >= 8 {
-				parts = append(parts, "…")
-				break
-			}
-			parts = append(parts, reprValue(it))
-		}
+		parts := reprItems(x.items)
 		if len(parts) == 0 {
 			return typeOf(x) + "()"
 		}
@@ -1274,6 +1260,19 @@ func reprValue(v any) string {
 		return "<" + typeOf(x) + shapeText(x.shape) + ">"
 	}
 	return "<" + typeOf(v) + ">"
+}
+
+// reprItems is the repr of a container's first 8 items, and "…" for the rest.
+func reprItems(items []any) []string {
+	parts := make([]string, 0, min(len(items), 9))
+	for i, it := range items {
+		if i >= 8 {
+			parts = append(parts, "…")
+			break
+		}
+		parts = append(parts, reprValue(it))
+	}
+	return parts
 }
 
 // shapeText is a shape as the pages write it: "[3, 4]".
